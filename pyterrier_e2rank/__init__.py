@@ -1,0 +1,9 @@
+"""E2Rank for PyTerrier: one embedding model for dense retrieval and listwise PRF reranking."""
+from .index import E2RankIndex, IndexModelMismatch
+from .model import DEFAULT_MODEL, E2Rank, EncodeStats
+from .prompt import DEFAULT_RERANK_TASK, ListwisePrompt
+from .text import DEFAULT_QUERY_TASK
+
+__version__ = "0.1.0"
+__all__ = ["E2Rank", "E2RankIndex", "IndexModelMismatch", "EncodeStats", "ListwisePrompt",
+           "DEFAULT_MODEL", "DEFAULT_RERANK_TASK", "DEFAULT_QUERY_TASK"]

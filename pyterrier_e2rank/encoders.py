@@ -1,0 +1,50 @@
+"""Query and document encoders: frames in, the same frames with ``query_vec``/``doc_vec`` out."""
+from typing import Optional
+
+import pandas as pd
+import pyterrier as pt
+
+from .checks import require_text
+
+
+class E2RankQueryEncoder(pt.Transformer):
+    """Adds ``query_vec`` (instructed, normalised) to a query frame."""
+
+    def __init__(self, model, *, batch_size: Optional[int] = None, verbose: Optional[bool] = None):
+        self.model = model
+        self.batch_size = batch_size
+        self.verbose = verbose
+
+    def __repr__(self):
+        return f"{self.model!r}.query_encoder(batch_size={self.batch_size}, verbose={self.verbose})"
+
+    def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
+        pt.validate.query_frame(inp, extra_columns=["query"], context=self)
+        out = inp.copy()
+        queries = require_text(out, "query", key="qid")
+        vectors = self.model.encode_queries(queries, batch_size=self.batch_size, verbose=self.verbose)
+        out["query_vec"] = list(vectors)
+        return out
+
+
+class E2RankDocEncoder(pt.Transformer):
+    """Adds ``doc_vec`` (normalised, text cut to the model's word limit) to a document frame."""
+
+    def __init__(self, model, *, batch_size: Optional[int] = None, verbose: Optional[bool] = None,
+                 text_field: str = "text"):
+        self.model = model
+        self.batch_size = batch_size
+        self.verbose = verbose
+        self.text_field = text_field
+
+    def __repr__(self):
+        return (f"{self.model!r}.doc_encoder(batch_size={self.batch_size}, verbose={self.verbose}, "
+                f"text_field={self.text_field!r})")
+
+    def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
+        pt.validate.columns(inp, includes=["docno", self.text_field], context=self)
+        out = inp.copy()
+        texts = require_text(out, self.text_field, key="docno")
+        vectors = self.model.encode_docs(texts, batch_size=self.batch_size, verbose=self.verbose)
+        out["doc_vec"] = list(vectors)
+        return out

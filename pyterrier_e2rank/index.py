@@ -1,0 +1,222 @@
+"""A dense index on disk: document vectors (memory-mapped float32), their docnos, and the model
+settings they were made with.
+
+We write our own small artifact rather than reuse ``pyterrier_dr.FlexIndex``: the reranker must look
+vectors up by ``docno`` and refuse vectors of another model, both of which need the encoder's
+fingerprint stored beside the vectors, and pyterrier_dr would add a heavy dependency for ~150 lines.
+
+Layout: ``pt_meta.json`` (type, format, count, dim, encoder fingerprint), ``vectors.f32`` (raw
+row-major float32 ``[num_docs, dim]``), ``docnos.npy``.
+"""
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+import pyterrier as pt
+
+from .checks import require_text
+
+_META = "pt_meta.json"
+_VECTORS = "vectors.f32"
+_DOCNOS = "docnos.npy"
+
+
+class IndexModelMismatch(ValueError):
+    """The index was built with another model or other document settings than the one in use."""
+
+
+class E2RankIndex(pt.Artifact):
+    """Document vectors by docno, with ``.retriever()`` (exact search) and ``.vectors(docnos)``."""
+
+    ARTIFACT_TYPE = "dense_index"
+    ARTIFACT_FORMAT = "e2rank"
+
+    def __init__(self, path):
+        super().__init__(path)
+        self._vectors = None
+        self._docnos = None
+        self._row_of: Optional[Dict[str, int]] = None
+
+    def __repr__(self):
+        return f"E2RankIndex({str(self.path)!r})"
+
+    def built(self) -> bool:
+        return (self.path / _META).is_file()
+
+    @property
+    def meta(self) -> dict:
+        if not self.built():
+            raise FileNotFoundError(f"no E2Rank index at {self.path} (missing {_META}); build it with model.indexer(path)")
+        return json.loads((self.path / _META).read_text())
+
+    def __len__(self) -> int:
+        return self.meta["num_docs"]
+
+    @property
+    def docnos(self) -> np.ndarray:
+        if self._docnos is None:
+            self._docnos = np.load(self.path / _DOCNOS, allow_pickle=False)
+        return self._docnos
+
+    @property
+    def vectors_mmap(self) -> np.ndarray:
+        """All vectors, memory-mapped read-only: nothing is loaded until rows are touched."""
+        if self._vectors is None:
+            meta = self.meta
+            self._vectors = np.memmap(self.path / _VECTORS, dtype=np.float32, mode="r",
+                                      shape=(meta["num_docs"], meta["dim"]))
+        return self._vectors
+
+    def vectors(self, docnos: Sequence[str]) -> np.ndarray:
+        """The stored vectors of ``docnos`` (never looked up by docid); a KeyError names absent ones."""
+        if self._row_of is None:
+            self._row_of = {d: i for i, d in enumerate(self.docnos.tolist())}
+        rows = [self._row_of.get(str(d), -1) for d in docnos]
+        missing = [d for d, r in zip(docnos, rows) if r < 0]
+        if missing:
+            raise KeyError(f"{len(missing)} docno(s) are not in the index at {self.path}: {missing[:5]}")
+        return np.asarray(self.vectors_mmap[np.asarray(rows, dtype=np.int64)]) if rows else \
+            np.empty((0, self.meta["dim"]), dtype=np.float32)
+
+    def check_model(self, model) -> None:
+        """Refuse a model whose document vectors would differ from the stored ones."""
+        stored, current = self.meta["encoder"], model.fingerprint()
+        differ = [k for k in stored if stored.get(k) != current.get(k) and k != "model"]
+        if differ:
+            raise IndexModelMismatch(
+                f"the index at {self.path} was built with model {stored['model']!r} and other settings than "
+                f"{current['model']!r} now in use (differing: {', '.join(differ)}); rebuild the index "
+                f"with this model, or load the model it was built with")
+
+    def retriever(self, *, num_results: int = 1000, verbose: bool = False) -> pt.Transformer:
+        """Q frame with ``query_vec`` -> top ``num_results`` by exact dot product."""
+        return E2RankRetriever(self, num_results=num_results, verbose=verbose)
+
+
+class E2RankIndexer(pt.Indexer):
+    """Encodes ``docno``/``text`` dicts in chunks and appends them to disk; RAM holds one chunk."""
+
+    def __init__(self, model, index: E2RankIndex, *, batch_size: Optional[int] = None,
+                 verbose: Optional[bool] = None, text_field: str = "text", overwrite: bool = False,
+                 chunk_size: int = 4096):
+        self.model = model
+        self.index_ = index
+        self.batch_size = batch_size
+        self.verbose = model.verbose if verbose is None else verbose
+        self.text_field = text_field
+        self.overwrite = overwrite
+        self.chunk_size = chunk_size
+
+    def __repr__(self):
+        return f"{self.model!r}.indexer({self.index_!r}, text_field={self.text_field!r}, overwrite={self.overwrite})"
+
+    def index(self, it: Iterable[dict]) -> E2RankIndex:
+        path = self.index_.path
+        if self.index_.built():
+            if not self.overwrite:
+                raise FileExistsError(f"an index already exists at {path}; pass overwrite=True to replace it")
+            shutil.rmtree(path)
+        path.mkdir(parents=True, exist_ok=True)
+        docnos: List[str] = []
+        progress = pt.tqdm(desc="indexing", unit="doc") if self.verbose else None
+        with open(path / _VECTORS, "wb") as out:
+            for chunk in _chunks(it, self.chunk_size):
+                frame = pd.DataFrame(chunk)
+                if "docno" not in frame.columns or self.text_field not in frame.columns:
+                    raise KeyError(f"indexing needs 'docno' and {self.text_field!r} fields; got {sorted(frame.columns)}")
+                texts = require_text(frame, self.text_field, key="docno")
+                vectors = self.model.encode_docs(texts, batch_size=self.batch_size, verbose=False)
+                out.write(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
+                docnos.extend(frame["docno"].astype(str).tolist())
+                if progress is not None:
+                    progress.update(len(chunk))
+        if progress is not None:
+            progress.close()
+        if not docnos:
+            raise ValueError("nothing to index: the corpus iterator was empty")
+        if len(set(docnos)) != len(docnos):
+            raise ValueError(f"duplicate docnos in the corpus ({len(docnos) - len(set(docnos))} repeated)")
+        np.save(path / _DOCNOS, np.asarray(docnos))
+        meta = {"type": E2RankIndex.ARTIFACT_TYPE, "format": E2RankIndex.ARTIFACT_FORMAT,
+                "package_hint": "pyterrier-e2rank", "num_docs": len(docnos), "dim": self.model.dim,
+                "encoder": self.model.fingerprint()}
+        tmp = path / (_META + ".tmp")
+        tmp.write_text(json.dumps(meta, indent=2))
+        os.replace(tmp, path / _META)  # the meta file marks the index complete
+        return E2RankIndex(path)
+
+
+class E2RankRetriever(pt.Transformer):
+    """Exact dense retrieval: scans the memory-mapped vectors in blocks, keeps a running top-k."""
+
+    def __init__(self, index: E2RankIndex, *, num_results: int = 1000, verbose: bool = False,
+                 block_size: int = 65536):
+        self.index = index
+        self.num_results = num_results
+        self.verbose = verbose
+        self.block_size = block_size
+
+    def __repr__(self):
+        return f"{self.index!r}.retriever(num_results={self.num_results})"
+
+    def fuse_rank_cutoff(self, k: int) -> Optional[pt.Transformer]:
+        """``retriever % k`` asks for fewer results instead of cutting them afterwards."""
+        return E2RankRetriever(self.index, num_results=min(k, self.num_results), verbose=self.verbose,
+                               block_size=self.block_size)
+
+    def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
+        pt.validate.query_frame(inp, extra_columns=["query_vec"], context=self)
+        queries = inp.reset_index(drop=True)
+        if len(queries) == 0:
+            return queries.drop(columns=["query_vec"]).assign(
+                docno=pd.Series(dtype=str), score=pd.Series(dtype=float), rank=pd.Series(dtype=int))
+        scores, rows = self.search(np.stack(queries["query_vec"].to_numpy()).astype(np.float32))
+        docnos = self.index.docnos
+        k = rows.shape[1]
+        out = queries.drop(columns=["query_vec"]).loc[np.repeat(np.arange(len(queries)), k)].reset_index(drop=True)
+        out["docno"] = docnos[rows.ravel()]
+        out["score"] = scores.ravel().astype(np.float64)
+        out["rank"] = np.tile(np.arange(k), len(queries))
+        return out
+
+    def search(self, query_vectors: np.ndarray):
+        """Top-k (scores, row ids) for each query, best first, over all vectors."""
+        vectors = self.index.vectors_mmap
+        k = min(self.num_results, len(vectors))
+        best_scores = np.full((len(query_vectors), 0), -np.inf, dtype=np.float32)
+        best_rows = np.zeros((len(query_vectors), 0), dtype=np.int64)
+        starts = range(0, len(vectors), self.block_size)
+        if self.verbose:
+            starts = pt.tqdm(starts, desc="dense search", unit="block")
+        for start in starts:
+            block = np.asarray(vectors[start:start + self.block_size])
+            scores = query_vectors @ block.T
+            if scores.shape[1] > k:
+                part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+                scores = np.take_along_axis(scores, part, axis=1)
+                rows = part + start
+            else:
+                rows = np.broadcast_to(np.arange(start, start + scores.shape[1]), scores.shape)
+            best_scores = np.concatenate([best_scores, scores], axis=1)
+            best_rows = np.concatenate([best_rows, rows], axis=1)
+            if best_scores.shape[1] > k:
+                part = np.argpartition(-best_scores, k - 1, axis=1)[:, :k]
+                best_scores = np.take_along_axis(best_scores, part, axis=1)
+                best_rows = np.take_along_axis(best_rows, part, axis=1)
+        order = np.argsort(-best_scores, axis=1, kind="stable")
+        return np.take_along_axis(best_scores, order, axis=1), np.take_along_axis(best_rows, order, axis=1)
+
+
+def _chunks(it: Iterable[dict], size: int):
+    chunk = []
+    for doc in it:
+        chunk.append(doc)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

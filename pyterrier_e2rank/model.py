@@ -1,0 +1,245 @@
+"""``E2Rank``: one embedding model, and the factory of every transformer that uses it."""
+import hashlib
+import json
+from dataclasses import dataclass, fields
+from typing import List, Optional, Sequence
+
+import numpy as np
+import pyterrier as pt
+import torch
+
+from .loading import Pooling, read_pooling, resolve_model_path
+from .prompt import DEFAULT_RERANK_TASK, ListwisePrompt
+from .text import DEFAULT_QUERY_TASK, DOC_MAX_WORDS, format_query, truncate_words
+
+DEFAULT_MODEL = "Alibaba-NLP/E2Rank-0.6B"
+_AUTO = "auto"
+
+
+@dataclass
+class EncodeStats:
+    """Work done by the model: forward passes, texts, real tokens and padded positions."""
+    forward_passes: int = 0
+    texts: int = 0
+    tokens: int = 0
+    padded_tokens: int = 0
+
+    def __add__(self, other: "EncodeStats") -> "EncodeStats":
+        return EncodeStats(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+
+    def __sub__(self, other: "EncodeStats") -> "EncodeStats":
+        return EncodeStats(*(getattr(self, f.name) - getattr(other, f.name) for f in fields(self)))
+
+    @property
+    def padding_fraction(self) -> float:
+        return 1 - self.tokens / self.padded_tokens if self.padded_tokens else 0.0
+
+
+class E2Rank:
+    """An E2Rank (or any embedding) model, and a factory of PyTerrier transformers.
+
+    Decoder models follow DESIGN.md §1 exactly: left padding, ``<|endoftext|>`` appended to queries and
+    documents, last-token pooling, L2 normalisation, instructed queries. Encoder models with a
+    sentence-transformers configuration keep their pooling, normalisation and ``max_seq_length``.
+
+    Args:
+        model_name_or_path: a local Hugging Face directory, a hub id, or ``"all-minilm-l6-v2"``.
+        device: ``"cuda"`` when available, else ``"cpu"``.
+        dtype: bfloat16 on CUDA, float32 on CPU.
+        batch_size: texts per forward pass (length-sorted batches).
+        query_task: the retrieval instruction; ``"auto"`` uses E2Rank's default for decoder models and
+            none for encoders; ``None`` disables it.
+        max_length: token limit for queries and documents (default: the sentence-transformers
+            ``max_seq_length``, else the model's position limit).
+        prompt_max_length: token budget of the listwise prompt (default: the model's position limit).
+        doc_max_words: documents are cut to this many words before embedding (1024, as in the paper).
+        verbose: progress bars.
+    """
+
+    def __init__(self, model_name_or_path: str = DEFAULT_MODEL, *, device: Optional[str] = None,
+                 dtype: Optional[torch.dtype] = None, batch_size: int = 32, query_task: Optional[str] = _AUTO,
+                 max_length: Optional[int] = None, prompt_max_length: Optional[int] = None,
+                 doc_max_words: Optional[int] = DOC_MAX_WORDS, attn_implementation: Optional[str] = None,
+                 verbose: bool = False):
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+        self.model_name_or_path = model_name_or_path
+        path = resolve_model_path(model_name_or_path)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.dtype = dtype or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
+        try:
+            config = AutoConfig.from_pretrained(path)
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+            self.backbone = AutoModel.from_pretrained(path, dtype=self.dtype, **kwargs)
+        except OSError as e:
+            raise OSError(f"could not load model {model_name_or_path!r} from {path!r}: {e}") from e
+        self.backbone.to(self.device).eval()
+        self.pooling: Pooling = read_pooling(path, config)
+        if self.pooling.last_token:
+            self.tokenizer.padding_side = "left"
+            self.eos_token_id = self.tokenizer.convert_tokens_to_ids("<|endoftext|>")
+            if self.eos_token_id is None or self.eos_token_id == self.tokenizer.unk_token_id:
+                self.eos_token_id = self.tokenizer.eos_token_id
+        self.pad_token_id = self.tokenizer.pad_token_id
+        if self.pad_token_id is None:
+            self.pad_token_id = self.tokenizer.eos_token_id
+        self.position_limit = min(getattr(config, "max_position_embeddings", None) or 10**9,
+                                  self.tokenizer.model_max_length or 10**9)
+        self.max_length = max_length or self.pooling.max_length or self.position_limit
+        self.prompt_max_length = prompt_max_length or self.position_limit
+        self.query_task = (DEFAULT_QUERY_TASK if self.pooling.last_token else None) if query_task == _AUTO else query_task
+        self.doc_max_words = doc_max_words
+        self.batch_size = batch_size
+        self.verbose = verbose
+        self.stats = EncodeStats()
+
+    def __repr__(self):
+        return f"E2Rank({self.model_name_or_path!r}, device={str(self.device)!r}, batch_size={self.batch_size})"
+
+    @property
+    def dim(self) -> int:
+        return self.backbone.config.hidden_size
+
+    # ---- encoding -------------------------------------------------------------------------------
+    def encode_queries(self, queries: Sequence[str], *, batch_size: Optional[int] = None,
+                       verbose: Optional[bool] = None) -> np.ndarray:
+        """Normalised query vectors (instruction applied), shape ``[n, dim]``."""
+        texts = [format_query(q, self.query_task) for q in queries]
+        return self._encode(self._tokenize(texts, append_eos=True), batch_size, verbose, "encoding queries")
+
+    def encode_docs(self, texts: Sequence[str], *, batch_size: Optional[int] = None,
+                    verbose: Optional[bool] = None) -> np.ndarray:
+        """Normalised document vectors (cut to ``doc_max_words``), shape ``[n, dim]``."""
+        texts = [truncate_words(t, self.doc_max_words) for t in texts]
+        return self._encode(self._tokenize(texts, append_eos=True), batch_size, verbose, "encoding documents")
+
+    def encode_prompts(self, prompts: Sequence[str], *, batch_size: Optional[int] = None,
+                       verbose: Optional[bool] = None) -> np.ndarray:
+        """Normalised pseudo-query vectors of rendered listwise prompts (no ``<|endoftext|>``)."""
+        ids = self._tokenize(prompts, append_eos=False, max_length=self.prompt_max_length)
+        return self._encode(ids, batch_size, verbose, "encoding prompts")
+
+    def listwise_prompt(self, *, num_input_docs: int = 20, task: str = DEFAULT_RERANK_TASK,
+                        variant: str = "eval", doc_max_tokens: Optional[int] = None,
+                        max_tokens: Optional[int] = None) -> ListwisePrompt:
+        """The prompt builder matching this model: its word cut and, by default, its position limit."""
+        return ListwisePrompt(task=task, num_input_docs=num_input_docs, doc_max_words=self.doc_max_words,
+                              doc_max_tokens=doc_max_tokens, max_tokens=max_tokens or self.prompt_max_length,
+                              variant=variant)
+
+    def _tokenize(self, texts: Sequence[str], *, append_eos: bool, max_length: Optional[int] = None) -> List[List[int]]:
+        max_length = max_length or self.max_length
+        texts = list(texts)
+        bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+        if bad:
+            raise TypeError(f"{len(bad)} text(s) are not strings (positions {bad[:5]}): {texts[bad[0]]!r}")
+        if not self.pooling.last_token:
+            return self.tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+        ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        if not append_eos:
+            too_long = [i for i, x in enumerate(ids) if len(x) > max_length]
+            if too_long:
+                raise ValueError(f"{len(too_long)} prompt(s) exceed the model's {max_length} tokens "
+                                 f"(longest: {max(len(ids[i]) for i in too_long)}); set a prompt budget")
+            return ids
+        return [x[:max_length - 1] + [self.eos_token_id] for x in ids]
+
+    def _encode(self, ids: List[List[int]], batch_size: Optional[int], verbose: Optional[bool], desc: str) -> np.ndarray:
+        """Length-sorted batches through the backbone, pooled and normalised, in input order."""
+        batch_size = batch_size or self.batch_size
+        verbose = self.verbose if verbose is None else verbose
+        out = np.empty((len(ids), self.dim), dtype=np.float32)
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        starts = range(0, len(ids), batch_size)
+        if verbose:
+            starts = pt.tqdm(starts, desc=desc, unit="batch")
+        with torch.inference_mode():
+            for start in starts:
+                rows = order[start:start + batch_size]
+                out[rows] = self._forward([ids[i] for i in rows])
+        return out
+
+    def _forward(self, batch: List[List[int]]) -> np.ndarray:
+        width = max(len(x) for x in batch)
+        input_ids = torch.full((len(batch), width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, x in enumerate(batch):
+            span = slice(width - len(x), width) if self.pooling.last_token else slice(0, len(x))
+            input_ids[row, span] = torch.tensor(x, dtype=torch.long)
+            mask[row, span] = 1
+        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+        hidden = self.backbone(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        if self.pooling.mode == "lasttoken":
+            vectors = hidden[:, -1]
+        elif self.pooling.mode == "cls":
+            vectors = hidden[:, 0]
+        else:
+            weights = mask.unsqueeze(-1).to(hidden.dtype)
+            vectors = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+        vectors = vectors.float()
+        if self.pooling.normalize:
+            vectors = torch.nn.functional.normalize(vectors, dim=-1)
+        self.stats += EncodeStats(1, len(batch), int(mask.sum()), mask.numel())
+        return vectors.cpu().numpy()
+
+    # ---- identity -------------------------------------------------------------------------------
+    def fingerprint(self) -> dict:
+        """What a document vector depends on: weights, pooling and document formatting.
+
+        Stored with an index, so that vectors of another model are never mixed with this one's. The
+        weights are hashed in bfloat16, so the same checkpoint matches on CPU (fp32) and GPU (bf16)."""
+        config = self.backbone.config.to_dict()
+        for key in ("_name_or_path", "dtype", "torch_dtype", "transformers_version", "attn_implementation", "_attn_implementation"):
+            config.pop(key, None)
+        digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+        embedding = self.backbone.get_input_embeddings().weight
+        sample = embedding[:: max(1, embedding.shape[0] // 64)][:64].detach().to("cpu", torch.bfloat16)
+        digest.update(sample.view(torch.int16).numpy().tobytes())
+        return {
+            "model": str(self.model_name_or_path),
+            "weights_sha256": digest.hexdigest(),
+            "dim": self.dim,
+            "pooling": self.pooling.mode,
+            "normalize": self.pooling.normalize,
+            "max_length": self.max_length,
+            "doc_max_words": self.doc_max_words,
+        }
+
+    # ---- transformer factories ------------------------------------------------------------------
+    def query_encoder(self, *, batch_size: Optional[int] = None, verbose: Optional[bool] = None) -> pt.Transformer:
+        """Q frame -> adds ``query_vec``."""
+        from .encoders import E2RankQueryEncoder
+        return E2RankQueryEncoder(self, batch_size=batch_size, verbose=verbose)
+
+    def doc_encoder(self, *, batch_size: Optional[int] = None, verbose: Optional[bool] = None,
+                    text_field: str = "text") -> pt.Transformer:
+        """D frame (``docno``, ``text``) -> adds ``doc_vec``."""
+        from .encoders import E2RankDocEncoder
+        return E2RankDocEncoder(self, batch_size=batch_size, verbose=verbose, text_field=text_field)
+
+    def indexer(self, index, *, batch_size: Optional[int] = None, verbose: Optional[bool] = None,
+                text_field: str = "text", overwrite: bool = False) -> pt.Indexer:
+        """Encodes a corpus iterator once into ``index`` (an ``E2RankIndex`` or a path)."""
+        from .index import E2RankIndex, E2RankIndexer
+        index = index if isinstance(index, E2RankIndex) else E2RankIndex(index)
+        return E2RankIndexer(self, index, batch_size=batch_size, verbose=verbose, text_field=text_field, overwrite=overwrite)
+
+    def retriever(self, index, *, num_results: int = 1000, batch_size: Optional[int] = None,
+                  verbose: Optional[bool] = None) -> pt.Transformer:
+        """Q frame -> top ``num_results`` documents of ``index`` by exact dot product."""
+        from .index import E2RankIndex
+        index = index if isinstance(index, E2RankIndex) else E2RankIndex(index)
+        index.check_model(self)
+        return self.query_encoder(batch_size=batch_size, verbose=verbose) >> index.retriever(num_results=num_results)
+
+    def reranker(self, num_input_docs: int = 20, index=None, *, task: str = DEFAULT_RERANK_TASK,
+                 prompt_variant: str = "eval", window: Optional[int] = None, stride: Optional[int] = None,
+                 doc_max_tokens: Optional[int] = None, prompt_max_tokens: Optional[int] = None,
+                 batch_size: Optional[int] = None, verbose: Optional[bool] = None,
+                 text_field: str = "text") -> pt.Transformer:
+        """The listwise PRF reranker (DESIGN.md §1); with ``index``, one forward pass per query."""
+        from .reranker import E2RankReranker
+        prompt = self.listwise_prompt(num_input_docs=num_input_docs, task=task, variant=prompt_variant,
+                                      doc_max_tokens=doc_max_tokens, max_tokens=prompt_max_tokens)
+        return E2RankReranker(self, prompt, index=index, window=window, stride=stride,
+                              batch_size=batch_size, verbose=verbose, text_field=text_field)

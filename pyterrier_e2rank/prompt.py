@@ -1,0 +1,108 @@
+"""The listwise prompt whose embedding is E2Rank's pseudo-relevance-feedback query.
+
+One implementation serves the reranker and the trainer, so what a model is trained on is exactly what
+it reads at inference. The default is the prompt behind the paper's numbers (DESIGN.md §1).
+"""
+from dataclasses import dataclass
+from typing import List, Optional, Sequence
+
+from .text import DOC_MAX_WORDS, truncate_words
+
+#: The task sentence of the published runs, used for every dataset.
+DEFAULT_RERANK_TASK = "Given a web search query and some relevant documents, rerank the documents that answer the query"
+
+PROMPT_VARIANTS = ("eval", "readme")
+
+
+@dataclass(frozen=True)
+class ListwisePrompt:
+    """Writes a query and its top candidates into the text E2Rank embeds as a pseudo-query.
+
+    Args:
+        task: the task sentence that opens the prompt.
+        num_input_docs: how many top candidates enter the prompt (20 in the paper).
+        doc_max_words: each document is cut to this many whitespace-separated words first.
+        doc_max_tokens: optional per-document token budget (for small models).
+        max_tokens: optional total budget for the prompt in tokens; when the prompt is longer, the
+            longest documents are cut first (all kept documents get the same token cap).
+        variant: ``"eval"`` is the authors' evaluation prompt (published numbers); ``"readme"`` is the
+            model card's variant (no newline before ``Search Query:``, documents carry ``<|endoftext|>``).
+    """
+    task: str = DEFAULT_RERANK_TASK
+    num_input_docs: int = 20
+    doc_max_words: Optional[int] = DOC_MAX_WORDS
+    doc_max_tokens: Optional[int] = None
+    max_tokens: Optional[int] = None
+    variant: str = "eval"
+
+    def __post_init__(self):
+        if self.variant not in PROMPT_VARIANTS:
+            raise ValueError(f"variant must be one of {PROMPT_VARIANTS}, got {self.variant!r}")
+        if self.num_input_docs < 1:
+            raise ValueError(f"num_input_docs must be at least 1, got {self.num_input_docs}")
+
+    def content(self, query: str, docs: Sequence[str]) -> str:
+        """The user message: task, numbered documents (as given, no truncation here), query."""
+        if self.variant == "eval":
+            listing = "\n".join(f"[{i}] {doc}" for i, doc in enumerate(docs, start=1))
+            return f"{self.task}:\nDocuments:\n{listing}\nSearch Query: {query}"
+        listing = "\n".join(f"[{i}] {doc}<|endoftext|>" for i, doc in enumerate(docs, start=1))
+        return f"{self.task}:\nDocuments:\n{listing}Search Query:{query}"
+
+    def render(self, tokenizer, query: str, docs: Sequence[str]) -> str:
+        """The exact string to embed: the first ``num_input_docs`` documents, truncated to the budgets,
+        wrapped in the tokenizer's chat template when it has one. No end-of-text token is added."""
+        docs = [truncate_words(doc, self.doc_max_words) for doc in docs[:self.num_input_docs]]
+        if self.doc_max_tokens is not None:
+            docs = [_cut_tokens(tokenizer, doc, self.doc_max_tokens) for doc in docs]
+        prompt = wrap_user_message(tokenizer, self.content(query, docs))
+        if self.max_tokens is None or count_tokens(tokenizer, prompt) <= self.max_tokens:
+            return prompt
+        return self._fit(tokenizer, query, docs)
+
+    def _fit(self, tokenizer, query: str, docs: List[str]) -> str:
+        """Cut the longest documents to a common token cap until the prompt fits ``max_tokens``."""
+        overhead = count_tokens(tokenizer, wrap_user_message(tokenizer, self.content(query, [""] * len(docs))))
+        if overhead > self.max_tokens:
+            raise ValueError(
+                f"the listwise prompt needs {overhead} tokens without any document text, more than its "
+                f"budget of {self.max_tokens} tokens: shorten the query or the task sentence, or raise max_tokens")
+        doc_ids = [tokenizer(doc, add_special_tokens=False)["input_ids"] for doc in docs]
+        cap = _water_level([len(ids) for ids in doc_ids], self.max_tokens - overhead)
+        while True:
+            cut = [tokenizer.decode(ids[:cap]) if len(ids) > cap else doc for doc, ids in zip(docs, doc_ids)]
+            prompt = wrap_user_message(tokenizer, self.content(query, cut))
+            excess = count_tokens(tokenizer, prompt) - self.max_tokens
+            if excess <= 0 or cap == 0:
+                return prompt
+            cap = max(0, cap - max(1, -(-excess // len(docs))))
+
+
+def wrap_user_message(tokenizer, content: str) -> str:
+    """One user turn through the chat template (generation prompt, thinking off); as is without one."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
+                                             add_generation_prompt=True, enable_thinking=False)
+    return content
+
+
+def count_tokens(tokenizer, text: str) -> int:
+    """Tokens the model will read for ``text``, special tokens the tokenizer adds included."""
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"]) + tokenizer.num_special_tokens_to_add()
+
+
+def _cut_tokens(tokenizer, text: str, max_tokens: int) -> str:
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return text if len(ids) <= max_tokens else tokenizer.decode(ids[:max_tokens])
+
+
+def _water_level(lengths: Sequence[int], budget: int) -> int:
+    """The largest cap c with sum(min(length, c)) <= budget."""
+    lo, hi = 0, max(lengths, default=0)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if sum(min(n, mid) for n in lengths) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo

@@ -1,0 +1,1 @@
+"""Two-stage E2Rank training (stage I: InfoNCE; stage II: InfoNCE + RankNet on listwise prompts)."""
