@@ -9,6 +9,7 @@ import pyterrier as pt
 import torch
 
 from .loading import Pooling, read_pooling, resolve_model_path
+from .pooling import pad_batch, pool
 from .prompt import DEFAULT_RERANK_TASK, ListwisePrompt
 from .text import DEFAULT_QUERY_TASK, DOC_MAX_WORDS, format_query, truncate_words
 
@@ -160,27 +161,11 @@ class E2Rank:
         return out
 
     def _forward(self, batch: List[List[int]]) -> np.ndarray:
-        width = max(len(x) for x in batch)
-        input_ids = torch.full((len(batch), width), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, x in enumerate(batch):
-            span = slice(width - len(x), width) if self.pooling.last_token else slice(0, len(x))
-            input_ids[row, span] = torch.tensor(x, dtype=torch.long)
-            mask[row, span] = 1
+        input_ids, mask = pad_batch(batch, self.pad_token_id, left=self.pooling.last_token)
         input_ids, mask = input_ids.to(self.device), mask.to(self.device)
         hidden = self.backbone(input_ids=input_ids, attention_mask=mask).last_hidden_state
-        if self.pooling.mode == "lasttoken":
-            vectors = hidden[:, -1]
-        elif self.pooling.mode == "cls":
-            vectors = hidden[:, 0]
-        else:
-            weights = mask.unsqueeze(-1).to(hidden.dtype)
-            vectors = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-        vectors = vectors.float()
-        if self.pooling.normalize:
-            vectors = torch.nn.functional.normalize(vectors, dim=-1)
         self.stats += EncodeStats(1, len(batch), int(mask.sum()), mask.numel())
-        return vectors.cpu().numpy()
+        return pool(hidden, mask, self.pooling).cpu().numpy()
 
     # ---- identity -------------------------------------------------------------------------------
     def fingerprint(self) -> dict:

@@ -1,0 +1,36 @@
+"""Token ids to vectors: padding a batch and pooling its hidden states.
+
+Shared by inference (``E2Rank``) and training (``training/``), so both embed texts the same way.
+"""
+from typing import List, Tuple
+
+import torch
+
+from .loading import Pooling
+
+
+def pad_batch(batch: List[List[int]], pad_token_id: int, *, left: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``input_ids`` and ``attention_mask`` for variable-length id lists (left padding for decoders)."""
+    width = max(len(x) for x in batch)
+    input_ids = torch.full((len(batch), width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, x in enumerate(batch):
+        span = slice(width - len(x), width) if left else slice(0, len(x))
+        input_ids[row, span] = torch.tensor(x, dtype=torch.long)
+        mask[row, span] = 1
+    return input_ids, mask
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: Pooling) -> torch.Tensor:
+    """One float32 vector per sequence: last token (left-padded), CLS or masked mean; normalised if asked."""
+    if pooling.mode == "lasttoken":
+        if bool((mask[:, -1] == 0).any()):
+            raise ValueError("last-token pooling needs left padding")
+        vectors = hidden[:, -1]
+    elif pooling.mode == "cls":
+        vectors = hidden[:, 0]
+    else:
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        vectors = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+    vectors = vectors.float()
+    return torch.nn.functional.normalize(vectors, dim=-1) if pooling.normalize else vectors
