@@ -13,6 +13,13 @@ def load_dataset(dataset: Union[str, "pt.datasets.Dataset"]) -> "pt.datasets.Dat
     return pt.get_dataset(dataset) if isinstance(dataset, str) else dataset
 
 
+def corpus_id(dataset: str) -> str:
+    """The ir_datasets id that owns the documents (``beir/scifact`` for ``irds:beir/scifact/test``),
+    so that splits of one collection share their indexes."""
+    import ir_datasets
+    return ir_datasets.docs_parent_id(dataset.removeprefix("irds:"))
+
+
 def _text_fields(dataset) -> list:
     docs_cls = dataset.irds_ref().docs_cls()
     return [f for f in ("title", "text") if f in docs_cls._fields]
