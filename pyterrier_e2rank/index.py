@@ -129,11 +129,9 @@ class E2RankIndexer(pt.Indexer):
                 if "docno" not in frame.columns or self.text_field not in frame.columns:
                     raise KeyError(f"indexing needs 'docno' and {self.text_field!r} fields; got {sorted(frame.columns)}")
                 texts = require_text(frame, self.text_field, key="docno")
-                vectors = self.model.encode_docs(texts, batch_size=self.batch_size, verbose=False)
+                vectors = self.model.encode_docs(texts, batch_size=self.batch_size, verbose=False, progress=progress)
                 out.write(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
                 docnos.extend(frame["docno"].astype(str).tolist())
-                if progress is not None:
-                    progress.update(len(chunk))
         if progress is not None:
             progress.close()
         if not docnos:

@@ -109,10 +109,13 @@ class E2Rank:
         return self._encode(self._tokenize(texts, append_eos=True), batch_size, verbose, "encoding queries")
 
     def encode_docs(self, texts: Sequence[str], *, batch_size: Optional[int] = None,
-                    verbose: Optional[bool] = None) -> np.ndarray:
-        """Normalised document vectors (cut to ``doc_max_words``), shape ``[n, dim]``."""
+                    verbose: Optional[bool] = None, progress=None) -> np.ndarray:
+        """Normalised document vectors (cut to ``doc_max_words``), shape ``[n, dim]``.
+
+        ``progress``: an open tqdm bar to advance by documents (the indexer's), instead of a new one."""
         texts = [truncate_words(t, self.doc_max_words) for t in texts]
-        return self._encode(self._tokenize(texts, append_eos=True), batch_size, verbose, "encoding documents")
+        return self._encode(self._tokenize(texts, append_eos=True), batch_size, verbose, "encoding documents",
+                            progress)
 
     def encode_prompts(self, prompts: Sequence[str], *, batch_size: Optional[int] = None,
                        verbose: Optional[bool] = None) -> np.ndarray:
@@ -145,19 +148,24 @@ class E2Rank:
             return ids
         return [x[:max_length - 1] + [self.eos_token_id] for x in ids]
 
-    def _encode(self, ids: List[List[int]], batch_size: Optional[int], verbose: Optional[bool], desc: str) -> np.ndarray:
+    def _encode(self, ids: List[List[int]], batch_size: Optional[int], verbose: Optional[bool], desc: str,
+                progress=None) -> np.ndarray:
         """Length-sorted batches through the backbone, pooled and normalised, in input order."""
         batch_size = batch_size or self.batch_size
         verbose = self.verbose if verbose is None else verbose
         out = np.empty((len(ids), self.dim), dtype=np.float32)
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-        starts = range(0, len(ids), batch_size)
-        if verbose:
-            starts = pt.tqdm(starts, desc=desc, unit="batch")
+        own_progress = progress is None and verbose and len(ids) > batch_size
+        if own_progress:
+            progress = pt.tqdm(total=len(ids), desc=desc, unit="text")
         with torch.inference_mode():
-            for start in starts:
+            for start in range(0, len(ids), batch_size):
                 rows = order[start:start + batch_size]
                 out[rows] = self._forward([ids[i] for i in rows])
+                if progress is not None:
+                    progress.update(len(rows))
+        if own_progress:
+            progress.close()
         return out
 
     def _forward(self, batch: List[List[int]]) -> np.ndarray:
