@@ -22,10 +22,12 @@ def index_name(model_name: str) -> str:
 
 
 def run_experiment(dataset: str, model: E2Rank, *, index_dir: str = "indexes", top_k: int = 100,
-                   num_input_docs: int = 20, bm25: str = "pisa", verbose: bool = True) -> dict:
+                   num_input_docs: int = 20, bm25: str = "pisa", num_queries: Optional[int] = None,
+                   verbose: bool = True) -> dict:
     """Build (or reuse) the BM25 and dense indexes, then evaluate the four systems.
 
-    Returns ``{system: {"nDCG@10", "R@100", "mrt"}}`` plus ``"_timings"`` (index build seconds)."""
+    ``num_queries`` keeps the first N topics (a quick look). Returns ``{system: {"nDCG@10", "R@100",
+    "mrt"}}`` plus ``"_timings"`` (index build seconds)."""
     ds = load_dataset(dataset)
     root = Path(index_dir) / index_name(corpus_id(dataset))
     timings = {}
@@ -48,7 +50,8 @@ def run_experiment(dataset: str, model: E2Rank, *, index_dir: str = "indexes", t
                first_stage % top_k >> text >> reranker,
                dense % top_k,
                dense % top_k >> text >> reranker]
-    table = pt.Experiment(systems, ds.get_topics(), ds.get_qrels(), eval_metrics=MEASURES, names=SYSTEMS,
+    topics = ds.get_topics() if num_queries is None else ds.get_topics().head(num_queries)
+    table = pt.Experiment(systems, topics, ds.get_qrels(), eval_metrics=MEASURES, names=SYSTEMS,
                           verbose=verbose)
     results = {row["name"]: {str(m): float(row[str(m)]) for m in MEASURES} for _, row in table.iterrows()}
     results["_timings"] = timings
@@ -61,7 +64,7 @@ def main(args) -> int:
     if args.query_task == "dataset" and model.query_task is not None:  # instructed models only
         model.query_task = dataset_query_task(args.dataset) or model.query_task
     results = run_experiment(args.dataset, model, index_dir=args.index_dir, top_k=args.top_k,
-                             num_input_docs=args.num_input_docs, bm25=args.bm25)
+                             num_input_docs=args.num_input_docs, bm25=args.bm25, num_queries=args.num_queries)
     timings = results.pop("_timings")
     print(f"\n{args.dataset} with {args.model} (indexes: BM25 {timings['bm25_index_s']:.1f}s, "
           f"dense {timings['dense_index_s']:.1f}s)")
@@ -83,6 +86,7 @@ def register(subparsers) -> None:
     p.add_argument("--index-dir", default="indexes", help="where BM25 and dense indexes are built or reused")
     p.add_argument("--top-k", type=int, default=100, help="candidates reranked per query")
     p.add_argument("--num-input-docs", type=int, default=20, help="documents in the listwise prompt")
+    p.add_argument("--num-queries", type=int, help="evaluate only the first N topics (a quick look)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     p.add_argument("--bm25", choices=sorted(BM25_ENGINES), default="pisa", help="BM25 engine (terrier needs Java)")

@@ -134,6 +134,8 @@ class E2Rank:
     def _tokenize(self, texts: Sequence[str], *, append_eos: bool, max_length: Optional[int] = None) -> List[List[int]]:
         max_length = max_length or self.max_length
         texts = list(texts)
+        if not texts:
+            return []
         bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
         if bad:
             raise TypeError(f"{len(bad)} text(s) are not strings (positions {bad[:5]}): {texts[bad[0]]!r}")

@@ -1,0 +1,110 @@
+"""The dense index, retrieval, and reranking with stored vectors (one forward pass per query)."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from pyterrier_e2rank import E2Rank, E2RankIndex, IndexModelMismatch
+
+from test_reference import make_docs
+
+DOCS = pd.DataFrame({"docno": [f"d{i}" for i in range(40)], "text": make_docs(40, seed=3)})
+QUERIES = pd.DataFrame({"qid": ["1", "2", "3"], "query": ["gene therapy for cancer", "virus immune response",
+                                                          "brain blood dose"]})
+
+
+@pytest.fixture(scope="module")
+def index(tiny_qwen, tmp_path_factory):
+    path = tmp_path_factory.mktemp("index") / "dense"
+    return tiny_qwen.indexer(path).index(DOCS.to_dict("records"))
+
+
+def test_index_stores_the_doc_encoder_vectors(tiny_qwen, index):
+    assert len(index) == 40 and index.meta["dim"] == tiny_qwen.dim
+    expected = np.stack(tiny_qwen.doc_encoder()(DOCS)["doc_vec"])
+    np.testing.assert_allclose(index.vectors(DOCS["docno"].tolist()[::-1]), expected[::-1], atol=1e-6)
+
+
+def test_retriever_is_exact_search(tiny_qwen, index):
+    res = tiny_qwen.retriever(index, num_results=5)(QUERIES)
+    query_vecs = tiny_qwen.encode_queries(QUERIES["query"].tolist())
+    doc_vecs = tiny_qwen.encode_docs(DOCS["text"].tolist())
+    for qid, qvec in zip(QUERIES["qid"], query_vecs):
+        got = res[res["qid"] == qid]
+        best = np.argsort(-(doc_vecs @ qvec), kind="stable")[:5]
+        assert got["docno"].tolist() == DOCS["docno"].iloc[best].tolist()
+        assert got["rank"].tolist() == list(range(5))
+        np.testing.assert_allclose(got["score"], (doc_vecs @ qvec)[best], atol=1e-5)
+
+
+def test_small_blocks_give_the_same_top_k(tiny_qwen, index):
+    from pyterrier_e2rank.index import E2RankRetriever
+    query_vecs = tiny_qwen.encode_queries(QUERIES["query"].tolist())
+    whole = E2RankRetriever(index, num_results=7).search(query_vecs)
+    blocked = E2RankRetriever(index, num_results=7, block_size=6).search(query_vecs)
+    np.testing.assert_array_equal(whole[1], blocked[1])
+
+
+def test_rank_cutoff_fuses_into_the_retriever(tiny_qwen, index):
+    pipeline = tiny_qwen.retriever(index, num_results=20) % 3
+    out = pipeline(QUERIES)
+    assert out.groupby("qid").size().tolist() == [3, 3, 3]
+
+
+def test_reranking_with_index_equals_fresh_encoding_with_one_pass_per_query(tiny_qwen, index):
+    candidates = (tiny_qwen.retriever(index, num_results=30))(QUERIES).merge(DOCS, on="docno")
+    fresh = tiny_qwen.reranker(batch_size=1)
+    stored = tiny_qwen.reranker(index=index, batch_size=1)
+    a, b = fresh(candidates), stored(candidates)
+    pd.testing.assert_frame_equal(a[["qid", "docno", "rank"]], b[["qid", "docno", "rank"]])
+    np.testing.assert_allclose(a["score"], b["score"], atol=1e-5)
+    assert stored.stats.forward_passes == len(QUERIES) and stored.stats.texts == len(QUERIES)
+    assert fresh.stats.texts > len(QUERIES)
+    with_vec = tiny_qwen.doc_encoder()(candidates)
+    np.testing.assert_allclose(tiny_qwen.reranker()(with_vec)["score"], a["score"], atol=1e-5)
+
+
+def test_reranker_keeps_rows_and_unknown_columns(tiny_qwen, index):
+    candidates = tiny_qwen.retriever(index, num_results=10)(QUERIES).merge(DOCS, on="docno")
+    candidates["my_feature"] = np.arange(len(candidates))
+    out = tiny_qwen.reranker(index=index)(candidates)
+    assert len(out) == len(candidates) and "my_feature" in out.columns
+    merged = out.merge(candidates[["qid", "docno", "my_feature"]], on=["qid", "docno"], suffixes=("", "_in"))
+    assert (merged["my_feature"] == merged["my_feature_in"]).all()
+    assert out.groupby("qid")["rank"].apply(list).map(lambda r: r == list(range(10))).all()
+
+
+def test_sliding_window_reorders_back_to_front(tiny_qwen, index):
+    candidates = tiny_qwen.retriever(index, num_results=30)(QUERIES).merge(DOCS, on="docno")
+    reranker = tiny_qwen.reranker(index=index, window=20, stride=10)
+    out = reranker(candidates)
+    assert reranker.stats.texts == 2 * len(QUERIES)  # windows [10, 30) then [0, 20)
+    assert sorted(out["docno"]) == sorted(candidates["docno"]) and out.groupby("qid").size().eq(30).all()
+    single = tiny_qwen.reranker(index=index, window=30)(candidates)  # one window = one-pass order
+    one_pass = tiny_qwen.reranker(index=index, num_input_docs=30)(candidates)
+    assert single["docno"].tolist() == one_pass["docno"].tolist()
+
+
+def test_index_of_another_model_is_refused(other_tiny_qwen_dir, index):
+    other = E2Rank(str(other_tiny_qwen_dir))
+    with pytest.raises(IndexModelMismatch, match="built with model"):
+        other.reranker(index=index)
+    with pytest.raises(IndexModelMismatch):
+        other.retriever(index)
+
+
+def test_docno_absent_from_index_is_named(tiny_qwen, index):
+    frame = pd.DataFrame({"qid": "1", "query": "gene", "docno": ["d1", "nope"], "text": ["a b", "c d"],
+                          "score": [2.0, 1.0]})
+    with pytest.raises(KeyError, match="nope"):
+        tiny_qwen.reranker(index=index)(frame)
+
+
+def test_existing_index_is_not_overwritten_silently(tiny_qwen, index):
+    with pytest.raises(FileExistsError):
+        tiny_qwen.indexer(index.path).index(DOCS.to_dict("records"))
+
+
+def test_index_loads_as_a_pyterrier_artifact(index):
+    import pyterrier as pt
+    loaded = pt.Artifact.load(str(index.path))
+    assert isinstance(loaded, E2RankIndex) and len(loaded) == 40
