@@ -43,7 +43,7 @@ def test_experiment_command_writes_the_four_systems(tmp_path, tiny_qwen_dir, sci
     output = tmp_path / "out.json"
     assert main(["experiment", "--dataset", "irds:beir/scifact/test", "--model", str(tiny_qwen_dir),
                  "--index-dir", str(tmp_path / "idx"), "--output", str(output), "--num-queries", "3",
-                 "--top-k", "20", "--num-input-docs", "5", "--batch-size", "64"]) == 0
+                 "--top-k", "20", "--num-input-docs", "5", "--batch-size", "16"]) == 0
     results = json.loads(output.read_text())
     assert list(results) == ["bm25", "bm25>>e2rank", "dense", "dense>>e2rank"]
     for scores in results.values():
