@@ -50,3 +50,29 @@ def test_experiment_command_writes_the_four_systems(tmp_path, tiny_qwen_dir, sci
         assert set(scores) == {"nDCG@10", "R@100", "mrt"} and 0 <= scores["nDCG@10"] <= 1
     assert results["bm25"]["R@100"] == results["bm25>>e2rank"]["R@100"]
     assert results["dense"]["R@100"] == results["dense>>e2rank"]["R@100"]
+
+
+def test_example_script_runs(tmp_path, tiny_qwen_dir, scifact):
+    import importlib.util
+    from conftest import REPO
+    spec = importlib.util.spec_from_file_location("rerank_bm25", REPO / "examples" / "rerank_bm25.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    table = example.main(["--model", str(tiny_qwen_dir), "--index-dir", str(tmp_path / "pisa"),
+                          "--num-queries", "2", "--top-k", "10"])
+    assert list(table["name"]) == ["bm25", "bm25>>e2rank"]
+
+
+def test_course_notebook_runs(tmp_path, tiny_qwen_dir, scifact, monkeypatch):
+    """Every code cell of the notebook, in order, on the tiny model and two queries."""
+    from conftest import REPO
+    monkeypatch.setenv("E2RANK_EXAMPLE_MODEL", str(tiny_qwen_dir))
+    monkeypatch.setenv("E2RANK_EXAMPLE_QUERIES", "2")
+    monkeypatch.setenv("E2RANK_EXAMPLE_INDEX_DIR", str(tmp_path))
+    notebook = json.loads((REPO / "examples" / "e2rank_scifact.ipynb").read_text())
+    namespace = {}
+    for cell in notebook["cells"]:
+        if cell["cell_type"] == "code":
+            exec(compile("".join(cell["source"]), "notebook", "exec"), namespace)
+    assert list(namespace["table"]["name"]) == ["bm25", "bm25>>e2rank", "dense", "dense>>e2rank"]
+    assert namespace["e2rank"].stats.texts == 4  # one prompt per query per reranked system
