@@ -115,37 +115,56 @@ class E2RankIndexer(pt.Indexer):
         return f"{self.model!r}.indexer({self.index_!r}, text_field={self.text_field!r}, overwrite={self.overwrite})"
 
     def index(self, it: Iterable[dict]) -> E2RankIndex:
-        path = self.index_.path
-        if self.index_.built():
-            if not self.overwrite:
-                raise FileExistsError(f"an index already exists at {path}; pass overwrite=True to replace it")
-            shutil.rmtree(path)
-        path.mkdir(parents=True, exist_ok=True)
-        docnos: List[str] = []
+        writer = IndexWriter(self.index_.path, self.model, overwrite=self.overwrite)
         progress = pt.tqdm(desc="indexing", unit="doc") if self.verbose else None
-        with open(path / _VECTORS, "wb") as out:
-            for chunk in _chunks(it, self.chunk_size):
-                frame = pd.DataFrame(chunk)
-                if "docno" not in frame.columns or self.text_field not in frame.columns:
-                    raise KeyError(f"indexing needs 'docno' and {self.text_field!r} fields; got {sorted(frame.columns)}")
-                texts = require_text(frame, self.text_field, key="docno")
-                vectors = self.model.encode_docs(texts, batch_size=self.batch_size, verbose=False, progress=progress)
-                out.write(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
-                docnos.extend(frame["docno"].astype(str).tolist())
+        for chunk in _chunks(it, self.chunk_size):
+            frame = pd.DataFrame(chunk)
+            if "docno" not in frame.columns or self.text_field not in frame.columns:
+                raise KeyError(f"indexing needs 'docno' and {self.text_field!r} fields; got {sorted(frame.columns)}")
+            texts = require_text(frame, self.text_field, key="docno")
+            vectors = self.model.encode_docs(texts, batch_size=self.batch_size, verbose=False, progress=progress)
+            writer.add(frame["docno"].astype(str).tolist(), vectors)
         if progress is not None:
             progress.close()
-        if not docnos:
+        return writer.finish()
+
+
+class IndexWriter:
+    """Appends (docnos, vectors) of ``model`` to a new index directory; ``finish()`` writes the meta file
+    that marks it complete. Used by the indexer, and by anything that already has the vectors."""
+
+    def __init__(self, path, model, *, overwrite: bool = False):
+        self.path = Path(path)
+        if (self.path / _META).exists():
+            if not overwrite:
+                raise FileExistsError(f"an index already exists at {self.path}; pass overwrite=True to replace it")
+            shutil.rmtree(self.path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.encoder = model.fingerprint()
+        self.dim = model.dim
+        self.docnos: List[str] = []
+        self._vectors = open(self.path / _VECTORS, "wb")
+
+    def add(self, docnos: Sequence[str], vectors: np.ndarray) -> None:
+        if vectors.shape != (len(docnos), self.dim):
+            raise ValueError(f"expected vectors of shape ({len(docnos)}, {self.dim}), got {vectors.shape}")
+        self._vectors.write(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
+        self.docnos.extend(str(d) for d in docnos)
+
+    def finish(self) -> E2RankIndex:
+        self._vectors.close()
+        if not self.docnos:
             raise ValueError("nothing to index: the corpus iterator was empty")
-        if len(set(docnos)) != len(docnos):
-            raise ValueError(f"duplicate docnos in the corpus ({len(docnos) - len(set(docnos))} repeated)")
-        np.save(path / _DOCNOS, np.asarray(docnos))
+        if len(set(self.docnos)) != len(self.docnos):
+            raise ValueError(f"duplicate docnos in the corpus ({len(self.docnos) - len(set(self.docnos))} repeated)")
+        np.save(self.path / _DOCNOS, np.asarray(self.docnos))
         meta = {"type": E2RankIndex.ARTIFACT_TYPE, "format": E2RankIndex.ARTIFACT_FORMAT,
-                "package_hint": "pyterrier-e2rank", "num_docs": len(docnos), "dim": self.model.dim,
-                "encoder": self.model.fingerprint()}
-        tmp = path / (_META + ".tmp")
+                "package_hint": "pyterrier-e2rank", "num_docs": len(self.docnos), "dim": self.dim,
+                "encoder": self.encoder}
+        tmp = self.path / (_META + ".tmp")
         tmp.write_text(json.dumps(meta, indent=2))
-        os.replace(tmp, path / _META)  # the meta file marks the index complete
-        return E2RankIndex(path)
+        os.replace(tmp, self.path / _META)
+        return E2RankIndex(self.path)
 
 
 class E2RankRetriever(pt.Transformer):
