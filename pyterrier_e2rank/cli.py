@@ -3,13 +3,14 @@ import argparse
 import sys
 from typing import List, Optional
 
-from . import experiment
+from . import experiment, runs
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="e2rank", description="E2Rank retrieval and listwise reranking")
     subparsers = parser.add_subparsers(dest="command", required=True)
     experiment.register(subparsers)
+    runs.register(subparsers)
     return parser
 
 

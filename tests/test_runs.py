@@ -1,0 +1,72 @@
+"""TREC run files: round-trip through the CLI, evaluation, and line-numbered errors."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from pyterrier_e2rank.cli import main
+from pyterrier_e2rank.runs import RunFormatError, read_qrels, read_run, read_topics, write_run
+
+from test_reference import make_docs
+
+
+@pytest.fixture
+def files(tmp_path):
+    docs = make_docs(12, seed=5)
+    (tmp_path / "docs.jsonl").write_text("".join(
+        f'{{"id": "d{i}", "contents": "{t}"}}\n' for i, t in enumerate(docs)), encoding="utf-8")
+    (tmp_path / "topics.tsv").write_text("q1\tgene therapy\nq2\tvirus immune response\n")
+    run = pd.DataFrame({"qid": ["q1"] * 12 + ["q2"] * 12, "docno": [f"d{i}" for i in range(12)] * 2,
+                        "score": list(range(12, 0, -1)) * 2, "rank": list(range(12)) * 2})
+    write_run(run, tmp_path / "bm25.run", tag="bm25")
+    (tmp_path / "qrels.txt").write_text("q1 0 d3 1\nq2 0 d7 2\n")
+    return tmp_path, docs
+
+
+def test_run_round_trip_through_the_cli(files, tiny_qwen_dir, tiny_qwen, capsys):
+    path, docs = files
+    assert main(["rerank-run", "--run", str(path / "bm25.run"), "--topics", str(path / "topics.tsv"),
+                 "--docs", str(path / "docs.jsonl"), "--model", str(tiny_qwen_dir), "--output",
+                 str(path / "e2rank.run"), "--num-input-docs", "5", "--top-k", "10"]) == 0
+    reranked = read_run(path / "e2rank.run")
+    assert reranked.groupby("qid").size().tolist() == [10, 10]
+    lines = (path / "e2rank.run").read_text().splitlines()
+    assert lines[0].split()[1] == "Q0" and lines[0].split()[3] == "1" and lines[0].endswith(" e2rank")
+    frame = read_run(path / "bm25.run").query("rank < 10").merge(read_topics(str(path / "topics.tsv")))
+    frame["text"] = [docs[int(d[1:])] for d in frame["docno"]]
+    expected = tiny_qwen.reranker(num_input_docs=5)(frame)
+    assert reranked["docno"].tolist() == expected["docno"].tolist()
+    np.testing.assert_allclose(reranked["score"], expected["score"], atol=1e-5)  # 6 decimals in the file
+
+    assert main(["eval-run", "--run", str(path / "e2rank.run"), "--qrels", str(path / "qrels.txt"),
+                 "--metrics", "nDCG@10", "R@100"]) == 0
+    printed = dict(line.split("\t") for line in capsys.readouterr().out.strip().splitlines()[-2:])
+    assert set(printed) == {"nDCG@10", "R@100"} and float(printed["R@100"]) == 1.0
+
+
+@pytest.mark.parametrize("line, message", [
+    ("q1 Q0 d1 1 2.5\n", "expected 6 fields"),
+    ("q1 Q0 d1 one 2.5 tag\n", "rank must be an integer"),
+    ("q1 Q0 d1 1 high tag\n", "rank must be an integer and score a number"),
+    ("q1 Q0 d0 1 2.5 tag\n", "repeated"),
+])
+def test_malformed_run_lines_are_reported_with_their_number(tmp_path, line, message):
+    (tmp_path / "bad.run").write_text("q1 Q0 d0 1 3.0 tag\n\n" + line)
+    with pytest.raises(RunFormatError, match=rf"bad.run:3: .*{message}"):
+        read_run(tmp_path / "bad.run")
+
+
+def test_malformed_topics_and_qrels_are_reported(tmp_path):
+    (tmp_path / "t.tsv").write_text("q1\tfine\nq2 no tab\n")
+    with pytest.raises(RunFormatError, match="t.tsv:2"):
+        read_topics(str(tmp_path / "t.tsv"))
+    (tmp_path / "q.txt").write_text("q1 0 d1 1\nq1 0 d2 x\n")
+    with pytest.raises(RunFormatError, match="q.txt:2"):
+        read_qrels(str(tmp_path / "q.txt"))
+
+
+def test_run_queries_without_topics_are_named(files, tiny_qwen):
+    from pyterrier_e2rank.runs import rerank_run
+    path, _ = files
+    with pytest.raises(KeyError, match="q2"):
+        rerank_run(tiny_qwen, read_run(path / "bm25.run"), read_topics(str(path / "topics.tsv")).head(1),
+                   str(path / "docs.jsonl"))
