@@ -105,23 +105,31 @@ class E2Rank:
     def encode_queries(self, queries: Sequence[str], *, batch_size: Optional[int] = None,
                        verbose: Optional[bool] = None) -> np.ndarray:
         """Normalised query vectors (instruction applied), shape ``[n, dim]``."""
-        texts = [format_query(q, self.query_task) for q in queries]
-        return self._encode(self._tokenize(texts, append_eos=True), batch_size, verbose, "encoding queries")
+        return self._encode(self.tokenize_queries(queries), batch_size, verbose, "encoding queries")
 
     def encode_docs(self, texts: Sequence[str], *, batch_size: Optional[int] = None,
                     verbose: Optional[bool] = None, progress=None) -> np.ndarray:
         """Normalised document vectors (cut to ``doc_max_words``), shape ``[n, dim]``.
 
         ``progress``: an open tqdm bar to advance by documents (the indexer's), instead of a new one."""
-        texts = [truncate_words(t, self.doc_max_words) for t in texts]
-        return self._encode(self._tokenize(texts, append_eos=True), batch_size, verbose, "encoding documents",
-                            progress)
+        return self._encode(self.tokenize_docs(texts), batch_size, verbose, "encoding documents", progress)
 
     def encode_prompts(self, prompts: Sequence[str], *, batch_size: Optional[int] = None,
                        verbose: Optional[bool] = None) -> np.ndarray:
         """Normalised pseudo-query vectors of rendered listwise prompts (no ``<|endoftext|>``)."""
-        ids = self._tokenize(prompts, append_eos=False, max_length=self.prompt_max_length)
-        return self._encode(ids, batch_size, verbose, "encoding prompts")
+        return self._encode(self.tokenize_prompts(prompts), batch_size, verbose, "encoding prompts")
+
+    # Token ids exactly as the model reads them; training uses these too.
+    def tokenize_queries(self, queries: Sequence[str], *, max_length: Optional[int] = None) -> List[List[int]]:
+        return self._tokenize([format_query(q, self.query_task) for q in queries], append_eos=True,
+                              max_length=max_length)
+
+    def tokenize_docs(self, texts: Sequence[str], *, max_length: Optional[int] = None) -> List[List[int]]:
+        return self._tokenize([truncate_words(t, self.doc_max_words) for t in texts], append_eos=True,
+                              max_length=max_length)
+
+    def tokenize_prompts(self, prompts: Sequence[str]) -> List[List[int]]:
+        return self._tokenize(prompts, append_eos=False, max_length=self.prompt_max_length)
 
     def listwise_prompt(self, *, num_input_docs: int = 20, task: str = DEFAULT_RERANK_TASK,
                         variant: str = "eval", doc_max_tokens: Optional[int] = None,
@@ -171,11 +179,15 @@ class E2Rank:
         return out
 
     def _forward(self, batch: List[List[int]]) -> np.ndarray:
+        return self.embed(batch).cpu().numpy()
+
+    def embed(self, batch: List[List[int]]) -> torch.Tensor:
+        """Pooled (normalised) vectors of one batch of token ids; differentiable outside inference mode."""
         input_ids, mask = pad_batch(batch, self.pad_token_id, left=self.pooling.last_token)
         input_ids, mask = input_ids.to(self.device), mask.to(self.device)
         hidden = self.backbone(input_ids=input_ids, attention_mask=mask).last_hidden_state
         self.stats += EncodeStats(1, len(batch), int(mask.sum()), mask.numel())
-        return pool(hidden, mask, self.pooling).cpu().numpy()
+        return pool(hidden, mask, self.pooling)
 
     # ---- identity -------------------------------------------------------------------------------
     def fingerprint(self) -> dict:
