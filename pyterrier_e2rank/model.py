@@ -239,6 +239,12 @@ class E2Rank:
         index.check_model(self)
         return self.query_encoder(batch_size=batch_size, verbose=verbose) >> index.retriever(num_results=num_results)
 
+    def scorer(self, index=None, *, batch_size: Optional[int] = None, verbose: Optional[bool] = None,
+               text_field: str = "text") -> pt.Transformer:
+        """Reranks candidates by plain query-document cosine (no listwise prompt)."""
+        from .scorer import E2RankScorer
+        return E2RankScorer(self, index=index, batch_size=batch_size, verbose=verbose, text_field=text_field)
+
     def reranker(self, num_input_docs: int = 20, index=None, *, task: str = DEFAULT_RERANK_TASK,
                  prompt_variant: str = "eval", window: Optional[int] = None, stride: Optional[int] = None,
                  doc_max_tokens: Optional[int] = None, prompt_max_tokens: Optional[int] = None,

@@ -72,7 +72,7 @@ class E2RankReranker(pt.Transformer):
         for rows, query in zip(groups, queries):
             if not isinstance(query, str) or not query.strip():
                 raise ValueError(f"query {frame['qid'].iat[rows[0]]!r} has an empty or missing query text: {query!r}")
-        vectors = self._doc_vectors(frame)
+        vectors = candidate_vectors(self.model, frame, self.index, self.text_field, self.batch_size, self.verbose)
         texts = frame[self.text_field].tolist()
         if self.window is None:
             frame["score"] = self._one_pass(frame, groups, queries, texts, vectors)
@@ -128,18 +128,21 @@ class E2RankReranker(pt.Transformer):
                              f"prompt but have no {self.text_field!r}")
         return chosen
 
-    def _doc_vectors(self, frame: pd.DataFrame) -> np.ndarray:
-        if "doc_vec" in frame.columns:
-            if frame["doc_vec"].isna().any():
-                raise ValueError("some rows have no doc_vec; drop the column to use the index or the text")
-            return np.stack(frame["doc_vec"].to_numpy()).astype(np.float32)
-        if self.index is not None:
-            return self.index.vectors(frame["docno"].astype(str).tolist())
-        unique = frame.drop_duplicates("docno")
-        encoded = self.model.encode_docs(require_text(unique, self.text_field, key="docno"),
-                                         batch_size=self.batch_size, verbose=self.verbose)
-        row_of = {docno: i for i, docno in enumerate(unique["docno"])}
-        return encoded[[row_of[d] for d in frame["docno"]]]
+def candidate_vectors(model, frame: pd.DataFrame, index: Optional[E2RankIndex], text_field: str,
+                      batch_size: Optional[int], verbose: bool) -> np.ndarray:
+    """Each row's document vector: its ``doc_vec``, else the index's by ``docno``, else encoded from text
+    (each distinct docno once)."""
+    if "doc_vec" in frame.columns:
+        if frame["doc_vec"].isna().any():
+            raise ValueError("some rows have no doc_vec; drop the column to use the index or the text")
+        return np.stack(frame["doc_vec"].to_numpy()).astype(np.float32)
+    if index is not None:
+        return index.vectors(frame["docno"].astype(str).tolist())
+    unique = frame.drop_duplicates("docno")
+    encoded = model.encode_docs(require_text(unique, text_field, key="docno"), batch_size=batch_size,
+                                verbose=verbose)
+    row_of = {docno: i for i, docno in enumerate(unique["docno"])}
+    return encoded[[row_of[d] for d in frame["docno"]]]
 
 
 def _in_current_order(inp: pd.DataFrame, order_by: str) -> pd.DataFrame:

@@ -108,3 +108,14 @@ def test_index_loads_as_a_pyterrier_artifact(index):
     import pyterrier as pt
     loaded = pt.Artifact.load(str(index.path))
     assert isinstance(loaded, E2RankIndex) and len(loaded) == 40
+
+
+def test_scorer_is_cosine_of_query_and_document(tiny_qwen, index):
+    candidates = tiny_qwen.retriever(index, num_results=10)(QUERIES).merge(DOCS, on="docno")
+    scored = tiny_qwen.scorer(index=index)(candidates.drop(columns=["score"]))
+    merged = scored.merge(candidates[["qid", "docno", "score"]], on=["qid", "docno"], suffixes=("", "_dense"))
+    np.testing.assert_allclose(merged["score"], merged["score_dense"], atol=1e-5)  # dense scores are cosines
+    assert scored.groupby("qid")["rank"].min().eq(0).all()
+    with_text = tiny_qwen.scorer()(candidates.drop(columns=["score"]))
+    np.testing.assert_allclose(with_text.sort_values(["qid", "docno"])["score"],
+                               scored.sort_values(["qid", "docno"])["score"], atol=1e-5)
