@@ -140,7 +140,7 @@ class E2Rank:
                               variant=variant)
 
     def _tokenize(self, texts: Sequence[str], *, append_eos: bool, max_length: Optional[int] = None) -> List[List[int]]:
-        max_length = max_length or self.max_length
+        max_length = min(max_length or self.max_length, self.position_limit)
         texts = list(texts)
         if not texts:
             return []

@@ -1,0 +1,176 @@
+"""Training data: the authors' stage-II records, stage-I pairs, and the converters that make them.
+
+Stage II (one JSON object a line)::
+
+    {"query": str, "document": [str, ...], "ranking": [1-based permutation, best first], "source": str}
+
+``document`` is the candidates' first-stage order (the order they take in the listwise prompt);
+``ranking`` is the teacher's. Stage I (FlagEmbedding format): ``{"query", "pos": [...], "neg": [...]}``.
+Every reader reports a bad record with its file and line number.
+"""
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, List, Optional
+
+import pandas as pd
+
+
+class DataError(ValueError):
+    """A training record that cannot be used; the message names the file and line."""
+
+
+@dataclass
+class ListwiseExample:
+    """A query, its candidate documents (first-stage order) and the teacher ranking (1-based, best first)."""
+    query: str
+    document: List[str]
+    ranking: List[int]
+    source: str = ""
+
+    def check(self) -> None:
+        if not isinstance(self.query, str) or not self.query.strip():
+            raise ValueError("empty query")
+        if not self.document:
+            raise ValueError("no documents")
+        empty = [i + 1 for i, d in enumerate(self.document) if not isinstance(d, str) or not d.strip()]
+        if empty:
+            raise ValueError(f"empty document text at positions {empty}")
+        if sorted(self.ranking) != list(range(1, len(self.document) + 1)):
+            raise ValueError(f"ranking {self.ranking} is not a permutation of 1..{len(self.document)}")
+
+    @property
+    def positive(self) -> str:
+        """The teacher's best document (InfoNCE positive)."""
+        return self.document[self.ranking[0] - 1]
+
+    def relevance(self) -> List[float]:
+        """Per document (first-stage order): ``slate - position`` in the teacher ranking (best = slate)."""
+        slate = len(self.document)
+        relevance = [0.0] * slate
+        for position, doc in enumerate(self.ranking):
+            relevance[doc - 1] = float(slate - position)
+        return relevance
+
+
+@dataclass
+class PairExample:
+    """Stage I: a query with positive and hard-negative passages."""
+    query: str
+    pos: List[str]
+    neg: List[str] = field(default_factory=list)
+
+    def check(self) -> None:
+        if not isinstance(self.query, str) or not self.query.strip():
+            raise ValueError("empty query")
+        if not self.pos or any(not isinstance(p, str) or not p.strip() for p in self.pos):
+            raise ValueError("needs at least one non-empty positive passage")
+        if any(not isinstance(n, str) or not n.strip() for n in self.neg):
+            raise ValueError("empty negative passage")
+
+
+def _read(path, make) -> List:
+    examples = []
+    with open(path, encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                example = make(record)
+                example.check()
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+                detail = f"missing field {e}" if isinstance(e, KeyError) else str(e)
+                raise DataError(f"{path}:{number}: {detail}") from None
+            examples.append(example)
+    if not examples:
+        raise DataError(f"{path}: no records")
+    return examples
+
+
+def read_listwise(path) -> List[ListwiseExample]:
+    """Stage-II records, checked."""
+    return _read(path, lambda r: ListwiseExample(r["query"], list(r["document"]), [int(x) for x in r["ranking"]],
+                                                 r.get("source", "")))
+
+
+def read_pairs(path) -> List[PairExample]:
+    """Stage-I records, checked."""
+    return _read(path, lambda r: PairExample(r["query"], list(r["pos"]), list(r.get("neg", []))))
+
+
+def write_jsonl(examples: Iterable, path) -> int:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    count = 0
+    with open(path, "w", encoding="utf-8") as out:
+        for example in examples:
+            out.write(json.dumps(asdict(example), ensure_ascii=False) + "\n")
+            count += 1
+    return count
+
+
+# ---- converters ---------------------------------------------------------------------------------
+
+_PASSAGE = re.compile(r"(?:^|\n)\[(\d+)\] ")
+_QUERY = re.compile(r"Search Query: (.*?)\.?\nRank the", re.S)
+
+
+def _parse_rankllm(record: dict) -> ListwiseExample:
+    messages = record["messages"]
+    user = next(m["content"] for m in messages if m["role"] == "user")
+    answer = next(m["content"] for m in messages if m["role"] == "assistant")
+    query = _QUERY.search(user)
+    if query is None:
+        raise ValueError("no 'Search Query: ...' in the user turn")
+    listing = user[user.index("\n\n") + 2:query.start()]
+    pieces = _PASSAGE.split(listing)
+    numbers = [int(n) for n in pieces[1::2]]
+    if numbers != list(range(1, len(numbers) + 1)):
+        raise ValueError(f"passages are not numbered 1..n: {numbers}")
+    documents = [text.strip() for text in pieces[2::2]]
+    ranking = [int(n) for n in re.findall(r"\[(\d+)\]", answer)]
+    return ListwiseExample(query.group(1).strip(), documents, ranking, source=record.get("id", "rankllm"))
+
+
+def from_rankllm(path) -> List[ListwiseExample]:
+    """RankGPT/RankLLM chat examples: passages ``[i] ...`` in the user turn, ``[3] > [1] > ...`` answered."""
+    return _read(path, _parse_rankllm)
+
+
+def from_pairs(path, *, slate: Optional[int] = None) -> List[ListwiseExample]:
+    """Stage-I pairs as records for the trainer: the first positive, then the hard negatives (their
+    order in the file stands in for a ranking; stage I uses only the positive)."""
+    examples = []
+    for pair in read_pairs(path):
+        documents = ([pair.pos[0]] + pair.neg)[:slate]
+        examples.append(ListwiseExample(pair.query, documents, list(range(1, len(documents) + 1)), "pairs"))
+    return examples
+
+
+def from_run(topics: pd.DataFrame, run: pd.DataFrame, qrels: pd.DataFrame, *, slate: int = 16,
+             source: str = "run") -> Iterator[ListwiseExample]:
+    """Listwise records from a first-stage run with text: the top ``slate`` documents of each query in
+    first-stage order; ranking = judged-relevant documents first (by label, then first-stage order),
+    then the rest in first-stage order. Queries without a relevant document in the slate are skipped."""
+    labels = {(str(q), str(d)): int(label) for q, d, label in qrels[["qid", "docno", "label"]].itertuples(index=False)}
+    queries = dict(zip(topics["qid"].astype(str), topics["query"]))
+    ordered = run.sort_values(["qid", "rank"], kind="stable")
+    for qid, group in ordered.groupby("qid", sort=False):
+        group = group.head(slate)
+        judged = [labels.get((str(qid), str(d)), 0) for d in group["docno"]]
+        if max(judged, default=0) <= 0:
+            continue
+        order = sorted(range(len(group)), key=lambda i: (-judged[i] if judged[i] > 0 else 1, i))
+        yield ListwiseExample(queries[str(qid)], group["text"].tolist(), [i + 1 for i in order], source)
+
+
+def build_from_dataset(dataset: str, *, bm25_index_dir: str, slate: int = 16) -> List[ListwiseExample]:
+    """``from_run`` over a PyTerrier/ir_datasets split: BM25 (PISA) top ``slate`` of each training query,
+    labels from the split's qrels, BEIR text as ``title + " " + text``."""
+    from pyterrier_e2rank.bm25 import pisa_bm25
+    from pyterrier_e2rank.data import DocumentText, load_dataset
+    ds = load_dataset(dataset)
+    topics = ds.get_topics()
+    run = (pisa_bm25(bm25_index_dir, ds, num_results=slate) >> DocumentText(ds))(topics)
+    return list(from_run(topics, run, ds.get_qrels(), slate=slate, source=dataset))

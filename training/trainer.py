@@ -1,0 +1,180 @@
+"""The training loop, on Hugging Face ``accelerate``: the same code runs on CPU, one GPU, or many
+(``accelerate launch`` / ``torchrun``, DeepSpeed through an accelerate config).
+
+Texts are tokenised and embedded by ``E2Rank`` itself (``tokenize_*``, ``embed``), and the listwise
+prompt is rendered by ``ListwisePrompt``: what is trained is exactly what the reranker reads.
+"""
+import json
+import math
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import List, Optional
+
+import torch
+
+from pyterrier_e2rank import E2Rank
+from pyterrier_e2rank.loading import resolve_model_path
+from pyterrier_e2rank.prompt import DEFAULT_RERANK_TASK, ListwisePrompt
+
+from .data import ListwiseExample
+from .losses import INFONCE_TEMPERATURE, RANKNET_SCALE, gather_with_grad, info_nce, ranknet
+
+#: Files of a sentence-transformers directory that carry pooling and length settings.
+SENTENCE_TRANSFORMERS_FILES = ["modules.json", "sentence_bert_config.json", "config_sentence_transformers.json",
+                               "1_Pooling", "2_Normalize"]
+
+
+@dataclass
+class TrainConfig:
+    """Defaults follow the authors' stage-II script (DESIGN.md §1), scaled to one process."""
+    model: str
+    output: str
+    stage: int = 2
+    epochs: float = 1.0
+    max_steps: Optional[int] = None
+    batch_size: int = 8
+    gradient_accumulation: int = 1
+    lr: float = 5e-6
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    infonce_weight: float = 1.0
+    ranknet_weight: float = 2.0
+    temperature: float = INFONCE_TEMPERATURE
+    query_max_tokens: Optional[int] = None  # None: the model's limit (authors: 512 for queries, 1024 for documents)
+    doc_max_tokens: Optional[int] = None
+    prompt_doc_max_tokens: Optional[int] = None
+    prompt_max_tokens: Optional[int] = None
+    rerank_task: str = DEFAULT_RERANK_TASK
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    lora_rank: Optional[int] = None
+    embed_batch_size: int = 64
+    seed: int = 0
+    log_every: int = 10
+
+    def __post_init__(self):
+        if self.stage not in (1, 2):
+            raise ValueError(f"stage must be 1 or 2, got {self.stage}")
+
+
+def listwise_loss(model: E2Rank, prompt: ListwisePrompt, batch: List[ListwiseExample], config: TrainConfig):
+    """Stage I: InfoNCE. Stage II: InfoNCE + weight x RankNet on 10 x cos(pseudo-query, document).
+
+    Returns ``(loss, parts)`` with the unweighted parts for logging."""
+    queries = model.embed(model.tokenize_queries([e.query for e in batch], max_length=config.query_max_tokens))
+    flat = [doc for e in batch for doc in e.document]
+    ids = model.tokenize_docs(flat, max_length=config.doc_max_tokens)
+    docs = torch.cat([model.embed(ids[i:i + config.embed_batch_size])
+                      for i in range(0, len(ids), config.embed_batch_size)])
+    all_docs, offset = gather_with_grad(docs)
+    starts = [0]
+    for e in batch[:-1]:
+        starts.append(starts[-1] + len(e.document))
+    positives = torch.tensor([offset + s + e.ranking[0] - 1 for s, e in zip(starts, batch)], device=docs.device)
+    contrastive = info_nce(queries, all_docs, positives, config.temperature)
+    parts = {"infonce": float(contrastive.detach())}
+    if config.stage == 1:
+        return config.infonce_weight * contrastive, parts
+
+    rendered = [prompt.render(model.tokenizer, e.query, e.document) for e in batch]
+    pseudo_queries = model.embed(model.tokenize_prompts(rendered))
+    slate = max(len(e.document) for e in batch)
+    scores = torch.zeros((len(batch), slate), device=docs.device)
+    relevance = torch.zeros((len(batch), slate), device=docs.device)
+    mask = torch.zeros((len(batch), slate), dtype=torch.bool, device=docs.device)
+    for row, (start, e) in enumerate(zip(starts, batch)):
+        n = len(e.document)
+        scores[row, :n] = RANKNET_SCALE * (docs[start:start + n] @ pseudo_queries[row])
+        relevance[row, :n] = torch.tensor(e.relevance(), device=docs.device)
+        mask[row, :n] = True
+    pairwise = ranknet(scores, relevance, mask)
+    parts["ranknet"] = float(pairwise.detach())
+    return config.infonce_weight * contrastive + config.ranknet_weight * pairwise, parts
+
+
+def train(config: TrainConfig, examples: List[ListwiseExample]) -> Path:
+    """Trains and saves a Hugging Face directory that ``E2Rank(config.output)`` loads."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from transformers import get_linear_schedule_with_warmup
+
+    accelerator = Accelerator(gradient_accumulation_steps=config.gradient_accumulation,
+                              mixed_precision="bf16" if config.bf16 else "no")
+    set_seed(config.seed)
+    model = E2Rank(config.model, device=str(accelerator.device), dtype=torch.float32)
+    prompt = model.listwise_prompt(num_input_docs=max(len(e.document) for e in examples), task=config.rerank_task,
+                                   doc_max_tokens=config.prompt_doc_max_tokens, max_tokens=config.prompt_max_tokens)
+    backbone = model.backbone
+    if config.gradient_checkpointing:
+        backbone.gradient_checkpointing_enable()
+    if config.lora_rank:
+        from peft import LoraConfig, get_peft_model
+        backbone = get_peft_model(backbone, LoraConfig(r=config.lora_rank, lora_alpha=2 * config.lora_rank,
+                                                       target_modules="all-linear"))
+    backbone.train()
+
+    loader = torch.utils.data.DataLoader(examples, batch_size=config.batch_size, shuffle=True, collate_fn=list,
+                                         generator=torch.Generator().manual_seed(config.seed))
+    steps_per_epoch = math.ceil(len(loader) / config.gradient_accumulation)
+    total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
+    optimizer = torch.optim.AdamW([p for p in backbone.parameters() if p.requires_grad], lr=config.lr,
+                                  weight_decay=config.weight_decay)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
+    backbone, optimizer, loader, scheduler = accelerator.prepare(backbone, optimizer, loader, scheduler)
+    model.backbone = backbone
+
+    output = Path(config.output)
+    output.mkdir(parents=True, exist_ok=True)
+    log = []
+    progress = _progress(total_steps, accelerator)
+    step = 0
+    while step < total_steps:
+        for batch in loader:
+            with accelerator.accumulate(backbone):
+                loss, parts = listwise_loss(model, prompt, batch, config)
+                accelerator.backward(loss)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            if accelerator.sync_gradients:
+                step += 1
+                record = {"step": step, "loss": float(loss.detach()), **parts, "lr": scheduler.get_last_lr()[0]}
+                log.append(record)
+                if progress is not None:
+                    progress.update(1)
+                    progress.set_postfix(loss=f"{record['loss']:.4f}")
+                if accelerator.is_main_process and (step % config.log_every == 0 or step == total_steps):
+                    print(json.dumps(record), flush=True)
+                if step >= total_steps:
+                    break
+    if progress is not None:
+        progress.close()
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        _save(accelerator.unwrap_model(backbone), model, config, log, output)
+    return output
+
+
+def _progress(total: int, accelerator):
+    if not accelerator.is_main_process:
+        return None
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc="training", unit="step")
+
+
+def _save(backbone, model: E2Rank, config: TrainConfig, log: list, output: Path) -> None:
+    """A plain Hugging Face directory (LoRA merged), with the tokenizer and the base model's
+    sentence-transformers files, so that pooling and lengths are those of the base model."""
+    if hasattr(backbone, "merge_and_unload"):
+        backbone = backbone.merge_and_unload()
+    backbone.save_pretrained(output)
+    model.tokenizer.save_pretrained(output)
+    base = Path(resolve_model_path(config.model))
+    for name in SENTENCE_TRANSFORMERS_FILES:
+        source = base / name
+        if source.is_dir():
+            shutil.copytree(source, output / name, dirs_exist_ok=True)
+        elif source.is_file():
+            shutil.copy(source, output / name)
+    (output / "e2rank_training.json").write_text(json.dumps({"config": asdict(config), "log": log}, indent=1))
