@@ -21,6 +21,17 @@ def index_name(model_name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(model_name).strip("/"))
 
 
+def dense_index_for(model: E2Rank, dataset, index_dir: str, *, verbose: bool = True) -> E2RankIndex:
+    """The dataset's dense index for this model under ``index_dir``, built on first use."""
+    ds = load_dataset(dataset)
+    collection = index_name(corpus_id(ds.irds_ref().dataset_id()))
+    index = E2RankIndex(Path(index_dir) / collection / f"dense.{index_name(model.model_name_or_path)}")
+    if not index.built():
+        model.indexer(index, verbose=verbose).index(corpus_iter(ds))
+    index.check_model(model)
+    return index
+
+
 def run_experiment(dataset: str, model: E2Rank, *, index_dir: str = "indexes", top_k: int = 100,
                    num_input_docs: int = 20, bm25: str = "pisa", num_queries: Optional[int] = None,
                    verbose: bool = True) -> dict:
@@ -29,18 +40,15 @@ def run_experiment(dataset: str, model: E2Rank, *, index_dir: str = "indexes", t
     ``num_queries`` keeps the first N topics (a quick look). Returns ``{system: {"nDCG@10", "R@100",
     "mrt"}}`` plus ``"_timings"`` (index build seconds)."""
     ds = load_dataset(dataset)
-    root = Path(index_dir) / index_name(corpus_id(dataset))
+    root = Path(index_dir) / index_name(corpus_id(ds.irds_ref().dataset_id()))
     timings = {}
 
     started = time.perf_counter()
     first_stage = BM25_ENGINES[bm25](str(root / f"bm25.{bm25}"), ds, num_results=top_k, verbose=verbose)
     timings["bm25_index_s"] = time.perf_counter() - started
 
-    dense_index = E2RankIndex(root / f"dense.{index_name(model.model_name_or_path)}")
     started = time.perf_counter()
-    if not dense_index.built():
-        model.indexer(dense_index, verbose=verbose).index(corpus_iter(ds))
-    dense_index.check_model(model)
+    dense_index = dense_index_for(model, ds, index_dir, verbose=verbose)
     timings["dense_index_s"] = time.perf_counter() - started
 
     text = DocumentText(ds)
