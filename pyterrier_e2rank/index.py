@@ -115,7 +115,7 @@ class E2RankIndexer(pt.Indexer):
         return f"{self.model!r}.indexer({self.index_!r}, text_field={self.text_field!r}, overwrite={self.overwrite})"
 
     def index(self, it: Iterable[dict]) -> E2RankIndex:
-        writer = IndexWriter(self.index_.path, self.model, overwrite=self.overwrite)
+        writer = IndexWriter(self.index_.path, self.model.dim, self.model.fingerprint(), overwrite=self.overwrite)
         progress = pt.tqdm(desc="indexing", unit="doc") if self.verbose else None
         for chunk in _chunks(it, self.chunk_size):
             frame = pd.DataFrame(chunk)
@@ -130,18 +130,19 @@ class E2RankIndexer(pt.Indexer):
 
 
 class IndexWriter:
-    """Appends (docnos, vectors) of ``model`` to a new index directory; ``finish()`` writes the meta file
-    that marks it complete. Used by the indexer, and by anything that already has the vectors."""
+    """Appends (docnos, vectors) to a new index directory; ``finish()`` writes the meta file that marks
+    it complete. ``encoder`` is the fingerprint of the model that made the vectors
+    (``model.fingerprint()``). Used by the indexer, and by anything that already has the vectors."""
 
-    def __init__(self, path, model, *, overwrite: bool = False):
+    def __init__(self, path, dim: int, encoder: dict, *, overwrite: bool = False):
         self.path = Path(path)
         if (self.path / _META).exists():
             if not overwrite:
                 raise FileExistsError(f"an index already exists at {self.path}; pass overwrite=True to replace it")
             shutil.rmtree(self.path)
         self.path.mkdir(parents=True, exist_ok=True)
-        self.encoder = model.fingerprint()
-        self.dim = model.dim
+        self.encoder = encoder
+        self.dim = dim
         self.docnos: List[str] = []
         self._vectors = open(self.path / _VECTORS, "wb")
 

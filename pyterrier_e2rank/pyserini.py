@@ -90,7 +90,7 @@ def write_faiss_index(model, collection: Union[str, os.PathLike, Iterable[dict]]
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     faiss_index = faiss.IndexFlatIP(model.dim)
-    writer = IndexWriter(pyterrier_index, model) if pyterrier_index is not None else None
+    writer = IndexWriter(pyterrier_index, model.dim, model.fingerprint()) if pyterrier_index is not None else None
     docids: List[str] = []
     progress = pt.tqdm(desc="encoding collection", unit="doc") if verbose else None
     chunk: List[dict] = []

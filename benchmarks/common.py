@@ -1,0 +1,59 @@
+"""What the benchmarks share: the machine, timers, SciFact candidates, and a Qwen3-shaped backbone."""
+import os
+import platform
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+QWEN3_TOKENIZER = SHARED / "models" / "qwen3-tokenizer"
+
+#: E2Rank-0.6B's backbone shape (Qwen3-0.6B), with ``num_hidden_layers`` chosen per run.
+E2RANK_06B_SHAPE = dict(hidden_size=1024, intermediate_size=3072, num_attention_heads=16, num_key_value_heads=8,
+                        head_dim=128, max_position_embeddings=32768, rope_theta=1000000, tie_word_embeddings=True)
+
+
+def machine() -> dict:
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "gpu": gpu}
+
+
+@contextmanager
+def timer(results: dict, key: str):
+    started = time.perf_counter()
+    yield
+    results[key] = time.perf_counter() - started
+
+
+def qwen3_shaped(directory: Path, num_layers: int, *, causal_lm: bool = False, seed: int = 0) -> Path:
+    """A random-weight model of the E2Rank-0.6B shape (``num_layers`` layers) with the Qwen3 tokenizer."""
+    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, Qwen3Config
+    if not QWEN3_TOKENIZER.exists():
+        raise FileNotFoundError(f"{QWEN3_TOKENIZER} is needed for realistic token counts")
+    directory = Path(directory)
+    if not (directory / "config.json").exists():
+        tokenizer = AutoTokenizer.from_pretrained(QWEN3_TOKENIZER)
+        config = Qwen3Config(vocab_size=len(tokenizer), num_hidden_layers=num_layers, **E2RANK_06B_SHAPE)
+        torch.manual_seed(seed)
+        model = (AutoModelForCausalLM if causal_lm else AutoModel).from_config(config)
+        model.save_pretrained(directory)
+        tokenizer.save_pretrained(directory)
+    return directory
+
+
+def bm25_candidates(num_queries: int, top_k: int, index_dir: Path, max_words=None):
+    """SciFact test: BM25 (PISA) top ``top_k`` with text for the first ``num_queries`` queries."""
+    import pyterrier as pt
+    from pyterrier_e2rank.bm25 import pisa_bm25
+    from pyterrier_e2rank.data import DocumentText
+    from pyterrier_e2rank.text import truncate_words
+    dataset = pt.get_dataset("irds:beir/scifact/test")
+    topics = dataset.get_topics().head(num_queries)
+    frame = (pisa_bm25(str(index_dir / "bm25.pisa"), dataset, num_results=top_k) >> DocumentText(dataset))(topics)
+    if max_words is not None:
+        frame["text"] = [truncate_words(t, max_words) for t in frame["text"]]
+    return frame

@@ -1,0 +1,60 @@
+"""The generative listwise baseline of vs_generative: RankGPT/RankQwen3-style sliding windows
+(20 passages, stride 10, back to front) whose causal LM reads each window's prompt and greedily
+writes a permutation ``[3] > [1] > ...``. With random weights the permutation is noise, so the
+generation length is forced (``tokens_per_passage`` per passage): the cost is what is measured."""
+import re
+from typing import List
+
+import torch
+
+SYSTEM = "You are RankLLM, an intelligent assistant that can rank passages based on their relevancy to the query."
+
+
+class GenerativeSlidingWindow:
+    def __init__(self, model_dir, *, window: int = 20, stride: int = 10, tokens_per_passage: int = 4):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+        self.window, self.stride, self.tokens_per_passage = window, stride, tokens_per_passage
+        self.prompt_tokens = self.generated_tokens = self.forward_passes = 0
+
+    def prompt(self, query: str, passages: List[str]) -> str:
+        listing = "\n".join(f"[{i}] {p}" for i, p in enumerate(passages, start=1))
+        user = (f"I will provide you with {len(passages)} passages, each indicated by a numerical identifier []. "
+                f"Rank the passages based on their relevance to the search query: {query}.\n\n{listing}\n"
+                f"Search Query: {query}.\nRank the {len(passages)} passages above based on their relevance to the "
+                "search query. All the passages should be included and listed using identifiers, in descending "
+                "order of relevance. The output format should be [] > [], e.g., [2] > [1], Only respond with the "
+                "ranking results, do not say any word or explain.")
+        return self.tokenizer.apply_chat_template([{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}],
+                                                  tokenize=False, add_generation_prompt=True, enable_thinking=False)
+
+    @torch.inference_mode()
+    def permutation(self, query: str, passages: List[str]) -> List[int]:
+        ids = self.tokenizer(self.prompt(query, passages), return_tensors="pt", add_special_tokens=False)
+        length = self.tokens_per_passage * len(passages)
+        out = self.model.generate(**ids, do_sample=False, max_new_tokens=length, min_new_tokens=length,
+                                  pad_token_id=self.tokenizer.pad_token_id)
+        self.prompt_tokens += ids["input_ids"].shape[1]
+        self.generated_tokens += out.shape[1] - ids["input_ids"].shape[1]
+        self.forward_passes += out.shape[1] - ids["input_ids"].shape[1]  # one prefill + one per further token
+        text = self.tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+        order = []
+        for n in (int(x) - 1 for x in re.findall(r"\[(\d+)\]", text)):
+            if 0 <= n < len(passages) and n not in order:
+                order.append(n)
+        return order + [i for i in range(len(passages)) if i not in order]
+
+    def rerank(self, query: str, passages: List[str]) -> List[int]:
+        """Indices of ``passages`` in the new order."""
+        ranking = list(range(len(passages)))
+        end = len(ranking)
+        start = max(0, end - self.window)
+        while True:
+            window = ranking[start:end]
+            order = self.permutation(query, [passages[i] for i in window])
+            ranking[start:end] = [window[i] for i in order]
+            if start == 0:
+                return ranking
+            end -= self.stride
+            start = max(0, start - self.stride)

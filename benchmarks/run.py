@@ -1,0 +1,81 @@
+"""Run every benchmark, print a table, write nested JSON.
+
+    python benchmarks/run.py --quick --output bench.json     # a few minutes on 2 CPU cores
+    python benchmarks/run.py --output bench.json             # larger samples, both vector sizes
+"""
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import encode_throughput, rerank_reuse, retrieval_scale, vs_generative  # noqa: E402
+from benchmarks.common import machine  # noqa: E402
+
+SETTINGS = {
+    "quick": {"reuse_queries": 3, "generative_layers": 2, "generative_queries": 2, "encode_docs": 256,
+              "scale_docs": 1_000_000, "scale_dims": [384]},
+    "full": {"reuse_queries": 10, "generative_layers": 4, "generative_queries": 5, "encode_docs": 1024,
+             "scale_docs": 1_000_000, "scale_dims": [384, 1024]},
+}
+
+
+def run_all(quick: bool, workdir: Path, model: str) -> dict:
+    s = SETTINGS["quick" if quick else "full"]
+    data = {"machine": machine(), "mode": "quick" if quick else "full"}
+    print("rerank_reuse ...", flush=True)
+    data["rerank_reuse"] = rerank_reuse.run(workdir, model_path=model, num_queries=s["reuse_queries"], label=model)
+    print("vs_generative ...", flush=True)
+    data["vs_generative"] = vs_generative.run(workdir, num_layers=s["generative_layers"],
+                                              num_queries=s["generative_queries"])
+    print("encode_throughput ...", flush=True)
+    data["encode_throughput"] = encode_throughput.run(workdir, model_path=model, num_docs=s["encode_docs"], label=model)
+    print("retrieval_scale ...", flush=True)
+    scales = [retrieval_scale.run(workdir, num_docs=s["scale_docs"], dim=d) for d in s["scale_dims"]]
+    data["retrieval_scale"] = {**scales[0], "by_dim": {str(r["dim"]): r for r in scales}}
+    return data
+
+
+def table(data: dict) -> str:
+    r, g, e, s = (data[k] for k in ("rerank_reuse", "vs_generative", "encode_throughput", "retrieval_scale"))
+    rows = [
+        ("rerank_reuse", f"{r['seconds_per_query_reencode']:.3f} s re-encoding vs {r['seconds_per_query_index']:.3f} s "
+                         f"with index vectors per query ({r['backbone']}); same rankings: {r['same_rankings']}",
+         f"{r['ratio']:.1f}x", ">= 20x"),
+        ("vs_generative", f"{g['seconds_per_query_generative']:.2f} s generative sliding window vs "
+                          f"{g['seconds_per_query_e2rank']:.2f} s E2Rank per query ({g['backbone']})",
+         f"{g['ratio']:.1f}x", ">= 10x"),
+        ("encode_throughput", f"{e['docs_per_s']:.1f} docs/s, {e['tokens_per_s']:.0f} tokens/s; padding "
+                              f"{e['padding_fraction']:.1%} (unsorted {e['padding_fraction_unsorted']:.1%})",
+         f"{e['vs_raw_forward']:.2f}x raw", "<= 1.10x, padding < 10%"),
+        ("retrieval_scale", f"{s['num_docs']:,} x {s['dim']}: {s['latency_ms_per_query']:.0f} ms/query, "
+                            f"{s['latency_ms_per_batch_of_100']:.0f} ms/100 queries, build {s['build_s']:.1f} s, "
+                            f"search heap {s['search_heap_peak_mb']:.0f} MB of {s['matrix_mb']:.0f} MB",
+         f"{s['latency_ms_per_query']:.0f} ms", "memory-mapped"),
+    ]
+    lines = ["| benchmark | measured | ratio | goal |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small samples: a few minutes on this machine")
+    parser.add_argument("--output", required=True, help="JSON file for the results")
+    parser.add_argument("--model", default="all-minilm-l6-v2", help="backbone for rerank_reuse and encode_throughput")
+    parser.add_argument("--workdir", help="where indexes and models are written (default: a temporary folder)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(args.workdir or tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        data = run_all(args.quick, workdir, args.model)
+    Path(args.output).write_text(json.dumps(data, indent=2))
+    print(table(data))
+    print(f"written to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
