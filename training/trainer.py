@@ -45,6 +45,7 @@ class TrainConfig:
     doc_max_tokens: Optional[int] = None
     prompt_doc_max_tokens: Optional[int] = None
     prompt_max_tokens: Optional[int] = None
+    prompt_docs: Optional[int] = None  # documents in the listwise prompt; None: the whole list (authors)
     rerank_task: str = DEFAULT_RERANK_TASK
     bf16: bool = False
     gradient_checkpointing: bool = False
@@ -94,20 +95,30 @@ def listwise_loss(model: E2Rank, prompt: ListwisePrompt, batch: List[ListwiseExa
 
 
 def train(config: TrainConfig, examples: List[ListwiseExample]) -> Path:
-    """Trains and saves a Hugging Face directory that ``E2Rank(config.output)`` loads."""
+    """Trains and saves a Hugging Face directory that ``E2Rank(config.output)`` loads.
+
+    ``config.batch_size`` is per process; a step is one optimizer update (``gradient_accumulation``
+    batches). ``epochs``/``max_steps`` count steps of this process's shard, so ``torchrun`` with N
+    processes sees each example once per epoch, in N times fewer steps."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from accelerate.utils import set_seed
     from transformers import get_linear_schedule_with_warmup
 
+    # accelerate pins mixed precision for the life of a process; a second ``train()`` in the same
+    # process (a notebook, the tests) may ask for another. The process group itself is kept.
+    AcceleratorState._reset_state()
     accelerator = Accelerator(gradient_accumulation_steps=config.gradient_accumulation,
                               mixed_precision="bf16" if config.bf16 else "no")
     set_seed(config.seed)
     model = E2Rank(config.model, device=str(accelerator.device), dtype=torch.float32)
-    prompt = model.listwise_prompt(num_input_docs=max(len(e.document) for e in examples), task=config.rerank_task,
-                                   doc_max_tokens=config.prompt_doc_max_tokens, max_tokens=config.prompt_max_tokens)
+    prompt = model.listwise_prompt(num_input_docs=config.prompt_docs or max(len(e.document) for e in examples),
+                                   task=config.rerank_task, doc_max_tokens=config.prompt_doc_max_tokens,
+                                   max_tokens=config.prompt_max_tokens)
     backbone = model.backbone
     if config.gradient_checkpointing:
-        backbone.gradient_checkpointing_enable()
+        enable = getattr(backbone, "activation_checkpointing_enable", None) or backbone.gradient_checkpointing_enable
+        enable()
     if config.lora_rank:
         from peft import LoraConfig, get_peft_model
         backbone = get_peft_model(backbone, LoraConfig(r=config.lora_rank, lora_alpha=2 * config.lora_rank,
@@ -116,44 +127,54 @@ def train(config: TrainConfig, examples: List[ListwiseExample]) -> Path:
 
     loader = torch.utils.data.DataLoader(examples, batch_size=config.batch_size, shuffle=True, collate_fn=list,
                                          generator=torch.Generator().manual_seed(config.seed))
-    steps_per_epoch = math.ceil(len(loader) / config.gradient_accumulation)
-    total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
     optimizer = torch.optim.AdamW([p for p in backbone.parameters() if p.requires_grad], lr=config.lr,
                                   weight_decay=config.weight_decay)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
-    backbone, optimizer, loader, scheduler = accelerator.prepare(backbone, optimizer, loader, scheduler)
+    backbone, prepared_optimizer, loader = accelerator.prepare(backbone, optimizer, loader)
     model.backbone = backbone
+    # counted on this process's shard of the data, after ``prepare``
+    steps_per_epoch = max(1, math.ceil(len(loader) / config.gradient_accumulation))
+    total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
+    # stepped by hand once per optimizer update (not by accelerate, which would step it per process)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
 
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
     log = []
     progress = _progress(total_steps, accelerator)
-    step = 0
+    step, micro_losses, micro_parts = 0, [], []
     while step < total_steps:
         for batch in loader:
             with accelerator.accumulate(backbone):
                 loss, parts = listwise_loss(model, prompt, batch, config)
                 accelerator.backward(loss)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-            if accelerator.sync_gradients:
-                step += 1
-                record = {"step": step, "loss": float(loss.detach()), **parts, "lr": scheduler.get_last_lr()[0]}
-                log.append(record)
-                if progress is not None:
-                    progress.update(1)
-                    progress.set_postfix(loss=f"{record['loss']:.4f}")
-                if accelerator.is_main_process and (step % config.log_every == 0 or step == total_steps):
-                    print(json.dumps(record), flush=True)
-                if step >= total_steps:
-                    break
+                prepared_optimizer.step()
+                prepared_optimizer.zero_grad()
+            micro_losses.append(float(loss.detach()))
+            micro_parts.append(parts)
+            if not accelerator.sync_gradients:
+                continue
+            lr = scheduler.get_last_lr()[0]
+            scheduler.step()
+            step += 1
+            record = {"step": step, "loss": _mean(micro_losses),
+                      **{k: _mean([p[k] for p in micro_parts]) for k in micro_parts[0]}, "lr": lr}
+            micro_losses, micro_parts = [], []
+            log.append(record)
+            if progress is not None:
+                progress.update(1)
+                progress.set_postfix(loss=f"{record['loss']:.4f}")
+            if accelerator.is_main_process and (step % config.log_every == 0 or step == total_steps):
+                print(json.dumps(record), flush=True)
+            if step >= total_steps:
+                break
     if progress is not None:
         progress.close()
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        _save(accelerator.unwrap_model(backbone), model, config, log, output)
+    _save(accelerator, backbone, model, config, log, output)
     return output
+
+
+def _mean(values) -> float:
+    return sum(values) / len(values)
 
 
 def _progress(total: int, accelerator):
@@ -163,12 +184,20 @@ def _progress(total: int, accelerator):
     return tqdm(total=total, desc="training", unit="step")
 
 
-def _save(backbone, model: E2Rank, config: TrainConfig, log: list, output: Path) -> None:
+def _save(accelerator, backbone, model: E2Rank, config: TrainConfig, log: list, output: Path) -> None:
     """A plain Hugging Face directory (LoRA merged), with the tokenizer and the base model's
-    sentence-transformers files, so that pooling and lengths are those of the base model."""
-    if hasattr(backbone, "merge_and_unload"):
+    sentence-transformers files, so that pooling and lengths are those of the base model.
+
+    Every process takes part (DeepSpeed ZeRO-3 gathers the sharded weights); the main one writes."""
+    accelerator.wait_for_everyone()
+    lora = bool(config.lora_rank)
+    state_dict = None if lora else accelerator.get_state_dict(backbone)
+    if not accelerator.is_main_process:
+        return
+    backbone = accelerator.unwrap_model(backbone)
+    if lora:
         backbone = backbone.merge_and_unload()
-    backbone.save_pretrained(output)
+    backbone.save_pretrained(output, state_dict=state_dict)
     model.tokenizer.save_pretrained(output)
     base = Path(resolve_model_path(config.model))
     for name in SENTENCE_TRANSFORMERS_FILES:
