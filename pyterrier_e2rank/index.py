@@ -29,6 +29,13 @@ class IndexModelMismatch(ValueError):
     """The index was built with another model or other document settings than the one in use."""
 
 
+def fingerprint_differences(stored: dict, model) -> list:
+    """The settings (weights, pooling, lengths...) in which ``model`` differs from a stored fingerprint;
+    the model's name alone does not count (a local copy of a hub model is the same model)."""
+    current = model.fingerprint()
+    return [k for k in stored if k != "model" and stored.get(k) != current.get(k)]
+
+
 class E2RankIndex(pt.Artifact):
     """Document vectors by docno, with ``.retriever()`` (exact search) and ``.vectors(docnos)``."""
 
@@ -84,12 +91,12 @@ class E2RankIndex(pt.Artifact):
 
     def check_model(self, model) -> None:
         """Refuse a model whose document vectors would differ from the stored ones."""
-        stored, current = self.meta["encoder"], model.fingerprint()
-        differ = [k for k in stored if stored.get(k) != current.get(k) and k != "model"]
+        stored = self.meta["encoder"]
+        differ = fingerprint_differences(stored, model)
         if differ:
             raise IndexModelMismatch(
                 f"the index at {self.path} was built with model {stored['model']!r} and other settings than "
-                f"{current['model']!r} now in use (differing: {', '.join(differ)}); rebuild the index "
+                f"{model.model_name_or_path!r} now in use (differing: {', '.join(differ)}); rebuild the index "
                 f"with this model, or load the model it was built with")
 
     def retriever(self, *, num_results: int = 1000, verbose: bool = False) -> pt.Transformer:
@@ -116,7 +123,8 @@ class E2RankIndexer(pt.Indexer):
 
     def index(self, it: Iterable[dict]) -> E2RankIndex:
         writer = IndexWriter(self.index_.path, self.model.dim, self.model.fingerprint(), overwrite=self.overwrite)
-        progress = pt.tqdm(desc="indexing", unit="doc") if self.verbose else None
+        total = len(it) if hasattr(it, "__len__") else None
+        progress = pt.tqdm(desc="indexing", unit="doc", total=total) if self.verbose else None
         for chunk in _chunks(it, self.chunk_size):
             frame = pd.DataFrame(chunk)
             if "docno" not in frame.columns or self.text_field not in frame.columns:

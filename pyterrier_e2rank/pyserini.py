@@ -14,7 +14,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 import numpy as np
 import pandas as pd
 
-from .index import E2RankIndex, IndexModelMismatch, IndexWriter
+from .index import E2RankIndex, IndexModelMismatch, IndexWriter, fingerprint_differences
 from .text import join_title
 
 _FAISS_META = "e2rank_meta.json"
@@ -134,11 +134,10 @@ class FaissVectors:
         meta_file = self.index_dir / _FAISS_META
         if model is not None and meta_file.exists():
             stored = json.loads(meta_file.read_text())["encoder"]
-            current = model.fingerprint()
-            differ = [k for k in stored if k != "model" and stored[k] != current.get(k)]
+            differ = fingerprint_differences(stored, model)
             if differ:
                 raise IndexModelMismatch(f"the FAISS index at {index_dir} was built with {stored['model']!r} and "
-                                         f"other settings ({', '.join(differ)}) than {current['model']!r}")
+                                         f"other settings ({', '.join(differ)}) than {model.model_name_or_path!r}")
 
     def vectors(self, docids: Sequence[str]) -> np.ndarray:
         missing = [d for d in docids if d not in self.row_of]
