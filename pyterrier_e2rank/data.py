@@ -1,6 +1,6 @@
 """Datasets through ir_datasets: the corpus as ``docno``/``text`` records and a text loader for
 reranking, both writing BEIR documents as ``title + " " + text`` (``text.join_title``)."""
-from typing import Iterator, Union
+from typing import Iterable, Union
 
 import pandas as pd
 import pyterrier as pt
@@ -25,11 +25,11 @@ def _text_fields(dataset) -> list:
     return [f for f in ("title", "text") if f in docs_cls._fields]
 
 
-def corpus_iter(dataset, *, verbose: bool = False) -> Iterator[dict]:
-    """``{"docno", "text"}`` for every document of the collection."""
-    dataset = load_dataset(dataset)
-    for doc in dataset.get_corpus_iter(verbose=verbose):
-        yield {"docno": doc["docno"], "text": join_title(doc.get("title"), doc.get("text"))}
+def corpus_iter(dataset, *, verbose: bool = False) -> Iterable[dict]:
+    """``{"docno", "text"}`` for every document of the collection; sized, so progress bars show a total."""
+    docs = load_dataset(dataset).get_corpus_iter(verbose=verbose)
+    records = ({"docno": doc["docno"], "text": join_title(doc.get("title"), doc.get("text"))} for doc in docs)
+    return pt.utils.GeneratorLen(records, len(docs))
 
 
 class DocumentText(pt.Transformer):
