@@ -54,6 +54,9 @@ class E2Rank:
             ``max_seq_length``, else the model's position limit).
         prompt_max_length: token budget of the listwise prompt (default: the model's position limit).
         doc_max_words: documents are cut to this many words before embedding (1024, as in the paper).
+        cache_doc_vectors: keep every document vector computed, keyed by the document's text, so that
+            rerankers without an index encode a document once across calls (memory grows by one vector
+            and one digest per distinct text; ``clear_doc_cache()`` empties it).
         verbose: progress bars.
     """
 
@@ -61,7 +64,7 @@ class E2Rank:
                  dtype: Optional[torch.dtype] = None, batch_size: int = 32, query_task: Optional[str] = _AUTO,
                  max_length: Optional[int] = None, prompt_max_length: Optional[int] = None,
                  doc_max_words: Optional[int] = DOC_MAX_WORDS, attn_implementation: Optional[str] = None,
-                 verbose: bool = False):
+                 cache_doc_vectors: bool = False, verbose: bool = False):
         from transformers import AutoConfig, AutoModel, AutoTokenizer
         self.model_name_or_path = model_name_or_path
         path = resolve_model_path(model_name_or_path)
@@ -93,9 +96,11 @@ class E2Rank:
         self.batch_size = batch_size
         self.verbose = verbose
         self.stats = EncodeStats()
+        self.doc_cache: Optional[dict] = {} if cache_doc_vectors else None
 
     def __repr__(self):
-        return f"E2Rank({self.model_name_or_path!r}, device={str(self.device)!r}, batch_size={self.batch_size})"
+        cache = ", cache_doc_vectors=True" if self.doc_cache is not None else ""
+        return f"E2Rank({self.model_name_or_path!r}, device={str(self.device)!r}, batch_size={self.batch_size}{cache})"
 
     @property
     def dim(self) -> int:
@@ -111,8 +116,21 @@ class E2Rank:
                     verbose: Optional[bool] = None, progress=None) -> np.ndarray:
         """Normalised document vectors (cut to ``doc_max_words``), shape ``[n, dim]``.
 
-        ``progress``: an open tqdm bar to advance by documents (the indexer's), instead of a new one."""
-        return self._encode(self.tokenize_docs(texts), batch_size, verbose, "encoding documents", progress)
+        ``progress``: an open tqdm bar to advance by documents (the indexer's), instead of a new one.
+        With ``cache_doc_vectors``, only texts not seen before are encoded."""
+        if self.doc_cache is None or not all(isinstance(text, str) for text in texts):  # bad texts: reported there
+            return self._encode(self.tokenize_docs(texts), batch_size, verbose, "encoding documents", progress)
+        keys = [hashlib.sha256(text.encode()).digest() for text in texts]
+        new = {key: text for key, text in zip(keys, texts) if key not in self.doc_cache}
+        if new:
+            vectors = self._encode(self.tokenize_docs(list(new.values())), batch_size, verbose,
+                                   "encoding documents", progress)
+            self.doc_cache.update(zip(new, vectors))
+        return np.stack([self.doc_cache[key] for key in keys]) if keys else np.empty((0, self.dim), np.float32)
+
+    def clear_doc_cache(self) -> None:
+        if self.doc_cache is not None:
+            self.doc_cache.clear()
 
     def encode_prompts(self, prompts: Sequence[str], *, batch_size: Optional[int] = None,
                        verbose: Optional[bool] = None) -> np.ndarray:
@@ -149,7 +167,7 @@ class E2Rank:
             raise TypeError(f"{len(bad)} text(s) are not strings (positions {bad[:5]}): {texts[bad[0]]!r}")
         if not self.pooling.last_token:
             return self.tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
-        ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        ids = self.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]  # cut below
         if not append_eos:
             too_long = [i for i, x in enumerate(ids) if len(x) > max_length]
             if too_long:

@@ -67,7 +67,7 @@ class ListwisePrompt:
             raise ValueError(
                 f"the listwise prompt needs {overhead} tokens without any document text, more than its "
                 f"budget of {self.max_tokens} tokens: shorten the query or the task sentence, or raise max_tokens")
-        doc_ids = [tokenizer(doc, add_special_tokens=False)["input_ids"] for doc in docs]
+        doc_ids = [token_ids(tokenizer, doc) for doc in docs]
         cap = _water_level([len(ids) for ids in doc_ids], self.max_tokens - overhead)
         while True:
             cut = [tokenizer.decode(ids[:cap]) if len(ids) > cap else doc for doc, ids in zip(docs, doc_ids)]
@@ -86,13 +86,19 @@ def wrap_user_message(tokenizer, content: str) -> str:
     return content
 
 
+def token_ids(tokenizer, text: str) -> List[int]:
+    """The ids of ``text`` alone, however long: lengths are cut here, so the tokenizer's warning about
+    sequences longer than the model is silenced."""
+    return tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+
+
 def count_tokens(tokenizer, text: str) -> int:
     """Tokens the model will read for ``text``, special tokens the tokenizer adds included."""
-    return len(tokenizer(text, add_special_tokens=False)["input_ids"]) + tokenizer.num_special_tokens_to_add()
+    return len(token_ids(tokenizer, text)) + tokenizer.num_special_tokens_to_add()
 
 
 def _cut_tokens(tokenizer, text: str, max_tokens: int) -> str:
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    ids = token_ids(tokenizer, text)
     return text if len(ids) <= max_tokens else tokenizer.decode(ids[:max_tokens])
 
 

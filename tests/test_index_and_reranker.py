@@ -119,3 +119,25 @@ def test_scorer_is_cosine_of_query_and_document(tiny_qwen, index):
     with_text = tiny_qwen.scorer()(candidates.drop(columns=["score"]))
     np.testing.assert_allclose(with_text.sort_values(["qid", "docno"])["score"],
                                scored.sort_values(["qid", "docno"])["score"], atol=1e-5)
+
+
+def test_doc_vector_cache_encodes_each_text_once_across_calls(tiny_qwen_dir, tiny_qwen, index):
+    """Without an index, a cached model encodes a candidate once however many calls see it; the scores
+    are those of the uncached model, and a changed text is a new entry, never a stale vector."""
+    cached = E2Rank(str(tiny_qwen_dir), batch_size=4, cache_doc_vectors=True)
+    candidates = tiny_qwen.retriever(index, num_results=30)(QUERIES).merge(DOCS, on="docno")
+    reranker = cached.reranker()
+    first = reranker(candidates)
+    texts_after_first = reranker.stats.texts
+    second = reranker(candidates)
+    assert reranker.stats.texts - texts_after_first == len(QUERIES)  # the prompts alone
+    pd.testing.assert_frame_equal(first, second)
+    plain = tiny_qwen.reranker()(candidates)
+    np.testing.assert_allclose(first["score"], plain["score"], atol=1e-5)
+
+    edited = candidates.assign(text=candidates["text"] + " edited")
+    before = cached.stats.texts
+    cached.reranker()(edited)
+    assert cached.stats.texts - before == edited["docno"].nunique() + len(QUERIES)
+    cached.clear_doc_cache()
+    assert cached.doc_cache == {} and "cache_doc_vectors=True" in repr(cached)
