@@ -1,7 +1,10 @@
 """Evidence for stage-II training: SciFact test, BM25 top-100 reranked by the base and the trained model.
 
     python examples/training/evaluate_scifact.py --base all-minilm-l6-v2 --trained runs/minilm-stage2 \
-        --index-dir indexes --output runs/training-evidence.json
+        --num-input-docs 5 --prompt-doc-max-tokens 80 --index-dir indexes --output runs/training-evidence.json
+
+Both PRF rerankers read the same prompt (``--num-input-docs``, ``--prompt-doc-max-tokens``): use the
+settings the model was trained with (they are in its ``e2rank_training.json``).
 
 Systems: (a) base as PRF reranker, (b) trained as PRF reranker, (c) trained as a plain embedding
 reranker (query vector, no documents in the prompt; the base's too, for reference), (d) BM25, and
@@ -27,6 +30,9 @@ def main(argv=None):
     parser.add_argument("--dataset", default="irds:beir/scifact/test")
     parser.add_argument("--index-dir", default="indexes")
     parser.add_argument("--num-queries", type=int)
+    parser.add_argument("--num-input-docs", type=int, default=20, help="documents in the listwise prompt")
+    parser.add_argument("--prompt-doc-max-tokens", type=int, help="per-document token budget in the prompt")
+    parser.add_argument("--prompt-max-tokens", type=int, help="total prompt budget (default: the model's positions)")
     parser.add_argument("--output")
     args = parser.parse_args(argv)
 
@@ -37,7 +43,9 @@ def main(argv=None):
     for label, path in [("base", args.base), ("trained", args.trained)]:
         model = E2Rank(path, verbose=True)
         index = dense_index_for(model, dataset, args.index_dir)
-        systems[f"PRF reranker, {label}"] = bm25 >> text >> model.reranker(index=index)
+        prf = model.reranker(num_input_docs=args.num_input_docs, index=index,
+                             doc_max_tokens=args.prompt_doc_max_tokens, prompt_max_tokens=args.prompt_max_tokens)
+        systems[f"PRF reranker, {label}"] = bm25 >> text >> prf
         systems[f"embedding reranker, {label}"] = bm25 >> model.scorer(index=index)
         systems[f"dense, {label}"] = model.retriever(index, num_results=100)
     topics = dataset.get_topics() if args.num_queries is None else dataset.get_topics().head(args.num_queries)
@@ -45,8 +53,10 @@ def main(argv=None):
                           names=list(systems))
     print(table.to_string(index=False))
     if args.output:
-        Path(args.output).write_text(json.dumps(
-            {row["name"]: {"nDCG@10": row["nDCG@10"], "R@100": row["R@100"]} for _, row in table.iterrows()}, indent=2))
+        prompt = {"num_input_docs": args.num_input_docs, "prompt_doc_max_tokens": args.prompt_doc_max_tokens,
+                  "prompt_max_tokens": args.prompt_max_tokens}
+        scores = {row["name"]: {"nDCG@10": row["nDCG@10"], "R@100": row["R@100"]} for _, row in table.iterrows()}
+        Path(args.output).write_text(json.dumps({"prompt": prompt, "systems": scores}, indent=2))
     return table
 
 
