@@ -170,3 +170,28 @@ def test_scifact_train_records_from_bm25_and_qrels(tmp_path):
     corpus = {d["docno"]: d for d in dataset.get_corpus_iter(verbose=False)}
     relevant_texts = {join_title(corpus[d]["title"], corpus[d]["text"]) for d in qrels[qrels["label"] > 0]["docno"]}
     assert all(e.positive in relevant_texts for e in examples)
+
+
+def test_evidence_script_evaluates_with_the_trained_prompt(tmp_path, tiny_qwen_dir, scifact):
+    """examples/training/evaluate_scifact.py on a tiny checkpoint and two queries: both PRF rerankers
+    read the prompt the checkpoint was trained with, and every system of the write-up is there."""
+    import importlib.util
+
+    from conftest import REPO
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(e.__dict__) + "\n" for e in MIXED))
+    trained = tmp_path / "trained"
+    assert train_main(["--stage", "2", "--model", str(tiny_qwen_dir), "--data", str(data), "--output", str(trained),
+                       "--max-steps", "1", "--batch-size", "2", "--prompt-docs", "3",
+                       "--prompt-doc-max-tokens", "8"]) == 0
+    spec = importlib.util.spec_from_file_location("evaluate_scifact",
+                                                  REPO / "examples" / "training" / "evaluate_scifact.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    output = tmp_path / "evidence.json"
+    script.main(["--base", str(tiny_qwen_dir), "--trained", str(trained), "--index-dir", str(tmp_path / "idx"),
+                 "--num-queries", "2", "--output", str(output)])
+    evidence = json.loads(output.read_text())
+    assert evidence["prompt"] == {"num_input_docs": 3, "prompt_doc_max_tokens": 8, "prompt_max_tokens": None}
+    assert list(evidence["systems"]) == ["(d) bm25", "PRF reranker, base", "embedding reranker, base", "dense, base",
+                                         "PRF reranker, trained", "embedding reranker, trained", "dense, trained"]
