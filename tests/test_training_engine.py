@@ -195,3 +195,21 @@ def test_evidence_script_evaluates_with_the_trained_prompt(tmp_path, tiny_qwen_d
     assert evidence["prompt"] == {"num_input_docs": 3, "prompt_doc_max_tokens": 8, "prompt_max_tokens": None}
     assert list(evidence["systems"]) == ["(d) bm25", "PRF reranker, base", "embedding reranker, base", "dense, base",
                                          "PRF reranker, trained", "embedding reranker, trained", "dense, trained"]
+
+
+def test_encoder_retrained_with_cls_pooling_is_saved_and_loaded_with_it(tmp_path, minilm_dir, tiny_qwen_dir):
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(e.__dict__) + "\n" for e in MIXED))
+    output = tmp_path / "cls"
+    assert train_main(["--stage", "2", "--model", str(minilm_dir), "--data", str(data), "--output", str(output),
+                       "--max-steps", "1", "--batch-size", "2", "--pooling", "cls"]) == 0
+    trained = E2Rank(str(output))
+    assert trained.pooling.mode == "cls" and trained.pooling.normalize
+    ids = trained.tokenize_docs(["fibroblasts make the extracellular matrix"])
+    with torch.no_grad():
+        cls_state = trained.backbone(input_ids=torch.tensor(ids)).last_hidden_state[0, 0]
+    np.testing.assert_allclose(trained.encode_docs(["fibroblasts make the extracellular matrix"])[0],
+                               F.normalize(cls_state, dim=-1).numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="--pooling is for sentence-transformers encoders"):
+        train_main(["--stage", "2", "--model", str(tiny_qwen_dir), "--data", str(data),
+                    "--output", str(tmp_path / "decoder"), "--max-steps", "1", "--pooling", "cls"])

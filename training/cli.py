@@ -36,6 +36,8 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt-max-tokens", type=int, help="total prompt budget (default: the model's positions)")
     p.add_argument("--prompt-docs", type=int, help="documents in the listwise prompt (default: the whole list); "
                    "the losses still use every document of the list")
+    p.add_argument("--pooling", choices=["cls", "mean"],
+                   help="encoders: train and save with this pooling instead of the base model's")
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--lora-rank", type=int, help="train LoRA adapters of this rank (merged when saved)")

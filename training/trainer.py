@@ -4,6 +4,7 @@
 Texts are tokenised and embedded by ``E2Rank`` itself (``tokenize_*``, ``embed``), and the listwise
 prompt is rendered by ``ListwisePrompt``: what is trained is exactly what the reranker reads.
 """
+import dataclasses
 import json
 import math
 import shutil
@@ -19,6 +20,9 @@ from pyterrier_e2rank.prompt import DEFAULT_RERANK_TASK, ListwisePrompt
 
 from .data import ListwiseExample
 from .losses import INFONCE_TEMPERATURE, RANKNET_SCALE, gather_with_grad, info_nce, ranknet
+
+#: Poolings an encoder can be retrained with (decoders keep last-token pooling, with its left padding).
+ENCODER_POOLINGS = ("cls", "mean")
 
 #: Files of a sentence-transformers directory that carry pooling and length settings.
 SENTENCE_TRANSFORMERS_FILES = ["modules.json", "sentence_bert_config.json", "config_sentence_transformers.json",
@@ -47,6 +51,7 @@ class TrainConfig:
     prompt_max_tokens: Optional[int] = None
     prompt_docs: Optional[int] = None  # documents in the listwise prompt; None: the whole list (authors)
     rerank_task: str = DEFAULT_RERANK_TASK
+    pooling: Optional[str] = None  # encoders only: "cls" or "mean" instead of the base model's pooling
     bf16: bool = False
     gradient_checkpointing: bool = False
     lora_rank: Optional[int] = None
@@ -57,6 +62,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.stage not in (1, 2):
             raise ValueError(f"stage must be 1 or 2, got {self.stage}")
+        if self.pooling not in (None, *ENCODER_POOLINGS):
+            raise ValueError(f"pooling must be one of {ENCODER_POOLINGS}, got {self.pooling!r}")
 
 
 def listwise_loss(model: E2Rank, prompt: ListwisePrompt, batch: List[ListwiseExample], config: TrainConfig):
@@ -112,6 +119,11 @@ def train(config: TrainConfig, examples: List[ListwiseExample]) -> Path:
                               mixed_precision="bf16" if config.bf16 else "no")
     set_seed(config.seed)
     model = E2Rank(config.model, device=str(accelerator.device), dtype=torch.float32)
+    if config.pooling is not None:
+        if model.pooling.last_token or not (Path(resolve_model_path(config.model)) / "1_Pooling").is_dir():
+            raise ValueError(f"--pooling is for sentence-transformers encoders (a 1_Pooling folder); "
+                             f"{config.model} has none or pools its last token")
+        model.pooling = dataclasses.replace(model.pooling, mode=config.pooling)
     prompt = model.listwise_prompt(num_input_docs=config.prompt_docs or max(len(e.document) for e in examples),
                                    task=config.rerank_task, doc_max_tokens=config.prompt_doc_max_tokens,
                                    max_tokens=config.prompt_max_tokens)
@@ -186,7 +198,8 @@ def _progress(total: int, accelerator):
 
 def _save(accelerator, backbone, model: E2Rank, config: TrainConfig, log: list, output: Path) -> None:
     """A plain Hugging Face directory (LoRA merged), with the tokenizer and the base model's
-    sentence-transformers files, so that pooling and lengths are those of the base model.
+    sentence-transformers files, so that pooling and lengths are those of the base model (the pooling
+    is the one trained with when ``config.pooling`` changed it).
 
     Every process takes part (DeepSpeed ZeRO-3 gathers the sharded weights); the main one writes."""
     accelerator.wait_for_everyone()
@@ -206,4 +219,16 @@ def _save(accelerator, backbone, model: E2Rank, config: TrainConfig, log: list, 
             shutil.copytree(source, output / name, dirs_exist_ok=True)
         elif source.is_file():
             shutil.copy(source, output / name)
+    if config.pooling is not None:
+        _write_pooling(output, model)
     (output / "e2rank_training.json").write_text(json.dumps({"config": asdict(config), "log": log}, indent=1))
+
+
+def _write_pooling(output: Path, model: E2Rank) -> None:
+    """The sentence-transformers pooling settings of the pooling the model was trained with."""
+    settings_file = output / "1_Pooling" / "config.json"
+    settings = json.loads(settings_file.read_text())
+    settings.update(pooling_mode_cls_token=model.pooling.mode == "cls",
+                    pooling_mode_mean_tokens=model.pooling.mode == "mean",
+                    pooling_mode_max_tokens=False, pooling_mode_mean_sqrt_len_tokens=False)
+    settings_file.write_text(json.dumps(settings, indent=2))
