@@ -64,26 +64,46 @@ def read_pooling(path: str, config) -> Pooling:
     return Pooling("mean", normalize=True, max_length=None)
 
 
+#: The sentence-transformers Pooling flag of each mode, in the order they are read.
+_POOLING_FLAGS = {"lasttoken": "pooling_mode_lasttoken", "cls": "pooling_mode_cls_token",
+                  "mean": "pooling_mode_mean_tokens"}
+
+
+def pooling_settings_file(path) -> Optional[Path]:
+    """The ``config.json`` of a sentence-transformers directory's Pooling module; ``None`` without one."""
+    modules_file = Path(path) / "modules.json"
+    if not modules_file.is_file():
+        return None
+    for module in json.loads(modules_file.read_text()):
+        if module.get("type", "").endswith("Pooling"):
+            return Path(path) / module["path"] / "config.json"
+    return None
+
+
+def write_pooling(path, mode: str) -> None:
+    """Set a sentence-transformers directory's Pooling module to ``mode`` (and only that mode)."""
+    settings_file = pooling_settings_file(path)
+    if settings_file is None:
+        raise FileNotFoundError(f"{path} has no sentence-transformers Pooling module to write")
+    settings = json.loads(settings_file.read_text())
+    settings.update({flag: name == mode for name, flag in _POOLING_FLAGS.items()},
+                    pooling_mode_max_tokens=False, pooling_mode_mean_sqrt_len_tokens=False)
+    settings_file.write_text(json.dumps(settings, indent=2))
+
+
 def _sentence_transformers_config(path: str) -> Optional[Pooling]:
     modules_file = Path(path) / "modules.json"
     if not modules_file.is_file():
         return None
     modules = json.loads(modules_file.read_text())
-    mode, normalize = "mean", False
-    for module in modules:
-        kind = module.get("type", "")
-        if kind.endswith("Pooling"):
-            pooling_config = json.loads((Path(path) / module["path"] / "config.json").read_text())
-            if pooling_config.get("pooling_mode_lasttoken"):
-                mode = "lasttoken"
-            elif pooling_config.get("pooling_mode_cls_token"):
-                mode = "cls"
-            elif pooling_config.get("pooling_mode_mean_tokens"):
-                mode = "mean"
-            else:
-                raise ValueError(f"unsupported sentence-transformers pooling in {path}: {pooling_config}")
-        elif kind.endswith("Normalize"):
-            normalize = True
+    mode = "mean"
+    settings_file = pooling_settings_file(path)
+    if settings_file is not None:
+        settings = json.loads(settings_file.read_text())
+        mode = next((name for name, flag in _POOLING_FLAGS.items() if settings.get(flag)), None)
+        if mode is None:
+            raise ValueError(f"unsupported sentence-transformers pooling in {path}: {settings}")
+    normalize = any(module.get("type", "").endswith("Normalize") for module in modules)
     max_length = None
     bert_config = Path(path) / "sentence_bert_config.json"
     if bert_config.is_file():

@@ -11,7 +11,7 @@ from dataclasses import fields
 from typing import List, Optional
 
 from .data import build_from_dataset, from_pairs, from_rankllm, read_listwise, write_jsonl
-from .trainer import TrainConfig, train
+from .trainer import ENCODER_POOLINGS, TrainConfig, train
 
 
 def _train_parser() -> argparse.ArgumentParser:
@@ -36,7 +36,7 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt-max-tokens", type=int, help="total prompt budget (default: the model's positions)")
     p.add_argument("--prompt-docs", type=int, help="documents in the listwise prompt (default: the whole list); "
                    "the losses still use every document of the list")
-    p.add_argument("--pooling", choices=["cls", "mean"],
+    p.add_argument("--pooling", choices=ENCODER_POOLINGS,
                    help="encoders: train and save with this pooling instead of the base model's")
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--gradient-checkpointing", action="store_true")

@@ -4,18 +4,17 @@
 Texts are tokenised and embedded by ``E2Rank`` itself (``tokenize_*``, ``embed``), and the listwise
 prompt is rendered by ``ListwisePrompt``: what is trained is exactly what the reranker reads.
 """
-import dataclasses
 import json
 import math
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import List, Optional
 
 import torch
 
 from pyterrier_e2rank import E2Rank
-from pyterrier_e2rank.loading import resolve_model_path
+from pyterrier_e2rank.loading import pooling_settings_file, resolve_model_path, write_pooling
 from pyterrier_e2rank.prompt import DEFAULT_RERANK_TASK, ListwisePrompt
 
 from .data import ListwiseExample
@@ -120,10 +119,10 @@ def train(config: TrainConfig, examples: List[ListwiseExample]) -> Path:
     set_seed(config.seed)
     model = E2Rank(config.model, device=str(accelerator.device), dtype=torch.float32)
     if config.pooling is not None:
-        if model.pooling.last_token or not (Path(resolve_model_path(config.model)) / "1_Pooling").is_dir():
-            raise ValueError(f"--pooling is for sentence-transformers encoders (a 1_Pooling folder); "
+        if model.pooling.last_token or pooling_settings_file(resolve_model_path(config.model)) is None:
+            raise ValueError(f"--pooling is for sentence-transformers encoders (with a Pooling module); "
                              f"{config.model} has none or pools its last token")
-        model.pooling = dataclasses.replace(model.pooling, mode=config.pooling)
+        model.pooling = replace(model.pooling, mode=config.pooling)
     prompt = model.listwise_prompt(num_input_docs=config.prompt_docs or max(len(e.document) for e in examples),
                                    task=config.rerank_task, doc_max_tokens=config.prompt_doc_max_tokens,
                                    max_tokens=config.prompt_max_tokens)
@@ -220,15 +219,6 @@ def _save(accelerator, backbone, model: E2Rank, config: TrainConfig, log: list, 
         elif source.is_file():
             shutil.copy(source, output / name)
     if config.pooling is not None:
-        _write_pooling(output, model)
+        write_pooling(output, model.pooling.mode)
     (output / "e2rank_training.json").write_text(json.dumps({"config": asdict(config), "log": log}, indent=1))
 
-
-def _write_pooling(output: Path, model: E2Rank) -> None:
-    """The sentence-transformers pooling settings of the pooling the model was trained with."""
-    settings_file = output / "1_Pooling" / "config.json"
-    settings = json.loads(settings_file.read_text())
-    settings.update(pooling_mode_cls_token=model.pooling.mode == "cls",
-                    pooling_mode_mean_tokens=model.pooling.mode == "mean",
-                    pooling_mode_max_tokens=False, pooling_mode_mean_sqrt_len_tokens=False)
-    settings_file.write_text(json.dumps(settings, indent=2))
