@@ -1,7 +1,7 @@
 """Input checks shared by the transformers and writers: bad values are named, never used silently."""
 import math
 import numbers
-from typing import List
+from typing import List, Sequence
 
 import numpy as np
 import pandas as pd
@@ -17,14 +17,28 @@ def require_text(frame: pd.DataFrame, column: str, *, key: str) -> List[str]:
         raise ValueError(f"{len(bad)} row(s) have a missing or empty {column!r} ({key}: {keys}; "
                          f"first value: {values[bad[0]]!r})")
     for i, value in enumerate(values):
-        if not value.isascii():
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError as e:
-                name = frame[key].iat[i] if key in frame.columns else i
-                raise ValueError(f"the {column!r} of {key} {name!r} holds a lone surrogate ({value[e.start]!r} at "
-                                 f"character {e.start}), which is not text; fix its decoding") from None
+        check_encodable(value, f"the {column!r} of {key} {frame[key].iat[i] if key in frame.columns else i!r}")
     return values
+
+
+def check_encodable(text: str, who: str) -> None:
+    """Refuse a lone surrogate (text decoded with ``errors="surrogateescape"``, broken JSON escapes):
+    no tokenizer can read it, and it would fail deep inside one."""
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"{who} holds a lone surrogate ({text[e.start]!r} at character {e.start}), which is "
+                         f"not text; fix how it was decoded") from None
+
+
+def check_finite(vectors: np.ndarray, names: Sequence, what: str) -> None:
+    """Refuse vectors with NaN or infinite values, naming the first rows by ``names`` (docnos, qids)."""
+    if vectors.size and not np.isfinite(vectors).all():
+        bad = np.flatnonzero(~np.isfinite(vectors.reshape(len(vectors), -1)).all(axis=1))
+        raise ValueError(f"{what} {[names[i] for i in bad[:5]]} {'is' if len(bad) == 1 else 'are'} not finite "
+                         f"(NaN or infinity; {len(bad)} row(s))")
 
 
 def identifier(value, what: str, where) -> str:
@@ -53,3 +67,16 @@ def positive_int(value, name: str, *, minimum: int = 1, allow_none: bool = False
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+def stack_vectors(column: pd.Series, names: Sequence, dim: int, what: str) -> np.ndarray:
+    """A column of vectors (``query_vec``, ``doc_vec``) as a float32 matrix ``[n, dim]``; a missing,
+    misshapen or non-finite vector is refused naming its row by ``names``."""
+    values = column.tolist()
+    bad = [i for i, v in enumerate(values) if v is None or np.ndim(v) != 1 or len(v) != dim]
+    if bad:
+        raise ValueError(f"{what} {[names[i] for i in bad[:5]]}: missing or not a vector of {dim} numbers "
+                         f"(first: {str(values[bad[0]])[:60]})")
+    matrix = np.stack(values).astype(np.float32) if values else np.empty((0, dim), np.float32)
+    check_finite(matrix, names, what)
+    return matrix

@@ -8,12 +8,16 @@ import numpy as np
 import pyterrier as pt
 import torch
 
+from .checks import check_encodable, check_finite
+from .fingerprint import weights_digest
 from .loading import Pooling, read_pooling, resolve_model_path
 from .pooling import pad_batch, pool
 from .prompt import DEFAULT_RERANK_TASK, ListwisePrompt
-from .text import DEFAULT_QUERY_TASK, DOC_MAX_WORDS, format_query, truncate_words
+from .text import DEFAULT_QUERY_TASK, DOC_MAX_WORDS, doc_token_cap, format_query, truncate_words
 
 DEFAULT_MODEL = "Alibaba-NLP/E2Rank-0.6B"
+#: 2: every weight tensor hashed from the checkpoint files (1: 64 embedding rows, blind to fine-tuning).
+FINGERPRINT_VERSION = 2
 _AUTO = "auto"
 
 
@@ -68,6 +72,8 @@ class E2Rank:
         from transformers import AutoConfig, AutoModel, AutoTokenizer
         self.model_name_or_path = model_name_or_path
         path = resolve_model_path(model_name_or_path)
+        self.checkpoint_path = path
+        self._fingerprint: Optional[dict] = None
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype = dtype or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
         try:
@@ -143,6 +149,10 @@ class E2Rank:
                               max_length=max_length)
 
     def tokenize_docs(self, texts: Sequence[str], *, max_length: Optional[int] = None) -> List[List[int]]:
+        """Cut to ``doc_max_words`` words, then (a safety net for unspaced text) to ``doc_token_cap``."""
+        max_length = max_length or self.max_length
+        if self.doc_max_words is not None:
+            max_length = min(max_length, doc_token_cap(self.doc_max_words))
         return self._tokenize([truncate_words(t, self.doc_max_words) for t in texts], append_eos=True,
                               max_length=max_length)
 
@@ -165,6 +175,8 @@ class E2Rank:
         bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
         if bad:
             raise TypeError(f"{len(bad)} text(s) are not strings (positions {bad[:5]}): {texts[bad[0]]!r}")
+        for i, text in enumerate(texts):
+            check_encodable(text, f"the text at position {i}")
         if not self.pooling.last_token:
             return self.tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
         ids = self.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]  # cut below
@@ -194,6 +206,7 @@ class E2Rank:
                     progress.update(len(rows))
         if own_progress:
             progress.close()
+        check_finite(out, range(len(out)), f"{desc}: the model's vector of the text at position")
         return out
 
     def _forward(self, batch: List[List[int]]) -> np.ndarray:
@@ -209,26 +222,31 @@ class E2Rank:
 
     # ---- identity -------------------------------------------------------------------------------
     def fingerprint(self) -> dict:
-        """What a document vector depends on: weights, pooling and document formatting.
+        """What a document vector depends on: every weight tensor, the architecture, pooling and
+        document formatting.
 
-        Stored with an index, so that vectors of another model are never mixed with this one's. The
-        weights are hashed in bfloat16, so the same checkpoint matches on CPU (fp32) and GPU (bf16)."""
-        config = self.backbone.config.to_dict()
-        for key in ("_name_or_path", "dtype", "torch_dtype", "transformers_version", "attn_implementation", "_attn_implementation"):
-            config.pop(key, None)
-        digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
-        embedding = self.backbone.get_input_embeddings().weight
-        sample = embedding[:: max(1, embedding.shape[0] // 64)][:64].detach().to("cpu", torch.bfloat16)
-        digest.update(sample.view(torch.int16).numpy().tobytes())
-        return {
-            "model": str(self.model_name_or_path),
-            "weights_sha256": digest.hexdigest(),
-            "dim": self.dim,
-            "pooling": self.pooling.mode,
-            "normalize": self.pooling.normalize,
-            "max_length": self.max_length,
-            "doc_max_words": self.doc_max_words,
-        }
+        Stored with an index, so that vectors of another model, or of a fine-tuned copy, are never
+        mixed with this one's. The tensors are hashed from the checkpoint's files, in their stored
+        precision (``fingerprint.weights_digest``), once per model object: the same checkpoint matches
+        on CPU (float32) and GPU (bfloat16); weights changed in memory after loading are not seen."""
+        if self._fingerprint is None:
+            config = self.backbone.config.to_dict()
+            for key in ("_name_or_path", "dtype", "torch_dtype", "transformers_version", "attn_implementation",
+                        "_attn_implementation"):
+                config.pop(key, None)
+            digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+            digest.update(weights_digest(self.checkpoint_path).encode())
+            self._fingerprint = {
+                "model": str(self.model_name_or_path),
+                "fingerprint_version": FINGERPRINT_VERSION,
+                "weights_sha256": digest.hexdigest(),
+                "dim": self.dim,
+                "pooling": self.pooling.mode,
+                "normalize": self.pooling.normalize,
+                "max_length": self.max_length,
+                "doc_max_words": self.doc_max_words,
+            }
+        return dict(self._fingerprint)
 
     # ---- transformer factories ------------------------------------------------------------------
     def query_encoder(self, *, batch_size: Optional[int] = None, verbose: Optional[bool] = None) -> pt.Transformer:

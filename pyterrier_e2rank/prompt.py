@@ -6,7 +6,8 @@ it reads at inference. The default is the prompt behind the paper's numbers (DES
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
-from .text import DOC_MAX_WORDS, truncate_words
+from .checks import positive_int
+from .text import DOC_MAX_WORDS, doc_token_cap, truncate_words
 
 #: The task sentence of the published runs, used for every dataset.
 DEFAULT_RERANK_TASK = "Given a web search query and some relevant documents, rerank the documents that answer the query"
@@ -38,8 +39,9 @@ class ListwisePrompt:
     def __post_init__(self):
         if self.variant not in PROMPT_VARIANTS:
             raise ValueError(f"variant must be one of {PROMPT_VARIANTS}, got {self.variant!r}")
-        if self.num_input_docs < 1:
-            raise ValueError(f"num_input_docs must be at least 1, got {self.num_input_docs}")
+        positive_int(self.num_input_docs, "num_input_docs")
+        for name in ("doc_max_words", "doc_max_tokens", "max_tokens"):
+            positive_int(getattr(self, name), name, allow_none=True)
 
     def content(self, query: str, docs: Sequence[str]) -> str:
         """The user message: task, numbered documents (as given, no truncation here), query."""
@@ -55,6 +57,9 @@ class ListwisePrompt:
         docs = [truncate_words(doc, self.doc_max_words) for doc in docs[:self.num_input_docs]]
         if self.doc_max_tokens is not None:
             docs = [_cut_tokens(tokenizer, doc, self.doc_max_tokens) for doc in docs]
+        if self.doc_max_words is not None:  # the safety net for unspaced text, as when documents are embedded;
+            cap = doc_token_cap(self.doc_max_words)  # a token holds at least one byte, so short texts are skipped
+            docs = [_cut_tokens(tokenizer, doc, cap) if len(doc.encode()) > cap else doc for doc in docs]
         prompt = wrap_user_message(tokenizer, self.content(query, docs))
         if self.max_tokens is None or count_tokens(tokenizer, prompt) <= self.max_tokens:
             return prompt

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pyterrier as pt
 
-from .checks import require_text
+from .checks import positive_int, require_text, stack_vectors
 from .index import E2RankIndex
 from .model import EncodeStats
 from .prompt import ListwisePrompt
@@ -30,10 +30,12 @@ class E2RankReranker(pt.Transformer):
         if index is not None:
             index = index if isinstance(index, E2RankIndex) else E2RankIndex(index)
             index.check_model(model)
+        positive_int(window, "window", allow_none=True)
+        positive_int(stride, "stride", allow_none=True)
         if window is not None:
-            stride = stride or max(1, window // 2)
-            if not 0 < stride <= window:
-                raise ValueError(f"need 0 < stride <= window, got window={window}, stride={stride}")
+            stride = max(1, window // 2) if stride is None else stride
+            if stride > window:
+                raise ValueError(f"need stride <= window, got window={window}, stride={stride}")
             prompt = dataclasses.replace(prompt, num_input_docs=window)
         elif stride is not None:
             raise ValueError("stride is only meaningful with window")
@@ -133,9 +135,8 @@ def candidate_vectors(model, frame: pd.DataFrame, index: Optional[E2RankIndex], 
     """Each row's document vector: its ``doc_vec``, else the index's by ``docno``, else encoded from text
     (each distinct docno once)."""
     if "doc_vec" in frame.columns:
-        if frame["doc_vec"].isna().any():
-            raise ValueError("some rows have no doc_vec; drop the column to use the index or the text")
-        return np.stack(frame["doc_vec"].to_numpy()).astype(np.float32)
+        return stack_vectors(frame["doc_vec"], frame["docno"].tolist(), model.dim,
+                             "doc_vec (drop the column to use the index or the text) of docno")
     if index is not None:
         return index.vectors(frame["docno"].astype(str).tolist())
     unique = frame.drop_duplicates("docno")

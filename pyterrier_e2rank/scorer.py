@@ -10,6 +10,7 @@ import pandas as pd
 import pyterrier as pt
 
 from .index import E2RankIndex
+from .checks import require_text
 from .reranker import candidate_vectors
 
 
@@ -36,10 +37,9 @@ class E2RankScorer(pt.Transformer):
             return inp.assign(score=pd.Series(dtype=float), rank=pd.Series(dtype=int))
         frame = inp.reset_index(drop=True)
         documents = candidate_vectors(self.model, frame, self.index, self.text_field, self.batch_size, self.verbose)
-        qids, first_rows = np.unique(frame["qid"].to_numpy(), return_index=True)
-        queries = self.model.encode_queries(frame["query"].iloc[first_rows].tolist(), batch_size=self.batch_size,
-                                            verbose=self.verbose)
-        row_of_query = dict(zip(qids, range(len(qids))))
-        query_rows = np.array([row_of_query[q] for q in frame["qid"]])
+        query_rows, qids = pd.factorize(frame["qid"])  # any mix of int and str qids; first-seen order
+        first_rows = [int(np.argmax(query_rows == q)) for q in range(len(qids))]
+        queries = self.model.encode_queries(require_text(frame.iloc[first_rows], "query", key="qid"),
+                                            batch_size=self.batch_size, verbose=self.verbose)
         frame["score"] = np.einsum("nd,nd->n", documents, queries[query_rows]).astype(np.float64)
         return pt.model.add_ranks(frame)
