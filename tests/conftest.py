@@ -29,6 +29,12 @@ def make_tiny_qwen3(directory: Path, seed: int = 0) -> Path:
 
 
 @pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The team's ``../shared`` folder (data, models); the test is skipped without it."""
+    return shared_path()
+
+
+@pytest.fixture(scope="session")
 def tiny_qwen_dir(tmp_path_factory) -> Path:
     return make_tiny_qwen3(tmp_path_factory.mktemp("tiny-qwen3"))
 
