@@ -29,8 +29,10 @@ def timer(results: dict, key: str):
     results[key] = time.perf_counter() - started
 
 
-def qwen3_shaped(directory: Path, num_layers: int, *, causal_lm: bool = False, seed: int = 0) -> Path:
-    """A random-weight model of the E2Rank-0.6B shape (``num_layers`` layers) with the Qwen3 tokenizer."""
+def qwen3_shaped(directory: Path, num_layers: int, *, causal_lm: bool = False, seed: int = 0,
+                 dtype: torch.dtype = torch.float32) -> Path:
+    """A random-weight model of the E2Rank-0.6B shape (``num_layers`` layers) with the Qwen3 tokenizer,
+    stored in ``dtype`` (the published checkpoints are bfloat16)."""
     from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, Qwen3Config
     if not QWEN3_TOKENIZER.exists():
         raise FileNotFoundError(f"{QWEN3_TOKENIZER} is needed for realistic token counts")
@@ -39,7 +41,7 @@ def qwen3_shaped(directory: Path, num_layers: int, *, causal_lm: bool = False, s
         tokenizer = AutoTokenizer.from_pretrained(QWEN3_TOKENIZER)
         config = Qwen3Config(vocab_size=len(tokenizer), num_hidden_layers=num_layers, **E2RANK_06B_SHAPE)
         torch.manual_seed(seed)
-        model = (AutoModelForCausalLM if causal_lm else AutoModel).from_config(config)
+        model = (AutoModelForCausalLM if causal_lm else AutoModel).from_config(config).to(dtype)
         model.save_pretrained(directory)
         tokenizer.save_pretrained(directory)
     return directory

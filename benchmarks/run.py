@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import encode_throughput, rerank_reuse, retrieval_scale, vs_generative  # noqa: E402
+from benchmarks import encode_throughput, fingerprint, rerank_reuse, retrieval_scale, vs_generative  # noqa: E402
 from benchmarks.common import machine  # noqa: E402
 
 SETTINGS = {
@@ -35,11 +35,14 @@ def run_all(quick: bool, workdir: Path, model: str) -> dict:
     print("retrieval_scale ...", flush=True)
     scales = [retrieval_scale.run(workdir, num_docs=s["scale_docs"], dim=d) for d in s["scale_dims"]]
     data["retrieval_scale"] = {**scales[0], "by_dim": {str(r["dim"]): r for r in scales}}
+    print("fingerprint ...", flush=True)
+    data["fingerprint"] = fingerprint.run(workdir, minilm=model)
     return data
 
 
 def table(data: dict) -> str:
     r, g, e, s = (data[k] for k in ("rerank_reuse", "vs_generative", "encode_throughput", "retrieval_scale"))
+    f = data["fingerprint"]
     rows = [
         ("rerank_reuse", f"{r['seconds_per_query_reencode']:.3f} s re-encoding vs {r['seconds_per_query_index']:.3f} s "
                          f"with index vectors per query ({r['backbone']}); same rankings: {r['same_rankings']}",
@@ -56,7 +59,10 @@ def table(data: dict) -> str:
                             f"{s['latency_ms_per_batch_of_100']:.0f} ms/100 queries, build {s['build_s']:.1f} s, "
                             f"search heap {s['search_heap_peak_mb']:.0f} MB of {s['matrix_mb']:.0f} MB",
          f"{s['latency_ms_per_query']:.0f} ms", "memory-mapped"),
-    ]
+    ] + [(f"fingerprint ({key})", f"{m['weights_mb']:,.0f} MB of weights hashed in {m['digest_s']:.2f} s "
+                                 f"({m['digest_mb_per_s']:.0f} MB/s; model load {m['load_s']:.2f} s); cached beside "
+                                 f"the checkpoint: {m['cached_beside_checkpoint']} ({m['second_digest_s']:.4f} s then)",
+          f"{m['ratio_to_load']:.2f}x load", "small next to loading") for key, m in f.items()]
     lines = ["| benchmark | measured | ratio | goal |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
     return "\n".join(lines)
