@@ -4,20 +4,24 @@ Importing this module starts no JVM and needs no Pyserini: the encoders follow P
 by duck typing (``FaissSearcher`` only calls ``encode``), and Pyserini itself (``faiss``, Lucene) is
 imported inside the functions that need it. Works with Pyserini 0.2x and 1.x (see README).
 """
-import gzip
+import contextlib
 import json
 import os
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pandas as pd
 
+from .checks import identifier
 from .index import E2RankIndex, IndexModelMismatch, IndexWriter, fingerprint_differences
+from .io import CorruptArtifact, FileFormatError, atomic_directory, numbered_lines, refuse_output_as_input
 from .text import join_title
 
 _FAISS_META = "e2rank_meta.json"
+_FAISS_FILES = frozenset({"index", "docid", _FAISS_META})
 
 
 class E2RankQueryEncoder:
@@ -59,61 +63,80 @@ class E2RankDocumentEncoder:
 def read_jsonl_collection(path: Union[str, os.PathLike]) -> Iterator[dict]:
     """``{"docno", "text"}`` from a Pyserini JSONL collection (a file, or a directory of ``.jsonl[.gz]``).
 
-    Records hold ``id`` (or ``_id``/``docid``) and either ``contents`` or ``title``/``text`` fields."""
+    Records hold ``id`` (or ``_id``/``docid``) and either ``contents`` or ``title``/``text`` fields. A
+    line that is not UTF-8 JSON, or an id a docid file cannot keep, is reported as ``file:line``."""
     path = Path(path)
     files = sorted(p for p in path.iterdir() if p.name.endswith((".jsonl", ".jsonl.gz", ".json"))) \
         if path.is_dir() else [path]
     if not files:
         raise FileNotFoundError(f"no .jsonl files in {path}")
     for file in files:
-        opener = gzip.open if file.name.endswith(".gz") else open
-        with opener(file, "rt", encoding="utf-8") as lines:
-            for number, line in enumerate(lines, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                    docno = next(str(record[k]) for k in ("id", "_id", "docid") if k in record)
-                except (json.JSONDecodeError, StopIteration) as e:
-                    raise ValueError(f"{file}:{number}: not a collection record with an id: {line[:80]!r}") from e
-                text = record["contents"] if "contents" in record else join_title(record.get("title"), record.get("text"))
-                yield {"docno": docno, "text": text}
+        for number, line in numbered_lines(file):
+            try:
+                record = json.loads(line)
+                docid = next(record[k] for k in ("id", "_id", "docid") if k in record)
+            except (json.JSONDecodeError, StopIteration, TypeError):
+                raise FileFormatError(f"{file}:{number}: not a collection record with an id: {line[:80]!r}") from None
+            text = record["contents"] if "contents" in record else join_title(record.get("title"), record.get("text"))
+            yield {"docno": identifier(docid, "docid", f"{file}:{number}"), "text": text}
 
 
 def write_faiss_index(model, collection: Union[str, os.PathLike, Iterable[dict]], output_dir, *,
-                      pyterrier_index=None, chunk_size: int = 4096, verbose: bool = False) -> str:
-    """Encode a collection once into a FAISS directory (``index`` + ``docid``) that ``FaissSearcher``
-    opens, and, if ``pyterrier_index`` is a path, into an ``E2RankIndex`` from the same vectors."""
+                      pyterrier_index=None, overwrite: bool = False, chunk_size: int = 4096,
+                      verbose: bool = False) -> str:
+    """Encode a collection once into a FAISS directory (``index`` + ``docid`` + the encoder's
+    fingerprint) that ``FaissSearcher`` opens, and, if ``pyterrier_index`` is a path, into an
+    ``E2RankIndex`` from the same vectors.
+
+    Both are built aside and swapped in only when complete: a failure (a docid with whitespace, which
+    would shift every later docid onto another document's vector; a repeated docid) leaves any old
+    index as it was. An existing index is replaced only with ``overwrite``; a directory holding other
+    files is never replaced."""
     import faiss
     import pyterrier as pt
-    docs = read_jsonl_collection(collection) if isinstance(collection, (str, os.PathLike)) else collection
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    faiss_index = faiss.IndexFlatIP(model.dim)
-    writer = IndexWriter(pyterrier_index, model.dim, model.fingerprint()) if pyterrier_index is not None else None
-    docids: List[str] = []
-    progress = pt.tqdm(desc="encoding collection", unit="doc") if verbose else None
-    chunk: List[dict] = []
-    for doc in _then_flush(docs):
-        if doc is not None:
-            chunk.append(doc)
-        if chunk and (doc is None or len(chunk) == chunk_size):
-            vectors = model.encode_docs([d["text"] for d in chunk], progress=progress)
-            faiss_index.add(vectors)
-            ids = [d["docno"] for d in chunk]
-            docids.extend(ids)
-            if writer is not None:
-                writer.add(ids, vectors)
-            chunk = []
-    if progress is not None:
-        progress.close()
-    if not docids:
-        raise ValueError("nothing to index: the collection was empty")
-    faiss.write_index(faiss_index, str(output_dir / "index"))
-    (output_dir / "docid").write_text("".join(f"{d}\n" for d in docids))
-    (output_dir / _FAISS_META).write_text(json.dumps({"encoder": model.fingerprint()}, indent=2))
-    if writer is not None:
-        writer.finish()
+    if isinstance(collection, (str, os.PathLike)):
+        refuse_output_as_input(output_dir, collection=collection)
+        if pyterrier_index is not None:
+            refuse_output_as_input(pyterrier_index, collection=collection)
+        docs = read_jsonl_collection(collection)
+    else:
+        docs = collection
+    if pyterrier_index is not None:
+        refuse_output_as_input(output_dir, pyterrier_index=pyterrier_index)
+        refuse_output_as_input(pyterrier_index, faiss_index=output_dir)
+    with contextlib.ExitStack() as build:
+        staging = build.enter_context(atomic_directory(output_dir, owned=lambda _: _FAISS_FILES,
+                                                       overwrite=overwrite, what="FAISS index"))
+        writer = build.enter_context(IndexWriter(pyterrier_index, model.dim, model.fingerprint(),
+                                                 overwrite=overwrite)) if pyterrier_index is not None else None
+        faiss_index = faiss.IndexFlatIP(model.dim)
+        docids: List[str] = []
+        first_of: Dict[str, int] = {}
+        progress = build.enter_context(pt.tqdm(desc="encoding collection", unit="doc")) if verbose else None
+        chunk: List[dict] = []
+        for doc in _then_flush(docs):
+            if doc is not None:
+                position = len(docids) + len(chunk)
+                docid = identifier(doc["docno"], "docid", f"document {position} of the collection")
+                if first_of.setdefault(docid, position) != position:
+                    raise ValueError(f"docid {docid!r} repeated: documents {first_of[docid]} and {position} of "
+                                     f"the collection; nothing was written")
+                chunk.append({"docno": docid, "text": doc["text"]})
+            if chunk and (doc is None or len(chunk) == chunk_size):
+                vectors = model.encode_docs([d["text"] for d in chunk], progress=progress)
+                faiss_index.add(vectors)
+                ids = [d["docno"] for d in chunk]
+                docids.extend(ids)
+                if writer is not None:
+                    writer.add(ids, vectors)
+                chunk = []
+        if not docids:
+            raise ValueError("nothing to index: the collection was empty")
+        faiss.write_index(faiss_index, str(staging / "index"))
+        (staging / "docid").write_text("".join(f"{d}\n" for d in docids), encoding="utf-8")
+        (staging / _FAISS_META).write_text(json.dumps({"encoder": model.fingerprint()}, indent=2))
+        if writer is not None:
+            writer.finish()
     return str(output_dir)
 
 
@@ -123,21 +146,39 @@ def _then_flush(items: Iterable) -> Iterator:
 
 
 class FaissVectors:
-    """Document vectors of a FAISS directory written by ``write_faiss_index``, looked up by docid."""
+    """Document vectors of a FAISS directory written by ``write_faiss_index``, looked up by docid.
+
+    With a model, the directory must carry the fingerprint of the encoder that made its vectors
+    (``e2rank_meta.json``) and it must match: vectors of another model would rerank silently wrong."""
 
     def __init__(self, index_dir, model=None):
         import faiss
         self.index_dir = Path(index_dir)
-        self.index = faiss.read_index(str(self.index_dir / "index"))
-        docids = (self.index_dir / "docid").read_text().split("\n")[:-1]
-        self.row_of = {d: i for i, d in enumerate(docids)}
+        for name in ("index", "docid"):
+            if not (self.index_dir / name).is_file():
+                raise FileNotFoundError(f"no FAISS index at {self.index_dir} (missing {name!r})")
         meta_file = self.index_dir / _FAISS_META
-        if model is not None and meta_file.exists():
-            stored = json.loads(meta_file.read_text())["encoder"]
+        stored = _read_faiss_meta(meta_file) if meta_file.exists() else None
+        if model is not None and stored is None:
+            raise IndexModelMismatch(
+                f"the FAISS index at {self.index_dir} has no {_FAISS_META}: it carries no encoder fingerprint, so "
+                f"the model that made its vectors is unknown and cannot be checked against "
+                f"{model.model_name_or_path!r}; build it with pyterrier_e2rank's write_faiss_index")
+        if model is not None:
             differ = fingerprint_differences(stored, model)
             if differ:
-                raise IndexModelMismatch(f"the FAISS index at {index_dir} was built with {stored['model']!r} and "
+                raise IndexModelMismatch(f"the FAISS index at {index_dir} was built with {stored.get('model')!r} and "
                                          f"other settings ({', '.join(differ)}) than {model.model_name_or_path!r}")
+        self.index = faiss.read_index(str(self.index_dir / "index"))
+        docids = [line.rstrip("\n") for _, line in
+                  numbered_lines(self.index_dir / "docid", error=CorruptArtifact, skip_blank=False)]
+        if len(docids) != self.index.ntotal:
+            raise CorruptArtifact(f"the FAISS index at {self.index_dir} holds {self.index.ntotal} vectors but its "
+                                  f"docid file {len(docids)} docids: the files disagree; rebuild the index")
+        self.row_of = {d: i for i, d in enumerate(docids)}
+        if len(self.row_of) != len(docids):
+            raise CorruptArtifact(f"the docid file of the FAISS index at {self.index_dir} repeats "
+                                  f"{len(docids) - len(self.row_of)} docid(s): rows cannot be told apart")
 
     def vectors(self, docids: Sequence[str]) -> np.ndarray:
         missing = [d for d in docids if d not in self.row_of]
@@ -145,6 +186,18 @@ class FaissVectors:
             raise KeyError(f"{len(missing)} docid(s) are not in the FAISS index at {self.index_dir}: {missing[:5]}")
         return np.stack([self.index.reconstruct(self.row_of[d]) for d in docids]) if docids else \
             np.empty((0, self.index.d), dtype=np.float32)
+
+
+def _read_faiss_meta(meta_file: Path) -> dict:
+    """The stored encoder fingerprint; ``CorruptArtifact`` naming the file if it cannot be read."""
+    try:
+        encoder = json.loads(meta_file.read_text(encoding="utf-8"))["encoder"]
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise CorruptArtifact(f"{meta_file} is not an E2Rank FAISS meta file with an 'encoder' fingerprint "
+                              f"({type(e).__name__}: {e}); rebuild the index") from None
+    if not isinstance(encoder, dict):
+        raise CorruptArtifact(f"{meta_file}: the 'encoder' fingerprint is a {type(encoder).__name__}, not an object")
+    return encoder
 
 
 def search_batch(searcher, encoder: E2RankQueryEncoder, queries: Sequence[str], qids: Sequence[str],
@@ -169,26 +222,37 @@ TextSource = Union["LuceneSearcher", str, os.PathLike, Callable[[str], str], Dic
 
 def text_lookup(source: TextSource) -> Callable[[str], str]:
     """docid -> text, from a Lucene searcher or index directory (its stored raw documents), a JSONL
-    collection (file or directory), a dict, or a callable."""
+    collection (file or directory), a dict, or a callable. A docid the source lacks raises a KeyError
+    naming the docid and the source."""
     if isinstance(source, dict):
-        return source.__getitem__
+        return _naming_missing(source.__getitem__, f"the text dict ({len(source)} documents)")
     if isinstance(source, (str, os.PathLike)):
         if any(Path(source).glob("segments_*")):  # a Lucene index directory
             from pyserini.search.lucene import LuceneSearcher
-            source = LuceneSearcher(str(source))
-        else:
-            return {d["docno"]: d["text"] for d in read_jsonl_collection(source)}.__getitem__
+            return _naming_missing(partial(_lucene_text, LuceneSearcher(str(source))), f"the Lucene index {source}")
+        texts = {d["docno"]: d["text"] for d in read_jsonl_collection(source)}
+        return _naming_missing(texts.__getitem__, f"the collection {source}")
     if hasattr(source, "doc"):
-        return lambda docid: _lucene_text(source, docid)
+        return _naming_missing(partial(_lucene_text, source), f"the Lucene searcher {source!r}")
     if callable(source):
-        return source
+        return _naming_missing(source, f"the text source {source!r}")
     raise TypeError(f"cannot read document text from {source!r}")
+
+
+def _naming_missing(get: Callable[[str], str], source_name: str) -> Callable[[str], str]:
+    """``get`` whose KeyError names the docid and the source (a bare ``KeyError: 'd7'`` says neither)."""
+    def lookup(docid: str) -> str:
+        try:
+            return get(docid)
+        except KeyError as e:
+            raise KeyError(f"docid {docid!r} is not in {source_name}") from e
+    return lookup
 
 
 def _lucene_text(searcher, docid: str) -> str:
     doc = searcher.doc(docid)
     if doc is None:
-        raise KeyError(f"docid {docid!r} is not in the Lucene index")
+        raise KeyError(docid)
     raw = doc.raw()
     if raw is None:
         raise ValueError("the Lucene index stores no raw documents: index with --storeRaw, or pass a collection")

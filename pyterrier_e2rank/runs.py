@@ -1,41 +1,54 @@
 """TREC run files shared by PyTerrier and Pyserini users: read, write, rerank with E2Rank, evaluate.
 
-A run line is ``qid Q0 docid rank score tag``. Malformed lines are reported with their line number.
-Ranks are 1-based in files and 0-based in frames (PyTerrier's convention).
+A run line is ``qid Q0 docid rank score tag``. Malformed lines (including non-UTF-8 ones and
+non-finite scores) are reported as ``file:line``. Ranks are 1-based in files and 0-based in frames
+(PyTerrier's convention). Qids and docnos are strings throughout, so that a topics file and a run file
+always merge on the same keys.
 """
+import argparse
 import json
-from pathlib import Path
+import math
 
 import ir_measures
 import pandas as pd
 
+from .checks import identifier, positive_int
+from .io import FileFormatError, atomic_file, numbered_lines, refuse_output_as_input
 
-class RunFormatError(ValueError):
+
+class RunFormatError(FileFormatError):
     """A run, topics or qrels file line that cannot be read; the message names file and line."""
+
+
+def _identifier(value, what: str, where: str) -> str:
+    """``checks.identifier`` raising ``RunFormatError``, for ids read from a file line."""
+    try:
+        return identifier(value, what, where)
+    except ValueError as e:
+        raise RunFormatError(str(e)) from None
 
 
 def read_run(path) -> pd.DataFrame:
     """``qid, docno, score, rank`` (rank from 0, in score order; ties keep the file's ranks)."""
     rows, seen = [], {}
-    with open(path, encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            fields = line.split()
-            if len(fields) != 6:
-                raise RunFormatError(f"{path}:{number}: expected 6 fields 'qid Q0 docid rank score tag', "
-                                     f"got {len(fields)}: {line.rstrip()!r}")
-            qid, _, docno, rank, score, _ = fields
-            try:
-                rank, score = int(rank), float(score)
-            except ValueError:
-                raise RunFormatError(f"{path}:{number}: rank must be an integer and score a number: "
-                                     f"{line.rstrip()!r}") from None
-            if (qid, docno) in seen:
-                raise RunFormatError(f"{path}:{number}: docid {docno!r} repeated for query {qid!r} "
-                                     f"(first on line {seen[qid, docno]})")
-            seen[qid, docno] = number
-            rows.append((qid, docno, score, rank))
+    for number, line in numbered_lines(path, error=RunFormatError):
+        fields = line.split()
+        if len(fields) != 6:
+            raise RunFormatError(f"{path}:{number}: expected 6 fields 'qid Q0 docid rank score tag', "
+                                 f"got {len(fields)}: {line.rstrip()!r}")
+        qid, _, docno, rank, score, _ = fields
+        try:
+            rank, score = int(rank), float(score)
+        except ValueError:
+            raise RunFormatError(f"{path}:{number}: rank must be an integer and score a number: "
+                                 f"{line.rstrip()!r}") from None
+        if not math.isfinite(score):  # nan would sort anywhere, inf above every real score
+            raise RunFormatError(f"{path}:{number}: score {fields[4]!r} of docid {docno!r} is not a finite number")
+        if (qid, docno) in seen:
+            raise RunFormatError(f"{path}:{number}: docid {docno!r} repeated for query {qid!r} "
+                                 f"(first on line {seen[qid, docno]})")
+        seen[qid, docno] = number
+        rows.append((qid, docno, score, rank))
     frame = pd.DataFrame(rows, columns=["qid", "docno", "score", "file_rank"])
     frame["_order"] = pd.factorize(frame["qid"])[0]
     frame = frame.sort_values(["_order", "score", "file_rank"], ascending=[True, False, True], kind="stable")
@@ -44,10 +57,17 @@ def read_run(path) -> pd.DataFrame:
 
 
 def write_run(frame: pd.DataFrame, path, tag: str = "e2rank") -> None:
-    """Writes ``qid Q0 docno rank+1 score tag`` lines in rank order."""
-    ordered = frame.sort_values(["qid", "rank"], kind="stable")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as out:
+    """Writes ``qid Q0 docno rank+1 score tag`` lines in rank order, atomically: a refused or failed
+    write leaves any old file as it was. A qid, docno or tag with whitespace (it would shift the
+    line's fields) and a non-finite score are refused, naming them."""
+    tag = identifier(tag, "the run tag", "tag")
+    qids = [identifier(q, "qid", f"row {i}") for i, q in enumerate(frame["qid"])]
+    docnos = [identifier(d, "docno", f"row {i} (qid {q!r})") for i, (q, d) in enumerate(zip(qids, frame["docno"]))]
+    for qid, docno, score in zip(qids, docnos, frame["score"]):
+        if not math.isfinite(score):
+            raise ValueError(f"the score of docno {docno!r} for qid {qid!r} is {score!r}, not a finite number")
+    ordered = frame.assign(qid=qids, docno=docnos).sort_values(["qid", "rank"], kind="stable")
+    with atomic_file(path) as out:
         for row in ordered.itertuples():
             out.write(f"{row.qid} Q0 {row.docno} {int(row.rank) + 1} {float(row.score):.6f} {tag}\n")
 
@@ -57,23 +77,25 @@ def read_topics(source: str) -> pd.DataFrame:
     if source.startswith("irds:"):
         import pyterrier as pt
         return pt.get_dataset(source).get_topics()
-    rows = []
-    with open(source, encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            if source.endswith((".jsonl", ".json")):
-                try:
-                    record = json.loads(line)
-                    rows.append((str(next(record[k] for k in ("_id", "id", "qid") if k in record)),
-                                 next(record[k] for k in ("text", "query", "title") if k in record)))
-                except (json.JSONDecodeError, StopIteration):
-                    raise RunFormatError(f"{source}:{number}: expected a JSON object with an id and a text") from None
-            else:
-                fields = line.rstrip("\n").split("\t")
-                if len(fields) < 2 or not fields[1].strip():
-                    raise RunFormatError(f"{source}:{number}: expected 'qid<TAB>query': {line.rstrip()!r}")
-                rows.append((fields[0].strip(), fields[1]))
+    rows, seen = [], {}
+    for number, line in numbered_lines(source, error=RunFormatError):
+        if source.endswith((".jsonl", ".json")):
+            try:
+                record = json.loads(line)
+                qid = next(record[k] for k in ("_id", "id", "qid") if k in record)
+                query = next(record[k] for k in ("text", "query", "title") if k in record)
+            except (json.JSONDecodeError, StopIteration, TypeError):
+                raise RunFormatError(f"{source}:{number}: expected a JSON object with an id and a text") from None
+        else:
+            fields = line.rstrip("\n").split("\t")
+            if len(fields) < 2 or not fields[1].strip():
+                raise RunFormatError(f"{source}:{number}: expected 'qid<TAB>query': {line.rstrip()!r}")
+            qid, query = fields[0].strip(), fields[1]
+        qid = _identifier(qid, "qid", f"{source}:{number}")
+        if qid in seen:  # a repeated qid would rerank each of its candidates twice
+            raise RunFormatError(f"{source}:{number}: qid {qid!r} repeated (first on line {seen[qid]})")
+        seen[qid] = number
+        rows.append((qid, query))
     return pd.DataFrame(rows, columns=["qid", "query"])
 
 
@@ -84,14 +106,11 @@ def read_qrels(source: str) -> pd.DataFrame:
         qrels = pt.get_dataset(source).get_qrels()
         return qrels.rename(columns={"qid": "query_id", "docno": "doc_id", "label": "relevance"})
     rows = []
-    with open(source, encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 4 or not fields[3].lstrip("-").isdigit():
-                raise RunFormatError(f"{source}:{number}: expected 'qid iter docid relevance': {line.rstrip()!r}")
-            rows.append((fields[0], fields[2], int(fields[3])))
+    for number, line in numbered_lines(source, error=RunFormatError):
+        fields = line.split()
+        if len(fields) != 4 or not fields[3].lstrip("-").isdigit():
+            raise RunFormatError(f"{source}:{number}: expected 'qid iter docid relevance': {line.rstrip()!r}")
+        rows.append((fields[0], fields[2], int(fields[3])))
     return pd.DataFrame(rows, columns=["query_id", "doc_id", "relevance"])
 
 
@@ -105,7 +124,17 @@ def evaluate_run(run: pd.DataFrame, qrels: pd.DataFrame, measures) -> dict:
 def rerank_run(model, run: pd.DataFrame, topics: pd.DataFrame, docs: str, *, index=None, top_k: int = 100,
                num_input_docs: int = 20, verbose: bool = False) -> pd.DataFrame:
     """The top ``top_k`` of each query of ``run``, reranked by E2Rank. ``docs`` is ``irds:<dataset>``, a JSONL
-    collection or a Lucene index directory (Pyserini, raw documents stored)."""
+    collection or a Lucene index directory (Pyserini, raw documents stored).
+
+    Qids of both frames are compared as strings (topics with int qids meet a run read from a file), and
+    a run query without a topic, or a topic given twice, is refused rather than dropped or doubled."""
+    top_k = positive_int(top_k, "top_k")
+    num_input_docs = positive_int(num_input_docs, "num_input_docs")
+    run = run.assign(qid=[identifier(q, "qid", f"run row {i}") for i, q in enumerate(run["qid"])])
+    topics = topics.assign(qid=[identifier(q, "qid", f"topics row {i}") for i, q in enumerate(topics["qid"])])
+    repeated = topics["qid"][topics["qid"].duplicated()].unique().tolist()
+    if repeated:
+        raise ValueError(f"{len(repeated)} topic qid(s) are given more than once: {repeated[:5]}")
     missing = sorted(set(run["qid"]) - set(topics["qid"]))
     if missing:
         raise KeyError(f"{len(missing)} run queries have no topic: {missing[:5]}")
@@ -121,6 +150,7 @@ def rerank_run(model, run: pd.DataFrame, topics: pd.DataFrame, docs: str, *, ind
 
 
 def _rerank_command(args) -> int:
+    refuse_output_as_input(args.output, run=args.run, topics=args.topics, docs=args.docs, index=args.index)
     from .model import E2Rank
     model = E2Rank(args.model, device=args.device, batch_size=args.batch_size, verbose=True)
     reranked = rerank_run(model, read_run(args.run), read_topics(args.topics), args.docs, index=args.index,
@@ -137,6 +167,17 @@ def _eval_command(args) -> int:
     return 0
 
 
+def _count(text: str) -> int:
+    """argparse type: an integer >= 1 (0 or a negative count would silently rerank nothing)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("rerank-run", help="rerank a TREC run file with E2Rank, write a TREC run file")
     p.add_argument("--run", required=True, help="TREC run: qid Q0 docid rank score tag")
@@ -146,9 +187,9 @@ def register(subparsers) -> None:
     p.add_argument("--index", help="an E2Rank index of the collection (one forward pass per query)")
     p.add_argument("--output", required=True)
     p.add_argument("--tag", default="e2rank")
-    p.add_argument("--top-k", type=int, default=100)
-    p.add_argument("--num-input-docs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--top-k", type=_count, default=100)
+    p.add_argument("--num-input-docs", type=_count, default=20)
+    p.add_argument("--batch-size", type=_count, default=32)
     p.add_argument("--device", default=None)
     p.set_defaults(func=_rerank_command)
 

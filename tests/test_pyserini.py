@@ -74,6 +74,12 @@ def test_reranked_lucene_hits_equal_the_pyterrier_reranker(tiny_qwen, lucene_ind
         np.testing.assert_allclose([h.score for h in hits], want["score"], atol=1e-6)
 
 
+def test_a_docid_missing_from_the_lucene_index_is_named(lucene_index):
+    from pyterrier_e2rank.pyserini import text_lookup
+    with pytest.raises(KeyError, match=f"docid 'no-such-doc' is not in the Lucene index {lucene_index}"):
+        text_lookup(lucene_index)("no-such-doc")
+
+
 def test_stored_vectors_give_the_same_scores_in_one_pass(tiny_qwen, lucene_index, bm25_hits, vector_indexes):
     faiss_dir, e2rank_index = vector_indexes
     batch = [(qid, QUERIES[qid], hits) for qid, hits in bm25_hits.items()]
