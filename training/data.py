@@ -6,19 +6,31 @@ Stage II (one JSON object a line)::
 
 ``document`` is the candidates' first-stage order (the order they take in the listwise prompt);
 ``ranking`` is the teacher's. Stage I (FlagEmbedding format): ``{"query", "pos": [...], "neg": [...]}``.
-Every reader reports a bad record with its file and line number.
+Every reader reports a bad record, or a line that is not UTF-8 text, with its file and line number;
+fields are taken as they are typed, never coerced (a string is not a list of characters, 2.7 is not 2).
 """
 import json
 import re
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Iterable, Iterator, List, Optional
 
 import pandas as pd
 
+from pyterrier_e2rank.checks import positive_int
+from pyterrier_e2rank.io import FileFormatError, atomic_file, numbered_lines
 
-class DataError(ValueError):
+
+class DataError(FileFormatError):
     """A training record that cannot be used; the message names the file and line."""
+
+
+def _texts(value, name: str) -> None:
+    """A list of strings, or a ValueError: a bare string would otherwise be iterated as characters."""
+    if not isinstance(value, list):
+        raise ValueError(f"{name!r} must be a list of strings, got a {type(value).__name__} ({value!r:.60})")
+    bad = [i + 1 for i, v in enumerate(value) if not isinstance(v, str) or not v.strip()]
+    if bad:
+        raise ValueError(f"empty {name} text (or not a string) at positions {bad}")
 
 
 @dataclass
@@ -32,11 +44,14 @@ class ListwiseExample:
     def check(self) -> None:
         if not isinstance(self.query, str) or not self.query.strip():
             raise ValueError("empty query")
+        _texts(self.document, "document")
         if not self.document:
             raise ValueError("no documents")
-        empty = [i + 1 for i, d in enumerate(self.document) if not isinstance(d, str) or not d.strip()]
-        if empty:
-            raise ValueError(f"empty document text at positions {empty}")
+        if not isinstance(self.ranking, list) or any(type(r) is not int for r in self.ranking):
+            raise ValueError(f"'ranking' must be a list of integers (1-based document numbers), "
+                             f"got {self.ranking!r:.80}")
+        if not isinstance(self.source, str):
+            raise ValueError(f"'source' must be a string, got {self.source!r:.60}")
         if sorted(self.ranking) != list(range(1, len(self.document) + 1)):
             raise ValueError(f"ranking {self.ranking} is not a permutation of 1..{len(self.document)}")
 
@@ -64,26 +79,23 @@ class PairExample:
     def check(self) -> None:
         if not isinstance(self.query, str) or not self.query.strip():
             raise ValueError("empty query")
-        if not self.pos or any(not isinstance(p, str) or not p.strip() for p in self.pos):
-            raise ValueError("needs at least one non-empty positive passage")
-        if any(not isinstance(n, str) or not n.strip() for n in self.neg):
-            raise ValueError("empty negative passage")
+        _texts(self.pos, "pos")
+        if not self.pos:
+            raise ValueError("needs at least one positive passage")
+        _texts(self.neg, "neg")
 
 
 def _read(path, make) -> List:
     examples = []
-    with open(path, encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                example = make(record)
-                example.check()
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-                detail = f"missing field {e}" if isinstance(e, KeyError) else str(e)
-                raise DataError(f"{path}:{number}: {detail}") from None
-            examples.append(example)
+    for number, line in numbered_lines(path, error=DataError):
+        try:
+            record = json.loads(line)
+            example = make(record)
+            example.check()
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            detail = f"missing field {e}" if isinstance(e, KeyError) else str(e)
+            raise DataError(f"{path}:{number}: {detail}") from None
+        examples.append(example)
     if not examples:
         raise DataError(f"{path}: no records")
     return examples
@@ -91,19 +103,19 @@ def _read(path, make) -> List:
 
 def read_listwise(path) -> List[ListwiseExample]:
     """Stage-II records, checked."""
-    return _read(path, lambda r: ListwiseExample(r["query"], list(r["document"]), [int(x) for x in r["ranking"]],
-                                                 r.get("source", "")))
+    return _read(path, lambda r: ListwiseExample(r["query"], r["document"], r["ranking"], r.get("source", "")))
 
 
 def read_pairs(path) -> List[PairExample]:
     """Stage-I records, checked."""
-    return _read(path, lambda r: PairExample(r["query"], list(r["pos"]), list(r.get("neg", []))))
+    return _read(path, lambda r: PairExample(r["query"], r["pos"], r.get("neg", [])))
 
 
 def write_jsonl(examples: Iterable, path) -> int:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    """Write records one a line; ``path`` is replaced only once all are written (a failure while
+    building them, hours into ``build-data dataset``, leaves the previous file as it was)."""
     count = 0
-    with open(path, "w", encoding="utf-8") as out:
+    with atomic_file(path) as out:
         for example in examples:
             out.write(json.dumps(asdict(example), ensure_ascii=False) + "\n")
             count += 1
@@ -141,6 +153,7 @@ def from_rankllm(path) -> List[ListwiseExample]:
 def from_pairs(path, *, slate: Optional[int] = None) -> List[ListwiseExample]:
     """Stage-I pairs as records for the trainer: the first positive, then the hard negatives (their
     order in the file stands in for a ranking; stage I uses only the positive)."""
+    slate = positive_int(slate, "slate", allow_none=True)
     examples = []
     for pair in read_pairs(path):
         documents = ([pair.pos[0]] + pair.neg)[:slate]
@@ -153,6 +166,7 @@ def from_run(topics: pd.DataFrame, run: pd.DataFrame, qrels: pd.DataFrame, *, sl
     """Listwise records from a first-stage run with text: the top ``slate`` documents of each query in
     first-stage order; ranking = judged-relevant documents first (by label, then first-stage order),
     then the rest in first-stage order. Queries without a relevant document in the slate are skipped."""
+    slate = positive_int(slate, "slate")
     labels = {(str(q), str(d)): int(label) for q, d, label in qrels[["qid", "docno", "label"]].itertuples(index=False)}
     queries = dict(zip(topics["qid"].astype(str), topics["query"]))
     ordered = run.sort_values(["qid", "rank"], kind="stable")
@@ -168,6 +182,7 @@ def from_run(topics: pd.DataFrame, run: pd.DataFrame, qrels: pd.DataFrame, *, sl
 def build_from_dataset(dataset: str, *, bm25_index_dir: str, slate: int = 16) -> List[ListwiseExample]:
     """``from_run`` over a PyTerrier/ir_datasets split: BM25 (PISA) top ``slate`` of each training query,
     labels from the split's qrels, BEIR text as ``title + " " + text``."""
+    slate = positive_int(slate, "slate")
     from pyterrier_e2rank.bm25 import pisa_bm25
     from pyterrier_e2rank.data import DocumentText, load_dataset
     ds = load_dataset(dataset)

@@ -3,17 +3,25 @@
 
 Texts are tokenised and embedded by ``E2Rank`` itself (``tokenize_*``, ``embed``), and the listwise
 prompt is rendered by ``ListwisePrompt``: what is trained is exactly what the reranker reads.
+
+The checkpoint is built in a private directory beside ``output`` and swapped into place only when it
+is complete: a run that fails or is killed leaves the previous checkpoint as it was. The output is
+locked and checked when ``train`` starts, not after hours of training.
 """
+import contextlib
 import json
 import math
 import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Set
 
 import torch
 
 from pyterrier_e2rank import E2Rank
+from pyterrier_e2rank.fingerprint import CACHE_FILE as FINGERPRINT_CACHE
+from pyterrier_e2rank.checks import positive_int
+from pyterrier_e2rank.io import ArtifactLocked, atomic_directory, refuse_output_as_input
 from pyterrier_e2rank.loading import pooling_settings_file, resolve_model_path, write_pooling
 from pyterrier_e2rank.prompt import DEFAULT_RERANK_TASK, ListwisePrompt
 
@@ -26,6 +34,14 @@ ENCODER_POOLINGS = ("cls", "mean")
 #: Files of a sentence-transformers directory that carry pooling and length settings.
 SENTENCE_TRANSFORMERS_FILES = ["modules.json", "sentence_bert_config.json", "config_sentence_transformers.json",
                                "1_Pooling", "2_Normalize"]
+
+#: The training record of a checkpoint; its ``"files"`` name the checkpoint's own top-level entries.
+TRAINING_RECORD = "e2rank_training.json"
+
+#: Integer settings that must be >= 1 (those that may be None: when given).
+_POSITIVE_INTS = ("batch_size", "gradient_accumulation", "embed_batch_size", "log_every")
+_OPTIONAL_POSITIVE_INTS = ("max_steps", "query_max_tokens", "doc_max_tokens", "prompt_doc_max_tokens",
+                           "prompt_max_tokens", "prompt_docs", "lora_rank")
 
 
 @dataclass
@@ -57,12 +73,45 @@ class TrainConfig:
     embed_batch_size: int = 64
     seed: int = 0
     log_every: int = 10
+    overwrite: bool = False  # replace an existing checkpoint at ``output``
 
     def __post_init__(self):
+        """The CLI's ranges, so that the Python API cannot train 0 steps, a whole epoch for
+        ``max_steps=0``, or without LoRA for ``lora_rank=0``, either."""
         if self.stage not in (1, 2):
             raise ValueError(f"stage must be 1 or 2, got {self.stage}")
         if self.pooling not in (None, *ENCODER_POOLINGS):
             raise ValueError(f"pooling must be one of {ENCODER_POOLINGS}, got {self.pooling!r}")
+        for name in _POSITIVE_INTS:
+            setattr(self, name, positive_int(getattr(self, name), name))
+        for name in _OPTIONAL_POSITIVE_INTS:
+            setattr(self, name, positive_int(getattr(self, name), name, allow_none=True))
+        for name in ("epochs", "lr", "temperature"):
+            if not _positive_number(getattr(self, name)):
+                raise ValueError(f"{name} must be a number > 0, got {getattr(self, name)!r}")
+        if not _number(self.warmup_ratio) or not 0 <= self.warmup_ratio <= 1:
+            raise ValueError(f"warmup_ratio must be between 0 and 1, got {self.warmup_ratio!r}")
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _positive_number(value) -> bool:
+    return _number(value) and value > 0
+
+
+def checkpoint_files(directory: Path) -> Set[str]:
+    """The top-level entries of an existing directory that belong to a checkpoint this trainer wrote
+    (listed in its training record, plus the fingerprint cache written beside large weights later);
+    none for any other directory, which is then never replaced."""
+    try:
+        files = json.loads((Path(directory) / TRAINING_RECORD).read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+    if not isinstance(files, list):
+        return set()
+    return {TRAINING_RECORD, FINGERPRINT_CACHE, *(name for name in files if isinstance(name, str))}
 
 
 def listwise_loss(model: E2Rank, prompt: ListwisePrompt, batch: List[ListwiseExample], config: TrainConfig):
@@ -105,17 +154,50 @@ def train(config: TrainConfig, examples: List[ListwiseExample]) -> Path:
 
     ``config.batch_size`` is per process; a step is one optimizer update (``gradient_accumulation``
     batches). ``epochs``/``max_steps`` count steps of this process's shard, so ``torchrun`` with N
-    processes sees each example once per epoch, in N times fewer steps."""
+    processes sees each example once per epoch, in N times fewer steps.
+
+    An existing checkpoint at ``config.output`` is replaced only with ``config.overwrite``; a directory
+    that is not a checkpoint, or the model itself, never."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
-    from accelerate.utils import set_seed
-    from transformers import get_linear_schedule_with_warmup
 
+    refuse_output_as_input(config.output, model=resolve_model_path(config.model))
     # accelerate pins mixed precision for the life of a process; a second ``train()`` in the same
     # process (a notebook, the tests) may ask for another. The process group itself is kept.
     AcceleratorState._reset_state()
     accelerator = Accelerator(gradient_accumulation_steps=config.gradient_accumulation,
                               mixed_precision="bf16" if config.bf16 else "no")
+    with contextlib.ExitStack() as stack:
+        staging = _claim_output(accelerator, config, stack)
+        _train(accelerator, config, examples, staging)
+    accelerator.wait_for_everyone()  # every process returns once the checkpoint is in place
+    return Path(config.output)
+
+
+def _claim_output(accelerator, config: TrainConfig, stack: contextlib.ExitStack) -> Optional[Path]:
+    """The main process locks ``config.output`` and opens the staging directory the checkpoint is built
+    in (``None`` on the others, which never write); if the output may not be written, every process
+    raises its error now, before the model is even loaded."""
+    staging, error = None, None
+    if accelerator.is_main_process:
+        try:
+            staging = stack.enter_context(atomic_directory(config.output, owned=checkpoint_files,
+                                                           overwrite=config.overwrite, what="checkpoint"))
+        except (OSError, ArtifactLocked) as e:
+            error = e
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+        error = broadcast_object_list([error])[0]
+    if error is not None:
+        raise error
+    return staging
+
+
+def _train(accelerator, config: TrainConfig, examples: List[ListwiseExample], staging: Optional[Path]) -> None:
+    """The training loop on every process; the main one saves the checkpoint into ``staging``."""
+    from accelerate.utils import set_seed
+    from transformers import get_linear_schedule_with_warmup
+
     set_seed(config.seed)
     model = E2Rank(config.model, device=str(accelerator.device), dtype=torch.float32)
     if config.pooling is not None:
@@ -144,12 +226,10 @@ def train(config: TrainConfig, examples: List[ListwiseExample]) -> Path:
     model.backbone = backbone
     # counted on this process's shard of the data, after ``prepare``
     steps_per_epoch = max(1, math.ceil(len(loader) / config.gradient_accumulation))
-    total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
+    total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))  # max_steps: None or >= 1
     # stepped by hand once per optimizer update (not by accelerate, which would step it per process)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
 
-    output = Path(config.output)
-    output.mkdir(parents=True, exist_ok=True)
     log = []
     progress = _progress(total_steps, accelerator)
     step, micro_losses, micro_parts = 0, [], []
@@ -180,8 +260,7 @@ def train(config: TrainConfig, examples: List[ListwiseExample]) -> Path:
                 break
     if progress is not None:
         progress.close()
-    _save(accelerator, backbone, model, config, log, output)
-    return output
+    _save(accelerator, backbone, model, config, log, staging)
 
 
 def _mean(values) -> float:
@@ -195,12 +274,14 @@ def _progress(total: int, accelerator):
     return tqdm(total=total, desc="training", unit="step")
 
 
-def _save(accelerator, backbone, model: E2Rank, config: TrainConfig, log: list, output: Path) -> None:
+def _save(accelerator, backbone, model: E2Rank, config: TrainConfig, log: list, output: Optional[Path]) -> None:
     """A plain Hugging Face directory (LoRA merged), with the tokenizer and the base model's
     sentence-transformers files, so that pooling and lengths are those of the base model (the pooling
-    is the one trained with when ``config.pooling`` changed it).
+    is the one trained with when ``config.pooling`` changed it). The training record lists the
+    entries written, so that a later ``overwrite`` replaces this checkpoint and nothing else.
 
-    Every process takes part (DeepSpeed ZeRO-3 gathers the sharded weights); the main one writes."""
+    Every process takes part (DeepSpeed ZeRO-3 gathers the sharded weights); the main one writes
+    (``output``, the staging directory, is ``None`` on the others)."""
     accelerator.wait_for_everyone()
     lora = bool(config.lora_rank)
     state_dict = None if lora else accelerator.get_state_dict(backbone)
@@ -220,5 +301,7 @@ def _save(accelerator, backbone, model: E2Rank, config: TrainConfig, log: list, 
             shutil.copy(source, output / name)
     if config.pooling is not None:
         write_pooling(output, model.pooling.mode)
-    (output / "e2rank_training.json").write_text(json.dumps({"config": asdict(config), "log": log}, indent=1))
+    files = sorted({p.name for p in output.iterdir()} | {TRAINING_RECORD})
+    (output / TRAINING_RECORD).write_text(json.dumps({"config": asdict(config), "log": log, "files": files},
+                                                     indent=1))
 
