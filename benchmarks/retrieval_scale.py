@@ -5,7 +5,8 @@ import tracemalloc
 
 import numpy as np
 
-from pyterrier_e2rank.index import E2RankRetriever, IndexWriter
+from pyterrier_e2rank.indexing import IndexWriter
+from pyterrier_e2rank.retriever import E2RankRetriever
 
 
 def _normalised(rng, n, dim):
@@ -49,7 +50,7 @@ def run(workdir, *, num_docs: int, dim: int, k: int = 100, chunk: int = 100_000,
         except ImportError:
             return result
         flat = faiss.IndexFlatIP(dim)
-        flat.add(np.asarray(index.vectors_mmap))
+        flat.add(np.asarray(index.np_vecs()))
         started = time.perf_counter()
         for q in queries[:5]:
             flat.search(q[None], k)

@@ -8,7 +8,8 @@ from .checks import require_text
 
 
 class E2RankQueryEncoder(pt.Transformer):
-    """Adds ``query_vec`` (instructed, normalised) to a query frame."""
+    """Adds ``query_vec`` (instructed, normalised) to a query frame, or to a result frame (each distinct
+    query encoded once), so ``bm25 >> model.query_encoder() >> index.gar(...)`` works."""
 
     def __init__(self, model, *, batch_size: Optional[int] = None, verbose: Optional[bool] = None):
         self.model = model
@@ -18,13 +19,19 @@ class E2RankQueryEncoder(pt.Transformer):
     def __repr__(self):
         return f"{self.model!r}.query_encoder(batch_size={self.batch_size}, verbose={self.verbose})"
 
+    def __eq__(self, other):
+        return isinstance(other, E2RankQueryEncoder) and (self.model, self.batch_size) == (other.model, other.batch_size)
+
+    def __hash__(self):
+        return hash((E2RankQueryEncoder, self.model, self.batch_size))
+
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
-        pt.validate.query_frame(inp, extra_columns=["query"], context=self)
-        out = inp.copy()
-        queries = require_text(out, "query", key="qid")
+        pt.validate.columns(inp, includes=["qid", "query"], context=self)
+        codes, _ = pd.factorize(inp["qid"])
+        first = pd.Series(range(len(inp))).groupby(codes).first().to_numpy() if len(inp) else []
+        queries = require_text(inp.iloc[first], "query", key="qid")
         vectors = self.model.encode_queries(queries, batch_size=self.batch_size, verbose=self.verbose)
-        out["query_vec"] = list(vectors)
-        return out
+        return inp.assign(query_vec=list(vectors[codes]) if len(inp) else [])
 
 
 class E2RankDocEncoder(pt.Transformer):
@@ -40,6 +47,13 @@ class E2RankDocEncoder(pt.Transformer):
     def __repr__(self):
         return (f"{self.model!r}.doc_encoder(batch_size={self.batch_size}, verbose={self.verbose}, "
                 f"text_field={self.text_field!r})")
+
+    def __eq__(self, other):
+        return isinstance(other, E2RankDocEncoder) and (self.model, self.batch_size, self.text_field) == \
+            (other.model, other.batch_size, other.text_field)
+
+    def __hash__(self):
+        return hash((E2RankDocEncoder, self.model, self.batch_size, self.text_field))
 
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
         pt.validate.columns(inp, includes=["docno", self.text_field], context=self)

@@ -109,3 +109,29 @@ def _sentence_transformers_config(path: str) -> Optional[Pooling]:
     if bert_config.is_file():
         max_length = json.loads(bert_config.read_text()).get("max_seq_length")
     return Pooling(mode, normalize=normalize, max_length=max_length)
+
+
+#: The prompt a checkpoint was trained with, written by the trainer, read as the model's defaults.
+PROMPT_SETTINGS_FILE = "e2rank_prompt.json"
+PROMPT_SETTING_NAMES = ("num_input_docs", "task", "variant", "prompt_doc_max_tokens", "prompt_max_tokens")
+
+
+def read_prompt_settings(path) -> dict:
+    """The listwise-prompt settings saved with a checkpoint (``{}`` for a model trained elsewhere)."""
+    settings_file = Path(path) / PROMPT_SETTINGS_FILE
+    if not settings_file.is_file():
+        return {}
+    try:
+        settings = json.loads(settings_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{settings_file}: not a prompt settings file ({e})") from None
+    unknown = set(settings) - set(PROMPT_SETTING_NAMES) if isinstance(settings, dict) else None
+    if unknown is None or unknown:
+        raise ValueError(f"{settings_file}: expected an object with keys among {PROMPT_SETTING_NAMES}, got {settings!r}")
+    return {k: v for k, v in settings.items() if v is not None}
+
+
+def write_prompt_settings(path, settings: dict) -> None:
+    """Save the prompt a checkpoint is trained with (``None`` values: the library defaults)."""
+    settings = {k: settings.get(k) for k in PROMPT_SETTING_NAMES}
+    (Path(path) / PROMPT_SETTINGS_FILE).write_text(json.dumps(settings, indent=2), encoding="utf-8")

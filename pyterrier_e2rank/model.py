@@ -8,9 +8,9 @@ import numpy as np
 import pyterrier as pt
 import torch
 
-from .checks import check_encodable, check_finite
+from .checks import check_encodable, check_finite, positive_int
 from .fingerprint import weights_digest
-from .loading import Pooling, read_pooling, resolve_model_path
+from .loading import Pooling, read_pooling, read_prompt_settings, resolve_model_path
 from .pooling import pad_batch, pool
 from .prompt import DEFAULT_RERANK_TASK, ListwisePrompt
 from .text import DEFAULT_QUERY_TASK, DOC_MAX_WORDS, doc_token_cap, format_query, truncate_words
@@ -56,7 +56,7 @@ class E2Rank:
             none for encoders; ``None`` disables it.
         max_length: token limit for queries and documents (default: the sentence-transformers
             ``max_seq_length``, else the model's position limit).
-        prompt_max_length: token budget of the listwise prompt (default: the model's position limit).
+        prompt_max_tokens: token budget of the listwise prompt (default: the model's position limit).
         doc_max_words: documents are cut to this many words before embedding (1024, as in the paper).
         cache_doc_vectors: keep every document vector computed, keyed by the document's text, so that
             rerankers without an index encode a document once across calls (memory grows by one vector
@@ -66,7 +66,7 @@ class E2Rank:
 
     def __init__(self, model_name_or_path: str = DEFAULT_MODEL, *, device: Optional[str] = None,
                  dtype: Optional[torch.dtype] = None, batch_size: int = 32, query_task: Optional[str] = _AUTO,
-                 max_length: Optional[int] = None, prompt_max_length: Optional[int] = None,
+                 max_length: Optional[int] = None, prompt_max_tokens: Optional[int] = None,
                  doc_max_words: Optional[int] = DOC_MAX_WORDS, attn_implementation: Optional[str] = None,
                  cache_doc_vectors: bool = False, verbose: bool = False):
         from transformers import AutoConfig, AutoModel, AutoTokenizer
@@ -96,13 +96,25 @@ class E2Rank:
         self.position_limit = min(getattr(config, "max_position_embeddings", None) or 10**9,
                                   self.tokenizer.model_max_length or 10**9)
         self.max_length = max_length or self.pooling.max_length or self.position_limit
-        self.prompt_max_length = prompt_max_length or self.position_limit
+        self.prompt_max_tokens = positive_int(prompt_max_tokens, "prompt_max_tokens", allow_none=True) or self.position_limit
+        self.prompt_settings = read_prompt_settings(path)
         self.query_task = (DEFAULT_QUERY_TASK if self.pooling.last_token else None) if query_task == _AUTO else query_task
         self.doc_max_words = doc_max_words
         self.batch_size = batch_size
         self.verbose = verbose
         self.stats = EncodeStats()
         self.doc_cache: Optional[dict] = {} if cache_doc_vectors else None
+
+    def _identity(self) -> tuple:
+        """What makes two model objects interchangeable: the checkpoint and every setting that shapes a vector."""
+        return (str(self.checkpoint_path), str(self.device), self.dtype, self.pooling, self.query_task, self.max_length,
+                self.prompt_max_tokens, self.doc_max_words, tuple(sorted(self.prompt_settings.items())))
+
+    def __eq__(self, other):
+        return isinstance(other, E2Rank) and (self is other or self._identity() == other._identity())
+
+    def __hash__(self):
+        return hash(self._identity())
 
     def __repr__(self):
         cache = ", cache_doc_vectors=True" if self.doc_cache is not None else ""
@@ -157,15 +169,19 @@ class E2Rank:
                               max_length=max_length)
 
     def tokenize_prompts(self, prompts: Sequence[str]) -> List[List[int]]:
-        return self._tokenize(prompts, append_eos=False, max_length=self.prompt_max_length)
+        return self._tokenize(prompts, append_eos=False, max_length=self.prompt_max_tokens)
 
-    def listwise_prompt(self, *, num_input_docs: int = 20, task: str = DEFAULT_RERANK_TASK,
-                        variant: str = "eval", doc_max_tokens: Optional[int] = None,
-                        max_tokens: Optional[int] = None) -> ListwisePrompt:
-        """The prompt builder matching this model: its word cut and, by default, its position limit."""
-        return ListwisePrompt(task=task, num_input_docs=num_input_docs, doc_max_words=self.doc_max_words,
-                              doc_max_tokens=doc_max_tokens, max_tokens=max_tokens or self.prompt_max_length,
-                              variant=variant)
+    def listwise_prompt(self, *, num_input_docs: Optional[int] = None, task: Optional[str] = None,
+                        variant: Optional[str] = None, prompt_doc_max_tokens: Optional[int] = None,
+                        prompt_max_tokens: Optional[int] = None) -> ListwisePrompt:
+        """The prompt builder matching this model. Each setting left ``None`` comes from the checkpoint's
+        ``e2rank_prompt.json`` (the prompt it was trained with), else the paper's default; the total
+        budget defaults to the model's positions."""
+        given = {"num_input_docs": num_input_docs, "task": task, "variant": variant,
+                 "prompt_doc_max_tokens": prompt_doc_max_tokens, "prompt_max_tokens": prompt_max_tokens}
+        settings = {**self.prompt_settings, **{k: v for k, v in given.items() if v is not None}}
+        settings.setdefault("prompt_max_tokens", self.prompt_max_tokens)
+        return ListwisePrompt(doc_max_words=self.doc_max_words, **settings)
 
     def _tokenize(self, texts: Sequence[str], *, append_eos: bool, max_length: Optional[int] = None) -> List[List[int]]:
         max_length = min(max_length or self.max_length, self.position_limit)
@@ -262,16 +278,17 @@ class E2Rank:
 
     def indexer(self, index, *, batch_size: Optional[int] = None, verbose: Optional[bool] = None,
                 text_field: str = "text", overwrite: bool = False) -> pt.Indexer:
-        """Encodes a corpus iterator once into ``index`` (an ``E2RankIndex`` or a path)."""
-        from .index import E2RankIndex, E2RankIndexer
-        index = index if isinstance(index, E2RankIndex) else E2RankIndex(index)
-        return E2RankIndexer(self, index, batch_size=batch_size, verbose=verbose, text_field=text_field, overwrite=overwrite)
+        """Indexes records with text (encoded here) or ``doc_vec`` (from ``doc_encoder()``) into ``index``
+        (an ``E2RankIndex``, a FlexIndex or a path), built aside and swapped in when complete."""
+        from .indexing import E2RankIndexer
+        return E2RankIndexer(self, index, batch_size=batch_size, verbose=verbose, text_field=text_field,
+                             overwrite=overwrite)
 
     def retriever(self, index, *, num_results: int = 1000, batch_size: Optional[int] = None,
                   verbose: Optional[bool] = None) -> pt.Transformer:
         """Q frame -> top ``num_results`` documents of ``index`` by exact dot product."""
-        from .index import E2RankIndex
-        index = index if isinstance(index, E2RankIndex) else E2RankIndex(index)
+        from .index import as_index
+        index = as_index(index)
         index.check_model(self)
         return self.query_encoder(batch_size=batch_size, verbose=verbose) >> index.retriever(num_results=num_results)
 
@@ -281,14 +298,29 @@ class E2Rank:
         from .scorer import E2RankScorer
         return E2RankScorer(self, index=index, batch_size=batch_size, verbose=verbose, text_field=text_field)
 
-    def reranker(self, num_input_docs: int = 20, index=None, *, task: str = DEFAULT_RERANK_TASK,
-                 prompt_variant: str = "eval", window: Optional[int] = None, stride: Optional[int] = None,
-                 doc_max_tokens: Optional[int] = None, prompt_max_tokens: Optional[int] = None,
+    def prompt_encoder(self, num_input_docs: Optional[int] = None, *, task: Optional[str] = None,
+                       prompt_variant: Optional[str] = None, prompt_doc_max_tokens: Optional[int] = None,
+                       prompt_max_tokens: Optional[int] = None, batch_size: Optional[int] = None,
+                       verbose: Optional[bool] = None, text_field: str = "text", cache=None) -> pt.Transformer:
+        """R frame -> Q frame ``qid, query, query_vec``: the listwise prompt's embedding, E2Rank's
+        pseudo-query. ``>> index.retriever()`` is PRF re-retrieval. ``cache``: a directory for the
+        prompt vectors (keyed by the rendered prompt and this model)."""
+        from .prompt_encoder import E2RankPromptEncoder
+        prompt = self.listwise_prompt(num_input_docs=num_input_docs, task=task, variant=prompt_variant,
+                                      prompt_doc_max_tokens=prompt_doc_max_tokens, prompt_max_tokens=prompt_max_tokens)
+        return E2RankPromptEncoder(self, prompt, batch_size=batch_size, verbose=verbose, text_field=text_field,
+                                   cache=cache)
+
+    def reranker(self, num_input_docs: Optional[int] = None, index=None, *, task: Optional[str] = None,
+                 prompt_variant: Optional[str] = None, window: Optional[int] = None, stride: Optional[int] = None,
+                 prompt_doc_max_tokens: Optional[int] = None, prompt_max_tokens: Optional[int] = None,
                  batch_size: Optional[int] = None, verbose: Optional[bool] = None,
-                 text_field: str = "text") -> pt.Transformer:
-        """The listwise PRF reranker (DESIGN.md §1); with ``index``, one forward pass per query."""
+                 text_field: str = "text", cache=None) -> pt.Transformer:
+        """The listwise PRF reranker (DESIGN.md §1): ``prompt_encoder`` >> the candidates' vectors >> dot
+        product; with ``index``, one forward pass per query. Prompt settings left ``None`` are the
+        model's (``listwise_prompt``)."""
         from .reranker import E2RankReranker
         prompt = self.listwise_prompt(num_input_docs=num_input_docs, task=task, variant=prompt_variant,
-                                      doc_max_tokens=doc_max_tokens, max_tokens=prompt_max_tokens)
-        return E2RankReranker(self, prompt, index=index, window=window, stride=stride,
-                              batch_size=batch_size, verbose=verbose, text_field=text_field)
+                                      prompt_doc_max_tokens=prompt_doc_max_tokens, prompt_max_tokens=prompt_max_tokens)
+        return E2RankReranker(self, prompt, index=index, window=window, stride=stride, batch_size=batch_size,
+                              verbose=verbose, text_field=text_field, cache=cache)

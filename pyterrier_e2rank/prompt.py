@@ -23,8 +23,8 @@ class ListwisePrompt:
         task: the task sentence that opens the prompt.
         num_input_docs: how many top candidates enter the prompt (20 in the paper).
         doc_max_words: each document is cut to this many whitespace-separated words first.
-        doc_max_tokens: optional per-document token budget (for small models).
-        max_tokens: optional total budget for the prompt in tokens; when the prompt is longer, the
+        prompt_doc_max_tokens: optional per-document token budget (for small models).
+        prompt_max_tokens: optional total budget for the prompt in tokens; when the prompt is longer, the
             longest documents are cut first (all kept documents get the same token cap).
         variant: ``"eval"`` is the authors' evaluation prompt (published numbers); ``"readme"`` is the
             model card's variant (no newline before ``Search Query:``, documents carry ``<|endoftext|>``).
@@ -32,15 +32,15 @@ class ListwisePrompt:
     task: str = DEFAULT_RERANK_TASK
     num_input_docs: int = 20
     doc_max_words: Optional[int] = DOC_MAX_WORDS
-    doc_max_tokens: Optional[int] = None
-    max_tokens: Optional[int] = None
+    prompt_doc_max_tokens: Optional[int] = None
+    prompt_max_tokens: Optional[int] = None
     variant: str = "eval"
 
     def __post_init__(self):
         if self.variant not in PROMPT_VARIANTS:
             raise ValueError(f"variant must be one of {PROMPT_VARIANTS}, got {self.variant!r}")
         positive_int(self.num_input_docs, "num_input_docs")
-        for name in ("doc_max_words", "doc_max_tokens", "max_tokens"):
+        for name in ("doc_max_words", "prompt_doc_max_tokens", "prompt_max_tokens"):
             positive_int(getattr(self, name), name, allow_none=True)
 
     def content(self, query: str, docs: Sequence[str]) -> str:
@@ -55,29 +55,29 @@ class ListwisePrompt:
         """The exact string to embed: the first ``num_input_docs`` documents, truncated to the budgets,
         wrapped in the tokenizer's chat template when it has one. No end-of-text token is added."""
         docs = [truncate_words(doc, self.doc_max_words) for doc in docs[:self.num_input_docs]]
-        if self.doc_max_tokens is not None:
-            docs = [_cut_tokens(tokenizer, doc, self.doc_max_tokens) for doc in docs]
+        if self.prompt_doc_max_tokens is not None:
+            docs = [_cut_tokens(tokenizer, doc, self.prompt_doc_max_tokens) for doc in docs]
         if self.doc_max_words is not None:  # the safety net for unspaced text, as when documents are embedded;
             cap = doc_token_cap(self.doc_max_words)  # a token holds at least one byte, so short texts are skipped
             docs = [_cut_tokens(tokenizer, doc, cap) if len(doc.encode()) > cap else doc for doc in docs]
         prompt = wrap_user_message(tokenizer, self.content(query, docs))
-        if self.max_tokens is None or count_tokens(tokenizer, prompt) <= self.max_tokens:
+        if self.prompt_max_tokens is None or count_tokens(tokenizer, prompt) <= self.prompt_max_tokens:
             return prompt
         return self._fit(tokenizer, query, docs)
 
     def _fit(self, tokenizer, query: str, docs: List[str]) -> str:
-        """Cut the longest documents to a common token cap until the prompt fits ``max_tokens``."""
+        """Cut the longest documents to a common token cap until the prompt fits ``prompt_max_tokens``."""
         overhead = count_tokens(tokenizer, wrap_user_message(tokenizer, self.content(query, [""] * len(docs))))
-        if overhead > self.max_tokens:
+        if overhead > self.prompt_max_tokens:
             raise ValueError(
                 f"the listwise prompt needs {overhead} tokens without any document text, more than its "
-                f"budget of {self.max_tokens} tokens: shorten the query or the task sentence, or raise max_tokens")
+                f"budget of {self.prompt_max_tokens} tokens: shorten the query or the task sentence, or raise prompt_max_tokens")
         doc_ids = [token_ids(tokenizer, doc) for doc in docs]
-        cap = _water_level([len(ids) for ids in doc_ids], self.max_tokens - overhead)
+        cap = _water_level([len(ids) for ids in doc_ids], self.prompt_max_tokens - overhead)
         while True:
             cut = [tokenizer.decode(ids[:cap]) if len(ids) > cap else doc for doc, ids in zip(docs, doc_ids)]
             prompt = wrap_user_message(tokenizer, self.content(query, cut))
-            excess = count_tokens(tokenizer, prompt) - self.max_tokens
+            excess = count_tokens(tokenizer, prompt) - self.prompt_max_tokens
             if excess <= 0 or cap == 0:
                 return prompt
             cap = max(0, cap - max(1, -(-excess // len(docs))))

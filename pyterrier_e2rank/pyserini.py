@@ -16,7 +16,10 @@ import numpy as np
 import pandas as pd
 
 from .checks import identifier
-from .index import E2RankIndex, IndexModelMismatch, IndexWriter, fingerprint_differences
+from pyterrier_dr import FlexIndex
+
+from .index import as_index, check_fingerprint
+from .indexing import IndexWriter, encode_corpus
 from .io import CorruptArtifact, FileFormatError, atomic_directory, numbered_lines, refuse_output_as_input
 from .text import join_title
 
@@ -24,11 +27,24 @@ _FAISS_META = "e2rank_meta.json"
 _FAISS_FILES = frozenset({"index", "docid", _FAISS_META})
 
 
-class E2RankQueryEncoder:
-    """Pyserini's query-encoder interface: ``encode(query) -> [d]``, ``encode_batch(queries) -> [n, d]``."""
+def _as_model(model, options: dict):
+    """An ``E2Rank`` as given, or loaded from a name or directory (Pyserini's constructor style)."""
+    from .model import E2Rank
+    if isinstance(model, E2Rank):
+        if options:
+            raise TypeError(f"model options {sorted(options)} apply to a model name or directory, not to a loaded {model!r}")
+        return model
+    return E2Rank(model, **options)
 
-    def __init__(self, model):
-        self.model = model
+
+class E2RankQueryEncoder:
+    """Pyserini's query-encoder interface: ``encode(query) -> [d]``, ``encode_batch(queries) -> [n, d]``.
+
+    ``E2RankQueryEncoder("Alibaba-NLP/E2Rank-0.6B", device="cuda")`` (as Pyserini's encoders are built)
+    or ``E2RankQueryEncoder(model)`` with a loaded ``E2Rank``."""
+
+    def __init__(self, model, **model_options):
+        self.model = _as_model(model, model_options)
 
     def __repr__(self):
         return f"E2RankQueryEncoder({self.model!r})"
@@ -44,10 +60,12 @@ class E2RankDocumentEncoder:
     """Pyserini's document-encoder interface: ``encode(texts, titles=None, **kwargs) -> [n, d]``.
 
     ``titles`` are joined as ``title + " " + text`` (as in the PyTerrier path); Pyserini's other keyword
-    arguments (``max_length``, ``fp16``, ...) are accepted and ignored: the model's own settings hold."""
+    arguments (``max_length``, ``fp16``, ...) are accepted and ignored: the model's own settings hold.
+    Built from a model name or directory (``E2RankDocumentEncoder("Alibaba-NLP/E2Rank-0.6B")``) or a
+    loaded ``E2Rank``."""
 
-    def __init__(self, model):
-        self.model = model
+    def __init__(self, model, **model_options):
+        self.model = _as_model(model, model_options)
 
     def __repr__(self):
         return f"E2RankDocumentEncoder({self.model!r})"
@@ -113,23 +131,15 @@ def write_faiss_index(model, collection: Union[str, os.PathLike, Iterable[dict]]
         docids: List[str] = []
         first_of: Dict[str, int] = {}
         progress = build.enter_context(pt.tqdm(desc="encoding collection", unit="doc")) if verbose else None
-        chunk: List[dict] = []
-        for doc in _then_flush(docs):
-            if doc is not None:
-                position = len(docids) + len(chunk)
-                docid = identifier(doc["docno"], "docid", f"document {position} of the collection")
+        for ids, vectors in encode_corpus(model, docs, chunk_size=chunk_size, progress=progress):
+            for position, docid in enumerate(ids, start=len(docids)):
                 if first_of.setdefault(docid, position) != position:
                     raise ValueError(f"docid {docid!r} repeated: documents {first_of[docid]} and {position} of "
                                      f"the collection; nothing was written")
-                chunk.append({"docno": docid, "text": doc["text"]})
-            if chunk and (doc is None or len(chunk) == chunk_size):
-                vectors = model.encode_docs([d["text"] for d in chunk], progress=progress)
-                faiss_index.add(vectors)
-                ids = [d["docno"] for d in chunk]
-                docids.extend(ids)
-                if writer is not None:
-                    writer.add(ids, vectors)
-                chunk = []
+            faiss_index.add(vectors)
+            docids.extend(ids)
+            if writer is not None:
+                writer.add(ids, vectors)
         if not docids:
             raise ValueError("nothing to index: the collection was empty")
         faiss.write_index(faiss_index, str(staging / "index"))
@@ -138,11 +148,6 @@ def write_faiss_index(model, collection: Union[str, os.PathLike, Iterable[dict]]
         if writer is not None:
             writer.finish()
     return str(output_dir)
-
-
-def _then_flush(items: Iterable) -> Iterator:
-    yield from items
-    yield None
 
 
 class FaissVectors:
@@ -159,16 +164,8 @@ class FaissVectors:
                 raise FileNotFoundError(f"no FAISS index at {self.index_dir} (missing {name!r})")
         meta_file = self.index_dir / _FAISS_META
         stored = _read_faiss_meta(meta_file) if meta_file.exists() else None
-        if model is not None and stored is None:
-            raise IndexModelMismatch(
-                f"the FAISS index at {self.index_dir} has no {_FAISS_META}: it carries no encoder fingerprint, so "
-                f"the model that made its vectors is unknown and cannot be checked against "
-                f"{model.model_name_or_path!r}; build it with pyterrier_e2rank's write_faiss_index")
         if model is not None:
-            differ = fingerprint_differences(stored, model)
-            if differ:
-                raise IndexModelMismatch(f"the FAISS index at {index_dir} was built with {stored.get('model')!r} and "
-                                         f"other settings ({', '.join(differ)}) than {model.model_name_or_path!r}")
+            check_fingerprint(stored, model, f"the FAISS index at {self.index_dir}")
         self.index = faiss.read_index(str(self.index_dir / "index"))
         docids = [line.rstrip("\n") for _, line in
                   numbered_lines(self.index_dir / "docid", error=CorruptArtifact, skip_blank=False)]
@@ -279,8 +276,8 @@ class HitReranker:
         self.faiss_vectors = None
         index = None
         if vectors is not None:
-            if isinstance(vectors, E2RankIndex) or (Path(vectors) / "pt_meta.json").exists():
-                index = vectors
+            if isinstance(vectors, FlexIndex) or (Path(vectors) / "pt_meta.json").exists():
+                index = as_index(vectors)
             else:
                 self.faiss_vectors = FaissVectors(vectors, model)
         self.reranker = model.reranker(index=index, **reranker_options)

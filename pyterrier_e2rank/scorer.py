@@ -1,17 +1,15 @@
 """The plain embedding reranker: cosine between the query vector and each candidate's vector.
 
 E2Rank without the listwise prompt, i.e. dense retrieval restricted to the candidates; the baseline
-the PRF reranker must beat.
+the PRF reranker must beat. ``query_encoder >> CandidateVectors >> VectorScorer``.
 """
 from typing import Optional
 
-import numpy as np
 import pandas as pd
 import pyterrier as pt
 
-from .index import E2RankIndex
-from .checks import require_text
-from .reranker import candidate_vectors
+from .encoders import E2RankQueryEncoder
+from .reranker import CandidateVectors, VectorScorer
 
 
 class E2RankScorer(pt.Transformer):
@@ -19,27 +17,30 @@ class E2RankScorer(pt.Transformer):
 
     def __init__(self, model, *, index=None, batch_size: Optional[int] = None, verbose: Optional[bool] = None,
                  text_field: str = "text"):
-        if index is not None:
-            index = index if isinstance(index, E2RankIndex) else E2RankIndex(index)
-            index.check_model(model)
         self.model = model
-        self.index = index
-        self.batch_size = batch_size
-        self.verbose = model.verbose if verbose is None else verbose
-        self.text_field = text_field
+        self.query_encoder = E2RankQueryEncoder(model, batch_size=batch_size, verbose=verbose)
+        self.vec_loader = CandidateVectors(model, index=index, text_field=text_field, batch_size=batch_size,
+                                           verbose=verbose)
+
+    @property
+    def index(self):
+        return self.vec_loader.index
 
     def __repr__(self):
         return f"{self.model!r}.scorer(index={self.index!r})"
+
+    def __eq__(self, other):
+        return isinstance(other, E2RankScorer) and (self.query_encoder, self.vec_loader) == \
+            (other.query_encoder, other.vec_loader)
+
+    def __hash__(self):
+        return hash((E2RankScorer, self.query_encoder, self.vec_loader))
 
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
         pt.validate.result_frame(inp, extra_columns=["query"], context=self)
         if len(inp) == 0:
             return inp.assign(score=pd.Series(dtype=float), rank=pd.Series(dtype=int))
-        frame = inp.reset_index(drop=True)
-        documents = candidate_vectors(self.model, frame, self.index, self.text_field, self.batch_size, self.verbose)
-        query_rows, qids = pd.factorize(frame["qid"])  # any mix of int and str qids; first-seen order
-        first_rows = [int(np.argmax(query_rows == q)) for q in range(len(qids))]
-        queries = self.model.encode_queries(require_text(frame.iloc[first_rows], "query", key="qid"),
-                                            batch_size=self.batch_size, verbose=self.verbose)
-        frame["score"] = np.einsum("nd,nd->n", documents, queries[query_rows]).astype(np.float64)
-        return pt.model.add_ranks(frame)
+        had_vectors = "doc_vec" in inp.columns
+        frame = self.vec_loader(self.query_encoder(inp.reset_index(drop=True)))
+        out = VectorScorer()(frame).drop(columns=["query_vec"])
+        return out if had_vectors else out.drop(columns=["doc_vec"])

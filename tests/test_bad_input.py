@@ -28,7 +28,7 @@ def test_empty_frames_give_empty_results(tiny_qwen, tmp_path):
     assert len(out) == 0 and {"qid", "docno", "score", "rank"} <= set(out.columns)
     assert "query_vec" in tiny_qwen.query_encoder()(pd.DataFrame(columns=["qid", "query"]))
     assert "doc_vec" in tiny_qwen.doc_encoder()(pd.DataFrame(columns=["docno", "text"]))
-    index = tiny_qwen.indexer(tmp_path / "i").index([{"docno": "a", "text": "gene"}])
+    index = tiny_qwen.indexer(tmp_path / "i").index([{"docno": "a", "text": "gene"}, {"docno": "b", "text": "cell"}])
     out = index.retriever()(pd.DataFrame(columns=["qid", "query", "query_vec"]))
     assert len(out) == 0 and {"qid", "docno", "score", "rank"} <= set(out.columns)
 
@@ -70,6 +70,8 @@ def test_empty_and_duplicate_corpora_are_refused(tiny_qwen, tmp_path):
         tiny_qwen.indexer(tmp_path / "e").index([])
     with pytest.raises(ValueError, match="duplicate"):
         tiny_qwen.indexer(tmp_path / "d").index([{"docno": "a", "text": "x"}, {"docno": "a", "text": "y"}])
+    with pytest.raises(ValueError, match="at least two documents"):
+        tiny_qwen.indexer(tmp_path / "one").index([{"docno": "a", "text": "x"}])
 
 
 def test_prompt_budget_too_small_for_the_query(tiny_qwen):

@@ -30,9 +30,10 @@ def test_retrieval_scale_matches_brute_force(tmp_path):
     result = retrieval_scale.run(tmp_path, num_docs=5000, dim=16, k=10, chunk=1500)
     assert result["num_docs"] == 5000 and result["latency_ms_per_query"] > 0
     assert result.get("faiss_same_top10", True)
-    from pyterrier_e2rank.index import E2RankIndex, E2RankRetriever
+    from pyterrier_e2rank.index import E2RankIndex
+    from pyterrier_e2rank.retriever import E2RankRetriever
     index = E2RankIndex(tmp_path / "synthetic-5000x16")
-    query = np.asarray(index.vectors_mmap[42])[None]
+    query = np.asarray(index.np_vecs()[42])[None]
     scores, rows = E2RankRetriever(index, num_results=10, block_size=700).search(query)
     assert rows[0, 0] == 42
-    np.testing.assert_array_equal(rows[0], np.argsort(-(np.asarray(index.vectors_mmap) @ query[0]), kind="stable")[:10])
+    np.testing.assert_array_equal(rows[0], np.argsort(-(np.asarray(index.np_vecs()) @ query[0]), kind="stable")[:10])

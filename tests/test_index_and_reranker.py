@@ -19,7 +19,7 @@ def index(tiny_qwen, tmp_path_factory):
 
 
 def test_index_stores_the_doc_encoder_vectors(tiny_qwen, index):
-    assert len(index) == 40 and index.meta["dim"] == tiny_qwen.dim
+    assert len(index) == 40 and index.dim == tiny_qwen.dim
     expected = np.stack(tiny_qwen.doc_encoder()(DOCS)["doc_vec"])
     np.testing.assert_allclose(index.vectors(DOCS["docno"].tolist()[::-1]), expected[::-1], atol=1e-6)
 
@@ -37,7 +37,7 @@ def test_retriever_is_exact_search(tiny_qwen, index):
 
 
 def test_small_blocks_give_the_same_top_k(tiny_qwen, index):
-    from pyterrier_e2rank.index import E2RankRetriever
+    from pyterrier_e2rank.retriever import E2RankRetriever
     query_vecs = tiny_qwen.encode_queries(QUERIES["query"].tolist())
     whole = E2RankRetriever(index, num_results=7).search(query_vecs)
     blocked = E2RankRetriever(index, num_results=7, block_size=6).search(query_vecs)
@@ -104,10 +104,19 @@ def test_existing_index_is_not_overwritten_silently(tiny_qwen, index):
         tiny_qwen.indexer(index.path).index(DOCS.to_dict("records"))
 
 
-def test_index_loads_as_a_pyterrier_artifact(index):
+def test_index_is_a_flex_index_for_pyterrier_dr(tiny_qwen, index):
+    """pyterrier-dr opens it as its own FlexIndex (same vectors, same top 10), and every place that
+    takes an index takes that FlexIndex too."""
     import pyterrier as pt
+    from pyterrier_dr import FlexIndex
     loaded = pt.Artifact.load(str(index.path))
-    assert isinstance(loaded, E2RankIndex) and len(loaded) == 40
+    assert type(loaded) is FlexIndex and len(loaded) == 40
+    ours = tiny_qwen.retriever(index, num_results=10)(QUERIES)
+    theirs = (tiny_qwen.query_encoder() >> loaded.np_retriever(num_results=10))(QUERIES)
+    assert ours["docno"].tolist() == theirs["docno"].tolist()
+    np.testing.assert_allclose(ours["score"], theirs["score"], atol=1e-5)
+    candidates = ours.merge(DOCS, on="docno")
+    pd.testing.assert_frame_equal(tiny_qwen.reranker(index=loaded)(candidates), tiny_qwen.reranker(index=index)(candidates))
 
 
 def test_scorer_is_cosine_of_query_and_document(tiny_qwen, index):

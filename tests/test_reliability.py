@@ -57,7 +57,7 @@ def test_one_step_fine_tuned_checkpoint_is_refused_on_the_base_index(tiny_qwen_d
     data.write_text("".join(json.dumps({"query": f"gene {i}", "document": [d["text"] for d in DOCS[i:i + 4]],
                                         "ranking": [2, 1, 3, 4]}) + "\n" for i in range(4)))
     output = tmp_path / "tuned"
-    subprocess.run([sys.executable, "-m", "training.cli", "--stage", "2", "--model", str(tiny_qwen_dir),
+    subprocess.run([sys.executable, "-m", "pyterrier_e2rank.training.cli", "--stage", "2", "--model", str(tiny_qwen_dir),
                     "--data", str(data), "--output", str(output), "--max-steps", "1", "--batch-size", "2",
                     "--lr", "1e-4"], check=True, capture_output=True)
     tuned = E2Rank(str(output))
@@ -70,7 +70,7 @@ def test_one_step_fine_tuned_checkpoint_is_refused_on_the_base_index(tiny_qwen_d
 def test_index_of_an_older_fingerprint_says_to_rebuild(tiny_qwen, built):
     path, _ = built
     meta = json.loads((path / "pt_meta.json").read_text())
-    del meta["encoder"]["fingerprint_version"]
+    del meta["e2rank"]["encoder"]["fingerprint_version"]
     (path / "pt_meta.json").write_text(json.dumps(meta))
     with pytest.raises(IndexModelMismatch, match="older pyterrier_e2rank"):
         E2RankIndex(path).check_model(tiny_qwen)
@@ -168,21 +168,21 @@ def test_a_second_concurrent_writer_is_refused(tiny_qwen_dir, tiny_qwen, tmp_pat
     out, err = first.communicate(timeout=120)
     assert first.returncode == 0 and "finished" in out, err
     index = E2RankIndex(path)
-    assert index.docnos.tolist() == [f"slow{i}" for i in range(30)]
+    assert list(index.docnos()) == [f"slow{i}" for i in range(30)]
     texts = [f"slow document {i} on gene {i % 3}" for i in range(30)]
-    np.testing.assert_allclose(index.vectors(index.docnos), tiny_qwen.encode_docs(texts), atol=1e-5)
+    np.testing.assert_allclose(index.vectors(list(index.docnos())), tiny_qwen.encode_docs(texts), atol=1e-5)
 
 
 # ---- 3. artifacts verified when opened -------------------------------------------------------------
 
 @pytest.mark.parametrize("damage, message", [
-    (lambda p: _edit_meta(p, num_docs=10), "docnos.npy holds"),
-    (lambda p: _edit_meta(p, dim=8), "vectors.f32 has"),
+    (lambda p: _edit_meta(p, doc_count=10), "docnos.npids holds"),
+    (lambda p: _edit_meta(p, vec_size=8), "vecs.f4 has"),
     (lambda p: (p / "pt_meta.json").write_text("{not json"), "not valid JSON"),
-    (lambda p: _edit_meta(p, num_docs="30"), "positive 'num_docs'"),
-    (lambda p: (p / "vectors.f32").write_bytes((p / "vectors.f32").read_bytes()[:-4]), "vectors.f32 has"),
-    (lambda p: np.save(p / "docnos.npy", np.asarray(["a", "b"])), "docnos.npy holds"),
-], ids=["num_docs", "dim", "json", "type", "truncated-vectors", "docnos"])
+    (lambda p: _edit_meta(p, doc_count="30"), "positive 'doc_count'"),
+    (lambda p: (p / "vecs.f4").write_bytes((p / "vecs.f4").read_bytes()[:-4]), "vecs.f4 has"),
+    (lambda p: (p / "docnos.npids").write_bytes(b"garbage"), "docnos.npids cannot be read"),
+], ids=["doc_count", "vec_size", "json", "type", "truncated-vectors", "docnos"])
 def test_index_files_that_disagree_are_refused_by_path(tiny_qwen, built, damage, message):
     path, _ = built
     damage(path)
@@ -202,7 +202,7 @@ def _edit_meta(path, **changes):
 def test_int_docnos_are_stored_as_ints_never_floats(tiny_qwen, tmp_path):
     index = tiny_qwen.indexer(tmp_path / "ints").index([{"docno": 100 + i, "text": d["text"]}
                                                         for i, d in enumerate(DOCS[:5])])
-    assert index.docnos.tolist() == ["100", "101", "102", "103", "104"]
+    assert list(index.docnos()) == ["100", "101", "102", "103", "104"]
 
 
 @pytest.mark.parametrize("docno, message", [
@@ -228,7 +228,7 @@ def test_non_finite_vectors_are_refused_by_name(tiny_qwen, built):
     query = QUERY.assign(query_vec=[np.full(tiny_qwen.dim, np.inf, dtype=np.float32)])
     with pytest.raises(ValueError, match="q1.*not finite"):
         E2RankIndex(path).retriever()(query)
-    from pyterrier_e2rank.index import IndexWriter
+    from pyterrier_e2rank.indexing import IndexWriter
     with pytest.raises(ValueError, match="'x'.*not finite"):
         with IndexWriter(path.parent / "nan", tiny_qwen.dim, tiny_qwen.fingerprint()) as writer:
             writer.add(["x"], np.full((1, tiny_qwen.dim), np.nan, dtype=np.float32))
@@ -251,9 +251,9 @@ def test_mixed_int_and_str_qids(tiny_qwen, built):
     lambda m, p: m.retriever(p, num_results=2.5), lambda m, p: m.reranker(num_input_docs=0),
     lambda m, p: m.reranker(window=0), lambda m, p: m.reranker(window=10, stride=0),
     lambda m, p: m.reranker(window=10, stride=11), lambda m, p: m.reranker(window=-1),
-    lambda m, p: m.reranker(doc_max_tokens=0)],
+    lambda m, p: m.reranker(prompt_doc_max_tokens=0)],
     ids=["num_results=0", "num_results<0", "num_results=2.5", "num_input_docs=0", "window=0", "stride=0",
-         "stride>window", "window<0", "doc_max_tokens=0"])
+         "stride>window", "window<0", "prompt_doc_max_tokens=0"])
 def test_out_of_range_arguments_are_refused_by_name(tiny_qwen, built, make):
     with pytest.raises(ValueError, match="num_results|num_input_docs|window|stride|doc_max_tokens"):
         make(tiny_qwen, built[0])

@@ -3,8 +3,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pyterrier_e2rank.cli import main
-from pyterrier_e2rank.runs import RunFormatError, read_qrels, read_run, read_topics, write_run
+from pyterrier_e2rank.app.cli import main
+from pyterrier_e2rank.app.runs import RunFormatError, read_qrels, read_run, read_topics, write_run
 
 from test_reference import make_docs
 
@@ -65,7 +65,7 @@ def test_malformed_topics_and_qrels_are_reported(tmp_path):
 
 
 def test_run_queries_without_topics_are_named(files, tiny_qwen):
-    from pyterrier_e2rank.runs import rerank_run
+    from pyterrier_e2rank.app.runs import rerank_run
     path, _ = files
     with pytest.raises(KeyError, match="q2"):
         rerank_run(tiny_qwen, read_run(path / "bm25.run"), read_topics(str(path / "topics.tsv")).head(1),

@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pyterrier_e2rank.cli import main
+from pyterrier_e2rank.app.cli import main
 from pyterrier_e2rank.index import IndexModelMismatch
 from pyterrier_e2rank.io import CorruptArtifact, FileFormatError
 from pyterrier_e2rank.pyserini import (FaissVectors, HitReranker, read_jsonl_collection, text_lookup,
                                        write_faiss_index)
-from pyterrier_e2rank.runs import RunFormatError, read_qrels, read_run, read_topics, rerank_run, write_run
+from pyterrier_e2rank.app.runs import RunFormatError, read_qrels, read_run, read_topics, rerank_run, write_run
 
 DOCS = {"d0": "gene therapy in mice", "d1": "a virus and the immune response", "d2": "vitamin b12 levels",
         "d3": "birth weight and mortality", "d4": "biomaterials with inductive properties"}
@@ -171,7 +171,7 @@ def test_the_collection_is_not_an_output(tiny_qwen, files):
 @pytest.mark.parametrize("bad", ["d1\nd2", "d 1", "", None])
 def test_a_docid_a_docid_file_cannot_keep_writes_nothing(tiny_qwen, tmp_path, bad):
     docs = [{"docno": "d0", "text": "gene"}, {"docno": bad, "text": "virus"}]
-    with pytest.raises(ValueError, match="docid .*document 1"):
+    with pytest.raises(ValueError, match="document 1 of the corpus"):
         write_faiss_index(tiny_qwen, docs, tmp_path / "faiss", pyterrier_index=tmp_path / "pt")
     assert list(tmp_path.iterdir()) == []  # no index, no staging directory, no lock
 
@@ -186,12 +186,14 @@ def test_a_repeated_docid_writes_nothing(tiny_qwen, tmp_path):
 def test_faiss_and_pyterrier_indexes_are_built_together(tiny_qwen, files):
     write_faiss_index(tiny_qwen, files / "docs.jsonl", files / "faiss", pyterrier_index=files / "pt")
     with pytest.raises(FileExistsError):  # the E2Rank index exists: neither is replaced
-        write_faiss_index(tiny_qwen, [{"docno": "n1", "text": "x"}], files / "faiss2", pyterrier_index=files / "pt")
+        write_faiss_index(tiny_qwen, NEW_DOCS, files / "faiss2", pyterrier_index=files / "pt")
     assert not (files / "faiss2").exists()
-    write_faiss_index(tiny_qwen, [{"docno": "n1", "text": "x"}], files / "faiss", pyterrier_index=files / "pt",
-                      overwrite=True)
+    write_faiss_index(tiny_qwen, NEW_DOCS, files / "faiss", pyterrier_index=files / "pt", overwrite=True)
     from pyterrier_e2rank import E2RankIndex
-    assert E2RankIndex(files / "pt").docnos.tolist() == ["n1"] and faiss_docids(files / "faiss") == ["n1"]
+    assert list(E2RankIndex(files / "pt").docnos()) == ["n1", "n2"] and faiss_docids(files / "faiss") == ["n1", "n2"]
+
+
+NEW_DOCS = [{"docno": "n1", "text": "x"}, {"docno": "n2", "text": "y"}]
 
 
 @pytest.fixture
@@ -201,9 +203,9 @@ def faiss_dir(tiny_qwen, files):
 
 def test_a_faiss_index_without_a_fingerprint_is_refused_with_a_model(tiny_qwen, faiss_dir):
     (faiss_dir / "e2rank_meta.json").unlink()
-    with pytest.raises(IndexModelMismatch, match="carries no encoder fingerprint"):
+    with pytest.raises(IndexModelMismatch, match="carries no E2Rank model fingerprint"):
         FaissVectors(faiss_dir, tiny_qwen)
-    with pytest.raises(IndexModelMismatch, match="no encoder fingerprint"):
+    with pytest.raises(IndexModelMismatch, match="no E2Rank model fingerprint"):
         HitReranker(tiny_qwen, DOCS, vectors=faiss_dir)
     assert FaissVectors(faiss_dir).index.ntotal == len(DOCS)  # without a model: plain vectors by docid
 

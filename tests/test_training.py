@@ -10,10 +10,10 @@ import torch
 
 from conftest import shared_path
 from pyterrier_e2rank import E2Rank
-from training.cli import main as train_main
-from training.data import DataError, ListwiseExample, from_pairs, from_rankllm, from_run, read_listwise
-from training.losses import info_nce, ranknet
-from training.trainer import TrainConfig, listwise_loss, train
+from pyterrier_e2rank.training.cli import main as train_main
+from pyterrier_e2rank.training.data import DataError, ListwiseExample, from_pairs, from_rankllm, from_run, read_listwise
+from pyterrier_e2rank.training.losses import info_nce, ranknet
+from pyterrier_e2rank.training.trainer import TrainConfig, listwise_loss, train
 
 
 def test_info_nce_by_hand():
@@ -90,10 +90,10 @@ def samples():
 
 
 def test_tiny_model_loss_falls(tiny_qwen_dir, samples):
-    config = TrainConfig(model=str(tiny_qwen_dir), output="unused", lr=3e-3, doc_max_tokens=64,
+    config = TrainConfig(model=str(tiny_qwen_dir), output="unused", lr=3e-3, doc_max_length=64,
                          prompt_doc_max_tokens=32)
     model = E2Rank(str(tiny_qwen_dir))
-    prompt = model.listwise_prompt(num_input_docs=8, doc_max_tokens=32)
+    prompt = model.listwise_prompt(num_input_docs=8, prompt_doc_max_tokens=32)
     optimizer = torch.optim.AdamW(model.backbone.parameters(), lr=config.lr)
     model.backbone.train()
     losses = []
@@ -112,7 +112,7 @@ def test_checkpoint_round_trip(tmp_path, minilm_dir, samples):
     data.write_text("".join(json.dumps(e.__dict__) + "\n" for e in samples[:4]))
     output = tmp_path / "checkpoint"
     assert train_main(["--stage", "2", "--model", str(minilm_dir), "--data", str(data), "--output", str(output),
-                       "--max-steps", "2", "--batch-size", "2", "--doc-max-tokens", "32", "--lr", "1e-4"]) == 0
+                       "--max-steps", "2", "--batch-size", "2", "--doc-max-length", "32", "--lr", "1e-4"]) == 0
     trained, base = E2Rank(str(output)), E2Rank(str(minilm_dir))
     assert trained.pooling == base.pooling  # sentence-transformers files travelled with the weights
     texts = ["gene therapy", "a mouse study"]
@@ -125,5 +125,5 @@ def test_stage_one_trains_on_pairs(tmp_path, tiny_qwen_dir):
     path = shared_path("data", "msmarco-train-samples", "flagembedding_msmarco.jsonl")
     examples = from_pairs(path, slate=4)[:4]
     output = train(TrainConfig(model=str(tiny_qwen_dir), output=str(tmp_path / "s1"), stage=1, max_steps=1,
-                               batch_size=2, doc_max_tokens=32), examples)
+                               batch_size=2, doc_max_length=32), examples)
     assert E2Rank(str(output)).encode_queries(["q"]).shape == (1, 64)

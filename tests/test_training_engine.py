@@ -12,10 +12,10 @@ import torch.nn.functional as F
 from conftest import shared_path
 from pyterrier_e2rank import E2Rank
 from pyterrier_e2rank.text import join_title
-from training.cli import main as train_main
-from training.data import DataError, ListwiseExample, from_pairs, from_rankllm, read_listwise
-from training.losses import gather_with_grad, info_nce
-from training.trainer import TrainConfig, listwise_loss
+from pyterrier_e2rank.training.cli import main as train_main
+from pyterrier_e2rank.training.data import DataError, ListwiseExample, from_pairs, from_rankllm, read_listwise
+from pyterrier_e2rank.training.losses import gather_with_grad, info_nce
+from pyterrier_e2rank.training.trainer import TrainConfig, listwise_loss
 
 MIXED = [
     ListwiseExample("what do fibroblasts secrete", ["collagen and ground substance", "bone is hard",
@@ -115,11 +115,11 @@ def test_cli_accumulation_checkpointing_bf16_lora(tmp_path, tiny_qwen_dir):
     assert train_main(["--stage", "2", "--model", str(tiny_qwen_dir), "--data", str(data), "--output", str(output),
                        "--epochs", "1", "--batch-size", "2", "--gradient-accumulation", "2",
                        "--gradient-checkpointing", "--bf16", "--lora-rank", "4", "--lr", "1e-3",
-                       "--prompt-docs", "3", "--prompt-doc-max-tokens", "8", "--log-every", "1"]) == 0
+                       "--num-input-docs", "3", "--prompt-doc-max-tokens", "8", "--log-every", "1"]) == 0
     saved = json.loads((output / "e2rank_training.json").read_text())
     assert [r["step"] for r in saved["log"]] == [1, 2]
     assert all(np.isfinite(r["loss"]) and r["ranknet"] >= 0 for r in saved["log"])
-    assert saved["config"]["prompt_docs"] == 3
+    assert saved["config"]["num_input_docs"] == 3
     assert not any(p.name.startswith("adapter_") for p in output.iterdir())  # merged: a plain HF directory
     trained, base = E2Rank(str(output)), E2Rank(str(tiny_qwen_dir))
     assert trained.pooling == base.pooling
@@ -173,7 +173,7 @@ def test_scifact_train_records_from_bm25_and_qrels(tmp_path):
 
 
 def test_evidence_script_evaluates_with_the_trained_prompt(tmp_path, tiny_qwen_dir, scifact):
-    """examples/training/evaluate_scifact.py on a tiny checkpoint and two queries: both PRF rerankers
+    """training/evaluate_scifact.py on a tiny checkpoint and two queries: both PRF rerankers
     read the prompt the checkpoint was trained with, and every system of the write-up is there."""
     import importlib.util
 
@@ -182,10 +182,10 @@ def test_evidence_script_evaluates_with_the_trained_prompt(tmp_path, tiny_qwen_d
     data.write_text("".join(json.dumps(e.__dict__) + "\n" for e in MIXED))
     trained = tmp_path / "trained"
     assert train_main(["--stage", "2", "--model", str(tiny_qwen_dir), "--data", str(data), "--output", str(trained),
-                       "--max-steps", "1", "--batch-size", "2", "--prompt-docs", "3",
+                       "--max-steps", "1", "--batch-size", "2", "--num-input-docs", "3",
                        "--prompt-doc-max-tokens", "8"]) == 0
     spec = importlib.util.spec_from_file_location("evaluate_scifact",
-                                                  REPO / "examples" / "training" / "evaluate_scifact.py")
+                                                  REPO / "training" / "evaluate_scifact.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     output = tmp_path / "evidence.json"

@@ -7,12 +7,12 @@ import shutil
 
 import pytest
 
-import training.trainer as trainer
+import pyterrier_e2rank.training.trainer as trainer
 from pyterrier_e2rank.io import ArtifactLocked, FileFormatError, writer_lock
-from training.cli import load_examples
-from training.cli import main as train_main
-from training.data import DataError, ListwiseExample, from_pairs, read_listwise, read_pairs, write_jsonl
-from training.trainer import TrainConfig, train
+from pyterrier_e2rank.training.cli import load_examples
+from pyterrier_e2rank.training.cli import main as train_main
+from pyterrier_e2rank.training.data import DataError, ListwiseExample, from_pairs, read_listwise, read_pairs, write_jsonl
+from pyterrier_e2rank.training.trainer import TrainConfig, train
 
 RECORDS = [
     {"query": "what do fibroblasts secrete", "document": ["collagen and ground substance", "bone is hard",
@@ -36,7 +36,7 @@ def _snapshot(directory) -> dict:
 
 def _train_args(model, data, output, *extra) -> list:
     return ["--stage", "2", "--model", str(model), "--data", str(data), "--output", str(output),
-            "--max-steps", "1", "--batch-size", "1", "--doc-max-tokens", "16", "--prompt-doc-max-tokens", "8",
+            "--max-steps", "1", "--batch-size", "1", "--doc-max-length", "16", "--prompt-doc-max-tokens", "8",
             "--lr", "1e-3", *extra]
 
 
@@ -114,7 +114,7 @@ def test_write_jsonl_keeps_the_old_file_when_building_fails(tmp_path):
 @pytest.mark.parametrize("flag, value", [("--max-steps", "0"), ("--max-steps", "-1"), ("--epochs", "0"),
                                          ("--epochs", "nan"), ("--batch-size", "0"), ("--lr", "0"),
                                          ("--gradient-accumulation", "0"), ("--lora-rank", "0"),
-                                         ("--prompt-docs", "0"), ("--doc-max-tokens", "-5")])
+                                         ("--num-input-docs", "0"), ("--doc-max-length", "-5")])
 def test_bad_training_arguments_are_refused_naming_them(tmp_path, data, capsys, flag, value):
     with pytest.raises(SystemExit):
         train_main(["--model", "unused", "--data", data, "--output", str(tmp_path / "out"), flag, value])
@@ -134,8 +134,8 @@ def test_slate_must_be_positive(tmp_path, capsys, source, slate):
 
 @pytest.mark.parametrize("setting, value", [("max_steps", 0), ("max_steps", -1), ("max_steps", 1.5),
                                             ("epochs", 0), ("epochs", float("inf")), ("batch_size", 0),
-                                            ("gradient_accumulation", 0), ("lora_rank", 0), ("prompt_docs", 0),
-                                            ("doc_max_tokens", 0), ("prompt_max_tokens", -1), ("lr", 0),
+                                            ("gradient_accumulation", 0), ("lora_rank", 0), ("num_input_docs", 0),
+                                            ("doc_max_length", 0), ("prompt_max_tokens", -1), ("lr", 0),
                                             ("lr", -1e-5), ("log_every", 0), ("warmup_ratio", 1.5)])
 def test_train_config_refuses_what_the_cli_refuses(setting, value):
     with pytest.raises(ValueError, match=rf"^{setting} must be"):

@@ -1,10 +1,10 @@
 """Evidence for stage-II training: SciFact test, BM25 top-100 reranked by the base and the trained model.
 
-    python examples/training/evaluate_scifact.py --base all-minilm-l6-v2 --trained runs/minilm-stage2 \
+    python training/evaluate_scifact.py --base all-minilm-l6-v2 --trained runs/minilm-stage2 \
         --index-dir indexes --output runs/training-evidence.json
 
-Both PRF rerankers read the same prompt. By default it is the one the model was trained with (from its
-``e2rank_training.json``: ``prompt_docs``, else 20 documents, and the token budgets); the
+Both PRF rerankers read the same prompt. By default it is the one the model was trained with (the
+checkpoint's ``e2rank_prompt.json``, which ``E2Rank(path)`` reads as its defaults); the
 ``--num-input-docs``, ``--prompt-doc-max-tokens`` and ``--prompt-max-tokens`` options override it.
 
 Systems: (a) base as PRF reranker, (b) trained as PRF reranker, (c) trained as a plain embedding
@@ -21,7 +21,8 @@ from ir_measures import R, nDCG
 from pyterrier_e2rank import E2Rank
 from pyterrier_e2rank.bm25 import pisa_bm25
 from pyterrier_e2rank.data import DocumentText, corpus_id
-from pyterrier_e2rank.experiment import dense_index_for, index_name
+from pyterrier_e2rank.io import atomic_file
+from pyterrier_e2rank.app.experiment import dense_index_for, index_name
 
 
 def main(argv=None):
@@ -36,24 +37,22 @@ def main(argv=None):
     parser.add_argument("--prompt-max-tokens", type=int, help="total prompt budget (default: the model's positions)")
     parser.add_argument("--output")
     args = parser.parse_args(argv)
-    trained_with = training_prompt(args.trained)
-    for option, setting in [("num_input_docs", "prompt_docs"), ("prompt_doc_max_tokens", "prompt_doc_max_tokens"),
-                            ("prompt_max_tokens", "prompt_max_tokens")]:
-        if getattr(args, option) is None:
-            setattr(args, option, trained_with.get(setting))
-    args.num_input_docs = args.num_input_docs or 20
-    print(f"prompt: {args.num_input_docs} documents, at most {args.prompt_doc_max_tokens or 'any'} tokens each "
-          f"and {args.prompt_max_tokens or 'the model positions'} in all")
+    models = {"base": E2Rank(args.base, verbose=True), "trained": E2Rank(args.trained, verbose=True)}
+    given = {"num_input_docs": args.num_input_docs, "prompt_doc_max_tokens": args.prompt_doc_max_tokens,
+             "prompt_max_tokens": args.prompt_max_tokens}
+    prompt = models["trained"].listwise_prompt(**given)  # the trained prompt, where not overridden
+    settings = {name: getattr(prompt, name) for name in ("num_input_docs", "task", "prompt_doc_max_tokens")}
+    settings["prompt_max_tokens"] = args.prompt_max_tokens or models["trained"].prompt_settings.get("prompt_max_tokens")
+    print(f"prompt: {settings['num_input_docs']} documents, at most {settings['prompt_doc_max_tokens'] or 'any'} "
+          f"tokens each and {settings['prompt_max_tokens'] or 'the model positions'} in all")
 
     dataset = pt.get_dataset(args.dataset)
     bm25 = pisa_bm25(str(Path(args.index_dir) / index_name(corpus_id(args.dataset)) / "bm25.pisa"), dataset) % 100
     text = DocumentText(dataset)
     systems = {"(d) bm25": bm25}
-    for label, path in [("base", args.base), ("trained", args.trained)]:
-        model = E2Rank(path, verbose=True)
+    for label, model in models.items():
         index = dense_index_for(model, dataset, args.index_dir)
-        prf = model.reranker(num_input_docs=args.num_input_docs, index=index,
-                             doc_max_tokens=args.prompt_doc_max_tokens, prompt_max_tokens=args.prompt_max_tokens)
+        prf = model.reranker(index=index, **settings)
         systems[f"PRF reranker, {label}"] = bm25 >> text >> prf
         systems[f"embedding reranker, {label}"] = bm25 >> model.scorer(index=index)
         systems[f"dense, {label}"] = model.retriever(index, num_results=100)
@@ -62,17 +61,10 @@ def main(argv=None):
                           names=list(systems))
     print(table.to_string(index=False))
     if args.output:
-        prompt = {"num_input_docs": args.num_input_docs, "prompt_doc_max_tokens": args.prompt_doc_max_tokens,
-                  "prompt_max_tokens": args.prompt_max_tokens}
         scores = {row["name"]: {"nDCG@10": row["nDCG@10"], "R@100": row["R@100"]} for _, row in table.iterrows()}
-        Path(args.output).write_text(json.dumps({"prompt": prompt, "systems": scores}, indent=2))
+        with atomic_file(args.output) as out:
+            json.dump({"prompt": {k: v for k, v in settings.items() if k != "task"}, "systems": scores}, out, indent=2)
     return table
-
-
-def training_prompt(checkpoint) -> dict:
-    """The prompt settings a checkpoint was trained with (empty for a model not trained here)."""
-    record = Path(checkpoint) / "e2rank_training.json"
-    return json.loads(record.read_text())["config"] if record.is_file() else {}
 
 
 if __name__ == "__main__":

@@ -59,13 +59,13 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--ranknet-weight", type=float, default=2.0)
     p.add_argument("--infonce-weight", type=float, default=1.0)
     p.add_argument("--temperature", type=_above_zero, default=0.03)
-    p.add_argument("--query-max-tokens", type=_at_least_one)
-    p.add_argument("--doc-max-tokens", type=_at_least_one)
+    p.add_argument("--query-max-length", type=_at_least_one, help="tokens a query is cut to when embedded")
+    p.add_argument("--doc-max-length", type=_at_least_one, help="tokens a document is cut to when embedded")
     p.add_argument("--prompt-doc-max-tokens", type=_at_least_one,
                    help="per-document token budget inside the prompt")
     p.add_argument("--prompt-max-tokens", type=_at_least_one,
                    help="total prompt budget (default: the model's positions)")
-    p.add_argument("--prompt-docs", type=_at_least_one,
+    p.add_argument("--num-input-docs", type=_at_least_one,
                    help="documents in the listwise prompt (default: the whole list); "
                    "the losses still use every document of the list")
     p.add_argument("--pooling", choices=ENCODER_POOLINGS,

@@ -12,8 +12,8 @@ import math
 import ir_measures
 import pandas as pd
 
-from .checks import identifier, positive_int
-from .io import FileFormatError, atomic_file, numbered_lines, refuse_output_as_input
+from ..checks import identifier, positive_int
+from ..io import FileFormatError, atomic_file, numbered_lines, refuse_output_as_input
 
 
 class RunFormatError(FileFormatError):
@@ -140,10 +140,10 @@ def rerank_run(model, run: pd.DataFrame, topics: pd.DataFrame, docs: str, *, ind
         raise KeyError(f"{len(missing)} run queries have no topic: {missing[:5]}")
     candidates = run[run["rank"] < top_k].merge(topics[["qid", "query"]], on="qid")
     if docs.startswith("irds:"):
-        from .data import DocumentText
+        from ..data import DocumentText
         candidates = DocumentText(docs)(candidates)
     else:
-        from .pyserini import text_lookup
+        from ..pyserini import text_lookup
         lookup = text_lookup(docs)
         candidates["text"] = [lookup(d) for d in candidates["docno"]]
     return model.reranker(num_input_docs=num_input_docs, index=index, verbose=verbose)(candidates)
@@ -151,7 +151,7 @@ def rerank_run(model, run: pd.DataFrame, topics: pd.DataFrame, docs: str, *, ind
 
 def _rerank_command(args) -> int:
     refuse_output_as_input(args.output, run=args.run, topics=args.topics, docs=args.docs, index=args.index)
-    from .model import E2Rank
+    from ..model import E2Rank
     model = E2Rank(args.model, device=args.device, batch_size=args.batch_size, verbose=True)
     reranked = rerank_run(model, read_run(args.run), read_topics(args.topics), args.docs, index=args.index,
                           top_k=args.top_k, num_input_docs=args.num_input_docs, verbose=True)

@@ -7,11 +7,11 @@ from typing import Optional
 import pyterrier as pt
 from ir_measures import R, nDCG
 
-from .bm25 import BM25_ENGINES
-from .data import DocumentText, corpus_id, corpus_iter, load_dataset
-from .index import E2RankIndex
-from .model import E2Rank
-from .text import dataset_query_task
+from ..bm25 import BM25_ENGINES
+from ..data import DocumentText, corpus_id, corpus_iter, load_dataset
+from ..index import E2RankIndex
+from ..model import E2Rank
+from ..text import dataset_query_task
 
 MEASURES = [nDCG @ 10, R @ 100, "mrt"]
 SYSTEMS = ["bm25", "bm25>>e2rank", "dense", "dense>>e2rank"]

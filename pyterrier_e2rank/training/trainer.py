@@ -22,7 +22,7 @@ from pyterrier_e2rank import E2Rank
 from pyterrier_e2rank.fingerprint import CACHE_FILE as FINGERPRINT_CACHE
 from pyterrier_e2rank.checks import positive_int
 from pyterrier_e2rank.io import ArtifactLocked, atomic_directory, refuse_output_as_input
-from pyterrier_e2rank.loading import pooling_settings_file, resolve_model_path, write_pooling
+from pyterrier_e2rank.loading import pooling_settings_file, resolve_model_path, write_pooling, write_prompt_settings
 from pyterrier_e2rank.prompt import DEFAULT_RERANK_TASK, ListwisePrompt
 
 from .data import ListwiseExample
@@ -40,8 +40,8 @@ TRAINING_RECORD = "e2rank_training.json"
 
 #: Integer settings that must be >= 1 (those that may be None: when given).
 _POSITIVE_INTS = ("batch_size", "gradient_accumulation", "embed_batch_size", "log_every")
-_OPTIONAL_POSITIVE_INTS = ("max_steps", "query_max_tokens", "doc_max_tokens", "prompt_doc_max_tokens",
-                           "prompt_max_tokens", "prompt_docs", "lora_rank")
+_OPTIONAL_POSITIVE_INTS = ("max_steps", "query_max_length", "doc_max_length", "prompt_doc_max_tokens",
+                           "prompt_max_tokens", "num_input_docs", "lora_rank")
 
 
 @dataclass
@@ -60,11 +60,13 @@ class TrainConfig:
     infonce_weight: float = 1.0
     ranknet_weight: float = 2.0
     temperature: float = INFONCE_TEMPERATURE
-    query_max_tokens: Optional[int] = None  # None: the model's limit (authors: 512 for queries, 1024 for documents)
-    doc_max_tokens: Optional[int] = None
+    query_max_length: Optional[int] = None  # embedding lengths; None: the model's (authors: 512 queries, 1024 documents)
+    doc_max_length: Optional[int] = None
+    # the listwise prompt (saved with the checkpoint as its defaults): documents in it (None: the whole
+    # list, as the authors), a per-document and a total token budget
+    num_input_docs: Optional[int] = None
     prompt_doc_max_tokens: Optional[int] = None
     prompt_max_tokens: Optional[int] = None
-    prompt_docs: Optional[int] = None  # documents in the listwise prompt; None: the whole list (authors)
     rerank_task: str = DEFAULT_RERANK_TASK
     pooling: Optional[str] = None  # encoders only: "cls" or "mean" instead of the base model's pooling
     bf16: bool = False
@@ -118,9 +120,9 @@ def listwise_loss(model: E2Rank, prompt: ListwisePrompt, batch: List[ListwiseExa
     """Stage I: InfoNCE. Stage II: InfoNCE + weight x RankNet on 10 x cos(pseudo-query, document).
 
     Returns ``(loss, parts)`` with the unweighted parts for logging."""
-    queries = model.embed(model.tokenize_queries([e.query for e in batch], max_length=config.query_max_tokens))
+    queries = model.embed(model.tokenize_queries([e.query for e in batch], max_length=config.query_max_length))
     flat = [doc for e in batch for doc in e.document]
-    ids = model.tokenize_docs(flat, max_length=config.doc_max_tokens)
+    ids = model.tokenize_docs(flat, max_length=config.doc_max_length)
     docs = torch.cat([model.embed(ids[i:i + config.embed_batch_size])
                       for i in range(0, len(ids), config.embed_batch_size)])
     all_docs, offset = gather_with_grad(docs)
@@ -205,9 +207,9 @@ def _train(accelerator, config: TrainConfig, examples: List[ListwiseExample], st
             raise ValueError(f"--pooling is for sentence-transformers encoders (with a Pooling module); "
                              f"{config.model} has none or pools its last token")
         model.pooling = replace(model.pooling, mode=config.pooling)
-    prompt = model.listwise_prompt(num_input_docs=config.prompt_docs or max(len(e.document) for e in examples),
-                                   task=config.rerank_task, doc_max_tokens=config.prompt_doc_max_tokens,
-                                   max_tokens=config.prompt_max_tokens)
+    prompt = model.listwise_prompt(num_input_docs=config.num_input_docs or max(len(e.document) for e in examples),
+                                   task=config.rerank_task, prompt_doc_max_tokens=config.prompt_doc_max_tokens,
+                                   prompt_max_tokens=config.prompt_max_tokens)
     backbone = model.backbone
     if config.gradient_checkpointing:
         enable = getattr(backbone, "activation_checkpointing_enable", None) or backbone.gradient_checkpointing_enable
@@ -301,6 +303,9 @@ def _save(accelerator, backbone, model: E2Rank, config: TrainConfig, log: list, 
             shutil.copy(source, output / name)
     if config.pooling is not None:
         write_pooling(output, model.pooling.mode)
+    write_prompt_settings(output, {"num_input_docs": config.num_input_docs, "task": config.rerank_task,
+                                   "prompt_doc_max_tokens": config.prompt_doc_max_tokens,
+                                   "prompt_max_tokens": config.prompt_max_tokens})
     files = sorted({p.name for p in output.iterdir()} | {TRAINING_RECORD})
     (output / TRAINING_RECORD).write_text(json.dumps({"config": asdict(config), "log": log, "files": files},
                                                      indent=1))
