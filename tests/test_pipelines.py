@@ -39,13 +39,13 @@ def test_rerank_pipeline_composes_and_keeps_recall(bm25, scifact, tiny_qwen):
     assert set(out["qid"]) == set(topics["qid"])
 
 
-def test_experiment_command_writes_the_four_systems(tmp_path, tiny_qwen_dir, scifact):
+def test_experiment_command_writes_the_five_systems(tmp_path, tiny_qwen_dir, scifact):
     output = tmp_path / "out.json"
     assert main(["experiment", "--dataset", "irds:beir/scifact/test", "--model", str(tiny_qwen_dir),
                  "--index-dir", str(tmp_path / "idx"), "--output", str(output), "--num-queries", "3",
                  "--top-k", "20", "--num-input-docs", "5", "--batch-size", "16"]) == 0
     results = json.loads(output.read_text())
-    assert list(results) == ["bm25", "bm25>>e2rank", "dense", "dense>>e2rank"]
+    assert list(results) == ["bm25", "bm25>>e2rank", "dense", "dense>>e2rank", "bm25>>e2rank-prf"]
     for scores in results.values():
         assert set(scores) == {"nDCG@10", "R@100", "mrt"} and 0 <= scores["nDCG@10"] <= 1
     assert results["bm25"]["R@100"] == results["bm25>>e2rank"]["R@100"]

@@ -10,11 +10,12 @@ from ir_measures import R, nDCG
 from ..bm25 import BM25_ENGINES
 from ..data import DocumentText, corpus_id, corpus_iter, load_dataset
 from ..index import E2RankIndex
+from ..io import atomic_file
 from ..model import E2Rank
 from ..text import dataset_query_task
 
 MEASURES = [nDCG @ 10, R @ 100, "mrt"]
-SYSTEMS = ["bm25", "bm25>>e2rank", "dense", "dense>>e2rank"]
+SYSTEMS = ["bm25", "bm25>>e2rank", "dense", "dense>>e2rank", "bm25>>e2rank-prf"]
 
 
 def index_name(model_name: str) -> str:
@@ -33,9 +34,11 @@ def dense_index_for(model: E2Rank, dataset, index_dir: str, *, verbose: bool = T
 
 
 def run_experiment(dataset: str, model: E2Rank, *, index_dir: str = "indexes", top_k: int = 100,
-                   num_input_docs: int = 20, bm25: str = "pisa", num_queries: Optional[int] = None,
+                   num_input_docs: Optional[int] = None, bm25: str = "pisa", num_queries: Optional[int] = None,
                    verbose: bool = True) -> dict:
-    """Build (or reuse) the BM25 and dense indexes, then evaluate the four systems.
+    """Build (or reuse) the BM25 and dense indexes, then evaluate the five systems: BM25, dense, E2Rank
+    reranking of both, and E2Rank PRF re-retrieval (BM25's top ``num_input_docs`` -> the listwise
+    prompt's vector -> a search of the whole dense index, so recall can exceed BM25's).
 
     ``num_queries`` keeps the first N topics (a quick look). Returns ``{system: {"nDCG@10", "R@100",
     "mrt"}}`` plus ``"_timings"`` (index build seconds)."""
@@ -54,10 +57,13 @@ def run_experiment(dataset: str, model: E2Rank, *, index_dir: str = "indexes", t
     text = DocumentText(ds)
     reranker = model.reranker(num_input_docs=num_input_docs, index=dense_index)
     dense = model.retriever(dense_index, num_results=top_k)
+    feedback = reranker.prompt.num_input_docs
     systems = [first_stage % top_k,
                first_stage % top_k >> text >> reranker,
                dense % top_k,
-               dense % top_k >> text >> reranker]
+               dense % top_k >> text >> reranker,
+               first_stage % feedback >> text >> model.prompt_encoder(num_input_docs=feedback)
+               >> dense_index.retriever(num_results=top_k)]
     topics = ds.get_topics() if num_queries is None else ds.get_topics().head(num_queries)
     table = pt.Experiment(systems, topics, ds.get_qrels(), eval_metrics=MEASURES, names=SYSTEMS,
                           verbose=verbose)
@@ -80,8 +86,8 @@ def main(args) -> int:
     for name, scores in results.items():
         print(f"{name:<16}" + "".join(f"{v:>12.4f}" for v in scores.values()))
     if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(results, indent=2))
+        with atomic_file(args.output) as out:
+            json.dump(results, out, indent=2)
         print(f"written to {args.output}")
     return 0
 
@@ -93,7 +99,8 @@ def register(subparsers) -> None:
     p.add_argument("--output", help="write the results as JSON here")
     p.add_argument("--index-dir", default="indexes", help="where BM25 and dense indexes are built or reused")
     p.add_argument("--top-k", type=int, default=100, help="candidates reranked per query")
-    p.add_argument("--num-input-docs", type=int, default=20, help="documents in the listwise prompt")
+    p.add_argument("--num-input-docs", type=int, help="documents in the listwise prompt (default: the model's, "
+                   "else 20)")
     p.add_argument("--num-queries", type=int, help="evaluate only the first N topics (a quick look)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
