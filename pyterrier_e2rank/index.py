@@ -138,11 +138,16 @@ class E2RankIndex(FlexIndex):
                         f"model.indexer(path) (it also takes doc_vec frames from model.doc_encoder())")
 
 
+def index_path(index: Union[str, os.PathLike, FlexIndex]) -> Path:
+    """The directory of an index given as an index, a FlexIndex or a path."""
+    return Path(index.index_path if isinstance(index, FlexIndex) else index)
+
+
 def as_index(index: Union[str, os.PathLike, FlexIndex]) -> E2RankIndex:
-    """An ``E2RankIndex`` from an index, a FlexIndex or a path (the one coercion everything uses)."""
+    """An ``E2RankIndex`` to read, from an index, a FlexIndex or a path (the one coercion everything uses)."""
     if isinstance(index, E2RankIndex):
         return index
-    path = Path(index.index_path if isinstance(index, FlexIndex) else index)
+    path = index_path(index)
     if any((path / name).exists() for name in LEGACY_FILES) and not (path / VECTORS).exists():
         raise CorruptArtifact(f"the index at {path} is in pyterrier_e2rank 0.1's own layout, which 0.2 replaced by "
                               f"pyterrier-dr's FlexIndex layout (and a fingerprint that sees fine-tuning): rebuild it "

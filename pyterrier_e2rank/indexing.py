@@ -15,7 +15,7 @@ import pyterrier as pt
 from npids import Lookup
 
 from .checks import check_finite, identifier, positive_int, require_text, stack_vectors
-from .index import DOCNOS, META, VECTORS, E2RankIndex, as_index, own_entries
+from .index import DOCNOS, META, VECTORS, E2RankIndex, index_path, own_entries
 from .io import atomic_directory
 
 
@@ -130,7 +130,7 @@ class E2RankIndexer(pt.Indexer):
     def __init__(self, model, index, *, batch_size: Optional[int] = None, verbose: Optional[bool] = None,
                  text_field: str = "text", overwrite: bool = False, chunk_size: int = 4096):
         self.model = model
-        self.index_ = as_index(index)
+        self.index_ = E2RankIndex(index_path(index))  # not opened: it may not exist, or be replaced
         self.batch_size = batch_size
         self.verbose = model.verbose if verbose is None else verbose
         self.text_field = text_field
