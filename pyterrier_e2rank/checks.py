@@ -7,11 +7,16 @@ import numpy as np
 import pandas as pd
 
 
+def is_text(value) -> bool:
+    """A string with something besides whitespace: what a query or a document must be to be embedded."""
+    return isinstance(value, str) and bool(value.strip())
+
+
 def require_text(frame: pd.DataFrame, column: str, *, key: str) -> List[str]:
     """The column as a list of non-empty, encodable strings; else a ValueError naming the offending
     rows by ``key``."""
     values = frame[column].tolist()
-    bad = [i for i, v in enumerate(values) if not isinstance(v, str) or not v.strip()]
+    bad = [i for i, v in enumerate(values) if not is_text(v)]
     if bad:
         keys = frame[key].iloc[bad[:5]].tolist() if key in frame.columns else bad[:5]
         raise ValueError(f"{len(bad)} row(s) have a missing or empty {column!r} ({key}: {keys}; "

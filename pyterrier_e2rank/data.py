@@ -43,6 +43,12 @@ class DocumentText(pt.Transformer):
     def __repr__(self):
         return f"DocumentText({self.dataset!r})"
 
+    def __eq__(self, other):  # equal for the same collection, so pt.Experiment(plan="tree") shares it
+        return isinstance(other, DocumentText) and (repr(self.dataset), self.fields) == (repr(other.dataset), other.fields)
+
+    def __hash__(self):
+        return hash((DocumentText, repr(self.dataset), tuple(self.fields)))
+
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
         pt.validate.columns(inp, includes=["docno"], context=self)
         if len(inp) == 0:

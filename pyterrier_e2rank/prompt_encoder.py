@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pyterrier as pt
 
-from .checks import require_text
+from .checks import is_text, require_text
 from .prompt import ListwisePrompt
 
 
@@ -60,7 +60,7 @@ class PromptRenderer(pt.Transformer):
         """The prompt of one query from the rows ``rows`` (current order) of ``frame``."""
         qid = frame["qid"].iat[rows[0]]
         query = frame["query"].iat[rows[0]]
-        if not isinstance(query, str) or not query.strip():
+        if not is_text(query):
             raise ValueError(f"query {qid!r} has an empty or missing query text: {query!r}")
         top = frame.iloc[rows[:self.prompt.num_input_docs]]
         try:

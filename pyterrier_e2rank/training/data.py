@@ -16,7 +16,7 @@ from typing import Iterable, Iterator, List, Optional
 
 import pandas as pd
 
-from pyterrier_e2rank.checks import positive_int
+from pyterrier_e2rank.checks import is_text, positive_int
 from pyterrier_e2rank.io import FileFormatError, atomic_file, numbered_lines
 
 
@@ -28,7 +28,7 @@ def _texts(value, name: str) -> None:
     """A list of strings, or a ValueError: a bare string would otherwise be iterated as characters."""
     if not isinstance(value, list):
         raise ValueError(f"{name!r} must be a list of strings, got a {type(value).__name__} ({value!r:.60})")
-    bad = [i + 1 for i, v in enumerate(value) if not isinstance(v, str) or not v.strip()]
+    bad = [i + 1 for i, v in enumerate(value) if not is_text(v)]
     if bad:
         raise ValueError(f"empty {name} text (or not a string) at positions {bad}")
 
@@ -42,7 +42,7 @@ class ListwiseExample:
     source: str = ""
 
     def check(self) -> None:
-        if not isinstance(self.query, str) or not self.query.strip():
+        if not is_text(self.query):
             raise ValueError("empty query")
         _texts(self.document, "document")
         if not self.document:
@@ -77,7 +77,7 @@ class PairExample:
     neg: List[str] = field(default_factory=list)
 
     def check(self) -> None:
-        if not isinstance(self.query, str) or not self.query.strip():
+        if not is_text(self.query):
             raise ValueError("empty query")
         _texts(self.pos, "pos")
         if not self.pos:
