@@ -5,9 +5,12 @@ checked chunks of ``(docnos, vectors)``; every writer consumes it: ``IndexWriter
 and the Pyserini FAISS writer (``pyserini.write_faiss_index``).
 """
 import contextlib
+import hashlib
 import json
+import os
+import shutil
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -16,16 +19,20 @@ from npids import Lookup
 
 from .checks import check_finite, identifier, positive_int, require_text, stack_vectors
 from .index import DOCNOS, META, VECTORS, E2RankIndex, index_path, own_entries
-from .io import atomic_directory
+from .io import atomic_directory, check_replaceable, writer_lock
 
 
 def encode_corpus(model, records: Iterable[dict], *, text_field: str = "text", chunk_size: int = 4096,
-                  batch_size: Optional[int] = None, progress=None) -> Iterator[Tuple[List[str], np.ndarray]]:
-    """``(docnos, vectors)`` per chunk of ``records``: a record's ``doc_vec`` is used as is, else its
-    ``text_field`` is encoded. Identifiers, texts and vectors are checked, naming the record's position."""
+                  batch_size: Optional[int] = None, progress=None,
+                  wanted: Optional[Callable[[int, str], bool]] = None) -> Iterator["EncodedChunk"]:
+    """An ``EncodedChunk`` per ``chunk_size`` records: a record's ``doc_vec`` is used as is, else its
+    ``text_field`` is encoded (length-sorted batches). Identifiers, texts and vectors are checked,
+    naming the record's position. ``wanted(chunk_id, digest)`` may skip a chunk (a shard of another
+    process, or one committed before a restart); ``digest`` covers its docnos and content, so a changed
+    corpus is never mistaken for a committed chunk."""
     chunk_size = positive_int(chunk_size, "chunk_size")
     position = 0
-    for chunk in _chunks(records, chunk_size):
+    for chunk_id, chunk in enumerate(_chunks(records, chunk_size)):
         docnos, texts, given = [], [], []
         for record in chunk:
             where = f"document {position} of the corpus"
@@ -43,6 +50,9 @@ def encode_corpus(model, records: Iterable[dict], *, text_field: str = "text", c
         if given and texts:
             raise ValueError(f"documents {position - len(chunk)}..{position - 1} mix records with 'doc_vec' and "
                              f"records with {text_field!r}; give one or the other")
+        digest = _digest(docnos, texts, given)
+        if wanted is not None and not wanted(chunk_id, digest):
+            continue
         if given:
             vectors = stack_vectors(pd.Series(given), docnos, model.dim, "doc_vec of docno")
             if progress is not None:
@@ -50,7 +60,25 @@ def encode_corpus(model, records: Iterable[dict], *, text_field: str = "text", c
         else:
             texts = require_text(pd.DataFrame({"docno": docnos, "text": texts}), "text", key="docno")
             vectors = model.encode_docs(texts, batch_size=batch_size, verbose=False, progress=progress)
-        yield docnos, vectors
+        yield EncodedChunk(chunk_id, docnos, vectors, digest)
+
+
+class EncodedChunk(NamedTuple):
+    chunk_id: int
+    docnos: List[str]
+    vectors: np.ndarray
+    digest: str
+
+
+def _digest(docnos: List[str], texts: list, given: list) -> str:
+    digest = hashlib.sha256()
+    for docno in docnos:
+        digest.update(docno.encode() + b"\0")
+    for text in texts:
+        digest.update(str(text).encode("utf-8", "surrogatepass") + b"\0")
+    for vector in given:
+        digest.update(np.ascontiguousarray(vector, dtype=np.float32).tobytes())
+    return digest.hexdigest()
 
 
 def _chunks(records: Iterable, size: int):
@@ -123,9 +151,15 @@ class IndexWriter:
 
 
 class E2RankIndexer(pt.Indexer):
-    """Indexes records with ``docno`` and text (encoded here) or ``doc_vec`` (from ``doc_encoder()``),
-    in chunks (RAM holds one); the index appears, or replaces the old one with ``overwrite``, only when
-    the whole corpus is in."""
+    """Indexes records with ``docno`` and text (encoded here) or ``doc_vec`` (from ``doc_encoder()``).
+
+    The corpus is encoded in chunks of ``chunk_size`` documents, each committed to disk beside the
+    target (``.<name>.chunks/``) as soon as it is encoded: a build killed and started again on the same
+    output resumes after its last committed chunk (a chunk whose documents changed is encoded again).
+    Under ``torchrun``/``accelerate launch`` (``torch.distributed`` initialised, or ``WORLD_SIZE`` > 1)
+    each process encodes every ``world_size``-th chunk, and process 0 merges them, in corpus order,
+    into the index: the same index as one process builds. The index appears (or replaces the old one,
+    with ``overwrite``) only when the whole corpus is in; merging needs the chunks' disk space twice."""
 
     def __init__(self, model, index, *, batch_size: Optional[int] = None, verbose: Optional[bool] = None,
                  text_field: str = "text", overwrite: bool = False, chunk_size: int = 4096):
@@ -146,12 +180,121 @@ class E2RankIndexer(pt.Indexer):
     def index(self, it: Iterable[dict]) -> E2RankIndex:
         if isinstance(it, pd.DataFrame):
             it = it.to_dict(orient="records")
+        target = Path(self.index_.path)
+        check_replaceable(target, own_entries, overwrite=self.overwrite, what="E2Rank index")  # before any work
+        rank, world, barrier = distributed_context()
+        fingerprint = self.model.fingerprint()
+        plan = {"encoder": fingerprint, "dim": self.model.dim, "chunk_size": self.chunk_size,
+                "text_field": self.text_field}
+        store = ChunkStore(target.parent / f".{target.name}.chunks", plan, rank=rank)
         total = len(it) if hasattr(it, "__len__") else None
-        with IndexWriter(self.index_.path, self.model.dim, self.model.fingerprint(), overwrite=self.overwrite) as writer:
-            progress = pt.tqdm(desc="indexing", unit="doc", total=total) if self.verbose else None
-            for docnos, vectors in encode_corpus(self.model, it, text_field=self.text_field, chunk_size=self.chunk_size,
-                                                 batch_size=self.batch_size, progress=progress):
-                writer.add(docnos, vectors)
+        progress = None
+        if self.verbose and rank == 0:
+            progress = pt.tqdm(desc="indexing" if world == 1 else f"indexing (process 0 of {world})", unit="doc",
+                               total=None if total is None else -(-total // world))
+        num_chunks = 0
+
+        def mine_and_not_committed(chunk_id: int, digest: str) -> bool:
+            nonlocal num_chunks
+            num_chunks = chunk_id + 1
+            return chunk_id % world == rank and not store.has(chunk_id, digest)
+
+        with store:
+            for chunk in encode_corpus(self.model, it, text_field=self.text_field, chunk_size=self.chunk_size,
+                                       batch_size=self.batch_size, progress=progress, wanted=mine_and_not_committed):
+                store.commit(chunk)
             if progress is not None:
                 progress.close()
-            return writer.finish()
+        barrier()
+        if rank == 0:
+            with IndexWriter(target, self.model.dim, fingerprint, overwrite=self.overwrite) as writer:
+                for chunk_id in range(num_chunks):
+                    writer.add(*store.load(chunk_id))
+                writer.finish()
+            store.remove()
+        barrier()
+        return E2RankIndex(target)
+
+
+def distributed_context():
+    """``(rank, world size, barrier)``: from ``torch.distributed`` (initialised here, gloo on CPU and nccl on
+    CUDA, when launched by torchrun with ``WORLD_SIZE`` > 1), else one process."""
+    import os
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    try:
+        import torch.distributed as dist
+    except ImportError:
+        return 0, 1, lambda: None
+    if not dist.is_initialized():
+        if world <= 1 or not dist.is_available():
+            return 0, 1, lambda: None
+        import torch
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size(), dist.barrier
+
+
+class ChunkStore:
+    """Encoded chunks of one build, committed one by one so that a restarted build resumes: each
+    ``chunk-N.json`` (docnos, digest of the chunk's content) is renamed into place after its
+    ``chunk-N.f4`` vectors, so its presence marks the chunk complete. A store made for another model
+    or other settings (``plan``) is discarded. Each process locks its own shard of the store."""
+
+    def __init__(self, directory: Path, plan: dict, *, rank: int = 0):
+        self.directory = Path(directory)
+        self.plan = plan
+        self.rank = rank
+        self._lock = None
+
+    def __enter__(self) -> "ChunkStore":
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock = writer_lock(self.directory / f"process-{self.rank}")
+        self._lock.__enter__()
+        plan_file = self.directory / "plan.json"
+        if self.rank == 0:
+            try:
+                same = json.loads(plan_file.read_text()) == self.plan
+            except (OSError, ValueError):
+                same = False
+            if not same:
+                for stale in self.directory.glob("chunk-*"):
+                    stale.unlink()
+                tmp = plan_file.with_suffix(".tmp")
+                tmp.write_text(json.dumps(self.plan))
+                os.replace(tmp, plan_file)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._lock.__exit__(*exc_info)
+
+    def _paths(self, chunk_id: int):
+        stem = self.directory / f"chunk-{chunk_id:07d}"
+        return stem.with_suffix(".json"), stem.with_suffix(".f4")
+
+    def has(self, chunk_id: int, digest: str) -> bool:
+        """Whether the chunk is committed with this content."""
+        record, _ = self._paths(chunk_id)
+        try:
+            return json.loads(record.read_text())["digest"] == digest
+        except (OSError, ValueError, KeyError):
+            return False
+
+    def commit(self, chunk: EncodedChunk) -> None:
+        record, vector_file = self._paths(chunk.chunk_id)
+        tmp = vector_file.with_suffix(".f4.tmp")
+        tmp.write_bytes(np.ascontiguousarray(chunk.vectors, dtype=np.float32).tobytes())
+        os.replace(tmp, vector_file)
+        tmp = record.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps({"docnos": chunk.docnos, "digest": chunk.digest}))
+        os.replace(tmp, record)
+
+    def load(self, chunk_id: int) -> Tuple[List[str], np.ndarray]:
+        record, vector_file = self._paths(chunk_id)
+        if not record.exists():
+            raise FileNotFoundError(f"chunk {chunk_id} of the build in {self.directory} is missing: did a process "
+                                    f"fail? Start the build again: committed chunks are kept")
+        docnos = json.loads(record.read_text())["docnos"]
+        vectors = np.fromfile(vector_file, dtype=np.float32).reshape(len(docnos), self.plan["dim"])
+        return docnos, vectors
+
+    def remove(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)

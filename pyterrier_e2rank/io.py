@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional, Set, Tuple, Type
 
 __all__ = ["ArtifactLocked", "CorruptArtifact", "FileFormatError", "atomic_directory", "atomic_file",
-           "numbered_lines", "refuse_output_as_input", "writer_lock"]
+           "check_replaceable", "numbered_lines", "refuse_output_as_input", "writer_lock"]
 
 
 class ArtifactLocked(RuntimeError):
@@ -144,19 +144,20 @@ def atomic_directory(target, *, owned: Callable[[Path], Set[str]], overwrite: bo
     ``.<name>.tmp-*`` directories, are removed by the next writer)."""
     target = Path(target)
     with writer_lock(target):
-        _check_replaceable(target, owned, overwrite, what)
+        check_replaceable(target, owned, overwrite=overwrite, what=what)
         for stale in target.parent.glob(f".{target.name}.tmp-*"):  # a killed writer's: we hold the lock
             shutil.rmtree(stale, ignore_errors=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         try:
             yield staging
-            _check_replaceable(target, owned, overwrite, what)  # nothing foreign appeared meanwhile
+            check_replaceable(target, owned, overwrite=overwrite, what=what)  # nothing foreign appeared meanwhile
             _swap_into_place(staging, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)  # the new artifact's temp dir, or the old artifact
 
 
-def _check_replaceable(target: Path, owned, overwrite: bool, what: str) -> None:
+def check_replaceable(target: Path, owned, *, overwrite: bool, what: str) -> None:
+    """Raise unless ``target`` is absent, empty, or (with ``overwrite``) holds only ``owned`` entries."""
     if not target.exists() and not target.is_symlink():
         return
     if not target.is_dir():

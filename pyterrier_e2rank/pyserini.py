@@ -131,7 +131,8 @@ def write_faiss_index(model, collection: Union[str, os.PathLike, Iterable[dict]]
         docids: List[str] = []
         first_of: Dict[str, int] = {}
         progress = build.enter_context(pt.tqdm(desc="encoding collection", unit="doc")) if verbose else None
-        for ids, vectors in encode_corpus(model, docs, chunk_size=chunk_size, progress=progress):
+        for chunk in encode_corpus(model, docs, chunk_size=chunk_size, progress=progress):
+            ids, vectors = chunk.docnos, chunk.vectors
             for position, docid in enumerate(ids, start=len(docids)):
                 if first_of.setdefault(docid, position) != position:
                     raise ValueError(f"docid {docid!r} repeated: documents {first_of[docid]} and {position} of "
