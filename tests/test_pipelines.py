@@ -52,10 +52,9 @@ def test_experiment_command_writes_the_five_systems(tmp_path, tiny_qwen_dir, sci
     assert results["dense"]["R@100"] == results["dense>>e2rank"]["R@100"]
 
 
-def test_example_script_runs(tmp_path, tiny_qwen_dir, scifact):
+def test_example_script_runs(tmp_path, tiny_qwen_dir, scifact, repo_dir):
     import importlib.util
-    from conftest import REPO
-    spec = importlib.util.spec_from_file_location("rerank_bm25", REPO / "examples" / "rerank_bm25.py")
+    spec = importlib.util.spec_from_file_location("rerank_bm25", repo_dir / "examples" / "rerank_bm25.py")
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
     table = example.main(["--model", str(tiny_qwen_dir), "--index-dir", str(tmp_path / "pisa"),
@@ -63,13 +62,12 @@ def test_example_script_runs(tmp_path, tiny_qwen_dir, scifact):
     assert list(table["name"]) == ["bm25", "bm25>>e2rank"]
 
 
-def test_course_notebook_runs(tmp_path, tiny_qwen_dir, scifact, monkeypatch):
+def test_course_notebook_runs(tmp_path, tiny_qwen_dir, scifact, monkeypatch, repo_dir):
     """Every code cell of the notebook, in order, on the tiny model and two queries."""
-    from conftest import REPO
     monkeypatch.setenv("E2RANK_EXAMPLE_MODEL", str(tiny_qwen_dir))
     monkeypatch.setenv("E2RANK_EXAMPLE_QUERIES", "2")
     monkeypatch.setenv("E2RANK_EXAMPLE_INDEX_DIR", str(tmp_path))
-    notebook = json.loads((REPO / "examples" / "e2rank_scifact.ipynb").read_text())
+    notebook = json.loads((repo_dir / "examples" / "e2rank_scifact.ipynb").read_text())
     namespace = {}
     for cell in notebook["cells"]:
         if cell["cell_type"] == "code":

@@ -6,7 +6,7 @@ import pytest
 from pyterrier_e2rank.app.cli import main
 from pyterrier_e2rank.app.runs import RunFormatError, read_qrels, read_run, read_topics, write_run
 
-from test_reference import make_docs
+from fixtures.docs import make_docs
 
 
 @pytest.fixture

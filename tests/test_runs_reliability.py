@@ -1,5 +1,6 @@
 """Run files, topics, qrels and FAISS directories: bad input named by file:line, docid or argument;
 outputs written whole or not at all, never over an input or an index without ``overwrite``."""
+import argparse
 import json
 from collections import namedtuple
 from pathlib import Path
@@ -52,7 +53,35 @@ def test_rerank_run_refuses_an_output_that_is_an_input_before_reading(files, sou
 def test_rerank_run_counts_must_be_positive_integers(files, option, value, capsys):
     with pytest.raises(SystemExit):
         main(rerank_args(files, **{option: value}))
-    assert f"argument {option}: expected an integer >= 1, got '{value}'" in capsys.readouterr().err
+    assert f"argument {option}: must be an integer >= 1, got '{value}'" in capsys.readouterr().err
+
+
+# ---- the e2rank command line -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("option", ["--top-k", "--num-input-docs", "--num-queries", "--batch-size"])
+@pytest.mark.parametrize("value", ["0", "-1", "2.5"])
+def test_experiment_counts_are_refused_naming_the_option(option, value, capsys):
+    with pytest.raises(SystemExit):
+        main(["experiment", option, value])
+    assert f"argument {option}: must be an integer >= 1, got '{value}'" in capsys.readouterr().err
+
+
+def test_every_number_of_every_subcommand_is_range_checked():
+    """A plain ``type=int`` or ``type=float`` would take 0, negatives or nan; only ``choices`` bound one."""
+    from pyterrier_e2rank.app import arguments
+    from pyterrier_e2rank.app.cli import build_parser
+
+    def actions(parser, name):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for command, sub in action.choices.items():
+                    yield from actions(sub, f"{name} {command}")
+            else:
+                yield name, action
+    checked = vars(arguments).values()
+    loose = [(name, action.option_strings) for name, action in actions(build_parser(), "e2rank")
+             if action.type is not None and action.type not in checked and action.choices is None]
+    assert loose == []
 
 
 def test_a_run_docid_missing_from_the_docs_is_named_with_the_source(files):

@@ -8,7 +8,6 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import shared_path
 from pyterrier_e2rank import E2Rank
 from pyterrier_e2rank.training.cli import main as train_main
 from pyterrier_e2rank.training.data import DataError, ListwiseExample, from_pairs, from_rankllm, from_run, read_listwise
@@ -42,7 +41,7 @@ def test_relevance_is_slate_minus_position():
     assert example.relevance() == [1.0, 3.0, 2.0] and example.positive == "b"
 
 
-def test_rankllm_converter_on_real_samples():
+def test_rankllm_converter_on_real_samples(shared_path):
     examples = from_rankllm(shared_path("data", "msmarco-train-samples", "llm4ranking_listwise_train.jsonl"))
     assert len(examples) == 100
     first = examples[0]
@@ -52,7 +51,7 @@ def test_rankllm_converter_on_real_samples():
     assert {len(e.document) for e in examples} >= {3, 20}  # mixed list lengths
 
 
-def test_pairs_converter_on_real_samples():
+def test_pairs_converter_on_real_samples(shared_path):
     path = shared_path("data", "msmarco-train-samples", "flagembedding_msmarco.jsonl")
     examples = from_pairs(path, slate=8)
     record = json.loads(open(path).readline())
@@ -84,7 +83,7 @@ def test_bad_records_are_reported_with_their_line(tmp_path, record, message):
 
 
 @pytest.fixture(scope="module")
-def samples():
+def samples(shared_path):
     examples = from_rankllm(shared_path("data", "msmarco-train-samples", "llm4ranking_listwise_train.jsonl"))
     return [e for e in examples if len(e.document) <= 8][:8]  # mixed lengths, kept small for CPU
 
@@ -121,7 +120,7 @@ def test_checkpoint_round_trip(tmp_path, minilm_dir, samples):
     assert [r["step"] for r in log] == [1, 2]
 
 
-def test_stage_one_trains_on_pairs(tmp_path, tiny_qwen_dir):
+def test_stage_one_trains_on_pairs(tmp_path, tiny_qwen_dir, shared_path):
     path = shared_path("data", "msmarco-train-samples", "flagembedding_msmarco.jsonl")
     examples = from_pairs(path, slate=4)[:4]
     output = train(TrainConfig(model=str(tiny_qwen_dir), output=str(tmp_path / "s1"), stage=1, max_steps=1,

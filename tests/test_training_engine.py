@@ -9,10 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import shared_path
 from pyterrier_e2rank import E2Rank
+from pyterrier_e2rank.app.cli import main as e2rank
 from pyterrier_e2rank.text import join_title
-from pyterrier_e2rank.training.cli import main as train_main
 from pyterrier_e2rank.training.data import DataError, ListwiseExample, from_pairs, from_rankllm, read_listwise
 from pyterrier_e2rank.training.losses import gather_with_grad, info_nce
 from pyterrier_e2rank.training.trainer import TrainConfig, listwise_loss
@@ -112,10 +111,10 @@ def test_cli_accumulation_checkpointing_bf16_lora(tmp_path, tiny_qwen_dir):
     data.write_text("".join(json.dumps(e.__dict__) + "\n" for e in MIXED * 3))  # 6 records
     output = tmp_path / "lora"
     # 6 records, batch 2 -> 3 batches; accumulating 2 -> 2 updates per epoch (the last one from 1 batch)
-    assert train_main(["--stage", "2", "--model", str(tiny_qwen_dir), "--data", str(data), "--output", str(output),
-                       "--epochs", "1", "--batch-size", "2", "--gradient-accumulation", "2",
-                       "--gradient-checkpointing", "--bf16", "--lora-rank", "4", "--lr", "1e-3",
-                       "--num-input-docs", "3", "--prompt-doc-max-tokens", "8", "--log-every", "1"]) == 0
+    assert e2rank(["train", "--stage", "2", "--model", str(tiny_qwen_dir), "--data", str(data),
+                   "--output", str(output), "--epochs", "1", "--batch-size", "2", "--gradient-accumulation", "2",
+                   "--gradient-checkpointing", "--bf16", "--lora-rank", "4", "--lr", "1e-3",
+                   "--num-input-docs", "3", "--prompt-doc-max-tokens", "8", "--log-every", "1"]) == 0
     saved = json.loads((output / "e2rank_training.json").read_text())
     assert [r["step"] for r in saved["log"]] == [1, 2]
     assert all(np.isfinite(r["loss"]) and r["ranknet"] >= 0 for r in saved["log"])
@@ -130,14 +129,15 @@ def test_max_steps_runs_past_one_epoch_with_a_decaying_learning_rate(tmp_path, t
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps(e.__dict__) + "\n" for e in MIXED))
     output = tmp_path / "steps"
-    assert train_main(["--stage", "1", "--model", str(tiny_qwen_dir), "--data", str(data), "--output", str(output),
-                       "--max-steps", "3", "--batch-size", "2", "--lr", "1e-3", "--warmup-ratio", "0"]) == 0
+    assert e2rank(["train", "--stage", "1", "--model", str(tiny_qwen_dir), "--data", str(data),
+                   "--output", str(output), "--max-steps", "3", "--batch-size", "2", "--lr", "1e-3",
+                   "--warmup-ratio", "0"]) == 0
     log = json.loads((output / "e2rank_training.json").read_text())["log"]
     assert [r["step"] for r in log] == [1, 2, 3] and "ranknet" not in log[0]
     assert [r["lr"] for r in log] == pytest.approx([1e-3, 1e-3 * 2 / 3, 1e-3 / 3])
 
 
-def test_converters_report_bad_lines(tmp_path):
+def test_converters_report_bad_lines(tmp_path, shared_path):
     path = shared_path("data", "msmarco-train-samples", "llm4ranking_listwise_train.jsonl")
     lines = open(path, encoding="utf-8").read().splitlines()[:3]
     record = json.loads(lines[1])
@@ -154,14 +154,14 @@ def test_converters_report_bad_lines(tmp_path):
         read_listwise(tmp_path / "broken.jsonl")
 
 
-def test_scifact_train_records_from_bm25_and_qrels(tmp_path):
+def test_scifact_train_records_from_bm25_and_qrels(tmp_path, shared_path):
     import subprocess
 
     import pyterrier as pt
     subprocess.run(["bash", str(shared_path("tools", "seed-irds-cache"))], check=True, capture_output=True)
     output = tmp_path / "scifact-train.jsonl"
-    assert train_main(["build-data", "dataset", "--dataset", "irds:beir/scifact/train", "--slate", "16",
-                       "--bm25-index", str(tmp_path / "bm25"), "--output", str(output)]) == 0
+    assert e2rank(["build-data", "dataset", "--dataset", "irds:beir/scifact/train", "--slate", "16",
+                   "--bm25-index", str(tmp_path / "bm25"), "--output", str(output)]) == 0
     examples = read_listwise(output)
     dataset = pt.get_dataset("irds:beir/scifact/train")
     assert 600 < len(examples) <= len(dataset.get_topics())  # queries with a judged document in BM25's top 16
@@ -172,20 +172,19 @@ def test_scifact_train_records_from_bm25_and_qrels(tmp_path):
     assert all(e.positive in relevant_texts for e in examples)
 
 
-def test_evidence_script_evaluates_with_the_trained_prompt(tmp_path, tiny_qwen_dir, scifact):
+def test_evidence_script_evaluates_with_the_trained_prompt(tmp_path, tiny_qwen_dir, scifact, repo_dir):
     """training/evaluate_scifact.py on a tiny checkpoint and two queries: both PRF rerankers
     read the prompt the checkpoint was trained with, and every system of the write-up is there."""
     import importlib.util
 
-    from conftest import REPO
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps(e.__dict__) + "\n" for e in MIXED))
     trained = tmp_path / "trained"
-    assert train_main(["--stage", "2", "--model", str(tiny_qwen_dir), "--data", str(data), "--output", str(trained),
-                       "--max-steps", "1", "--batch-size", "2", "--num-input-docs", "3",
-                       "--prompt-doc-max-tokens", "8"]) == 0
+    assert e2rank(["train", "--stage", "2", "--model", str(tiny_qwen_dir), "--data", str(data),
+                   "--output", str(trained), "--max-steps", "1", "--batch-size", "2", "--num-input-docs", "3",
+                   "--prompt-doc-max-tokens", "8"]) == 0
     spec = importlib.util.spec_from_file_location("evaluate_scifact",
-                                                  REPO / "training" / "evaluate_scifact.py")
+                                                  repo_dir / "training" / "evaluate_scifact.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     output = tmp_path / "evidence.json"
@@ -201,8 +200,8 @@ def test_encoder_retrained_with_cls_pooling_is_saved_and_loaded_with_it(tmp_path
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps(e.__dict__) + "\n" for e in MIXED))
     output = tmp_path / "cls"
-    assert train_main(["--stage", "2", "--model", str(minilm_dir), "--data", str(data), "--output", str(output),
-                       "--max-steps", "1", "--batch-size", "2", "--pooling", "cls"]) == 0
+    assert e2rank(["train", "--stage", "2", "--model", str(minilm_dir), "--data", str(data), "--output", str(output),
+                   "--max-steps", "1", "--batch-size", "2", "--pooling", "cls"]) == 0
     trained = E2Rank(str(output))
     assert trained.pooling.mode == "cls" and trained.pooling.normalize
     ids = trained.tokenize_docs(["fibroblasts make the extracellular matrix"])
@@ -211,5 +210,69 @@ def test_encoder_retrained_with_cls_pooling_is_saved_and_loaded_with_it(tmp_path
     np.testing.assert_allclose(trained.encode_docs(["fibroblasts make the extracellular matrix"])[0],
                                F.normalize(cls_state, dim=-1).numpy(), atol=1e-5)
     with pytest.raises(ValueError, match="--pooling is for sentence-transformers encoders"):
-        train_main(["--stage", "2", "--model", str(tiny_qwen_dir), "--data", str(data),
-                    "--output", str(tmp_path / "decoder"), "--max-steps", "1", "--pooling", "cls"])
+        e2rank(["train", "--stage", "2", "--model", str(tiny_qwen_dir), "--data", str(data),
+                "--output", str(tmp_path / "decoder"), "--max-steps", "1", "--pooling", "cls"])
+
+
+# ---- the recipes of the top-level training/ folder ------------------------------------------------
+
+RECIPE_VARIABLES = ("MODEL", "DATA", "OUTPUT", "ACCELERATE_CONFIG", "QUERIES_PER_STEP", "BATCH_SIZE", "BF16")
+
+
+@pytest.mark.parametrize("config", [None, "single_gpu.yaml", "multi_gpu_8.yaml", "deepspeed_zero3_8.yaml"])
+@pytest.mark.parametrize("stage", [1, 2])
+def test_recipes_run_e2rank_train_with_flags_it_has(tmp_path, repo_dir, stage, config):
+    """Each recipe runs with ``e2rank`` and ``accelerate`` replaced by stubs that record their arguments
+    (bash substitutes the variables): the real parser accepts them, and every launch makes the paper's
+    128 queries per step."""
+    import os
+    import subprocess
+
+    import yaml
+
+    from pyterrier_e2rank.app.cli import build_parser
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    for name in ("e2rank", "accelerate"):
+        (stubs / name).write_text(f'#!/usr/bin/env bash\nprintf "%s\\0" {name} "$@" > "{tmp_path}/called"\n')
+        (stubs / name).chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in RECIPE_VARIABLES}
+    env.update(PATH=f"{stubs}{os.pathsep}{env['PATH']}", MODEL="base model", DATA="train.jsonl", OUTPUT="out")
+    processes = 1
+    if config is not None:
+        env["ACCELERATE_CONFIG"] = f"training/accelerate/{config}"
+        processes = yaml.safe_load((repo_dir / env["ACCELERATE_CONFIG"]).read_text())["num_processes"]
+    subprocess.run(["bash", f"training/stage{stage}.sh", "--max-steps", "3"], cwd=repo_dir, env=env, check=True)
+    called = (tmp_path / "called").read_text().split("\0")[:-1]
+    if config is None:
+        assert called[0] == "e2rank"
+        argv = called[1:]
+    else:
+        assert called[:6] == ["accelerate", "launch", "--config_file", env["ACCELERATE_CONFIG"], "-m",
+                              "pyterrier_e2rank.app.cli"]
+        argv = called[6:]
+    args = build_parser().parse_args(argv)
+    assert (args.command, args.stage, args.model, args.data, args.output) == ("train", stage, "base model",
+                                                                               "train.jsonl", "out")
+    assert args.batch_size * processes * args.gradient_accumulation == 128
+    assert args.bf16 and args.gradient_checkpointing and args.lr == 5e-6 and args.warmup_ratio == 0.03
+    assert args.max_steps == 3  # the script's own arguments are passed on
+
+
+def test_accelerate_configs_load(repo_dir):
+    """The YAML files parse, accelerate knows every key, and a DeepSpeed config file they name exists and
+    leaves batch, accumulation and precision to ``e2rank train`` ("auto")."""
+    import yaml
+    from accelerate.commands.config.config_args import load_config_from_file
+    configs = sorted((repo_dir / "training" / "accelerate").glob("*.yaml"))
+    assert [c.name for c in configs] == ["deepspeed_zero3_8.yaml", "multi_gpu_8.yaml", "single_gpu.yaml"]
+    for path in configs:
+        assert isinstance(yaml.safe_load(path.read_text()), dict)
+        config = load_config_from_file(str(path))  # unknown keys are refused
+        deepspeed_file = config.deepspeed_config.get("deepspeed_config_file")
+        if deepspeed_file is not None:
+            deepspeed = json.loads((repo_dir / deepspeed_file).read_text())
+            assert deepspeed["zero_optimization"]["stage"] == 3
+            assert deepspeed["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"]  # to save
+            assert {deepspeed[k] for k in ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps")} == {"auto"}
+            assert deepspeed["bf16"]["enabled"] == "auto"

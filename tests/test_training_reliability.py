@@ -8,6 +8,7 @@ import shutil
 import pytest
 
 import pyterrier_e2rank.training.trainer as trainer
+from pyterrier_e2rank.app.cli import main as e2rank_main
 from pyterrier_e2rank.io import ArtifactLocked, FileFormatError, writer_lock
 from pyterrier_e2rank.training.cli import load_examples
 from pyterrier_e2rank.training.cli import main as train_main
@@ -114,12 +115,40 @@ def test_write_jsonl_keeps_the_old_file_when_building_fails(tmp_path):
 @pytest.mark.parametrize("flag, value", [("--max-steps", "0"), ("--max-steps", "-1"), ("--epochs", "0"),
                                          ("--epochs", "nan"), ("--batch-size", "0"), ("--lr", "0"),
                                          ("--gradient-accumulation", "0"), ("--lora-rank", "0"),
-                                         ("--num-input-docs", "0"), ("--doc-max-length", "-5")])
-def test_bad_training_arguments_are_refused_naming_them(tmp_path, data, capsys, flag, value):
+                                         ("--num-input-docs", "0"), ("--doc-max-length", "-5"),
+                                         ("--warmup-ratio", "1.5"), ("--ranknet-weight", "-1"),
+                                         ("--temperature", "inf"), ("--seed", "-1"), ("--seed", str(2**32))])
+@pytest.mark.parametrize("command", [e2rank_main, train_main], ids=["e2rank train", "e2rank-train"])
+def test_bad_training_arguments_are_refused_naming_them(tmp_path, data, capsys, command, flag, value):
+    argv = ["--model", "unused", "--data", data, "--output", str(tmp_path / "out"), flag, value]
     with pytest.raises(SystemExit):
-        train_main(["--model", "unused", "--data", data, "--output", str(tmp_path / "out"), flag, value])
+        command(["train", *argv] if command is e2rank_main else argv)
     assert f"argument {flag}: must be" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv", [["--stage", "1", "--model", "m", "--data", "d", "--output", "o", "--lr", "1e-4",
+                                   "--bf16", "--seed", "3"],
+                                  ["build-data", "pairs", "--input", "p.jsonl", "--output", "o.jsonl", "--slate", "4"]])
+def test_e2rank_train_is_the_e2rank_command(monkeypatch, argv):
+    """``e2rank-train X`` runs ``e2rank train X`` (``e2rank build-data X`` for ``build-data X``) with the
+    same parser: one set of arguments, two spellings."""
+    import sys
+    from importlib.metadata import entry_points
+
+    import pyterrier_e2rank.training.cli as training_cli
+    seen = []
+    for name in ("_train_command", "_build_data_command"):
+        monkeypatch.setattr(training_cli, name, lambda args: seen.append(vars(args)) or 0)
+    assert e2rank_main(argv if argv[0] == "build-data" else ["train", *argv]) == 0
+    assert train_main(argv) == 0
+    monkeypatch.setattr(sys, "argv", ["e2rank-train", *argv])  # as the console script calls it
+    assert train_main() == 0
+    assert seen[0] == seen[1] == seen[2]
+    assert seen[0]["command"] == ("build-data" if argv[0] == "build-data" else "train")
+    scripts = {e.name: e.value for e in entry_points(group="console_scripts")}
+    assert scripts["e2rank"] == "pyterrier_e2rank.app.cli:main"
+    assert scripts["e2rank-train"] == "pyterrier_e2rank.training.cli:main"
 
 
 @pytest.mark.parametrize("source", [["dataset", "--dataset", "irds:beir/scifact/train"], ["pairs", "--input", "x"]])

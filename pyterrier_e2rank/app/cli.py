@@ -1,16 +1,19 @@
-"""``e2rank``: the command line. Each module registers its own subcommands."""
+"""``e2rank``: the command line. Each module registers its own subcommands; numbers are checked by the
+types of ``arguments``."""
 import argparse
 import sys
 from typing import List, Optional
 
+from ..training import cli as training
 from . import experiment, runs
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="e2rank", description="E2Rank retrieval and listwise reranking")
+    parser = argparse.ArgumentParser(prog="e2rank", description="E2Rank retrieval, listwise reranking and training")
     subparsers = parser.add_subparsers(dest="command", required=True)
     experiment.register(subparsers)
     runs.register(subparsers)
+    training.register(subparsers)
     return parser
 
 

@@ -5,15 +5,15 @@ non-finite scores) are reported as ``file:line``. Ranks are 1-based in files and
 (PyTerrier's convention). Qids and docnos are strings throughout, so that a topics file and a run file
 always merge on the same keys.
 """
-import argparse
 import json
 import math
 
 import ir_measures
 import pandas as pd
 
-from ..checks import identifier, positive_int
+from ..checks import identifier, is_text, positive_int
 from ..io import FileFormatError, atomic_file, numbered_lines, refuse_output_as_input
+from . import arguments
 
 
 class RunFormatError(FileFormatError):
@@ -88,7 +88,7 @@ def read_topics(source: str) -> pd.DataFrame:
                 raise RunFormatError(f"{source}:{number}: expected a JSON object with an id and a text") from None
         else:
             fields = line.rstrip("\n").split("\t")
-            if len(fields) < 2 or not fields[1].strip():
+            if len(fields) < 2 or not is_text(fields[1]):
                 raise RunFormatError(f"{source}:{number}: expected 'qid<TAB>query': {line.rstrip()!r}")
             qid, query = fields[0].strip(), fields[1]
         qid = _identifier(qid, "qid", f"{source}:{number}")
@@ -167,17 +167,6 @@ def _eval_command(args) -> int:
     return 0
 
 
-def _count(text: str) -> int:
-    """argparse type: an integer >= 1 (0 or a negative count would silently rerank nothing)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = None
-    if value is None or value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
-
-
 def register(subparsers) -> None:
     p = subparsers.add_parser("rerank-run", help="rerank a TREC run file with E2Rank, write a TREC run file")
     p.add_argument("--run", required=True, help="TREC run: qid Q0 docid rank score tag")
@@ -187,9 +176,9 @@ def register(subparsers) -> None:
     p.add_argument("--index", help="an E2Rank index of the collection (one forward pass per query)")
     p.add_argument("--output", required=True)
     p.add_argument("--tag", default="e2rank")
-    p.add_argument("--top-k", type=_count, default=100)
-    p.add_argument("--num-input-docs", type=_count, default=20)
-    p.add_argument("--batch-size", type=_count, default=32)
+    p.add_argument("--top-k", type=arguments.positive_int, default=100)
+    p.add_argument("--num-input-docs", type=arguments.positive_int, default=20)
+    p.add_argument("--batch-size", type=arguments.positive_int, default=32)
     p.add_argument("--device", default=None)
     p.set_defaults(func=_rerank_command)
 
