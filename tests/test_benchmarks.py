@@ -1,25 +1,13 @@
 """The benchmarks' own machinery on tiny settings (no timings asserted): the generative baseline's
 windows and permutations, and exact search at scale agreeing with brute force."""
-import sys
-
 import numpy as np
 
-from conftest import REPO, shared_path
-
-sys.path.insert(0, str(REPO))
-from benchmarks import retrieval_scale  # noqa: E402
-from benchmarks.generative_baseline import GenerativeSlidingWindow  # noqa: E402
+from benchmarks import retrieval_scale
+from benchmarks.generative_baseline import GenerativeSlidingWindow
 
 
-def test_generative_baseline_slides_back_to_front(tmp_path):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen3Config
-    tokenizer = AutoTokenizer.from_pretrained(shared_path("models", "qwen3-tokenizer"))
-    torch.manual_seed(0)
-    config = Qwen3Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1, head_dim=16)
-    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
-    tokenizer.save_pretrained(tmp_path)
+def test_generative_baseline_slides_back_to_front(tmp_path, make_tiny_qwen3):
+    make_tiny_qwen3(tmp_path, num_layers=1, causal_lm=True)
     baseline = GenerativeSlidingWindow(tmp_path, tokens_per_passage=2)
     order = baseline.rerank("gene therapy", [f"passage {i}" for i in range(30)])
     assert sorted(order) == list(range(30))

@@ -5,7 +5,7 @@ import pytest
 
 from pyterrier_e2rank import E2Rank, E2RankIndex, IndexModelMismatch
 
-from test_reference import make_docs
+from fixtures.docs import make_docs
 
 DOCS = pd.DataFrame({"docno": [f"d{i}" for i in range(40)], "text": make_docs(40, seed=3)})
 QUERIES = pd.DataFrame({"qid": ["1", "2", "3"], "query": ["gene therapy for cancer", "virus immune response",

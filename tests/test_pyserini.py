@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import shared_path
 from pyterrier_e2rank import E2RankIndex
 from pyterrier_e2rank.pyserini import (E2RankDocumentEncoder, E2RankQueryEncoder, HitReranker, search_batch,
                                        write_faiss_index)
@@ -20,7 +19,7 @@ QUERIES = {"1": "0-dimensional biomaterials show inductive properties.",
 
 
 @pytest.fixture(scope="module")
-def collection(tmp_path_factory):
+def collection(tmp_path_factory, shared_path):
     directory = tmp_path_factory.mktemp("collection")
     with gzip.open(shared_path("data", "scifact", "corpus.jsonl.gz"), "rt") as corpus, \
             open(directory / "docs.jsonl", "w") as out:

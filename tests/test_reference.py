@@ -6,19 +6,10 @@ import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer
 
+from fixtures.docs import make_docs
+
 QUERY_TASK = "Given a web search query, retrieve relevant passages that answer the query"
 RERANK_TASK = "Given a web search query and some relevant documents, rerank the documents that answer the query"
-
-WORDS = "protein cell gene therapy trial cancer dose mouse human virus immune response blood brain".split()
-
-
-def make_docs(n: int, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    docs = [" ".join(rng.choice(WORDS, size=int(rng.integers(3, 40)))) for _ in range(n)]
-    docs[2] = " ".join(rng.choice(WORDS, size=1100))  # longer than the 1024-word cut
-    docs[3] = "Ünïcödé tèxt — 蛋白质 and émojis 🧬 count too"
-    return docs
-
 
 class Reference:
     """The authors' procedure, written out plainly."""

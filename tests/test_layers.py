@@ -1,0 +1,145 @@
+"""The package's layers, read from its source with ``ast`` so nothing is imported: the core (every top-level
+module but the integrations) needs no integration, application or training code; the integrations
+(Pyserini, ir_datasets, PISA/Terrier BM25) need no application or training code; training needs no
+application code; and no modules import each other in a cycle when they are loaded.
+
+Every import counts for the layers, at module level or inside a function, relative or absolute. The cycle
+check reads module-level imports only: an import inside a function runs when it is called, which is the
+accepted way to break a cycle. An import names a module, or the package's ``__init__`` when it names a package."""
+import ast
+from pathlib import Path
+from typing import Dict, List, NamedTuple
+
+import pytest
+
+PACKAGE = "pyterrier_e2rank"
+ROOT = Path(__file__).resolve().parents[1] / PACKAGE
+INTEGRATIONS = {f"{PACKAGE}.pyserini", f"{PACKAGE}.data", f"{PACKAGE}.bm25"}
+FORBIDDEN = {"core": {"integration", "application", "training"},
+             "integration": {"application", "training"},
+             "training": {"application"}}
+
+
+def module_name(path: Path) -> str:
+    parts = (PACKAGE,) + path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES: Dict[str, Path] = {module_name(path): path for path in sorted(ROOT.rglob("*.py"))}
+
+
+def layer(module: str) -> str:
+    sub = module.split(".")[1:2]
+    if sub == ["app"]:
+        return "application"
+    if sub == ["training"]:
+        return "training"
+    return "integration" if module in INTEGRATIONS else "core"
+
+
+class Import(NamedTuple):
+    source: str
+    target: str
+    lineno: int
+    at_load: bool  # runs when the module is loaded: not inside a function, not under ``if TYPE_CHECKING``
+
+    def __str__(self):
+        line = MODULES[self.source].read_text().splitlines()[self.lineno - 1].strip()
+        return f"{MODULES[self.source].relative_to(ROOT.parent)}:{self.lineno}: {line}"
+
+
+def _named_module(name: str) -> str:
+    """The longest prefix of ``name`` that is one of our modules (``a.b.c`` runs ``a.b.c``, else ``a.b``)."""
+    parts = name.split(".")
+    for end in range(len(parts), 0, -1):
+        if ".".join(parts[:end]) in MODULES:
+            return ".".join(parts[:end])
+    return name
+
+
+def imports_of(module: str) -> List[Import]:
+    """The package-internal imports of ``module``, each with the module it names."""
+    is_package = MODULES[module].name == "__init__.py"
+    found = []
+
+    def visit(node, at_load):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            at_load = False
+        elif isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for child in node.body:
+                visit(child, False)
+            for child in node.orelse:
+                visit(child, at_load)
+            return
+        if isinstance(node, ast.Import):
+            targets = [_named_module(alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = module.split(".")[:len(module.split(".")) - node.level + is_package]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else _named_module(base) for a in node.names]
+        else:
+            targets = []
+        found.extend(Import(module, target, node.lineno, at_load) for target in dict.fromkeys(targets)
+                     if target.split(".")[0] == PACKAGE)
+        for child in ast.iter_child_nodes(node):
+            visit(child, at_load)
+
+    visit(ast.parse(MODULES[module].read_text(), str(MODULES[module])), True)
+    return found
+
+
+IMPORTS = [imp for module in MODULES for imp in imports_of(module)]
+
+
+def test_every_layer_and_integration_is_found():
+    """Guards the rules below against passing vacuously after a rename or a move."""
+    assert {layer(m) for m in MODULES} == {"core", "integration", "application", "training"}
+    assert INTEGRATIONS <= set(MODULES)
+    assert any(imp.at_load for imp in IMPORTS) and any(not imp.at_load for imp in IMPORTS)
+
+
+@pytest.mark.parametrize("lower", sorted(FORBIDDEN))
+def test_a_layer_imports_nothing_above_it(lower):
+    wrong = [f"{imp}  ({layer(imp.target)} module {imp.target})" for imp in IMPORTS
+             if layer(imp.source) == lower and layer(imp.target) in FORBIDDEN[lower]]
+    assert not wrong, f"{lower} modules import {' or '.join(sorted(FORBIDDEN[lower]))} code:\n" + "\n".join(wrong)
+
+
+def _cycles(edges: Dict[str, set]) -> List[List[str]]:
+    """Strongly connected components of more than one module, or of one that imports itself (Tarjan)."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def connect(node):
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in edges.get(node, ()):
+            if nxt not in index:
+                connect(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while not component or component[-1] != node:
+                component.append(stack.pop())
+                on_stack.discard(component[-1])
+            if len(component) > 1 or node in edges.get(node, ()):
+                found.append(sorted(component))
+
+    for node in sorted(edges):
+        if node not in index:
+            connect(node)
+    return found
+
+
+def test_no_import_cycle_when_modules_load():
+    at_load = [imp for imp in IMPORTS if imp.at_load and imp.target in MODULES]
+    edges = {}
+    for imp in at_load:
+        edges.setdefault(imp.source, set()).add(imp.target)
+    cycles = _cycles(edges)
+    assert not cycles, "module-level import cycles:\n" + "\n\n".join(
+        "\n".join(str(imp) for imp in at_load if imp.source in cycle and imp.target in cycle) for cycle in cycles)
