@@ -172,7 +172,7 @@ def test_pyserini_encoders_are_built_from_a_name(tiny_qwen_dir, tiny_qwen):
 # ---- 5. prompt settings are data of the model -----------------------------------------------------
 
 def test_a_trained_checkpoint_brings_its_prompt_settings(tiny_qwen_dir, tmp_path):
-    from pyterrier_e2rank.training.cli import main as train_main
+    from pyterrier_e2rank.app.cli import train_main
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps({"query": f"gene {i}", "document": DOCS["text"].tolist()[i:i + 4],
                                         "ranking": [2, 1, 3, 4]}) + "\n" for i in range(4)))

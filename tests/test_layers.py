@@ -1,7 +1,8 @@
 """The package's layers, read from its source with ``ast`` so nothing is imported: the core (every top-level
 module but the integrations) needs no integration, application or training code; the integrations
 (Pyserini, ir_datasets, PISA/Terrier BM25) need no application or training code; training needs no
-application code; and no modules import each other in a cycle when they are loaded.
+application code (``training/cli.py``, argument parsing, is an application module); and no modules
+import each other in a cycle when they are loaded.
 
 Every import counts for the layers, at module level or inside a function, relative or absolute. The cycle
 check reads module-level imports only: an import inside a function runs when it is called, which is the
@@ -28,9 +29,13 @@ def module_name(path: Path) -> str:
 MODULES: Dict[str, Path] = {module_name(path): path for path in sorted(ROOT.rglob("*.py"))}
 
 
+#: The command line of training parses arguments like the rest of ``app``: an application module.
+TRAINING_CLI = f"{PACKAGE}.training.cli"
+
+
 def layer(module: str) -> str:
     sub = module.split(".")[1:2]
-    if sub == ["app"]:
+    if sub == ["app"] or module == TRAINING_CLI:
         return "application"
     if sub == ["training"]:
         return "training"

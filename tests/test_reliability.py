@@ -57,7 +57,7 @@ def test_one_step_fine_tuned_checkpoint_is_refused_on_the_base_index(tiny_qwen_d
     data.write_text("".join(json.dumps({"query": f"gene {i}", "document": [d["text"] for d in DOCS[i:i + 4]],
                                         "ranking": [2, 1, 3, 4]}) + "\n" for i in range(4)))
     output = tmp_path / "tuned"
-    subprocess.run([sys.executable, "-m", "pyterrier_e2rank.training.cli", "--stage", "2", "--model", str(tiny_qwen_dir),
+    subprocess.run([sys.executable, "-m", "pyterrier_e2rank.app.cli", "train", "--stage", "2", "--model", str(tiny_qwen_dir),
                     "--data", str(data), "--output", str(output), "--max-steps", "1", "--batch-size", "2",
                     "--lr", "1e-4"], check=True, capture_output=True)
     tuned = E2Rank(str(output))

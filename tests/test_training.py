@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pyterrier_e2rank import E2Rank
-from pyterrier_e2rank.training.cli import main as train_main
+from pyterrier_e2rank.app.cli import train_main
 from pyterrier_e2rank.training.data import DataError, ListwiseExample, from_pairs, from_rankllm, from_run, read_listwise
 from pyterrier_e2rank.training.losses import info_nce, ranknet
 from pyterrier_e2rank.training.trainer import TrainConfig, listwise_loss, train

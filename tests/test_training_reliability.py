@@ -11,7 +11,7 @@ import pyterrier_e2rank.training.trainer as trainer
 from pyterrier_e2rank.app.cli import main as e2rank_main
 from pyterrier_e2rank.io import ArtifactLocked, FileFormatError, writer_lock
 from pyterrier_e2rank.training.cli import load_examples
-from pyterrier_e2rank.training.cli import main as train_main
+from pyterrier_e2rank.app.cli import train_main
 from pyterrier_e2rank.training.data import DataError, ListwiseExample, from_pairs, read_listwise, read_pairs, write_jsonl
 from pyterrier_e2rank.training.trainer import TrainConfig, train
 
@@ -148,7 +148,7 @@ def test_e2rank_train_is_the_e2rank_command(monkeypatch, argv):
     assert seen[0]["command"] == ("build-data" if argv[0] == "build-data" else "train")
     scripts = {e.name: e.value for e in entry_points(group="console_scripts")}
     assert scripts["e2rank"] == "pyterrier_e2rank.app.cli:main"
-    assert scripts["e2rank-train"] == "pyterrier_e2rank.training.cli:main"
+    assert scripts["e2rank-train"] == "pyterrier_e2rank.app.cli:train_main"
 
 
 @pytest.mark.parametrize("source", [["dataset", "--dataset", "irds:beir/scifact/train"], ["pairs", "--input", "x"]])
