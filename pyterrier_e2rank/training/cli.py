@@ -5,13 +5,12 @@
     e2rank build-data rankllm --input llm4ranking_listwise_train.jsonl --output msmarco.jsonl
     e2rank build-data pairs --input flagembedding_msmarco.jsonl --output pairs.jsonl
 
-``e2rank-train`` (see ``main``) is the same two commands under their older spelling. An output that is
+``e2rank-train`` (``app.cli.train_main``) is the same two commands under their older spelling. This
+module belongs to the applications layer (argument parsing); the trainer it drives does not. An output that is
 one of the inputs is refused before anything is read; an existing checkpoint is replaced only with
 ``--overwrite``, and only once the new one is complete.
 """
-import sys
 from dataclasses import fields
-from typing import List, Optional
 
 from pyterrier_e2rank.app import arguments
 from pyterrier_e2rank.io import numbered_lines, refuse_output_as_input
@@ -99,19 +98,3 @@ def register(subparsers) -> None:
             c.add_argument("--slate", type=arguments.positive_int, default=None,
                            help="documents per list: the positive and the first slate-1 negatives")
     p.set_defaults(func=_build_data_command)
-
-
-def e2rank_argv(argv: List[str]) -> List[str]:
-    """The ``e2rank`` command line of an ``e2rank-train`` one: ``build-data ...`` stays, anything else
-    is ``train ...``."""
-    return list(argv) if argv[:1] == ["build-data"] else ["train", *argv]
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    """``e2rank-train``, kept for existing scripts: the ``e2rank`` parser and commands, nothing of its own."""
-    from pyterrier_e2rank.app.cli import main as e2rank
-    return e2rank(e2rank_argv(sys.argv[1:] if argv is None else argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
