@@ -89,3 +89,20 @@ def test_two_processes_build_the_index_one_process_builds(tiny_qwen_dir, one_pro
     lines = sorted(line for line in done.stdout.splitlines() if line.startswith("rank "))
     assert lines == ["rank 0 of 2 encoded 24 texts; index of 45", "rank 1 of 2 encoded 21 texts; index of 45"]
     _same_index(E2RankIndex(tmp_path / "index"), one_process)
+
+
+def test_index_command_builds_and_refuses_to_replace_without_overwrite(tiny_qwen_dir, one_process, tmp_path, capsys):
+    import json
+
+    from pyterrier_e2rank.app.cli import main
+    collection = tmp_path / "collection.jsonl"
+    collection.write_text("".join(json.dumps({"id": d["docno"], "contents": d["text"]}) + "\n" for d in CORPUS))
+    command = ["index", "--collection", str(collection), "--model", str(tiny_qwen_dir), "--output",
+               str(tmp_path / "index"), "--chunk-size", "8", "--batch-size", "4", "--quiet"]
+    assert main(command) == 0
+    _same_index(E2RankIndex(tmp_path / "index"), one_process)
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        main(command)
+    with pytest.raises(SystemExit):
+        main(command[:-1] + ["--chunk-size", "0"])
+    assert "argument --chunk-size: must be an integer >= 1" in capsys.readouterr().err

@@ -5,13 +5,14 @@ import sys
 from typing import List, Optional
 
 from ..training import cli as training
-from . import experiment, runs
+from . import experiment, index_command, runs
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="e2rank", description="E2Rank retrieval, listwise reranking and training")
     subparsers = parser.add_subparsers(dest="command", required=True)
     experiment.register(subparsers)
+    index_command.register(subparsers)
     runs.register(subparsers)
     training.register(subparsers)
     return parser

@@ -1,0 +1,47 @@
+"""``e2rank index``: encode a corpus into an E2Rank index, in one process or many.
+
+    e2rank index --dataset irds:beir/scifact/test --model all-minilm-l6-v2 --output indexes/scifact.e2rank
+    torchrun --nproc-per-node 8 -m pyterrier_e2rank.app.cli index --dataset irds:msmarco-passage \\
+        --model Alibaba-NLP/E2Rank-0.6B --output indexes/msmarco.e2rank --batch-size 128
+
+Under torchrun each process encodes its shard of the corpus on its own GPU (``LOCAL_RANK``) and
+commits it in chunks; a killed job started again with the same command resumes after its last
+committed chunks (``indexing.E2RankIndexer``).
+"""
+import os
+
+from . import arguments
+
+
+def _index_command(args) -> int:
+    from ..data import corpus_iter
+    from ..model import E2Rank
+    from ..pyserini import read_jsonl_collection
+    device = args.device
+    if device is None and "LOCAL_RANK" in os.environ:
+        import torch
+        device = f"cuda:{os.environ['LOCAL_RANK']}" if torch.cuda.is_available() else "cpu"
+    model = E2Rank(args.model, device=device, batch_size=args.batch_size)
+    records = corpus_iter(args.dataset) if args.dataset else read_jsonl_collection(args.collection)
+    index = model.indexer(args.output, overwrite=args.overwrite, chunk_size=args.chunk_size,
+                          verbose=not args.quiet).index(records)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"indexed {len(index)} documents into {args.output}")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("index", help="encode a corpus into an E2Rank index (torchrun: one shard per process)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dataset", help="a pt.get_dataset name, e.g. irds:beir/scifact/test")
+    source.add_argument("--collection", help="a Pyserini JSONL collection (file or directory)")
+    p.add_argument("--model", required=True, help="model directory, hub id or embedded name")
+    p.add_argument("--output", required=True, help="the index directory")
+    p.add_argument("--batch-size", type=arguments.positive_int, default=32, help="texts per forward pass")
+    p.add_argument("--chunk-size", type=arguments.positive_int, default=4096,
+                   help="documents per committed chunk (what a restart may encode again)")
+    p.add_argument("--device", help="cuda, cuda:N or cpu (default: this process's GPU under torchrun, else "
+                   "cuda when available)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing index once the new one is complete")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (shown by default, on process 0)")
+    p.set_defaults(func=_index_command)
