@@ -4,10 +4,11 @@ from typing import Optional
 import pandas as pd
 import pyterrier as pt
 
+from .equality import EqualBySettings
 from .checks import require_text
 
 
-class E2RankQueryEncoder(pt.Transformer):
+class E2RankQueryEncoder(EqualBySettings, pt.Transformer):
     """Adds ``query_vec`` (instructed, normalised) to a query frame, or to a result frame (each distinct
     query encoded once), so ``bm25 >> model.query_encoder() >> index.gar(...)`` works."""
 
@@ -19,11 +20,8 @@ class E2RankQueryEncoder(pt.Transformer):
     def __repr__(self):
         return f"{self.model!r}.query_encoder(batch_size={self.batch_size}, verbose={self.verbose})"
 
-    def __eq__(self, other):
-        return isinstance(other, E2RankQueryEncoder) and (self.model, self.batch_size) == (other.model, other.batch_size)
-
-    def __hash__(self):
-        return hash((E2RankQueryEncoder, self.model, self.batch_size))
+    def _settings(self) -> tuple:
+        return (self.model, self.batch_size)
 
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
         pt.validate.columns(inp, includes=["qid", "query"], context=self)
@@ -34,7 +32,7 @@ class E2RankQueryEncoder(pt.Transformer):
         return inp.assign(query_vec=list(vectors[codes]) if len(inp) else [])
 
 
-class E2RankDocEncoder(pt.Transformer):
+class E2RankDocEncoder(EqualBySettings, pt.Transformer):
     """Adds ``doc_vec`` (normalised, text cut to the model's word limit) to a document frame."""
 
     def __init__(self, model, *, batch_size: Optional[int] = None, verbose: Optional[bool] = None,
@@ -48,12 +46,8 @@ class E2RankDocEncoder(pt.Transformer):
         return (f"{self.model!r}.doc_encoder(batch_size={self.batch_size}, verbose={self.verbose}, "
                 f"text_field={self.text_field!r})")
 
-    def __eq__(self, other):
-        return isinstance(other, E2RankDocEncoder) and (self.model, self.batch_size, self.text_field) == \
-            (other.model, other.batch_size, other.text_field)
-
-    def __hash__(self):
-        return hash((E2RankDocEncoder, self.model, self.batch_size, self.text_field))
+    def _settings(self) -> tuple:
+        return (self.model, self.batch_size, self.text_field)
 
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
         pt.validate.columns(inp, includes=["docno", self.text_field], context=self)

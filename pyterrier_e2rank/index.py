@@ -20,6 +20,7 @@ import pyterrier as pt
 from npids import Lookup
 from pyterrier_dr import FlexIndex
 
+from .equality import EqualBySettings
 from .io import CorruptArtifact
 
 META = "pt_meta.json"
@@ -27,8 +28,10 @@ VECTORS = "vecs.f4"
 DOCNOS = "docnos.npids"
 #: pyterrier_e2rank 0.1's own layout, recognised to say how to move on.
 LEGACY_FILES = ("vectors.f32", "docnos.npy")
-#: Structures FlexIndex derives from the vectors and keeps inside the index (stale once they change).
-DERIVED_PATTERNS = ("*.faiss", "*.graph", "corpusgraph_k*", "*.scann", "*.voyager", "*.flatnav", "kannolo_hnsw-*")
+#: Structures FlexIndex derives from the vectors and keeps inside the index (stale once they change), and
+#: the lock and private file of an ANN build of ours (``ann.py``) that a kill left behind.
+DERIVED_PATTERNS = ("*.faiss", "*.graph", "corpusgraph_k*", "*.scann", "*.voyager", "*.flatnav", "kannolo_hnsw-*",
+                    ".*.faiss.lock", ".*.faiss.*.tmp")
 
 
 class IndexModelMismatch(ValueError):
@@ -128,6 +131,21 @@ class E2RankIndex(FlexIndex):
         from .retriever import E2RankRetriever
         return E2RankRetriever(self, num_results=num_results, verbose=verbose)
 
+    def faiss_ivfpq_retriever(self, **options) -> pt.Transformer:
+        """IVF-PQ search (``n_list``, ``m``, ``nbits``, ``n_probe``, ``refine``, ...): ``ann.ivfpq_retriever``."""
+        from .ann import ivfpq_retriever
+        return ivfpq_retriever(self, **options)
+
+    def faiss_hnsw_fp16_retriever(self, **options) -> pt.Transformer:
+        """HNSW over float16 vectors (``neighbours``, ``ef_construction``, ``ef_search``): ``ann.hnsw_fp16_retriever``."""
+        from .ann import hnsw_fp16_retriever
+        return hnsw_fp16_retriever(self, **options)
+
+    def faiss_flat_fp16_retriever(self, **options) -> pt.Transformer:
+        """Exhaustive search over float16 vectors (half the RAM): ``ann.flat_fp16_retriever``."""
+        from .ann import flat_fp16_retriever
+        return flat_fp16_retriever(self, **options)
+
     def vec_loader(self) -> pt.Transformer:
         """Adds ``doc_vec`` by ``docno`` (FlexIndex's loader prefers an incoming ``docid``, which after a
         BM25 stage is the BM25 engine's own id, not a row of this index)."""
@@ -155,7 +173,7 @@ def as_index(index: Union[str, os.PathLike, FlexIndex]) -> E2RankIndex:
     return E2RankIndex(path)
 
 
-class DocnoVectorLoader(pt.Transformer):
+class DocnoVectorLoader(EqualBySettings, pt.Transformer):
     """Adds each row's stored ``doc_vec``, looked up by ``docno``."""
 
     def __init__(self, index: E2RankIndex):
@@ -164,11 +182,8 @@ class DocnoVectorLoader(pt.Transformer):
     def __repr__(self):
         return f"{self.index!r}.vec_loader()"
 
-    def __eq__(self, other):
-        return isinstance(other, DocnoVectorLoader) and self.index == other.index
-
-    def __hash__(self):
-        return hash((DocnoVectorLoader, self.index))
+    def _settings(self) -> tuple:
+        return (self.index,)
 
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
         pt.validate.columns(inp, includes=["docno"], context=self)

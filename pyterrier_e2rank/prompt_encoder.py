@@ -18,11 +18,12 @@ import numpy as np
 import pandas as pd
 import pyterrier as pt
 
+from .equality import EqualBySettings
 from .checks import is_text, require_text
 from .prompt import ListwisePrompt
 
 
-class PromptRenderer(pt.Transformer):
+class PromptRenderer(EqualBySettings, pt.Transformer):
     """R frame (``qid, query, docno, text`` and ``rank`` or ``score``) -> Q frame ``qid, query, prompt``.
 
     The top ``prompt.num_input_docs`` candidates of each query, in their current order, enter its
@@ -37,12 +38,8 @@ class PromptRenderer(pt.Transformer):
     def __repr__(self):
         return f"PromptRenderer({self.model!r}, {self.prompt!r}, text_field={self.text_field!r})"
 
-    def __eq__(self, other):
-        return isinstance(other, PromptRenderer) and (self.model, self.prompt, self.text_field) == \
-            (other.model, other.prompt, other.text_field)
-
-    def __hash__(self):
-        return hash((PromptRenderer, self.model, self.prompt, self.text_field))
+    def _settings(self) -> tuple:
+        return (self.model, self.prompt, self.text_field)
 
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
         pt.validate.result_frame(inp, extra_columns=["query", self.text_field], context=self)
@@ -70,7 +67,7 @@ class PromptRenderer(pt.Transformer):
         return self.prompt.render(self.model.tokenizer, query, texts)
 
 
-class PromptVectorEncoder(pt.Transformer):
+class PromptVectorEncoder(EqualBySettings, pt.Transformer):
     """Adds ``query_vec``, the embedding of each row's ``prompt`` (no ``<|endoftext|>``, as in the paper)."""
 
     def __init__(self, model, *, batch_size: Optional[int] = None, verbose: Optional[bool] = None):
@@ -81,11 +78,8 @@ class PromptVectorEncoder(pt.Transformer):
     def __repr__(self):
         return f"{self.model!r}.prompt_vec_encoder(batch_size={self.batch_size})"
 
-    def __eq__(self, other):
-        return isinstance(other, PromptVectorEncoder) and (self.model, self.batch_size) == (other.model, other.batch_size)
-
-    def __hash__(self):
-        return hash((PromptVectorEncoder, self.model, self.batch_size))
+    def _settings(self) -> tuple:
+        return (self.model, self.batch_size)
 
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
         pt.validate.columns(inp, includes=["prompt"], context=self)
@@ -95,7 +89,7 @@ class PromptVectorEncoder(pt.Transformer):
         return inp.assign(query_vec=list(vectors[codes]))
 
 
-class E2RankPromptEncoder(pt.Transformer):
+class E2RankPromptEncoder(EqualBySettings, pt.Transformer):
     """R frame -> Q frame ``qid, query, query_vec``: E2Rank's pseudo-query, ready for any dense stage
     (``>> index.retriever()`` is PRF re-retrieval; with the candidates' vectors it is the reranker).
 
@@ -118,12 +112,8 @@ class E2RankPromptEncoder(pt.Transformer):
         cache = f", cache={str(self.cache)!r}" if self.cache is not None else ""
         return f"{self.model!r}.prompt_encoder({self.prompt!r}{cache})"
 
-    def __eq__(self, other):
-        return isinstance(other, E2RankPromptEncoder) and (self.renderer, self.vec_encoder.__class__, self.cache) == \
-            (other.renderer, other.vec_encoder.__class__, other.cache)
-
-    def __hash__(self):
-        return hash((E2RankPromptEncoder, self.renderer, self.cache))
+    def _settings(self) -> tuple:
+        return (self.renderer, self.vec_encoder.__class__, self.cache)
 
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
         return self.encode(self.renderer(inp)).drop(columns=["prompt"])

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pyterrier as pt
 
+from .equality import EqualBySettings
 from .checks import positive_int, require_text, stack_vectors
 from .index import as_index
 from .model import EncodeStats
@@ -19,7 +20,7 @@ from .prompt import ListwisePrompt
 from .prompt_encoder import E2RankPromptEncoder, in_current_order, query_groups
 
 
-class CandidateVectors(pt.Transformer):
+class CandidateVectors(EqualBySettings, pt.Transformer):
     """Adds ``doc_vec`` to an R frame: kept if present, else the index's by ``docno``, else encoded from
     ``text_field`` (each distinct docno once)."""
 
@@ -36,12 +37,8 @@ class CandidateVectors(pt.Transformer):
     def __repr__(self):
         return f"CandidateVectors({self.model!r}, index={self.index!r}, text_field={self.text_field!r})"
 
-    def __eq__(self, other):
-        return isinstance(other, CandidateVectors) and (self.model, self.index, self.text_field) == \
-            (other.model, other.index, other.text_field)
-
-    def __hash__(self):
-        return hash((CandidateVectors, self.model, self.index, self.text_field))
+    def _settings(self) -> tuple:
+        return (self.model, self.index, self.text_field)
 
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
         pt.validate.columns(inp, includes=["docno"], context=self)
@@ -59,17 +56,14 @@ class CandidateVectors(pt.Transformer):
         return inp.assign(doc_vec=list(encoded[codes]))
 
 
-class VectorScorer(pt.Transformer):
+class VectorScorer(EqualBySettings, pt.Transformer):
     """R frame with ``query_vec`` and ``doc_vec`` -> ``score`` = their dot product, ``rank`` by it."""
 
     def __repr__(self):
         return "VectorScorer()"
 
-    def __eq__(self, other):
-        return isinstance(other, VectorScorer)
-
-    def __hash__(self):
-        return hash(VectorScorer)
+    def _settings(self) -> tuple:
+        return ()
 
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
         pt.validate.result_frame(inp, extra_columns=["query_vec", "doc_vec"], context=self)
@@ -82,7 +76,7 @@ class VectorScorer(pt.Transformer):
         return pt.model.add_ranks(inp.assign(score=np.einsum("nd,nd->n", documents, queries).astype(np.float64)))
 
 
-class E2RankReranker(pt.Transformer):
+class E2RankReranker(EqualBySettings, pt.Transformer):
     """R frame (``qid, query, docno, text`` and ``rank`` or ``score``) -> same rows, new ``score``/``rank``.
 
     ``prompt_encoder`` (the listwise prompt of the top ``num_input_docs`` -> pseudo-query) >>
@@ -135,12 +129,8 @@ class E2RankReranker(pt.Transformer):
             args.append(f"cache={str(self.prompt_encoder.cache)!r}")
         return f"{self.model!r}.reranker({', '.join(args)})"
 
-    def __eq__(self, other):
-        return isinstance(other, E2RankReranker) and (self.prompt_encoder, self.vec_loader, self.window, self.stride) == \
-            (other.prompt_encoder, other.vec_loader, other.window, other.stride)
-
-    def __hash__(self):
-        return hash((E2RankReranker, self.prompt_encoder, self.vec_loader, self.window, self.stride))
+    def _settings(self) -> tuple:
+        return (self.prompt_encoder, self.vec_loader, self.window, self.stride)
 
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
         pt.validate.result_frame(inp, extra_columns=["query", self.prompt_encoder.renderer.text_field], context=self)

@@ -11,10 +11,11 @@ import numpy as np
 import pandas as pd
 import pyterrier as pt
 
+from .equality import EqualBySettings
 from .checks import positive_int, stack_vectors
 
 
-class E2RankRetriever(pt.Transformer):
+class E2RankRetriever(EqualBySettings, pt.Transformer):
     """Q frame with ``query_vec`` -> top ``num_results`` documents by dot product, best first."""
 
     def __init__(self, index, *, num_results: int = 1000, verbose: bool = False, block_size: int = 65536):
@@ -26,12 +27,8 @@ class E2RankRetriever(pt.Transformer):
     def __repr__(self):
         return f"{self.index!r}.retriever(num_results={self.num_results})"
 
-    def __eq__(self, other):
-        return isinstance(other, E2RankRetriever) and (self.index, self.num_results, self.block_size) == \
-            (other.index, other.num_results, other.block_size)
-
-    def __hash__(self):
-        return hash((E2RankRetriever, self.index, self.num_results, self.block_size))
+    def _settings(self) -> tuple:
+        return (self.index, self.num_results, self.block_size)
 
     def fuse_rank_cutoff(self, k: int) -> Optional[pt.Transformer]:
         """``retriever % k`` asks for fewer results instead of cutting them afterwards."""

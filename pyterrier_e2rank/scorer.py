@@ -8,11 +8,12 @@ from typing import Optional
 import pandas as pd
 import pyterrier as pt
 
+from .equality import EqualBySettings
 from .encoders import E2RankQueryEncoder
 from .reranker import CandidateVectors, VectorScorer
 
 
-class E2RankScorer(pt.Transformer):
+class E2RankScorer(EqualBySettings, pt.Transformer):
     """R frame (``qid, query, docno`` and ``text`` unless vectors are stored) -> same rows, new score/rank."""
 
     def __init__(self, model, *, index=None, batch_size: Optional[int] = None, verbose: Optional[bool] = None,
@@ -29,12 +30,8 @@ class E2RankScorer(pt.Transformer):
     def __repr__(self):
         return f"{self.model!r}.scorer(index={self.index!r})"
 
-    def __eq__(self, other):
-        return isinstance(other, E2RankScorer) and (self.query_encoder, self.vec_loader) == \
-            (other.query_encoder, other.vec_loader)
-
-    def __hash__(self):
-        return hash((E2RankScorer, self.query_encoder, self.vec_loader))
+    def _settings(self) -> tuple:
+        return (self.query_encoder, self.vec_loader)
 
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
         pt.validate.result_frame(inp, extra_columns=["query"], context=self)

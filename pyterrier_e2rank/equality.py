@@ -1,0 +1,16 @@
+"""Transformer equality by settings (pyterrier-dr's convention): two transformers of the same class with
+equal settings and an equal model are equal and hash alike, so ``pt.Experiment(plan="tree")`` runs a
+prefix that several systems share once."""
+
+
+class EqualBySettings:
+    """Mixin: ``_settings()`` names what makes an instance what it is."""
+
+    def _settings(self) -> tuple:
+        raise NotImplementedError
+
+    def __eq__(self, other):
+        return type(other) is type(self) and other._settings() == self._settings()
+
+    def __hash__(self):
+        return hash((type(self), self._settings()))
