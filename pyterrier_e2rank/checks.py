@@ -1,7 +1,7 @@
 """Input checks shared by the transformers and writers: bad values are named, never used silently."""
 import math
 import numbers
-from typing import List, Sequence
+from typing import List, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -24,6 +24,35 @@ def require_text(frame: pd.DataFrame, column: str, *, key: str) -> List[str]:
     for i, value in enumerate(values):
         check_encodable(value, f"the {column!r} of {key} {frame[key].iat[i] if key in frame.columns else i!r}")
     return values
+
+
+#: What the indexer does with a document whose text is missing (``None``/NaN): refuse it, or embed it as
+#: the empty text.
+MISSING_TEXT = ("error", "empty")
+
+
+def document_texts(docnos: Sequence[str], texts: Sequence, *, missing_text: str = "error") -> Tuple[List[str], List[str]]:
+    """The texts to embed, and the docnos of the empty ones. An empty or whitespace-only text is embedded
+    as the empty text (as sentence-transformers does: a document may have nothing to say); a missing
+    one (``None``, NaN) is a ValueError naming the docnos, unless ``missing_text="empty"``."""
+    if missing_text not in MISSING_TEXT:
+        raise ValueError(f"missing_text={missing_text!r}: expected one of {list(MISSING_TEXT)}")
+    out, empty, missing = [], [], []
+    for docno, text in zip(docnos, texts):
+        if text is None or (isinstance(text, float) and math.isnan(text)):
+            missing.append(docno)
+            text = ""
+        elif not isinstance(text, str):
+            raise ValueError(f"the text of docno {docno!r} is a {type(text).__name__} ({str(text)[:40]!r}), not a string")
+        if not text.strip():
+            empty.append(docno)
+            text = ""
+        check_encodable(text, f"the text of docno {docno!r}")
+        out.append(text)
+    if missing and missing_text == "error":
+        raise ValueError(f"{len(missing)} document(s) have no text (None or NaN; docnos {missing[:5]}); pass "
+                         f"missing_text='empty' to index them as the empty text")
+    return out, empty
 
 
 def check_encodable(text: str, who: str) -> None:

@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -17,21 +18,24 @@ import pandas as pd
 import pyterrier as pt
 from npids import Lookup
 
-from .checks import check_finite, identifier, positive_int, require_text, stack_vectors
+from .checks import MISSING_TEXT, check_finite, document_texts, identifier, positive_int, stack_vectors
 from .index import DOCNOS, META, VECTORS, E2RankIndex, index_path, own_entries
 from .io import atomic_directory, check_replaceable, writer_lock
 
 
 def encode_corpus(model, records: Iterable[dict], *, text_field: str = "text", chunk_size: int = 4096,
                   batch_size: Optional[int] = None, progress=None,
-                  wanted: Optional[Callable[[int, str], bool]] = None) -> Iterator["EncodedChunk"]:
+                  wanted: Optional[Callable[[int, str], bool]] = None,
+                  missing_text: str = "error") -> Iterator["EncodedChunk"]:
     """An ``EncodedChunk`` per ``chunk_size`` records: a record's ``doc_vec`` is used as is, else its
     ``text_field`` is encoded (length-sorted batches). Identifiers, texts and vectors are checked,
-    naming the record's position. ``wanted(chunk_id, digest)`` may skip a chunk (a shard of another
+    naming the record's position. Empty texts are embedded as the empty text and counted in one warning
+    at the end; missing ones (``None``, NaN) are refused unless ``missing_text="empty"``
+    (``checks.document_texts``). ``wanted(chunk_id, digest)`` may skip a chunk (a shard of another
     process, or one committed before a restart); ``digest`` covers its docnos and content, so a changed
     corpus is never mistaken for a committed chunk."""
     chunk_size = positive_int(chunk_size, "chunk_size")
-    position = 0
+    position, empty = 0, []
     for chunk_id, chunk in enumerate(_chunks(records, chunk_size)):
         docnos, texts, given = [], [], []
         for record in chunk:
@@ -58,9 +62,13 @@ def encode_corpus(model, records: Iterable[dict], *, text_field: str = "text", c
             if progress is not None:
                 progress.update(len(docnos))
         else:
-            texts = require_text(pd.DataFrame({"docno": docnos, "text": texts}), "text", key="docno")
+            texts, chunk_empty = document_texts(docnos, texts, missing_text=missing_text)
+            empty.extend(chunk_empty)
             vectors = model.encode_docs(texts, batch_size=batch_size, verbose=False, progress=progress)
         yield EncodedChunk(chunk_id, docnos, vectors, digest)
+    if empty:
+        warnings.warn(f"{len(empty)} document(s) with empty {text_field!r} were indexed as the empty text "
+                      f"(docnos {empty[:5]}{' ...' if len(empty) > 5 else ''})", stacklevel=2)
 
 
 class EncodedChunk(NamedTuple):
@@ -159,10 +167,16 @@ class E2RankIndexer(pt.Indexer):
     Under ``torchrun``/``accelerate launch`` (``torch.distributed`` initialised, or ``WORLD_SIZE`` > 1)
     each process encodes every ``world_size``-th chunk, and process 0 merges them, in corpus order,
     into the index: the same index as one process builds. The index appears (or replaces the old one,
-    with ``overwrite``) only when the whole corpus is in; merging needs the chunks' disk space twice."""
+    with ``overwrite``) only when the whole corpus is in; merging needs the chunks' disk space twice.
+
+    An empty document is indexed as the model embeds the empty text (one warning counts them); a
+    missing text (``None``, NaN) is an error naming the docno, unless ``missing_text="empty"``."""
 
     def __init__(self, model, index, *, batch_size: Optional[int] = None, verbose: Optional[bool] = None,
-                 text_field: str = "text", overwrite: bool = False, chunk_size: int = 4096):
+                 text_field: str = "text", overwrite: bool = False, chunk_size: int = 4096,
+                 missing_text: str = "error"):
+        if missing_text not in MISSING_TEXT:
+            raise ValueError(f"missing_text={missing_text!r}: expected one of {list(MISSING_TEXT)}")
         self.model = model
         self.index_ = E2RankIndex(index_path(index))  # not opened: it may not exist, or be replaced
         self.batch_size = batch_size
@@ -170,6 +184,7 @@ class E2RankIndexer(pt.Indexer):
         self.text_field = text_field
         self.overwrite = overwrite
         self.chunk_size = positive_int(chunk_size, "chunk_size")
+        self.missing_text = missing_text
 
     def __repr__(self):
         return f"{self.model!r}.indexer({self.index_!r}, text_field={self.text_field!r}, overwrite={self.overwrite})"
@@ -201,7 +216,8 @@ class E2RankIndexer(pt.Indexer):
 
         with store:
             for chunk in encode_corpus(self.model, it, text_field=self.text_field, chunk_size=self.chunk_size,
-                                       batch_size=self.batch_size, progress=progress, wanted=mine_and_not_committed):
+                                       batch_size=self.batch_size, progress=progress, wanted=mine_and_not_committed,
+                                       missing_text=self.missing_text):
                 store.commit(chunk)
             if progress is not None:
                 progress.close()

@@ -8,7 +8,7 @@ import pyterrier as pt
 from ir_measures import R, nDCG
 
 from ..bm25 import BM25_ENGINES
-from ..data import DocumentText, corpus_id, corpus_iter, load_dataset
+from ..data import DocumentText, corpus_id, corpus_iter, is_beir_folder, load_dataset
 from ..index import E2RankIndex
 from ..io import atomic_file
 from ..model import E2Rank
@@ -26,7 +26,7 @@ def index_name(model_name: str) -> str:
 def dense_index_for(model: E2Rank, dataset, index_dir: str, *, verbose: bool = True) -> E2RankIndex:
     """The dataset's dense index for this model under ``index_dir``, built on first use."""
     ds = load_dataset(dataset)
-    collection = index_name(corpus_id(ds.irds_ref().dataset_id()))
+    collection = index_name(corpus_id(ds))
     index = E2RankIndex(Path(index_dir) / collection / f"dense.{index_name(model.model_name_or_path)}")
     if not index.built():
         model.indexer(index, verbose=verbose).index(corpus_iter(ds))
@@ -34,7 +34,7 @@ def dense_index_for(model: E2Rank, dataset, index_dir: str, *, verbose: bool = T
     return index
 
 
-def run_experiment(dataset: str, model: E2Rank, *, index_dir: str = "indexes", top_k: int = 100,
+def run_experiment(dataset, model: E2Rank, *, index_dir: str = "indexes", top_k: int = 100,
                    num_input_docs: Optional[int] = None, bm25: str = "pisa", num_queries: Optional[int] = None,
                    verbose: bool = True) -> dict:
     """Build (or reuse) the BM25 and dense indexes, then evaluate the five systems: BM25, dense, E2Rank
@@ -44,7 +44,7 @@ def run_experiment(dataset: str, model: E2Rank, *, index_dir: str = "indexes", t
     ``num_queries`` keeps the first N topics (a quick look). Returns ``{system: {"nDCG@10", "R@100",
     "mrt"}}`` plus ``"_timings"`` (index build seconds)."""
     ds = load_dataset(dataset)
-    root = Path(index_dir) / index_name(corpus_id(ds.irds_ref().dataset_id()))
+    root = Path(index_dir) / index_name(corpus_id(ds))
     timings = {}
 
     started = time.perf_counter()
@@ -73,11 +73,16 @@ def run_experiment(dataset: str, model: E2Rank, *, index_dir: str = "indexes", t
     return results
 
 
+def _dataset_name(source: str) -> str:
+    """The name the authors' per-dataset tasks are keyed by: a BEIR folder is ``beir/<its name>``."""
+    return f"beir/{Path(source).resolve().name}" if is_beir_folder(source) else source
+
+
 def main(args) -> int:
     model = E2Rank(args.model, device=args.device, batch_size=args.batch_size,
                    query_task="auto" if args.query_task == "dataset" else args.query_task, verbose=True)
     if args.query_task == "dataset" and model.query_task is not None:  # instructed models only
-        model.query_task = dataset_query_task(args.dataset) or model.query_task
+        model.query_task = dataset_query_task(_dataset_name(args.dataset)) or model.query_task
     results = run_experiment(args.dataset, model, index_dir=args.index_dir, top_k=args.top_k,
                              num_input_docs=args.num_input_docs, bm25=args.bm25, num_queries=args.num_queries)
     timings = results.pop("_timings")
@@ -95,7 +100,7 @@ def main(args) -> int:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("experiment", help="BM25 / dense / E2Rank reranking on a dataset, via pt.Experiment")
-    p.add_argument("--dataset", default="irds:beir/scifact/test", help="a pt.get_dataset name")
+    p.add_argument("--dataset", default="irds:beir/scifact/test", help="irds:<dataset>, a BEIR folder, or a corpus file (see data.dataset)")
     p.add_argument("--model", default="all-minilm-l6-v2", help="model directory, hub id or embedded name")
     p.add_argument("--output", help="write the results as JSON here")
     p.add_argument("--index-dir", default="indexes", help="where BM25 and dense indexes are built or reused")

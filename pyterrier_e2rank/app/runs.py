@@ -72,11 +72,18 @@ def write_run(frame: pd.DataFrame, path, tag: str = "e2rank") -> None:
             out.write(f"{row.qid} Q0 {row.docno} {int(row.rank) + 1} {float(row.score):.6f} {tag}\n")
 
 
+def _is_dataset(source) -> bool:
+    """``irds:<dataset>`` or a BEIR folder: sources read through ``data.dataset``."""
+    from ..data import is_beir_folder
+    return str(source).startswith("irds:") or is_beir_folder(source)
+
+
 def read_topics(source: str) -> pd.DataFrame:
-    """``qid, query`` from ``irds:<dataset>``, a ``qid<TAB>query`` file, or a JSONL file (``_id``/``text``)."""
-    if source.startswith("irds:"):
-        import pyterrier as pt
-        return pt.get_dataset(source).get_topics()
+    """``qid, query`` from ``irds:<dataset>``, a BEIR folder (its test split), a ``qid<TAB>query`` file, or a
+    JSONL file (``_id``/``text``)."""
+    if _is_dataset(source):
+        from ..data import dataset
+        return dataset(source).get_topics()
     rows, seen = [], {}
     for number, line in numbered_lines(source, error=RunFormatError):
         if source.endswith((".jsonl", ".json")):
@@ -100,18 +107,13 @@ def read_topics(source: str) -> pd.DataFrame:
 
 
 def read_qrels(source: str) -> pd.DataFrame:
-    """``query_id, doc_id, relevance`` from ``irds:<dataset>`` or a TREC qrels file."""
-    if source.startswith("irds:"):
-        import pyterrier as pt
-        qrels = pt.get_dataset(source).get_qrels()
+    """``query_id, doc_id, relevance`` from ``irds:<dataset>``, a BEIR folder (its test split), or a qrels
+    file: TREC (``qid iter docid relevance``) or BEIR (``query-id corpus-id score``, with its header)."""
+    from ..data import dataset, read_qrels_file
+    if _is_dataset(source):
+        qrels = dataset(source).get_qrels()
         return qrels.rename(columns={"qid": "query_id", "docno": "doc_id", "label": "relevance"})
-    rows = []
-    for number, line in numbered_lines(source, error=RunFormatError):
-        fields = line.split()
-        if len(fields) != 4 or not fields[3].lstrip("-").isdigit():
-            raise RunFormatError(f"{source}:{number}: expected 'qid iter docid relevance': {line.rstrip()!r}")
-        rows.append((fields[0], fields[2], int(fields[3])))
-    return pd.DataFrame(rows, columns=["query_id", "doc_id", "relevance"])
+    return read_qrels_file(source, error=RunFormatError)
 
 
 def evaluate_run(run: pd.DataFrame, qrels: pd.DataFrame, measures) -> dict:
@@ -124,7 +126,7 @@ def evaluate_run(run: pd.DataFrame, qrels: pd.DataFrame, measures) -> dict:
 def rerank_run(model, run: pd.DataFrame, topics: pd.DataFrame, docs: str, *, index=None, top_k: int = 100,
                num_input_docs: int = 20, verbose: bool = False) -> pd.DataFrame:
     """The top ``top_k`` of each query of ``run``, reranked by E2Rank. ``docs`` is ``irds:<dataset>``, a JSONL
-    collection or a Lucene index directory (Pyserini, raw documents stored).
+    collection, a BEIR folder or a Lucene index directory (Pyserini, raw documents stored).
 
     Qids of both frames are compared as strings (topics with int qids meet a run read from a file), and
     a run query without a topic, or a topic given twice, is refused rather than dropped or doubled."""
@@ -139,7 +141,7 @@ def rerank_run(model, run: pd.DataFrame, topics: pd.DataFrame, docs: str, *, ind
     if missing:
         raise KeyError(f"{len(missing)} run queries have no topic: {missing[:5]}")
     candidates = run[run["rank"] < top_k].merge(topics[["qid", "query"]], on="qid")
-    if docs.startswith("irds:"):
+    if _is_dataset(docs):
         from ..data import DocumentText
         candidates = DocumentText(docs)(candidates)
     else:
@@ -170,8 +172,8 @@ def _eval_command(args) -> int:
 def register(subparsers) -> None:
     p = subparsers.add_parser("rerank-run", help="rerank a TREC run file with E2Rank, write a TREC run file")
     p.add_argument("--run", required=True, help="TREC run: qid Q0 docid rank score tag")
-    p.add_argument("--topics", required=True, help="irds:<dataset>, qid<TAB>query file, or JSONL queries")
-    p.add_argument("--docs", required=True, help="irds:<dataset>, JSONL collection, or Lucene index (stored raw)")
+    p.add_argument("--topics", required=True, help="irds:<dataset>, a BEIR folder, qid<TAB>query file, or JSONL queries")
+    p.add_argument("--docs", required=True, help="irds:<dataset>, a BEIR folder, JSONL collection, or Lucene index (stored raw)")
     p.add_argument("--model", default="all-minilm-l6-v2")
     p.add_argument("--index", help="an E2Rank index of the collection (one forward pass per query)")
     p.add_argument("--output", required=True)
@@ -184,6 +186,6 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("eval-run", help="evaluate a TREC run file with ir-measures")
     p.add_argument("--run", required=True)
-    p.add_argument("--qrels", required=True, help="irds:<dataset> or a TREC qrels file")
+    p.add_argument("--qrels", required=True, help="irds:<dataset>, a BEIR folder, or a TREC or BEIR qrels file")
     p.add_argument("--metrics", nargs="+", default=["nDCG@10", "R@100"])
     p.set_defaults(func=_eval_command)
