@@ -17,7 +17,7 @@ import pytest
 from pyterrier_e2rank.data import corpus_iter
 
 README_MODEL = '"Alibaba-NLP/E2Rank-0.6B"'
-NUM_DOCS, NUM_QUERIES = 30, 3
+NUM_DOCS, NUM_QUERIES = 60, 3
 #: Blocks marked ``<!-- test: ... -->`` (not run), by their first line: none today.
 MARKED = set()
 
@@ -90,6 +90,7 @@ def test_every_python_block_of_the_readme_runs(repo_dir, small_scifact, pyserini
         README_MODEL: repr(str(tiny_qwen_dir)),
         'pt.get_dataset("irds:beir/scifact/test")': f"__import__('pyterrier_e2rank.data').data.dataset({str(small_scifact)!r})",
         "dataset.get_topics()": f"dataset.get_topics().head({NUM_QUERIES})",
+        '"path/to/my-beir-folder"': repr(str(small_scifact)),
     }
     used = set()
     monkeypatch.chdir(pyserini_inputs)
