@@ -11,14 +11,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import encode_throughput, fingerprint, rerank_reuse, retrieval_scale, vs_generative  # noqa: E402
+from benchmarks import (ann, encode_throughput, fingerprint, index_sharded, rerank_reuse, retrieval_scale,  # noqa: E402
+                        vs_generative)
 from benchmarks.common import machine  # noqa: E402
 
 SETTINGS = {
     "quick": {"reuse_queries": 3, "generative_layers": 2, "generative_queries": 2, "encode_docs": 256,
-              "scale_docs": 1_000_000, "scale_dims": [384]},
+              "scale_docs": 1_000_000, "scale_dims": [384], "sharded_docs": 256,
+              "ann": [dict(num_docs=100_000, dim=384, hnsw_fp32=False, ef_search=(128, 256), n_probe=(32, 64))]},
     "full": {"reuse_queries": 10, "generative_layers": 4, "generative_queries": 5, "encode_docs": 1024,
-             "scale_docs": 1_000_000, "scale_dims": [384, 1024]},
+             "scale_docs": 1_000_000, "scale_dims": [384, 1024], "sharded_docs": 1024,
+             "ann": [dict(num_docs=1_000_000, dim=384), dict(num_docs=1_000_000, dim=1024)]},
 }
 
 
@@ -37,7 +40,35 @@ def run_all(quick: bool, workdir: Path, model: str) -> dict:
     data["retrieval_scale"] = {**scales[0], "by_dim": {str(r["dim"]): r for r in scales}}
     print("fingerprint ...", flush=True)
     data["fingerprint"] = fingerprint.run(workdir, minilm=model)
+    print("index_sharded ...", flush=True)
+    data["index_sharded"] = index_sharded.run(workdir, model_path=model, num_docs=s["sharded_docs"])
+    print("ann ...", flush=True)
+    data["ann"] = run_ann(workdir, s["ann"])
     return data
+
+
+def run_ann(workdir: Path, settings: list) -> dict:
+    """Each size's sweep, keyed ``{num_docs}x{dim}``; the largest size's best setting meeting the recall
+    goal at the top (``speedup_vs_exact``, ``recall_at_100``, ``build_s``, ``memory_mb``), and SciFact."""
+    by_size = {}
+    for options in settings:
+        r = ann.run(workdir, **options)
+        by_size[f"{r['num_docs']}x{r['dim']}"] = r
+    top = by_size[list(by_size)[-1]]
+    best = top["best"]
+    sci = ann.scifact(workdir)
+    return {"measured_at": f"{top['num_docs']:,} x {top['dim']}", "vectors": top["vectors"],
+            **{k: best[k] for k in ("setting", "speedup_vs_exact", "recall_at_100", "build_s", "memory_mb",
+                                    "meets_recall_goal")},
+            "scifact_ndcg10_delta": sci["ndcg10_delta"][_family(best["setting"])], "scifact": sci, "by_size": by_size}
+
+
+def _family(setting: str) -> str:
+    """The SciFact system of the same kind as a synthetic setting."""
+    for prefix, family in (("flex hnsw", "flex hnsw"), ("hnsw-fp16", "hnsw-fp16")):
+        if setting.startswith(prefix):
+            return family
+    return "ivfpq-refine" if "refine" in setting else "ivfpq"
 
 
 def table(data: dict) -> str:
@@ -63,6 +94,20 @@ def table(data: dict) -> str:
                                  f"({m['digest_mb_per_s']:.0f} MB/s; model load {m['load_s']:.2f} s); cached beside "
                                  f"the checkpoint: {m['cached_beside_checkpoint']} ({m['second_digest_s']:.4f} s then)",
           f"{m['ratio_to_load']:.2f}x load", "small next to loading") for key, m in f.items()]
+    sh = data["index_sharded"]
+    rows.append(("index_sharded", f"{sh['num_docs']} SciFact documents: 1 process {sh['one_process_s']:.1f} s, 2 "
+                                  f"processes (torchrun, gloo) {sh['two_processes_s']:.1f} s; identical index: "
+                                  f"{sh['identical']}", f"{sh['speedup']:.2f}x", ">= 1.6x where the cores allow"))
+    a = data["ann"]
+    rows += [(f"ann ({size})", f"best with recall@100 >= 0.95: {x['setting']}: recall {x['recall_at_100']:.3f}, "
+                               f"{x['ms_per_query']:.2f} vs {b['exact_ms_per_query']:.1f} ms/query exact, build "
+                               f"{x['build_s']:.0f} s, {x['memory_mb']:.0f} MB; fp16 flat {f16['memory_mb']:.0f} MB "
+                               f"(float32 {f16['float32_mb']:.0f}), max score error {f16['max_abs_score_error']:.1e}",
+              f"{x['speedup_vs_exact']:.0f}x", ">= 50x at 1M x 1024, recall >= 0.95")
+             for size, b in a["by_size"].items() for x, f16 in [(b["best"], b["fp16_flat"])]]
+    rows.append(("ann (SciFact)", "nDCG@10 ANN minus exact, MiniLM vectors: " + ", ".join(
+        f"{n} {d:+.4f}" for n, d in a["scifact"]["ndcg10_delta"].items()),
+        f"{a['scifact_ndcg10_delta']:+.4f}", "within 0.005"))
     lines = ["| benchmark | measured | ratio | goal |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
     return "\n".join(lines)

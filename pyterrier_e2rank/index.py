@@ -137,7 +137,8 @@ class E2RankIndex(FlexIndex):
         return ivfpq_retriever(self, **options)
 
     def faiss_hnsw_fp16_retriever(self, **options) -> pt.Transformer:
-        """HNSW over float16 vectors (``neighbours``, ``ef_construction``, ``ef_search``): ``ann.hnsw_fp16_retriever``."""
+        """HNSW over float16 vectors (``neighbours``, ``ef_construction``, ``ef_search``):
+        ``ann.hnsw_fp16_retriever``."""
         from .ann import hnsw_fp16_retriever
         return hnsw_fp16_retriever(self, **options)
 

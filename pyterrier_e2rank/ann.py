@@ -1,0 +1,263 @@
+"""Approximate nearest-neighbour search over an E2Rank index with FAISS: only what FlexIndex lacks.
+
+``E2RankIndex`` is a pyterrier-dr FlexIndex, so ``faiss_flat_retriever``, ``faiss_hnsw_retriever`` (the
+graph in ``hnsw_n-{M}_ef-{efC}.faiss``, the float32 vectors of ``vecs.f4`` read into RAM) and
+``faiss_ivf_retriever`` (IVF-flat: a second float32 copy) are used as they are. Added here, as
+retrievers built once from the index's vectors and stored inside its directory:
+
+- **IVF-PQ** (``faiss_ivfpq_retriever``): FlexIndex has only IVF-flat, whose memory is the float32
+  vectors again; product-quantised codes (``m`` sub-quantizers x ``nbits``) make a large index a fraction
+  of that. PQ scores alone miss recall, so ``refine=k'`` rescores the best ``k'`` codes exactly from the
+  memory-mapped ``vecs.f4`` (what brings recall@100 to 0.95).
+- **float16 storage** (``faiss_flat_fp16_retriever``, ``faiss_hnsw_fp16_retriever``): FlexIndex keeps
+  float32 only; FAISS's ``QT_fp16`` scalar quantizer halves RAM and disk, at a score error of about 1e-3
+  for unit vectors (``tests/test_ann.py`` bounds it).
+- **GPU**: IVF-PQ and flat-fp16 structures are searched on all GPUs (``index_cpu_to_all_gpus``) when
+  FAISS sees one (faiss-gpu installed); FlexIndex does this for flat search only. Builds stay on CPU.
+- **Safe, named structures**: FlexIndex writes its ``.faiss`` files in place, so a killed build leaves a
+  truncated file that is read later; here a structure is written to a private file under a lock and
+  moved into place (``io.atomic_file``), named by its build parameters (FlexIndex's convention: the
+  ``*.faiss`` of ``index.DERIVED_PATTERNS``, so an overwrite of the index removes it), and refused
+  when its vector count differs from the index's.
+- Results as ``index.retriever()`` gives them (``docno``, ``score``, ``rank``), arguments checked by
+  range, ``__eq__``/``__hash__`` for ``pt.Experiment``.
+
+Exact search (``index.retriever()``) stays the default: for small corpora it is fast and exact.
+"""
+import math
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+import pyterrier as pt
+
+from .checks import positive_int, stack_vectors
+from .io import CorruptArtifact, atomic_file
+
+_BLOCK = 65536  # vectors added per call while building: bounded memory on any corpus size
+
+
+def _faiss():
+    try:
+        import faiss
+    except ImportError:
+        raise ImportError("ANN search needs FAISS: pip install faiss-cpu (or faiss-gpu)") from None
+    return faiss
+
+
+def ivfpq_retriever(index, *, n_list: Optional[int] = None, m: Optional[int] = None, nbits: int = 8,
+                    train_sample: Optional[int] = None, n_probe: Optional[int] = None, refine: Optional[int] = None,
+                    num_results: int = 1000, gpu: Optional[bool] = None) -> "FaissAnnRetriever":
+    """IVF-PQ search: ``n_list`` inverted lists (default ~4 sqrt(N), a power of 2), ``m`` sub-quantizers of
+    ``nbits`` bits (default ``m`` = dim / 8; must divide dim), trained on ``train_sample`` vectors (default
+    39 per list, at most N); ``n_probe`` lists searched per query (default 16, at most ``n_list``);
+    ``refine``: that many PQ candidates rescored exactly from the stored vectors (``None``: PQ scores).
+    ``gpu``: None = when FAISS sees one."""
+    faiss = _faiss()
+    meta = index.meta
+    count, dim = meta["doc_count"], meta["vec_size"]
+    if n_list is None:
+        n_list = max(1, min(count, 1 << round(math.log2(4 * math.sqrt(count)))))
+    n_list = _in_range(n_list, "n_list", 1, count)
+    if m is None:
+        m = dim // 8 if dim % 8 == 0 else 1
+    m = positive_int(m, "m")
+    if dim % m:
+        raise ValueError(f"m must divide the vector size {dim}, got {m!r}")
+    nbits = _in_range(nbits, "nbits", 1, 16)
+    train_sample = min(count, max(39 * n_list, 2 ** nbits)) if train_sample is None else train_sample
+    train_sample = _in_range(train_sample, "train_sample", max(n_list, 2 ** nbits), count)
+    n_probe = _in_range(min(16, n_list) if n_probe is None else n_probe, "n_probe", 1, n_list)
+    num_results = positive_int(num_results, "num_results")
+    refine = positive_int(refine, "refine", minimum=num_results, allow_none=True)
+
+    def build():
+        structure = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, n_list, m, nbits, faiss.METRIC_INNER_PRODUCT)
+        structure.train(_sample(index, train_sample))
+        _add_all(index, structure)
+        return structure
+    name = f"ivfpq_nlist-{n_list}_m-{m}_nbits-{nbits}_train-{train_sample}.faiss"
+    return FaissAnnRetriever(index, name, build, method="faiss_ivfpq_retriever", num_results=num_results,
+                             n_probe=n_probe, refine=refine, gpu=gpu)
+
+
+def flat_fp16_retriever(index, *, num_results: int = 1000, gpu: Optional[bool] = None) -> "FaissAnnRetriever":
+    """Exhaustive search over float16 copies of the vectors: half the RAM of float32, scores off by ~1e-3."""
+    faiss = _faiss()
+    num_results = positive_int(num_results, "num_results")
+
+    def build():
+        structure = faiss.IndexScalarQuantizer(index.dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+        _add_all(index, structure)
+        return structure
+    return FaissAnnRetriever(index, "flat_fp16.faiss", build, method="faiss_flat_fp16_retriever",
+                             num_results=num_results, gpu=gpu)
+
+
+def hnsw_fp16_retriever(index, *, neighbours: int = 32, ef_construction: int = 100, ef_search: int = 128,
+                        num_results: int = 1000) -> "FaissAnnRetriever":
+    """HNSW whose stored vectors are float16 (FlexIndex's HNSW reads all float32 vectors into RAM): the
+    graph of ``neighbours`` links per node built with ``ef_construction``, searched with ``ef_search``.
+    HNSW has no FAISS GPU implementation; it runs on CPU."""
+    faiss = _faiss()
+    neighbours = positive_int(neighbours, "neighbours", minimum=2)
+    ef_construction = positive_int(ef_construction, "ef_construction")
+    ef_search = positive_int(ef_search, "ef_search")
+    num_results = positive_int(num_results, "num_results")
+
+    def build():
+        structure = faiss.IndexHNSWSQ(index.dim, faiss.ScalarQuantizer.QT_fp16, neighbours,
+                                      faiss.METRIC_INNER_PRODUCT)
+        structure.hnsw.efConstruction = ef_construction
+        _add_all(index, structure)
+        return structure
+    name = f"hnsw-fp16_n-{neighbours}_ef-{ef_construction}.faiss"
+    return FaissAnnRetriever(index, name, build, method="faiss_hnsw_fp16_retriever", num_results=num_results,
+                             ef_search=ef_search, gpu=False)
+
+
+class FaissAnnRetriever(pt.Transformer):
+    """Q frame with ``query_vec`` -> the top ``num_results`` documents of a FAISS structure stored in the
+    index directory (built there on first use), as ``docno``, ``score``, ``rank``; best first."""
+
+    def __init__(self, index, name: str, build, *, method: str, num_results: int, n_probe: Optional[int] = None,
+                 ef_search: Optional[int] = None, refine: Optional[int] = None, gpu: Optional[bool] = None,
+                 qbatch: int = 64):
+        self.index = index
+        self.name = name
+        self.method = method
+        self.num_results = positive_int(num_results, "num_results")
+        self.n_probe, self.ef_search, self.refine = n_probe, ef_search, refine
+        self.qbatch = positive_int(qbatch, "qbatch")
+        self._build = build
+        faiss = _faiss()
+        if gpu and faiss.get_num_gpus() == 0:
+            raise ValueError("gpu=True, but FAISS sees no GPU (faiss-gpu not installed, or no device)")
+        self.gpu = faiss.get_num_gpus() > 0 if gpu is None else bool(gpu)
+        self.structure = _structure(index, name, build, gpu=self.gpu)
+
+    @property
+    def path(self) -> Path:
+        """Where the structure is stored."""
+        return Path(self.index.index_path) / self.name
+
+    def _options(self):
+        return tuple((k, v) for k, v in (("n_probe", self.n_probe), ("ef_search", self.ef_search),
+                                          ("refine", self.refine), ("num_results", self.num_results))
+                     if v is not None)
+
+    def __repr__(self):
+        options = ", ".join(f"{k}={v}" for k, v in self._options())
+        return f"{self.index!r}.{self.method}({self.name!r}, {options})"
+
+    def __eq__(self, other):
+        return isinstance(other, FaissAnnRetriever) and (self.index, self.name, self._options(), self.gpu) == \
+            (other.index, other.name, other._options(), other.gpu)
+
+    def __hash__(self):
+        return hash((FaissAnnRetriever, self.index, self.name, self._options(), self.gpu))
+
+    def fuse_rank_cutoff(self, k: int) -> Optional[pt.Transformer]:
+        """``retriever % k`` asks for fewer results instead of cutting them afterwards."""
+        if k >= self.num_results:
+            return None
+        return FaissAnnRetriever(self.index, self.name, self._build, method=self.method, num_results=k,
+                                 n_probe=self.n_probe, ef_search=self.ef_search, refine=self.refine, gpu=self.gpu,
+                                 qbatch=self.qbatch)
+
+    def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
+        pt.validate.query_frame(inp, extra_columns=["query_vec"], context=self)
+        queries = inp.reset_index(drop=True)
+        if len(queries) == 0:
+            return queries.drop(columns=["query_vec"]).assign(
+                docno=pd.Series(dtype=str), score=pd.Series(dtype=float), rank=pd.Series(dtype=int))
+        query_vectors = stack_vectors(queries["query_vec"], queries["qid"].tolist(), self.index.dim,
+                                      "query_vec of qid")
+        scores, rows = self.search(query_vectors)
+        keep = rows >= 0  # FAISS pads with -1 when the probed lists hold fewer documents
+        counts = keep.sum(axis=1)
+        out = queries.drop(columns=["query_vec"]).loc[np.repeat(np.arange(len(queries)), counts)]
+        out = out.reset_index(drop=True)
+        out["docno"] = self.index.docnos().fwd[rows[keep]]
+        out["score"] = scores[keep].astype(np.float64)
+        out["rank"] = np.concatenate([np.arange(c) for c in counts])
+        return out
+
+    def search(self, query_vectors: np.ndarray):
+        """Top-k (scores, row ids; -1 for none) for each query, best first."""
+        query_vectors = np.ascontiguousarray(query_vectors, dtype=np.float32)
+        k = min(self.refine or self.num_results, self.index.meta["doc_count"])
+        parts = [self._search_batch(query_vectors[i:i + self.qbatch], k)
+                 for i in range(0, len(query_vectors), self.qbatch)]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def _search_batch(self, queries: np.ndarray, k: int):
+        faiss = _faiss()
+        if self.gpu:
+            if self.n_probe is not None:
+                faiss.GpuParameterSpace().set_index_parameter(self.structure, "nprobe", self.n_probe)
+            scores, rows = self.structure.search(queries, k)
+        else:
+            params = (faiss.SearchParametersIVF(nprobe=self.n_probe) if self.n_probe is not None else
+                      faiss.SearchParametersHNSW(efSearch=self.ef_search) if self.ef_search is not None else None)
+            scores, rows = self.structure.search(queries, k, params=params)
+        if self.refine is not None:
+            scores, rows = self._rescore(queries, rows)
+        return scores, rows
+
+    def _rescore(self, queries: np.ndarray, rows: np.ndarray):
+        """Exact scores of the candidates from the stored vectors (read in row order), best ``num_results``."""
+        vectors = self.index.payload(return_docnos=False)[0]
+        flat = rows.ravel()
+        valid = np.flatnonzero(flat >= 0)
+        order = valid[np.argsort(flat[valid], kind="stable")]
+        candidates = np.zeros((flat.size, queries.shape[1]), dtype=np.float32)
+        candidates[order] = vectors[flat[order]]
+        scores = np.einsum("qkd,qd->qk", candidates.reshape(*rows.shape, -1), queries)
+        scores[rows < 0] = -np.inf
+        k = min(self.num_results, rows.shape[1])
+        best = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        scores, rows = np.take_along_axis(scores, best, axis=1), np.take_along_axis(rows, best, axis=1)
+        rows[~np.isfinite(scores)] = -1
+        return scores, rows
+
+
+def _in_range(value, name: str, minimum: int, maximum: int) -> int:
+    value = positive_int(value, name, minimum=minimum)
+    if value > maximum:
+        raise ValueError(f"{name} must be an integer <= {maximum} here, got {value!r}")
+    return value
+
+
+def _structure(index, name: str, build, *, gpu: bool):
+    """The stored structure ``name`` of the index (built and stored atomically if absent), checked
+    against the index's vector count; kept in the index's cache, and on the GPUs when ``gpu``."""
+    faiss = _faiss()
+    key = ("e2rank_ann", name, gpu)
+    if key not in index._cache:
+        path = Path(index.index_path) / name
+        if path.exists():
+            structure = faiss.read_index(str(path))
+        else:
+            structure = build()
+            with atomic_file(path, mode="wb") as out:
+                faiss.write_index(structure, faiss.PyCallbackIOWriter(out.write))
+        if structure.ntotal != index.meta["doc_count"]:
+            raise CorruptArtifact(f"{path} holds {structure.ntotal} vectors, the index {index.meta['doc_count']}: it "
+                                  f"was not built from this index; delete it to rebuild")
+        index._cache[key] = faiss.index_cpu_to_all_gpus(structure) if gpu else structure
+    return index._cache[key]
+
+
+def _sample(index, count: int) -> np.ndarray:
+    """``count`` vectors drawn without replacement (seeded), read in row order from the memory map."""
+    vectors = index.payload(return_docnos=False)[0]
+    rows = np.sort(np.random.default_rng(0).choice(len(vectors), size=count, replace=False))
+    return np.ascontiguousarray(vectors[rows], dtype=np.float32)
+
+
+def _add_all(index, structure) -> None:
+    vectors = index.payload(return_docnos=False)[0]
+    for start in range(0, len(vectors), _BLOCK):
+        structure.add(np.ascontiguousarray(vectors[start:start + _BLOCK], dtype=np.float32))
