@@ -19,6 +19,10 @@ from .data import DataError, build_from_dataset, from_pairs, from_rankllm, read_
 from .trainer import ENCODER_POOLINGS, TrainConfig, train
 
 
+#: accelerate's trackers (each needs its own package: ``tensorboard``, ``wandb``, ...).
+_TRACKERS = ("tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "swanlab", "trackio", "all")
+
+
 def load_examples(path: str):
     """Stage-II records, or stage-I pairs (recognised by their ``pos`` field)."""
     first = next((line for _, line in numbered_lines(path, error=DataError)), "")
@@ -26,7 +30,7 @@ def load_examples(path: str):
 
 
 def _train_command(args) -> int:
-    refuse_output_as_input(args.output, model=args.model, data=args.data)
+    refuse_output_as_input(args.output, model=args.model, data=args.data, eval_data=args.eval_data)
     given = vars(args)
     config = TrainConfig(**{f.name: given[f.name] for f in fields(TrainConfig) if f.name in given})
     examples = load_examples(args.data)
@@ -81,6 +85,22 @@ def register(subparsers) -> None:
                    help="train LoRA adapters of this rank (merged when saved)")
     p.add_argument("--seed", type=arguments.seed, default=0)
     p.add_argument("--log-every", type=arguments.positive_int, default=10)
+    p.add_argument("--max-grad-norm", type=arguments.non_negative_float, default=1.0,
+                   help="clip the gradients' total norm to this (0: no clipping; the norm is logged either way)")
+    p.add_argument("--save-every", type=arguments.positive_int,
+                   help="steps between resumable states, kept (the last two) in .<output>.state beside the output")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the newest state in .<output>.state (none yet: start from the beginning); "
+                   "refused if it was made with other settings or data")
+    p.add_argument("--eval-every", type=arguments.positive_int,
+                   help="steps between evaluations (loss and the PRF reranker's nDCG@10) on --eval-data or "
+                   "--eval-fraction")
+    p.add_argument("--eval-data", help="stage-II JSONL records to evaluate on")
+    p.add_argument("--eval-fraction", type=arguments.fraction,
+                   help="share of the training records held out for evaluation instead (chosen by --seed)")
+    p.add_argument("--log-with", nargs="+", choices=_TRACKERS, metavar="TRACKER",
+                   help=f"accelerate trackers to log to ({', '.join(_TRACKERS)})")
+    p.add_argument("--logging-dir", help="the trackers' files (default: <output>.logs)")
     p.set_defaults(func=_train_command)
 
     p = subparsers.add_parser("build-data", help="make stage-II JSONL records for 'train'")
