@@ -3,6 +3,8 @@ what is absent), the tiny random Qwen3 from the benchmarks' builder, MiniLM, and
 
 The repository and ``tests/`` go on ``sys.path`` so tests import ``benchmarks`` and the pure helpers in
 ``tests/fixtures/`` the same way under any import mode; no test imports another test module or this file."""
+import gzip
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -89,3 +91,25 @@ def scifact():
     subprocess.run(["bash", str(tool)], check=True, capture_output=True)
     import pyterrier as pt
     return pt.get_dataset("irds:beir/scifact/test")
+
+
+@pytest.fixture(scope="session")
+def small_scifact(scifact, shared_path, tmp_path_factory):
+    """A BEIR folder of SciFact cut small: its first 60 documents plus those judged for its first 3 test
+    queries, which are its topics (for the README and notebook tests, which run whole pipelines)."""
+    num_docs, num_queries = 60, 3
+    folder = tmp_path_factory.mktemp("scifact-small")
+    qrels = scifact.get_qrels()
+    qids = scifact.get_topics()["qid"].head(num_queries).tolist()
+    judged = set(qrels[qrels["qid"].isin(qids)]["docno"])
+    with gzip.open(shared_path("data", "scifact", "corpus.jsonl.gz"), "rt") as corpus, \
+            open(folder / "corpus.jsonl", "w") as out:
+        for number, line in enumerate(corpus):
+            if number < num_docs or json.loads(line)["_id"] in judged:
+                out.write(line)
+    (folder / "queries.jsonl").write_text("".join(
+        json.dumps({"_id": q, "text": t}) + "\n" for q, t in scifact.get_topics().head(num_queries).values))
+    (folder / "qrels").mkdir()
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"{q}\t{d}\t{r}\n" for q, d, r in qrels[qrels["qid"].isin(qids)][["qid", "docno", "label"]].values))
+    return folder

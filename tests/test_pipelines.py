@@ -60,17 +60,3 @@ def test_example_script_runs(tmp_path, tiny_qwen_dir, scifact, repo_dir):
     table = example.main(["--model", str(tiny_qwen_dir), "--index-dir", str(tmp_path / "pisa"),
                           "--num-queries", "2", "--top-k", "10"])
     assert list(table["name"]) == ["bm25", "bm25>>e2rank"]
-
-
-def test_course_notebook_runs(tmp_path, tiny_qwen_dir, scifact, monkeypatch, repo_dir):
-    """Every code cell of the notebook, in order, on the tiny model and two queries."""
-    monkeypatch.setenv("E2RANK_EXAMPLE_MODEL", str(tiny_qwen_dir))
-    monkeypatch.setenv("E2RANK_EXAMPLE_QUERIES", "2")
-    monkeypatch.setenv("E2RANK_EXAMPLE_INDEX_DIR", str(tmp_path))
-    notebook = json.loads((repo_dir / "examples" / "e2rank_scifact.ipynb").read_text())
-    namespace = {}
-    for cell in notebook["cells"]:
-        if cell["cell_type"] == "code":
-            exec(compile("".join(cell["source"]), "notebook", "exec"), namespace)
-    assert list(namespace["table"]["name"]) == ["bm25", "bm25>>e2rank", "dense", "dense>>e2rank"]
-    assert namespace["e2rank"].stats.texts == 4  # one prompt per query per reranked system

@@ -7,7 +7,6 @@ first documents plus those judged for three test queries, and the topics are tho
 Pyserini block gets the JSONL collection and the Lucene index (``--storeRaw``) it expects. A block that
 cannot run here is marked in the README by ``<!-- test: why -->`` right before it; the set of marked
 blocks is asserted, so a new one is a deliberate choice."""
-import gzip
 import json
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import pytest
 from pyterrier_e2rank.data import corpus_iter
 
 README_MODEL = '"Alibaba-NLP/E2Rank-0.6B"'
-NUM_DOCS, NUM_QUERIES = 60, 3
+NUM_QUERIES = 3  # the small_scifact fixture's
 #: Blocks marked ``<!-- test: ... -->`` (not run), by their first line: none today.
 MARKED = set()
 
@@ -47,26 +46,6 @@ def substituted(code: str, replacements: dict) -> str:
 
 
 @pytest.fixture(scope="module")
-def small_scifact(scifact, shared_path, tmp_path_factory):
-    """A BEIR folder of SciFact: its first documents plus those judged for the first test queries."""
-    folder = tmp_path_factory.mktemp("scifact-small")
-    qrels = scifact.get_qrels()
-    qids = scifact.get_topics()["qid"].head(NUM_QUERIES).tolist()
-    judged = set(qrels[qrels["qid"].isin(qids)]["docno"])
-    with gzip.open(shared_path("data", "scifact", "corpus.jsonl.gz"), "rt") as corpus, \
-            open(folder / "corpus.jsonl", "w") as out:
-        for number, line in enumerate(corpus):
-            if number < NUM_DOCS or json.loads(line)["_id"] in judged:
-                out.write(line)
-    (folder / "queries.jsonl").write_text("".join(
-        json.dumps({"_id": q, "text": t}) + "\n" for q, t in scifact.get_topics().head(NUM_QUERIES).values))
-    (folder / "qrels").mkdir()
-    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
-        f"{q}\t{d}\t{r}\n" for q, d, r in qrels[qrels["qid"].isin(qids)][["qid", "docno", "label"]].values))
-    return folder
-
-
-@pytest.fixture(scope="module")
 def pyserini_inputs(small_scifact, tmp_path_factory):
     """``collection/`` (Pyserini JSONL) and ``indexes/lucene`` (stored raw), as the Pyserini block expects."""
     pytest.importorskip("pyserini", reason="Pyserini is not installed (scripts/install-pyserini.sh installs it)")
@@ -91,6 +70,8 @@ def test_every_python_block_of_the_readme_runs(repo_dir, small_scifact, pyserini
         'pt.get_dataset("irds:beir/scifact/test")': f"__import__('pyterrier_e2rank.data').data.dataset({str(small_scifact)!r})",
         "dataset.get_topics()": f"dataset.get_topics().head({NUM_QUERIES})",
         '"path/to/my-beir-folder"': repr(str(small_scifact)),
+        # the JVM resolves relative paths against its own start directory, not the test's
+        '"indexes/lucene"': repr(str(pyserini_inputs / "indexes" / "lucene")),
     }
     used = set()
     monkeypatch.chdir(pyserini_inputs)
