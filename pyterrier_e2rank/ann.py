@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import pandas as pd
 import pyterrier as pt
 
-from .checks import positive_int, stack_vectors
+from .checks import positive_int
 from .io import CorruptArtifact, atomic_file
+from .retriever import VectorSearch
 
 _BLOCK = 65536  # vectors added per call while building: bounded memory on any corpus size
 
@@ -117,7 +117,7 @@ def hnsw_fp16_retriever(index, *, neighbours: int = 32, ef_construction: int = 1
                              ef_search=ef_search, gpu=False)
 
 
-class FaissAnnRetriever(pt.Transformer):
+class FaissAnnRetriever(VectorSearch):
     """Q frame with ``query_vec`` -> the top ``num_results`` documents of a FAISS structure stored in the
     index directory (built there on first use), as ``docno``, ``score``, ``rank``; best first."""
 
@@ -166,23 +166,6 @@ class FaissAnnRetriever(pt.Transformer):
                                  n_probe=self.n_probe, ef_search=self.ef_search, refine=self.refine, gpu=self.gpu,
                                  qbatch=self.qbatch)
 
-    def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
-        pt.validate.query_frame(inp, extra_columns=["query_vec"], context=self)
-        queries = inp.reset_index(drop=True)
-        if len(queries) == 0:
-            return queries.drop(columns=["query_vec"]).assign(
-                docno=pd.Series(dtype=str), score=pd.Series(dtype=float), rank=pd.Series(dtype=int))
-        query_vectors = stack_vectors(queries["query_vec"], queries["qid"].tolist(), self.index.dim,
-                                      "query_vec of qid")
-        scores, rows = self.search(query_vectors)
-        keep = rows >= 0  # FAISS pads with -1 when the probed lists hold fewer documents
-        counts = keep.sum(axis=1)
-        out = queries.drop(columns=["query_vec"]).loc[np.repeat(np.arange(len(queries)), counts)]
-        out = out.reset_index(drop=True)
-        out["docno"] = self.index.docnos().fwd[rows[keep]]
-        out["score"] = scores[keep].astype(np.float64)
-        out["rank"] = np.concatenate([np.arange(c) for c in counts])
-        return out
 
     def search(self, query_vectors: np.ndarray):
         """Top-k (scores, row ids; -1 for none) for each query, best first."""

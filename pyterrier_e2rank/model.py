@@ -12,7 +12,7 @@ from .checks import check_encodable, check_finite, positive_int
 from .fingerprint import weights_digest
 from .loading import Pooling, read_pooling, read_prompt_settings, resolve_model_path
 from .pooling import pad_batch, pool
-from .prompt import DEFAULT_RERANK_TASK, ListwisePrompt
+from .prompt import ListwisePrompt
 from .text import DEFAULT_QUERY_TASK, DOC_MAX_WORDS, doc_token_cap, format_query, truncate_words
 
 DEFAULT_MODEL = "Alibaba-NLP/E2Rank-0.6B"

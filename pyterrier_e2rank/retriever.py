@@ -15,7 +15,36 @@ from .equality import EqualBySettings
 from .checks import positive_int, stack_vectors
 
 
-class E2RankRetriever(EqualBySettings, pt.Transformer):
+class VectorSearch(pt.Transformer):
+    """Q frame with ``query_vec`` -> ranked documents, from ``self.search(vectors) -> (scores, rows)``
+    (rows of the index, best first; -1 where a structure found fewer): the frame handling every dense
+    retriever of ours shares (exact here, FAISS in ``ann.py``)."""
+
+    index = None
+
+    def search(self, query_vectors: np.ndarray):
+        raise NotImplementedError
+
+    def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
+        pt.validate.query_frame(inp, extra_columns=["query_vec"], context=self)
+        queries = inp.reset_index(drop=True)
+        if len(queries) == 0:
+            return queries.drop(columns=["query_vec"]).assign(
+                docno=pd.Series(dtype=str), score=pd.Series(dtype=float), rank=pd.Series(dtype=int))
+        query_vectors = stack_vectors(queries["query_vec"], queries["qid"].tolist(), self.index.dim,
+                                      "query_vec of qid")
+        scores, rows = self.search(query_vectors)
+        keep = rows >= 0
+        counts = keep.sum(axis=1)
+        out = queries.drop(columns=["query_vec"]).loc[np.repeat(np.arange(len(queries)), counts)]
+        out = out.reset_index(drop=True)
+        out["docno"] = self.index.docnos().fwd[rows[keep]]
+        out["score"] = scores[keep].astype(np.float64)
+        out["rank"] = np.concatenate([np.arange(c) for c in counts])
+        return out
+
+
+class E2RankRetriever(EqualBySettings, VectorSearch):
     """Q frame with ``query_vec`` -> top ``num_results`` documents by dot product, best first."""
 
     def __init__(self, index, *, num_results: int = 1000, verbose: bool = False, block_size: int = 65536):
@@ -34,22 +63,6 @@ class E2RankRetriever(EqualBySettings, pt.Transformer):
         """``retriever % k`` asks for fewer results instead of cutting them afterwards."""
         return E2RankRetriever(self.index, num_results=min(k, self.num_results), verbose=self.verbose,
                                block_size=self.block_size)
-
-    def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
-        pt.validate.query_frame(inp, extra_columns=["query_vec"], context=self)
-        queries = inp.reset_index(drop=True)
-        if len(queries) == 0:
-            return queries.drop(columns=["query_vec"]).assign(
-                docno=pd.Series(dtype=str), score=pd.Series(dtype=float), rank=pd.Series(dtype=int))
-        query_vectors = stack_vectors(queries["query_vec"], queries["qid"].tolist(), self.index.dim,
-                                      "query_vec of qid")
-        scores, rows = self.search(query_vectors)
-        k = rows.shape[1]
-        out = queries.drop(columns=["query_vec"]).loc[np.repeat(np.arange(len(queries)), k)].reset_index(drop=True)
-        out["docno"] = self.index.docnos().fwd[rows.ravel()]
-        out["score"] = scores.ravel().astype(np.float64)
-        out["rank"] = np.tile(np.arange(k), len(queries))
-        return out
 
     def search(self, query_vectors: np.ndarray):
         """Top-k (scores, row ids) for each query, best first, over all vectors."""

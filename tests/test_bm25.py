@@ -1,6 +1,5 @@
 """``pisa_bm25`` against BM25 written out here: repeated query terms count (as in Pyserini and Terrier),
 PISA's options are reachable, and ``verbose=False`` keeps PISA's C++ log off fds 1 and 2."""
-import ctypes
 import math
 import os
 import subprocess

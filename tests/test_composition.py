@@ -9,7 +9,7 @@ import pyterrier as pt
 import pytest
 from ir_measures import nDCG
 
-from pyterrier_e2rank import E2Rank, E2RankIndex
+from pyterrier_e2rank import E2Rank
 
 DOCS = pd.DataFrame({"docno": [f"d{i}" for i in range(40)],
                      "text": [f"document {i} on gene {i % 7}, virus {i % 5} and dose {i % 3}" for i in range(40)]})

@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pyterrier_e2rank import E2Rank, E2RankIndex, IndexModelMismatch
+from pyterrier_e2rank import E2Rank, IndexModelMismatch
 
 from fixtures.docs import make_docs
 

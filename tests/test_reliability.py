@@ -1,10 +1,8 @@
 """Reliability of the core: model identity, atomic and exclusive index writes, indexes verified when
 opened, identifiers and values kept exactly or refused, arguments checked by range, errors by name."""
 import json
-import os
 import subprocess
 import sys
-import textwrap
 import time
 
 import numpy as np
