@@ -15,13 +15,9 @@ from pyterrier_e2rank.app.cli import train_main
 from pyterrier_e2rank.training.data import DataError, ListwiseExample, from_pairs, read_listwise, read_pairs, write_jsonl
 from pyterrier_e2rank.training.trainer import TrainConfig, train
 
-RECORDS = [
-    {"query": "what do fibroblasts secrete", "document": ["collagen and ground substance", "bone is hard",
-                                                          "fibroblasts make the extracellular matrix"],
-     "ranking": [3, 1, 2]},
-    {"query": "capital of france", "document": ["paris is the capital of france", "lyon is a city", "berlin"],
-     "ranking": [1, 3, 2]},
-]
+from fixtures.training_records import RECORDS as ALL_RECORDS
+
+RECORDS = ALL_RECORDS[:2]
 
 
 def _write(path, records) -> str:

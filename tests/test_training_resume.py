@@ -16,17 +16,7 @@ from pyterrier_e2rank.app.cli import train_main
 from pyterrier_e2rank.training.data import ListwiseExample
 from pyterrier_e2rank.training.trainer import TrainConfig, train
 
-RECORDS = [
-    {"query": "what do fibroblasts secrete", "document": ["collagen and ground substance", "bone is hard",
-                                                          "fibroblasts make the extracellular matrix"],
-     "ranking": [3, 1, 2]},
-    {"query": "capital of france", "document": ["paris is the capital of france", "lyon is a city", "berlin"],
-     "ranking": [1, 3, 2]},
-    {"query": "how tall is everest", "document": ["k2 is a mountain", "everest is 8849 metres tall",
-                                                  "mountains are high", "the alps"], "ranking": [2, 3, 1, 4]},
-    {"query": "boiling point of water", "document": ["water boils at 100 degrees celsius", "ice is cold",
-                                                     "steam is hot water vapour"], "ranking": [1, 3, 2]},
-]
+from fixtures.training_records import RECORDS
 
 # Three records to train on (one held out), batches of 1 accumulated twice: step 1 is batches 1-2 of epoch 0,
 # step 2 its last batch alone, step 3 batches 1-2 of epoch 1; a state after each step, an evaluation too.
