@@ -100,6 +100,23 @@ def _chunks(records: Iterable, size: int):
         yield chunk
 
 
+class UniqueIds:
+    """The first position of every id added so far; an id added twice is refused with both positions
+    (a repeated docno would give one document two vectors, or another document's)."""
+
+    def __init__(self, what: str, source: str):
+        self.what, self.source = what, source
+        self._first: Dict[str, int] = {}
+
+    def add(self, ids: Sequence[str]) -> None:
+        for id_ in ids:
+            position = len(self._first)
+            first = self._first.setdefault(id_, position)
+            if first != position:
+                raise ValueError(f"duplicate {self.what}: {self.what} {id_!r} repeated: documents {first} and "
+                                 f"{position} of the {self.source}; nothing was written")
+
+
 class IndexWriter:
     """Writes (docnos, vectors) into a new index, used as a context manager::
 
@@ -117,7 +134,7 @@ class IndexWriter:
         self.encoder = encoder
         self.dim = positive_int(dim, "dim")
         self.docnos: List[str] = []
-        self._seen: Dict[str, int] = {}
+        self._unique = UniqueIds("docno", "corpus")
         self._build = contextlib.ExitStack()
         self._staging = self._build.enter_context(
             atomic_directory(self.path, owned=own_entries, overwrite=overwrite, what="E2Rank index"))
@@ -134,11 +151,7 @@ class IndexWriter:
             raise ValueError(f"expected vectors of shape ({len(docnos)}, {self.dim}), got {vectors.shape}")
         docnos = [identifier(d, "docno", f"document {len(self.docnos) + i}") for i, d in enumerate(docnos)]
         check_finite(vectors, docnos, "the vector of docno")
-        for i, docno in enumerate(docnos):
-            first = self._seen.setdefault(docno, len(self.docnos) + i)
-            if first != len(self.docnos) + i:
-                raise ValueError(f"duplicate docno {docno!r}: documents {first} and {len(self.docnos) + i} of the "
-                                 f"corpus; nothing was written")
+        self._unique.add(docnos)
         self._vectors.write(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
         self.docnos.extend(docnos)
 

@@ -19,7 +19,7 @@ from .checks import identifier
 from pyterrier_dr import FlexIndex
 
 from .index import as_index, check_fingerprint
-from .indexing import IndexWriter, encode_corpus
+from .indexing import IndexWriter, UniqueIds, encode_corpus
 from .io import CorruptArtifact, FileFormatError, atomic_directory, numbered_lines, refuse_output_as_input
 from .text import join_title
 
@@ -129,14 +129,11 @@ def write_faiss_index(model, collection: Union[str, os.PathLike, Iterable[dict]]
                                                  overwrite=overwrite)) if pyterrier_index is not None else None
         faiss_index = faiss.IndexFlatIP(model.dim)
         docids: List[str] = []
-        first_of: Dict[str, int] = {}
+        unique = UniqueIds("docid", "collection")
         progress = build.enter_context(pt.tqdm(desc="encoding collection", unit="doc")) if verbose else None
         for chunk in encode_corpus(model, docs, chunk_size=chunk_size, progress=progress):
             ids, vectors = chunk.docnos, chunk.vectors
-            for position, docid in enumerate(ids, start=len(docids)):
-                if first_of.setdefault(docid, position) != position:
-                    raise ValueError(f"docid {docid!r} repeated: documents {first_of[docid]} and {position} of "
-                                     f"the collection; nothing was written")
+            unique.add(ids)
             faiss_index.add(vectors)
             docids.extend(ids)
             if writer is not None:
