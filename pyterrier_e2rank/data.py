@@ -19,6 +19,7 @@ from typing import Callable, Iterable, Iterator, Optional, Union
 import pandas as pd
 import pyterrier as pt
 
+from .equality import EqualBySettings
 from .io import FileFormatError, numbered_lines
 from .text import join_title
 
@@ -101,7 +102,7 @@ def corpus_iter(dataset, *, verbose: bool = False) -> Iterable[dict]:
     return pt.utils.GeneratorLen(records, len(docs))
 
 
-class DocumentText(pt.Transformer):
+class DocumentText(EqualBySettings, pt.Transformer):
     """Adds ``text`` (title joined) to a result frame by ``docno``, from the dataset's document store."""
 
     def __init__(self, dataset, *, verbose: bool = False):
@@ -112,11 +113,8 @@ class DocumentText(pt.Transformer):
     def __repr__(self):
         return f"DocumentText({self.dataset!r})"
 
-    def __eq__(self, other):  # equal for the same collection, so pt.Experiment(plan="tree") shares it
-        return isinstance(other, DocumentText) and (repr(self.dataset), self.fields) == (repr(other.dataset), other.fields)
-
-    def __hash__(self):
-        return hash((DocumentText, repr(self.dataset), tuple(self.fields)))
+    def _settings(self) -> tuple:  # the same collection: equal, so pt.Experiment(plan="tree") shares it
+        return repr(self.dataset), tuple(self.fields)
 
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
         pt.validate.columns(inp, includes=["docno"], context=self)
