@@ -66,6 +66,27 @@ def test_experiment_counts_are_refused_naming_the_option(option, value, capsys):
     assert f"argument {option}: must be an integer >= 1, got '{value}'" in capsys.readouterr().err
 
 
+def test_the_installed_command_prints_a_user_error_as_one_line_and_exits_2(files):
+    """The file named, no Python traceback; E2RANK_TRACEBACK=1 brings it back."""
+    import os
+    import subprocess
+    import sys
+    command = [sys.executable, "-m", "pyterrier_e2rank.app.cli", *rerank_args(files, **{"--output": files / "bm25.run"})]
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "E2RANK_TRACEBACK": "0"})
+    assert done.returncode == 2
+    assert done.stderr.startswith("e2rank: error: ") and "input run" in done.stderr
+    assert "Traceback" not in done.stderr
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "E2RANK_TRACEBACK": "1"})
+    assert done.returncode == 1 and "Traceback" in done.stderr and "ValueError" in done.stderr
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch, capsys):
+    from pyterrier_e2rank.app import cli
+    monkeypatch.setattr(cli, "main", lambda: None + 1)
+    with pytest.raises(TypeError):
+        cli.console()
+
+
 def test_every_number_of_every_subcommand_is_range_checked():
     """A plain ``type=int`` or ``type=float`` would take 0, negatives or nan; only ``choices`` bound one."""
     from pyterrier_e2rank.app import arguments

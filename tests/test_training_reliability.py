@@ -143,8 +143,8 @@ def test_e2rank_train_is_the_e2rank_command(monkeypatch, argv):
     assert seen[0] == seen[1] == seen[2]
     assert seen[0]["command"] == ("build-data" if argv[0] == "build-data" else "train")
     scripts = {e.name: e.value for e in entry_points(group="console_scripts")}
-    assert scripts["e2rank"] == "pyterrier_e2rank.app.cli:main"
-    assert scripts["e2rank-train"] == "pyterrier_e2rank.app.cli:train_main"
+    assert scripts["e2rank"] == "pyterrier_e2rank.app.cli:console"
+    assert scripts["e2rank-train"] == "pyterrier_e2rank.app.cli:train_console"
 
 
 @pytest.mark.parametrize("source", [["dataset", "--dataset", "irds:beir/scifact/train"], ["pairs", "--input", "x"]])

@@ -1,9 +1,12 @@
 """``e2rank``: the command line. Each module registers its own subcommands; numbers are checked by the
-types of ``arguments``."""
+types of ``arguments``. ``main`` raises (the tests call it); the installed commands (``console``) print
+what the user got wrong as ``e2rank: error: ...`` and exit 2, as argparse does for a bad option."""
 import argparse
+import os
 import sys
-from typing import List, Optional
+from typing import Callable, List, Optional
 
+from ..io import ArtifactLocked
 from ..training import cli as training
 from . import experiment, index_command, runs
 
@@ -34,5 +37,36 @@ def train_main(argv: Optional[List[str]] = None) -> int:
     return main(e2rank_argv(sys.argv[1:] if argv is None else argv))
 
 
+#: What a command raises for its user's input or environment; our messages name the file:line, docno,
+#: path or argument. Anything else is a bug in the library and keeps its traceback.
+USER_ERRORS = (ValueError, OSError, KeyError, ImportError, ArtifactLocked)
+
+
+def _reporting_errors(command: Callable[[], int]) -> int:
+    """Run ``command``; a user error becomes one line on stderr and exit status 2 (the traceback too when
+    ``E2RANK_TRACEBACK=1``), an interrupt exit status 130."""
+    try:
+        return command()
+    except KeyboardInterrupt:
+        print("e2rank: interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as error:
+        if os.environ.get("E2RANK_TRACEBACK") == "1":
+            raise
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"e2rank: error: {message}\n(set E2RANK_TRACEBACK=1 for the traceback)", file=sys.stderr)
+        return 2
+
+
+def console() -> int:
+    """The installed ``e2rank``."""
+    return _reporting_errors(main)
+
+
+def train_console() -> int:
+    """The installed ``e2rank-train``."""
+    return _reporting_errors(train_main)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console())
