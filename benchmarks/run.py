@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import (ann, encode_throughput, fingerprint, index_sharded, rerank_reuse, retrieval_scale,  # noqa: E402
                         vs_generative)
-from benchmarks.common import machine  # noqa: E402
+from benchmarks.common import machine, timer  # noqa: E402
 
 SETTINGS = {
     "quick": {"reuse_queries": 3, "generative_layers": 2, "generative_queries": 2, "encode_docs": 256,
@@ -27,24 +27,30 @@ SETTINGS = {
 
 def run_all(quick: bool, workdir: Path, model: str) -> dict:
     s = SETTINGS["quick" if quick else "full"]
-    data = {"machine": machine(), "mode": "quick" if quick else "full"}
-    print("rerank_reuse ...", flush=True)
-    data["rerank_reuse"] = rerank_reuse.run(workdir, model_path=model, num_queries=s["reuse_queries"], label=model)
-    print("vs_generative ...", flush=True)
-    data["vs_generative"] = vs_generative.run(workdir, num_layers=s["generative_layers"],
-                                              num_queries=s["generative_queries"])
-    print("encode_throughput ...", flush=True)
-    data["encode_throughput"] = encode_throughput.run(workdir, model_path=model, num_docs=s["encode_docs"], label=model)
-    print("retrieval_scale ...", flush=True)
-    scales = [retrieval_scale.run(workdir, num_docs=s["scale_docs"], dim=d) for d in s["scale_dims"]]
-    data["retrieval_scale"] = {**scales[0], "by_dim": {str(r["dim"]): r for r in scales}}
-    print("fingerprint ...", flush=True)
-    data["fingerprint"] = fingerprint.run(workdir, minilm=model)
-    print("index_sharded ...", flush=True)
-    data["index_sharded"] = index_sharded.run(workdir, model_path=model, num_docs=s["sharded_docs"])
-    print("ann ...", flush=True)
-    data["ann"] = run_ann(workdir, s["ann"])
+    data = {"machine": machine(), "mode": "quick" if quick else "full", "elapsed_s": {}}
+    sections = {
+        "rerank_reuse": lambda: rerank_reuse.run(workdir, model_path=model, num_queries=s["reuse_queries"],
+                                                 label=model),
+        "vs_generative": lambda: vs_generative.run(workdir, num_layers=s["generative_layers"],
+                                                   num_queries=s["generative_queries"]),
+        "encode_throughput": lambda: encode_throughput.run(workdir, model_path=model, num_docs=s["encode_docs"],
+                                                           label=model),
+        "retrieval_scale": lambda: run_scale(workdir, s["scale_docs"], s["scale_dims"]),
+        "fingerprint": lambda: fingerprint.run(workdir, minilm=model),
+        "index_sharded": lambda: index_sharded.run(workdir, model_path=model, num_docs=s["sharded_docs"]),
+        "ann": lambda: run_ann(workdir, s["ann"]),
+    }
+    for name, section in sections.items():
+        print(f"{name} ...", flush=True)
+        with timer(data["elapsed_s"], name):
+            data[name] = section()
+        print(f"{name}: {data['elapsed_s'][name]:.0f} s", flush=True)
     return data
+
+
+def run_scale(workdir: Path, num_docs: int, dims: list) -> dict:
+    scales = [retrieval_scale.run(workdir, num_docs=num_docs, dim=d) for d in dims]
+    return {**scales[0], "by_dim": {str(r["dim"]): r for r in scales}}
 
 
 def run_ann(workdir: Path, settings: list) -> dict:
