@@ -1,8 +1,9 @@
 """ann: FAISS ANN retrievers (``pyterrier_e2rank.ann`` and FlexIndex's HNSW) against exact search.
 
-Synthetic vectors are a Gaussian mixture (``centres`` unit centres, each vector a centre plus isotropic
-noise of the same norm, normalised: cosine ~0.7 to its centre), because real embeddings cluster and
-uniform random unit vectors, which have no neighbourhoods, are ANN's worst case. Queries come from the
+Synthetic vectors are a Gaussian mixture (unit centres, one per ``DOCS_PER_CENTRE`` vectors by default,
+each vector a centre plus isotropic noise of the same norm, normalised: cosine ~0.7 to its centre),
+because real embeddings cluster and uniform random unit vectors, which have no neighbourhoods, are
+ANN's worst case; the same density at every size keeps sizes comparable. Queries come from the
 same mixture. recall@100 = |ANN top 100 & exact top 100| / 100; speed-up = exact ms/query over ANN
 ms/query, both on one frame of ``num_queries`` queries; memory = the stored structure's size (what
 a search process holds in RAM; FlexIndex's HNSW also reads ``vecs.f4``, counted for it). SciFact: the
@@ -11,6 +12,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -19,6 +21,7 @@ from pyterrier_e2rank.indexing import IndexWriter
 
 SCIFACT_INDEX = Path(__file__).resolve().parents[1] / "indexes" / "beir_scifact" / "dense.all-minilm-l6-v2"
 RECALL_GOAL = 0.95
+DOCS_PER_CENTRE = 500
 
 
 def clustered(rng, n: int, dim: int, centres: np.ndarray) -> np.ndarray:
@@ -66,9 +69,10 @@ def _measure(name: str, make, frame, exact_top, exact_ms, k: int, files, builds:
             "memory_mb": sum(os.path.getsize(f) for f in files) / 2**20}
 
 
-def run(workdir, *, num_docs: int, dim: int, num_centres: int = 2000, num_queries: int = 100, k: int = 100,
-        ef_search=(64, 128, 256), n_probe=(16, 32, 64), refine: int = 1000, hnsw_fp32: bool = True,
+def run(workdir, *, num_docs: int, dim: int, num_centres: Optional[int] = None, num_queries: int = 100,
+        k: int = 100, ef_search=(64, 128, 256), n_probe=(16, 32, 64), refine: int = 1000, hnsw_fp32: bool = True,
         ef_construction: int = 100) -> dict:
+    num_centres = num_centres or max(1, num_docs // DOCS_PER_CENTRE)
     path = Path(workdir) / f"clustered-{num_docs}x{dim}"
     started = time.perf_counter()
     index, centres = build_clustered_index(path, num_docs=num_docs, dim=dim, num_centres=num_centres)
