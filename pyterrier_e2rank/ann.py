@@ -25,6 +25,7 @@ retrievers built once from the index's vectors and stored inside its directory:
 Exact search (``index.retriever()``) stays the default: for small corpora it is fast and exact.
 """
 import math
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -36,6 +37,7 @@ from .io import CorruptArtifact, atomic_file
 from .retriever import VectorSearch
 
 _BLOCK = 65536  # vectors added per call while building: bounded memory on any corpus size
+_POINTS_PER_CENTROID = 39  # FAISS's k-means asks for this many training vectors per centroid
 
 
 def _faiss():
@@ -51,7 +53,7 @@ def ivfpq_retriever(index, *, n_list: Optional[int] = None, m: Optional[int] = N
                     num_results: int = 1000, gpu: Optional[bool] = None) -> "FaissAnnRetriever":
     """IVF-PQ search: ``n_list`` inverted lists (default ~4 sqrt(N), a power of 2), ``m`` sub-quantizers of
     ``nbits`` bits (default ``m`` = dim / 8; must divide dim), trained on ``train_sample`` vectors (default
-    39 per list, at most N); ``n_probe`` lists searched per query (default 16, at most ``n_list``);
+    39 per centroid of the lists and of each sub-quantizer, at most N; fewer gives one warning); ``n_probe`` lists searched per query (default 16, at most ``n_list``);
     ``refine``: that many PQ candidates rescored exactly from the stored vectors (``None``: PQ scores).
     ``gpu``: None = when FAISS sees one."""
     faiss = _faiss()
@@ -66,7 +68,8 @@ def ivfpq_retriever(index, *, n_list: Optional[int] = None, m: Optional[int] = N
     if dim % m:
         raise ValueError(f"m must divide the vector size {dim}, got {m!r}")
     nbits = _in_range(nbits, "nbits", 1, 16)
-    train_sample = min(count, max(39 * n_list, 2 ** nbits)) if train_sample is None else train_sample
+    advised = _POINTS_PER_CENTROID * max(n_list, 2 ** nbits)
+    train_sample = min(count, advised) if train_sample is None else train_sample
     train_sample = _in_range(train_sample, "train_sample", max(n_list, 2 ** nbits), count)
     n_probe = _in_range(min(16, n_list) if n_probe is None else n_probe, "n_probe", 1, n_list)
     num_results = positive_int(num_results, "num_results")
@@ -74,6 +77,11 @@ def ivfpq_retriever(index, *, n_list: Optional[int] = None, m: Optional[int] = N
 
     def build():
         structure = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, n_list, m, nbits, faiss.METRIC_INNER_PRODUCT)
+        if train_sample < advised:  # FAISS would print this once per k-means: for each of the m sub-quantizers
+            warnings.warn(f"IVF-PQ trained on {train_sample:,} vectors where FAISS advises {advised:,} "
+                          f"({_POINTS_PER_CENTROID} per centroid of n_list={n_list} or 2**nbits={2 ** nbits}): "
+                          f"expect lower recall; a corpus this small suits exact search or HNSW")
+            structure.cp.min_points_per_centroid = structure.pq.cp.min_points_per_centroid = 1  # warning only
         structure.train(_sample(index, train_sample))
         _add_all(index, structure)
         return structure
@@ -165,7 +173,6 @@ class FaissAnnRetriever(VectorSearch):
         return FaissAnnRetriever(self.index, self.name, self._build, method=self.method, num_results=k,
                                  n_probe=self.n_probe, ef_search=self.ef_search, refine=self.refine, gpu=self.gpu,
                                  qbatch=self.qbatch)
-
 
     def search(self, query_vectors: np.ndarray):
         """Top-k (scores, row ids; -1 for none) for each query, best first."""

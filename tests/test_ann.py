@@ -2,6 +2,7 @@
 results close to exact search, structures stored once and reused, float16 at half the size, bad
 parameters refused by name, and an overwrite of the index removing them."""
 import os
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -11,6 +12,7 @@ from benchmarks.ann import build_clustered_index, clustered
 from pyterrier_e2rank.indexing import IndexWriter
 
 pytest.importorskip("faiss")
+pytestmark = pytest.mark.filterwarnings("ignore:IVF-PQ trained on")  # the small corpus here; tested below
 
 DIM = 32
 
@@ -73,13 +75,24 @@ def test_structures_are_stored_named_by_parameters_and_reused(corpus):
     index, frame = corpus
     from pyterrier_e2rank.index import E2RankIndex
     retriever = index.faiss_ivfpq_retriever(n_list=16, m=8, nbits=6, n_probe=4)
-    assert retriever.path.name == "ivfpq_nlist-16_m-8_nbits-6_train-624.faiss" and retriever.path.is_file()
+    assert retriever.path.name == "ivfpq_nlist-16_m-8_nbits-6_train-2496.faiss" and retriever.path.is_file()
     stamp = os.stat(retriever.path).st_mtime_ns
     fresh = E2RankIndex(index.index_path)  # another process: nothing cached in memory
     again = fresh.faiss_ivfpq_retriever(n_list=16, m=8, nbits=6, n_probe=4)
     assert os.stat(again.path).st_mtime_ns == stamp
     pd.testing.assert_frame_equal(again(frame), retriever(frame))
     assert not [p for p in os.listdir(index.index_path) if p.endswith((".tmp", ".lock"))]
+
+
+def test_too_few_training_vectors_give_one_warning_not_one_per_sub_quantizer(tmp_path, capfd):
+    index, _ = build_clustered_index(tmp_path / "index", num_docs=3000, dim=DIM, num_centres=10)
+    with pytest.warns(UserWarning, match="trained on 3,000 vectors where FAISS advises 9,984") as caught:
+        index.faiss_ivfpq_retriever(n_list=16, m=8, nbits=8)
+    assert len([w for w in caught if "IVF-PQ" in str(w.message)]) == 1
+    assert "WARNING clustering" not in capfd.readouterr().err
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        index.faiss_ivfpq_retriever(n_list=16, m=8, nbits=6)  # 2,496 advised: no warning
 
 
 def test_fp16_halves_the_size_and_keeps_scores(corpus):
