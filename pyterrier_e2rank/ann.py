@@ -78,9 +78,11 @@ def ivfpq_retriever(index, *, n_list: Optional[int] = None, m: Optional[int] = N
     def build():
         structure = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, n_list, m, nbits, faiss.METRIC_INNER_PRODUCT)
         if train_sample < advised:  # FAISS would print this once per k-means: for each of the m sub-quantizers
+            remedy = (f"pass a larger train_sample (up to {count:,})" if train_sample < count else
+                      "exact search or HNSW suit a corpus this small")
             warnings.warn(f"IVF-PQ trained on {train_sample:,} vectors where FAISS advises {advised:,} "
                           f"({_POINTS_PER_CENTROID} per centroid of n_list={n_list} or 2**nbits={2 ** nbits}): "
-                          f"expect lower recall; a corpus this small suits exact search or HNSW")
+                          f"expect lower recall; {remedy}")
             structure.cp.min_points_per_centroid = structure.pq.cp.min_points_per_centroid = 1  # warning only
         structure.train(_sample(index, train_sample))
         _add_all(index, structure)
