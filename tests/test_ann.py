@@ -86,7 +86,8 @@ def test_structures_are_stored_named_by_parameters_and_reused(corpus):
 
 def test_too_few_training_vectors_give_one_warning_not_one_per_sub_quantizer(tmp_path, capfd):
     index, _ = build_clustered_index(tmp_path / "index", num_docs=3000, dim=DIM, num_centres=10)
-    with pytest.warns(UserWarning, match="trained on 3,000 vectors where FAISS advises 9,984 .* exact search or HNSW") as caught:
+    advice = "trained on 3,000 vectors where FAISS advises 9,984 .* exact search or HNSW"
+    with pytest.warns(UserWarning, match=advice) as caught:
         index.faiss_ivfpq_retriever(n_list=16, m=8, nbits=8)
     assert len([w for w in caught if "IVF-PQ" in str(w.message)]) == 1
     assert "WARNING clustering" not in capfd.readouterr().err
