@@ -1,18 +1,20 @@
 """Run every benchmark, print a table, write nested JSON.
 
-    python benchmarks/run.py --quick --output bench.json     # ~7 minutes on 2 CPU cores
+    python benchmarks/run.py --quick --output bench.json     # ~6 minutes on 2 CPU cores
     python benchmarks/run.py --output bench.json             # larger samples, both vector sizes, ANN at 1M and 5M
+    python benchmarks/run.py --output bench.json --ann-size 5000000x1024   # ANN at other sizes
 
 The SciFact ANN check reuses the index of ``scripts/run.sh experiment`` (``indexes/beir_scifact``) when
-present and encodes SciFact otherwise (about 4 more minutes here). The full run needs 45 GB free under
-``--workdir`` (5M x 1024 float32 vectors and their structures) and about two hours here; its JSON is
-written after every benchmark and every ANN size.
+present and encodes SciFact otherwise (about 4 more minutes here). The full run takes about 75 minutes
+here and 15 GB under ``--workdir``. Its JSON is written after every benchmark and every ANN size;
+``--resume`` continues an interrupted run where it stopped.
 """
 import argparse
 import json
 import sys
 import tempfile
 from pathlib import Path
+from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -25,24 +27,39 @@ SETTINGS = {
     "quick": {"reuse_queries": 3, "generative_layers": 2, "generative_queries": 2, "encode_docs": 256,
               "scale_docs": 1_000_000, "scale_dims": [384], "sharded_docs": 256,
               "ann": [dict(num_docs=100_000, dim=384, hnsw_fp32=False, ef_search=(64, 128), n_probe=(32,))]},
-    # FlexIndex's HNSW (the same graph as hnsw-fp16, float32 storage: what float16 costs) only at 1M x 384;
-    # its build would double the time of each larger size.
     "full": {"reuse_queries": 10, "generative_layers": 4, "generative_queries": 5, "encode_docs": 1024,
              "scale_docs": 1_000_000, "scale_dims": [384, 1024], "sharded_docs": 1024,
-             "ann": [dict(num_docs=1_000_000, dim=384), dict(num_docs=1_000_000, dim=1024, hnsw_fp32=False),
-                     dict(num_docs=5_000_000, dim=384, hnsw_fp32=False),
-                     dict(num_docs=5_000_000, dim=1024, hnsw_fp32=False)]},
+             "ann": ["1000000x384", "1000000x1024", "5000000x384"]},
 }
 
 #: The size whose best setting is reported at the top level of ``ann`` (the goal's), else the largest run.
 ANN_GOAL_SIZE = "1000000x1024"
 
 
-def run_all(quick: bool, workdir: Path, model: str, save=lambda data: None) -> dict:
+def ann_size(text: str) -> dict:
+    """``NUMxDIM`` -> the options of ``benchmarks.ann.run``. FlexIndex's HNSW (the same graph as hnsw-fp16
+    with float32 storage: what float16 costs) only up to 1M x 384; its build would double larger sizes."""
+    try:
+        num_docs, dim = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NUMxDIM such as 5000000x1024, got {text!r}") from None
+    if num_docs < 1000 or dim < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1000 vectors of dimension >= 1, got {text!r}")
+    return dict(num_docs=num_docs, dim=dim, hnsw_fp32=num_docs * dim <= 384_000_000)
+
+
+def run_all(quick: bool, workdir: Path, model: str, save=lambda data: None, *, ann_sizes=None,
+            done: Optional[dict] = None) -> dict:
     """Every benchmark in turn; ``save(data)`` after each (and after each ANN size), so that hours of a full
-    run are not lost to a late failure."""
+    run are not lost to a late failure. ``done``: the JSON of an interrupted run of the same mode, whose
+    finished benchmarks and ANN sizes are kept, not run again."""
     s = SETTINGS["quick" if quick else "full"]
     data = {"machine": machine(), "mode": "quick" if quick else "full", "elapsed_s": {}}
+    if done:
+        if done.get("mode") != data["mode"] or done.get("machine") != data["machine"]:
+            raise ValueError("--resume: the output holds a run of another mode or machine; choose another --output")
+        data = done
+    sizes = ann_sizes or [x if isinstance(x, dict) else ann_size(x) for x in s["ann"]]
 
     def save_ann(partial: dict):
         data["ann"] = partial
@@ -58,9 +75,12 @@ def run_all(quick: bool, workdir: Path, model: str, save=lambda data: None) -> d
         "retrieval_scale": lambda: run_scale(workdir, s["scale_docs"], s["scale_dims"]),
         "fingerprint": lambda: fingerprint.run(workdir, minilm=model),
         "index_sharded": lambda: index_sharded.run(workdir, model_path=model, num_docs=s["sharded_docs"]),
-        "ann": lambda: run_ann(workdir, s["ann"], save_ann),
+        "ann": lambda: run_ann(workdir, sizes, save_ann, done=data.get("ann", {}).get("by_size", {})),
     }
     for name, section in sections.items():
+        if name in data and data[name].get("complete", True):
+            print(f"{name}: kept from the interrupted run", flush=True)
+            continue
         print(f"{name} ...", flush=True)
         with timer(data["elapsed_s"], name):
             data[name] = section()
@@ -74,11 +94,14 @@ def run_scale(workdir: Path, num_docs: int, dims: list) -> dict:
     return {**scales[0], "by_dim": {str(r["dim"]): r for r in scales}}
 
 
-def run_ann(workdir: Path, settings: list, save_partial=lambda partial: None) -> dict:
-    """Each size's sweep, keyed ``{num_docs}x{dim}``; the goal size's best setting meeting the recall
-    goal at the top (``speedup_vs_exact``, ``recall_at_100``, ``build_s``, ``memory_mb``), and SciFact."""
-    by_size = {}
+def run_ann(workdir: Path, settings: list, save_partial=lambda partial: None, done: Optional[dict] = None) -> dict:
+    """Each size's sweep, keyed ``{num_docs}x{dim}`` (those in ``done`` kept); the goal size's best setting
+    meeting the recall goal at the top (``speedup_vs_exact``, ``recall_at_100``, ``build_s``,
+    ``memory_mb``), and SciFact."""
+    by_size = dict(done or {})
     for options in settings:
+        if f"{options['num_docs']}x{options['dim']}" in by_size:
+            continue
         r = ann.run(workdir, **options)
         by_size[f"{r['num_docs']}x{r['dim']}"] = r
         save_partial({"complete": False, "by_size": by_size})
@@ -147,15 +170,23 @@ def main(argv=None) -> int:
     parser.add_argument("--output", required=True, help="JSON file for the results")
     parser.add_argument("--model", default="all-minilm-l6-v2", help="backbone for rerank_reuse and encode_throughput")
     parser.add_argument("--workdir", help="where indexes and models are written (default: a temporary folder)")
+    parser.add_argument("--ann-size", type=ann_size, action="append", metavar="NUMxDIM",
+                        help="ANN at this many vectors of this dimension instead of the mode's sizes "
+                             "(repeatable; e.g. 5000000x1024 needs 45 GB under --workdir)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep what an interrupted run already wrote to --output; run only the rest")
     args = parser.parse_args(argv)
+    output = Path(args.output)
+    done = json.loads(output.read_text()) if args.resume and output.exists() else None
+
     def save(data: dict):
-        with atomic_file(args.output) as out:
+        with atomic_file(output) as out:
             json.dump(data, out, indent=2)
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(args.workdir or tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        data = run_all(args.quick, workdir, args.model, save)
+        data = run_all(args.quick, workdir, args.model, save, ann_sizes=args.ann_size, done=done)
     print(table(data))
     print(f"written to {args.output}")
     return 0

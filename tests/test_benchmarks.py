@@ -1,8 +1,12 @@
 """The benchmarks' own machinery on tiny settings (no timings asserted): the generative baseline's
-windows and permutations, and exact search at scale agreeing with brute force."""
-import numpy as np
+windows and permutations, exact search at scale agreeing with brute force, and run.py's resume and sizes."""
+import argparse
 
-from benchmarks import retrieval_scale
+import numpy as np
+import pytest
+
+from benchmarks import retrieval_scale, run
+from benchmarks.common import machine
 from benchmarks.generative_baseline import GenerativeSlidingWindow
 
 
@@ -25,3 +29,23 @@ def test_retrieval_scale_matches_brute_force(tmp_path):
     scores, rows = E2RankRetriever(index, num_results=10, block_size=700).search(query)
     assert rows[0, 0] == 42
     np.testing.assert_array_equal(rows[0], np.argsort(-(np.asarray(index.np_vecs()) @ query[0]), kind="stable")[:10])
+
+
+def test_resume_keeps_finished_benchmarks_and_refuses_another_mode(tmp_path):
+    finished = {name: {"ratio": 1.0} for name in ("rerank_reuse", "vs_generative", "encode_throughput",
+                                                    "retrieval_scale", "fingerprint", "index_sharded", "ann")}
+    done = {"machine": machine(), "mode": "quick", "elapsed_s": {"ann": 3.0}, **finished}
+    saved = []
+    assert run.run_all(True, tmp_path, "unused", saved.append, done=dict(done)) == done  # nothing run again
+    assert saved == []
+    with pytest.raises(ValueError, match="another mode or machine"):
+        run.run_all(False, tmp_path, "unused", done=dict(done))
+
+
+def test_ann_sizes_are_read_and_checked():
+    ann_size = run.ann_size
+    assert ann_size("5000000x1024") == {"num_docs": 5_000_000, "dim": 1024, "hnsw_fp32": False}
+    assert ann_size("1000000X384")["hnsw_fp32"] is True
+    for bad in ("5M", "10x5", "1000000x0"):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected"):
+            ann_size(bad)
