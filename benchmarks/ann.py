@@ -83,10 +83,11 @@ def run(workdir, *, num_docs: int, dim: int, num_centres: Optional[int] = None, 
     exact_top = exact_out.groupby("qid")["docno"].apply(set).to_dict()
     vectors = path / "vecs.f4"
     settings, builds = [], {}
-    if hnsw_fp32:  # FlexIndex's own HNSW: graph file + the float32 vectors it reads into RAM
+    if hnsw_fp32:  # FlexIndex's own HNSW: graph file + the float32 vectors it reads into RAM; pyterrier-dr 0.8
+        # builds it with FAISS's default efConstruction (40) whatever ef_construction says
         for ef in ef_search:
             settings.append(_measure(
-                f"flex hnsw M=32 efC={ef_construction} efSearch={ef}",
+                f"flex hnsw M=32 efC=40 (asked {ef_construction}: not applied) efSearch={ef}",
                 lambda ef=ef: index.faiss_hnsw_retriever(32, ef_construction=ef_construction, ef_search=ef,
                                                          num_results=k),
                 frame, exact_top, exact_ms, k, lambda r: [path / f"hnsw_n-32_ef-{ef_construction}.faiss", vectors],

@@ -2,15 +2,19 @@
 
 ``E2RankIndex`` is a pyterrier-dr FlexIndex, so ``faiss_flat_retriever``, ``faiss_hnsw_retriever`` (the
 graph in ``hnsw_n-{M}_ef-{efC}.faiss``, the float32 vectors of ``vecs.f4`` read into RAM) and
-``faiss_ivf_retriever`` (IVF-flat: a second float32 copy) are used as they are. Added here, as
-retrievers built once from the index's vectors and stored inside its directory:
+``faiss_ivf_retriever`` (IVF-flat: a second float32 copy) are used as they are. Beware: pyterrier-dr
+0.8's ``faiss_hnsw_retriever`` builds its graph with FAISS's default efConstruction (40), whatever its
+``ef_construction`` says (the file is still named ``ef-{ef_construction}``); at 1M x 384 its recall@100
+was 0.74-0.88 where ``faiss_hnsw_fp16_retriever`` (below, efConstruction applied: 100) gave 0.98-0.999
+(``benchmarks/ann.py``). Added here, as retrievers built once from the index's vectors and stored inside
+its directory:
 
 - **IVF-PQ** (``faiss_ivfpq_retriever``): FlexIndex has only IVF-flat, whose memory is the float32
   vectors again; product-quantised codes (``m`` sub-quantizers x ``nbits``) make a large index a fraction
   of that. PQ scores alone miss recall, so ``refine=k'`` rescores the best ``k'`` codes exactly from the
   memory-mapped ``vecs.f4`` (what brings recall@100 to 0.95).
-- **float16 storage** (``faiss_flat_fp16_retriever``, ``faiss_hnsw_fp16_retriever``): FlexIndex keeps
-  float32 only; FAISS's ``QT_fp16`` scalar quantizer halves RAM and disk, at a score error of about 1e-3
+- **float16 storage** (``faiss_flat_fp16_retriever``, ``faiss_hnsw_fp16_retriever``, which applies its
+  ``ef_construction``): FlexIndex keeps float32 only; FAISS's ``QT_fp16`` scalar quantizer halves RAM and disk, at a score error of about 1e-3
   for unit vectors (``tests/test_ann.py`` bounds it).
 - **GPU**: IVF-PQ and flat-fp16 structures are searched on all GPUs (``index_cpu_to_all_gpus``) when
   FAISS sees one (faiss-gpu installed); FlexIndex does this for flat search only. Builds stay on CPU.
