@@ -81,6 +81,8 @@ def run_all(quick: bool, workdir: Path, model: str, save=lambda data: None, *, a
         if name in data and data[name].get("complete", True):
             print(f"{name}: kept from the interrupted run", flush=True)
             continue
+        if name in data:  # its elapsed time then counts only the continuation
+            data.setdefault("continued_by_resume", []).append(name)
         print(f"{name} ...", flush=True)
         with timer(data["elapsed_s"], name):
             data[name] = section()
