@@ -102,7 +102,7 @@ def test_tiny_model_loss_falls(tiny_qwen_dir, samples):
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-        losses.append(float(loss))
+        losses.append(loss.item())
     assert losses[-1] < 0.8 * losses[0], losses
 
 
