@@ -37,8 +37,8 @@ ANN_GOAL_SIZE = "1000000x1024"
 
 
 def ann_size(text: str) -> dict:
-    """``NUMxDIM`` -> the options of ``benchmarks.ann.run``. FlexIndex's HNSW (the same graph as hnsw-fp16
-    with float32 storage: what float16 costs) only up to 1M x 384; its build would double larger sizes."""
+    """``NUMxDIM`` -> the options of ``benchmarks.ann.run``. FlexIndex's own HNSW (float32 storage, built
+    with efConstruction 40) only up to 1M x 384: its build would double the time of larger sizes."""
     try:
         num_docs, dim = (int(x) for x in text.lower().split("x"))
     except ValueError:
