@@ -14,8 +14,8 @@ its directory:
   of that. PQ scores alone miss recall, so ``refine=k'`` rescores the best ``k'`` codes exactly from the
   memory-mapped ``vecs.f4`` (what brings recall@100 to 0.95).
 - **float16 storage** (``faiss_flat_fp16_retriever``, ``faiss_hnsw_fp16_retriever``, which applies its
-  ``ef_construction``): FlexIndex keeps float32 only; FAISS's ``QT_fp16`` scalar quantizer halves RAM and disk, at a score error of about 1e-3
-  for unit vectors (``tests/test_ann.py`` bounds it).
+  ``ef_construction``): FlexIndex keeps float32 only; FAISS's ``QT_fp16`` scalar quantizer halves RAM and
+  disk, at a score error of about 1e-3 for unit vectors (``tests/test_ann.py`` bounds it).
 - **GPU**: IVF-PQ and flat-fp16 structures are searched on all GPUs (``index_cpu_to_all_gpus``) when
   FAISS sees one (faiss-gpu installed); FlexIndex does this for flat search only. Builds stay on CPU.
 - **Safe, named structures**: FlexIndex writes its ``.faiss`` files in place, so a killed build leaves a
@@ -57,7 +57,8 @@ def ivfpq_retriever(index, *, n_list: Optional[int] = None, m: Optional[int] = N
                     num_results: int = 1000, gpu: Optional[bool] = None) -> "FaissAnnRetriever":
     """IVF-PQ search: ``n_list`` inverted lists (default ~4 sqrt(N), a power of 2), ``m`` sub-quantizers of
     ``nbits`` bits (default ``m`` = dim / 8; must divide dim), trained on ``train_sample`` vectors (default
-    39 per centroid of the lists and of each sub-quantizer, at most N; fewer gives one warning); ``n_probe`` lists searched per query (default 16, at most ``n_list``);
+    39 per centroid of the lists and of each sub-quantizer, at most N; fewer gives one warning); ``n_probe``
+    lists searched per query (default 16, at most ``n_list``);
     ``refine``: that many PQ candidates rescored exactly from the stored vectors (``None``: PQ scores).
     ``gpu``: None = when FAISS sees one."""
     faiss = _faiss()

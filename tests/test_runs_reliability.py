@@ -71,7 +71,8 @@ def test_the_installed_command_prints_a_user_error_as_one_line_and_exits_2(files
     import os
     import subprocess
     import sys
-    command = [sys.executable, "-m", "pyterrier_e2rank.app.cli", *rerank_args(files, **{"--output": files / "bm25.run"})]
+    same_as_input = rerank_args(files, **{"--output": files / "bm25.run"})
+    command = [sys.executable, "-m", "pyterrier_e2rank.app.cli", *same_as_input]
     done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "E2RANK_TRACEBACK": "0"})
     assert done.returncode == 2
     assert done.stderr.startswith("e2rank: error: ") and "input run" in done.stderr
