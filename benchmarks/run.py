@@ -23,15 +23,6 @@ from benchmarks import (ann, encode_throughput, fingerprint, index_sharded, rera
 from benchmarks.common import machine, timer  # noqa: E402
 from pyterrier_e2rank.io import atomic_file  # noqa: E402
 
-SETTINGS = {
-    "quick": {"reuse_queries": 3, "generative_layers": 2, "generative_queries": 2, "encode_docs": 256,
-              "scale_docs": 1_000_000, "scale_dims": [384], "sharded_docs": 256,
-              "ann": [dict(num_docs=100_000, dim=384, hnsw_fp32=False, ef_search=(64, 128), n_probe=(32,))]},
-    "full": {"reuse_queries": 10, "generative_layers": 4, "generative_queries": 5, "encode_docs": 1024,
-             "scale_docs": 1_000_000, "scale_dims": [384, 1024], "sharded_docs": 1024,
-             "ann": ["1000000x384", "1000000x1024", "5000000x384"]},
-}
-
 #: The size whose best setting is reported at the top level of ``ann`` (the goal's), else the largest run.
 ANN_GOAL_SIZE = "1000000x1024"
 
@@ -48,6 +39,16 @@ def ann_size(text: str) -> dict:
     return dict(num_docs=num_docs, dim=dim, hnsw_fp32=num_docs * dim <= 384_000_000)
 
 
+SETTINGS = {
+    "quick": {"reuse_queries": 3, "generative_layers": 2, "generative_queries": 2, "encode_docs": 256,
+              "scale_docs": 1_000_000, "scale_dims": [384], "sharded_docs": 256,
+              "ann": [dict(ann_size("100000x384"), hnsw_fp32=False, ef_search=(64, 128), n_probe=(32,))]},
+    "full": {"reuse_queries": 10, "generative_layers": 4, "generative_queries": 5, "encode_docs": 1024,
+             "scale_docs": 1_000_000, "scale_dims": [384, 1024], "sharded_docs": 1024,
+             "ann": [ann_size(size) for size in ("1000000x384", "1000000x1024", "5000000x384")]},
+}
+
+
 def run_all(quick: bool, workdir: Path, model: str, save=lambda data: None, *, ann_sizes=None,
             done: Optional[dict] = None) -> dict:
     """Every benchmark in turn; ``save(data)`` after each (and after each ANN size), so that hours of a full
@@ -59,7 +60,7 @@ def run_all(quick: bool, workdir: Path, model: str, save=lambda data: None, *, a
         if done.get("mode") != data["mode"] or done.get("machine") != data["machine"]:
             raise ValueError("--resume: the output holds a run of another mode or machine; choose another --output")
         data = done
-    sizes = ann_sizes or [x if isinstance(x, dict) else ann_size(x) for x in s["ann"]]
+    sizes = ann_sizes or s["ann"]
 
     def save_ann(partial: dict):
         data["ann"] = partial
