@@ -9,15 +9,16 @@ import pyterrier as pt
 import torch
 
 from .checks import check_encodable, check_finite, positive_int
-from .fingerprint import weights_digest
+from .fingerprint import tokenizer_digest, weights_digest
 from .loading import Pooling, read_pooling, read_prompt_settings, resolve_model_path
 from .pooling import pad_batch, pool
 from .prompt import ListwisePrompt
 from .text import DEFAULT_QUERY_TASK, DOC_MAX_WORDS, doc_token_cap, format_query, truncate_words
 
 DEFAULT_MODEL = "Alibaba-NLP/E2Rank-0.6B"
-#: 2: every weight tensor hashed from the checkpoint files (1: 64 embedding rows, blind to fine-tuning).
-FINGERPRINT_VERSION = 2
+#: 3: the tokenizer's behaviour too, and one identity however a checkpoint is stored (2: every weight tensor
+#: hashed from the checkpoint files, blind to the tokenizer; 1: 64 embedding rows, blind to fine-tuning).
+FINGERPRINT_VERSION = 3
 _AUTO = "auto"
 
 
@@ -80,10 +81,12 @@ class E2Rank:
             config = AutoConfig.from_pretrained(path)
             self.tokenizer = AutoTokenizer.from_pretrained(path)
             kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
-            self.backbone = AutoModel.from_pretrained(path, dtype=self.dtype, **kwargs)
+            self.backbone, loading = AutoModel.from_pretrained(path, dtype=self.dtype, output_loading_info=True,
+                                                               **kwargs)
         except OSError as e:
             raise OSError(f"could not load model {model_name_or_path!r} from {path!r}: {e}") from e
         self.backbone.to(self.device).eval()
+        self._weights_not_loaded = frozenset(loading["unexpected_keys"])  # e.g. a causal LM's head
         self.pooling: Pooling = read_pooling(path, config)
         if self.pooling.last_token:
             self.tokenizer.padding_side = "left"
@@ -238,24 +241,32 @@ class E2Rank:
 
     # ---- identity -------------------------------------------------------------------------------
     def fingerprint(self) -> dict:
-        """What a document vector depends on: every weight tensor, the architecture, pooling and
-        document formatting.
+        """What a document or query vector depends on besides its text: every weight tensor the model
+        loads, the architecture, the tokenizer's behaviour, pooling and document formatting; nothing else
+        (``fingerprint.py`` says what counts and what does not).
 
-        Stored with an index, so that vectors of another model, or of a fine-tuned copy, are never
-        mixed with this one's. The tensors are hashed from the checkpoint's files, in their stored
-        precision (``fingerprint.weights_digest``), once per model object: the same checkpoint matches
-        on CPU (float32) and GPU (bfloat16); weights changed in memory after loading are not seen."""
+        Stored with an index, so that vectors of another model, of a fine-tuned copy, or of a copy whose
+        tokenizer no longer lowercases, are never mixed with this one's. The tensors are hashed from the
+        checkpoint's files, in their stored precision (``fingerprint.weights_digest``), once per model
+        object: one checkpoint matches whether stored as safetensors or ``.bin``, sharded or not, and on
+        CPU (float32) or GPU (bfloat16); weights changed in memory after loading are not seen."""
         if self._fingerprint is None:
             config = self.backbone.config.to_dict()
-            for key in ("_name_or_path", "dtype", "torch_dtype", "transformers_version", "attn_implementation",
-                        "_attn_implementation"):
+            for key in ("_name_or_path", "architectures", "dtype", "torch_dtype", "transformers_version",
+                        "attn_implementation", "_attn_implementation"):
                 config.pop(key, None)
             digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
-            digest.update(weights_digest(self.checkpoint_path).encode())
+            digest.update(weights_digest(self.checkpoint_path, self.backbone,
+                                         not_loaded=self._weights_not_loaded).encode())
+            # what we apply of the tokenizer ourselves: decoders get an end-of-text id appended and are cut
+            # by us; encoders are cut by the tokenizer, on its truncation side
+            used = {"eos_token_id": self.eos_token_id} if self.pooling.last_token else \
+                {"truncation_side": self.tokenizer.truncation_side}
             self._fingerprint = {
                 "model": str(self.model_name_or_path),
                 "fingerprint_version": FINGERPRINT_VERSION,
                 "weights_sha256": digest.hexdigest(),
+                "tokenizer_sha256": tokenizer_digest(self.tokenizer, **used),
                 "dim": self.dim,
                 "pooling": self.pooling.mode,
                 "normalize": self.pooling.normalize,
@@ -263,6 +274,16 @@ class E2Rank:
                 "doc_max_words": self.doc_max_words,
             }
         return dict(self._fingerprint)
+
+    def prompt_vector_settings(self) -> dict:
+        """What the vector of a rendered listwise prompt depends on besides its text: the fingerprint, the
+        prompt token limit (a longer prompt is cut by an encoder, refused by a decoder), and how the
+        backbone computes (dtype, device type, attention implementation: bfloat16 and float32 vectors
+        differ); not the model's name. The key of a prompt-vector cache (``prompt_cache.PromptVectorCache``)."""
+        encoder = {k: v for k, v in self.fingerprint().items() if k != "model"}  # a copy's name does not count
+        return {"encoder": encoder, "prompt_max_tokens": min(self.prompt_max_tokens, self.position_limit),
+                "dtype": str(self.dtype).removeprefix("torch."), "device": self.device.type,
+                "attn_implementation": self.backbone.config._attn_implementation}
 
     # ---- transformer factories ------------------------------------------------------------------
     def query_encoder(self, *, batch_size: Optional[int] = None, verbose: Optional[bool] = None) -> pt.Transformer:
@@ -309,7 +330,8 @@ class E2Rank:
                        verbose: Optional[bool] = None, text_field: str = "text", cache=None) -> pt.Transformer:
         """R frame -> Q frame ``qid, query, query_vec``: the listwise prompt's embedding, E2Rank's
         pseudo-query. ``>> index.retriever()`` is PRF re-retrieval. ``cache``: a directory for the
-        prompt vectors (keyed by the rendered prompt and this model)."""
+        prompt vectors (``prompt_cache.py``: keyed by the rendered prompt and every setting that changes
+        its vector; stored as raw float32)."""
         from .prompt_encoder import E2RankPromptEncoder
         prompt = self.listwise_prompt(num_input_docs=num_input_docs, task=task, variant=prompt_variant,
                                       prompt_doc_max_tokens=prompt_doc_max_tokens, prompt_max_tokens=prompt_max_tokens)

@@ -6,12 +6,10 @@ embedding of the listwise prompt written from the query and its top candidates. 
 - ``PromptRenderer``: R frame -> Q frame with the rendered ``prompt`` (one row per query);
 - ``PromptVectorEncoder``: ``prompt`` -> ``query_vec``, each distinct prompt once, all in batches.
 
-The second is a plain function of the prompt text, so it is what may be cached (pyterrier-caching's
-``KeyValueCache`` keyed by ``prompt``; ``cache=`` does it, one cache directory per model). A listwise
-score itself depends on the other candidates and must never be cached per (query, docno).
+The second is a plain function of the prompt text, so it is what may be cached (``cache=``: a
+``prompt_cache.PromptVectorCache`` keyed by ``prompt``, one subdirectory per model and prompt-vector
+settings). A listwise score itself depends on the other candidates and must never be cached per (query, docno).
 """
-import hashlib
-from pathlib import Path
 from typing import List, Optional
 
 import numpy as np
@@ -21,6 +19,7 @@ import pyterrier as pt
 from .equality import EqualBySettings
 from .checks import is_text, require_text
 from .prompt import ListwisePrompt
+from .prompt_cache import PromptVectorCache
 
 
 class PromptRenderer(EqualBySettings, pt.Transformer):
@@ -93,8 +92,8 @@ class E2RankPromptEncoder(EqualBySettings, pt.Transformer):
     """R frame -> Q frame ``qid, query, query_vec``: E2Rank's pseudo-query, ready for any dense stage
     (``>> index.retriever()`` is PRF re-retrieval; with the candidates' vectors it is the reranker).
 
-    ``cache``: a directory for pyterrier-caching's ``KeyValueCache`` of prompt vectors (keyed by the
-    rendered prompt, in a subdirectory per model fingerprint), so a prompt is encoded once ever."""
+    ``cache``: a directory for a ``prompt_cache.PromptVectorCache`` of prompt vectors (keyed by the
+    rendered prompt, in a subdirectory per model and prompt-vector settings), so a prompt is encoded once ever."""
 
     def __init__(self, model, prompt: ListwisePrompt, *, batch_size: Optional[int] = None,
                  verbose: Optional[bool] = None, text_field: str = "text", cache=None):
@@ -104,9 +103,7 @@ class E2RankPromptEncoder(EqualBySettings, pt.Transformer):
         self.vec_encoder = PromptVectorEncoder(model, batch_size=batch_size, verbose=verbose)
         self.cache = cache
         if cache is not None:
-            from pyterrier_caching import KeyValueCache
-            self.vec_encoder = KeyValueCache(prompt_cache_dir(cache, model), self.vec_encoder, key="prompt",
-                                             value="query_vec")
+            self.vec_encoder = PromptVectorCache(cache, self.vec_encoder)
 
     def __repr__(self):
         cache = f", cache={str(self.cache)!r}" if self.cache is not None else ""
@@ -123,12 +120,6 @@ class E2RankPromptEncoder(EqualBySettings, pt.Transformer):
         if len(prompts) == 0:
             return prompts.assign(query_vec=pd.Series(dtype=object))
         return self.vec_encoder(prompts)
-
-
-def prompt_cache_dir(cache, model) -> Path:
-    """``cache/<model fingerprint digest>``: a prompt's vector is only valid for the model that made it."""
-    key = hashlib.sha256(repr(sorted(model.fingerprint().items())).encode()).hexdigest()[:16]
-    return Path(cache) / f"prompts-{key}"
 
 
 def in_current_order(inp: pd.DataFrame, context) -> pd.DataFrame:
