@@ -19,14 +19,14 @@ def measure(model_dir: str, label: str) -> dict:
     model = E2Rank(model_dir, dtype=torch.float32)
     load_s = time.perf_counter() - started
     started = time.perf_counter()
-    fp.weights_digest(model_dir)
+    fp.weights_digest(model_dir, model.backbone, not_loaded=model.weights_not_loaded)
     cold_s = time.perf_counter() - started
     started = time.perf_counter()
     model.fingerprint()
     fingerprint_s = time.perf_counter() - started
     cached = (directory / fp.CACHE_FILE).exists()
     started = time.perf_counter()
-    fp.weights_digest(model_dir)
+    fp.weights_digest(model_dir, model.backbone, not_loaded=model.weights_not_loaded)
     second_s = time.perf_counter() - started
     return {"model": label, "weights_mb": size / 2**20, "load_s": load_s, "digest_s": cold_s,
             "digest_mb_per_s": size / 2**20 / cold_s, "first_fingerprint_s": fingerprint_s,

@@ -86,7 +86,7 @@ class E2Rank:
         except OSError as e:
             raise OSError(f"could not load model {model_name_or_path!r} from {path!r}: {e}") from e
         self.backbone.to(self.device).eval()
-        self._weights_not_loaded = frozenset(loading["unexpected_keys"])  # e.g. a causal LM's head
+        self.weights_not_loaded = frozenset(loading["unexpected_keys"])  # e.g. a causal LM's head
         self.pooling: Pooling = read_pooling(path, config)
         if self.pooling.last_token:
             self.tokenizer.padding_side = "left"
@@ -257,7 +257,7 @@ class E2Rank:
                 config.pop(key, None)
             digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
             digest.update(weights_digest(self.checkpoint_path, self.backbone,
-                                         not_loaded=self._weights_not_loaded).encode())
+                                         not_loaded=self.weights_not_loaded).encode())
             # what we apply of the tokenizer ourselves: decoders get an end-of-text id appended and are cut
             # by us; encoders are cut by the tokenizer, on its truncation side
             used = {"eos_token_id": self.eos_token_id} if self.pooling.last_token else \

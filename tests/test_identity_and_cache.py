@@ -53,6 +53,18 @@ def test_a_minilm_copy_that_no_longer_lowercases_is_another_model(minilm, minilm
         copy.retriever(E2RankIndex(tmp_path / "index"))
 
 
+def test_a_python_tokenizer_is_identified_by_what_it_does(minilm_dir):
+    """A tokenizer without a fast backend (transformers' Python ones): lowercasing counts, how it was
+    loaded does not."""
+    from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy
+    loaded = BertTokenizerLegacy.from_pretrained(minilm_dir)
+    built = BertTokenizerLegacy(vocab_file=str(minilm_dir / "vocab.txt"))
+    cased = BertTokenizerLegacy.from_pretrained(minilm_dir, do_lower_case=False)
+    assert not loaded.is_fast and cased.tokenize("Gene") == ["[UNK]"]
+    assert fingerprint.tokenizer_digest(loaded) == fingerprint.tokenizer_digest(built)
+    assert fingerprint.tokenizer_digest(cased) != fingerprint.tokenizer_digest(loaded)
+
+
 def test_prompt_vector_settings_cover_what_changes_a_prompt_vector(tiny_qwen_dir, tiny_qwen):
     """The instance found here: a bfloat16 model's prompt vectors differ from a float32 one's, so a
     cache must not serve one to the other (the fingerprint, rightly, says they are one model)."""
@@ -77,6 +89,13 @@ def test_safetensors_and_pytorch_bin_of_the_same_weights_are_one_model(minilm, m
     as_bin = E2Rank(str(copy))
     assert fingerprint.weight_files(copy) == [copy / "pytorch_model.bin"]
     assert as_bin.fingerprint()["weights_sha256"] == minilm.fingerprint()["weights_sha256"]
+
+
+def test_a_tokenizer_stored_as_vocab_txt_only_is_the_same_tokenizer(minilm, minilm_dir, tmp_path):
+    copy = _copy_checkpoint(minilm_dir, tmp_path / "vocab-only", weights=False)
+    (copy / "model.safetensors").symlink_to(minilm_dir / "model.safetensors")
+    (copy / "tokenizer.json").unlink()
+    assert E2Rank(str(copy)).fingerprint() == {**minilm.fingerprint(), "model": str(copy)}
 
 
 def test_sharded_and_base_model_saves_of_a_causal_lm_are_one_model(make_tiny_qwen3, tmp_path):
