@@ -241,8 +241,8 @@ class E2Rank:
 
     # ---- identity -------------------------------------------------------------------------------
     def fingerprint(self) -> dict:
-        """What a document or query vector depends on besides its text: every weight tensor the model
-        loads, the architecture, the tokenizer's behaviour, pooling and document formatting; nothing else
+        """What a document vector depends on besides its text: every weight tensor the model loads, the
+        architecture, the tokenizer's behaviour, pooling and document formatting; nothing else
         (``fingerprint.py`` says what counts and what does not).
 
         Stored with an index, so that vectors of another model, of a fine-tuned copy, or of a copy whose
