@@ -300,13 +300,17 @@ class ChunkStore:
 
     def has(self, chunk_id: int, digest: str) -> bool:
         """Whether the chunk is committed with this content under this plan, and intact; a damaged one
-        (an empty record after a power loss, vectors of another size or checksum) is removed, named in a
-        warning, so that it is encoded again."""
+        (an empty record after a power loss, vectors of another size, a checksum that differs) is removed,
+        named in a warning, so that it is encoded again."""
         record, vector_file = self._paths(chunk_id)
         if not record.exists():
             return False
         try:
-            return self._read(chunk_id)[2] == (digest, self._plan_digest)
+            saved = self._record(chunk_id)
+            if (saved["digest"], saved["plan"]) != (digest, self._plan_digest):
+                return False  # other documents, or another model or settings: encoded again
+            self._vectors(chunk_id, saved)
+            return True
         except CorruptArtifact as damaged:
             warnings.warn(f"{damaged}; encoding chunk {chunk_id} again", stacklevel=2)
             for path in (record, vector_file):
@@ -320,7 +324,7 @@ class ChunkStore:
             out.write(data)
         with atomic_file(record) as out:  # last: the chunk is committed once its vectors are on disk
             out.write(json.dumps({"docnos": chunk.docnos, "digest": chunk.digest, "plan": self._plan_digest,
-                                  "sha256": hashlib.sha256(data).hexdigest()}))
+                                  "sha256": _checksum(chunk.docnos, data)}))
 
     def load(self, chunk_id: int) -> Tuple[List[str], np.ndarray]:
         """The chunk's docnos and vectors ``(n, dim)``, checked against its record: ``FileNotFoundError``
@@ -330,35 +334,50 @@ class ChunkStore:
             raise FileNotFoundError(f"chunk {chunk_id} of the build in {self.directory} is missing: did a process "
                                     f"fail? Start the build again: committed chunks are kept")
         try:
-            docnos, vectors, (_, plan) = self._read(chunk_id)
-            if plan != self._plan_digest:
+            saved = self._record(chunk_id)
+            if saved["plan"] != self._plan_digest:
                 raise CorruptArtifact(f"the chunk record {record} was written for another model or other settings")
+            return saved["docnos"], self._vectors(chunk_id, saved)
         except CorruptArtifact as damaged:
             raise CorruptArtifact(f"{damaged}; nothing was written. Start the build again: this chunk is encoded "
                                   f"again, the intact ones are kept") from None
-        return docnos, vectors
 
-    def _read(self, chunk_id: int) -> Tuple[List[str], np.ndarray, Tuple[str, str]]:
-        """``(docnos, vectors, (content digest, plan digest))`` of a committed chunk; ``CorruptArtifact``
-        naming the file whose content disagrees with the record (or the record that cannot be read)."""
-        record, vector_file = self._paths(chunk_id)
+    def _record(self, chunk_id: int) -> dict:
+        """The record of a committed chunk; ``CorruptArtifact`` naming it when it cannot be read."""
+        record = self._paths(chunk_id)[0]
         try:
             saved = json.loads(record.read_text(encoding="utf-8"))
-            docnos, digest, checksum = saved["docnos"], (saved["digest"], saved["plan"]), saved["sha256"]
+            if not isinstance(saved["docnos"], list) or not all(isinstance(saved[k], str)
+                                                                 for k in ("digest", "plan", "sha256")):
+                raise TypeError("docnos, digest, plan or sha256 of another type")
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise CorruptArtifact(f"the chunk record {record} is damaged ({type(e).__name__}: {e})") from None
+        return saved
+
+    def _vectors(self, chunk_id: int, saved: dict) -> np.ndarray:
+        """The chunk's vectors ``(n, dim)`` once their size, and the checksum of them and the record's
+        docnos, are those recorded; ``CorruptArtifact`` naming the file otherwise."""
+        record, vector_file = self._paths(chunk_id)
         try:
             data = vector_file.read_bytes()
         except OSError as e:
             raise CorruptArtifact(f"the chunk vectors {vector_file} cannot be read ({e.strerror})") from None
-        shape = (len(docnos), self.plan["dim"])
+        shape = (len(saved["docnos"]), self.plan["dim"])
         if len(data) != 4 * shape[0] * shape[1]:
             raise CorruptArtifact(f"the chunk vectors {vector_file} hold {len(data)} bytes, not the {shape[0]} x "
                                   f"{shape[1]} float32 its record {record.name} lists")
-        if hashlib.sha256(data).hexdigest() != checksum:
-            raise CorruptArtifact(f"the chunk vectors {vector_file} do not match the checksum in its record "
-                                  f"{record.name}: the file is damaged")
-        return docnos, np.frombuffer(data, dtype=np.float32).reshape(shape), digest
+        if _checksum(saved["docnos"], data) != saved["sha256"]:
+            raise CorruptArtifact(f"the chunk vectors {vector_file} (or the docnos of {record.name}) do not match "
+                                  f"the checksum in that record: the file is damaged")
+        return np.frombuffer(data, dtype=np.float32).reshape(shape)
 
     def remove(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _checksum(docnos: List[str], vector_bytes: bytes) -> str:
+    """SHA-256 of a chunk's vectors and docnos, as its record keeps it."""
+    digest = hashlib.sha256(vector_bytes)
+    for docno in docnos:
+        digest.update(str(docno).encode("utf-8", "surrogatepass") + b"\0")
+    return digest.hexdigest()

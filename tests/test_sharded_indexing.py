@@ -83,14 +83,17 @@ def test_a_changed_chunk_is_encoded_again(tiny_qwen, one_process, tmp_path):
 
 
 @pytest.mark.parametrize("damage, message", [
-    ("same size", "do not match the checksum in its record chunk-0000001.json: the file is damaged"),
+    ("same size", r"\(or the docnos of chunk-0000001.json\) do not match the checksum in that record: the file is "
+                  "damaged"),
+    ("docno in record", r"\(or the docnos of chunk-0000001.json\) do not match the checksum"),
     ("empty vectors", "hold 0 bytes, not the 8 x 64 float32 its record chunk-0000001.json lists"),
     ("empty record", r"is damaged \(JSONDecodeError: Expecting value: line 1 column 1"),
     ("truncated record", r"is damaged \(JSONDecodeError: Unterminated string")],
-    ids=["same-size", "empty-vectors", "empty-record", "truncated-record"])
+    ids=["same-size", "docno-in-record", "empty-vectors", "empty-record", "truncated-record"])
 def test_a_damaged_chunk_is_named_and_encoded_again(tiny_qwen, one_process, tmp_path, damage, message):
-    """A committed chunk whose vectors changed in place (same size), or whose files a power loss left empty
-    or cut short: named in a warning and encoded again on resume; the intact chunks are reused."""
+    """A committed chunk whose vectors or docnos changed in place (same size, valid JSON), or whose files
+    a power loss left empty or cut short: named in a warning and encoded again on resume; the intact
+    chunks are reused."""
     store = tmp_path / ".index.chunks"
     _commit(tiny_qwen, tmp_path / "index", CORPUS[:24])
     vectors, record = store / "chunk-0000001.f4", store / "chunk-0000001.json"
@@ -98,11 +101,13 @@ def test_a_damaged_chunk_is_named_and_encoded_again(tiny_qwen, one_process, tmp_
         data = bytearray(vectors.read_bytes())
         data[100:104] = np.float32(0.5).tobytes()
         vectors.write_bytes(bytes(data))
+    elif damage == "docno in record":
+        record.write_text(record.read_text().replace('"doc9"', '"dox9"'))
     elif damage == "empty vectors":
         vectors.write_bytes(b"")
     else:
         record.write_text("" if damage == "empty record" else record.read_text()[:50])
-    damaged = record if "record" in damage else vectors
+    damaged = record if damage in ("empty record", "truncated record") else vectors
     before = tiny_qwen.stats.texts
     with pytest.warns(UserWarning, match=f"{re.escape(str(damaged))} {message}.*; encoding chunk 1 again$"):
         rebuilt = tiny_qwen.indexer(tmp_path / "index", chunk_size=8).index(CORPUS)
@@ -122,12 +127,12 @@ def test_a_chunk_damaged_before_the_merge_is_never_merged(tiny_qwen, one_process
             vectors.write_bytes(bytes(len(vectors.read_bytes())))
     monkeypatch.setattr(ChunkStore, "commit", commit_then_damage)
     path = tmp_path / "index"
-    with pytest.raises(CorruptArtifact, match=r"chunk-0000003\.f4 do not match the checksum .*nothing was written"):
+    with pytest.raises(CorruptArtifact, match=r"chunk-0000003\.f4 .*do not match the checksum .*nothing was written"):
         tiny_qwen.indexer(path, chunk_size=8).index(CORPUS)
     assert not path.exists()
     monkeypatch.setattr(ChunkStore, "commit", commit)
     before = tiny_qwen.stats.texts
-    with pytest.warns(UserWarning, match=r"chunk-0000003\.f4 do not match the checksum.*encoding chunk 3 again"):
+    with pytest.warns(UserWarning, match=r"chunk-0000003\.f4 .*do not match the checksum.*encoding chunk 3 again"):
         rebuilt = tiny_qwen.indexer(path, chunk_size=8).index(CORPUS)
     assert tiny_qwen.stats.texts - before == 8
     _same_index(rebuilt, one_process)
