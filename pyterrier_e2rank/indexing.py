@@ -20,7 +20,7 @@ from npids import Lookup
 
 from .checks import MISSING_TEXT, check_finite, document_texts, identifier, positive_int, stack_vectors
 from .index import DOCNOS, META, VECTORS, E2RankIndex, index_path, own_entries
-from .io import atomic_directory, check_replaceable, writer_lock
+from .io import CorruptArtifact, atomic_directory, atomic_file, check_replaceable, writer_lock
 
 
 def encode_corpus(model, records: Iterable[dict], *, text_field: str = "text", chunk_size: int = 4096,
@@ -176,7 +176,8 @@ class E2RankIndexer(pt.Indexer):
 
     The corpus is encoded in chunks of ``chunk_size`` documents, each committed to disk beside the
     target (``.<name>.chunks/``) as soon as it is encoded: a build killed and started again on the same
-    output resumes after its last committed chunk (a chunk whose documents changed is encoded again).
+    output resumes after its last committed chunk (a chunk whose documents changed, made by another model
+    or with other settings, or damaged, is encoded again: ``ChunkStore``).
     Under ``torchrun``/``accelerate launch`` (``torch.distributed`` initialised, or ``WORLD_SIZE`` > 1)
     each process encodes every ``world_size``-th chunk, and process 0 merges them, in corpus order,
     into the index: the same index as one process builds. The index appears (or replaces the old one,
@@ -205,16 +206,21 @@ class E2RankIndexer(pt.Indexer):
     def index_inputs(self):
         return [["docno", self.text_field], ["docno", "doc_vec"]]
 
+    def chunk_store(self, *, rank: int = 0) -> "ChunkStore":
+        """The store of process ``rank``'s committed chunks (``.<name>.chunks/`` beside the index), under the
+        plan of this indexer: the model's fingerprint and every setting that changes what is encoded."""
+        target = Path(self.index_.path)
+        plan = {"encoder": self.model.fingerprint(), "dim": self.model.dim, "chunk_size": self.chunk_size,
+                "text_field": self.text_field, "missing_text": self.missing_text}
+        return ChunkStore(target.parent / f".{target.name}.chunks", plan, rank=rank)
+
     def index(self, it: Iterable[dict]) -> E2RankIndex:
         if isinstance(it, pd.DataFrame):
             it = it.to_dict(orient="records")
         target = Path(self.index_.path)
         check_replaceable(target, own_entries, overwrite=self.overwrite, what="E2Rank index")  # before any work
         rank, world, barrier = distributed_context()
-        fingerprint = self.model.fingerprint()
-        plan = {"encoder": fingerprint, "dim": self.model.dim, "chunk_size": self.chunk_size,
-                "text_field": self.text_field}
-        store = ChunkStore(target.parent / f".{target.name}.chunks", plan, rank=rank)
+        store = self.chunk_store(rank=rank)
         total = len(it) if hasattr(it, "__len__") else None
         progress = None
         if self.verbose and rank == 0:
@@ -236,7 +242,7 @@ class E2RankIndexer(pt.Indexer):
                 progress.close()
         barrier()
         if rank == 0:
-            with IndexWriter(target, self.model.dim, fingerprint, overwrite=self.overwrite) as writer:
+            with IndexWriter(target, self.model.dim, store.plan["encoder"], overwrite=self.overwrite) as writer:
                 for chunk_id in range(num_chunks):
                     writer.add(*store.load(chunk_id))
                 writer.finish()
@@ -264,32 +270,25 @@ def distributed_context():
 
 class ChunkStore:
     """Encoded chunks of one build, committed one by one so that a restarted build resumes: each
-    ``chunk-N.json`` (docnos, digest of the chunk's content) is renamed into place after its
-    ``chunk-N.f4`` vectors, so its presence marks the chunk complete. A store made for another model
-    or other settings (``plan``) is discarded. Each process locks its own shard of the store."""
+    ``chunk-N.json`` (docnos, digest of the chunk's content, digest of the ``plan`` -- model
+    fingerprint and settings -- it was encoded under, SHA-256 of the vector bytes) is moved into place
+    after its ``chunk-N.f4`` vectors, both written aside, fsync'd and renamed (``io.atomic_file``), so
+    its presence marks the chunk complete, after a kill or a power loss alike. A committed chunk is
+    reused only for the same content and plan, and only when its vectors match the recorded checksum
+    and shape: a damaged one is encoded again (``has``, with a warning naming the file) and never
+    merged (``load`` raises ``CorruptArtifact``). Each process locks its own shard of the store."""
 
     def __init__(self, directory: Path, plan: dict, *, rank: int = 0):
         self.directory = Path(directory)
         self.plan = plan
         self.rank = rank
+        self._plan_digest = hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()
         self._lock = None
 
     def __enter__(self) -> "ChunkStore":
         self.directory.mkdir(parents=True, exist_ok=True)
         self._lock = writer_lock(self.directory / f"process-{self.rank}")
         self._lock.__enter__()
-        plan_file = self.directory / "plan.json"
-        if self.rank == 0:
-            try:
-                same = json.loads(plan_file.read_text()) == self.plan
-            except (OSError, ValueError):
-                same = False
-            if not same:
-                for stale in self.directory.glob("chunk-*"):
-                    stale.unlink()
-                tmp = plan_file.with_suffix(".tmp")
-                tmp.write_text(json.dumps(self.plan))
-                os.replace(tmp, plan_file)
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -300,30 +299,85 @@ class ChunkStore:
         return stem.with_suffix(".json"), stem.with_suffix(".f4")
 
     def has(self, chunk_id: int, digest: str) -> bool:
-        """Whether the chunk is committed with this content."""
-        record, _ = self._paths(chunk_id)
+        """Whether the chunk is committed with this content under this plan, and intact; a damaged one
+        (an empty record after a power loss, vectors of another size, a checksum that differs) is removed,
+        named in a warning, so that it is encoded again."""
+        record, vector_file = self._paths(chunk_id)
+        if not record.exists():
+            return False
         try:
-            return json.loads(record.read_text())["digest"] == digest
-        except (OSError, ValueError, KeyError):
+            saved = self._record(chunk_id)
+            if (saved["digest"], saved["plan"]) != (digest, self._plan_digest):
+                return False  # other documents, or another model or settings: encoded again
+            self._vectors(chunk_id, saved)
+            return True
+        except CorruptArtifact as damaged:
+            warnings.warn(f"{damaged}; encoding chunk {chunk_id} again", stacklevel=2)
+            for path in (record, vector_file):
+                path.unlink(missing_ok=True)
             return False
 
     def commit(self, chunk: EncodedChunk) -> None:
         record, vector_file = self._paths(chunk.chunk_id)
-        tmp = vector_file.with_suffix(".f4.tmp")
-        tmp.write_bytes(np.ascontiguousarray(chunk.vectors, dtype=np.float32).tobytes())
-        os.replace(tmp, vector_file)
-        tmp = record.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({"docnos": chunk.docnos, "digest": chunk.digest}))
-        os.replace(tmp, record)
+        data = np.ascontiguousarray(chunk.vectors, dtype=np.float32).tobytes()
+        with atomic_file(vector_file, mode="wb") as out:
+            out.write(data)
+        with atomic_file(record) as out:  # last: the chunk is committed once its vectors are on disk
+            out.write(json.dumps({"docnos": chunk.docnos, "digest": chunk.digest, "plan": self._plan_digest,
+                                  "sha256": _checksum(chunk.docnos, data)}))
 
     def load(self, chunk_id: int) -> Tuple[List[str], np.ndarray]:
-        record, vector_file = self._paths(chunk_id)
+        """The chunk's docnos and vectors ``(n, dim)``, checked against its record: ``FileNotFoundError``
+        for a chunk never committed, ``CorruptArtifact`` naming the file for a damaged one."""
+        record, _ = self._paths(chunk_id)
         if not record.exists():
             raise FileNotFoundError(f"chunk {chunk_id} of the build in {self.directory} is missing: did a process "
                                     f"fail? Start the build again: committed chunks are kept")
-        docnos = json.loads(record.read_text())["docnos"]
-        vectors = np.fromfile(vector_file, dtype=np.float32).reshape(len(docnos), self.plan["dim"])
-        return docnos, vectors
+        try:
+            saved = self._record(chunk_id)
+            if saved["plan"] != self._plan_digest:
+                raise CorruptArtifact(f"the chunk record {record} was written for another model or other settings")
+            return saved["docnos"], self._vectors(chunk_id, saved)
+        except CorruptArtifact as damaged:
+            raise CorruptArtifact(f"{damaged}; nothing was written. Start the build again: this chunk is encoded "
+                                  f"again, the intact ones are kept") from None
+
+    def _record(self, chunk_id: int) -> dict:
+        """The record of a committed chunk; ``CorruptArtifact`` naming it when it cannot be read."""
+        record = self._paths(chunk_id)[0]
+        try:
+            saved = json.loads(record.read_text(encoding="utf-8"))
+            if not isinstance(saved["docnos"], list) or not all(isinstance(saved[k], str)
+                                                                 for k in ("digest", "plan", "sha256")):
+                raise TypeError("docnos, digest, plan or sha256 of another type")
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise CorruptArtifact(f"the chunk record {record} is damaged ({type(e).__name__}: {e})") from None
+        return saved
+
+    def _vectors(self, chunk_id: int, saved: dict) -> np.ndarray:
+        """The chunk's vectors ``(n, dim)`` once their size, and the checksum of them and the record's
+        docnos, are those recorded; ``CorruptArtifact`` naming the file otherwise."""
+        record, vector_file = self._paths(chunk_id)
+        try:
+            data = vector_file.read_bytes()
+        except OSError as e:
+            raise CorruptArtifact(f"the chunk vectors {vector_file} cannot be read ({e.strerror})") from None
+        shape = (len(saved["docnos"]), self.plan["dim"])
+        if len(data) != 4 * shape[0] * shape[1]:
+            raise CorruptArtifact(f"the chunk vectors {vector_file} hold {len(data)} bytes, not the {shape[0]} x "
+                                  f"{shape[1]} float32 its record {record.name} lists")
+        if _checksum(saved["docnos"], data) != saved["sha256"]:
+            raise CorruptArtifact(f"the chunk vectors {vector_file} (or the docnos of {record.name}) do not match "
+                                  f"the checksum in that record: the file is damaged")
+        return np.frombuffer(data, dtype=np.float32).reshape(shape)
 
     def remove(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _checksum(docnos: List[str], vector_bytes: bytes) -> str:
+    """SHA-256 of a chunk's vectors and docnos, as its record keeps it."""
+    digest = hashlib.sha256(vector_bytes)
+    for docno in docnos:
+        digest.update(str(docno).encode("utf-8", "surrogatepass") + b"\0")
+    return digest.hexdigest()

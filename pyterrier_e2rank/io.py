@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional, Set, Tuple, Type
 
 __all__ = ["ArtifactLocked", "CorruptArtifact", "FileFormatError", "atomic_directory", "atomic_file",
-           "check_replaceable", "numbered_lines", "refuse_output_as_input", "writer_lock"]
+           "check_replaceable", "fsync_tree", "numbered_lines", "refuse_output_as_input",
+           "writer_lock"]
 
 
 class ArtifactLocked(RuntimeError):
@@ -213,3 +214,16 @@ def _fsync_directory(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def fsync_tree(path) -> None:
+    """fsync every file and directory under ``path`` (and ``path`` itself), deepest first: what was
+    written there survives a power loss once this returns, before a rename publishes it."""
+    for root, _, files in os.walk(path, topdown=False):
+        for name in files:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_directory(Path(root))

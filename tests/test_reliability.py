@@ -138,15 +138,19 @@ def test_an_existing_index_needs_overwrite_and_foreign_files_are_never_deleted(t
     assert {k: v for k, v in _snapshot(path).items() if k in before} == before
 
 
+# Writes a file "started" once it is writing, then waits (without a deadline of its own) for the test to
+# write "go": the second writer is tried while the first one certainly holds the lock, however slow the machine.
 _SLOW_WRITER = """
 import sys, time, pathlib
 from pyterrier_e2rank import E2Rank
 model = E2Rank(sys.argv[1], batch_size=4)
+started, go = pathlib.Path(sys.argv[3], "started"), pathlib.Path(sys.argv[3], "go")
 def corpus():
     for i in range(30):
         if i == 1:
-            pathlib.Path(sys.argv[3]).write_text("started")
-            time.sleep(4)
+            started.write_text("started")
+            while not go.exists():
+                time.sleep(0.05)
         yield {"docno": f"slow{i}", "text": f"slow document {i} on gene {i % 3}"}
 model.indexer(sys.argv[2], verbose=False).index(corpus())
 print("finished")
@@ -154,16 +158,19 @@ print("finished")
 
 
 def test_a_second_concurrent_writer_is_refused(tiny_qwen_dir, tiny_qwen, tmp_path):
-    path, started = tmp_path / "shared-index", tmp_path / "started"
-    first = subprocess.Popen([sys.executable, "-c", _SLOW_WRITER, str(tiny_qwen_dir), str(path), str(started)],
+    path = tmp_path / "shared-index"
+    first = subprocess.Popen([sys.executable, "-c", _SLOW_WRITER, str(tiny_qwen_dir), str(path), str(tmp_path)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not started.exists() and time.time() < deadline and first.poll() is None:
-        time.sleep(0.1)
-    assert started.exists(), first.communicate()[1]
-    with pytest.raises(ArtifactLocked, match="another process is writing"):
-        tiny_qwen.indexer(path).index(DOCS)
-    out, err = first.communicate(timeout=120)
+    try:
+        deadline = time.monotonic() + 600  # only against a hang: the wait is for the file, not for a time
+        while not (tmp_path / "started").exists() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (tmp_path / "started").exists(), first.communicate()[1]
+        with pytest.raises(ArtifactLocked, match="another process is writing"):
+            tiny_qwen.indexer(path).index(DOCS)
+    finally:
+        (tmp_path / "go").write_text("go")
+    out, err = first.communicate(timeout=600)
     assert first.returncode == 0 and "finished" in out, err
     index = E2RankIndex(path)
     assert list(index.docnos()) == [f"slow{i}" for i in range(30)]

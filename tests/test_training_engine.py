@@ -2,7 +2,6 @@
 processes, steps/accumulation/checkpointing/bf16/LoRA run through the CLI, and the SciFact builder."""
 import json
 import math
-import socket
 
 import numpy as np
 import pytest
@@ -69,15 +68,9 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_qwen_dir):
         torch.testing.assert_close(grads[1][name], grad, rtol=1e-4, atol=1e-6)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _gather_worker(rank, world, port, queries, docs, positives, out):
+def _gather_worker(rank, world, store, queries, docs, positives, out):
     import torch.distributed as dist
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     local_docs = docs[rank].clone().requires_grad_(True)
     all_docs, offset = gather_with_grad(local_docs)
     loss = info_nce(queries[rank], all_docs, positives[rank] + offset)
@@ -86,22 +79,23 @@ def _gather_worker(rank, world, port, queries, docs, positives, out):
     dist.destroy_process_group()
 
 
-def test_in_batch_negatives_are_gathered_across_processes():
+def test_in_batch_negatives_are_gathered_across_processes(tmp_path):
     """Two processes with 3 and 5 documents: each one's loss and document gradients are those of one
-    process holding all 8 documents."""
+    process holding all 8 documents. They meet through a file (no port to collide) and each returns its
+    own results."""
     torch.manual_seed(0)
     queries = [F.normalize(torch.randn(2, 8), dim=-1), F.normalize(torch.randn(1, 8), dim=-1)]
     docs = [F.normalize(torch.randn(3, 8), dim=-1), F.normalize(torch.randn(5, 8), dim=-1)]
     positives = [torch.tensor([0, 2]), torch.tensor([4])]
     out = torch.multiprocessing.Manager().dict()
-    torch.multiprocessing.spawn(_gather_worker, args=(2, _free_port(), queries, docs, positives, out), nprocs=2)
+    torch.multiprocessing.spawn(_gather_worker, args=(2, tmp_path / "store", queries, docs, positives, out), nprocs=2)
     everything = torch.cat(docs)
     for rank, offset in [(0, 0), (1, 3)]:
         alone = everything.clone().requires_grad_(True)
         loss = info_nce(queries[rank], alone, positives[rank] + offset)
         loss.backward()
         got_loss, got_offset, got_grad = out[rank]
-        assert got_offset == offset and got_loss == pytest.approx(float(loss), rel=1e-6)
+        assert got_offset == offset and got_loss == pytest.approx(float(loss.detach()), rel=1e-6)
         torch.testing.assert_close(got_grad, alone.grad[offset:offset + len(docs[rank])])
 
 

@@ -9,12 +9,14 @@ is complete: a run that fails or is killed leaves the previous checkpoint as it 
 locked and checked when ``train`` starts, not after hours of training.
 
 A preempted run resumes: ``save_every`` writes accelerate's full state (weights, optimizer, scheduler,
-RNG) with the step and the data position into ``.<output>.state/step-N`` (each built under a temporary
-name and renamed, so a kill while saving leaves the previous state the newest), and ``resume``
-continues from the newest, refusing one made with other settings or data. The loop is our own on
-accelerate rather than Hugging Face's ``Trainer``: that one brings its own (non-atomic) checkpoint
-layout and saving, batches of tensors and a metric loop for classification, while what we need beyond
-accelerate (atomic output, LoRA merge, sentence-transformers files, the PRF reranker's nDCG) stays ours.
+RNG) with the step, the data position and a checksum of every file into ``.<output>.state/step-N``
+(each built under a temporary name, fsync'd and renamed, so a kill or a power loss while saving leaves
+the previous state the newest), and ``resume`` continues from the newest intact one (a damaged one is
+named in a warning and the one before it used), refusing one made with other settings or data. The
+loop is our own on accelerate rather than Hugging Face's ``Trainer``: that one brings its own
+(non-atomic) checkpoint layout and saving, batches of tensors and a metric loop for classification,
+while what we need beyond accelerate (atomic output, LoRA merge, sentence-transformers files, the PRF
+reranker's nDCG) stays ours.
 """
 import contextlib
 import hashlib
@@ -23,6 +25,7 @@ import math
 import os
 import random
 import shutil
+import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Iterator, List, Optional, Set
@@ -32,7 +35,7 @@ import torch
 from pyterrier_e2rank import E2Rank
 from pyterrier_e2rank.fingerprint import CACHE_FILE as FINGERPRINT_CACHE
 from pyterrier_e2rank.checks import positive_int
-from pyterrier_e2rank.io import ArtifactLocked, atomic_directory, refuse_output_as_input
+from pyterrier_e2rank.io import ArtifactLocked, CorruptArtifact, atomic_directory, fsync_tree, refuse_output_as_input
 from pyterrier_e2rank.loading import pooling_settings_file, resolve_model_path, write_pooling, write_prompt_settings
 from pyterrier_e2rank.prompt import DEFAULT_RERANK_TASK, ListwisePrompt
 
@@ -49,7 +52,8 @@ SENTENCE_TRANSFORMERS_FILES = ["modules.json", "sentence_bert_config.json", "con
 #: The training record of a checkpoint; its ``"files"`` name the checkpoint's own top-level entries.
 TRAINING_RECORD = "e2rank_training.json"
 
-#: The record of a resumable state (``.<output>.state/step-N``): config, data digest, position, log.
+#: The record of a resumable state (``.<output>.state/step-N``): config, data digest, position, log, and
+#: the size and SHA-256 of every other file of the state.
 STATE_RECORD = "e2rank_state.json"
 
 #: Resumable states kept: the newest, and one before it in case the newest's storage is damaged.
@@ -279,19 +283,30 @@ def _states(config: TrainConfig) -> List[Path]:
 
 
 def _resumable_state(config: TrainConfig, data_digest: str, processes: int) -> Optional[str]:
-    """The newest state when resuming (``None`` when there is none yet); a state left by another run is
-    refused, naming the settings that differ. Called with the output's lock held, so a dead writer's
-    partial states (``.step-N.tmp``) are removed here."""
+    """The newest intact state when resuming (``None`` when there is none yet): a damaged one (an empty
+    record or file after a power loss, a file whose checksum differs) is named in a warning and the one
+    before it is used; ``CorruptArtifact`` names them all when none is intact. A state left by another
+    run is refused, naming the settings that differ. Called with the output's lock held, so a dead
+    writer's partial states (``.step-N.tmp``) are removed here."""
     for partial in config.state_dir.glob(".step-*"):
         shutil.rmtree(partial, ignore_errors=True)
     states = _states(config)
     if not states:
         return None
-    newest = states[-1]
     if not config.resume:
-        raise FileExistsError(f"an unfinished run's state is at {newest}: pass --resume (resume=True) to continue "
-                              f"it, or delete {config.state_dir} to start over")
-    saved = json.loads((newest / STATE_RECORD).read_text(encoding="utf-8"))
+        raise FileExistsError(f"an unfinished run's state is at {states[-1]}: pass --resume (resume=True) to "
+                              f"continue it, or delete {config.state_dir} to start over")
+    damaged = []
+    for newest in reversed(states):
+        try:
+            saved = _checked_state(newest)
+            break
+        except CorruptArtifact as e:
+            damaged.append(str(e))
+            warnings.warn(f"{e}; resuming from an earlier state", stacklevel=2)
+    else:
+        raise CorruptArtifact(f"no intact state to resume from: {'; '.join(damaged)}. Delete {config.state_dir} "
+                              f"to start over")
     ours = asdict(config)
     differ = [f"{name} {saved['config'].get(name)!r} (saved) vs {ours.get(name)!r} (now)"
               for name in sorted((set(ours) | set(saved["config"])) - RESUMABLE_CHANGES)
@@ -304,6 +319,40 @@ def _resumable_state(config: TrainConfig, data_digest: str, processes: int) -> O
         raise ValueError(f"cannot resume from {newest}: it was made with other settings: {'; '.join(differ)}. "
                          f"Pass the same ones, or delete {config.state_dir} to start over")
     return str(newest)
+
+
+def _checked_state(state: Path) -> dict:
+    """The record of ``state``, once every file it lists has its recorded size and SHA-256;
+    ``CorruptArtifact`` naming the first file that does not (or the record that cannot be read)."""
+    record = state / STATE_RECORD
+    try:
+        saved = json.loads(record.read_text(encoding="utf-8"))
+        files = saved["files"]
+        missing = [key for key in ("config", "data", "processes", "step", "epoch", "batches", "log")
+                   if key not in saved]
+        if not isinstance(files, dict) or missing:
+            raise KeyError(", ".join(missing) or "files")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CorruptArtifact(f"the state record {record} is damaged ({type(e).__name__}: {e})") from None
+    found = _manifest(state)
+    for name, expected in files.items():
+        if found.get(name) != expected:
+            seen = "missing" if name not in found else f"{found[name]['bytes']} bytes, sha256 {found[name]['sha256']}"
+            raise CorruptArtifact(f"the state file {state / name} is damaged: {seen}, but its record lists "
+                                  f"{expected['bytes']} bytes, sha256 {expected['sha256']}")
+    return saved
+
+
+def _manifest(state: Path) -> dict:
+    """``{path relative to state: {"bytes", "sha256"}}`` of every file of a state but its record."""
+    manifest = {}
+    for path in sorted(p for p in state.rglob("*") if p.is_file() and p.name != STATE_RECORD):
+        digest = hashlib.sha256()
+        with open(path, "rb") as data:
+            for block in iter(lambda: data.read(1 << 24), b""):
+                digest.update(block)
+        manifest[str(path.relative_to(state))] = {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+    return manifest
 
 
 class _EpochShuffle(torch.utils.data.Sampler):
@@ -347,7 +396,10 @@ def _train(accelerator, config: TrainConfig, examples: List[ListwiseExample], ev
     backbone.train()
 
     sampler = _EpochShuffle(len(examples), config.seed)
-    loader = torch.utils.data.DataLoader(examples, batch_size=config.batch_size, sampler=sampler, collate_fn=list)
+    # its own generator: starting to iterate draws a seed from it, and drawing from the global one instead
+    # would shift dropout's random numbers wherever a resumed run starts iterating (mid-epoch)
+    loader = torch.utils.data.DataLoader(examples, batch_size=config.batch_size, sampler=sampler, collate_fn=list,
+                                         generator=torch.Generator().manual_seed(config.seed))
     optimizer = torch.optim.AdamW([p for p in backbone.parameters() if p.requires_grad], lr=config.lr,
                                   weight_decay=config.weight_decay)
     backbone, prepared_optimizer, loader = accelerator.prepare(backbone, optimizer, loader)
@@ -460,9 +512,10 @@ def evaluate(model: E2Rank, prompt: ListwisePrompt, examples: List[ListwiseExamp
 
 
 def _save_state(accelerator, config: TrainConfig, record: dict) -> None:
-    """accelerate's state (every process writes its part: ZeRO-3 shards, its RNG) and our record, built
-    as ``.step-N.tmp`` and renamed to ``step-N`` once complete; then all but the newest ``KEEP_STATES``
-    are removed (renamed away first, so a kill while deleting never leaves a half state that looks whole)."""
+    """accelerate's state (every process writes its part: ZeRO-3 shards, its RNG) and our record (with
+    the size and SHA-256 of every file), built as ``.step-N.tmp``, fsync'd and renamed to ``step-N`` once
+    complete; then all but the newest ``KEEP_STATES`` are removed (renamed away first, so a kill while
+    deleting never leaves a half state that looks whole)."""
     root = config.state_dir
     partial, final = root / f".step-{record['step']}.tmp", root / f"step-{record['step']}"
     if accelerator.is_main_process:
@@ -472,7 +525,9 @@ def _save_state(accelerator, config: TrainConfig, record: dict) -> None:
     accelerator.save_state(str(partial))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        record = {**record, "files": _manifest(partial)}
         (partial / STATE_RECORD).write_text(json.dumps(record), encoding="utf-8")
+        fsync_tree(partial)  # the state's files are on disk before the rename publishes them
         shutil.rmtree(final, ignore_errors=True)
         os.rename(partial, final)
         for old in _states(config)[:-KEEP_STATES]:
