@@ -20,7 +20,7 @@ import pandas as pd
 import pyterrier as pt
 
 from .equality import EqualBySettings
-from .io import FileFormatError, numbered_lines
+from .io import FileFormatError, numbered_lines, split_fields
 from .text import join_title
 
 #: Accepted keys of a JSONL record, first match wins (BEIR, Pyserini and PyTerrier spellings).
@@ -180,10 +180,10 @@ class _CheckedFile:
 
     @contextlib.contextmanager
     def stream(self):
-        def lines():
+        def lines():  # ir_datasets reads the lines numbered_lines reads: BOM, CRLF and blanks dropped
             for number, line in numbered_lines(self._path, error=self._error):
                 self._check(number, line)
-                yield line.encode("utf-8")
+                yield f"{line}\n".encode("utf-8")
         yield io.BufferedReader(_LineStream(lines()))
 
 
@@ -244,10 +244,7 @@ def _jsonl_check(path: Path, mapping: dict, what: str) -> Callable[[int, str], N
 
 def _tsv_check(path: Path, columns: int, header: bool, what: str) -> Callable[[int, str], None]:
     def check(number: int, line: str) -> None:
-        fields = line.rstrip("\r\n").split("\t")
-        if len(fields) != columns:
-            raise FileFormatError(f"{path}:{number}: expected {columns} tab-separated fields ({what}), got "
-                                  f"{len(fields)}: {line.rstrip()[:80]!r}")
+        fields = split_fields(line, columns, where=f"{path}:{number}", form=what, sep="\t")
         if not (header and number == 1) and (not fields[0] or any(c.isspace() for c in fields[0])):
             raise FileFormatError(f"{path}:{number}: the id {fields[0]!r} is empty or holds whitespace")
     return check
@@ -299,9 +296,9 @@ def _qrels(path: Path, error=FileFormatError):
     def check(number: int, line: str) -> None:
         if beir and number == 1:
             return
-        fields = line.split()
-        if len(fields) != columns or not fields[-1].lstrip("-").isdigit():
-            raise error(f"{path}:{number}: expected '{form}' with an integer relevance: {line.rstrip()!r}")
+        relevance = split_fields(line, columns, where=f"{path}:{number}", form=form, error=error)[-1]
+        if not relevance.lstrip("-").isdigit():
+            raise error(f"{path}:{number}: the relevance {relevance!r} is not an integer ('{form}'): {line!r}")
 
     checked = _CheckedFile(path, check, error)
     return BeirQrels(checked, {}) if beir else TrecQrels(checked, {})
