@@ -193,8 +193,9 @@ def _first_line(path: Path, error=FileFormatError) -> str:
     raise error(f"{path}: the file is empty")
 
 
-def _is_jsonl(path: Path) -> bool:
-    return path.name.removesuffix(".gz").endswith((".jsonl", ".json"))
+def is_jsonl(path) -> bool:
+    """Whether a file is JSONL by its name (``.jsonl``, ``.json``, either ``.gz``); else it is read as TSV."""
+    return Path(path).name.removesuffix(".gz").endswith((".jsonl", ".json"))
 
 
 def _json_record(path: Path, number: int, line: str, error=FileFormatError) -> dict:
@@ -265,7 +266,7 @@ def _docs(path: Path):
     from ir_datasets.datasets.beir import BeirTitleDoc
     from ir_datasets.formats import GenericDoc, JsonlDocs, TsvDocs
     store = ir_datasets.util.home_path() / "local" / _stamp(path) / "docs.pklz4"
-    if _is_jsonl(path):
+    if is_jsonl(path):
         mapping = _jsonl_mapping(path, DOC_ID_KEYS, DOC_TEXT_KEYS, "document", optional=("title",))
         doc_cls = BeirTitleDoc if "title" in mapping else GenericDoc
         return JsonlDocs(_CheckedFile(path, _jsonl_check(path, mapping, "document")), doc_cls=doc_cls,
@@ -277,7 +278,7 @@ def _docs(path: Path):
 
 def _queries(path: Path):
     from ir_datasets.formats import JsonlQueries, TsvQueries
-    if _is_jsonl(path):
+    if is_jsonl(path):
         mapping = _jsonl_mapping(path, QUERY_ID_KEYS, QUERY_TEXT_KEYS, "query")
         return JsonlQueries(_CheckedFile(path, _jsonl_check(path, mapping, "query")),
                             mapping={"query_id": mapping["id"], "text": mapping["text"]})
@@ -298,7 +299,7 @@ def _qrels(path: Path, error=FileFormatError):
             return
         relevance = split_fields(line, columns, where=f"{path}:{number}", form=form, error=error)[-1]
         if not relevance.lstrip("-").isdigit():
-            raise error(f"{path}:{number}: the relevance {relevance!r} is not an integer ('{form}'): {line!r}")
+            raise error(f"{path}:{number}: expected '{form}' with an integer relevance, got {relevance!r}: {line!r}")
 
     checked = _CheckedFile(path, check, error)
     return BeirQrels(checked, {}) if beir else TrecQrels(checked, {})

@@ -155,8 +155,8 @@ def atomic_file(target, *, overwrite: bool = True, mode: str = "w", encoding: Op
             raise FileExistsError(f"{target} exists; pass overwrite to replace it")
         if target.is_dir():
             raise IsADirectoryError(f"{target} is a directory, not a file")
-        _remove_stale(target)
-        tmp, fd = _create_beside(target, lambda path: os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        tmp, fd = _create_beside(target, ".{name}.{token}.tmp",
+                                 lambda path: os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         try:
             with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as out:
                 yield out
@@ -186,8 +186,9 @@ def atomic_directory(target, *, owned: Callable[[Path], Set[str]], overwrite: bo
     target = artifact_path(target)
     with writer_lock(target):
         check_replaceable(target, owned, overwrite=overwrite, what=what)
-        _remove_stale(target)
-        staging, _ = _create_beside(target, lambda path: os.mkdir(path, 0o777))
+        for stale in target.parent.glob(f".{target.name}.tmp-*"):  # a killed writer's: we hold the lock
+            shutil.rmtree(stale, ignore_errors=True)
+        staging, _ = _create_beside(target, ".{name}.tmp-{token}", lambda path: os.mkdir(path, 0o777))
         try:
             yield staging
             check_replaceable(target, owned, overwrite=overwrite, what=what)  # nothing foreign appeared meanwhile
@@ -204,26 +205,17 @@ def artifact_path(target) -> Path:
     return Path(os.path.realpath(target)) if target.is_symlink() else target
 
 
-def _create_beside(target: Path, create: Callable[[Path], object]) -> Tuple[Path, object]:
-    """A new hidden ``.<name>.tmp-<random>`` beside ``target`` (same file system), made by ``create``,
-    which must fail if the path exists, and what ``create`` returned. Created as ``open``/``mkdir``
-    create (not ``mkstemp``'s private ``0600``/``0700``), so the umask and default ACLs apply."""
+def _create_beside(target: Path, template: str, create: Callable[[Path], object]) -> Tuple[Path, object]:
+    """A new hidden path beside ``target`` (same file system), named by ``template`` (``{name}``: the
+    target's, ``{token}``: random), made by ``create`` (which fails if the path exists), and what
+    ``create`` returned. Created as ``open``/``mkdir`` create, not with ``mkstemp``'s private ``0600``
+    (``mkdtemp``'s ``0700``): the umask and default ACLs apply, as to the user's own files."""
     while True:
-        path = target.with_name(f".{target.name}.tmp-{secrets.token_hex(6)}")
+        path = target.with_name(template.format(name=target.name, token=secrets.token_hex(4)))
         try:
             return path, create(path)
         except FileExistsError:
             continue
-
-
-def _remove_stale(target: Path) -> None:
-    """Remove a killed writer's ``.<name>.tmp-*`` leftovers beside ``target``; only under its lock."""
-    for stale in target.parent.glob(f".{target.name}.tmp-*"):
-        if stale.is_dir() and not stale.is_symlink():
-            shutil.rmtree(stale, ignore_errors=True)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                stale.unlink()
 
 
 def _keep_mode(new: Path, target: Path) -> None:

@@ -80,13 +80,13 @@ def _is_dataset(source) -> bool:
 
 def read_topics(source: str) -> pd.DataFrame:
     """``qid, query`` from ``irds:<dataset>``, a BEIR folder (its test split), a ``qid<TAB>query`` file, or a
-    JSONL file (``_id``/``text``)."""
+    JSONL file (``_id``/``text``), ``.gz`` or not."""
+    from ..data import dataset, is_jsonl
     if _is_dataset(source):
-        from ..data import dataset
         return dataset(source).get_topics()
     rows, seen = [], {}
     for number, line in numbered_lines(source, error=RunFormatError):
-        if source.endswith((".jsonl", ".json")):
+        if is_jsonl(source):
             try:
                 record = json.loads(line)
                 qid = next(record[k] for k in ("_id", "id", "qid") if k in record)
