@@ -71,8 +71,8 @@ FILE_KINDS = {
     "qrels trec": ("q.txt", "q1 0 d0 1\nq2 0 d2 2\n", lambda p: frame_rows(read_qrels(str(p))),
                    [["q1", "d0", 1], ["q2", "d2", 2]]),
     "qrels trec, dataset": ("q.txt", "q1 0 d0 1\nq2 0 d2 2\n", in_dataset("qrels"), [["q1", "d0", 1], ["q2", "d2", 2]]),
-    "qrels beir": ("q.tsv", "query-id\tcorpus-id\tscore\nq1\td0\t1\nq2\td2\t2\n", lambda p: frame_rows(read_qrels(str(p))),
-                   [["q1", "d0", 1], ["q2", "d2", 2]]),
+    "qrels beir": ("q.tsv", "query-id\tcorpus-id\tscore\nq1\td0\t1\nq2\td2\t2\n",
+                   lambda p: frame_rows(read_qrels(str(p))), [["q1", "d0", 1], ["q2", "d2", 2]]),
     "corpus jsonl": ("corpus.jsonl", DOCS_JSONL, corpus,
                      ([("d0", "t0 text 0"), ("d1", "t1 text 1"), ("d2", "t2 text 2")], ["t2 text 2"])),
     "corpus tsv with header": ("docs.tsv", "docno\ttext\nd0\ttext 0\nd1\ttext 1\nd2\ttext 2\n", corpus,
@@ -134,7 +134,8 @@ def test_a_tab_inside_a_topics_query_is_refused_by_both_readers_alike(tmp_path):
 @pytest.mark.parametrize("name, text, read, message", [
     ("x.run", "q1 Q0 d0 1 3.0 t\nq1 Q0 d1 2 2.0 t extra\n", read_run, r"x.run:2: expected 6 fields 'qid Q0 docid"),
     ("q.txt", "q1 0 d0 1\nq1 0 d1 1 extra\n", lambda p: read_qrels(str(p)), r"q.txt:2: expected 4 fields"),
-    ("q.tsv", "query-id\tcorpus-id\tscore\nq1\td0\t1\t0\n", lambda p: read_qrels(str(p)), r"q.tsv:2: expected 3 fields"),
+    ("q.tsv", "query-id\tcorpus-id\tscore\nq1\td0\t1\t0\n", lambda p: read_qrels(str(p)),
+     r"q.tsv:2: expected 3 fields"),
     ("docs.tsv", "d0\ttext 0\nd1\ttext\t1\n", lambda p: list(corpus_iter(dataset(p))),
      r"docs.tsv:2: expected 2 tab-separated fields 'docno<TAB>text', got 3"),
 ])
@@ -172,7 +173,7 @@ def umask():
     os.umask(before)
 
 
-@pytest.mark.parametrize("mask", [0o022, 0o027, 0o002])
+@pytest.mark.parametrize("mask", [0o022, 0o027, 0o002], ids=["umask 022", "umask 027", "umask 002"])
 def test_new_run_files_and_indexes_take_the_umask(tmp_path, umask, mask):
     """They came out 0600/0700 (mkstemp/mkdtemp's private modes) whatever the umask."""
     umask(mask)
@@ -236,7 +237,8 @@ def test_run_scores_are_written_exactly_so_evaluation_keeps_our_order(tmp_path):
     write_run(run, tmp_path / "x.run")
     back = read_run(tmp_path / "x.run")
     assert back["score"].tolist() == run["score"].tolist()
-    assert evaluate_run(back, qrels, ["P@1", "RR"]) == evaluate_run(run, qrels, ["P@1", "RR"]) == {"P@1": 1.0, "RR": 1.0}
+    expected = {"P@1": 1.0, "RR": 1.0}
+    assert evaluate_run(back, qrels, ["P@1", "RR"]) == evaluate_run(run, qrels, ["P@1", "RR"]) == expected
 
 
 # ---- issue 17: measures named, printed in the order given -------------------------------------------------
