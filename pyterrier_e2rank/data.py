@@ -20,7 +20,7 @@ import pandas as pd
 import pyterrier as pt
 
 from .equality import EqualBySettings
-from .io import FileFormatError, numbered_lines
+from .io import FileFormatError, numbered_lines, split_fields
 from .text import join_title
 
 #: Accepted keys of a JSONL record, first match wins (BEIR, Pyserini and PyTerrier spellings).
@@ -180,10 +180,10 @@ class _CheckedFile:
 
     @contextlib.contextmanager
     def stream(self):
-        def lines():
+        def lines():  # ir_datasets reads the lines numbered_lines reads: BOM, CRLF and blanks dropped
             for number, line in numbered_lines(self._path, error=self._error):
                 self._check(number, line)
-                yield line.encode("utf-8")
+                yield f"{line}\n".encode("utf-8")
         yield io.BufferedReader(_LineStream(lines()))
 
 
@@ -193,8 +193,9 @@ def _first_line(path: Path, error=FileFormatError) -> str:
     raise error(f"{path}: the file is empty")
 
 
-def _is_jsonl(path: Path) -> bool:
-    return path.name.removesuffix(".gz").endswith((".jsonl", ".json"))
+def is_jsonl(path) -> bool:
+    """Whether a file is JSONL by its name (``.jsonl``, ``.json``, either ``.gz``); else it is read as TSV."""
+    return Path(path).name.removesuffix(".gz").endswith((".jsonl", ".json"))
 
 
 def _json_record(path: Path, number: int, line: str, error=FileFormatError) -> dict:
@@ -244,10 +245,7 @@ def _jsonl_check(path: Path, mapping: dict, what: str) -> Callable[[int, str], N
 
 def _tsv_check(path: Path, columns: int, header: bool, what: str) -> Callable[[int, str], None]:
     def check(number: int, line: str) -> None:
-        fields = line.rstrip("\r\n").split("\t")
-        if len(fields) != columns:
-            raise FileFormatError(f"{path}:{number}: expected {columns} tab-separated fields ({what}), got "
-                                  f"{len(fields)}: {line.rstrip()[:80]!r}")
+        fields = split_fields(line, columns, where=f"{path}:{number}", form=what, sep="\t")
         if not (header and number == 1) and (not fields[0] or any(c.isspace() for c in fields[0])):
             raise FileFormatError(f"{path}:{number}: the id {fields[0]!r} is empty or holds whitespace")
     return check
@@ -268,7 +266,7 @@ def _docs(path: Path):
     from ir_datasets.datasets.beir import BeirTitleDoc
     from ir_datasets.formats import GenericDoc, JsonlDocs, TsvDocs
     store = ir_datasets.util.home_path() / "local" / _stamp(path) / "docs.pklz4"
-    if _is_jsonl(path):
+    if is_jsonl(path):
         mapping = _jsonl_mapping(path, DOC_ID_KEYS, DOC_TEXT_KEYS, "document", optional=("title",))
         doc_cls = BeirTitleDoc if "title" in mapping else GenericDoc
         return JsonlDocs(_CheckedFile(path, _jsonl_check(path, mapping, "document")), doc_cls=doc_cls,
@@ -280,7 +278,7 @@ def _docs(path: Path):
 
 def _queries(path: Path):
     from ir_datasets.formats import JsonlQueries, TsvQueries
-    if _is_jsonl(path):
+    if is_jsonl(path):
         mapping = _jsonl_mapping(path, QUERY_ID_KEYS, QUERY_TEXT_KEYS, "query")
         return JsonlQueries(_CheckedFile(path, _jsonl_check(path, mapping, "query")),
                             mapping={"query_id": mapping["id"], "text": mapping["text"]})
@@ -299,9 +297,9 @@ def _qrels(path: Path, error=FileFormatError):
     def check(number: int, line: str) -> None:
         if beir and number == 1:
             return
-        fields = line.split()
-        if len(fields) != columns or not fields[-1].lstrip("-").isdigit():
-            raise error(f"{path}:{number}: expected '{form}' with an integer relevance: {line.rstrip()!r}")
+        relevance = split_fields(line, columns, where=f"{path}:{number}", form=form, error=error)[-1]
+        if not relevance.lstrip("-").isdigit():
+            raise error(f"{path}:{number}: expected '{form}' with an integer relevance, got {relevance!r}: {line!r}")
 
     checked = _CheckedFile(path, check, error)
     return BeirQrels(checked, {}) if beir else TrecQrels(checked, {})

@@ -7,7 +7,9 @@ An artifact is either the complete old one or the complete new one. A writer:
 1. refuses an output that is one of its inputs (``refuse_output_as_input``) before reading anything;
 2. takes an exclusive lock beside the target (``.<name>.lock``, ``flock``: released by the kernel when
    the process dies, so a SIGKILL never leaves a stale lock), so a second writer gets ``ArtifactLocked``;
-3. builds the new artifact in a private directory or file beside the target (same file system);
+3. builds the new artifact in a new directory or file beside the target (same file system), created
+   as the user's tools create one (the umask's mode) and given the mode of the artifact it replaces;
+   a target that is a symbolic link is written where the link points, and the link stays;
 4. only when it is complete, swaps it into place: a file with ``os.replace``; a directory with an atomic
    exchange (Linux ``renameat2(RENAME_EXCHANGE)``, two renames elsewhere), then removes the old one.
 
@@ -21,13 +23,14 @@ import errno
 import fcntl
 import gzip
 import os
+import secrets
 import shutil
-import tempfile
+import stat
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Set, Tuple, Type
+from typing import Callable, Iterator, List, Optional, Set, Tuple, Type
 
-__all__ = ["ArtifactLocked", "CorruptArtifact", "FileFormatError", "atomic_directory", "atomic_file",
-           "check_replaceable", "fsync_tree", "numbered_lines", "refuse_output_as_input",
+__all__ = ["ArtifactLocked", "CorruptArtifact", "FileFormatError", "artifact_path", "atomic_directory", "atomic_file",
+           "check_replaceable", "fsync_tree", "numbered_lines", "refuse_output_as_input", "split_fields",
            "writer_lock"]
 
 
@@ -45,24 +48,56 @@ class FileFormatError(ValueError):
 
 # ---- reading --------------------------------------------------------------------------------------
 
+_BOM = "\ufeff"
+
+
 def numbered_lines(path, *, error: Type[ValueError] = FileFormatError, skip_blank: bool = True
                    ) -> Iterator[Tuple[int, str]]:
-    """``(line number, line)`` of a UTF-8 text file (``.gz`` read transparently), numbered from 1.
+    """``(line number, line)`` of a UTF-8 text file (``.gz`` read transparently), numbered from 1 as an
+    editor numbers them. Every text file the library reads (run, topics, qrels, corpus, collection and
+    training files, and the lines ir_datasets reads of local datasets) is read here, with one rule:
 
-    A line that is not UTF-8 (a binary file, another encoding) raises ``error`` naming ``file:line``."""
+    - lines end at ``\\n``, ``\\r\\n`` or a lone ``\\r`` (Python's universal newlines); the end is not part
+      of the line, so a Windows file gives the same lines (and the same query texts) as a Unix one;
+    - a byte-order mark (U+FEFF) starting a line is dropped: the one Windows editors and PowerShell write
+      at the start of a file, and the ones ``cat`` leaves where such files were joined;
+    - lines of only whitespace are skipped (``skip_blank``), keeping the numbers of the others;
+    - a line that is not UTF-8 (a binary file, another encoding) or holds a NUL byte raises ``error``
+      naming ``file:line``.
+
+    Fields of a line are split by ``split_fields``, which refuses a line with extra fields."""
     opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as lines:
-        for number, raw in enumerate(lines, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise error(f"{path}:{number}: not UTF-8 text (byte {raw[e.start]:#04x} at column {e.start + 1}); "
-                            f"is this the right file?") from None
-            if "\x00" in line:
-                raise error(f"{path}:{number}: a NUL byte: this looks like a binary file, not text")
-            if skip_blank and not line.strip():
-                continue
-            yield number, line
+    number = 0
+    with opener(path, "rb") as raw_lines:
+        for raw in raw_lines:
+            for part in raw.removesuffix(b"\n").removesuffix(b"\r").split(b"\r"):
+                number += 1
+                try:
+                    line = part.decode("utf-8").removeprefix(_BOM)
+                except UnicodeDecodeError as e:
+                    raise error(f"{path}:{number}: not UTF-8 text (byte {part[e.start]:#04x} at column "
+                                f"{e.start + 1}); is this the right file?") from None
+                if "\x00" in line:
+                    raise error(f"{path}:{number}: a NUL byte: this looks like a binary file, not text")
+                if skip_blank and not line.strip():
+                    continue
+                yield number, line
+
+
+def split_fields(line: str, count: int, *, where: str, form: str, sep: Optional[str] = None,
+                 error: Type[ValueError] = FileFormatError) -> List[str]:
+    """The ``count`` fields of a line of a line-oriented file (a line from ``numbered_lines``), split at
+    each ``sep`` (``"\\t"``: TSV files, whose texts hold spaces) or, with ``sep=None``, at runs of
+    whitespace (TREC run and qrels files, whose fields hold none).
+
+    A line with more or fewer fields raises ``error`` naming ``where`` (``file:line``) and ``form``:
+    an extra field is never dropped nor joined to another (a tab typed into a query would cut it).
+    Records of JSONL files are read by key instead, and keys a reader does not know are ignored."""
+    fields = line.split(sep)
+    if len(fields) != count:
+        kind = "tab-separated fields" if sep == "\t" else "fields"
+        raise error(f"{where}: expected {count} {kind} '{form}', got {len(fields)}: {line[:80]!r}")
+    return fields
 
 
 # ---- writing --------------------------------------------------------------------------------------
@@ -111,20 +146,24 @@ def writer_lock(target) -> Iterator[None]:
 
 @contextlib.contextmanager
 def atomic_file(target, *, overwrite: bool = True, mode: str = "w", encoding: Optional[str] = "utf-8"):
-    """Open a private file beside ``target`` for writing; it replaces ``target`` only when the block
-    ends without an exception (fsync'd first). Exclusive: a second writer gets ``ArtifactLocked``."""
-    target = Path(target)
+    """Open a new file beside ``target`` for writing; it replaces ``target`` only when the block ends
+    without an exception (fsync'd first). Exclusive: a second writer gets ``ArtifactLocked``. The file
+    looks like the user's own (``artifact_path``, ``_keep_mode``): the umask's mode, or the mode of the
+    file it replaces; through a symbolic link, the file linked to is replaced and the link kept."""
+    target = artifact_path(target)
     with writer_lock(target):
         if target.exists() and not overwrite:
             raise FileExistsError(f"{target} exists; pass overwrite to replace it")
         if target.is_dir():
             raise IsADirectoryError(f"{target} is a directory, not a file")
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        tmp, fd = _create_beside(target, ".{name}.{token}.tmp",
+                                 lambda path: os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         try:
             with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as out:
                 yield out
                 out.flush()
                 os.fsync(out.fileno())
+            _keep_mode(tmp, target)
             os.replace(tmp, target)
             _fsync_directory(target.parent)
         except BaseException:
@@ -136,25 +175,54 @@ def atomic_file(target, *, overwrite: bool = True, mode: str = "w", encoding: Op
 @contextlib.contextmanager
 def atomic_directory(target, *, owned: Callable[[Path], Set[str]], overwrite: bool = False,
                      what: str = "artifact") -> Iterator[Path]:
-    """Yield a private, empty directory beside ``target`` to build an artifact in; it takes
-    ``target``'s place only when the block ends without an exception.
+    """Yield a new, empty directory beside ``target`` to build an artifact in; it takes ``target``'s
+    place only when the block ends without an exception, with the umask's mode or the mode of the
+    directory it replaces; through a symbolic link, the directory linked to is replaced and the link
+    kept (``artifact_path``).
 
     ``owned(existing)`` names the entries of an existing ``target`` that belong to the artifact; an
     existing target is replaced only with ``overwrite=True`` and only if it holds nothing else. A
     failure, including SIGKILL, leaves ``target`` as it was (a dead writer's leftovers, hidden
     ``.<name>.tmp-*`` directories, are removed by the next writer)."""
-    target = Path(target)
+    target = artifact_path(target)
     with writer_lock(target):
         check_replaceable(target, owned, overwrite=overwrite, what=what)
         for stale in target.parent.glob(f".{target.name}.tmp-*"):  # a killed writer's: we hold the lock
             shutil.rmtree(stale, ignore_errors=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        staging, _ = _create_beside(target, ".{name}.tmp-{token}", lambda path: os.mkdir(path, 0o777))
         try:
             yield staging
             check_replaceable(target, owned, overwrite=overwrite, what=what)  # nothing foreign appeared meanwhile
+            _keep_mode(staging, target)
             _swap_into_place(staging, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)  # the new artifact's temp dir, or the old artifact
+
+
+def artifact_path(target) -> Path:
+    """Where an artifact at ``target`` is written: ``target``, or, if it is a symbolic link, the path it
+    points to (links followed to the end). Replacing the link itself would orphan what it points to."""
+    target = Path(target)
+    return Path(os.path.realpath(target)) if target.is_symlink() else target
+
+
+def _create_beside(target: Path, template: str, create: Callable[[Path], object]) -> Tuple[Path, object]:
+    """A new hidden path beside ``target`` (same file system), named by ``template`` (``{name}``: the
+    target's, ``{token}``: random), made by ``create`` (which fails if the path exists), and what
+    ``create`` returned. Created as ``open``/``mkdir`` create, not with ``mkstemp``'s private ``0600``
+    (``mkdtemp``'s ``0700``): the umask and default ACLs apply, as to the user's own files."""
+    while True:
+        path = target.with_name(template.format(name=target.name, token=secrets.token_hex(4)))
+        try:
+            return path, create(path)
+        except FileExistsError:
+            continue
+
+
+def _keep_mode(new: Path, target: Path) -> None:
+    """Give ``new`` the permission bits of the ``target`` it is about to replace, if there is one."""
+    with contextlib.suppress(FileNotFoundError):
+        os.chmod(new, stat.S_IMODE(os.stat(target).st_mode))
 
 
 def check_replaceable(target: Path, owned, *, overwrite: bool, what: str) -> None:

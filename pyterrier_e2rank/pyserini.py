@@ -165,8 +165,8 @@ class FaissVectors:
         if model is not None:
             check_fingerprint(stored, model, f"the FAISS index at {self.index_dir}")
         self.index = faiss.read_index(str(self.index_dir / "index"))
-        docids = [line.rstrip("\n") for _, line in
-                  numbered_lines(self.index_dir / "docid", error=CorruptArtifact, skip_blank=False)]
+        docid_file = self.index_dir / "docid"
+        docids = [line for _, line in numbered_lines(docid_file, error=CorruptArtifact, skip_blank=False)]
         if len(docids) != self.index.ntotal:
             raise CorruptArtifact(f"the FAISS index at {self.index_dir} holds {self.index.ntotal} vectors but its "
                                   f"docid file {len(docids)} docids: the files disagree; rebuild the index")

@@ -12,7 +12,7 @@ import ir_measures
 import pandas as pd
 
 from ..checks import identifier, is_text, positive_int
-from ..io import FileFormatError, atomic_file, numbered_lines, refuse_output_as_input
+from ..io import FileFormatError, atomic_file, numbered_lines, refuse_output_as_input, split_fields
 from . import arguments
 
 
@@ -32,16 +32,14 @@ def read_run(path) -> pd.DataFrame:
     """``qid, docno, score, rank`` (rank from 0, in score order; ties keep the file's ranks)."""
     rows, seen = [], {}
     for number, line in numbered_lines(path, error=RunFormatError):
-        fields = line.split()
-        if len(fields) != 6:
-            raise RunFormatError(f"{path}:{number}: expected 6 fields 'qid Q0 docid rank score tag', "
-                                 f"got {len(fields)}: {line.rstrip()!r}")
+        fields = split_fields(line, 6, where=f"{path}:{number}", form="qid Q0 docid rank score tag",
+                              error=RunFormatError)
         qid, _, docno, rank, score, _ = fields
         try:
             rank, score = int(rank), float(score)
         except ValueError:
             raise RunFormatError(f"{path}:{number}: rank must be an integer and score a number: "
-                                 f"{line.rstrip()!r}") from None
+                                 f"{line!r}") from None
         if not math.isfinite(score):  # nan would sort anywhere, inf above every real score
             raise RunFormatError(f"{path}:{number}: score {fields[4]!r} of docid {docno!r} is not a finite number")
         if (qid, docno) in seen:
@@ -59,7 +57,9 @@ def read_run(path) -> pd.DataFrame:
 def write_run(frame: pd.DataFrame, path, tag: str = "e2rank") -> None:
     """Writes ``qid Q0 docno rank+1 score tag`` lines in rank order, atomically: a refused or failed
     write leaves any old file as it was. A qid, docno or tag with whitespace (it would shift the
-    line's fields) and a non-finite score are refused, naming them."""
+    line's fields) and a non-finite score are refused, naming them. Scores are written exactly (the
+    shortest text that reads back as the same float): trec_eval and ir-measures order a run by score
+    and break ties by docno, so scores rounded to a few decimals would tie and reorder close documents."""
     tag = identifier(tag, "the run tag", "tag")
     qids = [identifier(q, "qid", f"row {i}") for i, q in enumerate(frame["qid"])]
     docnos = [identifier(d, "docno", f"row {i} (qid {q!r})") for i, (q, d) in enumerate(zip(qids, frame["docno"]))]
@@ -69,7 +69,7 @@ def write_run(frame: pd.DataFrame, path, tag: str = "e2rank") -> None:
     ordered = frame.assign(qid=qids, docno=docnos).sort_values(["qid", "rank"], kind="stable")
     with atomic_file(path) as out:
         for row in ordered.itertuples():
-            out.write(f"{row.qid} Q0 {row.docno} {int(row.rank) + 1} {float(row.score):.6f} {tag}\n")
+            out.write(f"{row.qid} Q0 {row.docno} {int(row.rank) + 1} {float(row.score)!r} {tag}\n")
 
 
 def _is_dataset(source) -> bool:
@@ -80,13 +80,13 @@ def _is_dataset(source) -> bool:
 
 def read_topics(source: str) -> pd.DataFrame:
     """``qid, query`` from ``irds:<dataset>``, a BEIR folder (its test split), a ``qid<TAB>query`` file, or a
-    JSONL file (``_id``/``text``)."""
+    JSONL file (``_id``/``text``), ``.gz`` or not."""
+    from ..data import dataset, is_jsonl
     if _is_dataset(source):
-        from ..data import dataset
         return dataset(source).get_topics()
     rows, seen = [], {}
     for number, line in numbered_lines(source, error=RunFormatError):
-        if source.endswith((".jsonl", ".json")):
+        if is_jsonl(source):
             try:
                 record = json.loads(line)
                 qid = next(record[k] for k in ("_id", "id", "qid") if k in record)
@@ -94,10 +94,10 @@ def read_topics(source: str) -> pd.DataFrame:
             except (json.JSONDecodeError, StopIteration, TypeError):
                 raise RunFormatError(f"{source}:{number}: expected a JSON object with an id and a text") from None
         else:
-            fields = line.rstrip("\n").split("\t")
-            if len(fields) < 2 or not is_text(fields[1]):
-                raise RunFormatError(f"{source}:{number}: expected 'qid<TAB>query': {line.rstrip()!r}")
-            qid, query = fields[0].strip(), fields[1]
+            qid, query = split_fields(line, 2, where=f"{source}:{number}", form="qid<TAB>query", sep="\t",
+                                      error=RunFormatError)
+            if not is_text(query):
+                raise RunFormatError(f"{source}:{number}: the query of qid {qid!r} is empty")
         qid = _identifier(qid, "qid", f"{source}:{number}")
         if qid in seen:  # a repeated qid would rerank each of its candidates twice
             raise RunFormatError(f"{source}:{number}: qid {qid!r} repeated (first on line {seen[qid]})")
@@ -116,11 +116,33 @@ def read_qrels(source: str) -> pd.DataFrame:
     return read_qrels_file(source, error=RunFormatError)
 
 
+def parse_measure(measure) -> "ir_measures.Measure":
+    """An ir-measures measure from its name (``nDCG@10``, ``P(rel=2)@5``) or a measure object, with its
+    parameters checked. A name ir-measures cannot read, a parameter the measure does not take, or a
+    cutoff below 1 (pytrec_eval aborts the whole process on ``R@0``) is a ValueError naming the measure."""
+    try:
+        parsed = ir_measures.parse_measure(measure) if isinstance(measure, str) else measure
+        parsed.validate_params()  # AssertionError naming the parameter
+        cutoff = parsed.params.get(parsed.AT_PARAM)
+        if cutoff is not None and not (isinstance(cutoff, int) and not isinstance(cutoff, bool) and cutoff >= 1):
+            raise ValueError(f"its cutoff must be an integer >= 1, got {cutoff!r}")
+        return parsed
+    except NameError:  # ir-measures' "measure not found"
+        reason = f"ir-measures has no measure called {str(measure).split('@')[0].split('(')[0]!r}"
+    except (ValueError, AssertionError) as e:
+        reason = "not an ir-measures name (its cutoff or parameters cannot be read)" if "problem parsing" in str(e) \
+            else str(e)
+    raise ValueError(f"unknown measure {measure!r}: {reason}; measures are written as ir-measures names, e.g. "
+                     f"nDCG@10, R@100, P(rel=2)@5, AP, RR@10")
+
+
 def evaluate_run(run: pd.DataFrame, qrels: pd.DataFrame, measures) -> dict:
-    """Aggregate ir-measures (names like ``nDCG@10`` or measure objects) of a run frame."""
-    measures = [ir_measures.parse_measure(m) if isinstance(m, str) else m for m in measures]
+    """``{measure name: aggregate value}`` of a run frame, in the order of ``measures`` (ir-measures names
+    like ``nDCG@10``, or measure objects; each checked by ``parse_measure``, a repeated one kept once)."""
+    measures = list(dict.fromkeys(parse_measure(m) for m in measures))
     scored = run.rename(columns={"qid": "query_id", "docno": "doc_id"})[["query_id", "doc_id", "score"]]
-    return {str(m): float(v) for m, v in ir_measures.calc_aggregate(measures, qrels, scored).items()}
+    values = ir_measures.calc_aggregate(measures, qrels, scored)
+    return {str(m): float(values[m]) for m in measures}
 
 
 def rerank_run(model, run: pd.DataFrame, topics: pd.DataFrame, docs: str, *, index=None, top_k: int = 100,
@@ -163,7 +185,8 @@ def _rerank_command(args) -> int:
 
 
 def _eval_command(args) -> int:
-    results = evaluate_run(read_run(args.run), read_qrels(args.qrels), args.metrics)
+    measures = [parse_measure(m) for m in args.metrics]  # before reading the files
+    results = evaluate_run(read_run(args.run), read_qrels(args.qrels), measures)
     for name, value in results.items():
         print(f"{name}\t{value:.4f}")
     return 0
