@@ -116,9 +116,8 @@ def test_an_index_in_the_old_layout_says_how_to_move_on(tiny_qwen, tmp_path):
 def test_a_per_document_score_cache_cannot_serve_the_listwise_reranker(tiny_qwen, index, candidates, tmp_path):
     from pyterrier_caching import ScorerCache
     cached = ScorerCache(tmp_path / "scores", tiny_qwen.reranker(num_input_docs=5, index=index))
-    cached(candidates[candidates["rank"] < 8])  # fills the cache with the top 8
-    with pytest.raises(ValueError, match="not a whole ranked list.*ScorerCache"):
-        cached(candidates)  # the misses (ranks 8..14) alone would be reranked without their top
+    with pytest.raises(ValueError, match="listwise and cannot be served by Sqlite3ScorerCache"):
+        cached(candidates[candidates["rank"] < 8])  # would store scores valid for this list only
 
 
 def test_cached_prompt_vectors_give_the_uncached_results_on_two_first_stages(tiny_qwen, index, candidates, tmp_path):
