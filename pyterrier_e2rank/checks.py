@@ -180,9 +180,9 @@ def _one_value_per_key(inp: pd.DataFrame, key: str, column: str) -> np.ndarray:
     pairs = pd.DataFrame({"key": keys, "value": values}).drop_duplicates()
     clashing = pairs["key"][pairs["key"].duplicated()]
     if len(clashing):
-        rows = np.flatnonzero(keys == clashing.iat[0])
-        different = pd.unique(inp[column].iloc[rows])
-        raise ValueError(f"{key} {inp[key].iat[rows[0]]!r} has {len(different)} different {column!r} values "
+        rows = pairs.index[pairs["key"] == clashing.iat[0]]  # the first row of each value
+        different = inp[column].iloc[rows]
+        raise ValueError(f"{key} {inp[key].iat[rows[0]]!r} has {len(rows)} different {column!r} values "
                          f"({', '.join(repr(str(v)[:40]) for v in different[:3])}; rows {rows[:5].tolist()}): "
                          f"one {key} means one {column}; give each its own {key}")
     return pairs.drop_duplicates("key").index.to_numpy()
