@@ -26,10 +26,7 @@ _STATS_LOCK = threading.Lock()
 
 @dataclass
 class EncodeStats:
-    """Work done by the model: forward passes, texts, real tokens and padded positions.
-
-    ``a + b`` is a new record; ``a += b`` adds in place, atomically across threads (a record shared by
-    the threads of a reranker stays exact)."""
+    """Work done by the model: forward passes, texts, real tokens and padded positions."""
     forward_passes: int = 0
     texts: int = 0
     tokens: int = 0
@@ -38,11 +35,10 @@ class EncodeStats:
     def __add__(self, other: "EncodeStats") -> "EncodeStats":
         return EncodeStats(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
 
-    def __iadd__(self, other: "EncodeStats") -> "EncodeStats":
-        with _STATS_LOCK:
-            for f in fields(self):
-                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
-        return self
+    def add(self, other: "EncodeStats") -> None:
+        """Adds ``other`` in place (a ``counting`` record)."""
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
     def __sub__(self, other: "EncodeStats") -> "EncodeStats":
         return EncodeStats(*(getattr(self, f.name) - getattr(other, f.name) for f in fields(self)))
@@ -50,6 +46,13 @@ class EncodeStats:
     @property
     def padding_fraction(self) -> float:
         return 1 - self.tokens / self.padded_tokens if self.padded_tokens else 0.0
+
+
+def add_stats(owner, work: EncodeStats) -> None:
+    """``owner.stats = owner.stats + work``, atomic across threads; a new record each time, so a
+    ``before = owner.stats`` taken earlier keeps its values."""
+    with _STATS_LOCK:
+        owner.stats = owner.stats + work
 
 
 class E2Rank:
@@ -247,9 +250,9 @@ class E2Rank:
         input_ids, mask = input_ids.to(self.device), mask.to(self.device)
         hidden = self.backbone(input_ids=input_ids, attention_mask=mask).last_hidden_state
         work = EncodeStats(1, len(batch), int(mask.sum()), mask.numel())
-        self.stats += work
+        add_stats(self, work)
         for counter in self._open_counters():
-            counter += work
+            counter.add(work)
         return pool(hidden, mask, self.pooling)
 
     @contextlib.contextmanager

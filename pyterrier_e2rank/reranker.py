@@ -15,7 +15,7 @@ import pyterrier as pt
 from .equality import EqualBySettings
 from .checks import positive_int, require_text, stack_vectors, validate_frame
 from .index import as_index
-from .model import EncodeStats
+from .model import EncodeStats, add_stats
 from .prompt import ListwisePrompt
 from .prompt_encoder import E2RankPromptEncoder, in_current_order, query_groups
 
@@ -142,7 +142,7 @@ class E2RankReranker(EqualBySettings, pt.Transformer):
             return inp.assign(score=pd.Series(dtype=float), rank=pd.Series(dtype=int))
         with self.model.counting() as work:
             out = self._rerank(inp)
-        self.stats += work
+        add_stats(self, work)
         return out.sort_values(["_query_order", "rank"]).drop(columns=["_query_order"]).reset_index(drop=True)
 
     def _rerank(self, inp: pd.DataFrame) -> pd.DataFrame:

@@ -14,21 +14,28 @@ from pyterrier_e2rank.checks import identifier
 from pyterrier_e2rank.pyserini import HitReranker
 from pyterrier_e2rank.reranker import CandidateVectors
 
-DOCS = pd.DataFrame({"docno": [f"d{i}" for i in range(20)],
-                     "text": [f"document {i} on gene {i % 7}, virus {i % 5} and dose {i % 3}" for i in range(20)]})
+from fixtures.docs import make_docs
+
+DOCS = pd.DataFrame({"docno": [f"d{i}" for i in range(20)], "text": make_docs(20, seed=16)})
 QUERIES = pd.DataFrame({"qid": ["1", "2", "3"], "query": ["gene therapy", "virus immune response", "brain dose"]})
 
 
 @pytest.fixture(scope="module")
-def index(tiny_qwen, tmp_path_factory):
-    return tiny_qwen.indexer(tmp_path_factory.mktemp("ids") / "dense").index(DOCS.to_dict("records"))
+def index_and_candidates(tiny_qwen, tmp_path_factory):
+    """An index of DOCS, and its dense top 8 of each query with text."""
+    built = tiny_qwen.indexer(tmp_path_factory.mktemp("ids") / "dense").index(DOCS.to_dict("records"))
+    top = tiny_qwen.retriever(built, num_results=8)(QUERIES).merge(DOCS, on="docno")
+    return built, top.sort_values(["qid", "rank"]).reset_index(drop=True)
 
 
 @pytest.fixture(scope="module")
-def candidates(tiny_qwen, index):
-    """The dense top 8 of each query, with text."""
-    frame = tiny_qwen.retriever(index, num_results=8)(QUERIES).merge(DOCS, on="docno")
-    return frame.sort_values(["qid", "rank"]).reset_index(drop=True)
+def index(index_and_candidates):
+    return index_and_candidates[0]
+
+
+@pytest.fixture(scope="module")
+def candidates(index_and_candidates):
+    return index_and_candidates[1]
 
 
 def with_cell(frame, column, row, value):
@@ -164,7 +171,8 @@ def test_hit_reranker_refuses_repeated_and_missing_ids(tiny_qwen):
     with pytest.raises(ValueError, match=r"docid at hit 1 of qid '0' is missing"):
         reranker.rerank("gene therapy", [hits[0], Hit(None, 1.0)])
     reranked = reranker.rerank("gene therapy", hits, qid=7)
-    assert sorted(h.docid for h in reranked) == [h.docid for h in hits] and [h.rank for h in reranked] == [0, 1, 2, 3, 4]
+    assert sorted(h.docid for h in reranked) == [h.docid for h in hits]
+    assert [h.rank for h in reranked] == [0, 1, 2, 3, 4]
 
 
 # ---- what the listwise reranker accepts: runs read by PyTerrier ---------------------------------------
@@ -236,7 +244,7 @@ def test_reranker_stats_count_its_own_passes_while_another_thread_reranks(tiny_q
             if done is not None:
                 done.set()
 
-    before = model.stats.texts
+    before = model.stats  # a record: later passes make a new one
     hook = model.backbone.register_forward_pre_hook(hold_first_until_second_is_done)
     try:
         threads = [threading.Thread(target=run, args=(first, frame), name="first"),
@@ -250,7 +258,7 @@ def test_reranker_stats_count_its_own_passes_while_another_thread_reranks(tiny_q
     assert not errors, errors
     assert (first.stats.forward_passes, first.stats.texts) == (1, 3)  # three prompts in one batch
     assert (second.stats.forward_passes, second.stats.texts) == (1, 1)
-    assert model.stats.texts - before == 4  # the model's total counts both threads
+    assert (model.stats - before).texts == 4  # the model's total counts both threads
     with model.counting() as outer:
         with model.counting() as inner:
             first(frame)
