@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pyterrier as pt
 import pytest
+from ir_measures import RR, nDCG
 
 from pyterrier_e2rank import E2Rank
 from pyterrier_e2rank.checks import identifier
@@ -82,7 +83,8 @@ def test_a_bad_docno_cell_is_refused_naming_row_and_qid(tiny_qwen, index, candid
 
 @pytest.mark.parametrize("bad, named", [("q\x00", "holds a control character"), ("q\x7f1", "control character"),
                                         ("q\udc801", "lone surrogate"), ("q 1", "empty or holds whitespace"),
-                                        (np.array(["q1"]), "not one identifier"), (None, "missing")])
+                                        (np.array(["q1"]), "not one identifier"), (None, "missing"),
+                                        (pd.NA, "missing")])
 def test_identifier_refuses_what_a_run_file_cannot_keep(bad, named):
     with pytest.raises(ValueError, match=named):
         identifier(bad, "qid", "row 0")
@@ -264,3 +266,16 @@ def test_reranker_stats_count_its_own_passes_while_another_thread_reranks(tiny_q
             first(frame)
         second(frame[frame["qid"] == "1"])
     assert (inner.texts, outer.texts, first.stats.texts) == (3, 4, 6)
+
+
+def test_experiment_options_hand_the_reranker_whole_lists(tiny_qwen, index, candidates):
+    """pt.Experiment's own reuse (a precomputed common prefix, topics in batches) splits work by query,
+    never a candidate list: the table equals the one computed without it."""
+    first_stage = pt.Transformer.from_df(candidates)
+    text = pt.apply.generic(lambda frame: frame.drop(columns=["text"]).merge(DOCS, on="docno"))
+    systems = [first_stage >> text >> tiny_qwen.reranker(num_input_docs=3, index=index), first_stage]
+    qrels = pd.DataFrame({"qid": ["1", "2", "3"], "docno": ["d1", "d2", "d3"], "label": [1, 1, 1]})
+    plain = pt.Experiment(systems, QUERIES, qrels, [RR, nDCG @ 5], names=["prf", "first"])
+    reused = pt.Experiment(systems, QUERIES, qrels, [RR, nDCG @ 5], names=["prf", "first"],
+                           precompute_prefix=True, batch_size=1)
+    pd.testing.assert_frame_equal(plain, reused)
