@@ -1,10 +1,12 @@
 """Input checks shared by the transformers and writers: bad values are named, never used silently."""
 import math
 import numbers
-from typing import List, Sequence, Tuple
+import re
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
+import pyterrier as pt
 
 
 def is_text(value) -> bool:
@@ -75,23 +77,115 @@ def check_finite(vectors: np.ndarray, names: Sequence, what: str) -> None:
                          f"(NaN or infinity; {len(bad)} row(s))")
 
 
+#: What no identifier may hold: whitespace (a TREC run or FAISS docid file splits lines on it), control
+#: characters (a NUL makes a run file unreadable) and lone surrogates (not text).
+_UNKEEPABLE = re.compile(r"[\s\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
 def identifier(value, what: str, where) -> str:
     """A docno or qid as the string stored and written: ints as ``str(int)``; ``None``, NaN, floats,
-    empty strings and strings with whitespace (they cannot round-trip through a TREC run file or a
-    FAISS ``docid`` file) are refused, naming ``where`` (a position or a ``file:line``)."""
+    arrays and lists (one id per cell), empty strings and strings with whitespace or control characters
+    (they cannot round-trip through a TREC run file or a FAISS ``docid`` file) are refused, naming
+    ``where`` (a position or a ``file:line``)."""
     if isinstance(value, (bool, np.bool_)):
         raise ValueError(f"{what} at {where} is a boolean ({value!r}), not an identifier")
     if isinstance(value, numbers.Integral):
         return str(int(value))
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         raise ValueError(f"{what} at {where} is missing ({value!r})")
+    if isinstance(value, (list, tuple, np.ndarray, pd.Series)):
+        raise ValueError(f"{what} at {where} is a {type(value).__name__} ({str(value)[:60]}), not one identifier: "
+                         f"a cell holds one {what}")
     if not isinstance(value, str):
         raise ValueError(f"{what} at {where} is a {type(value).__name__} ({value!r}); give identifiers as "
                          f"strings (or ints)")
-    if not value or any(c.isspace() for c in value):
+    bad = _UNKEEPABLE.search(value)
+    if not value or (bad and bad.group().isspace()):
         raise ValueError(f"{what} {value!r} at {where} is empty or holds whitespace, which a TREC run file "
                          f"or a FAISS docid file cannot keep")
+    if bad:
+        kind = "a lone surrogate" if "\ud800" <= bad.group() <= "\udfff" else "a control character"
+        raise ValueError(f"{what} {value!r} at {where} holds {kind} ({bad.group()!r} at character {bad.start()}), "
+                         f"which a TREC run file or a FAISS docid file cannot keep")
     return value
+
+
+def validate_frame(inp: pd.DataFrame, context, *, includes: Sequence[str], queries: bool = False,
+                   texts: Optional[str] = None) -> None:
+    """The one input check of every transformer of ours that takes qids or docnos: a frame our code
+    would answer silently wrong is refused, naming rows and ids.
+
+    - the columns ``includes`` (``pt.validate``: an ``InputValidationError``, a KeyError, naming them);
+    - every ``qid`` and ``docno`` cell an identifier (``identifier``: no ``None``, NaN, array, list,
+      whitespace or control character), and ``1`` and ``"1"`` never two ids of one frame;
+    - with both columns, no docno twice in one query's candidates;
+    - with ``queries``, one ``query`` per qid, and no lone surrogate in it (emptiness is the consumer's);
+    - with ``texts`` (a column the docnos' vectors are encoded from), one text per docno.
+
+    Raises ValueError (KeyError for missing columns)."""
+    pt.validate.columns(inp, includes=list(includes), context=context)
+    if not len(inp):
+        return
+    qids = _identifiers(inp, "qid") if "qid" in inp.columns else None
+    if "docno" in inp.columns:
+        _identifiers(inp, "docno", qids)
+    if qids is not None and "docno" in inp.columns:
+        repeated = inp.duplicated(["qid", "docno"], keep=False).to_numpy()
+        if repeated.any():
+            first = np.flatnonzero(repeated)[0]
+            qid, docno = inp["qid"].iat[first], inp["docno"].iat[first]
+            rows = np.flatnonzero(repeated & (inp["qid"] == qid).to_numpy() & (inp["docno"] == docno).to_numpy())
+            raise ValueError(f"qid {qid!r} lists docno {docno!r} {len(rows)} times (rows {rows[:5].tolist()}; "
+                             f"{int(repeated.sum())} repeated row(s) in all): a candidate appears once per query")
+    if queries and "query" in inp.columns:
+        firsts = _one_value_per_key(inp, "qid", "query")
+        for row in firsts:
+            if isinstance(inp["query"].iat[row], str):
+                check_encodable(inp["query"].iat[row], f"the query of qid {inp['qid'].iat[row]!r}")
+    if texts is not None:
+        _one_value_per_key(inp, "docno", texts)
+
+
+def _identifiers(inp: pd.DataFrame, column: str, qids: Optional[List] = None) -> List:
+    """The cells of ``column``, each an ``identifier`` (refused naming its row, and its qid)."""
+    values = inp[column].tolist()
+    if pd.api.types.is_integer_dtype(inp[column].dtype) and not pd.api.types.is_bool_dtype(inp[column].dtype):
+        return values
+    where = (lambda i: f"row {i}") if qids is None else (lambda i: f"row {i} (qid {qids[i]!r})")
+    if all(isinstance(v, str) for v in values):  # the usual frame: one regex pass
+        bad = next((i for i, v in enumerate(values) if not v or _UNKEEPABLE.search(v)), None)
+        if bad is not None:
+            identifier(values[bad], column, where(bad))
+        return values
+    strings = [identifier(v, column, where(i)) for i, v in enumerate(values)]
+    if len(set(strings)) != len(set(values)):
+        first = {}
+        for i, (text, value) in enumerate(zip(strings, values)):
+            if first.setdefault(text, value) != value:
+                raise ValueError(f"{column}s {first[text]!r} and {value!r} (row {i}) are one {column} in a run "
+                                 f"file but two in this frame: give ids of one type")
+    return values
+
+
+def _one_value_per_key(inp: pd.DataFrame, key: str, column: str) -> np.ndarray:
+    """Row positions of each ``key``'s first row; a ValueError if a key has two different ``column``
+    values (a ``None`` and a NaN are one missing value)."""
+    keys = pd.factorize(inp[key])[0]
+    try:
+        values = pd.factorize(inp[column])[0]
+    except TypeError:  # an unhashable cell: a list or an array
+        row = next(i for i, v in enumerate(inp[column]) if not isinstance(v, (str, numbers.Number, type(None))))
+        raise ValueError(f"the {column} of {key} {inp[key].iat[row]!r} (row {row}) is a "
+                         f"{type(inp[column].iat[row]).__name__}, not a text") from None
+    pairs = pd.DataFrame({"key": keys, "value": values}).drop_duplicates()
+    clashing = pairs["key"][pairs["key"].duplicated()]
+    if len(clashing):
+        rows = pairs.index[pairs["key"] == clashing.iat[0]]  # the first row of each value
+        different = inp[column].iloc[rows]
+        raise ValueError(f"{key} {inp[key].iat[rows[0]]!r} has {len(rows)} different {column!r} values "
+                         f"({', '.join(repr(str(v)[:40]) for v in different[:3])}; rows {rows[:5].tolist()}): "
+                         f"one {key} means one {column}; give each its own {key}")
+    return pairs.drop_duplicates("key").index.to_numpy()
 
 
 def positive_int(value, name: str, *, minimum: int = 1, allow_none: bool = False):

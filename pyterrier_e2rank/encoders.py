@@ -5,7 +5,7 @@ import pandas as pd
 import pyterrier as pt
 
 from .equality import EqualBySettings
-from .checks import require_text
+from .checks import require_text, validate_frame
 
 
 class E2RankQueryEncoder(EqualBySettings, pt.Transformer):
@@ -24,7 +24,7 @@ class E2RankQueryEncoder(EqualBySettings, pt.Transformer):
         return (self.model, self.batch_size)
 
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
-        pt.validate.columns(inp, includes=["qid", "query"], context=self)
+        validate_frame(inp, self, includes=["qid", "query"], queries=True)
         codes, _ = pd.factorize(inp["qid"])
         first = pd.Series(range(len(inp))).groupby(codes).first().to_numpy() if len(inp) else []
         queries = require_text(inp.iloc[first], "query", key="qid")
@@ -50,7 +50,7 @@ class E2RankDocEncoder(EqualBySettings, pt.Transformer):
         return (self.model, self.batch_size, self.text_field)
 
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
-        pt.validate.columns(inp, includes=["docno", self.text_field], context=self)
+        validate_frame(inp, self, includes=["docno", self.text_field])
         out = inp.copy()
         texts = require_text(out, self.text_field, key="docno")
         vectors = self.model.encode_docs(texts, batch_size=self.batch_size, verbose=self.verbose)

@@ -1,8 +1,10 @@
 """``E2Rank``: one embedding model, and the factory of every transformer that uses it."""
+import contextlib
 import hashlib
 import json
+import threading
 from dataclasses import dataclass, fields
-from typing import List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence
 
 import numpy as np
 import pyterrier as pt
@@ -20,6 +22,7 @@ DEFAULT_MODEL = "Alibaba-NLP/E2Rank-0.6B"
 #: hashed from the checkpoint files, blind to the tokenizer; 1: 64 embedding rows, blind to fine-tuning).
 FINGERPRINT_VERSION = 3
 _AUTO = "auto"
+_STATS_LOCK = threading.Lock()
 
 
 @dataclass
@@ -33,12 +36,24 @@ class EncodeStats:
     def __add__(self, other: "EncodeStats") -> "EncodeStats":
         return EncodeStats(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
 
+    def add(self, other: "EncodeStats") -> None:
+        """Adds ``other`` in place (a ``counting`` record)."""
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
     def __sub__(self, other: "EncodeStats") -> "EncodeStats":
         return EncodeStats(*(getattr(self, f.name) - getattr(other, f.name) for f in fields(self)))
 
     @property
     def padding_fraction(self) -> float:
         return 1 - self.tokens / self.padded_tokens if self.padded_tokens else 0.0
+
+
+def add_stats(owner, work: EncodeStats) -> None:
+    """``owner.stats = owner.stats + work``, atomic across threads; a new record each time, so a
+    ``before = owner.stats`` taken earlier keeps its values."""
+    with _STATS_LOCK:
+        owner.stats = owner.stats + work
 
 
 class E2Rank:
@@ -106,6 +121,7 @@ class E2Rank:
         self.batch_size = batch_size
         self.verbose = verbose
         self.stats = EncodeStats()
+        self._counters = threading.local()
         self.doc_cache: Optional[dict] = {} if cache_doc_vectors else None
 
     def _identity(self) -> tuple:
@@ -236,8 +252,30 @@ class E2Rank:
         input_ids, mask = pad_batch(batch, self.pad_token_id, left=self.pooling.last_token)
         input_ids, mask = input_ids.to(self.device), mask.to(self.device)
         hidden = self.backbone(input_ids=input_ids, attention_mask=mask).last_hidden_state
-        self.stats += EncodeStats(1, len(batch), int(mask.sum()), mask.numel())
+        work = EncodeStats(1, len(batch), int(mask.sum()), mask.numel())
+        add_stats(self, work)
+        for counter in self._open_counters():
+            counter.add(work)
         return pool(hidden, mask, self.pooling)
+
+    @contextlib.contextmanager
+    def counting(self) -> Iterator[EncodeStats]:
+        """``with model.counting() as stats:`` counts the forward passes this thread makes inside the block
+        (blocks nest; each counts its own). ``model.stats`` is the total of all threads since loading, so
+        a difference of it would count other threads' work too."""
+        stats = EncodeStats()
+        counters = self._open_counters()
+        counters.append(stats)
+        try:
+            yield stats
+        finally:
+            del counters[next(i for i, counter in enumerate(counters) if counter is stats)]
+
+    def _open_counters(self) -> List[EncodeStats]:
+        """This thread's open ``counting`` records."""
+        if not hasattr(self._counters, "open"):
+            self._counters.open = []
+        return self._counters.open
 
     # ---- identity -------------------------------------------------------------------------------
     def fingerprint(self) -> dict:

@@ -10,6 +10,7 @@ The second is a plain function of the prompt text, so it is what may be cached (
 ``prompt_cache.PromptVectorCache`` keyed by ``prompt``, one subdirectory per model and prompt-vector
 settings). A listwise score itself depends on the other candidates and must never be cached per (query, docno).
 """
+import sys
 from typing import List, Optional
 
 import numpy as np
@@ -17,7 +18,7 @@ import pandas as pd
 import pyterrier as pt
 
 from .equality import EqualBySettings
-from .checks import is_text, require_text
+from .checks import is_text, require_text, validate_frame
 from .prompt import ListwisePrompt
 from .prompt_cache import PromptVectorCache
 
@@ -26,8 +27,9 @@ class PromptRenderer(EqualBySettings, pt.Transformer):
     """R frame (``qid, query, docno, text`` and ``rank`` or ``score``) -> Q frame ``qid, query, prompt``.
 
     The top ``prompt.num_input_docs`` candidates of each query, in their current order, enter its
-    prompt. With a ``rank`` column, each query's ranks must be exactly 0..n-1: a list with its top
-    missing (a per-document cache such as ``ScorerCache`` passing on only its misses) is refused."""
+    prompt. Ids are checked by ``checks.validate_frame`` (no docno twice in a list, one query per qid);
+    with a ``rank`` column, each query's ranks must be consecutive (``in_current_order``); a
+    per-document score cache such as ``ScorerCache`` is refused."""
 
     def __init__(self, model, prompt: ListwisePrompt, *, text_field: str = "text"):
         self.model = model
@@ -41,7 +43,7 @@ class PromptRenderer(EqualBySettings, pt.Transformer):
         return (self.model, self.prompt, self.text_field)
 
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
-        pt.validate.result_frame(inp, extra_columns=["query", self.text_field], context=self)
+        validate_frame(inp, self, includes=["qid", "docno", "query", self.text_field], queries=True)
         if len(inp) == 0:
             return pd.DataFrame({"qid": pd.Series(dtype=object), "query": pd.Series(dtype=str),
                                  "prompt": pd.Series(dtype=str)})
@@ -124,28 +126,53 @@ class E2RankPromptEncoder(EqualBySettings, pt.Transformer):
 
 def in_current_order(inp: pd.DataFrame, context) -> pd.DataFrame:
     """Rows grouped by query (first-seen order), each query's candidates by ``rank`` (else ``score``),
-    with ``_query_order``; a ``rank`` column must hold 0..n-1 for every query."""
+    with ``_query_order``. A ``rank`` column must hold consecutive integers for every query, from any
+    start (0 from PyTerrier, 1 from ``pt.io.read_results``): a list with gaps has lost candidates its
+    prompt needs. Refused under a per-document score cache (``refuse_score_cache``)."""
+    refuse_score_cache(context)
     order_by = "rank" if "rank" in inp.columns else "score"
     if order_by not in inp.columns:
         raise KeyError(f"{context!r} needs a 'rank' or 'score' column to know the candidates' order; "
                        f"got {list(inp.columns)}")
+    keys = pd.to_numeric(inp[order_by], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    if not np.isfinite(keys).all():
+        row = int(np.flatnonzero(~np.isfinite(keys))[0])
+        raise ValueError(f"the {order_by} of docno {inp['docno'].iat[row]!r} for qid {inp['qid'].iat[row]!r} is "
+                         f"{inp[order_by].iat[row]!r}, not a finite number: the candidates' order is unknown")
     frame = inp.reset_index(drop=True)
     frame["_query_order"] = pd.factorize(frame["qid"])[0]
     frame = frame.sort_values(["_query_order", order_by], ascending=[True, order_by == "rank"],
                               kind="stable").reset_index(drop=True)
     if order_by == "rank":
-        expected = frame.groupby("_query_order", sort=False).cumcount().to_numpy()
+        by_query = frame.groupby("_query_order", sort=False)["rank"]
+        expected = by_query.transform("first").to_numpy() + by_query.cumcount().to_numpy()
         wrong = np.flatnonzero(frame["rank"].to_numpy() != expected)
         if len(wrong):
             qid = frame["qid"].iat[wrong[0]]
             ranks = frame.loc[frame["qid"] == qid, "rank"].tolist()
             raise ValueError(
-                f"the candidates of query {qid!r} are not a whole ranked list (ranks {ranks[:8]}..., expected "
-                f"0..{len(ranks) - 1}): a listwise prompt needs each query's top candidates. A per-document cache "
-                f"(pyterrier-caching's ScorerCache) passes on only its misses and cannot serve a listwise reranker; "
-                f"cache the prompt vectors instead (reranker(cache=...)). If rows were dropped on purpose, "
-                f"recompute ranks first (pt.model.add_ranks)")
+                f"the candidates of query {qid!r} are not a whole ranked list (ranks {ranks[:8]}"
+                f"{'...' if len(ranks) > 8 else ''}, not consecutive): a listwise prompt needs each query's top "
+                f"candidates in order. If rows were dropped on purpose, recompute ranks first (pt.model.add_ranks)")
     return frame
+
+
+def refuse_score_cache(context) -> None:
+    """Refuse being called, at any depth, by a per-(query, docno) score cache (pyterrier-caching's
+    ``ScorerCache``, ``Hdf5ScorerCache``, ``Sqlite3ScorerCache``, and what they call): a listwise score
+    depends on the other candidates, so such a cache would store scores valid for one candidate list
+    and serve them, mixed with new ones, for another. Found on the caller's stack, whatever ranks the
+    cache passes on."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        owner = frame.f_locals.get("self")
+        kind = type(owner)
+        if kind.__module__.startswith("pyterrier_caching") and "ScorerCache" in kind.__name__:
+            raise ValueError(
+                f"{context!r} is listwise and cannot be served by {kind.__name__} (a per-document score cache "
+                f"passes on only its misses and mixes scores from different candidate lists); cache the prompt "
+                f"vectors instead: model.reranker(cache=...)")
+        frame = frame.f_back
 
 
 def query_groups(frame: pd.DataFrame) -> List[np.ndarray]:

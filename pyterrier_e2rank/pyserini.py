@@ -7,6 +7,7 @@ imported inside the functions that need it. Works with Pyserini 0.2x and 1.x (se
 import contextlib
 import json
 import os
+from collections import Counter
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -281,18 +282,29 @@ class HitReranker:
         self.reranker = model.reranker(index=index, **reranker_options)
 
     def rerank(self, query: str, hits: Sequence, qid: str = "0") -> List[RerankedHit]:
-        return self.rerank_batch([(qid, query, hits)])[qid]
+        (reranked,) = self.rerank_batch([(qid, query, hits)]).values()
+        return reranked
 
     def rerank_batch(self, queries: Sequence[Tuple[str, str, Sequence]]) -> Dict[str, List[RerankedHit]]:
-        """``[(qid, query, hits), ...]`` -> ``{qid: reranked hits}``; prompts are encoded in batches."""
-        rows = [{"qid": str(qid), "query": query, "docno": str(hit.docid), "score": float(hit.score), "rank": rank}
-                for qid, query, hits in queries for rank, hit in enumerate(hits)]
+        """``[(qid, query, hits), ...]`` -> ``{qid: reranked hits}``; prompts are encoded in batches.
+
+        Qids and docids are ``checks.identifier``s (ints as ``str(int)``); a qid given twice (its hit
+        lists would merge into one candidate list) and a docid repeated in one query's hits (it would
+        fill two prompt slots and come out twice) are refused, naming them."""
+        qids = [identifier(qid, "qid", f"queries[{i}]") for i, (qid, _, _) in enumerate(queries)]
+        repeated = sorted(qid for qid, count in Counter(qids).items() if count > 1)
+        if repeated:
+            raise ValueError(f"qid(s) {repeated[:5]} given more than once to rerank_batch: each query's hits "
+                             f"come in one entry")
+        rows = [{"qid": qid, "query": query, "docno": identifier(hit.docid, "docid", f"hit {rank} of qid {qid!r}"),
+                 "score": float(hit.score), "rank": rank}
+                for qid, (_, query, hits) in zip(qids, queries) for rank, hit in enumerate(hits)]
         frame = pd.DataFrame(rows, columns=["qid", "query", "docno", "score", "rank"])
         frame["text"] = [self.text(d) for d in frame["docno"]]
         if self.faiss_vectors is not None:
             frame["doc_vec"] = list(self.faiss_vectors.vectors(frame["docno"].tolist()))
         out = self.reranker(frame)
-        reranked = {str(qid): [] for qid, _, _ in queries}
+        reranked = {qid: [] for qid in qids}
         for row in out.itertuples():
             reranked[row.qid].append(RerankedHit(row.docno, float(row.score), int(row.rank)))
         return reranked

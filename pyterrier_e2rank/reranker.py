@@ -13,9 +13,9 @@ import pandas as pd
 import pyterrier as pt
 
 from .equality import EqualBySettings
-from .checks import positive_int, require_text, stack_vectors
+from .checks import positive_int, require_text, stack_vectors, validate_frame
 from .index import as_index
-from .model import EncodeStats
+from .model import EncodeStats, add_stats
 from .prompt import ListwisePrompt
 from .prompt_encoder import E2RankPromptEncoder, in_current_order, query_groups
 
@@ -41,7 +41,8 @@ class CandidateVectors(EqualBySettings, pt.Transformer):
         return (self.model, self.index, self.text_field)
 
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
-        pt.validate.columns(inp, includes=["docno"], context=self)
+        encoded = "doc_vec" not in inp.columns and self.index is None
+        validate_frame(inp, self, includes=["docno"], texts=self.text_field if encoded else None)
         docnos = inp["docno"].tolist()
         if "doc_vec" in inp.columns:
             stack_vectors(inp["doc_vec"], docnos, self.model.dim,
@@ -66,7 +67,7 @@ class VectorScorer(EqualBySettings, pt.Transformer):
         return ()
 
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
-        pt.validate.result_frame(inp, extra_columns=["query_vec", "doc_vec"], context=self)
+        validate_frame(inp, self, includes=["qid", "docno", "query_vec", "doc_vec"])
         if len(inp) == 0:
             return inp.assign(score=pd.Series(dtype=float), rank=pd.Series(dtype=int))
         names = inp["docno"].tolist()
@@ -81,7 +82,9 @@ class E2RankReranker(EqualBySettings, pt.Transformer):
 
     ``prompt_encoder`` (the listwise prompt of the top ``num_input_docs`` -> pseudo-query) >>
     ``vec_loader`` (the candidates' vectors) >> ``VectorScorer``. With an index, a query costs one
-    forward sequence (see ``stats``); prompts of all queries in a frame are encoded in batches.
+    forward sequence; prompts of all queries in a frame are encoded in batches. ``stats`` (an
+    ``EncodeStats``) counts this reranker's own forward passes, in whatever threads it runs, and no other
+    transformer's (``model.counting``).
 
     With ``window`` (and ``stride``, default ``window // 2``), RankGPT-style sliding windows run back to
     front; each window is reordered by its own prompt, and scores become ``n - final position``.
@@ -133,10 +136,16 @@ class E2RankReranker(EqualBySettings, pt.Transformer):
         return (self.prompt_encoder, self.vec_loader, self.window, self.stride)
 
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
-        pt.validate.result_frame(inp, extra_columns=["query", self.prompt_encoder.renderer.text_field], context=self)
+        validate_frame(inp, self, includes=["qid", "docno", "query", self.prompt_encoder.renderer.text_field],
+                       queries=True)
         if len(inp) == 0:
             return inp.assign(score=pd.Series(dtype=float), rank=pd.Series(dtype=int))
-        before = self.model.stats
+        with self.model.counting() as work:
+            out = self._rerank(inp)
+        add_stats(self, work)
+        return out.sort_values(["_query_order", "rank"]).drop(columns=["_query_order"]).reset_index(drop=True)
+
+    def _rerank(self, inp: pd.DataFrame) -> pd.DataFrame:
         frame = in_current_order(inp, self)
         had_vectors = "doc_vec" in frame.columns
         frame = self.vec_loader(frame)
@@ -147,10 +156,7 @@ class E2RankReranker(EqualBySettings, pt.Transformer):
         else:
             frame["score"] = self._sliding_windows(frame)
             out = pt.model.add_ranks(frame)
-        if not had_vectors:
-            out = out.drop(columns=["doc_vec"])
-        self.stats += self.model.stats - before
-        return out.sort_values(["_query_order", "rank"]).drop(columns=["_query_order"]).reset_index(drop=True)
+        return out if had_vectors else out.drop(columns=["doc_vec"])
 
     def _sliding_windows(self, frame: pd.DataFrame) -> np.ndarray:
         """Back-to-front windows; the same window step of all queries is encoded as one batch."""

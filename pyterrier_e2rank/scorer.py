@@ -8,6 +8,7 @@ from typing import Optional
 import pandas as pd
 import pyterrier as pt
 
+from .checks import validate_frame
 from .equality import EqualBySettings
 from .encoders import E2RankQueryEncoder
 from .reranker import CandidateVectors, VectorScorer
@@ -34,7 +35,7 @@ class E2RankScorer(EqualBySettings, pt.Transformer):
         return (self.query_encoder, self.vec_loader)
 
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
-        pt.validate.result_frame(inp, extra_columns=["query"], context=self)
+        validate_frame(inp, self, includes=["qid", "docno", "query"], queries=True)
         if len(inp) == 0:
             return inp.assign(score=pd.Series(dtype=float), rank=pd.Series(dtype=int))
         had_vectors = "doc_vec" in inp.columns

@@ -68,9 +68,9 @@ def test_prf_re_retrieval_searches_the_whole_index(tiny_qwen, index, candidates)
 def test_indexer_takes_doc_vectors_from_the_doc_encoder_without_encoding_again(tiny_qwen, index, tmp_path):
     pipeline = tiny_qwen.doc_encoder() >> tiny_qwen.indexer(tmp_path / "from-vectors")
     assert pt.inspect.indexer_inputs(tiny_qwen.indexer(tmp_path / "x")) == [["docno", "text"], ["docno", "doc_vec"]]
-    before = tiny_qwen.stats.texts
-    built = pipeline.index(DOCS.to_dict("records"))
-    assert tiny_qwen.stats.texts - before == len(DOCS)  # encoded once, by the doc encoder
+    with tiny_qwen.counting() as work:
+        built = pipeline.index(DOCS.to_dict("records"))
+    assert work.texts == len(DOCS)  # encoded once, by the doc encoder
     np.testing.assert_allclose(built.np_vecs(), index.np_vecs(), atol=1e-6)
 
 
@@ -89,9 +89,9 @@ def test_flex_index_retrievers_serve_our_index(tiny_qwen, index):
 
 
 def test_query_encoder_takes_result_frames_encoding_each_query_once(tiny_qwen, candidates):
-    before = tiny_qwen.stats.texts
-    out = tiny_qwen.query_encoder()(candidates)
-    assert tiny_qwen.stats.texts - before == len(QUERIES) and len(out) == len(candidates)
+    with tiny_qwen.counting() as work:
+        out = tiny_qwen.query_encoder()(candidates)
+    assert work.texts == len(QUERIES) and len(out) == len(candidates)
     expected = tiny_qwen.encode_queries(QUERIES["query"].tolist())
     for qid, expected_vector in zip(QUERIES["qid"], expected):
         for vector in out[out["qid"] == qid]["query_vec"]:
@@ -116,9 +116,8 @@ def test_an_index_in_the_old_layout_says_how_to_move_on(tiny_qwen, tmp_path):
 def test_a_per_document_score_cache_cannot_serve_the_listwise_reranker(tiny_qwen, index, candidates, tmp_path):
     from pyterrier_caching import ScorerCache
     cached = ScorerCache(tmp_path / "scores", tiny_qwen.reranker(num_input_docs=5, index=index))
-    cached(candidates[candidates["rank"] < 8])  # fills the cache with the top 8
-    with pytest.raises(ValueError, match="not a whole ranked list.*ScorerCache"):
-        cached(candidates)  # the misses (ranks 8..14) alone would be reranked without their top
+    with pytest.raises(ValueError, match="listwise and cannot be served by Sqlite3ScorerCache"):
+        cached(candidates[candidates["rank"] < 8])  # would store scores valid for this list only
 
 
 def test_cached_prompt_vectors_give_the_uncached_results_on_two_first_stages(tiny_qwen, index, candidates, tmp_path):
@@ -153,11 +152,11 @@ def test_experiment_tree_plan_shares_the_first_stage(tiny_qwen, index):
     systems = [first_stage >> text >> tiny_qwen.reranker(index=index, num_input_docs=5),
                first_stage >> text >> tiny_qwen.scorer(index=index)]
     qrels = pd.DataFrame({"qid": ["1", "2", "3"], "docno": ["d1", "d2", "d3"], "label": [1, 1, 1]})
-    before = tiny_qwen.stats.texts
-    table = pt.Experiment(systems, QUERIES, qrels, [nDCG @ 10], names=["prf", "cosine"], plan="tree")
+    with tiny_qwen.counting() as work:
+        table = pt.Experiment(systems, QUERIES, qrels, [nDCG @ 10], names=["prf", "cosine"], plan="tree")
     assert len(table) == 2
     # queries: encoded once for the shared retriever, once by the scorer; prompts: once per query
-    assert tiny_qwen.stats.texts - before == 3 * len(QUERIES)
+    assert work.texts == 3 * len(QUERIES)
 
 
 def test_pyserini_encoders_are_built_from_a_name(tiny_qwen_dir, tiny_qwen):

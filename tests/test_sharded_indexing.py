@@ -58,9 +58,9 @@ def test_a_killed_build_resumes_after_its_last_committed_chunk(tiny_qwen_dir, ti
                             capture_output=True, text=True)
     assert killed.returncode == -9, killed.stderr
     assert not path.exists() and len(list((tmp_path / ".index.chunks").glob("chunk-*.json"))) == 3
-    before = tiny_qwen.stats.texts
-    resumed = tiny_qwen.indexer(path, chunk_size=8).index(CORPUS)
-    assert tiny_qwen.stats.texts - before == len(CORPUS) - 3 * 8  # chunks 0-2 were not encoded again
+    with tiny_qwen.counting() as work:
+        resumed = tiny_qwen.indexer(path, chunk_size=8).index(CORPUS)
+    assert work.texts == len(CORPUS) - 3 * 8  # chunks 0-2 were not encoded again
     _same_index(resumed, one_process)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index"]  # the chunks are gone once merged
 
@@ -76,9 +76,9 @@ def test_a_changed_chunk_is_encoded_again(tiny_qwen, one_process, tmp_path):
     path = tmp_path / "index"
     stale = [dict(d, text=d["text"] + " an older version") if i < 8 else d for i, d in enumerate(CORPUS)]
     _commit(tiny_qwen, path, stale[:16])
-    before = tiny_qwen.stats.texts
-    rebuilt = tiny_qwen.indexer(path, chunk_size=8).index(CORPUS)
-    assert tiny_qwen.stats.texts - before == len(CORPUS) - 8  # chunk 0 changed, chunk 1 did not
+    with tiny_qwen.counting() as work:
+        rebuilt = tiny_qwen.indexer(path, chunk_size=8).index(CORPUS)
+    assert work.texts == len(CORPUS) - 8  # chunk 0 changed, chunk 1 did not
     _same_index(rebuilt, one_process)
 
 
