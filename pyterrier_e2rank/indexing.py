@@ -254,7 +254,6 @@ class E2RankIndexer(pt.Indexer):
 def distributed_context():
     """``(rank, world size, barrier)``: from ``torch.distributed`` (initialised here, gloo on CPU and nccl on
     CUDA, when launched by torchrun with ``WORLD_SIZE`` > 1), else one process."""
-    import os
     world = int(os.environ.get("WORLD_SIZE", "1"))
     try:
         import torch.distributed as dist
