@@ -285,11 +285,11 @@ def _tsv_check(path: Path, columns: int, header: bool, what: str) -> Callable[[i
 
 
 def _stamp(*paths) -> str:
-    """A digest of files' paths, sizes and modification times: what a cached document store depends on."""
+    """A digest of files' paths and contents: what a cached document store depends on (sizes and
+    modification times would miss an edit that keeps the size, its mtime restored by ``cp -p``)."""
     digest = hashlib.sha256()
     for path in paths:
-        stat = path.stat()
-        digest.update(f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+        digest.update(f"{path.resolve()}\0{_content_digest(path)}\0".encode())
     return digest.hexdigest()[:16]
 
 

@@ -203,3 +203,16 @@ def test_a_fine_tuned_checkpoint_saves_the_prompt_it_was_trained_with(tiny_qwen_
                        "--max-steps", "1", "--batch-size", "2"]) == 0
     prompt = E2Rank(str(output)).reranker().prompt
     assert (prompt.task, prompt.variant, prompt.num_input_docs) == ("Rank the abstracts for the claim", "readme", 4)
+
+
+def test_document_text_follows_an_edit_that_keeps_size_and_mtime(tmp_path):
+    """The document store cached for a local corpus is keyed on its content: the reranker's text and
+    the indexed text never disagree."""
+    from pyterrier_e2rank.data import DocumentText
+    folder = beir_folder(tmp_path / "corpus", ["alpha beta", "gamma delta"])
+    assert DocumentText(dataset(folder))(pd.DataFrame({"docno": ["d0"]}))["text"].tolist() == ["alpha beta"]
+    corpus = folder / "corpus.jsonl"
+    stat = corpus.stat()
+    corpus.write_text(corpus.read_text().replace("alpha", "alphb"))
+    os.utime(corpus, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert DocumentText(dataset(folder))(pd.DataFrame({"docno": ["d0"]}))["text"].tolist() == ["alphb beta"]
