@@ -79,8 +79,8 @@ def _pisa_retrieve_class():
     from pyterrier_pisa import PisaRetrieve
 
     class QuietPisaRetrieve(PisaRetrieve):
-        """PisaRetrieve whose C++ log is never shown (``verbose``: our progress bars), and whose rank cutoff (``% k``) keeps every option
-        (PisaRetrieve's own drops ``precompute_impact``)."""
+        """PisaRetrieve whose C++ log is never shown (``verbose``: our progress bars), and whose rank cutoff
+        (``% k``) keeps every option (PisaRetrieve's own drops ``precompute_impact``)."""
 
         def reset_retrieval_context(self, force=False):
             with _quiet_fds():
