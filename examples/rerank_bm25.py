@@ -26,7 +26,7 @@ def main(argv=None):
 
     dataset = pt.get_dataset(args.dataset)
     bm25 = pisa_bm25(args.index_dir, dataset)
-    e2rank = E2Rank(args.model).reranker(num_input_docs=20)
+    e2rank = E2Rank(args.model).reranker()  # the checkpoint's prompt settings, else the paper's (20 documents)
     pipeline = bm25 % args.top_k >> DocumentText(dataset) >> e2rank
 
     topics = dataset.get_topics().head(args.num_queries)

@@ -7,38 +7,62 @@ default, Terrier's stopword list.
 import contextlib
 import ctypes
 import functools
+import json
 import os
 import sys
+import warnings
+from pathlib import Path
+from typing import Optional
 
 import pyterrier as pt
 
-from .data import corpus_iter, load_dataset
+from .data import corpus_iter, corpus_stamp, load_dataset
+from .io import CorruptArtifact, atomic_directory
 
 
 @contextlib.contextmanager
-def _quiet_fds(quiet: bool):
-    """Points the process's fds 1 and 2 at /dev/null while ``quiet``: PISA logs from C++, which writes
-    to the fds directly, so redirecting ``sys.stdout`` cannot catch it (nor Jupyter's fd capture avoid it).
-    Process-wide while it lasts; the fds are restored on exceptions too."""
-    if not quiet:
-        yield
-        return
+def _quiet_fds():
+    """Points the process's fds 1 and 2 at /dev/null while PISA runs: its C++ log (spdlog lines on fd 1,
+    progress such as "Storing score upper bounds: N%" on fd 2) is written to the fds directly, so
+    redirecting ``sys.stdout`` cannot catch it (nor Jupyter's fd capture avoid it). Python's own output
+    keeps its place: ``sys.stdout``/``sys.stderr``, where they write to fds 1 and 2, write meanwhile to
+    copies of the original fds, so our progress bars and warnings still show. Process-wide while it
+    lasts; the fds and streams are restored on exceptions too."""
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)
+    originals, replacements = {}, {}
     try:
         os.dup2(devnull, 1)
         os.dup2(devnull, 2)
+        for name, copy in (("stdout", saved[0]), ("stderr", saved[1])):
+            stream = getattr(sys, name)
+            if _fileno(stream) == (1 if name == "stdout" else 2):
+                originals[name] = stream
+                replacements[name] = open(os.dup(copy), "w", buffering=1, encoding=stream.encoding,
+                                          errors=stream.errors)
+                setattr(sys, name, replacements[name])
         yield
     finally:
         ctypes.CDLL(None).fflush(None)  # C stdio buffers go to /dev/null, not out after the restore
+        for name, replacement in replacements.items():
+            replacement.close()  # flushes; a progress bar still holding it is disabled by tqdm, not broken
+            if getattr(sys, name) is replacement:
+                setattr(sys, name, originals[name])
         sys.stdout.flush()
         sys.stderr.flush()
         os.dup2(saved[0], 1)
         os.dup2(saved[1], 2)
         for fd in (*saved, devnull):
             os.close(fd)
+
+
+def _fileno(stream) -> Optional[int]:
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation: pytest's and Jupyter's streams
+        return None
 
 
 def _choice(name: str, value, enum):
@@ -55,15 +79,15 @@ def _pisa_retrieve_class():
     from pyterrier_pisa import PisaRetrieve
 
     class QuietPisaRetrieve(PisaRetrieve):
-        """PisaRetrieve that is silent unless ``verbose``, and whose rank cutoff (``% k``) keeps every option
-        (PisaRetrieve's own drops ``precompute_impact``)."""
+        """PisaRetrieve whose C++ log is never shown (``verbose``: our progress bars), and whose rank cutoff
+        (``% k``) keeps every option (PisaRetrieve's own drops ``precompute_impact``)."""
 
         def reset_retrieval_context(self, force=False):
-            with _quiet_fds(not self.verbose):
+            with _quiet_fds():
                 super().reset_retrieval_context(force)
 
         def transform(self, queries):
-            with _quiet_fds(not self.verbose):
+            with _quiet_fds():
                 return super().transform(queries)
 
         def fuse_rank_cutoff(self, k: int):
@@ -80,8 +104,18 @@ def _pisa_retrieve_class():
 def pisa_bm25(index_dir: str, dataset=None, *, k1: float = 0.9, b: float = 0.4, num_results: int = 100,
               query_weighted: bool = True, stops: str = "terrier", stemmer: str = "porter2",
               query_algorithm: str = "block_max_wand", index_encoding: str = "block_simdbp",
-              precompute_impact: bool = False, threads: int = 1, verbose: bool = False) -> pt.Transformer:
+              precompute_impact: bool = False, threads: int = 1, rebuild_stale: bool = False,
+              verbose: bool = False) -> pt.Transformer:
     """BM25 over a PISA index at ``index_dir``, built from ``dataset``'s corpus if not there yet.
+
+    The index is built aside and moved into place when complete, with a stamp of the corpus it was
+    built from (``data.corpus_stamp``: the collection's id, and a local corpus file's content digest). An
+    existing index given a ``dataset`` is reused only if it was built from that same corpus; otherwise
+    (documents added or changed since, another collection, or an index without a stamp) a
+    ``ValueError`` names the index and both corpora, unless ``rebuild_stale=True``, which builds it again
+    in its place (entries that are not PISA's are never deleted). Without ``dataset`` the index is used
+    as it is. A dataset object that is not an ir_datasets dataset cannot be stamped: its index is reused
+    by path.
 
     Options (PISA's, keyword-only):
 
@@ -97,7 +131,7 @@ def pisa_bm25(index_dir: str, dataset=None, *, k1: float = 0.9, b: float = 0.4, 
     - ``precompute_impact``: search precomputed, quantised BM25 impacts: faster; scores become integers
       on another scale, the ranking nearly the same.
     - ``threads``: for indexing and for searching.
-    - ``verbose``: progress bars and PISA's log; when ``False`` PISA's C++ log (fds 1 and 2) is silenced.
+    - ``verbose``: our progress bars. PISA's C++ log (hundreds of lines on fds 1 and 2) is never shown.
 
     Unlike Lucene's ``log(1 + (N - df + 0.5) / (df + 0.5))``, PISA's idf is ``log((N - df + 0.5) / (df + 0.5))``
     floored at 1e-6: a term in more than half of the documents adds (almost) nothing.
@@ -112,33 +146,87 @@ def pisa_bm25(index_dir: str, dataset=None, *, k1: float = 0.9, b: float = 0.4, 
     if threads < 1:
         raise ValueError(f"threads={threads!r}: must be >= 1")
     stemmer = _choice("stemmer", stemmer, PisaStemmer)
+    options = dict(text_field="text", stemmer=stemmer, threads=threads,
+                   index_encoding=_choice("index_encoding", index_encoding, PisaIndexEncoding),
+                   stops=_choice("stops", stops, PisaStopwords))
+    query_algorithm = _choice("query_algorithm", query_algorithm, PisaQueryAlgorithm)
     existing = PisaIndex(index_dir)
     if existing.built() and existing.stemmer != stemmer:  # PISA would warn, then stem queries unlike the index
         raise ValueError(f"stemmer={stemmer.value!r}: the index at {index_dir} was built with {existing.stemmer.value!r}")
-    index = PisaIndex(index_dir, text_field="text", stemmer=stemmer, threads=threads,
-                      index_encoding=_choice("index_encoding", index_encoding, PisaIndexEncoding),
-                      stops=_choice("stops", stops, PisaStopwords))
-    query_algorithm = _choice("query_algorithm", query_algorithm, PisaQueryAlgorithm)
-    if not index.built():
-        if dataset is None:
-            raise FileNotFoundError(f"no PISA index at {index_dir}, and no dataset to build it from")
-        docs = corpus_iter(load_dataset(dataset), verbose=verbose)
-        with _quiet_fds(not verbose):
-            index.index(docs)
+    if dataset is None and not existing.built():
+        raise FileNotFoundError(f"no PISA index at {index_dir}, and no dataset to build it from")
+    stamp = None if dataset is None else corpus_stamp(dataset)
+    if dataset is not None and _needs_build(Path(index_dir), existing.built(), stamp, rebuild_stale, "PISA index"):
+        with atomic_directory(index_dir, owned=_pisa_entries, overwrite=True, what="PISA index") as staging:
+            with _quiet_fds():  # the progress bar is made inside: one made before would write to /dev/null
+                PisaIndex(str(staging), **options).index(corpus_iter(load_dataset(dataset), verbose=verbose))
+            _write_stamp(staging, stamp)
     return _pisa_retrieve_class()(
-        index, "bm25", bm25_k1=k1, bm25_b=b, num_results=num_results, verbose=verbose, threads=threads,
-        query_algorithm=query_algorithm, query_weighted=query_weighted, precompute_impact=precompute_impact)
+        PisaIndex(index_dir, **options), "bm25", bm25_k1=k1, bm25_b=b, num_results=num_results, verbose=verbose,
+        threads=threads, query_algorithm=query_algorithm, query_weighted=query_weighted,
+        precompute_impact=precompute_impact)
+
+
+#: Our record, in a BM25 index directory, of the corpus the index was built from (``data.corpus_stamp``).
+CORPUS_STAMP_FILE = "e2rank_corpus.json"
+#: The entries of a PISA index directory: PISA's own, those its searches derive (``bm25.<settings>...``), ours.
+_PISA_PATTERNS = ("pt_meta.json", "pt_pisa_config.json", "fwd", "fwd.*", "inv.*", "bm25.*", CORPUS_STAMP_FILE)
+
+
+def _pisa_entries(directory: Path) -> set:
+    return {p.name for pattern in _PISA_PATTERNS for p in directory.glob(pattern)}
+
+
+def _write_stamp(directory: Path, stamp: Optional[dict]) -> None:
+    if stamp is not None:
+        (Path(directory) / CORPUS_STAMP_FILE).write_text(json.dumps(stamp, indent=2), encoding="utf-8")
+
+
+def _stored_stamp(directory: Path) -> Optional[dict]:
+    """The corpus stamp of an index directory (``None`` without one); ``CorruptArtifact`` naming the file."""
+    path = directory / CORPUS_STAMP_FILE
+    if not path.exists():
+        return None
+    try:
+        stamp = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CorruptArtifact(f"{path} is not a corpus stamp ({e}); rebuild the index") from None
+    if not isinstance(stamp, dict):
+        raise CorruptArtifact(f"{path} is not a corpus stamp (a {type(stamp).__name__}); rebuild the index")
+    return stamp
+
+
+def _needs_build(directory: Path, built: bool, stamp: Optional[dict], rebuild_stale: bool, what: str) -> bool:
+    """Whether the BM25 index at ``directory`` must be built from the corpus of ``stamp``: absent, or built
+    from another corpus and ``rebuild_stale`` (with a warning); refused, naming both corpora, otherwise."""
+    if not built:
+        return True
+    stored = _stored_stamp(directory)
+    if stored == stamp:
+        return False
+    why = (f"the {what} at {directory} carries no corpus stamp (built by an older pyterrier_e2rank, or by hand)"
+           if stored is None else f"the {what} at {directory} was built from the corpus {stored}, not from the "
+           f"one given now, {stamp}: documents were added, removed or changed since")
+    if not rebuild_stale:
+        raise ValueError(f"{why}; pass rebuild_stale=True to build it again, or choose another index directory")
+    warnings.warn(f"{why}; building it again", stacklevel=3)
+    return True
 
 
 def terrier_bm25(index_dir: str, dataset=None, *, k1: float = 0.9, b: float = 0.4, num_results: int = 100,
-                 verbose: bool = False) -> pt.Transformer:
-    """BM25 with Terrier (needs Java and Terrier's jars, fetched from Maven on first use)."""
-    if not os.path.exists(os.path.join(index_dir, "data.properties")):
-        if dataset is None:
-            raise FileNotFoundError(f"no Terrier index at {index_dir}, and no dataset to build it from")
-        indexer = pt.terrier.IterDictIndexer(os.path.abspath(index_dir), meta={"docno": 64})
+                 rebuild_stale: bool = False, verbose: bool = False) -> pt.Transformer:
+    """BM25 with Terrier (needs Java and Terrier's jars, fetched from Maven on first use). Reused, refused
+    or built again by the corpus it was built from, as ``pisa_bm25``."""
+    index_dir = os.path.abspath(index_dir)
+    built = os.path.exists(os.path.join(index_dir, "data.properties"))
+    if dataset is None and not built:
+        raise FileNotFoundError(f"no Terrier index at {index_dir}, and no dataset to build it from")
+    stamp = None if dataset is None else corpus_stamp(dataset)
+    if dataset is not None and _needs_build(Path(index_dir), built, stamp, rebuild_stale, "Terrier index"):
+        indexer = pt.terrier.IterDictIndexer(index_dir, meta={"docno": 64}, overwrite=True)
         indexer.index(corpus_iter(load_dataset(dataset), verbose=verbose))
-    return pt.terrier.Retriever(os.path.abspath(index_dir), wmodel="BM25", num_results=num_results,
+        _write_stamp(Path(index_dir), stamp)
+    return pt.terrier.Retriever(index_dir, wmodel="BM25", num_results=num_results,
                                 controls={"bm25.k_1": str(k1), "bm25.b": str(b)}, verbose=verbose)
 
 

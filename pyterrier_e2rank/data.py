@@ -9,6 +9,7 @@ serves it and every part of the library (BM25, indexing, ``DocumentText``, the C
 takes ``irds:beir/scifact/test``. Their lines are checked as ir_datasets reads them, so a malformed
 line is reported as ``file:line``."""
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -85,6 +86,36 @@ def corpus_id(dataset: Union[str, "pt.datasets.Dataset"]) -> str:
     import ir_datasets
     name = dataset if isinstance(dataset, str) else dataset.irds_ref().dataset_id()
     return ir_datasets.docs_parent_id(name.removeprefix("irds:"))
+
+
+def corpus_stamp(dataset) -> Optional[dict]:
+    """What an index built from ``dataset``'s documents was built from, stored with the index and compared
+    when it is reused: ``{"corpus": corpus_id}`` for an ir_datasets collection (its documents are fixed by
+    its id), plus ``"sha256"`` of the corpus file's content for local files (``dataset()``), so that a
+    corpus edited in place, even with its modification time restored, gets another stamp. ``None`` for
+    a dataset object that is not an ir_datasets one: its documents cannot be told apart."""
+    ds = load_dataset(dataset)
+    if not hasattr(ds, "irds_ref"):
+        return None
+    name = corpus_id(ds)
+    local = _CORPUS_FILES.get(name)
+    return {"corpus": name} if local is None else {"corpus": name, "sha256": _content_digest(local)}
+
+
+@functools.lru_cache(maxsize=64)
+def _content_digest_of(path: str, _stat: tuple) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as data:
+        for block in iter(lambda: data.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _content_digest(path: Path) -> str:
+    """The sha256 of a file's bytes, computed once per version of the file in this process (a rewrite
+    changes its ctime, which no copying tool can set)."""
+    stat = path.stat()
+    return _content_digest_of(str(path.resolve()), (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns))
 
 
 def _text_fields(dataset) -> list:
@@ -252,11 +283,11 @@ def _tsv_check(path: Path, columns: int, header: bool, what: str) -> Callable[[i
 
 
 def _stamp(*paths) -> str:
-    """A digest of files' paths, sizes and modification times: what a cached document store depends on."""
+    """A digest of files' paths and contents: what a cached document store depends on (sizes and
+    modification times would miss an edit that keeps the size, its mtime restored by ``cp -p``)."""
     digest = hashlib.sha256()
     for path in paths:
-        stat = path.stat()
-        digest.update(f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+        digest.update(f"{path.resolve()}\0{_content_digest(path)}\0".encode())
     return digest.hexdigest()[:16]
 
 
@@ -325,6 +356,7 @@ def _beir_folder(folder: Path, split: Optional[str]) -> "pt.datasets.Dataset":
     files = [corpus] + ([] if queries_file is None else [queries_file])
     base = _register(_local_name(folder), _stamp(*files),
                      lambda: (_docs(corpus), None if queries_file is None else _queries(queries_file)))
+    _CORPUS_FILES[base] = corpus
     if split is None:
         return pt.get_dataset(f"irds:{base}")
     qrels_file = _first_existing(folder / "qrels", f"{split}.tsv")
@@ -342,6 +374,7 @@ def _corpus_files(corpus: Path, topics, qrels) -> "pt.datasets.Dataset":
         if not path.is_file():
             raise FileNotFoundError(f"{what}={str(path)!r}: no such file")
     base = _register(_local_name(corpus), _stamp(corpus), lambda: (_docs(corpus),))
+    _CORPUS_FILES[base] = corpus
     if not extra:
         return pt.get_dataset(f"irds:{base}")
 
@@ -361,6 +394,8 @@ def _local_name(source: Path) -> str:
 
 #: ``{name: (stamp of its files, its components)}`` of the local datasets registered by this process.
 _REGISTERED = {}
+#: ``{corpus id: its corpus file}`` of the local datasets registered by this process (for ``corpus_stamp``).
+_CORPUS_FILES = {}
 
 
 def _register(name: str, stamp: str, components: Callable[[], tuple]) -> str:

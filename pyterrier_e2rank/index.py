@@ -110,6 +110,11 @@ class E2RankIndex(FlexIndex):
         """The fingerprint of the model that made the vectors (``None`` for a plain FlexIndex)."""
         return self.meta.get("e2rank", {}).get("encoder")
 
+    @property
+    def corpus_stamp(self):
+        """What the vectors were made from (``data.corpus_stamp``), if the indexer was told; else ``None``."""
+        return self.meta.get("e2rank", {}).get("corpus")
+
     def vectors(self, docnos: Sequence[str]) -> np.ndarray:
         """The stored vectors of ``docnos``; a KeyError names the absent ones."""
         docnos = [str(d) for d in docnos]

@@ -127,11 +127,13 @@ class IndexWriter:
     The index is built in a private directory beside ``path`` (under a lock: a second writer of the
     same path gets ``ArtifactLocked``) and swapped in by ``finish()``; leaving the block without it,
     by an exception or a kill, leaves any old index as it was. ``encoder`` is the fingerprint of the
-    model that made the vectors."""
+    model that made the vectors; ``corpus_stamp`` (``data.corpus_stamp``), what they were made from."""
 
-    def __init__(self, path, dim: int, encoder: dict, *, overwrite: bool = False):
+    def __init__(self, path, dim: int, encoder: dict, *, overwrite: bool = False,
+                 corpus_stamp: Optional[dict] = None):
         self.path = Path(path)
         self.encoder = encoder
+        self.corpus_stamp = corpus_stamp
         self.dim = positive_int(dim, "dim")
         self.docnos: List[str] = []
         self._unique = UniqueIds("docno", "corpus")
@@ -166,6 +168,8 @@ class IndexWriter:
                 lookup.add(docno)
         meta = {"type": "dense_index", "format": "flex", "vec_size": self.dim, "doc_count": len(self.docnos),
                 "package_hint": "pyterrier-e2rank", "e2rank": {"encoder": self.encoder}}
+        if self.corpus_stamp is not None:
+            meta["e2rank"]["corpus"] = self.corpus_stamp
         (self._staging / META).write_text(json.dumps(meta, indent=2))
         self._build.close()  # swaps the complete index into place
         return E2RankIndex(self.path)
@@ -184,11 +188,13 @@ class E2RankIndexer(pt.Indexer):
     with ``overwrite``) only when the whole corpus is in; merging needs the chunks' disk space twice.
 
     An empty document is indexed as the model embeds the empty text (one warning counts them); a
-    missing text (``None``, NaN) is an error naming the docno, unless ``missing_text="empty"``."""
+    missing text (``None``, NaN) is an error naming the docno, unless ``missing_text="empty"``.
+    ``corpus_stamp`` (``data.corpus_stamp``) is stored with the index (``E2RankIndex.corpus_stamp``), so
+    that whoever reuses it can tell whether the corpus changed since."""
 
     def __init__(self, model, index, *, batch_size: Optional[int] = None, verbose: Optional[bool] = None,
                  text_field: str = "text", overwrite: bool = False, chunk_size: int = 4096,
-                 missing_text: str = "error"):
+                 missing_text: str = "error", corpus_stamp: Optional[dict] = None):
         if missing_text not in MISSING_TEXT:
             raise ValueError(f"missing_text={missing_text!r}: expected one of {list(MISSING_TEXT)}")
         self.model = model
@@ -199,6 +205,7 @@ class E2RankIndexer(pt.Indexer):
         self.overwrite = overwrite
         self.chunk_size = positive_int(chunk_size, "chunk_size")
         self.missing_text = missing_text
+        self.corpus_stamp = corpus_stamp
 
     def __repr__(self):
         return f"{self.model!r}.indexer({self.index_!r}, text_field={self.text_field!r}, overwrite={self.overwrite})"
@@ -242,7 +249,8 @@ class E2RankIndexer(pt.Indexer):
                 progress.close()
         barrier()
         if rank == 0:
-            with IndexWriter(target, self.model.dim, store.plan["encoder"], overwrite=self.overwrite) as writer:
+            with IndexWriter(target, self.model.dim, store.plan["encoder"], overwrite=self.overwrite,
+                             corpus_stamp=self.corpus_stamp) as writer:
                 for chunk_id in range(num_chunks):
                     writer.add(*store.load(chunk_id))
                 writer.finish()

@@ -45,9 +45,17 @@ def test_small_blocks_give_the_same_top_k(tiny_qwen, index):
 
 
 def test_rank_cutoff_fuses_into_the_retriever(tiny_qwen, index):
+    """``% 3`` becomes a retriever asked for 3 results (no cutoff left after it), with the same top 3."""
+    from pyterrier_e2rank.retriever import E2RankRetriever
     pipeline = tiny_qwen.retriever(index, num_results=20) % 3
-    out = pipeline(QUERIES)
+    compiled = pipeline.compile()
+    stages = compiled._transformers
+    assert [type(t).__name__ for t in stages] == ["E2RankQueryEncoder", "E2RankRetriever"]
+    assert isinstance(stages[-1], E2RankRetriever) and stages[-1].num_results == 3
+    out = compiled(QUERIES)
+    full = tiny_qwen.retriever(index, num_results=20)(QUERIES)
     assert out.groupby("qid").size().tolist() == [3, 3, 3]
+    pd.testing.assert_frame_equal(out.reset_index(drop=True), full[full["rank"] < 3].reset_index(drop=True))
 
 
 def test_reranking_with_index_equals_fresh_encoding_with_one_pass_per_query(tiny_qwen, index):
@@ -79,6 +87,22 @@ def test_sliding_window_reorders_back_to_front(tiny_qwen, index):
     out = reranker(candidates)
     assert reranker.stats.texts == 2 * len(QUERIES)  # windows [10, 30) then [0, 20)
     assert sorted(out["docno"]) == sorted(candidates["docno"]) and out.groupby("qid").size().eq(30).all()
+    # 45 candidates, window 20, stride 10: the windows, by hand, are positions [25, 45), [15, 35), [5, 25),
+    # [0, 15), in this order; each reorders its documents by its own prompt's vector
+    texts = make_docs(45, seed=7)
+    frame = pd.DataFrame({"qid": "q", "query": "gene therapy", "docno": [f"w{i}" for i in range(45)],
+                          "text": texts, "score": np.arange(45, 0, -1.0), "rank": np.arange(45)})
+    vectors = tiny_qwen.encode_docs(texts)
+    ranking = list(range(45))
+    for start, end in [(25, 45), (15, 35), (5, 25), (0, 15)]:
+        window = ranking[start:end]
+        prompt = tiny_qwen.listwise_prompt(num_input_docs=20).render(tiny_qwen.tokenizer, "gene therapy",
+                                                                      [texts[i] for i in window])
+        pseudo_query = tiny_qwen.encode_prompts([prompt])[0]
+        ranking[start:end] = [window[i] for i in np.argsort(-(vectors[window] @ pseudo_query), kind="stable")]
+    windowed = tiny_qwen.reranker(window=20, stride=10)(frame)
+    assert windowed["docno"].tolist() == [f"w{i}" for i in ranking]
+    assert ranking != list(range(45))  # the windows moved documents
     single = tiny_qwen.reranker(index=index, window=30)(candidates)  # one window = one-pass order
     one_pass = tiny_qwen.reranker(index=index, num_input_docs=30)(candidates)
     assert single["docno"].tolist() == one_pass["docno"].tolist()

@@ -1,6 +1,7 @@
 """The main job: BM25, dense retrieval, and E2Rank reranking of both, compared with ``pt.Experiment``."""
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -8,8 +9,8 @@ import pyterrier as pt
 from ir_measures import R, nDCG
 
 from ..bm25 import BM25_ENGINES
-from ..data import DocumentText, corpus_id, corpus_iter, is_beir_folder, load_dataset
-from ..index import E2RankIndex
+from ..data import DocumentText, corpus_id, corpus_iter, corpus_stamp, is_beir_folder, load_dataset
+from ..index import E2RankIndex, fingerprint_differences
 from ..io import atomic_file
 from ..model import E2Rank
 from ..text import dataset_query_task
@@ -24,31 +25,51 @@ def index_name(model_name: str) -> str:
 
 
 def dense_index_for(model: E2Rank, dataset, index_dir: str, *, verbose: bool = True) -> E2RankIndex:
-    """The dataset's dense index for this model under ``index_dir``, built on first use."""
+    """The dataset's dense index for this model under ``index_dir``, built on first use with the stamp of
+    its corpus (``data.corpus_stamp``). The experiment owns the directory: an index built from another
+    corpus (documents added or changed since) or by other weights at the model's path is built again,
+    with a warning naming it and why."""
     ds = load_dataset(dataset)
-    collection = index_name(corpus_id(ds))
-    index = E2RankIndex(Path(index_dir) / collection / f"dense.{index_name(model.model_name_or_path)}")
-    if not index.built():
-        model.indexer(index, verbose=verbose).index(corpus_iter(ds))
+    stamp = corpus_stamp(ds)
+    index = E2RankIndex(Path(index_dir) / index_name(corpus_id(ds)) / f"dense.{index_name(model.model_name_or_path)}")
+    stale = _stale(index, model, stamp) if index.built() else None
+    if stale is not None:
+        warnings.warn(f"the dense index at {index.path} {stale}; building it again", stacklevel=2)
+    if stale is not None or not index.built():
+        model.indexer(index, verbose=verbose, overwrite=stale is not None, corpus_stamp=stamp).index(corpus_iter(ds))
+        index = E2RankIndex(index.path)  # not the object that read the old version
     index.check_model(model)
     return index
+
+
+def _stale(index: E2RankIndex, model: E2Rank, stamp) -> Optional[str]:
+    """Why ``index`` is not this model's index of the corpus of ``stamp``; ``None`` when it is."""
+    if index.corpus_stamp != stamp:
+        return (f"was built from the corpus {index.corpus_stamp}, not from the one given now, {stamp}"
+                if index.corpus_stamp is not None else "carries no corpus stamp (built by an older pyterrier_e2rank)")
+    if index.fingerprint is None or fingerprint_differences(index.fingerprint, model):
+        return f"was built with other weights or settings than {model.model_name_or_path!r} has now"
+    return None
 
 
 def run_experiment(dataset, model: E2Rank, *, index_dir: str = "indexes", top_k: int = 100,
                    num_input_docs: Optional[int] = None, bm25: str = "pisa", num_queries: Optional[int] = None,
                    verbose: bool = True) -> dict:
-    """Build (or reuse) the BM25 and dense indexes, then evaluate the five systems: BM25, dense, E2Rank
-    reranking of both, and E2Rank PRF re-retrieval (BM25's top ``num_input_docs`` -> the listwise
-    prompt's vector -> a search of the whole dense index, so recall can exceed BM25's).
+    """Build (or reuse, if built from the same corpus: ``dense_index_for``, ``bm25.pisa_bm25``) the BM25 and
+    dense indexes, then evaluate the five systems: BM25, dense, E2Rank reranking of both, and E2Rank PRF
+    re-retrieval (BM25's top ``num_input_docs`` -> the listwise prompt's vector -> a search of the whole
+    dense index, so recall can exceed BM25's).
 
+    ``num_input_docs`` left ``None`` is the model's (its checkpoint's prompt settings, else the paper's 20).
     ``num_queries`` keeps the first N topics (a quick look). Returns ``{system: {"nDCG@10", "R@100",
-    "mrt"}}`` plus ``"_timings"`` (index build seconds)."""
+    "mrt"}}`` plus ``"_timings"`` (index build seconds) and ``"_prompt"`` (``num_input_docs`` reranked with)."""
     ds = load_dataset(dataset)
     root = Path(index_dir) / index_name(corpus_id(ds))
     timings = {}
 
     started = time.perf_counter()
-    first_stage = BM25_ENGINES[bm25](str(root / f"bm25.{bm25}"), ds, num_results=top_k, verbose=verbose)
+    first_stage = BM25_ENGINES[bm25](str(root / f"bm25.{bm25}"), ds, num_results=top_k, rebuild_stale=True,
+                                     verbose=verbose)
     timings["bm25_index_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -70,6 +91,7 @@ def run_experiment(dataset, model: E2Rank, *, index_dir: str = "indexes", top_k:
                           verbose=verbose)
     results = {row["name"]: {str(m): float(row[str(m)]) for m in MEASURES} for _, row in table.iterrows()}
     results["_timings"] = timings
+    results["_prompt"] = {"num_input_docs": feedback}
     return results
 
 
@@ -85,9 +107,9 @@ def main(args) -> int:
         model.query_task = dataset_query_task(_dataset_name(args.dataset)) or model.query_task
     results = run_experiment(args.dataset, model, index_dir=args.index_dir, top_k=args.top_k,
                              num_input_docs=args.num_input_docs, bm25=args.bm25, num_queries=args.num_queries)
-    timings = results.pop("_timings")
+    timings, prompt = results.pop("_timings"), results.pop("_prompt")
     print(f"\n{args.dataset} with {args.model} (indexes: BM25 {timings['bm25_index_s']:.1f}s, "
-          f"dense {timings['dense_index_s']:.1f}s)")
+          f"dense {timings['dense_index_s']:.1f}s; E2Rank prompt: {prompt['num_input_docs']} documents)")
     print(f"{'system':<16}" + "".join(f"{str(m):>12}" for m in MEASURES))
     for name, scores in results.items():
         print(f"{name:<16}" + "".join(f"{v:>12.4f}" for v in scores.values()))
@@ -106,7 +128,7 @@ def register(subparsers) -> None:
     p.add_argument("--index-dir", default="indexes", help="where BM25 and dense indexes are built or reused")
     p.add_argument("--top-k", type=arguments.positive_int, default=100, help="candidates reranked per query")
     p.add_argument("--num-input-docs", type=arguments.positive_int,
-                   help="documents in the listwise prompt (default: the model's, else 20)")
+                   help="documents in the listwise prompt (default: the checkpoint's, else 20)")
     p.add_argument("--num-queries", type=arguments.positive_int,
                    help="evaluate only the first N topics (a quick look)")
     p.add_argument("--batch-size", type=arguments.positive_int, default=32)

@@ -14,7 +14,7 @@ from . import arguments
 
 
 def _index_command(args) -> int:
-    from ..data import corpus_iter
+    from ..data import corpus_iter, corpus_stamp
     from ..model import E2Rank
     from ..pyserini import read_jsonl_collection
     device = args.device
@@ -23,8 +23,8 @@ def _index_command(args) -> int:
         device = f"cuda:{os.environ['LOCAL_RANK']}" if torch.cuda.is_available() else "cpu"
     model = E2Rank(args.model, device=device, batch_size=args.batch_size)
     records = corpus_iter(args.dataset) if args.dataset else read_jsonl_collection(args.collection)
-    index = model.indexer(args.output, overwrite=args.overwrite, chunk_size=args.chunk_size,
-                          verbose=not args.quiet).index(records)
+    index = model.indexer(args.output, overwrite=args.overwrite, chunk_size=args.chunk_size, verbose=not args.quiet,
+                          corpus_stamp=corpus_stamp(args.dataset) if args.dataset else None).index(records)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"indexed {len(index)} documents into {args.output}")
     return 0

@@ -7,6 +7,7 @@ always merge on the same keys.
 """
 import json
 import math
+from typing import Optional
 
 import ir_measures
 import pandas as pd
@@ -146,14 +147,16 @@ def evaluate_run(run: pd.DataFrame, qrels: pd.DataFrame, measures) -> dict:
 
 
 def rerank_run(model, run: pd.DataFrame, topics: pd.DataFrame, docs: str, *, index=None, top_k: int = 100,
-               num_input_docs: int = 20, verbose: bool = False) -> pd.DataFrame:
+               num_input_docs: Optional[int] = None, verbose: bool = False) -> pd.DataFrame:
     """The top ``top_k`` of each query of ``run``, reranked by E2Rank. ``docs`` is ``irds:<dataset>``, a JSONL
     collection, a BEIR folder or a Lucene index directory (Pyserini, raw documents stored).
+    ``num_input_docs`` left ``None`` is the model's (its checkpoint's prompt settings, else the paper's 20).
 
     Qids of both frames are compared as strings (topics with int qids meet a run read from a file), and
     a run query without a topic, or a topic given twice, is refused rather than dropped or doubled."""
     top_k = positive_int(top_k, "top_k")
-    num_input_docs = positive_int(num_input_docs, "num_input_docs")
+    if num_input_docs is not None:
+        num_input_docs = positive_int(num_input_docs, "num_input_docs")
     run = run.assign(qid=[identifier(q, "qid", f"run row {i}") for i, q in enumerate(run["qid"])])
     topics = topics.assign(qid=[identifier(q, "qid", f"topics row {i}") for i, q in enumerate(topics["qid"])])
     repeated = topics["qid"][topics["qid"].duplicated()].unique().tolist()
@@ -202,7 +205,8 @@ def register(subparsers) -> None:
     p.add_argument("--output", required=True)
     p.add_argument("--tag", default="e2rank")
     p.add_argument("--top-k", type=arguments.positive_int, default=100)
-    p.add_argument("--num-input-docs", type=arguments.positive_int, default=20)
+    p.add_argument("--num-input-docs", type=arguments.positive_int,
+                   help="documents in the listwise prompt (default: the checkpoint's, else 20)")
     p.add_argument("--batch-size", type=arguments.positive_int, default=32)
     p.add_argument("--device", default=None)
     p.set_defaults(func=_rerank_command)

@@ -36,8 +36,9 @@ from pyterrier_e2rank import E2Rank
 from pyterrier_e2rank.fingerprint import CACHE_FILE as FINGERPRINT_CACHE
 from pyterrier_e2rank.checks import positive_int
 from pyterrier_e2rank.io import ArtifactLocked, CorruptArtifact, atomic_directory, fsync_tree, refuse_output_as_input
-from pyterrier_e2rank.loading import pooling_settings_file, resolve_model_path, write_pooling, write_prompt_settings
-from pyterrier_e2rank.prompt import DEFAULT_RERANK_TASK, ListwisePrompt
+from pyterrier_e2rank.loading import (PROMPT_SETTING_NAMES, pooling_settings_file, resolve_model_path, write_pooling,
+                                      write_prompt_settings)
+from pyterrier_e2rank.prompt import ListwisePrompt
 
 from .data import ListwiseExample, read_listwise
 from .losses import INFONCE_TEMPERATURE, RANKNET_SCALE, gather_with_grad, info_nce, ranknet
@@ -88,11 +89,12 @@ class TrainConfig:
     query_max_length: Optional[int] = None  # embedding lengths; None: the model's (authors: 512 queries, 1024 documents)
     doc_max_length: Optional[int] = None
     # the listwise prompt (saved with the checkpoint as its defaults): documents in it (None: the whole
-    # list, as the authors), a per-document and a total token budget
+    # list, as the authors), a per-document and a total token budget, the task sentence; None: the base
+    # checkpoint's (its e2rank_prompt.json), else the paper's
     num_input_docs: Optional[int] = None
     prompt_doc_max_tokens: Optional[int] = None
     prompt_max_tokens: Optional[int] = None
-    rerank_task: str = DEFAULT_RERANK_TASK
+    rerank_task: Optional[str] = None
     pooling: Optional[str] = None  # encoders only: "cls" or "mean" instead of the base model's pooling
     bf16: bool = False
     gradient_checkpointing: bool = False
@@ -466,7 +468,7 @@ def _train(accelerator, config: TrainConfig, examples: List[ListwiseExample], ev
     if progress is not None:
         progress.close()
     accelerator.end_training()
-    _save(accelerator, backbone, model, config, log, staging)
+    _save(accelerator, backbone, model, prompt, config, log, staging)
 
 
 def _hyperparameters(config: TrainConfig) -> dict:
@@ -548,10 +550,13 @@ def _progress(total: int, done: int, accelerator):
     return tqdm(total=total, initial=done, desc="training", unit="step")
 
 
-def _save(accelerator, backbone, model: E2Rank, config: TrainConfig, log: list, output: Optional[Path]) -> None:
+def _save(accelerator, backbone, model: E2Rank, prompt: ListwisePrompt, config: TrainConfig, log: list,
+          output: Optional[Path]) -> None:
     """A plain Hugging Face directory (LoRA merged), with the tokenizer and the base model's
     sentence-transformers files, so that pooling and lengths are those of the base model (the pooling
-    is the one trained with when ``config.pooling`` changed it). The training record lists the
+    is the one trained with when ``config.pooling`` changed it), and the settings of the prompt trained
+    with (``e2rank_prompt.json``: also those the base checkpoint brought, or the whole list's length,
+    where the user gave none), which the checkpoint reranks with by default. The training record lists the
     entries written, so that a later ``overwrite`` replaces this checkpoint and nothing else.
 
     Every process takes part (DeepSpeed ZeRO-3 gathers the sharded weights); the main one writes
@@ -575,9 +580,7 @@ def _save(accelerator, backbone, model: E2Rank, config: TrainConfig, log: list, 
             shutil.copy(source, output / name)
     if config.pooling is not None:
         write_pooling(output, model.pooling.mode)
-    write_prompt_settings(output, {"num_input_docs": config.num_input_docs, "task": config.rerank_task,
-                                   "prompt_doc_max_tokens": config.prompt_doc_max_tokens,
-                                   "prompt_max_tokens": config.prompt_max_tokens})
+    write_prompt_settings(output, {name: getattr(prompt, name) for name in PROMPT_SETTING_NAMES})
     files = sorted({p.name for p in output.iterdir()} | {TRAINING_RECORD})
     (output / TRAINING_RECORD).write_text(json.dumps({"config": asdict(config), "log": log, "files": files},
                                                      indent=1))
