@@ -12,6 +12,7 @@ import sys
 
 import pyterrier as pt
 
+from .checks import without_empty_queries
 from .data import corpus_iter, load_dataset
 
 
@@ -55,7 +56,8 @@ def _pisa_retrieve_class():
     from pyterrier_pisa import PisaRetrieve
 
     class QuietPisaRetrieve(PisaRetrieve):
-        """PisaRetrieve that is silent unless ``verbose``, and whose rank cutoff (``% k``) keeps every option
+        """PisaRetrieve that is silent unless ``verbose``, skips empty queries with a warning naming them
+        (``checks.without_empty_queries``), and whose rank cutoff (``% k``) keeps every option
         (PisaRetrieve's own drops ``precompute_impact``)."""
 
         def reset_retrieval_context(self, force=False):
@@ -63,6 +65,8 @@ def _pisa_retrieve_class():
                 super().reset_retrieval_context(force)
 
         def transform(self, queries):
+            if "query_toks" not in queries.columns and "query" in queries.columns:
+                queries = without_empty_queries(queries, self)  # as PyTerrier's own retrievers: a warning, no rows
             with _quiet_fds(not self.verbose):
                 return super().transform(queries)
 
