@@ -192,8 +192,8 @@ class DocnoVectorLoader(EqualBySettings, pt.Transformer):
         from . import provenance
         pt.validate.columns(inp, includes=["docno"], context=self)
         if self.index.fingerprint is not None and provenance.carried(
-                inp, "doc_vec", self.index.fingerprint, lambda i, recipe: recipe.split(":")[0] == "doc", self, key="docno",
-                fix="drop the column to load the index's vectors"):
+                inp, "doc_vec", self.index.fingerprint, lambda i, recipe: recipe.split(":")[0] == "doc", self,
+                key="docno", fix="drop the column to load the index's vectors"):
             return inp
         if "doc_vec" in inp.columns:
             raise ValueError(f"{self!r}: the frame already carries a 'doc_vec' column, which is never replaced "

@@ -163,9 +163,22 @@ def check_tags(values: Sequence[Optional[str]], names: Sequence, fingerprint: Op
 
 
 def check_frame(frame: pd.DataFrame, column: str, fingerprint: Optional[dict], where: str, *, key: str,
-                fix: str = FIX) -> None:
-    """``check_tags`` for the vectors of ``column`` in ``frame``, rows named by ``key`` (qid, docno)."""
-    check_tags(tags(frame, column), frame[key].tolist(), fingerprint, f"{column} of {key}", where, fix=fix)
+                text: Optional[str] = None, fix: str = FIX) -> None:
+    """``check_tags`` for the vectors of ``column`` in ``frame``, rows named by ``key`` (qid, docno); and,
+    where the frame has the ``text`` column they were made from (``query``, ``text``), that each tagged
+    vector was made from the row's current text (a ``ValueError`` names the rows whose text changed since,
+    e.g. a query rewritten after it was encoded)."""
+    values, names = tags(frame, column), frame[key].tolist()
+    check_tags(values, names, fingerprint, f"{column} of {key}", where, fix=fix)
+    if text is None or text not in frame.columns:
+        return
+    stale = [name for name, value, current in zip(names, values, frame[text].tolist())
+             if value is not None and _parts(value)[2].partition(":")[2] not in ("", text_digest(current))]
+    if stale:
+        raise ValueError(f"the {column} of {key} {stale[:5]} were made from another {text!r} than the frame holds now "
+                         f"(changed since they were encoded?), for {where}: drop {column!r} and "
+                         f"{tag_column(column)!r} to encode the current {text!r}, or drop only {tag_column(column)!r} "
+                         f"to use the vectors as they are")
 
 
 def check_one_space(frame: pd.DataFrame, columns: Sequence[str], *, key: str) -> None:

@@ -49,6 +49,7 @@ class CandidateVectors(EqualBySettings, pt.Transformer):
             stack_vectors(inp["doc_vec"], docnos, self.model.dim,
                           "doc_vec (drop the column to use the index or the text) of docno")
             provenance.check_frame(inp, "doc_vec", self.model.fingerprint(), f"{self!r}", key="docno",
+                                   text=self.text_field,
                                    fix="drop the column (and 'doc_vec_model') to use the index or the text")
             return inp
         if self.index is not None:

@@ -34,8 +34,8 @@ class VectorSearch(pt.Transformer):
         pt.validate.query_frame(inp, extra_columns=["query_vec"], context=self)
         queries = inp.reset_index(drop=True)
         provenance.check_frame(queries, "query_vec", self.index.fingerprint, f"the index at {self.index.path}",
-                               key="qid", fix="encode the queries with the index's model, or search an index built "
-                                              "with the queries' model")
+                               key="qid", text="query", fix="encode the queries with the index's model, or search "
+                                                            "an index of the queries' model")
         if len(queries) == 0:
             return provenance.without(queries, "query_vec").assign(
                 docno=pd.Series(dtype=str), score=pd.Series(dtype=float), rank=pd.Series(dtype=int))

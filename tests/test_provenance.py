@@ -58,10 +58,14 @@ def test_prompt_encoder_then_model_retriever_is_prf_re_retrieval(tiny_qwen, inde
     assert not np.allclose(composed["score"].to_numpy(), plain["score"].to_numpy())
 
 
-def test_a_query_rewritten_after_encoding_is_not_searched_with_its_old_vector(tiny_qwen, index):
+def test_a_query_rewritten_after_encoding_is_not_searched_with_its_old_vector(tiny_qwen, index, candidates):
     rewrite = pt.apply.query(lambda row: row["query"] + " cells")
     with pytest.raises(ValueError, match="'query_vec'.*another text"):
         (tiny_qwen.query_encoder() >> rewrite >> tiny_qwen.retriever(index))(QUERIES)
+    with pytest.raises(ValueError, match=r"query_vec of qid \['1', '2', '3'\].*another 'query'"):
+        (tiny_qwen.query_encoder() >> rewrite >> index.retriever())(QUERIES)
+    with pytest.raises(ValueError, match="doc_vec of docno.*another 'text'"):
+        tiny_qwen.scorer()(tiny_qwen.doc_encoder()(candidates).assign(text=candidates["text"] + " cells"))
     untagged = tiny_qwen.query_encoder()(QUERIES).drop(columns=["query_vec_model"])
     with pytest.raises(ValueError, match="'query_vec'.*unknown origin"):
         tiny_qwen.retriever(index)(untagged)
