@@ -97,17 +97,21 @@ def tags(frame: pd.DataFrame, column: str) -> List[Optional[str]]:
     """The tag of each row's vector in ``column`` (``None``: untagged)."""
     if tag_column(column) not in frame.columns:
         return [None] * len(frame)
-    return [record_tag({tag_column(column): value}, column) for value in frame[tag_column(column)].tolist()]
+    return [_tag(value) for value in frame[tag_column(column)].tolist()]
 
 
 def record_tag(record: dict, column: str) -> Optional[str]:
-    """The tag of a record's vector in ``column`` (``None``: untagged: no tag, ``None``, NaN or empty)."""
-    value = record.get(tag_column(column))
+    """The tag of a record's vector in ``column`` (``None``: untagged)."""
+    return _tag(record.get(tag_column(column)))
+
+
+def _tag(value) -> Optional[str]:
+    """A tag cell as a tag; ``None``, NaN and the empty string are no tag."""
     return value if isinstance(value, str) and value else None
 
 
 def _parts(tag: str):
-    """``(model, space, recipe)`` of a tag; a tag not of ours is refused by its column's name."""
+    """``(model, space, recipe)`` of a tag; a value that is not a tag of ours is refused, quoted."""
     try:
         model, digest, recipe = tag.rsplit(" ", 2)
     except ValueError:
@@ -118,12 +122,16 @@ def _parts(tag: str):
 
 
 def _spaces(values: Sequence[Optional[str]], names: Sequence, what: str) -> Dict[str, list]:
-    """The tagged rows by space ``{space: [(name, model)...]}``; more than one space is refused."""
-    found: Dict[str, list] = {}
+    """The first row of each distinct tag, by space ``{space: [(name, model)...]}``; more than one space is
+    refused."""
+    first: Dict[str, object] = {}
     for name, value in zip(names, values):
         if value is not None:
-            model, digest, _ = _parts(value)
-            found.setdefault(digest, []).append((name, model))
+            first.setdefault(value, name)
+    found: Dict[str, list] = {}
+    for value, name in first.items():
+        model, digest, _ = _parts(value)
+        found.setdefault(digest, []).append((name, model))
     if len(found) > 1:
         (a, rows_a), (b, rows_b) = list(found.items())[:2]
         raise IndexModelMismatch(f"{what} mixes vectors of two models: {rows_a[0][1]!r} (#{a}; e.g. {rows_a[0][0]!r}) "
