@@ -16,6 +16,7 @@ from typing import Optional
 
 import pyterrier as pt
 
+from .checks import without_empty_queries
 from .data import corpus_iter, corpus_stamp, load_dataset
 from .io import CorruptArtifact, atomic_directory
 
@@ -79,14 +80,17 @@ def _pisa_retrieve_class():
     from pyterrier_pisa import PisaRetrieve
 
     class QuietPisaRetrieve(PisaRetrieve):
-        """PisaRetrieve whose C++ log is never shown (``verbose``: our progress bars), and whose rank cutoff
-        (``% k``) keeps every option (PisaRetrieve's own drops ``precompute_impact``)."""
+        """PisaRetrieve whose C++ log is never shown (``verbose``: our progress bars), which skips empty
+        queries with a warning naming them (``checks.without_empty_queries``), and whose rank cutoff (``% k``)
+        keeps every option (PisaRetrieve's own drops ``precompute_impact``)."""
 
         def reset_retrieval_context(self, force=False):
             with _quiet_fds():
                 super().reset_retrieval_context(force)
 
         def transform(self, queries):
+            if "query_toks" not in queries.columns and "query" in queries.columns:
+                queries = without_empty_queries(queries, self)  # as PyTerrier's own retrievers: a warning, no rows
             with _quiet_fds():
                 return super().transform(queries)
 

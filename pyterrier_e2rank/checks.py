@@ -2,6 +2,7 @@
 import math
 import numbers
 import re
+import warnings
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -12,6 +13,21 @@ import pyterrier as pt
 def is_text(value) -> bool:
     """A string with something besides whitespace: what a query or a document must be to be embedded."""
     return isinstance(value, str) and bool(value.strip())
+
+
+def without_empty_queries(frame: pd.DataFrame, context, *, column: str = "query") -> pd.DataFrame:
+    """``frame`` without the rows whose ``column`` is empty, whitespace, ``None`` or NaN, and one warning
+    naming their qids: what PyTerrier's own retrievers do with an empty query (no results for it), so one
+    empty topic does not end a long ``pt.Experiment``. Every first stage of ours calls it."""
+    empty = np.array([v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and not v.strip())
+                      for v in frame[column].tolist()], dtype=bool)
+    if not empty.any():
+        return frame
+    qids = list(dict.fromkeys(frame["qid"][empty].tolist()))
+    warnings.warn(f"{context!r}: skipping {len(qids)} empty quer{'y' if len(qids) == 1 else 'ies'} (qid "
+                  f"{qids[:10]}{' ...' if len(qids) > 10 else ''}): no results for "
+                  f"{'it' if len(qids) == 1 else 'them'}", stacklevel=3)
+    return frame[~empty]
 
 
 def require_text(frame: pd.DataFrame, column: str, *, key: str) -> List[str]:

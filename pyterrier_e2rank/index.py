@@ -12,7 +12,7 @@ Everything else of FlexIndex (FAISS HNSW/IVF, GAR/LADR, corpus graphs) is inheri
 import json
 import os
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -44,26 +44,26 @@ def own_entries(directory: Path) -> set:
     return {META, VECTORS, DOCNOS, *LEGACY_FILES} | derived
 
 
-def fingerprint_differences(stored: dict, model) -> list:
-    """The settings (weights, pooling, lengths...) in which ``model`` differs from a stored fingerprint;
-    the model's name alone does not count (a local copy of a hub model is the same model)."""
-    current = model.fingerprint()
+def fingerprint_differences(stored: dict, current: dict) -> list:
+    """The settings (weights, pooling, lengths...) in which two model fingerprints differ; the model's name
+    alone does not count (a local copy of a hub model is the same model)."""
     return [k for k in sorted(set(stored) | set(current)) if k != "model" and stored.get(k) != current.get(k)]
 
 
-def check_fingerprint(stored, model, what: str) -> None:
-    """Refuse ``model`` on vectors made by the model of ``stored`` (``None``: made by an unknown one)."""
+def check_fingerprint(stored: Optional[dict], current: dict, what: str) -> None:
+    """Refuse the model of fingerprint ``current`` (``model.fingerprint()``) on vectors made by the model of
+    ``stored`` (``None``: made by an unknown one)."""
     if stored is None:
         raise IndexModelMismatch(f"{what} carries no E2Rank model fingerprint, so the model that made its vectors "
                                  f"is unknown; build it with model.indexer(path) (or write_faiss_index)")
-    differ = fingerprint_differences(stored, model)
+    differ = fingerprint_differences(stored, current)
     if "fingerprint_version" in differ:
         raise IndexModelMismatch(f"{what} was written by an older pyterrier_e2rank whose model fingerprint cannot "
                                  f"tell a fine-tuned checkpoint from its base model; rebuild it with "
-                                 f"{model.model_name_or_path!r}")
+                                 f"{current.get('model')!r}")
     if differ:
         raise IndexModelMismatch(f"{what} was built with model {stored.get('model')!r} and other settings than "
-                                 f"{model.model_name_or_path!r} now in use (differing: {', '.join(differ)}); rebuild "
+                                 f"{current.get('model')!r} now in use (differing: {', '.join(differ)}); rebuild "
                                  f"it with this model, or load the model it was built with")
 
 
@@ -129,7 +129,7 @@ class E2RankIndex(FlexIndex):
 
     def check_model(self, model) -> None:
         """Refuse a model whose document vectors would differ from the stored ones."""
-        check_fingerprint(self.fingerprint, model, f"the index at {self.path}")
+        check_fingerprint(self.fingerprint, model.fingerprint(), f"the index at {self.path}")
 
     def retriever(self, *, num_results: int = 1000, verbose: bool = False) -> pt.Transformer:
         """Q frame with ``query_vec`` -> top ``num_results`` by exact dot product (``E2RankRetriever``)."""
@@ -180,7 +180,9 @@ def as_index(index: Union[str, os.PathLike, FlexIndex]) -> E2RankIndex:
 
 
 class DocnoVectorLoader(EqualBySettings, pt.Transformer):
-    """Adds each row's stored ``doc_vec``, looked up by ``docno``."""
+    """Adds each row's stored ``doc_vec``, looked up by ``docno``, tagged with the index's model
+    (``provenance``). A ``doc_vec`` the frame already carries is passed on if it is this index's model's,
+    else refused (never replaced silently)."""
 
     def __init__(self, index: E2RankIndex):
         self.index = index
@@ -192,8 +194,17 @@ class DocnoVectorLoader(EqualBySettings, pt.Transformer):
         return (self.index,)
 
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
+        from . import provenance
         pt.validate.columns(inp, includes=["docno"], context=self)
-        return inp.assign(doc_vec=list(self.index.vectors(inp["docno"].tolist())))
+        if self.index.fingerprint is not None and provenance.carried(
+                inp, "doc_vec", self.index.fingerprint, lambda i, recipe: recipe.split(":")[0] == "doc", self,
+                key="docno", fix="drop the column to load the index's vectors"):
+            return inp
+        if "doc_vec" in inp.columns:
+            raise ValueError(f"{self!r}: the frame already carries a 'doc_vec' column, which is never replaced "
+                             f"silently: drop it to load the index's vectors")
+        loaded = inp.assign(doc_vec=list(self.index.vectors(inp["docno"].tolist())))
+        return provenance.tagged(loaded, "doc_vec", self.index.fingerprint, provenance.STORED)
 
 
 def _open_verified(path: Path):

@@ -18,6 +18,7 @@ import pandas as pd
 import pyterrier as pt
 from npids import Lookup
 
+from . import provenance
 from .checks import MISSING_TEXT, check_finite, document_texts, identifier, positive_int, stack_vectors
 from .index import DOCNOS, META, VECTORS, E2RankIndex, index_path, own_entries
 from .io import CorruptArtifact, atomic_directory, atomic_file, check_replaceable, writer_lock
@@ -31,13 +32,16 @@ def encode_corpus(model, records: Iterable[dict], *, text_field: str = "text", c
     ``text_field`` is encoded (length-sorted batches). Identifiers, texts and vectors are checked,
     naming the record's position. Empty texts are embedded as the empty text and counted in one warning
     at the end; missing ones (``None``, NaN) are refused unless ``missing_text="empty"``
-    (``checks.document_texts``). ``wanted(chunk_id, digest)`` may skip a chunk (a shard of another
+    (``checks.document_texts``). A ``doc_vec`` tagged by another model (``doc_vec_model``, as
+    ``doc_encoder()`` writes it: see ``provenance``) raises ``IndexModelMismatch`` naming both, so an index
+    never stores another model's vectors under ``model``'s fingerprint; untagged vectors are the user's
+    own, stored as given. ``wanted(chunk_id, digest)`` may skip a chunk (a shard of another
     process, or one committed before a restart); ``digest`` covers its docnos and content, so a changed
     corpus is never mistaken for a committed chunk."""
     chunk_size = positive_int(chunk_size, "chunk_size")
     position, empty = 0, []
     for chunk_id, chunk in enumerate(_chunks(records, chunk_size)):
-        docnos, texts, given = [], [], []
+        docnos, texts, given, given_tags = [], [], [], []
         for record in chunk:
             where = f"document {position} of the corpus"
             if not isinstance(record, dict):
@@ -45,6 +49,7 @@ def encode_corpus(model, records: Iterable[dict], *, text_field: str = "text", c
             docnos.append(identifier(record.get("docno"), "docno", where))
             if "doc_vec" in record:
                 given.append(record["doc_vec"])
+                given_tags.append(provenance.record_tag(record, "doc_vec"))
             elif text_field in record:
                 texts.append(record[text_field])
             else:
@@ -54,6 +59,9 @@ def encode_corpus(model, records: Iterable[dict], *, text_field: str = "text", c
         if given and texts:
             raise ValueError(f"documents {position - len(chunk)}..{position - 1} mix records with 'doc_vec' and "
                              f"records with {text_field!r}; give one or the other")
+        provenance.check_tags(given_tags, docnos, model.fingerprint(), "doc_vec of docno",
+                              f"the indexer of {model.model_name_or_path!r}",
+                              fix="index the vectors with the indexer of the model that made them, or give text")
         digest = _digest(docnos, texts, given)
         if wanted is not None and not wanted(chunk_id, digest):
             continue

@@ -325,13 +325,14 @@ class E2Rank:
 
     # ---- transformer factories ------------------------------------------------------------------
     def query_encoder(self, *, batch_size: Optional[int] = None, verbose: Optional[bool] = None) -> pt.Transformer:
-        """Q frame -> adds ``query_vec``."""
+        """Q frame -> adds ``query_vec`` and its tag ``query_vec_model`` (``provenance``); empty queries get no
+        rows and a warning; a ``query_vec`` of this model (a pseudo-query) is passed on, another refused."""
         from .encoders import E2RankQueryEncoder
         return E2RankQueryEncoder(self, batch_size=batch_size, verbose=verbose)
 
     def doc_encoder(self, *, batch_size: Optional[int] = None, verbose: Optional[bool] = None,
                     text_field: str = "text") -> pt.Transformer:
-        """D frame (``docno``, ``text``) -> adds ``doc_vec``."""
+        """D frame (``docno``, ``text``) -> adds ``doc_vec`` and its tag ``doc_vec_model`` (``provenance``)."""
         from .encoders import E2RankDocEncoder
         return E2RankDocEncoder(self, batch_size=batch_size, verbose=verbose, text_field=text_field)
 
@@ -352,7 +353,8 @@ class E2Rank:
 
     def retriever(self, index, *, num_results: int = 1000, batch_size: Optional[int] = None,
                   verbose: Optional[bool] = None) -> pt.Transformer:
-        """Q frame -> top ``num_results`` documents of ``index`` by exact dot product."""
+        """Q frame -> top ``num_results`` documents of ``index`` by exact dot product; a frame of this model's
+        pseudo-queries (``prompt_encoder()``) is searched with them (PRF re-retrieval)."""
         from .index import as_index
         index = as_index(index)
         index.check_model(self)
@@ -368,10 +370,11 @@ class E2Rank:
                        prompt_variant: Optional[str] = None, prompt_doc_max_tokens: Optional[int] = None,
                        prompt_max_tokens: Optional[int] = None, batch_size: Optional[int] = None,
                        verbose: Optional[bool] = None, text_field: str = "text", cache=None) -> pt.Transformer:
-        """R frame -> Q frame ``qid, query, query_vec``: the listwise prompt's embedding, E2Rank's
-        pseudo-query. ``>> index.retriever()`` is PRF re-retrieval. ``cache``: a directory for the
-        prompt vectors (``prompt_cache.py``: keyed by the rendered prompt and every setting that changes
-        its vector; stored as raw float32)."""
+        """R frame -> Q frame ``qid, query, query_vec, query_vec_model``: the listwise prompt's embedding,
+        E2Rank's pseudo-query, tagged with this model (``provenance``). ``>> index.retriever()`` (or
+        ``>> model.retriever(index)``) is PRF re-retrieval. ``cache``: a directory for the prompt vectors
+        (``prompt_cache.py``: keyed by the rendered prompt and every setting that changes its vector;
+        stored as raw float32)."""
         from .prompt_encoder import E2RankPromptEncoder
         prompt = self.listwise_prompt(num_input_docs=num_input_docs, task=task, variant=prompt_variant,
                                       prompt_doc_max_tokens=prompt_doc_max_tokens, prompt_max_tokens=prompt_max_tokens)

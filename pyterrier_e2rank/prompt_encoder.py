@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pyterrier as pt
 
+from . import provenance
 from .equality import EqualBySettings
 from .checks import is_text, require_text, validate_frame
 from .prompt import ListwisePrompt
@@ -69,7 +70,8 @@ class PromptRenderer(EqualBySettings, pt.Transformer):
 
 
 class PromptVectorEncoder(EqualBySettings, pt.Transformer):
-    """Adds ``query_vec``, the embedding of each row's ``prompt`` (no ``<|endoftext|>``, as in the paper)."""
+    """Adds ``query_vec``, the embedding of each row's ``prompt`` (no ``<|endoftext|>``, as in the paper),
+    tagged ``prompt`` with the model (``query_vec_model``, see ``provenance``)."""
 
     def __init__(self, model, *, batch_size: Optional[int] = None, verbose: Optional[bool] = None):
         self.model = model
@@ -87,12 +89,13 @@ class PromptVectorEncoder(EqualBySettings, pt.Transformer):
         codes, prompts = pd.factorize(inp["prompt"])
         vectors = self.model.encode_prompts(list(prompts), batch_size=self.batch_size, verbose=self.verbose) \
             if len(prompts) else np.empty((0, self.model.dim), np.float32)
-        return inp.assign(query_vec=list(vectors[codes]))
+        return tag_prompt_vectors(inp.assign(query_vec=list(vectors[codes])), self.model)
 
 
 class E2RankPromptEncoder(EqualBySettings, pt.Transformer):
-    """R frame -> Q frame ``qid, query, query_vec``: E2Rank's pseudo-query, ready for any dense stage
-    (``>> index.retriever()`` is PRF re-retrieval; with the candidates' vectors it is the reranker).
+    """R frame -> Q frame ``qid, query, query_vec, query_vec_model``: E2Rank's pseudo-query (tagged with the
+    model, see ``provenance``), ready for any dense stage of the same model (``>> index.retriever()`` and
+    ``>> model.retriever(index)`` are PRF re-retrieval; with the candidates' vectors it is the reranker).
 
     ``cache``: a directory for a ``prompt_cache.PromptVectorCache`` of prompt vectors (keyed by the
     rendered prompt, in a subdirectory per model and prompt-vector settings), so a prompt is encoded once ever."""
@@ -118,10 +121,17 @@ class E2RankPromptEncoder(EqualBySettings, pt.Transformer):
         return self.encode(self.renderer(inp)).drop(columns=["prompt"])
 
     def encode(self, prompts: pd.DataFrame) -> pd.DataFrame:
-        """A frame with a ``prompt`` column -> + ``query_vec`` (through the cache, if any)."""
-        if len(prompts) == 0:
-            return prompts.assign(query_vec=pd.Series(dtype=object))
-        return self.vec_encoder(prompts)
+        """A frame with a ``prompt`` column -> + ``query_vec`` (through the cache, if any) and its tag
+        ``query_vec_model`` (``provenance``)."""
+        encoded = prompts.assign(query_vec=pd.Series(dtype=object)) if len(prompts) == 0 else self.vec_encoder(prompts)
+        return tag_prompt_vectors(encoded, self.model)
+
+
+def tag_prompt_vectors(frame: pd.DataFrame, model) -> pd.DataFrame:
+    """``frame`` with the tag of its pseudo-queries (``provenance``): made by ``model`` from the row's
+    ``query`` (a frame of prompts alone: from its prompt)."""
+    sources = frame["query"] if "query" in frame.columns else frame["prompt"]
+    return provenance.tagged(frame, "query_vec", model.fingerprint(), [provenance.prompt_recipe(q) for q in sources])
 
 
 def in_current_order(inp: pd.DataFrame, context) -> pd.DataFrame:

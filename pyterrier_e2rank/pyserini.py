@@ -164,7 +164,7 @@ class FaissVectors:
         meta_file = self.index_dir / _FAISS_META
         stored = _read_faiss_meta(meta_file) if meta_file.exists() else None
         if model is not None:
-            check_fingerprint(stored, model, f"the FAISS index at {self.index_dir}")
+            check_fingerprint(stored, model.fingerprint(), f"the FAISS index at {self.index_dir}")
         self.index = faiss.read_index(str(self.index_dir / "index"))
         docid_file = self.index_dir / "docid"
         docids = [line for _, line in numbered_lines(docid_file, error=CorruptArtifact, skip_blank=False)]

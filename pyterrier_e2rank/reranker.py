@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pyterrier as pt
 
+from . import provenance
 from .equality import EqualBySettings
 from .checks import positive_int, require_text, stack_vectors, validate_frame
 from .index import as_index
@@ -21,8 +22,9 @@ from .prompt_encoder import E2RankPromptEncoder, in_current_order, query_groups
 
 
 class CandidateVectors(EqualBySettings, pt.Transformer):
-    """Adds ``doc_vec`` to an R frame: kept if present, else the index's by ``docno``, else encoded from
-    ``text_field`` (each distinct docno once)."""
+    """Adds ``doc_vec`` (and its tag ``doc_vec_model``, see ``provenance``) to an R frame: kept if present
+    (``IndexModelMismatch`` if tagged by another model than ``model``; untagged vectors are the user's own),
+    else the index's by ``docno``, else encoded from ``text_field`` (each distinct docno once)."""
 
     def __init__(self, model, *, index=None, text_field: str = "text", batch_size: Optional[int] = None,
                  verbose: Optional[bool] = None):
@@ -47,18 +49,25 @@ class CandidateVectors(EqualBySettings, pt.Transformer):
         if "doc_vec" in inp.columns:
             stack_vectors(inp["doc_vec"], docnos, self.model.dim,
                           "doc_vec (drop the column to use the index or the text) of docno")
+            provenance.check_frame(inp, "doc_vec", self.model.fingerprint(), f"{self!r}", key="docno",
+                                   text=self.text_field,
+                                   fix="drop the column (and 'doc_vec_model') to use the index or the text")
             return inp
         if self.index is not None:
-            return inp.assign(doc_vec=list(self.index.vectors(docnos)))
+            return self.index.vec_loader()(inp)
         unique = inp.drop_duplicates("docno")
         encoded = self.model.encode_docs(require_text(unique, self.text_field, key="docno"),
                                          batch_size=self.batch_size, verbose=self.verbose)
         codes = pd.Index(unique["docno"]).get_indexer(inp["docno"])
-        return inp.assign(doc_vec=list(encoded[codes]))
+        return provenance.tagged(inp.assign(doc_vec=list(encoded[codes])), "doc_vec", self.model.fingerprint(),
+                                 [provenance.doc_recipe(text) for text in inp[self.text_field]])
 
 
 class VectorScorer(EqualBySettings, pt.Transformer):
-    """R frame with ``query_vec`` and ``doc_vec`` -> ``score`` = their dot product, ``rank`` by it."""
+    """R frame with ``query_vec`` and ``doc_vec`` -> ``score`` = their dot product, ``rank`` by it.
+
+    Vectors tagged by two models (``query_vec_model``, ``doc_vec_model``: see ``provenance``) raise
+    ``IndexModelMismatch`` naming both; untagged vectors are the user's own."""
 
     def __repr__(self):
         return "VectorScorer()"
@@ -68,6 +77,7 @@ class VectorScorer(EqualBySettings, pt.Transformer):
 
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
         validate_frame(inp, self, includes=["qid", "docno", "query_vec", "doc_vec"])
+        provenance.check_one_space(inp, ["query_vec", "doc_vec"], key="qid")
         if len(inp) == 0:
             return inp.assign(score=pd.Series(dtype=float), rank=pd.Series(dtype=int))
         names = inp["docno"].tolist()
@@ -150,13 +160,15 @@ class E2RankReranker(EqualBySettings, pt.Transformer):
         had_vectors = "doc_vec" in frame.columns
         frame = self.vec_loader(frame)
         if self.window is None:
-            pseudo_queries = self.prompt_encoder(frame.drop(columns=["doc_vec"]))
-            frame["query_vec"] = pseudo_queries["query_vec"].to_numpy()[frame["_query_order"].to_numpy()]
-            out = self.scorer(frame).drop(columns=["query_vec"])
+            pseudo_queries = self.prompt_encoder(provenance.without(frame, "doc_vec"))
+            of_query = frame["_query_order"].to_numpy()
+            frame["query_vec"] = pseudo_queries["query_vec"].to_numpy()[of_query]
+            frame["query_vec_model"] = pseudo_queries["query_vec_model"].to_numpy()[of_query]
+            out = provenance.without(self.scorer(frame), "query_vec")
         else:
             frame["score"] = self._sliding_windows(frame)
             out = pt.model.add_ranks(frame)
-        return out if had_vectors else out.drop(columns=["doc_vec"])
+        return out if had_vectors else provenance.without(out, "doc_vec")
 
     def _sliding_windows(self, frame: pd.DataFrame) -> np.ndarray:
         """Back-to-front windows; the same window step of all queries is encoded as one batch."""

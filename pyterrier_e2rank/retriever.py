@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pyterrier as pt
 
+from . import provenance
 from .equality import EqualBySettings
 from .checks import positive_int, stack_vectors
 
@@ -18,7 +19,11 @@ from .checks import positive_int, stack_vectors
 class VectorSearch(pt.Transformer):
     """Q frame with ``query_vec`` -> ranked documents, from ``self.search(vectors) -> (scores, rows)``
     (rows of the index, best first; -1 where a structure found fewer): the frame handling every dense
-    retriever of ours shares (exact here, FAISS in ``ann.py``)."""
+    retriever of ours shares (exact here, FAISS in ``ann.py``).
+
+    A ``query_vec`` tagged by another model than the index's (``query_vec_model``, see ``provenance``)
+    raises ``IndexModelMismatch`` naming both; untagged vectors are the user's own and searched as given.
+    The output drops ``query_vec`` and its tag."""
 
     index = None
 
@@ -28,15 +33,18 @@ class VectorSearch(pt.Transformer):
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
         pt.validate.query_frame(inp, extra_columns=["query_vec"], context=self)
         queries = inp.reset_index(drop=True)
+        provenance.check_frame(queries, "query_vec", self.index.fingerprint, f"the index at {self.index.path}",
+                               key="qid", text="query", fix="encode the queries with the index's model, or search "
+                                                            "an index of the queries' model")
         if len(queries) == 0:
-            return queries.drop(columns=["query_vec"]).assign(
+            return provenance.without(queries, "query_vec").assign(
                 docno=pd.Series(dtype=str), score=pd.Series(dtype=float), rank=pd.Series(dtype=int))
         query_vectors = stack_vectors(queries["query_vec"], queries["qid"].tolist(), self.index.dim,
                                       "query_vec of qid")
         scores, rows = self.search(query_vectors)
         keep = rows >= 0
         counts = keep.sum(axis=1)
-        out = queries.drop(columns=["query_vec"]).loc[np.repeat(np.arange(len(queries)), counts)]
+        out = provenance.without(queries, "query_vec").loc[np.repeat(np.arange(len(queries)), counts)]
         out = out.reset_index(drop=True)
         out["docno"] = self.index.docnos().fwd[rows[keep]]
         out["score"] = scores[keep].astype(np.float64)

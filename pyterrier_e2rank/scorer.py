@@ -8,6 +8,7 @@ from typing import Optional
 import pandas as pd
 import pyterrier as pt
 
+from . import provenance
 from .checks import validate_frame
 from .equality import EqualBySettings
 from .encoders import E2RankQueryEncoder
@@ -40,5 +41,5 @@ class E2RankScorer(EqualBySettings, pt.Transformer):
             return inp.assign(score=pd.Series(dtype=float), rank=pd.Series(dtype=int))
         had_vectors = "doc_vec" in inp.columns
         frame = self.vec_loader(self.query_encoder(inp.reset_index(drop=True)))
-        out = VectorScorer()(frame).drop(columns=["query_vec"])
-        return out if had_vectors else out.drop(columns=["doc_vec"])
+        out = provenance.without(VectorScorer()(frame), "query_vec")
+        return out if had_vectors else provenance.without(out, "doc_vec")

@@ -41,11 +41,11 @@ def test_missing_text_is_refused(tiny_qwen, bad):
         tiny_qwen.doc_encoder()(pd.DataFrame({"docno": ["x"], "text": [bad]}))
 
 
-def test_empty_query_is_refused(tiny_qwen):
+def test_empty_query_is_refused_by_the_reranker_and_skipped_by_the_query_encoder(tiny_qwen):
     with pytest.raises(ValueError, match="empty"):
         tiny_qwen.reranker()(results(query=["", ""]))
-    with pytest.raises(ValueError, match="query"):
-        tiny_qwen.query_encoder()(pd.DataFrame({"qid": ["1"], "query": [""]}))
+    with pytest.warns(UserWarning, match="empty query"):  # a first stage, as PyTerrier's retrievers
+        assert len(tiny_qwen.query_encoder()(pd.DataFrame({"qid": ["1"], "query": [""]}))) == 0
 
 
 def test_non_ascii_text_is_embedded(tiny_qwen):

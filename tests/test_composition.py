@@ -33,7 +33,8 @@ def candidates(tiny_qwen, index):
 def test_prompt_encoder_turns_a_ranked_list_into_a_query_vector(tiny_qwen, candidates):
     encoder = tiny_qwen.prompt_encoder(num_input_docs=5)
     queries = encoder(candidates)
-    assert list(queries.columns) == ["qid", "query", "query_vec"] and queries["qid"].tolist() == ["1", "2", "3"]
+    assert list(queries.columns) == ["qid", "query", "query_vec", "query_vec_model"]
+    assert queries["qid"].tolist() == ["1", "2", "3"]
     prompt = tiny_qwen.listwise_prompt(num_input_docs=5)
     for qid, vector in zip(queries["qid"], queries["query_vec"]):
         top = candidates[candidates["qid"] == qid].sort_values("rank")

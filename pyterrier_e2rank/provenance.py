@@ -1,0 +1,221 @@
+"""Provenance of vectors: which model made each ``query_vec``/``doc_vec``, and from what, checked wherever
+vectors are used.
+
+Every frame our stages output carries, beside a vector column ``c``, the column ``c_model``
+(``query_vec_model``, ``doc_vec_model``) holding each vector's tag ``"<model> #<space> <recipe>"``:
+``space`` is a digest of ``model.fingerprint()`` without the model's name (the vector space: one
+checkpoint, one space, however it is named or stored); ``recipe`` says how the vector was made and from
+what text: ``query-<instruction>:<query>``, ``prompt:<query>`` (a pseudo-query), ``doc:<text>`` (each a
+digest), or ``doc`` (an index's stored vector, by docno). A column, not ``DataFrame.attrs``: it survives
+merges, concatenations and the record dicts of PyTerrier's indexing pipelines (``doc_encoder() >>
+indexer``), and it is per row, so a frame mixing two models' vectors is seen.
+
+The rules (another model's vectors raise ``IndexModelMismatch`` naming both models):
+
+- where vectors meet an index (``index.retriever()``, the FAISS retrievers of ``ann.py``,
+  ``model.indexer``/``write_faiss_index``, ``index.vec_loader()``), a tagged vector must be of the index's
+  space;
+- ``VectorScorer`` (so every reranker): a frame's ``query_vec`` and ``doc_vec`` must be of one space;
+- an encoder never replaces a vector column a frame carries: it passes it on when made in its own space
+  from the row's current text (the query encoder takes its own query vectors and pseudo-queries, so
+  ``prompt_encoder() >> model.retriever(index)`` is PRF re-retrieval), and refuses it otherwise (another
+  model; unknown origin; a query rewritten or another instruction since), naming the column and the fix;
+- untagged vectors (no ``c_model`` column, or an empty tag) are the user's own: used as given by a
+  search, the indexer and the scorers, never replaced by an encoder. A frame mixing two spaces is refused.
+
+A user who replaces a vector column replaces (or drops) its tag column with it.
+"""
+import hashlib
+import json
+from typing import Callable, Dict, List, Optional, Sequence, Union
+
+import pandas as pd
+
+from .index import IndexModelMismatch, fingerprint_differences
+
+#: Fingerprints seen in this process, by space digest: messages name the settings two spaces differ in.
+_KNOWN: Dict[str, dict] = {}
+
+
+def tag_column(column: str) -> str:
+    """The column holding the tags of the vectors in ``column``."""
+    return f"{column}_model"
+
+
+def space(fingerprint: dict) -> str:
+    """The digest of a model fingerprint without its ``model`` name (a local copy of a hub model is the same
+    model); 16 hex digits."""
+    content = {k: v for k, v in fingerprint.items() if k != "model"}
+    digest = hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    _KNOWN.setdefault(digest, dict(fingerprint))
+    return digest
+
+
+def text_digest(text) -> str:
+    """12 hex digits of the text a vector was made from."""
+    return hashlib.sha256(str(text).encode("utf-8", "surrogatepass")).hexdigest()[:12]
+
+
+def query_recipe(model, query) -> str:
+    """The recipe of the query encoder's vector of ``query``: the instruction shapes it beyond the fingerprint."""
+    return f"query-{text_digest(model.query_task)[:8]}:{text_digest(query)}"
+
+
+def prompt_recipe(query) -> str:
+    """The recipe of a pseudo-query of ``query`` (from its candidates' listwise prompt)."""
+    return f"prompt:{text_digest(query)}"
+
+
+def doc_recipe(text) -> str:
+    """The recipe of the document encoder's vector of ``text``."""
+    return f"doc:{text_digest(text)}"
+
+
+#: The recipe of an index's stored vectors (looked up by docno).
+STORED = "doc"
+
+
+def make_tag(fingerprint: dict, recipe: str) -> str:
+    return f"{fingerprint.get('model')} #{space(fingerprint)} {recipe}"
+
+
+def tagged(frame: pd.DataFrame, column: str, fingerprint: Optional[dict],
+           recipes: Union[str, Sequence[str]]) -> pd.DataFrame:
+    """``frame`` with the tag of every vector of ``column``, made by the model of ``fingerprint`` (``None``:
+    an index without one, whose vectors stay untagged) by ``recipes`` (one for all rows, or one per row)."""
+    recipes = [recipes] * len(frame) if isinstance(recipes, str) else list(recipes)
+    values = [None if fingerprint is None else make_tag(fingerprint, recipe) for recipe in recipes]
+    return frame.assign(**{tag_column(column): pd.Series(values, index=frame.index, dtype=object)})
+
+
+def without(frame: pd.DataFrame, *columns: str) -> pd.DataFrame:
+    """``frame`` without the vector ``columns`` and their tags."""
+    return frame.drop(columns=[c for column in columns for c in (column, tag_column(column)) if c in frame.columns])
+
+
+def tags(frame: pd.DataFrame, column: str) -> List[Optional[str]]:
+    """The tag of each row's vector in ``column`` (``None``: untagged)."""
+    if tag_column(column) not in frame.columns:
+        return [None] * len(frame)
+    return [_tag(value) for value in frame[tag_column(column)].tolist()]
+
+
+def record_tag(record: dict, column: str) -> Optional[str]:
+    """The tag of a record's vector in ``column`` (``None``: untagged)."""
+    return _tag(record.get(tag_column(column)))
+
+
+def _tag(value) -> Optional[str]:
+    """A tag cell as a tag; ``None``, NaN and the empty string are no tag."""
+    return value if isinstance(value, str) and value else None
+
+
+def _parts(tag: str):
+    """``(model, space, recipe)`` of a tag; a value that is not a tag of ours is refused, quoted."""
+    try:
+        model, digest, recipe = tag.rsplit(" ", 2)
+    except ValueError:
+        model = digest = recipe = ""
+    if not digest.startswith("#"):
+        raise ValueError(f"{tag!r} is not a vector tag of pyterrier_e2rank ('<model> #<space> <recipe>')")
+    return model, digest[1:], recipe
+
+
+def _spaces(values: Sequence[Optional[str]], names: Sequence, what: str) -> Dict[str, list]:
+    """The first row of each distinct tag, by space ``{space: [(name, model)...]}``; more than one space is
+    refused."""
+    first: Dict[str, object] = {}
+    for name, value in zip(names, values):
+        if value is not None:
+            first.setdefault(value, name)
+    found: Dict[str, list] = {}
+    for value, name in first.items():
+        model, digest, _ = _parts(value)
+        found.setdefault(digest, []).append((name, model))
+    if len(found) > 1:
+        (a, rows_a), (b, rows_b) = list(found.items())[:2]
+        raise IndexModelMismatch(f"{what} mixes vectors of two models: {rows_a[0][1]!r} (#{a}; e.g. {rows_a[0][0]!r}) "
+                                 f"and {rows_b[0][1]!r} (#{b}; e.g. {rows_b[0][0]!r}){_differing(a, b)}; make all "
+                                 f"of them with one model")
+    return found
+
+
+def _differing(a: str, b: str) -> str:
+    if a in _KNOWN and b in _KNOWN:
+        return f" (differing: {', '.join(fingerprint_differences(_KNOWN[a], _KNOWN[b]))})"
+    return ""
+
+
+#: What to do about vectors of another model, unless a caller knows better.
+FIX = "make the vectors with the model of the index (or search an index built with the vectors' model)"
+
+
+def check_tags(values: Sequence[Optional[str]], names: Sequence, fingerprint: Optional[dict], what: str,
+               where: str, *, fix: str = FIX) -> None:
+    """Refuse tagged vectors (``values``, one per row named by ``names``) not made in the space of
+    ``fingerprint`` (the model of ``where``, an index or a model; ``None``: an index without a fingerprint,
+    which tagged vectors cannot be checked against), with an ``IndexModelMismatch`` naming both models and
+    ``fix``. Untagged rows are accepted; rows of two spaces are refused."""
+    found = _spaces(values, names, what)
+    if not found:
+        return
+    ((digest, rows),) = found.items()
+    made = f"the {what} {[name for name, _ in rows[:5]]} were made by model {rows[0][1]!r} (#{digest})"
+    if fingerprint is None:
+        raise IndexModelMismatch(f"{made}, but {where} carries no E2Rank model fingerprint, so they cannot be "
+                                 f"checked against it; build it with model.indexer(path)")
+    if digest != space(fingerprint):
+        raise IndexModelMismatch(f"{made}, but {where} is of model {fingerprint.get('model')!r} "
+                                 f"(#{space(fingerprint)}){_differing(digest, space(fingerprint))}: vectors of two "
+                                 f"models are never compared; {fix}")
+
+
+def check_frame(frame: pd.DataFrame, column: str, fingerprint: Optional[dict], where: str, *, key: str,
+                text: Optional[str] = None, fix: str = FIX) -> None:
+    """``check_tags`` for the vectors of ``column`` in ``frame``, rows named by ``key`` (qid, docno); and,
+    where the frame has the ``text`` column they were made from (``query``, ``text``), that each tagged
+    vector was made from the row's current text (a ``ValueError`` names the rows whose text changed since,
+    e.g. a query rewritten after it was encoded)."""
+    values, names = tags(frame, column), frame[key].tolist()
+    check_tags(values, names, fingerprint, f"{column} of {key}", where, fix=fix)
+    if text is None or text not in frame.columns:
+        return
+    stale = [name for name, value, current in zip(names, values, frame[text].tolist())
+             if value is not None and _parts(value)[2].partition(":")[2] not in ("", text_digest(current))]
+    if stale:
+        raise ValueError(f"the {column} of {key} {stale[:5]} were made from another {text!r} than the frame holds now "
+                         f"(changed since they were encoded?), for {where}: drop {column!r} and "
+                         f"{tag_column(column)!r} to encode the current {text!r}, or drop only {tag_column(column)!r} "
+                         f"to use the vectors as they are")
+
+
+def check_one_space(frame: pd.DataFrame, columns: Sequence[str], *, key: str) -> None:
+    """Refuse a frame whose vector ``columns`` (``query_vec``, ``doc_vec``) hold tagged vectors of two spaces."""
+    values = [value for column in columns for value in tags(frame, column)]
+    names = [f"{column} of {key} {name}" for column in columns for name in frame[key].tolist()]
+    _spaces(values, names, f"the frame's {' and '.join(columns)}")
+
+
+def carried(frame: pd.DataFrame, column: str, fingerprint: dict, accepts: Callable[[int, str], bool], who, *,
+            key: str, fix: str) -> bool:
+    """Whether ``frame`` already carries ``column``, made in the space of ``fingerprint`` by a recipe that
+    ``accepts(row position, recipe)``: then ``who`` passes it on instead of replacing it. A column of
+    unknown origin, of another model, or made otherwise (from another text, with another instruction) is
+    refused, naming the column and ``fix``; ``False`` when the frame has no such column."""
+    if column not in frame.columns:
+        return False
+    values = tags(frame, column)
+    names = frame[key].tolist()
+    unknown = [name for name, value in zip(names, values) if value is None]
+    if unknown:
+        raise ValueError(f"{who!r}: the frame already carries a {column!r} column, of unknown origin for {key} "
+                         f"{unknown[:5]} (no {tag_column(column)!r} tag), and it is never replaced silently: "
+                         f"{fix}")
+    check_tags(values, names, fingerprint, f"{column} of {key}", f"{who!r}", fix=fix)
+    other = [(name, _parts(value)[2]) for i, (name, value) in enumerate(zip(names, values))
+             if not accepts(i, _parts(value)[2])]
+    if other:
+        raise ValueError(f"{who!r}: the {column!r} the frame carries for {key} {other[0][0]!r} was made from another "
+                         f"text or with other settings ({other[0][1]!r}: e.g. the query was rewritten since, or "
+                         f"encoded with another instruction), and it is never replaced silently: {fix}")
+    return True
