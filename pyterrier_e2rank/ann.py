@@ -18,11 +18,14 @@ its directory:
   disk, at a score error of about 1e-3 for unit vectors (``tests/test_ann.py`` bounds it).
 - **GPU**: IVF-PQ and flat-fp16 structures are searched on all GPUs (``index_cpu_to_all_gpus``) when
   FAISS sees one (faiss-gpu installed); FlexIndex does this for flat search only. Builds stay on CPU.
-- **Safe, named structures**: FlexIndex writes its ``.faiss`` files in place, so a killed build leaves a
-  truncated file that is read later; here a structure is written to a private file under a lock and
-  moved into place (``io.atomic_file``), named by its build parameters (FlexIndex's convention: the
-  ``*.faiss`` of ``index.DERIVED_PATTERNS``, so an overwrite of the index removes it), and refused
-  when its vector count differs from the index's.
+- **Safe, named, checked structures**: FlexIndex writes its ``.faiss`` files in place, so a killed build
+  leaves a truncated file that is read later, and an index object opened before a rebuild stores a
+  structure of the old vectors in the new index; here every structure, FlexIndex's included
+  (``flex_*`` below), goes through ``E2RankIndex.derived``: named by its build parameters (FlexIndex's
+  convention; ``index.STRUCTURES``, so an overwrite of the index removes it), written beside a record
+  of the vectors it was built from, into the version of the directory those vectors were read from,
+  and moved into place (``io.atomic_file``); refused when opened if its record names other vectors or
+  its FAISS ``ntotal``/``d`` differ from the index's. Threads of one process wait for one build.
 - Results as ``index.retriever()`` gives them (``docno``, ``score``, ``rank``), arguments checked by
   range, ``__eq__``/``__hash__`` for ``pt.Experiment``.
 
@@ -75,9 +78,10 @@ def ivfpq_retriever(index, *, n_list: Optional[int] = None, m: Optional[int] = N
         raise ValueError(f"m must divide the vector size {dim}, got {m!r}")
     nbits = _in_range(nbits, "nbits", 1, 16)
     if 2 ** nbits > count:
-        raise ValueError(f"IVF-PQ with nbits={nbits} trains 2**nbits = {2 ** nbits:,} centroids per sub-quantizer, from "
-                         f"at least as many vectors, and the index holds {count:,} documents: choose nbits <= "
-                         f"{int(math.log2(count))}, or exact search (index.retriever()), which suits a corpus this small")
+        raise ValueError(f"IVF-PQ with nbits={nbits} trains 2**nbits = {2 ** nbits:,} centroids per sub-quantizer, "
+                         f"from at least as many vectors, and the index holds {count:,} documents: choose nbits <= "
+                         f"{int(math.log2(count))}, or exact search (index.retriever()), which suits a corpus this "
+                         f"small")
     advised = _POINTS_PER_CENTROID * max(n_list, 2 ** nbits)
     train_sample = min(count, advised) if train_sample is None else train_sample
     train_sample = _in_range(train_sample, "train_sample", max(n_list, 2 ** nbits), count)
@@ -378,6 +382,7 @@ def _read_graph(index, path: Path):
     if graph.meta.get("doc_count") != index.meta["doc_count"]:
         raise CorruptArtifact(f"{Path(index.path) / path.name} is a graph of {graph.meta.get('doc_count')} documents, "
                               f"the index holds {index.meta['doc_count']}; delete it to rebuild")
+    graph.edges_data, graph.weights_data  # mapped now, from this version (its files are opened lazily)
     return graph
 
 

@@ -2,12 +2,15 @@
 its vectors.
 
 Layout (FlexIndex's): ``pt_meta.json`` (``type``, ``format: flex``, ``vec_size``, ``doc_count``, and our
-``e2rank`` key with the encoder fingerprint), ``vecs.f4`` (row-major float32), ``docnos.npids``.
-pyterrier-dr opens it as a plain ``FlexIndex``; ``E2RankIndex`` adds what E2Rank needs on top:
-vectors looked up by ``docno`` only (never by an incoming ``docid``: BM25 engines emit their own),
-another model's vectors refused, files verified against the metadata when opened, and our exact
-retriever as the default (faster than ``np_retriever`` on the same vectors: ``benchmarks/``).
-Everything else of FlexIndex (FAISS HNSW/IVF, GAR/LADR, corpus graphs) is inherited.
+``e2rank`` key with the encoder fingerprint and the ``digest`` of docnos and vectors), ``vecs.f4``
+(row-major float32), ``docnos.npids``, and the structures derived from the vectors (``STRUCTURES``,
+each with a ``<name>.source.json`` record of the vectors it was built from). pyterrier-dr opens it as a
+plain ``FlexIndex``; ``E2RankIndex`` adds what E2Rank needs on top: vectors looked up by ``docno``
+only, exactly (never by an incoming ``docid``: BM25 engines emit their own), another model's vectors
+refused, files verified against the metadata when opened, derived structures checked against the
+vectors (``E2RankIndex.derived``), and our exact retriever as the default (faster than
+``np_retriever`` on the same vectors: ``benchmarks/``). FlexIndex's FAISS HNSW/IVF/flat, GAR/LADR and
+corpus graphs are served through those checks, their results one value per cell (``FlexResults``).
 """
 import hashlib
 import json
@@ -37,7 +40,8 @@ LEGACY_FILES = ("vectors.f32", "docnos.npy")
 STRUCTURES = (r"hnsw_n-\d+_ef-\d+\.(?:faiss|graph)", r"ivf_nlist-\d+_train-\d+\.faiss", r"corpusgraph_k\d+",
               r"scann_leaves-\d+_train-\d+\.scann", r"voyager-\w+-\d+-\d+-\d+-\w+\.voyager",
               r"\d+_ef-\d+-SimFn\.\w+\.flatnav", r"kannolo_hnsw-\d+_ef-\d+",
-              r"ivfpq_nlist-\d+_m-\d+_nbits-\d+_train-\d+\.faiss", r"flat_fp16\.faiss", r"hnsw-fp16_n-\d+_ef-\d+\.faiss")
+              r"ivfpq_nlist-\d+_m-\d+_nbits-\d+_train-\d+\.faiss", r"flat_fp16\.faiss",
+              r"hnsw-fp16_n-\d+_ef-\d+\.faiss")
 SOURCE = ".source.json"
 _STRUCTURE_NAME = "(?:" + "|".join(STRUCTURES) + ")"
 _STRUCTURE = _STRUCTURE_NAME + "(?:" + re.escape(SOURCE) + ")?"
@@ -211,7 +215,8 @@ class E2RankIndex(FlexIndex):
                                   f"written by pyterrier-dr's FlexIndex or an older pyterrier_e2rank, or copied in; "
                                   f"delete it to rebuild it from this index") from None
         except ValueError as e:
-            raise CorruptArtifact(f"{shown}{SOURCE} is not valid JSON ({e}); delete {shown} and it to rebuild") from None
+            raise CorruptArtifact(f"{shown}{SOURCE} is not valid JSON ({e}); delete {shown} and it to "
+                                  f"rebuild") from None
         if not isinstance(record, dict) or record.get("source") != self.source:
             recorded = record.get("source") if isinstance(record, dict) else None
             raise CorruptArtifact(f"{shown} was built from other vectors ({recorded}) than the index's ({self.source}):"
@@ -275,6 +280,10 @@ class E2RankIndex(FlexIndex):
         """FlexIndex's exact NumPy search (``FlexResults``); ``retriever()`` is ours (faster)."""
         return FlexResults(FlexIndex.np_retriever(self, **options))
 
+    def torch_retriever(self, **options) -> pt.Transformer:
+        """FlexIndex's exact PyTorch search (``FlexResults``)."""
+        return FlexResults(FlexIndex.torch_retriever(self, **options))
+
     def gar(self, *args, **options) -> pt.Transformer:
         """FlexIndex's GAR over ``corpus_graph`` (``FlexResults``)."""
         return FlexResults(FlexIndex.gar(self, *args, **options))
@@ -318,7 +327,7 @@ class FlexResults(pt.Transformer):
         self.retriever = retriever
 
     def __getattr__(self, name):  # the retriever's own attributes (faiss_index, flex_index, num_results...)
-        if name == "retriever":
+        if name == "retriever" or name.startswith("__"):
             raise AttributeError(name)
         return getattr(self.retriever, name)
 
@@ -442,13 +451,19 @@ class _Version:
         opened = os.fstat(self.fd)
         return (now.st_dev, now.st_ino) == (opened.st_dev, opened.st_ino)
 
-    def close(self) -> None:
+    def close(self, _close=os.close) -> None:
         if self.fd is not None:
-            os.close(self.fd)
+            _close(self.fd)
             self.fd = None
 
     def __del__(self):
         self.close()
+
+    def __copy__(self):  # one descriptor, closed once: copies of an index share it
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
 
 
 #: Times an open retries when a rebuild replaced the directory while it read it.

@@ -72,12 +72,14 @@ def test_a_structure_pyterrier_dr_stored_without_a_record_is_refused(tmp_path):
 
 
 def test_flex_structures_are_stored_once_and_read_back(tmp_path):
-    index, _ = build_clustered_index(tmp_path / "index", num_docs=1500, dim=DIM, num_centres=10)
-    queries = _queries(5)
+    index, _ = build_clustered_index(tmp_path / "index", num_docs=1500, dim=128, num_centres=10)
+    queries = _queries(5, dim=128)
     first = {name: getattr(index, name)(num_results=10)(queries) for name in ("faiss_hnsw_retriever",
                                                                             "faiss_ivf_retriever")}
     stored = {p: os.stat(index.index_path / p).st_mtime_ns for p in os.listdir(index.index_path)}
     assert {"hnsw_n-32_ef-40.faiss", "hnsw_n-32_ef-40.faiss.source.json"} <= set(stored)
+    graph_size = os.path.getsize(index.index_path / "hnsw_n-32_ef-40.faiss")
+    assert graph_size < os.path.getsize(index.index_path / "vecs.f4")  # the graph alone, as FlexIndex stores it
     fresh = E2RankIndex(index.index_path)
     for name, results in first.items():  # FAISS 1.15 cannot read back pyterrier-dr's own HNSW file
         pd.testing.assert_frame_equal(getattr(fresh, name)(num_results=10)(queries), results)
@@ -109,7 +111,8 @@ def numeric(tmp_path) -> E2RankIndex:
 @pytest.mark.parametrize("asked", [["007"], ["7", "04"], ["+7"], [" 7"], ["x"]])
 def test_numeric_docnos_are_looked_up_exactly(numeric, asked):
     bad = [d for d in asked if d != "7"]
-    with pytest.raises(KeyError, match=rf"{len(bad)} docno\(s\) are not in the index at .*numeric: {re.escape(str(bad))}"):
+    with pytest.raises(KeyError, match=rf"{len(bad)} docno\(s\) are not in the index at .*numeric: "
+                                       rf"{re.escape(str(bad))}"):
         numeric.vectors(asked)
     frame = pd.DataFrame({"qid": "q", "docno": asked, "query_vec": [np.ones(DIM, np.float32)] * len(asked)})
     for loader in (numeric.vec_loader(), numeric.np_vec_loader(), numeric.np_scorer()):
@@ -135,7 +138,7 @@ def test_flex_scorers_look_vectors_up_by_docno_not_an_incoming_docid(numeric):
     np.testing.assert_allclose(scored[["3", "5"]], numeric.vectors(["3", "5"]) @ query, rtol=1e-5)
 
 
-@pytest.mark.parametrize("method", ["np_retriever", "faiss_hnsw_retriever", "faiss_ivf_retriever",
+@pytest.mark.parametrize("method", ["np_retriever", "torch_retriever", "faiss_hnsw_retriever", "faiss_ivf_retriever",
                                     "faiss_flat_retriever"])
 def test_flex_retrievers_give_one_value_per_cell_for_a_single_hit(numeric, method):
     options = {} if method == "faiss_flat_retriever" else {"num_results": 1}
