@@ -360,13 +360,14 @@ class DocnoLookup:
 
     npids parses digit strings, so its ``inv["007"]`` is the row of ``"7"``, and gives -1 for an absent
     docno (row -1 is the last vector). Here each row's docno is checked to be the one asked for, and a
-    ``KeyError`` names the docnos that are not in the index. ``fwd[rows]`` is npids'."""
+    ``KeyError`` names the docnos that are not in the index. ``fwd[rows]`` is npids'; ``lookup[key]``
+    routes as npids does (docnos to ``inv``, rows to ``fwd``)."""
 
     def __init__(self, lookup: Lookup, path: Path):
         self._lookup = lookup
         self.path = path
         self.fwd = lookup.fwd
-        self.inv = self
+        self.inv = _ExactRows(self)
 
     def __len__(self) -> int:
         return len(self._lookup)
@@ -376,15 +377,17 @@ class DocnoLookup:
 
     def __contains__(self, docno) -> bool:
         try:
-            self[[docno]]
+            self.rows([docno])
         except KeyError:
             return False
         return True
 
-    def __getitem__(self, docnos):
-        """Rows (int64 array) of a sequence of docnos; the row (int) of one docno."""
-        if isinstance(docnos, str):
-            return int(self[[docnos]][0])
+    def __getitem__(self, key):
+        first = key if isinstance(key, str) or np.ndim(key) == 0 else next(iter(key), None)
+        return self.inv[key] if isinstance(first, str) else self.fwd[key]
+
+    def rows(self, docnos: Sequence[str]) -> np.ndarray:
+        """The rows (int64) of ``docnos``; a KeyError names those not in the index (or not strings)."""
         docnos = list(docnos)
         if not docnos:
             return np.empty(0, dtype=np.int64)
@@ -397,6 +400,19 @@ class DocnoLookup:
             missing = [d for d, ok in zip(docnos, found) if not ok]
             raise KeyError(f"{len(missing)} docno(s) are not in the index at {self.path}: {missing[:5]}")
         return rows
+
+
+class _ExactRows:
+    """``DocnoLookup.inv``: ``inv[docnos]`` (rows, int64) and ``inv[docno]`` (a row, int), exact."""
+
+    def __init__(self, lookup: DocnoLookup):
+        self._lookup = lookup
+
+    def __getitem__(self, docnos):
+        return int(self._lookup.rows([docnos])[0]) if isinstance(docnos, str) else self._lookup.rows(docnos)
+
+    def __contains__(self, docno) -> bool:
+        return docno in self._lookup
 
 
 def index_path(index: Union[str, os.PathLike, FlexIndex]) -> Path:
