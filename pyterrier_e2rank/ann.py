@@ -18,17 +18,21 @@ its directory:
   disk, at a score error of about 1e-3 for unit vectors (``tests/test_ann.py`` bounds it).
 - **GPU**: IVF-PQ and flat-fp16 structures are searched on all GPUs (``index_cpu_to_all_gpus``) when
   FAISS sees one (faiss-gpu installed); FlexIndex does this for flat search only. Builds stay on CPU.
-- **Safe, named structures**: FlexIndex writes its ``.faiss`` files in place, so a killed build leaves a
-  truncated file that is read later; here a structure is written to a private file under a lock and
-  moved into place (``io.atomic_file``), named by its build parameters (FlexIndex's convention: the
-  ``*.faiss`` of ``index.DERIVED_PATTERNS``, so an overwrite of the index removes it), and refused
-  when its vector count differs from the index's.
+- **Safe, named, checked structures**: FlexIndex writes its ``.faiss`` files in place, so a killed build
+  leaves a truncated file that is read later, and an index object opened before a rebuild stores a
+  structure of the old vectors in the new index; here every structure, FlexIndex's included
+  (``flex_*`` below), goes through ``E2RankIndex.derived``: named by its build parameters (FlexIndex's
+  convention; ``index.STRUCTURES``, so an overwrite of the index removes it), written beside a record
+  of the vectors it was built from, into the version of the directory those vectors were read from,
+  and moved into place (``io.atomic_file``); refused when opened if its record names other vectors or
+  its FAISS ``ntotal``/``d`` differ from the index's. Threads of one process wait for one build.
 - Results as ``index.retriever()`` gives them (``docno``, ``score``, ``rank``), arguments checked by
   range, ``__eq__``/``__hash__`` for ``pt.Experiment``.
 
 Exact search (``index.retriever()``) stays the default: for small corpora it is fast and exact.
 """
 import math
+import re
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -37,7 +41,7 @@ import numpy as np
 import pyterrier as pt
 
 from .checks import positive_int
-from .io import CorruptArtifact, atomic_file
+from .io import CorruptArtifact
 from .retriever import VectorSearch
 
 _BLOCK = 65536  # vectors added per call while building: bounded memory on any corpus size
@@ -73,6 +77,11 @@ def ivfpq_retriever(index, *, n_list: Optional[int] = None, m: Optional[int] = N
     if dim % m:
         raise ValueError(f"m must divide the vector size {dim}, got {m!r}")
     nbits = _in_range(nbits, "nbits", 1, 16)
+    if 2 ** nbits > count:
+        raise ValueError(f"IVF-PQ with nbits={nbits} trains 2**nbits = {2 ** nbits:,} centroids per sub-quantizer, "
+                         f"from at least as many vectors, and the index holds {count:,} documents: choose nbits <= "
+                         f"{int(math.log2(count))}, or exact search (index.retriever()), which suits a corpus this "
+                         f"small")
     advised = _POINTS_PER_CENTROID * max(n_list, 2 ** nbits)
     train_sample = min(count, advised) if train_sample is None else train_sample
     train_sample = _in_range(train_sample, "train_sample", max(n_list, 2 ** nbits), count)
@@ -228,23 +237,153 @@ def _in_range(value, name: str, minimum: int, maximum: int) -> int:
 
 
 def _structure(index, name: str, build, *, gpu: bool):
-    """The stored structure ``name`` of the index (built and stored atomically if absent), checked
-    against the index's vector count; kept in the index's cache, and on the GPUs when ``gpu``."""
+    """The structure ``name`` of the index (``E2RankIndex.derived``: stored once, built from the index's
+    vectors and refused when built from others), kept in the index's cache, and on the GPUs when ``gpu``."""
     faiss = _faiss()
     key = ("e2rank_ann", name, gpu)
     if key not in index._cache:
-        path = Path(index.index_path) / name
-        if path.exists():
-            structure = faiss.read_index(str(path))
-        else:
-            structure = build()
-            with atomic_file(path, mode="wb") as out:
-                faiss.write_index(structure, faiss.PyCallbackIOWriter(out.write))
-        if structure.ntotal != index.meta["doc_count"]:
-            raise CorruptArtifact(f"{path} holds {structure.ntotal} vectors, the index {index.meta['doc_count']}: it "
-                                  f"was not built from this index; delete it to rebuild")
+        structure = index.derived(name, lambda out: _write(build(), out), load=lambda path: _read(index, path))
         index._cache[key] = faiss.index_cpu_to_all_gpus(structure) if gpu else structure
     return index._cache[key]
+
+
+def _write(structure, out, flags: int = 0):
+    """``structure``, written to the binary file ``out`` (``None``: kept in memory only)."""
+    if out is not None:
+        faiss = _faiss()
+        faiss.write_index(structure, faiss.PyCallbackIOWriter(out.write), flags)
+    return structure
+
+
+def _read(index, path: Path):
+    """The FAISS structure at ``path`` (in the index), checked to hold the index's count and dimension."""
+    faiss = _faiss()
+    shown = Path(index.path) / path.name
+    try:
+        structure = faiss.read_index(str(path))
+    except RuntimeError as e:
+        raise CorruptArtifact(f"{shown} is not a FAISS structure FAISS can read ({str(e).splitlines()[0]}); "
+                              f"delete it to rebuild it") from None
+    count, dim = index.meta["doc_count"], index.dim
+    if (structure.ntotal, structure.d) != (count, dim):
+        raise CorruptArtifact(f"{shown} holds {structure.ntotal} vectors of dimension {structure.d}, the index "
+                              f"{count} of dimension {dim}: it was not built from this index; delete it to rebuild")
+    return structure
+
+
+# ---- FlexIndex's structures (pyterrier-dr 0.8.1, flex/faiss_retr.py and corpus_graph.py), made and read here
+# from the vectors the index opened, and stored through ``E2RankIndex.derived``; FlexIndex then serves them.
+
+def flex_flat(index, *, gpu: bool):
+    """FlexIndex's ``faiss_flat`` (all vectors in an ``IndexFlatIP``), and its GPU copy when ``gpu``."""
+    faiss = _faiss()
+    if "faiss_flat" not in index._cache:
+        flat = faiss.IndexFlatIP(index.dim)
+        _add_all(index, flat)
+        index._cache["faiss_flat"] = flat
+    if gpu and "faiss_flat_gpu" not in index._cache:  # pyterrier-dr 0.8.1 reads an attribute it never sets here
+        options = faiss.GpuMultipleClonerOptions()
+        options.shard = True
+        index._cache["faiss_flat_gpu"] = faiss.index_cpu_to_all_gpus(index._cache["faiss_flat"], co=options)
+    return index._cache["faiss_flat"]
+
+
+def flex_hnsw(index, neighbours: int, *, ef_construction: int, store: bool = True):
+    """FlexIndex's HNSW graph ``hnsw_n-{neighbours}_ef-{ef_construction}.faiss``, as FlexIndex makes it
+    (FAISS's default efConstruction), stored without its vectors (it searches ``faiss_flat``)."""
+    faiss = _faiss()
+    key = ("faiss_hnsw", neighbours, ef_construction)
+    if key not in index._cache:
+        def build(out):
+            graph = faiss.IndexHNSWFlat(index.dim, neighbours, faiss.METRIC_INNER_PRODUCT)
+            _add_all(index, graph)
+            return _on_flat(index, _write(graph, out, faiss.IO_FLAG_SKIP_STORAGE))
+        index._cache[key] = index.derived(f"hnsw_n-{neighbours}_ef-{ef_construction}.faiss", build,
+                                          load=lambda path: _on_flat(index, _read(index, path)), store=store)
+    return index._cache[key]
+
+
+def _on_flat(index, graph):
+    """``graph`` (an HNSW index) searching FlexIndex's ``faiss_flat`` (the index's vectors, which Python
+    owns: the graph must not free them) instead of a vector store of its own, which is freed."""
+    own = graph.storage
+    graph.own_fields = False
+    if own is not None:
+        own.thisown = True  # freed by Python now
+    graph.storage = flex_flat(index, gpu=False)
+    return graph
+
+
+def flex_ivf(index, *, n_list: Optional[int], train_sample, store: bool = True) -> None:
+    """FlexIndex's IVF-flat structure ``ivf_nlist-{n_list}_train-{train_sample}.faiss``, with FlexIndex's
+    defaults and training sample."""
+    import pyterrier_dr
+    from pyterrier_dr.flex.faiss_retr import _sample_train
+    faiss = _faiss()
+    count = index.meta["doc_count"]
+    if n_list is None:
+        n_list = (1 << math.ceil(math.log2(math.ceil(math.sqrt(count))))) if train_sample is None else \
+            math.floor(train_sample / 39)
+        n_list = max(n_list, 4)
+    if train_sample is None:
+        train_sample = n_list * 39
+    elif 0 < train_sample < 1:
+        train_sample = math.ceil(train_sample * count)
+    key = ("faiss_ivf", n_list, train_sample)
+    if key not in index._cache:
+        def build(out):
+            cuda = pyterrier_dr.util.infer_device().type == "cuda"
+            quantizer = faiss.IndexFlatIP(index.dim)
+            structure = faiss.IndexIVFFlat(faiss.index_cpu_to_all_gpus(quantizer) if cuda else quantizer, index.dim,
+                                           n_list, faiss.METRIC_INNER_PRODUCT)
+            structure.train(_sample_train(index, train_sample))
+            _add_all(index, structure)
+            if cuda:
+                structure.quantizer = faiss.index_gpu_to_cpu(structure.quantizer)
+            return _write(structure, out)
+        index._cache[key] = index.derived(f"ivf_nlist-{n_list}_train-{train_sample}.faiss", build,
+                                          load=lambda path: _read(index, path), store=store)
+
+
+def flex_hnsw_graph(index, neighbours: int, *, ef_construction: int):
+    """FlexIndex's corpus graph ``hnsw_n-{neighbours}_ef-{ef_construction}.graph``: level 0 of the HNSW
+    graph of ``neighbours // 2`` links."""
+    from pyterrier_dr.flex.faiss_retr import _build_hnsw_graph
+    key = ("faiss_hnsw_graph", neighbours, ef_construction)
+    if key not in index._cache:
+        def build(staging: Path) -> None:
+            _build_hnsw_graph(flex_hnsw(index, neighbours // 2, ef_construction=ef_construction).hnsw, staging)
+        index._cache[key] = index.derived(f"hnsw_n-{neighbours}_ef-{ef_construction}.graph", build,
+                                          load=lambda path: _read_graph(index, path), directory=True)
+    return index._cache[key]
+
+
+def flex_corpus_graph(index, k: int, *, batch_size: int):
+    """FlexIndex's corpus graph ``corpusgraph_k{k}``, or a stored one of more neighbours cut to ``k``."""
+    from pyterrier_dr.flex.corpus_graph import _build_corpus_graph
+    k = positive_int(k, "k")
+    key = ("corpus_graph", k)
+    if key not in index._cache:
+        stored = index.structures()
+        larger = sorted(int(m.group(1)) for m in map(re.compile(r"corpusgraph_k(\d+)").fullmatch, stored)
+                        if m and int(m.group(1)) > k)
+        name = f"corpusgraph_k{k}"
+        if name not in stored and larger:
+            name = f"corpusgraph_k{larger[0]}"
+        graph = index.derived(name, lambda staging: _build_corpus_graph(index, k, staging, batch_size),
+                              load=lambda path: _read_graph(index, path), directory=True)
+        index._cache[key] = graph.to_limit_k(k) if name != f"corpusgraph_k{k}" else graph
+    return index._cache[key]
+
+
+def _read_graph(index, path: Path):
+    """A corpus graph stored in the index, checked to have a node per document."""
+    graph = pt.Artifact.load(path)
+    if graph.meta.get("doc_count") != index.meta["doc_count"]:
+        raise CorruptArtifact(f"{Path(index.path) / path.name} is a graph of {graph.meta.get('doc_count')} documents, "
+                              f"the index holds {index.meta['doc_count']}; delete it to rebuild")
+    graph.edges_data, graph.weights_data  # mapped now, from this version (its files are opened lazily)
+    return graph
 
 
 def _sample(index, count: int) -> np.ndarray:

@@ -2,17 +2,22 @@
 its vectors.
 
 Layout (FlexIndex's): ``pt_meta.json`` (``type``, ``format: flex``, ``vec_size``, ``doc_count``, and our
-``e2rank`` key with the encoder fingerprint), ``vecs.f4`` (row-major float32), ``docnos.npids``.
-pyterrier-dr opens it as a plain ``FlexIndex``; ``E2RankIndex`` adds what E2Rank needs on top:
-vectors looked up by ``docno`` only (never by an incoming ``docid``: BM25 engines emit their own),
-another model's vectors refused, files verified against the metadata when opened, and our exact
-retriever as the default (faster than ``np_retriever`` on the same vectors: ``benchmarks/``).
-Everything else of FlexIndex (FAISS HNSW/IVF, GAR/LADR, corpus graphs) is inherited.
+``e2rank`` key with the encoder fingerprint and the ``digest`` of docnos and vectors), ``vecs.f4``
+(row-major float32), ``docnos.npids``, and the structures derived from the vectors (``STRUCTURES``,
+each with a ``<name>.source.json`` record of the vectors it was built from). pyterrier-dr opens it as a
+plain ``FlexIndex``; ``E2RankIndex`` adds what E2Rank needs on top: vectors looked up by ``docno``
+only, exactly (never by an incoming ``docid``: BM25 engines emit their own), another model's vectors
+refused, files verified against the metadata when opened, derived structures checked against the
+vectors (``E2RankIndex.derived``), and our exact retriever as the default (faster than
+``np_retriever`` on the same vectors: ``benchmarks/``). FlexIndex's FAISS HNSW/IVF/flat, GAR/LADR and
+corpus graphs are served through those checks, their results one value per cell (``FlexResults``).
 """
+import hashlib
 import json
 import os
+import re
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Any, Callable, List, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -21,17 +26,26 @@ from npids import Lookup
 from pyterrier_dr import FlexIndex
 
 from .equality import EqualBySettings
-from .io import CorruptArtifact
+from .io import CorruptArtifact, atomic_directory, atomic_file, thread_lock
 
 META = "pt_meta.json"
 VECTORS = "vecs.f4"
 DOCNOS = "docnos.npids"
 #: pyterrier_e2rank 0.1's own layout, recognised to say how to move on.
 LEGACY_FILES = ("vectors.f32", "docnos.npy")
-#: Structures FlexIndex derives from the vectors and keeps inside the index (stale once they change), and
-#: the lock and private file of an ANN build of ours (``ann.py``) that a kill left behind.
-DERIVED_PATTERNS = ("*.faiss", "*.graph", "corpusgraph_k*", "*.scann", "*.voyager", "*.flatnav", "kannolo_hnsw-*",
-                    ".*.faiss.lock", ".*.faiss.*.tmp")
+#: The names of the structures derived from the vectors and kept inside the index: FlexIndex's (pyterrier-dr 0.8:
+#: ``flex/faiss_retr.py``, ``corpus_graph.py``, ``scann_retr.py``, ``voyager_retr.py``, ``flatnav_retr.py``,
+#: ``kannolo_retr.py``) and ours (``ann.py``), as exact formats. Each may have a record of the vectors it was built
+#: from (``<name>.source.json``, ``SOURCE``), and a build killed meanwhile leaves its lock and temporary file.
+STRUCTURES = (r"hnsw_n-\d+_ef-\d+\.(?:faiss|graph)", r"ivf_nlist-\d+_train-\d+\.faiss", r"corpusgraph_k\d+",
+              r"scann_leaves-\d+_train-\d+\.scann", r"voyager-\w+-\d+-\d+-\d+-\w+\.voyager",
+              r"\d+_ef-\d+-SimFn\.\w+\.flatnav", r"kannolo_hnsw-\d+_ef-\d+",
+              r"ivfpq_nlist-\d+_m-\d+_nbits-\d+_train-\d+\.faiss", r"flat_fp16\.faiss",
+              r"hnsw-fp16_n-\d+_ef-\d+\.faiss")
+SOURCE = ".source.json"
+_STRUCTURE_NAME = "(?:" + "|".join(STRUCTURES) + ")"
+_STRUCTURE = _STRUCTURE_NAME + "(?:" + re.escape(SOURCE) + ")?"
+_DERIVED = re.compile(rf"{_STRUCTURE}|\.{_STRUCTURE}\.(?:lock|tmp-\w+(?:-old)?|\w+\.tmp)")
 
 
 class IndexModelMismatch(ValueError):
@@ -40,7 +54,7 @@ class IndexModelMismatch(ValueError):
 
 def own_entries(directory: Path) -> set:
     """The entries of an index directory that belong to the index (an overwrite replaces them)."""
-    derived = {p.name for pattern in DERIVED_PATTERNS for p in directory.glob(pattern)}
+    derived = {p.name for p in directory.iterdir() if _DERIVED.fullmatch(p.name)}
     return {META, VECTORS, DOCNOS, *LEGACY_FILES} | derived
 
 
@@ -67,16 +81,24 @@ def check_fingerprint(stored: Optional[dict], current: dict, what: str) -> None:
                                  f"it with this model, or load the model it was built with")
 
 
+class IndexReplaced(RuntimeError):
+    """The index directory was replaced by a rebuild since this ``E2RankIndex`` opened it."""
+
+
 class E2RankIndex(FlexIndex):
     """A FlexIndex of E2Rank document vectors: ``.retriever()`` (exact search), ``.vectors(docnos)``,
     ``.vec_loader()``, ``.check_model(model)``, and FlexIndex's ANN and adaptive retrievers.
 
     Opened once, at first use: metadata, docnos and vectors are read from one version of the directory
     (a rebuild swapping in meanwhile is never mixed in) and checked against each other; files that
-    disagree raise ``CorruptArtifact`` naming the path and what disagrees."""
+    disagree raise ``CorruptArtifact`` naming the path and what disagrees. Docnos are looked up exactly
+    (``DocnoLookup``). Every structure derived from the vectors (FAISS HNSW/IVF and ours, corpus graphs)
+    records the vectors it was built from (``source``), is refused when they are not this index's, and
+    is written only into the version of the directory whose vectors it was built from (``derived``)."""
 
     def __init__(self, path, *, verbose: bool = False):
         super().__init__(path, sim_fn="dot", verbose=verbose)
+        self._version = None
 
     def __repr__(self):
         return f"E2RankIndex({str(self.path)!r})"
@@ -91,9 +113,10 @@ class E2RankIndex(FlexIndex):
         return (Path(self.path) / META).is_file()
 
     def payload(self, return_dvecs: bool = True, return_docnos: bool = True):
-        """FlexIndex's ``[docnos, vectors, meta]`` (as asked), opened and verified once."""
+        """FlexIndex's ``[docnos, vectors, meta]`` (as asked), opened and verified once; ``docnos`` is a
+        ``DocnoLookup``."""
         if self._meta is None:
-            self._docnos, self._dvecs, self._meta = _open_verified(Path(self.path))
+            self._version, self._docnos, self._dvecs, self._meta = _open_verified(Path(self.path))
         return [x for x, wanted in ((self._docnos, return_docnos), (self._dvecs, return_dvecs), (self._meta, True))
                 if wanted]
 
@@ -115,21 +138,94 @@ class E2RankIndex(FlexIndex):
         """What the vectors were made from (``data.corpus_stamp``), if the indexer was told; else ``None``."""
         return self.meta.get("e2rank", {}).get("corpus")
 
+    def source(self) -> str:
+        """What the vectors are, as a derived structure records it: ``sha256:<digest>`` of the docnos and
+        vectors (written by ``IndexWriter``); for an index without one (a plain FlexIndex, an older
+        pyterrier_e2rank), ``files:<digest>`` of its metadata and its files' sizes and modification times."""
+        self.payload(return_dvecs=False, return_docnos=False)
+        return self._version.source
+
     def vectors(self, docnos: Sequence[str]) -> np.ndarray:
-        """The stored vectors of ``docnos``; a KeyError names the absent ones."""
+        """The stored vectors of ``docnos``, shape ``(len(docnos), dim)``; a KeyError names the docnos that
+        are not in the index (exactly: ``"007"`` is not ``"7"``)."""
         docnos = [str(d) for d in docnos]
         if not docnos:
             return np.empty((0, self.dim), dtype=np.float32)
         lookup, vectors = self.payload(return_dvecs=True, return_docnos=True)[:2]
-        rows = np.asarray(lookup.inv[docnos], dtype=np.int64)
-        if (rows < 0).any():
-            missing = [d for d, r in zip(docnos, rows) if r < 0]
-            raise KeyError(f"{len(missing)} docno(s) are not in the index at {self.path}: {missing[:5]}")
-        return np.asarray(vectors[rows])
+        return np.asarray(vectors[lookup.inv[docnos]])
+
+    def _load_docids(self, inp: pd.DataFrame) -> np.ndarray:
+        """Rows of the index for a frame's ``docno`` (what FlexIndex's scorers and loaders use). FlexIndex
+        prefers an incoming ``docid``, which after a BM25 stage is the engine's own id, not a row here."""
+        pt.validate.columns(inp, includes=["docno"], context=self)
+        return self.docnos().inv[inp["docno"].tolist()]
 
     def check_model(self, model) -> None:
         """Refuse a model whose document vectors would differ from the stored ones."""
         check_fingerprint(self.fingerprint, model.fingerprint(), f"the index at {self.path}")
+
+    def check_current(self) -> None:
+        """Raise ``IndexReplaced`` if the directory at ``path`` is no longer the one this object opened."""
+        self.payload(return_dvecs=False, return_docnos=False)
+        if not self._version.is_at(Path(self.path)):
+            raise IndexReplaced(f"the index at {self.path} was rebuilt after this E2RankIndex opened it; open it "
+                                f"again (E2RankIndex(path)) to use the new vectors")
+
+    def derived(self, name: str, build: Callable, *, load: Callable[[Path], Any], directory: bool = False,
+                store: bool = True):
+        """The structure ``name`` (one of ``STRUCTURES``) derived from the vectors, kept in the index.
+
+        Stored: its record ``<name>.source.json`` must name this index's ``source`` (else ``CorruptArtifact``
+        naming the file: built from other vectors, or by a writer that records none), and ``load(path)``
+        reads it. Absent: ``build(target)`` makes it from the vectors this object opened and returns it
+        (``None``: read it back with ``load``); ``target`` is an open binary file (a staging directory with
+        ``directory``; ``None`` without ``store``: kept in memory only). It is stored record first, then
+        moved into place, into the version of the directory whose vectors were read: a rebuild swapped in
+        since raises ``IndexReplaced``. Threads of one process wait for one build; another process building
+        it raises ``ArtifactLocked``."""
+        self.payload(return_dvecs=False, return_docnos=False)
+        path = self._version.base / name
+        with thread_lock(path):
+            if path.exists():
+                return self._load_derived(name, load)
+            self.check_current()
+            if not store:
+                return build(None)
+            staged = (atomic_directory(path, owned=lambda _: set(), what=f"structure {name}") if directory else
+                      atomic_file(path, overwrite=False, mode="wb"))
+            try:
+                with staged as target:
+                    with atomic_file(self._version.base / f"{name}{SOURCE}") as record:
+                        json.dump({"source": self.source, "doc_count": self.meta["doc_count"], "vec_size": self.dim},
+                                  record)
+                    built = build(target)
+            except FileExistsError:
+                if not path.exists():
+                    raise
+                built = None  # another process stored it meanwhile
+            return self._load_derived(name, load) if built is None else built
+
+    def structures(self) -> List[str]:
+        """The names of the derived structures stored in the version of the directory this object opened."""
+        self.payload(return_dvecs=False, return_docnos=False)
+        return sorted(p.name for p in self._version.base.iterdir() if re.fullmatch(_STRUCTURE_NAME, p.name))
+
+    def _load_derived(self, name: str, load: Callable[[Path], Any]):
+        shown = Path(self.path) / name
+        try:
+            record = json.loads((self._version.base / f"{name}{SOURCE}").read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise CorruptArtifact(f"{shown} has no record of the vectors it was built from ({name}{SOURCE}): it was "
+                                  f"written by pyterrier-dr's FlexIndex or an older pyterrier_e2rank, or copied in; "
+                                  f"delete it to rebuild it from this index") from None
+        except ValueError as e:
+            raise CorruptArtifact(f"{shown}{SOURCE} is not valid JSON ({e}); delete {shown} and it to "
+                                  f"rebuild") from None
+        if not isinstance(record, dict) or record.get("source") != self.source:
+            recorded = record.get("source") if isinstance(record, dict) else None
+            raise CorruptArtifact(f"{shown} was built from other vectors ({recorded}) than the index's ({self.source}):"
+                                  f" an index rebuilt or copied since; delete it to rebuild it from this index")
+        return load(self._version.base / name)
 
     def retriever(self, *, num_results: int = 1000, verbose: bool = False) -> pt.Transformer:
         """Q frame with ``query_vec`` -> top ``num_results`` by exact dot product (``E2RankRetriever``)."""
@@ -152,6 +248,70 @@ class E2RankIndex(FlexIndex):
         from .ann import flat_fp16_retriever
         return flat_fp16_retriever(self, **options)
 
+    def faiss_flat_retriever(self, *, gpu: bool = False, **options) -> pt.Transformer:
+        """FlexIndex's exhaustive FAISS search (``FlexResults``), over the vectors this object opened
+        (FlexIndex reads ``vecs.f4`` by path: after a rebuild, another version's vectors)."""
+        from .ann import flex_flat
+        flex_flat(self, gpu=gpu)
+        return FlexResults(FlexIndex.faiss_flat_retriever(self, gpu=gpu, **options))
+
+    def faiss_hnsw_retriever(self, neighbours: int = 32, *, ef_construction: int = 40, cache: bool = True,
+                             **options) -> pt.Transformer:
+        """FlexIndex's HNSW search (``FlexResults``), its graph a checked structure (``derived``)."""
+        from .ann import flex_hnsw
+        flex_hnsw(self, neighbours, ef_construction=ef_construction, store=cache)
+        return FlexResults(FlexIndex.faiss_hnsw_retriever(self, neighbours, ef_construction=ef_construction,
+                                                          cache=cache, **options))
+
+    def faiss_ivf_retriever(self, *, n_list=None, train_sample=None, cache: bool = True, **options) -> pt.Transformer:
+        """FlexIndex's IVF search (``FlexResults``), its structure a checked one (``derived``)."""
+        from .ann import flex_ivf
+        flex_ivf(self, n_list=n_list, train_sample=train_sample, store=cache)
+        return FlexResults(FlexIndex.faiss_ivf_retriever(self, n_list=n_list, train_sample=train_sample, cache=cache,
+                                                         **options))
+
+    def faiss_hnsw_graph(self, neighbours: int = 32, *, ef_construction: int = 40):
+        """FlexIndex's corpus graph from an HNSW graph of ``neighbours // 2`` links, a checked structure."""
+        from .ann import flex_hnsw_graph
+        return flex_hnsw_graph(self, neighbours, ef_construction=ef_construction)
+
+    def corpus_graph(self, k: int = 16, *, batch_size: int = 8192):
+        """FlexIndex's corpus graph of ``k`` neighbours (or one of more, cut to ``k``), a checked structure."""
+        from .ann import flex_corpus_graph
+        return flex_corpus_graph(self, k, batch_size=batch_size)
+
+    def np_retriever(self, **options) -> pt.Transformer:
+        """FlexIndex's exact NumPy search (``FlexResults``); ``retriever()`` is ours (faster)."""
+        return FlexResults(FlexIndex.np_retriever(self, **options))
+
+    def torch_retriever(self, **options) -> pt.Transformer:
+        """FlexIndex's exact PyTorch search (``FlexResults``)."""
+        return FlexResults(FlexIndex.torch_retriever(self, **options))
+
+    def gar(self, *args, **options) -> pt.Transformer:
+        """FlexIndex's GAR over ``corpus_graph`` (``FlexResults``)."""
+        return FlexResults(FlexIndex.gar(self, *args, **options))
+
+    def ladr(self, *args, **options) -> pt.Transformer:
+        """FlexIndex's proactive LADR over ``corpus_graph`` (``FlexResults``)."""
+        return FlexResults(FlexIndex.ladr(self, *args, **options))
+
+    pre_ladr = ladr_proactive = ladr
+
+    def ada_ladr(self, *args, **options) -> pt.Transformer:
+        """FlexIndex's adaptive LADR over ``corpus_graph`` (``FlexResults``)."""
+        return FlexResults(FlexIndex.ada_ladr(self, *args, **options))
+
+    ladr_adaptive = ada_ladr
+
+    def _unchecked_structure(self, *args, **options):
+        raise NotImplementedError(f"{self!r} serves only structures it checks against the vectors they were built "
+                                  f"from: faiss_hnsw_retriever, faiss_hnsw_fp16_retriever, faiss_ivf_retriever, "
+                                  f"faiss_ivfpq_retriever, faiss_flat_retriever, gar, ladr (open the directory as a "
+                                  f"plain pyterrier_dr.FlexIndex for the others, unchecked)")
+
+    scann_retriever = voyager_retriever = flatnav_retriever = kannolo_hnsw_retriever = _unchecked_structure
+
     def vec_loader(self) -> pt.Transformer:
         """Adds ``doc_vec`` by ``docno`` (FlexIndex's loader prefers an incoming ``docid``, which after a
         BM25 stage is the BM25 engine's own id, not a row of this index)."""
@@ -160,6 +320,103 @@ class E2RankIndex(FlexIndex):
     def indexer(self, *args, **kwargs):
         raise TypeError(f"an E2Rank index records the model that made its vectors: build {self.path} with "
                         f"model.indexer(path) (it also takes doc_vec frames from model.doc_encoder())")
+
+
+class FlexResults(pt.Transformer):
+    """A FlexIndex retriever whose results hold one value per cell: ``docno`` str, ``docid`` and ``rank``
+    int, ``score`` float. pyterrier-dr 0.8 builds its frames with ``DataFrameBuilder``, which leaves
+    one-element arrays in these cells for a frame with a single result (and float32/int32 otherwise)."""
+
+    def __init__(self, retriever: pt.Transformer):
+        self.retriever = retriever
+
+    def __getattr__(self, name):  # the retriever's own attributes (faiss_index, flex_index, num_results...)
+        if name == "retriever" or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.retriever, name)
+
+    def __repr__(self):
+        return repr(self.retriever)
+
+    def __eq__(self, other):
+        return isinstance(other, FlexResults) and self.retriever == other.retriever
+
+    def __hash__(self):
+        return hash((FlexResults, self.retriever))
+
+    def fuse_rank_cutoff(self, k: int):
+        fused = self.retriever.fuse_rank_cutoff(k) if hasattr(self.retriever, "fuse_rank_cutoff") else None
+        return None if fused is None else FlexResults(fused)
+
+    def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
+        out = self.retriever(inp)
+        for column, kind in (("docno", str), ("docid", np.int64), ("rank", np.int64), ("score", np.float64)):
+            if column in out.columns:
+                values = out[column].tolist()
+                if any(isinstance(v, np.ndarray) for v in values):
+                    values = [np.asarray(v).item() for v in values]  # an array of another size raises here
+                out[column] = pd.Series(values, index=out.index, dtype=object).astype(kind)
+        return out
+
+
+class DocnoLookup:
+    """The docnos of an index (an npids ``Lookup``) whose docno -> row lookups, ``inv[docnos]``, are exact.
+
+    npids parses digit strings, so its ``inv["007"]`` is the row of ``"7"``, and gives -1 for an absent
+    docno (row -1 is the last vector). Here each row's docno is checked to be the one asked for, and a
+    ``KeyError`` names the docnos that are not in the index. ``fwd[rows]`` is npids'; ``lookup[key]``
+    routes as npids does (docnos to ``inv``, rows to ``fwd``)."""
+
+    def __init__(self, lookup: Lookup, path: Path):
+        self._lookup = lookup
+        self.path = path
+        self.fwd = lookup.fwd
+        self.inv = _ExactRows(self)
+
+    def __len__(self) -> int:
+        return len(self._lookup)
+
+    def __iter__(self):
+        return iter(self._lookup)
+
+    def __contains__(self, docno) -> bool:
+        try:
+            self.rows([docno])
+        except KeyError:
+            return False
+        return True
+
+    def __getitem__(self, key):
+        first = key if isinstance(key, str) or np.ndim(key) == 0 else next(iter(key), None)
+        return self.inv[key] if isinstance(first, str) else self.fwd[key]
+
+    def rows(self, docnos: Sequence[str]) -> np.ndarray:
+        """The rows (int64) of ``docnos``; a KeyError names those not in the index (or not strings)."""
+        docnos = list(docnos)
+        if not docnos:
+            return np.empty(0, dtype=np.int64)
+        found = np.array([isinstance(d, str) for d in docnos])
+        rows = np.full(len(docnos), -1, dtype=np.int64)
+        rows[found] = self._lookup.inv[[d for d in docnos if isinstance(d, str)]] if found.any() else []
+        found &= rows >= 0
+        found[found] = np.asarray(self.fwd[rows[found]], dtype=object) == np.asarray(docnos, dtype=object)[found]
+        if not found.all():
+            missing = [d for d, ok in zip(docnos, found) if not ok]
+            raise KeyError(f"{len(missing)} docno(s) are not in the index at {self.path}: {missing[:5]}")
+        return rows
+
+
+class _ExactRows:
+    """``DocnoLookup.inv``: ``inv[docnos]`` (rows, int64) and ``inv[docno]`` (a row, int), exact."""
+
+    def __init__(self, lookup: DocnoLookup):
+        self._lookup = lookup
+
+    def __getitem__(self, docnos):
+        return int(self._lookup.rows([docnos])[0]) if isinstance(docnos, str) else self._lookup.rows(docnos)
+
+    def __contains__(self, docno) -> bool:
+        return docno in self._lookup
 
 
 def index_path(index: Union[str, os.PathLike, FlexIndex]) -> Path:
@@ -207,24 +464,66 @@ class DocnoVectorLoader(EqualBySettings, pt.Transformer):
         return provenance.tagged(loaded, "doc_vec", self.index.fingerprint, provenance.STORED)
 
 
+class _Version:
+    """One version of an index directory, held open while an ``E2RankIndex`` uses it: ``base`` reaches its
+    files even after a rebuild swapped another version in at its path (``/proc/self/fd``; the path
+    itself where the system has none)."""
+
+    def __init__(self, path: Path):
+        self.fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        self.base = Path(f"/proc/self/fd/{self.fd}") if os.path.isdir("/proc/self/fd") else path
+        self.source = None
+
+    def is_at(self, path: Path) -> bool:
+        try:
+            now = os.stat(path)
+        except FileNotFoundError:
+            return False
+        opened = os.fstat(self.fd)
+        return (now.st_dev, now.st_ino) == (opened.st_dev, opened.st_ino)
+
+    def close(self, _close=os.close) -> None:
+        if self.fd is not None:
+            _close(self.fd)
+            self.fd = None
+
+    def __del__(self):
+        self.close()
+
+    def __copy__(self):  # one descriptor, closed once: copies of an index share it
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
+
+#: Times an open retries when a rebuild replaced the directory while it read it.
+_OPEN_ATTEMPTS = 3
+
+
 def _open_verified(path: Path):
-    """``(docnos, vectors, meta)`` of one version of the index directory, checked against each other."""
-    if not (path / META).is_file():
-        raise FileNotFoundError(f"no E2Rank index at {path} (missing {META}); build it with model.indexer(path)")
-    directory = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:  # names resolved in the directory opened, even if a rebuild swaps another in meanwhile
-        base = Path(f"/proc/self/fd/{directory}") if os.path.isdir("/proc/self/fd") else path
-        return _read_verified(path, base)
-    finally:
-        os.close(directory)
+    """``(version, docnos, vectors, meta)`` of one version of the index directory, checked against each
+    other. A rebuild that removes the version being read (its files vanish) makes it read the new one."""
+    for _ in range(_OPEN_ATTEMPTS):
+        if not (path / META).is_file():
+            raise FileNotFoundError(f"no E2Rank index at {path} (missing {META}); build it with model.indexer(path)")
+        version = _Version(path)
+        try:
+            return (version, *_read_verified(path, version))
+        except FileNotFoundError:
+            version.close()
+    raise IndexReplaced(f"the index at {path} was replaced by a rebuild while it was being opened, "
+                        f"{_OPEN_ATTEMPTS} times; open it again when the rebuilds are over")
 
 
-def _read_verified(path: Path, base: Path):
+def _read_verified(path: Path, version: _Version):
     def corrupt(what: str) -> CorruptArtifact:
         return CorruptArtifact(f"the index at {path} is damaged: {what}; rebuild it (model.indexer(path, "
                                f"overwrite=True))")
+    base = version.base
+    raw_meta = (base / META).read_bytes()
     try:
-        meta = json.loads((base / META).read_bytes().decode("utf-8"))
+        meta = json.loads(raw_meta.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
         raise corrupt(f"{META} is not valid JSON ({e})") from None
     if not isinstance(meta, dict) or meta.get("format") != "flex" or any(
@@ -233,16 +532,25 @@ def _read_verified(path: Path, base: Path):
         raise corrupt(f"{META} is not a FlexIndex's (format 'flex' with positive 'doc_count' and 'vec_size')")
     count, dim = meta["doc_count"], meta["vec_size"]
     try:
-        docnos = Lookup(base / DOCNOS)
+        docnos = DocnoLookup(Lookup(base / DOCNOS), path)
+    except FileNotFoundError:
+        raise
     except Exception as e:  # npids raises several types for a damaged file
         raise corrupt(f"{DOCNOS} cannot be read ({type(e).__name__}: {e})") from None
     if len(docnos) != count:
         raise corrupt(f"{DOCNOS} holds {len(docnos)} docnos, the metadata says {count}")
     with open(base / VECTORS, "rb") as vector_file:
-        size = os.fstat(vector_file.fileno()).st_size
-        if size != count * dim * 4:
-            raise corrupt(f"{VECTORS} has {size} bytes, not doc_count x vec_size x 4 = {count} x {dim} x 4 = "
-                          f"{count * dim * 4}")
+        vector_stat = os.fstat(vector_file.fileno())
+        if vector_stat.st_size != count * dim * 4:
+            raise corrupt(f"{VECTORS} has {vector_stat.st_size} bytes, not doc_count x vec_size x 4 = {count} x {dim} "
+                          f"x 4 = {count * dim * 4}")
         vectors = np.memmap(vector_file, dtype=np.float32, mode="r", shape=(count, dim))
+    digest = meta.get("e2rank", {}).get("digest") if isinstance(meta.get("e2rank"), dict) else None
+    if isinstance(digest, str):
+        version.source = f"sha256:{digest}"
+    else:
+        docno_stat = os.stat(base / DOCNOS)
+        stamp = [raw_meta.hex(), vector_stat.st_size, vector_stat.st_mtime_ns, docno_stat.st_size,
+                 docno_stat.st_mtime_ns]
+        version.source = f"files:{hashlib.sha256(json.dumps(stamp).encode()).hexdigest()}"
     return docnos, vectors, meta
-

@@ -135,7 +135,9 @@ class IndexWriter:
     The index is built in a private directory beside ``path`` (under a lock: a second writer of the
     same path gets ``ArtifactLocked``) and swapped in by ``finish()``; leaving the block without it,
     by an exception or a kill, leaves any old index as it was. ``encoder`` is the fingerprint of the
-    model that made the vectors; ``corpus_stamp`` (``data.corpus_stamp``), what they were made from."""
+    model that made the vectors; ``corpus_stamp`` (``data.corpus_stamp``), what they were made from. The
+    metadata also records ``digest``, the SHA-256 of the docnos and vectors (computed as they are written):
+    the identity every structure derived from them records."""
 
     def __init__(self, path, dim: int, encoder: dict, *, overwrite: bool = False,
                  corpus_stamp: Optional[dict] = None):
@@ -149,6 +151,7 @@ class IndexWriter:
         self._staging = self._build.enter_context(
             atomic_directory(self.path, owned=own_entries, overwrite=overwrite, what="E2Rank index"))
         self._vectors = self._build.enter_context(open(self._staging / VECTORS, "wb"))
+        self._digest = hashlib.sha256()
 
     def __enter__(self) -> "IndexWriter":
         return self
@@ -162,7 +165,9 @@ class IndexWriter:
         docnos = [identifier(d, "docno", f"document {len(self.docnos) + i}") for i, d in enumerate(docnos)]
         check_finite(vectors, docnos, "the vector of docno")
         self._unique.add(docnos)
-        self._vectors.write(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
+        data = np.ascontiguousarray(vectors, dtype=np.float32).tobytes()
+        self._vectors.write(data)
+        self._digest.update(data)
         self.docnos.extend(docnos)
 
     def finish(self) -> E2RankIndex:
@@ -174,8 +179,10 @@ class IndexWriter:
         with Lookup.builder(self._staging / DOCNOS) as lookup:
             for docno in self.docnos:
                 lookup.add(docno)
+                self._digest.update(docno.encode("utf-8", "surrogatepass") + b"\0")
         meta = {"type": "dense_index", "format": "flex", "vec_size": self.dim, "doc_count": len(self.docnos),
-                "package_hint": "pyterrier-e2rank", "e2rank": {"encoder": self.encoder}}
+                "package_hint": "pyterrier-e2rank", "e2rank": {"encoder": self.encoder,
+                                                               "digest": self._digest.hexdigest()}}
         if self.corpus_stamp is not None:
             meta["e2rank"]["corpus"] = self.corpus_stamp
         (self._staging / META).write_text(json.dumps(meta, indent=2))

@@ -26,12 +26,13 @@ import os
 import secrets
 import shutil
 import stat
+import threading
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Set, Tuple, Type
+from typing import Callable, Dict, Iterator, List, Optional, Set, Tuple, Type
 
 __all__ = ["ArtifactLocked", "CorruptArtifact", "FileFormatError", "artifact_path", "atomic_directory", "atomic_file",
            "check_replaceable", "fsync_tree", "numbered_lines", "refuse_output_as_input", "split_fields",
-           "writer_lock"]
+           "thread_lock", "writer_lock"]
 
 
 class ArtifactLocked(RuntimeError):
@@ -115,11 +116,36 @@ def refuse_output_as_input(output, **inputs) -> None:
                              f"writing it would destroy what is being read; choose another output path")
 
 
+_THREAD_LOCKS: Dict[Tuple[int, int, str], threading.RLock] = {}
+
+
+def thread_lock(target) -> threading.RLock:
+    """The lock of ``target`` (in an existing directory) shared by the threads of this process: ``flock``
+    tells processes apart, not the threads of one. ``writer_lock`` takes it without waiting; a thread that
+    holds it may take ``writer_lock(target)``, so threads can wait here for one of them to write."""
+    target = Path(target)
+    directory = os.stat(target.parent)
+    return _THREAD_LOCKS.setdefault((directory.st_dev, directory.st_ino, target.name), threading.RLock())
+
+
 @contextlib.contextmanager
 def writer_lock(target) -> Iterator[None]:
     """Exclusive lock on ``target`` (a path that need not exist yet) for one writer at a time."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    in_process = thread_lock(target)
+    if not in_process.acquire(blocking=False):
+        raise ArtifactLocked(f"another thread of this process is writing {target}; wait for it to finish, or write "
+                             f"elsewhere")
+    try:
+        with _process_lock(target):
+            yield
+    finally:
+        in_process.release()
+
+
+@contextlib.contextmanager
+def _process_lock(target: Path) -> Iterator[None]:
     lock_path = target.parent / f".{target.name}.lock"
     while True:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)

@@ -128,13 +128,15 @@ def test_bad_parameters_are_refused_by_name(corpus, method, options, name):
 
 
 def test_a_structure_of_another_index_is_refused(tmp_path):
+    """Same count and dimension, other vectors: only the structure's record of its source tells them apart."""
     from pyterrier_e2rank.io import CorruptArtifact
-    small, _ = build_clustered_index(tmp_path / "small", num_docs=600, dim=DIM, num_centres=5)
-    large, _ = build_clustered_index(tmp_path / "large", num_docs=700, dim=DIM, num_centres=5)
-    stored = small.faiss_flat_fp16_retriever().path
-    os.replace(stored, large.index_path / stored.name)
-    with pytest.raises(CorruptArtifact, match="600 vectors"):
-        large.faiss_flat_fp16_retriever()
+    first, _ = build_clustered_index(tmp_path / "first", num_docs=600, dim=DIM, num_centres=5, seed=0)
+    second, _ = build_clustered_index(tmp_path / "second", num_docs=600, dim=DIM, num_centres=5, seed=1)
+    stored = first.faiss_flat_fp16_retriever().path
+    for name in (stored.name, f"{stored.name}.source.json"):  # the structure and its record, as a copy moves them
+        os.replace(first.index_path / name, second.index_path / name)
+    with pytest.raises(CorruptArtifact, match=f"{stored.name} was built from other vectors .*delete it to rebuild"):
+        second.faiss_flat_fp16_retriever()
 
 
 def test_overwriting_the_index_removes_its_ann_structures(tmp_path):
