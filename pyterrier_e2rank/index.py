@@ -138,6 +138,7 @@ class E2RankIndex(FlexIndex):
         """What the vectors were made from (``data.corpus_stamp``), if the indexer was told; else ``None``."""
         return self.meta.get("e2rank", {}).get("corpus")
 
+    @property
     def source(self) -> str:
         """What the vectors are, as a derived structure records it: ``sha256:<digest>`` of the docnos and
         vectors (written by ``IndexWriter``); for an index without one (a plain FlexIndex, an older

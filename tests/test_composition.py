@@ -10,10 +10,9 @@ import pytest
 from ir_measures import nDCG
 
 from pyterrier_e2rank import E2Rank
+from fixtures.docs import TOPIC_DOCS, TOPIC_QUERIES
 
-DOCS = pd.DataFrame({"docno": [f"d{i}" for i in range(40)],
-                     "text": [f"document {i} on gene {i % 7}, virus {i % 5} and dose {i % 3}" for i in range(40)]})
-QUERIES = pd.DataFrame({"qid": ["1", "2", "3"], "query": ["gene therapy", "virus immune response", "brain dose"]})
+DOCS, QUERIES = TOPIC_DOCS, TOPIC_QUERIES
 
 
 @pytest.fixture(scope="module")

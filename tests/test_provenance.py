@@ -14,10 +14,9 @@ from ir_measures import nDCG
 from pyterrier_e2rank import E2Rank, IndexModelMismatch
 from pyterrier_e2rank.bm25 import pisa_bm25
 from pyterrier_e2rank.reranker import VectorScorer
+from fixtures.docs import TOPIC_DOCS, TOPIC_QUERIES
 
-DOCS = pd.DataFrame({"docno": [f"d{i}" for i in range(40)],
-                     "text": [f"document {i} on gene {i % 7}, virus {i % 5} and dose {i % 3}" for i in range(40)]})
-QUERIES = pd.DataFrame({"qid": ["1", "2", "3"], "query": ["gene therapy", "virus immune response", "brain dose"]})
+DOCS, QUERIES = TOPIC_DOCS, TOPIC_QUERIES
 
 
 @pytest.fixture(scope="module")

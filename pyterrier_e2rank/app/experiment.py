@@ -47,7 +47,7 @@ def _stale(index: E2RankIndex, model: E2Rank, stamp) -> Optional[str]:
     if index.corpus_stamp != stamp:
         return (f"was built from the corpus {index.corpus_stamp}, not from the one given now, {stamp}"
                 if index.corpus_stamp is not None else "carries no corpus stamp (built by an older pyterrier_e2rank)")
-    if index.fingerprint is None or fingerprint_differences(index.fingerprint, model):
+    if index.fingerprint is None or fingerprint_differences(index.fingerprint, model.fingerprint()):
         return f"was built with other weights or settings than {model.model_name_or_path!r} has now"
     return None
 

@@ -580,7 +580,11 @@ def _save(accelerator, backbone, model: E2Rank, prompt: ListwisePrompt, config: 
             shutil.copy(source, output / name)
     if config.pooling is not None:
         write_pooling(output, model.pooling.mode)
-    write_prompt_settings(output, {name: getattr(prompt, name) for name in PROMPT_SETTING_NAMES})
+    settings = {name: getattr(prompt, name) for name in PROMPT_SETTING_NAMES}
+    # the whole prompt's budget defaults to the model's positions: saved only where it was chosen, so that a
+    # later E2Rank(checkpoint, prompt_max_tokens=...) is not overridden by a limit nobody set
+    settings["prompt_max_tokens"] = config.prompt_max_tokens or model.prompt_settings.get("prompt_max_tokens")
+    write_prompt_settings(output, settings)
     files = sorted({p.name for p in output.iterdir()} | {TRAINING_RECORD})
     (output / TRAINING_RECORD).write_text(json.dumps({"config": asdict(config), "log": log, "files": files},
                                                      indent=1))
