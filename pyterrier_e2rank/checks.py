@@ -131,7 +131,8 @@ def validate_frame(inp: pd.DataFrame, context, *, includes: Sequence[str], queri
     """The one input check of every transformer of ours that takes qids or docnos: a frame our code
     would answer silently wrong is refused, naming rows and ids.
 
-    - the columns ``includes`` (``pt.validate``: an ``InputValidationError``, a KeyError, naming them);
+    - the columns ``includes`` and ``texts`` (``pt.validate``: an ``InputValidationError``, a KeyError,
+      naming them);
     - every ``qid`` and ``docno`` cell an identifier (``identifier``: no ``None``, NaN, array, list,
       whitespace or control character), and ``1`` and ``"1"`` never two ids of one frame;
     - with both columns, no docno twice in one query's candidates;
@@ -139,7 +140,7 @@ def validate_frame(inp: pd.DataFrame, context, *, includes: Sequence[str], queri
     - with ``texts`` (a column the docnos' vectors are encoded from), one text per docno.
 
     Raises ValueError (KeyError for missing columns)."""
-    pt.validate.columns(inp, includes=list(includes), context=context)
+    pt.validate.columns(inp, includes=list(includes) + ([texts] if texts is not None else []), context=context)
     if not len(inp):
         return
     qids = _identifiers(inp, "qid") if "qid" in inp.columns else None

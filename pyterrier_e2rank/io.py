@@ -251,6 +251,11 @@ def _keep_mode(new: Path, target: Path) -> None:
         os.chmod(new, stat.S_IMODE(os.stat(target).st_mode))
 
 
+def _article(noun: str) -> str:
+    """"an" before a vowel sound as written ("an E2Rank index"), else "a"."""
+    return "an" if noun[:1].lower() in "aeio" else "a"
+
+
 def check_replaceable(target: Path, owned, *, overwrite: bool, what: str) -> None:
     """Raise unless ``target`` is absent, empty, or (with ``overwrite``) holds only ``owned`` entries."""
     if not target.exists() and not target.is_symlink():
@@ -266,8 +271,8 @@ def check_replaceable(target: Path, owned, *, overwrite: bool, what: str) -> Non
                               f"{', ...' if len(foreign) > 5 else ''}); nothing was written. Move them, or "
                               f"choose another path")
     if not overwrite:
-        raise FileExistsError(f"a {what} already exists at {target}; pass overwrite=True (--overwrite) to "
-                              f"replace it")
+        raise FileExistsError(f"{_article(what)} {what} already exists at {target}; pass overwrite=True (--overwrite) "
+                              f"to replace it")
 
 
 def _swap_into_place(staging: Path, target: Path) -> None:

@@ -13,7 +13,7 @@ import pyterrier as pt
 
 from . import provenance
 from .equality import EqualBySettings
-from .checks import positive_int, stack_vectors
+from .checks import positive_int, stack_vectors, validate_frame
 
 
 class VectorSearch(pt.Transformer):
@@ -32,6 +32,12 @@ class VectorSearch(pt.Transformer):
 
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
         pt.validate.query_frame(inp, extra_columns=["query_vec"], context=self)
+        validate_frame(inp, self, includes=["qid", "query_vec"])
+        repeated = inp["qid"][inp["qid"].duplicated()].unique().tolist()
+        if repeated:  # each row would be answered: every document of the query listed once per row
+            raise ValueError(f"{self!r}: {len(repeated)} qid(s) are on more than one row of the query frame "
+                             f"({repeated[:5]}); a query frame has one row per query: drop the repeated rows "
+                             f"(topics.drop_duplicates('qid'))")
         queries = inp.reset_index(drop=True)
         provenance.check_frame(queries, "query_vec", self.index.fingerprint, f"the index at {self.index.path}",
                                key="qid", text="query", fix="encode the queries with the index's model, or search "

@@ -279,3 +279,17 @@ def test_experiment_options_hand_the_reranker_whole_lists(tiny_qwen, index, cand
     reused = pt.Experiment(systems, QUERIES, qrels, [RR, nDCG @ 5], names=["prf", "first"],
                            precompute_prefix=True, batch_size=1)
     pd.testing.assert_frame_equal(plain, reused)
+
+
+def test_a_topics_frame_with_a_repeated_qid_is_refused_by_dense_search(tiny_qwen, index):
+    """A query frame with one query on two rows would list each of its documents twice (found by a new user)."""
+    topics = pd.concat([QUERIES, QUERIES.iloc[[0]]], ignore_index=True)
+    with pytest.raises(ValueError, match=r"1 qid\(s\) are on more than one row of the query frame \(\['1'\]\)"):
+        tiny_qwen.retriever(index, num_results=5)(topics)
+    assert tiny_qwen.retriever(index, num_results=5)(QUERIES).groupby("qid")["docno"].nunique().eq(5).all()
+
+
+@pytest.mark.parametrize("consumer", ["scorer", "candidate_vectors"])
+def test_encoding_from_text_without_a_text_column_names_the_column(tiny_qwen, index, candidates, consumer):
+    with pytest.raises(pt.validate.InputValidationError, match="text"):
+        id_consumers(tiny_qwen, index)[consumer](candidates.drop(columns=["text"]))
