@@ -199,8 +199,16 @@ def _read_faiss_meta(meta_file: Path) -> dict:
 def search_batch(searcher, encoder: E2RankQueryEncoder, queries: Sequence[str], qids: Sequence[str],
                  k: int = 10, threads: int = 1) -> Dict[str, list]:
     """``FaissSearcher.batch_search`` with the queries encoded in batches (Pyserini 0.2x encodes them one
-    by one when given strings)."""
-    return searcher.batch_search(encoder.encode_batch(queries), list(qids), k=k, threads=threads)
+    by one when given strings). Pyserini sets FAISS's OpenMP thread count to ``threads`` for the whole
+    process, which is also torch's CPU thread count: it is put back afterwards, so a search never leaves
+    the model's encoding single-threaded."""
+    import faiss
+    vectors = encoder.encode_batch(queries)
+    before = faiss.omp_get_max_threads()
+    try:
+        return searcher.batch_search(vectors, list(qids), k=k, threads=threads)
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 # ---- reranking Pyserini hits ---------------------------------------------------------------------

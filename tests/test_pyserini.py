@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from pyterrier_e2rank import E2RankIndex
 from pyterrier_e2rank.pyserini import (E2RankDocumentEncoder, E2RankQueryEncoder, HitReranker, search_batch,
@@ -59,6 +60,15 @@ def texts_of(collection):
         return {d["id"]: d["contents"] for d in map(json.loads, lines)}
 
 
+
+@pytest.fixture(autouse=True)
+def openmp_threads_kept():
+    """Pyserini's own ``FaissSearcher.search`` sets the process's OpenMP threads (torch's too) to its
+    ``threads``; put them back so later tests run as a fresh process would."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
 def test_reranked_lucene_hits_equal_the_pyterrier_reranker(tiny_qwen, lucene_index, collection, bm25_hits):
     reranked = HitReranker(tiny_qwen, lucene_index).rerank_batch(
         [(qid, QUERIES[qid], hits) for qid, hits in bm25_hits.items()])
@@ -98,7 +108,9 @@ def test_faiss_searcher_matches_the_pyterrier_dense_retriever(tiny_qwen, vector_
     searcher = FaissSearcher(str(faiss_dir), encoder)
     ours = tiny_qwen.retriever(e2rank_index, num_results=10)(
         pd.DataFrame({"qid": list(QUERIES), "query": list(QUERIES.values())}))
+    threads = torch.get_num_threads()
     batched = search_batch(searcher, encoder, list(QUERIES.values()), list(QUERIES), k=10)
+    assert torch.get_num_threads() == threads  # Pyserini set FAISS's (and so torch's) OpenMP threads to 1
     for qid, query in QUERIES.items():
         single = [h.docid for h in searcher.search(query, k=10)]
         assert single == ours[ours["qid"] == qid]["docno"].tolist()

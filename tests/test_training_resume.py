@@ -94,8 +94,10 @@ def killed(tmp_path_factory, dropout_qwen_dir):
     """The same run, SIGKILLed while saving the step-4 state (tests copy it before resuming)."""
     root = tmp_path_factory.mktemp("killed")
     _write_data(root)
+    # the same CPU thread count as this process, whose runs it is compared with bit for bit
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     done = subprocess.run([sys.executable, "-c", KILLED_WHILE_SAVING, *_args(dropout_qwen_dir, root)],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == -9, done.stderr[-3000:]
     state = root / ".out.state"
     assert sorted(p.name for p in state.iterdir()) == [".step-4.tmp", "step-2", "step-3"]
