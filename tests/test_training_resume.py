@@ -110,7 +110,10 @@ def _record(root):
 
 
 def _same_run(root, reference) -> None:
-    """The same weights, and the same log (loss, lr, gradient norm, evaluation) at every step."""
+    """The same weights, and the same log at every step: training figures (loss, lr, gradient norm) bit for
+    bit; the evaluation of steps 1-3, which the killed run computed in another process, to float32
+    rounding (a process that ran the rest of the suite can differ from a fresh one in the last bits of an
+    inference forward pass; the weights it evaluates are bit-equal, checked above)."""
     resumed, uninterrupted = load_file(root / "out" / "model.safetensors"), load_file(
         reference / "out" / "model.safetensors")
     assert resumed.keys() == uninterrupted.keys()
@@ -119,7 +122,11 @@ def _same_run(root, reference) -> None:
     log, expected = _record(root)["log"], _record(reference)["log"]
     assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]
     for got, want in zip(log, expected):
-        assert got == want, f"step {want['step']}"
+        assert got.keys() == want.keys(), f"step {want['step']}"
+        trained = {k: v for k, v in got.items() if not k.startswith("eval_")}
+        assert trained == {k: want[k] for k in trained}, f"step {want['step']}"
+        for key in set(got) - set(trained):
+            assert got[key] == pytest.approx(want[key], rel=1e-6), f"step {want['step']}: {key}"
     assert sorted(p.name for p in root.iterdir()) == ["out", "train.jsonl"]  # the state is gone once finished
 
 
