@@ -4,6 +4,6 @@ from .model import DEFAULT_MODEL, E2Rank, EncodeStats
 from .prompt import DEFAULT_RERANK_TASK, ListwisePrompt
 from .text import DEFAULT_QUERY_TASK
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # the one place the version is written (setup.cfg reads it)
 __all__ = ["E2Rank", "E2RankIndex", "IndexModelMismatch", "EncodeStats", "ListwisePrompt",
            "DEFAULT_MODEL", "DEFAULT_RERANK_TASK", "DEFAULT_QUERY_TASK"]

@@ -51,7 +51,6 @@ def resolve_model_path(name_or_path: str) -> str:
     raise FileNotFoundError(
         f"model {name_or_path!r} not found: no such directory, and it is not a Hugging Face hub id "
         f"('organisation/name'). Embedded short names: {sorted(EMBEDDED_MODELS)}")
-    return name
 
 
 def read_pooling(path: str, config) -> Pooling:

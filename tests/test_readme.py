@@ -86,3 +86,13 @@ def test_every_python_block_of_the_readme_runs(repo_dir, small_scifact, pyserini
     assert len(namespaces["## Usage"]["index"]) == len(corpus_iter(small_scifact))
     assert len(namespaces["## Pyserini"]["reranked"]) > 0
     assert "[(" in capsys.readouterr().out  # the Pyserini block printed its top 5
+
+
+def test_one_version_everywhere(repo_dir):
+    """The version is written once (``pyterrier_e2rank.__version__``): the installed metadata and the
+    README's changelog ("this version") say the same."""
+    from importlib.metadata import version
+
+    import pyterrier_e2rank
+    assert version("pyterrier-e2rank") == pyterrier_e2rank.__version__
+    assert f"**{pyterrier_e2rank.__version__}** (this version" in (repo_dir / "README.md").read_text()
