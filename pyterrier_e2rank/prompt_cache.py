@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 import pyterrier as pt
 
+from . import provenance
 from .equality import EqualBySettings
 from .io import CorruptArtifact
 
@@ -55,8 +56,9 @@ def cache_directory(cache, settings: dict) -> Path:
 
 
 class PromptVectorCache(EqualBySettings, pt.Transformer):
-    """Frame with ``prompt`` -> + ``query_vec`` (float32 ``[dim]``): each distinct prompt's vector read from
-    the cache under ``cache`` where found, else computed by ``encoder`` (a ``PromptVectorEncoder``) and stored.
+    """Frame with ``prompt`` -> + ``query_vec`` (float32 ``[dim]``) and its tag ``query_vec_model``
+    (``provenance``): each distinct prompt's vector read from the cache under ``cache`` where found, else
+    computed by ``encoder`` (a ``PromptVectorEncoder``) and stored.
 
     Raises ``io.CorruptArtifact`` naming the cache directory when its file is damaged, not a cache of
     ours, of other settings, or holds a value that is not a finite ``dim``-float vector."""
@@ -98,7 +100,7 @@ class PromptVectorCache(EqualBySettings, pt.Transformer):
             rows = [(keys[i], vectors[i].astype("<f4").tobytes()) for i in missing]
             with self._database() as db, db:  # one transaction
                 db.executemany("INSERT OR IGNORE INTO vectors (key, vector) VALUES (?, ?)", rows)
-        return inp.assign(query_vec=list(vectors[codes]))
+        return provenance.prompt_vectors_tagged(inp.assign(query_vec=list(vectors[codes])), self.encoder.model)
 
     def _lookup(self, db: sqlite3.Connection, keys: List[bytes]) -> Dict[bytes, np.ndarray]:
         found = {}

@@ -89,7 +89,7 @@ class PromptVectorEncoder(EqualBySettings, pt.Transformer):
         codes, prompts = pd.factorize(inp["prompt"])
         vectors = self.model.encode_prompts(list(prompts), batch_size=self.batch_size, verbose=self.verbose) \
             if len(prompts) else np.empty((0, self.model.dim), np.float32)
-        return tag_prompt_vectors(inp.assign(query_vec=list(vectors[codes])), self.model)
+        return provenance.prompt_vectors_tagged(inp.assign(query_vec=list(vectors[codes])), self.model)
 
 
 class E2RankPromptEncoder(EqualBySettings, pt.Transformer):
@@ -122,16 +122,8 @@ class E2RankPromptEncoder(EqualBySettings, pt.Transformer):
 
     def encode(self, prompts: pd.DataFrame) -> pd.DataFrame:
         """A frame with a ``prompt`` column -> + ``query_vec`` (through the cache, if any) and its tag
-        ``query_vec_model`` (``provenance``)."""
-        encoded = prompts.assign(query_vec=pd.Series(dtype=object)) if len(prompts) == 0 else self.vec_encoder(prompts)
-        return tag_prompt_vectors(encoded, self.model)
-
-
-def tag_prompt_vectors(frame: pd.DataFrame, model) -> pd.DataFrame:
-    """``frame`` with the tag of its pseudo-queries (``provenance``): made by ``model`` from the row's
-    ``query`` (a frame of prompts alone: from its prompt)."""
-    sources = frame["query"] if "query" in frame.columns else frame["prompt"]
-    return provenance.tagged(frame, "query_vec", model.fingerprint(), [provenance.prompt_recipe(q) for q in sources])
+        ``query_vec_model`` (``provenance``; both vector encoders tag what they return)."""
+        return self.vec_encoder(prompts)
 
 
 def in_current_order(inp: pd.DataFrame, context) -> pd.DataFrame:

@@ -88,6 +88,13 @@ def tagged(frame: pd.DataFrame, column: str, fingerprint: Optional[dict],
     return frame.assign(**{tag_column(column): pd.Series(values, index=frame.index, dtype=object)})
 
 
+def prompt_vectors_tagged(frame: pd.DataFrame, model) -> pd.DataFrame:
+    """``frame`` with the tag of its ``query_vec`` pseudo-queries: made by ``model`` from each row's
+    ``query`` (a frame of prompts alone: from its ``prompt``)."""
+    sources = frame["query"] if "query" in frame.columns else frame["prompt"]
+    return tagged(frame, "query_vec", model.fingerprint(), [prompt_recipe(q) for q in sources])
+
+
 def without(frame: pd.DataFrame, *columns: str) -> pd.DataFrame:
     """``frame`` without the vector ``columns`` and their tags."""
     return frame.drop(columns=[c for column in columns for c in (column, tag_column(column)) if c in frame.columns])
