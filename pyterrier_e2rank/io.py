@@ -10,7 +10,7 @@ An artifact is either the complete old one or the complete new one. A writer:
 3. builds the new artifact in a new directory or file beside the target (same file system), created
    as the user's tools create one (the umask's mode) and given the mode of the artifact it replaces;
    a target that is a symbolic link is written where the link points, and the link stays;
-4. only when it is complete, swaps it into place: a file with ``os.replace``; a directory with an atomic
+4. only when it is complete and fsync'd, swaps it into place: a file with ``os.replace``; a directory with an atomic
    exchange (Linux ``renameat2(RENAME_EXCHANGE)``, two renames elsewhere), then removes the old one.
 
 A directory is replaced only with ``overwrite=True`` and only if every entry in it belongs to the
@@ -277,7 +277,7 @@ def check_replaceable(target: Path, owned, *, overwrite: bool, what: str) -> Non
 
 def _swap_into_place(staging: Path, target: Path) -> None:
     """Exchange ``staging`` and ``target`` atomically; afterwards ``staging`` holds the old artifact."""
-    _fsync_directory(staging)
+    fsync_tree(staging)  # every file of the new artifact on disk before the swap publishes it
     if not target.exists():
         os.rename(staging, target)
     elif not _rename_exchange(staging, target):

@@ -1,6 +1,7 @@
 """Reliability of the core: model identity, atomic and exclusive index writes, indexes verified when
 opened, identifiers and values kept exactly or refused, arguments checked by range, errors by name."""
 import json
+import os
 import subprocess
 import sys
 import time
@@ -294,3 +295,16 @@ def test_the_token_cap_never_binds_on_real_collections(tiny_qwen, scifact, share
     assert max(map(len, ids)) < doc_token_cap(DOC_MAX_WORDS) / 2
     assert tiny_qwen.tokenize_docs(texts[:500]) == tiny_qwen._tokenize(
         [truncate_words(t) for t in texts[:500]], append_eos=True)
+
+
+def test_an_index_is_on_disk_before_it_is_swapped_into_place(tiny_qwen, tmp_path, monkeypatch):
+    """Every file of a new index is fsync'd before the rename that makes it the index: a power loss never
+    leaves an index whose metadata says more than its vector file holds."""
+    from fixtures.durability import recording_fsync_and_rename
+    events = recording_fsync_and_rename(monkeypatch)
+    path = tmp_path / "dense"
+    tiny_qwen.indexer(path).index(DOCS)
+    (at, staging), = [(i, e[1]) for i, e in enumerate(events) if e[0] == "rename" and e[2] == os.path.realpath(path)]
+    synced = {e[1] for e in events[:at] if e[0] == "fsync"}
+    files = {os.path.join(root, name) for root, _, names in os.walk(path) for name in names}
+    assert files and {f.replace(os.path.realpath(path), staging) for f in files} <= synced
