@@ -1,4 +1,4 @@
-"""ann: FAISS ANN retrievers (``pyterrier_e2rank.ann`` and FlexIndex's HNSW) against exact search.
+"""ann: FAISS ANN retrievers (``pyterrier_e2rank.core.ann`` and FlexIndex's HNSW) against exact search.
 
 Synthetic vectors are a Gaussian mixture (unit centres, one per ``DOCS_PER_CENTRE`` vectors by default,
 each vector a centre plus isotropic noise of the same norm, normalised: cosine ~0.7 to its centre),
@@ -17,7 +17,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from pyterrier_e2rank.indexing import IndexWriter
+from pyterrier_e2rank.core.indexing import IndexWriter
 
 SCIFACT_INDEX = Path(__file__).resolve().parents[1] / "indexes" / "beir_scifact" / "dense.all-minilm-l6-v2"
 RECALL_GOAL = 0.95
@@ -154,7 +154,7 @@ def scifact(workdir, *, index_path: Path = SCIFACT_INDEX, n_probe: int = 64, ef_
         copy.mkdir(parents=True)
         for name in ("pt_meta.json", "vecs.f4", "docnos.npids"):
             shutil.copy(index_path / name, copy / name)
-        from pyterrier_e2rank.index import E2RankIndex
+        from pyterrier_e2rank.core.index import E2RankIndex
         index = E2RankIndex(copy)
     else:
         index = model.indexer(str(copy)).index(corpus_iter(dataset))

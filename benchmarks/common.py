@@ -58,7 +58,7 @@ def bm25_candidates(num_queries: int, top_k: int, index_dir: Path, max_words=Non
     import pyterrier as pt
     from pyterrier_e2rank.bm25 import pisa_bm25
     from pyterrier_e2rank.data import DocumentText
-    from pyterrier_e2rank.text import truncate_words
+    from pyterrier_e2rank.core.text import truncate_words
     dataset = pt.get_dataset("irds:beir/scifact/test")
     topics = dataset.get_topics().head(num_queries)
     frame = (pisa_bm25(str(index_dir / "bm25.pisa"), dataset, num_results=top_k) >> DocumentText(dataset))(topics)

@@ -16,9 +16,9 @@ from typing import Optional
 
 import pyterrier as pt
 
-from .checks import without_empty_queries
+from .core.checks import without_empty_queries
 from .data import corpus_iter, corpus_stamp, load_dataset
-from .io import CorruptArtifact, atomic_directory
+from .core.io import CorruptArtifact, atomic_directory
 
 
 @contextlib.contextmanager

@@ -20,9 +20,9 @@ from typing import Callable, Iterable, Iterator, Optional, Union
 import pandas as pd
 import pyterrier as pt
 
-from .equality import EqualBySettings
-from .io import FileFormatError, numbered_lines, split_fields
-from .text import join_title
+from .core.equality import EqualBySettings
+from .core.io import FileFormatError, numbered_lines, split_fields
+from .core.text import join_title
 
 #: Accepted keys of a JSONL record, first match wins (BEIR, Pyserini and PyTerrier spellings).
 DOC_ID_KEYS = ("_id", "id", "docno", "doc_id")

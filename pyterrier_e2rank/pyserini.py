@@ -16,13 +16,13 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 import numpy as np
 import pandas as pd
 
-from .checks import identifier
+from .core.checks import identifier
 from pyterrier_dr import FlexIndex
 
-from .index import as_index, check_fingerprint
-from .indexing import IndexWriter, UniqueIds, encode_corpus
-from .io import CorruptArtifact, FileFormatError, atomic_directory, numbered_lines, refuse_output_as_input
-from .text import join_title
+from .core.index import as_index, check_fingerprint
+from .core.indexing import IndexWriter, UniqueIds, encode_corpus
+from .core.io import CorruptArtifact, FileFormatError, atomic_directory, numbered_lines, refuse_output_as_input
+from .core.text import join_title
 
 _FAISS_META = "e2rank_meta.json"
 _FAISS_FILES = frozenset({"index", "docid", _FAISS_META})
@@ -30,7 +30,7 @@ _FAISS_FILES = frozenset({"index", "docid", _FAISS_META})
 
 def _as_model(model, options: dict):
     """An ``E2Rank`` as given, or loaded from a name or directory (Pyserini's constructor style)."""
-    from .model import E2Rank
+    from .core.model import E2Rank
     if isinstance(model, E2Rank):
         if options:
             raise TypeError(f"model options {sorted(options)} apply to a model name or directory, not to a loaded {model!r}")

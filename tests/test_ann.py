@@ -1,4 +1,4 @@
-"""The ANN retrievers of ``pyterrier_e2rank.ann`` on a small clustered index (4,000 x 32): well-formed
+"""The ANN retrievers of ``pyterrier_e2rank.core.ann`` on a small clustered index (4,000 x 32): well-formed
 results close to exact search, structures stored once and reused, float16 at half the size, bad
 parameters refused by name, and an overwrite of the index removing them."""
 import os
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from benchmarks.ann import build_clustered_index, clustered
-from pyterrier_e2rank.indexing import IndexWriter
+from pyterrier_e2rank.core.indexing import IndexWriter
 
 pytest.importorskip("faiss")
 pytestmark = pytest.mark.filterwarnings("ignore:IVF-PQ trained on")  # the small corpus here; tested below
@@ -73,7 +73,7 @@ def test_refine_rescores_pq_candidates_exactly(corpus):
 
 def test_structures_are_stored_named_by_parameters_and_reused(corpus):
     index, frame = corpus
-    from pyterrier_e2rank.index import E2RankIndex
+    from pyterrier_e2rank.core.index import E2RankIndex
     retriever = index.faiss_ivfpq_retriever(n_list=16, m=8, nbits=6, n_probe=4)
     assert retriever.path.name == "ivfpq_nlist-16_m-8_nbits-6_train-2496.faiss" and retriever.path.is_file()
     stamp = os.stat(retriever.path).st_mtime_ns
@@ -129,7 +129,7 @@ def test_bad_parameters_are_refused_by_name(corpus, method, options, name):
 
 def test_a_structure_of_another_index_is_refused(tmp_path):
     """Same count and dimension, other vectors: only the structure's record of its source tells them apart."""
-    from pyterrier_e2rank.io import CorruptArtifact
+    from pyterrier_e2rank.core.io import CorruptArtifact
     first, _ = build_clustered_index(tmp_path / "first", num_docs=600, dim=DIM, num_centres=5, seed=0)
     second, _ = build_clustered_index(tmp_path / "second", num_docs=600, dim=DIM, num_centres=5, seed=1)
     stored = first.faiss_flat_fp16_retriever().path

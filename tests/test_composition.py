@@ -42,7 +42,7 @@ def test_prompt_encoder_turns_a_ranked_list_into_a_query_vector(tiny_qwen, candi
 
 
 def test_reranker_is_prompt_encoder_then_vector_loader_then_scorer(tiny_qwen, index, candidates):
-    from pyterrier_e2rank.reranker import VectorScorer
+    from pyterrier_e2rank.core.reranker import VectorScorer
     reranker = tiny_qwen.reranker(num_input_docs=5, index=index)
     pseudo = tiny_qwen.prompt_encoder(num_input_docs=5)(candidates)
     by_hand = VectorScorer()(index.vec_loader()(candidates).merge(pseudo[["qid", "query_vec"]], on="qid"))
@@ -99,7 +99,7 @@ def test_query_encoder_takes_result_frames_encoding_each_query_once(tiny_qwen, c
 
 
 def test_an_index_in_the_old_layout_says_how_to_move_on(tiny_qwen, tmp_path):
-    from pyterrier_e2rank.io import CorruptArtifact
+    from pyterrier_e2rank.core.io import CorruptArtifact
     old = tmp_path / "old"
     old.mkdir()
     (old / "pt_meta.json").write_text(json.dumps({"type": "dense_index", "format": "e2rank", "num_docs": 2}))

@@ -14,8 +14,8 @@ from pyterrier_e2rank import E2Rank
 from pyterrier_e2rank.app.experiment import dense_index_for, index_name, run_experiment
 from pyterrier_e2rank.bm25 import CORPUS_STAMP_FILE, pisa_bm25
 from pyterrier_e2rank.data import corpus_id, corpus_stamp, dataset
-from pyterrier_e2rank.index import E2RankIndex
-from pyterrier_e2rank.loading import write_prompt_settings
+from pyterrier_e2rank.core.index import E2RankIndex
+from pyterrier_e2rank.core.loading import write_prompt_settings
 
 from fixtures.docs import make_docs
 

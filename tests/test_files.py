@@ -14,9 +14,9 @@ from pyterrier_e2rank.app.cli import _reporting_errors, main
 from pyterrier_e2rank.app.runs import RunFormatError, evaluate_run, parse_measure, read_qrels, read_run, read_topics, \
     write_run
 from pyterrier_e2rank.data import DocumentText, corpus_iter, dataset
-from pyterrier_e2rank.index import E2RankIndex
-from pyterrier_e2rank.indexing import IndexWriter
-from pyterrier_e2rank.io import FileFormatError, atomic_file, numbered_lines
+from pyterrier_e2rank.core.index import E2RankIndex
+from pyterrier_e2rank.core.indexing import IndexWriter
+from pyterrier_e2rank.core.io import FileFormatError, atomic_file, numbered_lines
 from pyterrier_e2rank.pyserini import read_jsonl_collection
 from pyterrier_e2rank.training.data import read_pairs
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from pyterrier_e2rank import E2RankIndex
-from pyterrier_e2rank.indexing import ChunkStore, encode_corpus
-from pyterrier_e2rank.io import CorruptArtifact
+from pyterrier_e2rank.core.indexing import ChunkStore, encode_corpus
+from pyterrier_e2rank.core.io import CorruptArtifact
 
 from fixtures.durability import recording_fsync_and_rename
 
@@ -22,7 +22,7 @@ CORPUS = [{"docno": f"doc{i}", "text": f"document {i} about gene {i % 7} and vir
 _KILLED_AFTER_THREE_CHUNKS = """
 import os, signal, sys
 from pyterrier_e2rank import E2Rank
-from pyterrier_e2rank.indexing import ChunkStore
+from pyterrier_e2rank.core.indexing import ChunkStore
 commit = ChunkStore.commit
 def commit_then_die(self, chunk):
     commit(self, chunk)

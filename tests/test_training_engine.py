@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from pyterrier_e2rank import E2Rank
 from pyterrier_e2rank.app.cli import main as e2rank
-from pyterrier_e2rank.text import join_title
+from pyterrier_e2rank.core.text import join_title
 from pyterrier_e2rank.training.data import DataError, ListwiseExample, from_pairs, from_rankllm, read_listwise
 from pyterrier_e2rank.training.losses import gather_with_grad, info_nce
 from pyterrier_e2rank.training.trainer import TrainConfig, listwise_loss

@@ -9,7 +9,7 @@ import pytest
 
 import pyterrier_e2rank.training.trainer as trainer
 from pyterrier_e2rank.app.cli import main as e2rank_main
-from pyterrier_e2rank.io import ArtifactLocked, FileFormatError, writer_lock
+from pyterrier_e2rank.core.io import ArtifactLocked, FileFormatError, writer_lock
 from pyterrier_e2rank.training.cli import load_examples
 from pyterrier_e2rank.app.cli import train_main
 from pyterrier_e2rank.training.data import DataError, ListwiseExample, from_pairs, read_listwise, read_pairs, write_jsonl

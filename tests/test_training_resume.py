@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from pyterrier_e2rank.app.cli import train_main
-from pyterrier_e2rank.io import CorruptArtifact
+from pyterrier_e2rank.core.io import CorruptArtifact
 from pyterrier_e2rank.training.data import ListwiseExample
 from pyterrier_e2rank.training.trainer import TrainConfig, train
 

@@ -6,7 +6,7 @@ import os
 import sys
 from typing import Callable, List, Optional
 
-from ..io import ArtifactLocked
+from ..core.io import ArtifactLocked
 from ..training import cli as training
 from . import experiment, index_command, runs
 

@@ -10,10 +10,10 @@ from ir_measures import R, nDCG
 
 from ..bm25 import BM25_ENGINES
 from ..data import DocumentText, corpus_id, corpus_iter, corpus_stamp, is_beir_folder, load_dataset
-from ..index import E2RankIndex, fingerprint_differences
-from ..io import atomic_file
-from ..model import E2Rank
-from ..text import dataset_query_task
+from ..core.index import E2RankIndex, fingerprint_differences
+from ..core.io import atomic_file
+from ..core.model import E2Rank
+from ..core.text import dataset_query_task
 from . import arguments
 
 MEASURES = [nDCG @ 10, R @ 100, "mrt"]

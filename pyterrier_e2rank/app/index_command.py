@@ -15,7 +15,7 @@ from . import arguments
 
 def _index_command(args) -> int:
     from ..data import corpus_iter, corpus_stamp
-    from ..model import E2Rank
+    from ..core.model import E2Rank
     from ..pyserini import read_jsonl_collection
     device = args.device
     if device is None and "LOCAL_RANK" in os.environ:

@@ -12,8 +12,8 @@ from typing import Optional
 import ir_measures
 import pandas as pd
 
-from ..checks import identifier, is_text, positive_int
-from ..io import FileFormatError, atomic_file, numbered_lines, refuse_output_as_input, split_fields
+from ..core.checks import identifier, is_text, positive_int
+from ..core.io import FileFormatError, atomic_file, numbered_lines, refuse_output_as_input, split_fields
 from . import arguments
 
 
@@ -178,7 +178,7 @@ def rerank_run(model, run: pd.DataFrame, topics: pd.DataFrame, docs: str, *, ind
 
 def _rerank_command(args) -> int:
     refuse_output_as_input(args.output, run=args.run, topics=args.topics, docs=args.docs, index=args.index)
-    from ..model import E2Rank
+    from ..core.model import E2Rank
     model = E2Rank(args.model, device=args.device, batch_size=args.batch_size, verbose=True)
     reranked = rerank_run(model, read_run(args.run), read_topics(args.topics), args.docs, index=args.index,
                           top_k=args.top_k, num_input_docs=args.num_input_docs, verbose=True)

@@ -13,7 +13,7 @@ one of the inputs is refused before anything is read; an existing checkpoint is 
 from dataclasses import fields
 
 from pyterrier_e2rank.app import arguments
-from pyterrier_e2rank.io import numbered_lines, refuse_output_as_input
+from pyterrier_e2rank.core.io import numbered_lines, refuse_output_as_input
 
 from .data import DataError, build_from_dataset, from_pairs, from_rankllm, read_listwise, write_jsonl
 from .trainer import ENCODER_POOLINGS, TrainConfig, train

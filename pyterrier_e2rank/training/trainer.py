@@ -33,12 +33,12 @@ from typing import Iterator, List, Optional, Set
 import torch
 
 from pyterrier_e2rank import E2Rank
-from pyterrier_e2rank.fingerprint import CACHE_FILE as FINGERPRINT_CACHE
-from pyterrier_e2rank.checks import positive_int
-from pyterrier_e2rank.io import ArtifactLocked, CorruptArtifact, atomic_directory, fsync_tree, refuse_output_as_input
-from pyterrier_e2rank.loading import (PROMPT_SETTING_NAMES, pooling_settings_file, resolve_model_path, write_pooling,
+from pyterrier_e2rank.core.fingerprint import CACHE_FILE as FINGERPRINT_CACHE
+from pyterrier_e2rank.core.checks import positive_int
+from pyterrier_e2rank.core.io import ArtifactLocked, CorruptArtifact, atomic_directory, fsync_tree, refuse_output_as_input
+from pyterrier_e2rank.core.loading import (PROMPT_SETTING_NAMES, pooling_settings_file, resolve_model_path, write_pooling,
                                       write_prompt_settings)
-from pyterrier_e2rank.prompt import ListwisePrompt
+from pyterrier_e2rank.core.prompt import ListwisePrompt
 
 from .data import ListwiseExample, read_listwise
 from .losses import INFONCE_TEMPERATURE, RANKNET_SCALE, gather_with_grad, info_nce, ranknet
@@ -487,7 +487,7 @@ def evaluate(model: E2Rank, prompt: ListwisePrompt, examples: List[ListwiseExamp
     import pandas as pd
     from ir_measures import nDCG
 
-    from pyterrier_e2rank.reranker import E2RankReranker
+    from pyterrier_e2rank.core.reranker import E2RankReranker
 
     backbone = model.backbone
     backbone.eval()
