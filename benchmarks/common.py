@@ -1,4 +1,5 @@
-"""What the benchmarks share: the machine, timers, SciFact candidates, and a Qwen3-shaped backbone."""
+"""What the benchmarks share: the machine, timers, SciFact candidates; the Qwen3-shaped backbone comes from the
+tests' fixtures (``tests/fixtures/qwen3.py``)."""
 import os
 import platform
 import time
@@ -6,17 +7,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-QWEN3_TOKENIZER = SHARED / "models" / "qwen3-tokenizer"
-
-#: E2Rank-0.6B's backbone shape (Qwen3-0.6B), with ``num_hidden_layers`` chosen per run.
-E2RANK_06B_SHAPE = dict(hidden_size=1024, intermediate_size=3072, num_attention_heads=16, num_key_value_heads=8,
-                        head_dim=128, max_position_embeddings=32768, rope_theta=1000000, tie_word_embeddings=True)
-
-#: A Qwen3 small enough for the tests on a CPU, with room for the long prompts they build.
-TINY_SHAPE = dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
-                  max_position_embeddings=8192)
 
 
 def machine() -> dict:
@@ -31,26 +21,6 @@ def timer(results: dict, key: str):
     started = time.perf_counter()
     yield
     results[key] = time.perf_counter() - started
-
-
-def qwen3_shaped(directory: Path, num_layers: int, *, shape: dict = E2RANK_06B_SHAPE, causal_lm: bool = False,
-                 seed: int = 0, dtype: torch.dtype = torch.float32) -> Path:
-    """A random-weight Qwen3 of ``shape`` (E2Rank-0.6B's by default, ``TINY_SHAPE`` for the tests) with
-    ``num_layers`` layers and the real Qwen3 tokenizer and chat template, so token counts and prompts are
-    realistic; stored in ``dtype`` (the published checkpoints are bfloat16). The one builder that the tests
-    and the benchmarks share; a directory that already holds a model is reused."""
-    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, Qwen3Config
-    if not QWEN3_TOKENIZER.exists():
-        raise FileNotFoundError(f"{QWEN3_TOKENIZER} is needed for realistic token counts")
-    directory = Path(directory)
-    if not (directory / "config.json").exists():
-        tokenizer = AutoTokenizer.from_pretrained(QWEN3_TOKENIZER)
-        config = Qwen3Config(vocab_size=len(tokenizer), num_hidden_layers=num_layers, **shape)
-        torch.manual_seed(seed)
-        model = (AutoModelForCausalLM if causal_lm else AutoModel).from_config(config).to(dtype)
-        model.save_pretrained(directory)
-        tokenizer.save_pretrained(directory)
-    return directory
 
 
 def bm25_candidates(num_queries: int, top_k: int, index_dir: Path, max_words=None):

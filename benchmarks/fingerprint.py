@@ -4,7 +4,7 @@ bfloat16, random weights: the size is what matters)."""
 import time
 from pathlib import Path
 
-from benchmarks.common import qwen3_shaped
+from tests.fixtures.qwen3 import qwen3_shaped
 
 
 def measure(model_dir: str, label: str) -> dict:

@@ -7,7 +7,9 @@ import numpy as np
 
 from pyterrier_e2rank import E2Rank
 
-from .common import bm25_candidates, qwen3_shaped
+from tests.fixtures.qwen3 import qwen3_shaped
+
+from .common import bm25_candidates
 from .generative_baseline import GenerativeSlidingWindow
 
 

@@ -45,7 +45,7 @@ def shared_path():
 def make_tiny_qwen3():
     """``make_tiny_qwen3(directory, seed=0, num_layers=2, causal_lm=False)``: a random tiny Qwen3 with the
     real Qwen3 tokenizer and chat template, from the one builder the benchmarks use too."""
-    from benchmarks.common import TINY_SHAPE, qwen3_shaped
+    from fixtures.qwen3 import TINY_SHAPE, qwen3_shaped
     _shared("models", "qwen3-tokenizer")
 
     def make(directory: Path, seed: int = 0, num_layers: int = 2, causal_lm: bool = False) -> Path:

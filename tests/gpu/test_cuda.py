@@ -90,7 +90,7 @@ def test_batch_size_does_not_move_scores_beyond_bf16(models):
 
 @pytest.mark.parametrize("batch_size", [32, 128])
 def test_peak_memory_of_an_e2rank_06b_shaped_model(tmp_path_factory, batch_size):
-    from benchmarks.common import qwen3_shaped
+    from fixtures.qwen3 import qwen3_shaped
 
     from pyterrier_e2rank import E2Rank
     directory = qwen3_shaped(tmp_path_factory.getbasetemp() / "e2rank-0.6b-shape", num_layers=28,
