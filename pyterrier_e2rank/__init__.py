@@ -1,6 +1,7 @@
 """E2Rank for PyTerrier: one embedding model for dense retrieval and listwise PRF reranking."""
 from .core.index import E2RankIndex, IndexModelMismatch
-from .core.model import DEFAULT_MODEL, E2Rank, EncodeStats
+from .core.model import DEFAULT_MODEL, E2Rank
+from .core.stats import EncodeStats
 from .core.prompt import DEFAULT_RERANK_TASK, ListwisePrompt
 from .core.text import DEFAULT_QUERY_TASK
 

@@ -42,10 +42,10 @@ def test_prompt_encoder_turns_a_ranked_list_into_a_query_vector(tiny_qwen, candi
 
 
 def test_reranker_is_prompt_encoder_then_vector_loader_then_scorer(tiny_qwen, index, candidates):
-    from pyterrier_e2rank.core.reranker import VectorScorer
+    from pyterrier_e2rank.core.vectors import DotProduct
     reranker = tiny_qwen.reranker(num_input_docs=5, index=index)
     pseudo = tiny_qwen.prompt_encoder(num_input_docs=5)(candidates)
-    by_hand = VectorScorer()(index.vec_loader()(candidates).merge(pseudo[["qid", "query_vec"]], on="qid"))
+    by_hand = DotProduct()(index.vec_loader()(candidates).merge(pseudo[["qid", "query_vec"]], on="qid"))
     out = reranker(candidates)
     merged = out.merge(by_hand[["qid", "docno", "score"]], on=["qid", "docno"], suffixes=("", "_composed"))
     np.testing.assert_allclose(merged["score"], merged["score_composed"], atol=1e-6)

@@ -15,7 +15,7 @@ The rules (another model's vectors raise ``IndexModelMismatch`` naming both mode
 - where vectors meet an index (``index.retriever()``, the FAISS retrievers of ``ann.py``,
   ``model.indexer``/``write_faiss_index``, ``index.vec_loader()``), a tagged vector must be of the index's
   space;
-- ``VectorScorer`` (so every reranker): a frame's ``query_vec`` and ``doc_vec`` must be of one space;
+- ``vectors.DotProduct`` (so every reranker): a frame's ``query_vec`` and ``doc_vec`` must be of one space;
 - an encoder never replaces a vector column a frame carries: it passes it on when made in its own space
   from the row's current text (the query encoder takes its own query vectors and pseudo-queries, so
   ``prompt_encoder() >> model.retriever(index)`` is PRF re-retrieval), and refuses it otherwise (another

@@ -5,18 +5,17 @@
     e2rank build-data rankllm --input llm4ranking_listwise_train.jsonl --output msmarco.jsonl
     e2rank build-data pairs --input flagembedding_msmarco.jsonl --output pairs.jsonl
 
-``e2rank-train`` (``app.cli.train_main``) is the same two commands under their older spelling. This
-module belongs to the applications layer (argument parsing); the trainer it drives does not. An output that is
+``e2rank-train`` (``app.cli.train_main``) is the same two commands under their older spelling. The command
+line of the training library (``training``), which knows nothing of it. An output that is
 one of the inputs is refused before anything is read; an existing checkpoint is replaced only with
 ``--overwrite``, and only once the new one is complete.
 """
 from dataclasses import fields
 
-from pyterrier_e2rank.app import arguments
-from pyterrier_e2rank.core.io import numbered_lines, refuse_output_as_input
-
-from .data import DataError, build_from_dataset, from_pairs, from_rankllm, read_listwise, write_jsonl
-from .trainer import ENCODER_POOLINGS, TrainConfig, train
+from ..core.io import numbered_lines, refuse_output_as_input
+from ..training.data import DataError, build_from_dataset, from_pairs, from_rankllm, read_listwise, write_jsonl
+from ..training.trainer import ENCODER_POOLINGS, TrainConfig, train
+from . import arguments
 
 
 #: accelerate's trackers (each needs its own package: ``tensorboard``, ``wandb``, ...).
