@@ -13,6 +13,7 @@ from ..data import DocumentText, corpus_id, corpus_iter, corpus_stamp, is_beir_f
 from ..core.index import E2RankIndex, fingerprint_differences
 from ..core.io import atomic_file
 from ..core.model import E2Rank
+from ..core.checks import positive_int
 from ..core.text import dataset_query_task
 from . import arguments
 
@@ -126,12 +127,12 @@ def register(subparsers) -> None:
     p.add_argument("--model", default="all-minilm-l6-v2", help="model directory, hub id or embedded name")
     p.add_argument("--output", help="write the results as JSON here")
     p.add_argument("--index-dir", default="indexes", help="where BM25 and dense indexes are built or reused")
-    p.add_argument("--top-k", type=arguments.positive_int, default=100, help="candidates reranked per query")
-    p.add_argument("--num-input-docs", type=arguments.positive_int,
+    p.add_argument("--top-k", type=arguments.Checked(positive_int), default=100, help="candidates reranked per query")
+    p.add_argument("--num-input-docs", type=arguments.Checked(positive_int),
                    help="documents in the listwise prompt (default: the checkpoint's, else 20)")
-    p.add_argument("--num-queries", type=arguments.positive_int,
+    p.add_argument("--num-queries", type=arguments.Checked(positive_int),
                    help="evaluate only the first N topics (a quick look)")
-    p.add_argument("--batch-size", type=arguments.positive_int, default=32)
+    p.add_argument("--batch-size", type=arguments.Checked(positive_int), default=32)
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     p.add_argument("--bm25", choices=sorted(BM25_ENGINES), default="pisa", help="BM25 engine (terrier needs Java)")
     p.add_argument("--query-task", default="dataset",
