@@ -9,7 +9,8 @@ import pyterrier as pt
 from ir_measures import R, nDCG
 
 from ..bm25 import BM25_ENGINES
-from ..data import DocumentText, corpus_id, corpus_iter, corpus_stamp, is_beir_folder, load_dataset
+from .. import data
+from ..data import DocumentText, corpus_id, corpus_iter, corpus_stamp, is_beir_folder
 from ..core.index import E2RankIndex, fingerprint_differences
 from ..core.io import atomic_file
 from ..core.model import E2Rank
@@ -30,7 +31,7 @@ def dense_index_for(model: E2Rank, dataset, index_dir: str, *, verbose: bool = T
     its corpus (``data.corpus_stamp``). The experiment owns the directory: an index built from another
     corpus (documents added or changed since) or by other weights at the model's path is built again,
     with a warning naming it and why."""
-    ds = load_dataset(dataset)
+    ds = data.dataset(dataset)
     stamp = corpus_stamp(ds)
     index = E2RankIndex(Path(index_dir) / index_name(corpus_id(ds)) / f"dense.{index_name(model.model_name_or_path)}")
     stale = _stale(index, model, stamp) if index.built() else None
@@ -64,7 +65,7 @@ def run_experiment(dataset, model: E2Rank, *, index_dir: str = "indexes", top_k:
     ``num_input_docs`` left ``None`` is the model's (its checkpoint's prompt settings, else the paper's 20).
     ``num_queries`` keeps the first N topics (a quick look). Returns ``{system: {"nDCG@10", "R@100",
     "mrt"}}`` plus ``"_timings"`` (index build seconds) and ``"_prompt"`` (``num_input_docs`` reranked with)."""
-    ds = load_dataset(dataset)
+    ds = data.dataset(dataset)
     root = Path(index_dir) / index_name(corpus_id(ds))
     timings = {}
 
