@@ -11,8 +11,8 @@ import torch
 
 from .checks import check_encodable, check_finite, positive_int
 from .fingerprint import tokenizer_digest, weights_digest
-from .loading import Pooling, read_pooling, read_prompt_settings, resolve_model_path
-from .pooling import pad_batch, pool
+from .loading import read_pooling, read_prompt_settings, resolve_model_path
+from .pooling import Pooling, pad_batch, pool
 from .prompt import ListwisePrompt
 from .stats import EncodeStats, add_stats
 from .text import DEFAULT_QUERY_TASK, DOC_MAX_WORDS, doc_token_cap, format_query, truncate_words
