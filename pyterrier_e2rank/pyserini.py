@@ -20,8 +20,9 @@ import pandas as pd
 from .core.checks import identifier
 from pyterrier_dr import FlexIndex
 
-from .core.index import as_index, check_fingerprint
+from .core.index import as_index
 from .core.indexing import IndexWriter, UniqueIds, encode_corpus
+from .core.provenance import check_fingerprint
 from .core.io import CorruptArtifact, FileFormatError, atomic_directory, numbered_lines, refuse_output_as_input
 from .core.text import join_title
 

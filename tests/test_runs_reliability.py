@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from pyterrier_e2rank.app.cli import main
-from pyterrier_e2rank.core.index import IndexModelMismatch
+from pyterrier_e2rank import IndexModelMismatch
 from pyterrier_e2rank.core.io import CorruptArtifact, FileFormatError
 from pyterrier_e2rank.pyserini import (FaissVectors, HitReranker, read_jsonl_collection, text_lookup,
                                        write_faiss_index)

@@ -11,9 +11,10 @@ from ir_measures import R, nDCG
 from ..bm25 import BM25_ENGINES
 from .. import data
 from ..data import DocumentText, corpus_id, corpus_iter, corpus_stamp, is_beir_folder
-from ..core.index import E2RankIndex, fingerprint_differences
+from ..core.index import E2RankIndex
 from ..core.io import atomic_file
 from ..core.model import E2Rank
+from ..core.provenance import fingerprint_differences
 from ..core.checks import positive_int
 from ..core.text import dataset_query_task
 from . import arguments

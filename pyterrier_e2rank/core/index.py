@@ -25,6 +25,7 @@ import pyterrier as pt
 from npids import Lookup
 from pyterrier_dr import FlexIndex
 
+from . import provenance
 from .equality import EqualBySettings
 from .io import CorruptArtifact, atomic_directory, atomic_file, thread_lock
 
@@ -48,37 +49,10 @@ _STRUCTURE = _STRUCTURE_NAME + "(?:" + re.escape(SOURCE) + ")?"
 _DERIVED = re.compile(rf"{_STRUCTURE}|\.{_STRUCTURE}\.(?:lock|tmp-\w+(?:-old)?|\w+\.tmp)")
 
 
-class IndexModelMismatch(ValueError):
-    """The index was built with another model or other document settings than the one in use."""
-
-
 def own_entries(directory: Path) -> set:
     """The entries of an index directory that belong to the index (an overwrite replaces them)."""
     derived = {p.name for p in directory.iterdir() if _DERIVED.fullmatch(p.name)}
     return {META, VECTORS, DOCNOS, *LEGACY_FILES} | derived
-
-
-def fingerprint_differences(stored: dict, current: dict) -> list:
-    """The settings (weights, pooling, lengths...) in which two model fingerprints differ; the model's name
-    alone does not count (a local copy of a hub model is the same model)."""
-    return [k for k in sorted(set(stored) | set(current)) if k != "model" and stored.get(k) != current.get(k)]
-
-
-def check_fingerprint(stored: Optional[dict], current: dict, what: str) -> None:
-    """Refuse the model of fingerprint ``current`` (``model.fingerprint()``) on vectors made by the model of
-    ``stored`` (``None``: made by an unknown one)."""
-    if stored is None:
-        raise IndexModelMismatch(f"{what} carries no E2Rank model fingerprint, so the model that made its vectors "
-                                 f"is unknown; build it with model.indexer(path) (or write_faiss_index)")
-    differ = fingerprint_differences(stored, current)
-    if "fingerprint_version" in differ:
-        raise IndexModelMismatch(f"{what} was written by an older pyterrier_e2rank whose model fingerprint cannot "
-                                 f"tell a fine-tuned checkpoint from its base model; rebuild it with "
-                                 f"{current.get('model')!r}")
-    if differ:
-        raise IndexModelMismatch(f"{what} was built with model {stored.get('model')!r} and other settings than "
-                                 f"{current.get('model')!r} now in use (differing: {', '.join(differ)}); rebuild "
-                                 f"it with this model, or load the model it was built with")
 
 
 class IndexReplaced(RuntimeError):
@@ -163,7 +137,7 @@ class E2RankIndex(FlexIndex):
 
     def check_model(self, model) -> None:
         """Refuse a model whose document vectors would differ from the stored ones."""
-        check_fingerprint(self.fingerprint, model.fingerprint(), f"the index at {self.path}")
+        provenance.check_fingerprint(self.fingerprint, model.fingerprint(), f"the index at {self.path}")
 
     def check_current(self) -> None:
         """Raise ``IndexReplaced`` if the directory at ``path`` is no longer the one this object opened."""
@@ -452,7 +426,6 @@ class DocnoVectorLoader(EqualBySettings, pt.Transformer):
         return (self.index,)
 
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
-        from . import provenance
         pt.validate.columns(inp, includes=["docno"], context=self)
         if self.index.fingerprint is not None and provenance.carried(
                 inp, "doc_vec", self.index.fingerprint, lambda i, recipe: recipe.split(":")[0] == "doc", self,
