@@ -85,9 +85,9 @@ def corpus_id(dataset: Union[str, "pt.datasets.Dataset"]) -> str:
 
 
 def corpus_stamp(source) -> Optional[dict]:
-    """What an index built from the documents of ``source`` (a ``dataset()`` or what it opens) was built from, stored with the index and compared
-    when it is reused: ``{"corpus": corpus_id}`` for an ir_datasets collection (its documents are fixed by
-    its id), plus ``"sha256"`` of the corpus file's content for local files (``dataset()``), so that a
+    """What an index built from the documents of ``source`` (a ``dataset()`` or what it opens) was built from,
+    stored with the index and compared when it is reused: ``{"corpus": corpus_id}`` for an ir_datasets
+    collection (its documents are fixed by its id), plus ``"sha256"`` of the corpus file's content for local files (``dataset()``), so that a
     corpus edited in place, even with its modification time restored, gets another stamp. ``None`` for
     a dataset object that is not an ir_datasets one: its documents cannot be told apart."""
     ds = dataset(source)
