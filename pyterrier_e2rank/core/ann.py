@@ -402,9 +402,9 @@ def _add_all(index, structure) -> None:
 
 
 class AnnSearch:
-    """The approximate searches of an ``E2RankIndex`` (a FlexIndex, which it inherits this from), in one place:
+    """The approximate searches of ``E2RankIndex`` (its first base, so these replace FlexIndex's), in one place:
     FlexIndex's FAISS flat/HNSW/IVF retrievers and corpus graphs, each structure checked (``flex_*`` above) and
-    results one value per cell (``FlexResults``), ours (IVF-PQ, float16 flat and HNSW, above), and FlexIndex's
+    results one value per cell (``FlexResults``); ours (IVF-PQ, float16 flat and HNSW, above); and FlexIndex's
     others refused (their structures could not be checked)."""
 
     def faiss_ivfpq_retriever(self, **options) -> pt.Transformer:
