@@ -1,8 +1,10 @@
 """E2Rank for PyTerrier: one embedding model for dense retrieval and listwise PRF reranking."""
-from .core.index import E2RankIndex, IndexModelMismatch
-from .core.model import DEFAULT_MODEL, E2Rank, EncodeStats
-from .core.prompt import DEFAULT_RERANK_TASK, ListwisePrompt
-from .core.text import DEFAULT_QUERY_TASK
+from .core.index import E2RankIndex
+from .core.model import DEFAULT_MODEL, E2Rank
+from .core.stats import EncodeStats
+from .core.prompt import ListwisePrompt
+from .core.provenance import IndexModelMismatch
+from .core.text import DEFAULT_QUERY_TASK, DEFAULT_RERANK_TASK
 
 __version__ = "0.2.0"  # the one place the version is written (setup.cfg reads it)
 __all__ = ["E2Rank", "E2RankIndex", "IndexModelMismatch", "EncodeStats", "ListwisePrompt",

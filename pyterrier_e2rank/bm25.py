@@ -17,7 +17,7 @@ from typing import Optional
 import pyterrier as pt
 
 from .core.checks import without_empty_queries
-from .data import corpus_iter, corpus_stamp, load_dataset
+from .data import corpus_iter, corpus_stamp
 from .core.io import CorruptArtifact, atomic_directory
 
 
@@ -163,7 +163,7 @@ def pisa_bm25(index_dir: str, dataset=None, *, k1: float = 0.9, b: float = 0.4, 
     if dataset is not None and _needs_build(Path(index_dir), existing.built(), stamp, rebuild_stale, "PISA index"):
         with atomic_directory(index_dir, owned=_pisa_entries, overwrite=True, what="PISA index") as staging:
             with _quiet_fds():  # the progress bar is made inside: one made before would write to /dev/null
-                PisaIndex(str(staging), **options).index(corpus_iter(load_dataset(dataset), verbose=verbose))
+                PisaIndex(str(staging), **options).index(corpus_iter(dataset, verbose=verbose))
             _write_stamp(staging, stamp)
     return _pisa_retrieve_class()(
         PisaIndex(index_dir, **options), "bm25", bm25_k1=k1, bm25_b=b, num_results=num_results, verbose=verbose,
@@ -228,7 +228,7 @@ def terrier_bm25(index_dir: str, dataset=None, *, k1: float = 0.9, b: float = 0.
     stamp = None if dataset is None else corpus_stamp(dataset)
     if dataset is not None and _needs_build(Path(index_dir), built, stamp, rebuild_stale, "Terrier index"):
         indexer = pt.terrier.IterDictIndexer(index_dir, meta={"docno": 64}, overwrite=True)
-        indexer.index(corpus_iter(load_dataset(dataset), verbose=verbose))
+        indexer.index(corpus_iter(dataset, verbose=verbose))
         _write_stamp(Path(index_dir), stamp)
     return pt.terrier.Retriever(index_dir, wmodel="BM25", num_results=num_results,
                                 controls={"bm25.k_1": str(k1), "bm25.b": str(b)}, verbose=verbose)

@@ -70,10 +70,6 @@ def dataset(source: DatasetLike, *, topics=None, qrels=None, split: Optional[str
     return _corpus_files(path, topics, qrels)
 
 
-#: The name used before ``dataset()`` could open local files.
-load_dataset = dataset
-
-
 def _refuse_options(source, topics, qrels, split) -> None:
     given = [name for name, value in (("topics", topics), ("qrels", qrels), ("split", split)) if value is not None]
     if given:
@@ -88,13 +84,13 @@ def corpus_id(dataset: Union[str, "pt.datasets.Dataset"]) -> str:
     return ir_datasets.docs_parent_id(name.removeprefix("irds:"))
 
 
-def corpus_stamp(dataset) -> Optional[dict]:
-    """What an index built from ``dataset``'s documents was built from, stored with the index and compared
-    when it is reused: ``{"corpus": corpus_id}`` for an ir_datasets collection (its documents are fixed by
-    its id), plus ``"sha256"`` of the corpus file's content for local files (``dataset()``), so that a
+def corpus_stamp(source) -> Optional[dict]:
+    """What an index built from the documents of ``source`` (a ``dataset()`` or what it opens) was built from,
+    stored with the index and compared when it is reused: ``{"corpus": corpus_id}`` for an ir_datasets
+    collection (its documents are fixed by its id), plus ``"sha256"`` of the corpus file's content for local files (``dataset()``), so that a
     corpus edited in place, even with its modification time restored, gets another stamp. ``None`` for
     a dataset object that is not an ir_datasets one: its documents cannot be told apart."""
-    ds = load_dataset(dataset)
+    ds = dataset(source)
     if not hasattr(ds, "irds_ref"):
         return None
     name = corpus_id(ds)
@@ -123,9 +119,10 @@ def _text_fields(dataset) -> list:
     return [f for f in ("title", "text") if f in docs_cls._fields]
 
 
-def corpus_iter(dataset, *, verbose: bool = False) -> Iterable[dict]:
-    """``{"docno", "text"}`` for every document of the collection; sized, so progress bars show a total."""
-    ds = load_dataset(dataset)
+def corpus_iter(source, *, verbose: bool = False) -> Iterable[dict]:
+    """``{"docno", "text"}`` for every document of the collection of ``source`` (a ``dataset()`` or what it
+    opens); sized, so progress bars show a total."""
+    ds = dataset(source)
     if hasattr(ds, "irds_ref") and ds.irds_ref().docs_count() is None:  # a local corpus: counted by building
         ds.irds_ref().docs_store().build()                              # its document store, once
     docs = ds.get_corpus_iter(verbose=verbose)
@@ -136,8 +133,8 @@ def corpus_iter(dataset, *, verbose: bool = False) -> Iterable[dict]:
 class DocumentText(EqualBySettings, pt.Transformer):
     """Adds ``text`` (title joined) to a result frame by ``docno``, from the dataset's document store."""
 
-    def __init__(self, dataset, *, verbose: bool = False):
-        self.dataset = load_dataset(dataset)
+    def __init__(self, source, *, verbose: bool = False):
+        self.dataset = dataset(source)
         self.fields = _text_fields(self.dataset)
         self.loader = self.dataset.text_loader(self.fields, verbose=verbose)
 

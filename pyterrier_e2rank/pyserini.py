@@ -7,6 +7,7 @@ imported inside the functions that need it. Works with Pyserini 0.2x and 1.x (se
 import contextlib
 import json
 import os
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from functools import partial
@@ -19,8 +20,9 @@ import pandas as pd
 from .core.checks import identifier
 from pyterrier_dr import FlexIndex
 
-from .core.index import as_index, check_fingerprint
+from .core.index import as_index
 from .core.indexing import IndexWriter, UniqueIds, encode_corpus
+from .core.provenance import check_fingerprint
 from .core.io import CorruptArtifact, FileFormatError, atomic_directory, numbered_lines, refuse_output_as_input
 from .core.text import join_title
 
@@ -38,17 +40,33 @@ def _as_model(model, options: dict):
     return E2Rank(model, **options)
 
 
-class E2RankQueryEncoder:
+#: Names of the previous release, kept for one release: using one warns (``DeprecationWarning``) with the new name.
+DEPRECATED_NAMES = {"E2RankQueryEncoder": "E2RankPyseriniQueryEncoder",
+                    "E2RankDocumentEncoder": "E2RankPyseriniDocumentEncoder"}
+
+
+def __getattr__(name: str):
+    """``from pyterrier_e2rank.pyserini import E2RankQueryEncoder`` (the previous release's name, the same as
+    the PyTerrier transformer's in ``core.encoders``): the renamed class, with a ``DeprecationWarning``."""
+    if name in DEPRECATED_NAMES:
+        new = DEPRECATED_NAMES[name]
+        warnings.warn(f"pyterrier_e2rank.pyserini.{name} is deprecated and will be removed in the next release: "
+                      f"use {new}", DeprecationWarning, stacklevel=2)
+        return globals()[new]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class E2RankPyseriniQueryEncoder:
     """Pyserini's query-encoder interface: ``encode(query) -> [d]``, ``encode_batch(queries) -> [n, d]``.
 
-    ``E2RankQueryEncoder("Alibaba-NLP/E2Rank-0.6B", device="cuda")`` (as Pyserini's encoders are built)
-    or ``E2RankQueryEncoder(model)`` with a loaded ``E2Rank``."""
+    ``E2RankPyseriniQueryEncoder("Alibaba-NLP/E2Rank-0.6B", device="cuda")`` (as Pyserini's encoders are built)
+    or ``E2RankPyseriniQueryEncoder(model)`` with a loaded ``E2Rank``."""
 
     def __init__(self, model, **model_options):
         self.model = _as_model(model, model_options)
 
     def __repr__(self):
-        return f"E2RankQueryEncoder({self.model!r})"
+        return f"E2RankPyseriniQueryEncoder({self.model!r})"
 
     def encode(self, query: str, **kwargs) -> np.ndarray:
         return self.model.encode_queries([query])[0]
@@ -57,19 +75,19 @@ class E2RankQueryEncoder:
         return self.model.encode_queries(list(queries))
 
 
-class E2RankDocumentEncoder:
+class E2RankPyseriniDocumentEncoder:
     """Pyserini's document-encoder interface: ``encode(texts, titles=None, **kwargs) -> [n, d]``.
 
     ``titles`` are joined as ``title + " " + text`` (as in the PyTerrier path); Pyserini's other keyword
     arguments (``max_length``, ``fp16``, ...) are accepted and ignored: the model's own settings hold.
-    Built from a model name or directory (``E2RankDocumentEncoder("Alibaba-NLP/E2Rank-0.6B")``) or a
+    Built from a model name or directory (``E2RankPyseriniDocumentEncoder("Alibaba-NLP/E2Rank-0.6B")``) or a
     loaded ``E2Rank``."""
 
     def __init__(self, model, **model_options):
         self.model = _as_model(model, model_options)
 
     def __repr__(self):
-        return f"E2RankDocumentEncoder({self.model!r})"
+        return f"E2RankPyseriniDocumentEncoder({self.model!r})"
 
     def encode(self, texts: Sequence[str], titles: Optional[Sequence[str]] = None, **kwargs) -> np.ndarray:
         if titles is not None:
@@ -196,7 +214,7 @@ def _read_faiss_meta(meta_file: Path) -> dict:
     return encoder
 
 
-def search_batch(searcher, encoder: E2RankQueryEncoder, queries: Sequence[str], qids: Sequence[str],
+def search_batch(searcher, encoder: E2RankPyseriniQueryEncoder, queries: Sequence[str], qids: Sequence[str],
                  k: int = 10, threads: int = 1) -> Dict[str, list]:
     """``FaissSearcher.batch_search`` with the queries encoded in batches (Pyserini 0.2x encodes them one
     by one when given strings). Pyserini sets FAISS's OpenMP thread count to ``threads`` for the whole

@@ -149,3 +149,17 @@ def test_overwriting_the_index_removes_its_ann_structures(tmp_path):
         writer.add(["a", "b"], np.eye(2, DIM, dtype=np.float32))
         writer.finish()
     assert sorted(os.listdir(index.index_path)) == ["docnos.npids", "pt_meta.json", "vecs.f4"]
+
+
+def test_every_approximate_search_of_the_index_is_defined_in_ann():
+    """One place: each of FlexIndex's ANN retrievers and corpus graphs that an ``E2RankIndex`` serves (checked)
+    or refuses, and each of ours, is a method of ``ann.AnnSearch``, not a shim elsewhere."""
+    import re
+    from pyterrier_dr import FlexIndex
+    from pyterrier_e2rank.core.ann import AnnSearch
+    from pyterrier_e2rank.core.index import E2RankIndex
+    approximate = {n for n in dir(FlexIndex) if re.match(r"(faiss|scann|voyager|flatnav|kannolo)_|corpus_graph$", n)}
+    approximate |= {n for n in dir(E2RankIndex) if n.startswith("faiss_")}
+    assert {"faiss_hnsw_retriever", "faiss_ivfpq_retriever", "corpus_graph", "scann_retriever"} <= approximate
+    defined_in = {n: next(c for c in E2RankIndex.__mro__ if n in vars(c)).__name__ for n in sorted(approximate)}
+    assert {n: c for n, c in defined_in.items() if c != AnnSearch.__name__} == {}

@@ -42,10 +42,10 @@ def test_prompt_encoder_turns_a_ranked_list_into_a_query_vector(tiny_qwen, candi
 
 
 def test_reranker_is_prompt_encoder_then_vector_loader_then_scorer(tiny_qwen, index, candidates):
-    from pyterrier_e2rank.core.reranker import VectorScorer
+    from pyterrier_e2rank.core.vectors import DotProduct
     reranker = tiny_qwen.reranker(num_input_docs=5, index=index)
     pseudo = tiny_qwen.prompt_encoder(num_input_docs=5)(candidates)
-    by_hand = VectorScorer()(index.vec_loader()(candidates).merge(pseudo[["qid", "query_vec"]], on="qid"))
+    by_hand = DotProduct()(index.vec_loader()(candidates).merge(pseudo[["qid", "query_vec"]], on="qid"))
     out = reranker(candidates)
     merged = out.merge(by_hand[["qid", "docno", "score"]], on=["qid", "docno"], suffixes=("", "_composed"))
     np.testing.assert_allclose(merged["score"], merged["score_composed"], atol=1e-6)
@@ -160,12 +160,26 @@ def test_experiment_tree_plan_shares_the_first_stage(tiny_qwen, index):
 
 
 def test_pyserini_encoders_are_built_from_a_name(tiny_qwen_dir, tiny_qwen):
-    from pyterrier_e2rank.pyserini import E2RankDocumentEncoder, E2RankQueryEncoder
-    encoder = E2RankQueryEncoder(str(tiny_qwen_dir), batch_size=4)
+    from pyterrier_e2rank.pyserini import E2RankPyseriniDocumentEncoder, E2RankPyseriniQueryEncoder
+    encoder = E2RankPyseriniQueryEncoder(str(tiny_qwen_dir), batch_size=4)
     np.testing.assert_allclose(encoder.encode("gene therapy"), tiny_qwen.encode_queries(["gene therapy"])[0], atol=1e-6)
-    assert E2RankDocumentEncoder(str(tiny_qwen_dir)).encode(["a gene"]).shape == (1, tiny_qwen.dim)
+    assert E2RankPyseriniDocumentEncoder(str(tiny_qwen_dir)).encode(["a gene"]).shape == (1, tiny_qwen.dim)
     with pytest.raises(TypeError, match="model options"):
-        E2RankQueryEncoder(tiny_qwen, batch_size=2)
+        E2RankPyseriniQueryEncoder(tiny_qwen, batch_size=2)
+
+
+@pytest.mark.parametrize("old, new", [("E2RankQueryEncoder", "E2RankPyseriniQueryEncoder"),
+                                      ("E2RankDocumentEncoder", "E2RankPyseriniDocumentEncoder")])
+def test_the_previous_pyserini_names_warn_and_give_the_renamed_class(old, new):
+    """Kept for one release: the old names were also the PyTerrier transformers' (``core.encoders``)."""
+    import pyterrier_e2rank.pyserini as adapters
+    with pytest.warns(DeprecationWarning, match=f"pyserini.{old} is deprecated .*: use {new}$"):
+        assert getattr(adapters, old) is getattr(adapters, new)
+    with pytest.warns(DeprecationWarning, match=new):
+        exec(f"from pyterrier_e2rank.pyserini import {old}", {})
+    assert old not in vars(adapters) and new in vars(adapters)
+    with pytest.raises(AttributeError, match="no attribute 'E2RankPyseriniEncoder'"):
+        adapters.E2RankPyseriniEncoder
 
 
 # ---- 5. prompt settings are data of the model -----------------------------------------------------

@@ -13,7 +13,7 @@ from ir_measures import RR, nDCG
 from pyterrier_e2rank import E2Rank
 from pyterrier_e2rank.core.checks import identifier
 from pyterrier_e2rank.pyserini import HitReranker
-from pyterrier_e2rank.core.reranker import CandidateVectors
+from pyterrier_e2rank.core.vectors import CandidateVectors
 
 from fixtures.docs import make_docs
 

@@ -13,7 +13,7 @@ from ir_measures import nDCG
 
 from pyterrier_e2rank import E2Rank, IndexModelMismatch
 from pyterrier_e2rank.bm25 import pisa_bm25
-from pyterrier_e2rank.core.reranker import VectorScorer
+from pyterrier_e2rank.core.vectors import DotProduct
 from fixtures.docs import TOPIC_DOCS, TOPIC_QUERIES
 
 DOCS, QUERIES = TOPIC_DOCS, TOPIC_QUERIES
@@ -120,12 +120,12 @@ def test_another_models_doc_vectors_are_not_indexed_under_this_model(tiny_qwen, 
 def test_query_and_doc_vectors_of_two_models_are_never_scored(tiny_qwen, tuned, index, candidates):
     both = f"two models.*({naming_both(tuned, tiny_qwen)}|{naming_both(tiny_qwen, tuned)})"
     with pytest.raises(IndexModelMismatch, match=both):
-        VectorScorer()(index.vec_loader()(tuned.query_encoder()(candidates)))
+        DotProduct()(index.vec_loader()(tuned.query_encoder()(candidates)))
     with pytest.raises(IndexModelMismatch, match=naming_both(tuned, tiny_qwen)):
         tiny_qwen.reranker(num_input_docs=5, index=index)(tuned.doc_encoder()(candidates))
     with pytest.raises(IndexModelMismatch, match=naming_both(tuned, tiny_qwen)):
         tiny_qwen.scorer(index=index)(tuned.query_encoder()(candidates))
-    own = VectorScorer()(index.vec_loader()(tiny_qwen.query_encoder()(candidates)))
+    own = DotProduct()(index.vec_loader()(tiny_qwen.query_encoder()(candidates)))
     assert own["doc_vec_model"].str.endswith(" doc").all()
 
 

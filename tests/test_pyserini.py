@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from pyterrier_e2rank import E2RankIndex
-from pyterrier_e2rank.pyserini import (E2RankDocumentEncoder, E2RankQueryEncoder, HitReranker, search_batch,
-                                       write_faiss_index)
+from pyterrier_e2rank.pyserini import (E2RankPyseriniDocumentEncoder, E2RankPyseriniQueryEncoder, HitReranker,
+                                       search_batch, write_faiss_index)
 
 pytest.importorskip("pyserini", reason="Pyserini is not installed (scripts/install-pyserini.sh installs it)")
 QUERIES = {"1": "0-dimensional biomaterials show inductive properties.",
@@ -104,7 +104,7 @@ def test_stored_vectors_give_the_same_scores_in_one_pass(tiny_qwen, lucene_index
 def test_faiss_searcher_matches_the_pyterrier_dense_retriever(tiny_qwen, vector_indexes):
     from pyserini.search.faiss import FaissSearcher
     faiss_dir, e2rank_index = vector_indexes
-    encoder = E2RankQueryEncoder(tiny_qwen)
+    encoder = E2RankPyseriniQueryEncoder(tiny_qwen)
     searcher = FaissSearcher(str(faiss_dir), encoder)
     ours = tiny_qwen.retriever(e2rank_index, num_results=10)(
         pd.DataFrame({"qid": list(QUERIES), "query": list(QUERIES.values())}))
@@ -118,10 +118,10 @@ def test_faiss_searcher_matches_the_pyterrier_dense_retriever(tiny_qwen, vector_
 
 
 def test_document_encoder_accepts_pyserini_keywords(tiny_qwen):
-    encoder = E2RankDocumentEncoder(tiny_qwen)
+    encoder = E2RankPyseriniDocumentEncoder(tiny_qwen)
     vectors = encoder.encode(["a text", "another"], titles=["T1", "T2"], max_length=512, fp16=False)
     np.testing.assert_allclose(vectors, tiny_qwen.encode_docs(["T1 a text", "T2 another"]), atol=1e-6)
-    assert E2RankQueryEncoder(tiny_qwen).encode_batch(["q", "r"]).shape == (2, tiny_qwen.dim)
+    assert E2RankPyseriniQueryEncoder(tiny_qwen).encode_batch(["q", "r"]).shape == (2, tiny_qwen.dim)
 
 
 def test_importing_the_adapter_starts_no_jvm():

@@ -10,7 +10,7 @@ import pytest
 import pyterrier_e2rank.training.trainer as trainer
 from pyterrier_e2rank.app.cli import main as e2rank_main
 from pyterrier_e2rank.core.io import ArtifactLocked, FileFormatError, writer_lock
-from pyterrier_e2rank.training.cli import load_examples
+from pyterrier_e2rank.app.train_command import load_examples
 from pyterrier_e2rank.app.cli import train_main
 from pyterrier_e2rank.training.data import DataError, ListwiseExample, from_pairs, read_listwise, read_pairs, write_jsonl
 from pyterrier_e2rank.training.trainer import TrainConfig, train
@@ -132,10 +132,10 @@ def test_e2rank_train_is_the_e2rank_command(monkeypatch, argv):
     import sys
     from importlib.metadata import entry_points
 
-    import pyterrier_e2rank.training.cli as training_cli
+    import pyterrier_e2rank.app.train_command as train_command
     seen = []
     for name in ("_train_command", "_build_data_command"):
-        monkeypatch.setattr(training_cli, name, lambda args: seen.append(vars(args)) or 0)
+        monkeypatch.setattr(train_command, name, lambda args: seen.append(vars(args)) or 0)
     assert e2rank_main(argv if argv[0] == "build-data" else ["train", *argv]) == 0
     assert train_main(argv) == 0
     monkeypatch.setattr(sys, "argv", ["e2rank-train", *argv])  # as the console script calls it

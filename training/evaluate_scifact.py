@@ -21,6 +21,7 @@ from ir_measures import R, nDCG
 from pyterrier_e2rank import E2Rank
 from pyterrier_e2rank.bm25 import pisa_bm25
 from pyterrier_e2rank.data import DocumentText, corpus_id
+from pyterrier_e2rank.core.checks import positive_int
 from pyterrier_e2rank.core.io import atomic_file
 from pyterrier_e2rank.app import arguments
 from pyterrier_e2rank.app.experiment import dense_index_for, index_name
@@ -32,11 +33,12 @@ def main(argv=None):
     parser.add_argument("--trained", required=True)
     parser.add_argument("--dataset", default="irds:beir/scifact/test")
     parser.add_argument("--index-dir", default="indexes")
-    parser.add_argument("--num-queries", type=arguments.positive_int)
-    parser.add_argument("--num-input-docs", type=arguments.positive_int, help="documents in the listwise prompt")
-    parser.add_argument("--prompt-doc-max-tokens", type=arguments.positive_int,
+    parser.add_argument("--num-queries", type=arguments.Checked(positive_int))
+    parser.add_argument("--num-input-docs", type=arguments.Checked(positive_int),
+                        help="documents in the listwise prompt")
+    parser.add_argument("--prompt-doc-max-tokens", type=arguments.Checked(positive_int),
                         help="per-document token budget in the prompt")
-    parser.add_argument("--prompt-max-tokens", type=arguments.positive_int,
+    parser.add_argument("--prompt-max-tokens", type=arguments.Checked(positive_int),
                         help="total prompt budget (default: the model's positions)")
     parser.add_argument("--output")
     args = parser.parse_args(argv)

@@ -3,20 +3,36 @@ is refused while the command line is parsed, in one wording: argparse names the 
 value (``argument --top-k: must be an integer >= 1, got '0'``)."""
 import argparse
 import math
+from typing import Callable
+
+from ..core.checks import positive_int
 
 #: The seeds ``accelerate.utils.set_seed`` accepts (NumPy's range).
 MAX_SEED = 2**32 - 1
 
 
-def _integer(text: str, minimum: int, maximum=None) -> int:
-    wanted = f"an integer >= {minimum}" if maximum is None else f"an integer from {minimum} to {maximum}"
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}") from None
-    if value < minimum or (maximum is not None and value > maximum):
-        raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}")
-    return value
+class Checked:
+    """An argparse type made of an integer check of ``core.checks`` (``Checked(positive_int)``), so that a
+    command line and a call of the library refuse a value alike: the text as an integer, else refused in the
+    check's words, naming the text as typed (``must be an integer >= 1, got '0'``)."""
+
+    def __init__(self, check: Callable[..., int], **limits):
+        self.check = check
+        self.limits = limits
+
+    def __repr__(self):
+        limits = "".join(f", {key}={value!r}" for key, value in self.limits.items())
+        return f"Checked({self.check.__name__}{limits})"
+
+    def __call__(self, text: str) -> int:
+        try:
+            return self.check(int(text), "", **self.limits)
+        except ValueError:
+            pass
+        try:
+            self.check(text, "", **self.limits)  # a text is no integer: refused, named as typed ('0', 'ten')
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error).strip()) from None
 
 
 def _number(text: str, wanted: str, accept) -> float:
@@ -29,14 +45,8 @@ def _number(text: str, wanted: str, accept) -> float:
     return value
 
 
-def positive_int(text: str) -> int:
-    """An integer >= 1: counts, sizes, budgets and steps, where 0 would silently do nothing."""
-    return _integer(text, 1)
-
-
-def seed(text: str) -> int:
-    """A random seed: an integer from 0 to ``MAX_SEED``."""
-    return _integer(text, 0, MAX_SEED)
+#: A random seed: an integer from 0 to ``MAX_SEED``.
+seed = Checked(positive_int, minimum=0, maximum=MAX_SEED)
 
 
 def positive_float(text: str) -> float:

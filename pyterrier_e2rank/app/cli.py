@@ -7,8 +7,7 @@ import sys
 from typing import Callable, List, Optional
 
 from ..core.io import ArtifactLocked
-from ..training import cli as training
-from . import experiment, index_command, runs
+from . import experiment, index_command, runs, train_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,7 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.register(subparsers)
     index_command.register(subparsers)
     runs.register(subparsers)
-    training.register(subparsers)
+    train_command.register(subparsers)
     return parser
 
 

@@ -9,10 +9,13 @@ import pyterrier as pt
 from ir_measures import R, nDCG
 
 from ..bm25 import BM25_ENGINES
-from ..data import DocumentText, corpus_id, corpus_iter, corpus_stamp, is_beir_folder, load_dataset
-from ..core.index import E2RankIndex, fingerprint_differences
+from .. import data
+from ..data import DocumentText, corpus_id, corpus_iter, corpus_stamp, is_beir_folder
+from ..core.index import E2RankIndex
 from ..core.io import atomic_file
 from ..core.model import E2Rank
+from ..core.provenance import fingerprint_differences
+from ..core.checks import positive_int
 from ..core.text import dataset_query_task
 from . import arguments
 
@@ -29,7 +32,7 @@ def dense_index_for(model: E2Rank, dataset, index_dir: str, *, verbose: bool = T
     its corpus (``data.corpus_stamp``). The experiment owns the directory: an index built from another
     corpus (documents added or changed since) or by other weights at the model's path is built again,
     with a warning naming it and why."""
-    ds = load_dataset(dataset)
+    ds = data.dataset(dataset)
     stamp = corpus_stamp(ds)
     index = E2RankIndex(Path(index_dir) / index_name(corpus_id(ds)) / f"dense.{index_name(model.model_name_or_path)}")
     stale = _stale(index, model, stamp) if index.built() else None
@@ -63,7 +66,7 @@ def run_experiment(dataset, model: E2Rank, *, index_dir: str = "indexes", top_k:
     ``num_input_docs`` left ``None`` is the model's (its checkpoint's prompt settings, else the paper's 20).
     ``num_queries`` keeps the first N topics (a quick look). Returns ``{system: {"nDCG@10", "R@100",
     "mrt"}}`` plus ``"_timings"`` (index build seconds) and ``"_prompt"`` (``num_input_docs`` reranked with)."""
-    ds = load_dataset(dataset)
+    ds = data.dataset(dataset)
     root = Path(index_dir) / index_name(corpus_id(ds))
     timings = {}
 
@@ -126,12 +129,12 @@ def register(subparsers) -> None:
     p.add_argument("--model", default="all-minilm-l6-v2", help="model directory, hub id or embedded name")
     p.add_argument("--output", help="write the results as JSON here")
     p.add_argument("--index-dir", default="indexes", help="where BM25 and dense indexes are built or reused")
-    p.add_argument("--top-k", type=arguments.positive_int, default=100, help="candidates reranked per query")
-    p.add_argument("--num-input-docs", type=arguments.positive_int,
+    p.add_argument("--top-k", type=arguments.Checked(positive_int), default=100, help="candidates reranked per query")
+    p.add_argument("--num-input-docs", type=arguments.Checked(positive_int),
                    help="documents in the listwise prompt (default: the checkpoint's, else 20)")
-    p.add_argument("--num-queries", type=arguments.positive_int,
+    p.add_argument("--num-queries", type=arguments.Checked(positive_int),
                    help="evaluate only the first N topics (a quick look)")
-    p.add_argument("--batch-size", type=arguments.positive_int, default=32)
+    p.add_argument("--batch-size", type=arguments.Checked(positive_int), default=32)
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     p.add_argument("--bm25", choices=sorted(BM25_ENGINES), default="pisa", help="BM25 engine (terrier needs Java)")
     p.add_argument("--query-task", default="dataset",

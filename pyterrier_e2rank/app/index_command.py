@@ -10,6 +10,7 @@ committed chunks (``indexing.E2RankIndexer``).
 """
 import os
 
+from ..core.checks import positive_int
 from . import arguments
 
 
@@ -37,8 +38,8 @@ def register(subparsers) -> None:
     source.add_argument("--collection", help="a Pyserini JSONL collection (file or directory)")
     p.add_argument("--model", required=True, help="model directory, hub id or embedded name")
     p.add_argument("--output", required=True, help="the index directory")
-    p.add_argument("--batch-size", type=arguments.positive_int, default=32, help="texts per forward pass")
-    p.add_argument("--chunk-size", type=arguments.positive_int, default=4096,
+    p.add_argument("--batch-size", type=arguments.Checked(positive_int), default=32, help="texts per forward pass")
+    p.add_argument("--chunk-size", type=arguments.Checked(positive_int), default=4096,
                    help="documents per committed chunk (what a restart may encode again)")
     p.add_argument("--device", help="cuda, cuda:N or cpu (default: this process's GPU under torchrun, else "
                    "cuda when available)")

@@ -204,10 +204,10 @@ def register(subparsers) -> None:
     p.add_argument("--index", help="an E2Rank index of the collection (one forward pass per query)")
     p.add_argument("--output", required=True)
     p.add_argument("--tag", default="e2rank")
-    p.add_argument("--top-k", type=arguments.positive_int, default=100)
-    p.add_argument("--num-input-docs", type=arguments.positive_int,
+    p.add_argument("--top-k", type=arguments.Checked(positive_int), default=100)
+    p.add_argument("--num-input-docs", type=arguments.Checked(positive_int),
                    help="documents in the listwise prompt (default: the checkpoint's, else 20)")
-    p.add_argument("--batch-size", type=arguments.positive_int, default=32)
+    p.add_argument("--batch-size", type=arguments.Checked(positive_int), default=32)
     p.add_argument("--device", default=None)
     p.set_defaults(func=_rerank_command)
 

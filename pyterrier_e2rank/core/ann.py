@@ -29,7 +29,8 @@ its directory:
 - Results as ``index.retriever()`` gives them (``docno``, ``score``, ``rank``), arguments checked by
   range, ``__eq__``/``__hash__`` for ``pt.Experiment``.
 
-Exact search (``index.retriever()``) stays the default: for small corpora it is fast and exact.
+Every approximate search of an ``E2RankIndex`` is here: its methods (``AnnSearch``, at the end), FlexIndex's
+guarded and ours. Exact search (``index.retriever()``) stays the default: for small corpora it is fast and exact.
 """
 import math
 import re
@@ -39,10 +40,11 @@ from typing import Optional
 
 import numpy as np
 import pyterrier as pt
+from pyterrier_dr import FlexIndex
 
 from .checks import positive_int
 from .io import CorruptArtifact
-from .retriever import VectorSearch
+from .retriever import FlexResults, VectorSearch
 
 _BLOCK = 65536  # vectors added per call while building: bounded memory on any corpus size
 _POINTS_PER_CENTROID = 39  # FAISS's k-means asks for this many training vectors per centroid
@@ -397,3 +399,58 @@ def _add_all(index, structure) -> None:
     vectors = index.payload(return_docnos=False)[0]
     for start in range(0, len(vectors), _BLOCK):
         structure.add(np.ascontiguousarray(vectors[start:start + _BLOCK], dtype=np.float32))
+
+
+class AnnSearch:
+    """The approximate searches of ``E2RankIndex`` (its first base, so these replace FlexIndex's), in one place:
+    FlexIndex's FAISS flat/HNSW/IVF retrievers and corpus graphs, each structure checked (``flex_*`` above) and
+    results one value per cell (``FlexResults``); ours (IVF-PQ, float16 flat and HNSW, above); and FlexIndex's
+    others refused (their structures could not be checked)."""
+
+    def faiss_ivfpq_retriever(self, **options) -> pt.Transformer:
+        """IVF-PQ search (``n_list``, ``m``, ``nbits``, ``n_probe``, ``refine``, ...): ``ann.ivfpq_retriever``."""
+        return ivfpq_retriever(self, **options)
+
+    def faiss_hnsw_fp16_retriever(self, **options) -> pt.Transformer:
+        """HNSW over float16 vectors (``neighbours``, ``ef_construction``, ``ef_search``):
+        ``ann.hnsw_fp16_retriever``."""
+        return hnsw_fp16_retriever(self, **options)
+
+    def faiss_flat_fp16_retriever(self, **options) -> pt.Transformer:
+        """Exhaustive search over float16 vectors (half the RAM): ``ann.flat_fp16_retriever``."""
+        return flat_fp16_retriever(self, **options)
+
+    def faiss_flat_retriever(self, *, gpu: bool = False, **options) -> pt.Transformer:
+        """FlexIndex's exhaustive FAISS search (``FlexResults``), over the vectors this object opened
+        (FlexIndex reads ``vecs.f4`` by path: after a rebuild, another version's vectors)."""
+        flex_flat(self, gpu=gpu)
+        return FlexResults(FlexIndex.faiss_flat_retriever(self, gpu=gpu, **options))
+
+    def faiss_hnsw_retriever(self, neighbours: int = 32, *, ef_construction: int = 40, cache: bool = True,
+                             **options) -> pt.Transformer:
+        """FlexIndex's HNSW search (``FlexResults``), its graph a checked structure (``derived``)."""
+        flex_hnsw(self, neighbours, ef_construction=ef_construction, store=cache)
+        return FlexResults(FlexIndex.faiss_hnsw_retriever(self, neighbours, ef_construction=ef_construction,
+                                                          cache=cache, **options))
+
+    def faiss_ivf_retriever(self, *, n_list=None, train_sample=None, cache: bool = True, **options) -> pt.Transformer:
+        """FlexIndex's IVF search (``FlexResults``), its structure a checked one (``derived``)."""
+        flex_ivf(self, n_list=n_list, train_sample=train_sample, store=cache)
+        return FlexResults(FlexIndex.faiss_ivf_retriever(self, n_list=n_list, train_sample=train_sample, cache=cache,
+                                                         **options))
+
+    def faiss_hnsw_graph(self, neighbours: int = 32, *, ef_construction: int = 40):
+        """FlexIndex's corpus graph from an HNSW graph of ``neighbours // 2`` links, a checked structure."""
+        return flex_hnsw_graph(self, neighbours, ef_construction=ef_construction)
+
+    def corpus_graph(self, k: int = 16, *, batch_size: int = 8192):
+        """FlexIndex's corpus graph of ``k`` neighbours (or one of more, cut to ``k``), a checked structure."""
+        return flex_corpus_graph(self, k, batch_size=batch_size)
+
+    def _unchecked_structure(self, *args, **options):
+        raise NotImplementedError(f"{self!r} serves only structures it checks against the vectors they were built "
+                                  f"from: faiss_hnsw_retriever, faiss_hnsw_fp16_retriever, faiss_ivf_retriever, "
+                                  f"faiss_ivfpq_retriever, faiss_flat_retriever, gar, ladr (open the directory as a "
+                                  f"plain pyterrier_dr.FlexIndex for the others, unchecked)")
+
+    scann_retriever = voyager_retriever = flatnav_retriever = kannolo_hnsw_retriever = _unchecked_structure

@@ -205,12 +205,15 @@ def _one_value_per_key(inp: pd.DataFrame, key: str, column: str) -> np.ndarray:
     return pairs.drop_duplicates("key").index.to_numpy()
 
 
-def positive_int(value, name: str, *, minimum: int = 1, allow_none: bool = False):
-    """``value`` as an int >= ``minimum``; else a ValueError naming the argument."""
+def positive_int(value, name: str, *, minimum: int = 1, maximum: Optional[int] = None, allow_none: bool = False):
+    """``value`` as an int >= ``minimum`` (and <= ``maximum``); else a ValueError naming the argument. The one
+    check of counts, sizes and budgets: the command lines' types (``app.arguments.Checked``) call it too."""
     if value is None and allow_none:
         return None
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < minimum \
+            or (maximum is not None and value > maximum):
+        wanted = f"an integer >= {minimum}" if maximum is None else f"an integer from {minimum} to {maximum}"
+        raise ValueError(f"{name} must be {wanted}, got {value!r}")
     return int(value)
 
 

@@ -10,7 +10,8 @@ only, exactly (never by an incoming ``docid``: BM25 engines emit their own), ano
 refused, files verified against the metadata when opened, derived structures checked against the
 vectors (``E2RankIndex.derived``), and our exact retriever as the default (faster than
 ``np_retriever`` on the same vectors: ``benchmarks/``). FlexIndex's FAISS HNSW/IVF/flat, GAR/LADR and
-corpus graphs are served through those checks, their results one value per cell (``FlexResults``).
+corpus graphs are served through those checks (every approximate search in ``ann.AnnSearch``), their results
+one value per cell (``retriever.FlexResults``).
 """
 import hashlib
 import json
@@ -25,8 +26,11 @@ import pyterrier as pt
 from npids import Lookup
 from pyterrier_dr import FlexIndex
 
+from . import provenance
+from .ann import AnnSearch
 from .equality import EqualBySettings
 from .io import CorruptArtifact, atomic_directory, atomic_file, thread_lock
+from .retriever import E2RankRetriever, FlexResults
 
 META = "pt_meta.json"
 VECTORS = "vecs.f4"
@@ -48,46 +52,20 @@ _STRUCTURE = _STRUCTURE_NAME + "(?:" + re.escape(SOURCE) + ")?"
 _DERIVED = re.compile(rf"{_STRUCTURE}|\.{_STRUCTURE}\.(?:lock|tmp-\w+(?:-old)?|\w+\.tmp)")
 
 
-class IndexModelMismatch(ValueError):
-    """The index was built with another model or other document settings than the one in use."""
-
-
 def own_entries(directory: Path) -> set:
     """The entries of an index directory that belong to the index (an overwrite replaces them)."""
     derived = {p.name for p in directory.iterdir() if _DERIVED.fullmatch(p.name)}
     return {META, VECTORS, DOCNOS, *LEGACY_FILES} | derived
 
 
-def fingerprint_differences(stored: dict, current: dict) -> list:
-    """The settings (weights, pooling, lengths...) in which two model fingerprints differ; the model's name
-    alone does not count (a local copy of a hub model is the same model)."""
-    return [k for k in sorted(set(stored) | set(current)) if k != "model" and stored.get(k) != current.get(k)]
-
-
-def check_fingerprint(stored: Optional[dict], current: dict, what: str) -> None:
-    """Refuse the model of fingerprint ``current`` (``model.fingerprint()``) on vectors made by the model of
-    ``stored`` (``None``: made by an unknown one)."""
-    if stored is None:
-        raise IndexModelMismatch(f"{what} carries no E2Rank model fingerprint, so the model that made its vectors "
-                                 f"is unknown; build it with model.indexer(path) (or write_faiss_index)")
-    differ = fingerprint_differences(stored, current)
-    if "fingerprint_version" in differ:
-        raise IndexModelMismatch(f"{what} was written by an older pyterrier_e2rank whose model fingerprint cannot "
-                                 f"tell a fine-tuned checkpoint from its base model; rebuild it with "
-                                 f"{current.get('model')!r}")
-    if differ:
-        raise IndexModelMismatch(f"{what} was built with model {stored.get('model')!r} and other settings than "
-                                 f"{current.get('model')!r} now in use (differing: {', '.join(differ)}); rebuild "
-                                 f"it with this model, or load the model it was built with")
-
-
 class IndexReplaced(RuntimeError):
     """The index directory was replaced by a rebuild since this ``E2RankIndex`` opened it."""
 
 
-class E2RankIndex(FlexIndex):
+class E2RankIndex(AnnSearch, FlexIndex):
     """A FlexIndex of E2Rank document vectors: ``.retriever()`` (exact search), ``.vectors(docnos)``,
-    ``.vec_loader()``, ``.check_model(model)``, and FlexIndex's ANN and adaptive retrievers.
+    ``.vec_loader()``, ``.check_model(model)``, FlexIndex's adaptive retrievers, and the approximate searches
+    (FlexIndex's and ours: ``ann.AnnSearch``).
 
     Opened once, at first use: metadata, docnos and vectors are read from one version of the directory
     (a rebuild swapping in meanwhile is never mixed in) and checked against each other; files that
@@ -163,7 +141,7 @@ class E2RankIndex(FlexIndex):
 
     def check_model(self, model) -> None:
         """Refuse a model whose document vectors would differ from the stored ones."""
-        check_fingerprint(self.fingerprint, model.fingerprint(), f"the index at {self.path}")
+        provenance.check_fingerprint(self.fingerprint, model.fingerprint(), f"the index at {self.path}")
 
     def check_current(self) -> None:
         """Raise ``IndexReplaced`` if the directory at ``path`` is no longer the one this object opened."""
@@ -230,56 +208,7 @@ class E2RankIndex(FlexIndex):
 
     def retriever(self, *, num_results: int = 1000, verbose: bool = False) -> pt.Transformer:
         """Q frame with ``query_vec`` -> top ``num_results`` by exact dot product (``E2RankRetriever``)."""
-        from .retriever import E2RankRetriever
         return E2RankRetriever(self, num_results=num_results, verbose=verbose)
-
-    def faiss_ivfpq_retriever(self, **options) -> pt.Transformer:
-        """IVF-PQ search (``n_list``, ``m``, ``nbits``, ``n_probe``, ``refine``, ...): ``ann.ivfpq_retriever``."""
-        from .ann import ivfpq_retriever
-        return ivfpq_retriever(self, **options)
-
-    def faiss_hnsw_fp16_retriever(self, **options) -> pt.Transformer:
-        """HNSW over float16 vectors (``neighbours``, ``ef_construction``, ``ef_search``):
-        ``ann.hnsw_fp16_retriever``."""
-        from .ann import hnsw_fp16_retriever
-        return hnsw_fp16_retriever(self, **options)
-
-    def faiss_flat_fp16_retriever(self, **options) -> pt.Transformer:
-        """Exhaustive search over float16 vectors (half the RAM): ``ann.flat_fp16_retriever``."""
-        from .ann import flat_fp16_retriever
-        return flat_fp16_retriever(self, **options)
-
-    def faiss_flat_retriever(self, *, gpu: bool = False, **options) -> pt.Transformer:
-        """FlexIndex's exhaustive FAISS search (``FlexResults``), over the vectors this object opened
-        (FlexIndex reads ``vecs.f4`` by path: after a rebuild, another version's vectors)."""
-        from .ann import flex_flat
-        flex_flat(self, gpu=gpu)
-        return FlexResults(FlexIndex.faiss_flat_retriever(self, gpu=gpu, **options))
-
-    def faiss_hnsw_retriever(self, neighbours: int = 32, *, ef_construction: int = 40, cache: bool = True,
-                             **options) -> pt.Transformer:
-        """FlexIndex's HNSW search (``FlexResults``), its graph a checked structure (``derived``)."""
-        from .ann import flex_hnsw
-        flex_hnsw(self, neighbours, ef_construction=ef_construction, store=cache)
-        return FlexResults(FlexIndex.faiss_hnsw_retriever(self, neighbours, ef_construction=ef_construction,
-                                                          cache=cache, **options))
-
-    def faiss_ivf_retriever(self, *, n_list=None, train_sample=None, cache: bool = True, **options) -> pt.Transformer:
-        """FlexIndex's IVF search (``FlexResults``), its structure a checked one (``derived``)."""
-        from .ann import flex_ivf
-        flex_ivf(self, n_list=n_list, train_sample=train_sample, store=cache)
-        return FlexResults(FlexIndex.faiss_ivf_retriever(self, n_list=n_list, train_sample=train_sample, cache=cache,
-                                                         **options))
-
-    def faiss_hnsw_graph(self, neighbours: int = 32, *, ef_construction: int = 40):
-        """FlexIndex's corpus graph from an HNSW graph of ``neighbours // 2`` links, a checked structure."""
-        from .ann import flex_hnsw_graph
-        return flex_hnsw_graph(self, neighbours, ef_construction=ef_construction)
-
-    def corpus_graph(self, k: int = 16, *, batch_size: int = 8192):
-        """FlexIndex's corpus graph of ``k`` neighbours (or one of more, cut to ``k``), a checked structure."""
-        from .ann import flex_corpus_graph
-        return flex_corpus_graph(self, k, batch_size=batch_size)
 
     def np_retriever(self, **options) -> pt.Transformer:
         """FlexIndex's exact NumPy search (``FlexResults``); ``retriever()`` is ours (faster)."""
@@ -305,14 +234,6 @@ class E2RankIndex(FlexIndex):
 
     ladr_adaptive = ada_ladr
 
-    def _unchecked_structure(self, *args, **options):
-        raise NotImplementedError(f"{self!r} serves only structures it checks against the vectors they were built "
-                                  f"from: faiss_hnsw_retriever, faiss_hnsw_fp16_retriever, faiss_ivf_retriever, "
-                                  f"faiss_ivfpq_retriever, faiss_flat_retriever, gar, ladr (open the directory as a "
-                                  f"plain pyterrier_dr.FlexIndex for the others, unchecked)")
-
-    scann_retriever = voyager_retriever = flatnav_retriever = kannolo_hnsw_retriever = _unchecked_structure
-
     def vec_loader(self) -> pt.Transformer:
         """Adds ``doc_vec`` by ``docno`` (FlexIndex's loader prefers an incoming ``docid``, which after a
         BM25 stage is the BM25 engine's own id, not a row of this index)."""
@@ -323,41 +244,6 @@ class E2RankIndex(FlexIndex):
                         f"model.indexer(path) (it also takes doc_vec frames from model.doc_encoder())")
 
 
-class FlexResults(pt.Transformer):
-    """A FlexIndex retriever whose results hold one value per cell: ``docno`` str, ``docid`` and ``rank``
-    int, ``score`` float. pyterrier-dr 0.8 builds its frames with ``DataFrameBuilder``, which leaves
-    one-element arrays in these cells for a frame with a single result (and float32/int32 otherwise)."""
-
-    def __init__(self, retriever: pt.Transformer):
-        self.retriever = retriever
-
-    def __getattr__(self, name):  # the retriever's own attributes (faiss_index, flex_index, num_results...)
-        if name == "retriever" or name.startswith("__"):
-            raise AttributeError(name)
-        return getattr(self.retriever, name)
-
-    def __repr__(self):
-        return repr(self.retriever)
-
-    def __eq__(self, other):
-        return isinstance(other, FlexResults) and self.retriever == other.retriever
-
-    def __hash__(self):
-        return hash((FlexResults, self.retriever))
-
-    def fuse_rank_cutoff(self, k: int):
-        fused = self.retriever.fuse_rank_cutoff(k) if hasattr(self.retriever, "fuse_rank_cutoff") else None
-        return None if fused is None else FlexResults(fused)
-
-    def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
-        out = self.retriever(inp)
-        for column, kind in (("docno", str), ("docid", np.int64), ("rank", np.int64), ("score", np.float64)):
-            if column in out.columns:
-                values = out[column].tolist()
-                if any(isinstance(v, np.ndarray) for v in values):
-                    values = [np.asarray(v).item() for v in values]  # an array of another size raises here
-                out[column] = pd.Series(values, index=out.index, dtype=object).astype(kind)
-        return out
 
 
 class DocnoLookup:
@@ -452,7 +338,6 @@ class DocnoVectorLoader(EqualBySettings, pt.Transformer):
         return (self.index,)
 
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
-        from . import provenance
         pt.validate.columns(inp, includes=["docno"], context=self)
         if self.index.fingerprint is not None and provenance.carried(
                 inp, "doc_vec", self.index.fingerprint, lambda i, recipe: recipe.split(":")[0] == "doc", self,

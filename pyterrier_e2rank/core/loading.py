@@ -7,9 +7,10 @@ own pooling, normalisation and ``max_seq_length``.
 import json
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
+
+from .pooling import Pooling
 
 #: Short names for models that ship inside a PyPI package, so they load without a hub.
 EMBEDDED_MODELS = {
@@ -20,18 +21,6 @@ EMBEDDED_MODELS = {
 _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 
 DECODER_MODEL_TYPES = {"qwen2", "qwen3", "llama", "mistral", "gemma", "gemma2", "gemma3_text", "phi3"}
-
-
-@dataclass(frozen=True)
-class Pooling:
-    """How a sequence of hidden states becomes one vector."""
-    mode: str            # "lasttoken", "mean" or "cls"
-    normalize: bool
-    max_length: Optional[int]  # tokens per query/document; None: the model's position limit
-
-    @property
-    def last_token(self) -> bool:
-        return self.mode == "lasttoken"
 
 
 def resolve_model_path(name_or_path: str) -> str:

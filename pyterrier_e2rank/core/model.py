@@ -3,7 +3,6 @@ import contextlib
 import hashlib
 import json
 import threading
-from dataclasses import dataclass, fields
 from typing import Iterator, List, Optional, Sequence
 
 import numpy as np
@@ -12,9 +11,10 @@ import torch
 
 from .checks import check_encodable, check_finite, positive_int
 from .fingerprint import tokenizer_digest, weights_digest
-from .loading import Pooling, read_pooling, read_prompt_settings, resolve_model_path
-from .pooling import pad_batch, pool
+from .loading import read_pooling, read_prompt_settings, resolve_model_path
+from .pooling import Pooling, pad_batch, pool
 from .prompt import ListwisePrompt
+from .stats import EncodeStats, add_stats
 from .text import DEFAULT_QUERY_TASK, DOC_MAX_WORDS, doc_token_cap, format_query, truncate_words
 
 DEFAULT_MODEL = "Alibaba-NLP/E2Rank-0.6B"
@@ -22,38 +22,6 @@ DEFAULT_MODEL = "Alibaba-NLP/E2Rank-0.6B"
 #: hashed from the checkpoint files, blind to the tokenizer; 1: 64 embedding rows, blind to fine-tuning).
 FINGERPRINT_VERSION = 3
 _AUTO = "auto"
-_STATS_LOCK = threading.Lock()
-
-
-@dataclass
-class EncodeStats:
-    """Work done by the model: forward passes, texts, real tokens and padded positions."""
-    forward_passes: int = 0
-    texts: int = 0
-    tokens: int = 0
-    padded_tokens: int = 0
-
-    def __add__(self, other: "EncodeStats") -> "EncodeStats":
-        return EncodeStats(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
-
-    def add(self, other: "EncodeStats") -> None:
-        """Adds ``other`` in place (a ``counting`` record)."""
-        for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
-
-    def __sub__(self, other: "EncodeStats") -> "EncodeStats":
-        return EncodeStats(*(getattr(self, f.name) - getattr(other, f.name) for f in fields(self)))
-
-    @property
-    def padding_fraction(self) -> float:
-        return 1 - self.tokens / self.padded_tokens if self.padded_tokens else 0.0
-
-
-def add_stats(owner, work: EncodeStats) -> None:
-    """``owner.stats = owner.stats + work``, atomic across threads; a new record each time, so a
-    ``before = owner.stats`` taken earlier keeps its values."""
-    with _STATS_LOCK:
-        owner.stats = owner.stats + work
 
 
 class E2Rank:

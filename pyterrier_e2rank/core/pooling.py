@@ -1,12 +1,24 @@
-"""Token ids to vectors: padding a batch and pooling its hidden states.
+"""Token ids to vectors: how a model pools (``Pooling``, read from a checkpoint by ``loading.read_pooling``),
+padding a batch and pooling its hidden states.
 
 Shared by inference (``E2Rank``) and training (``training/``), so both embed texts the same way.
 """
-from typing import List, Tuple
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
 
 import torch
 
-from .loading import Pooling
+
+@dataclass(frozen=True)
+class Pooling:
+    """How a sequence of hidden states becomes one vector."""
+    mode: str            # "lasttoken", "mean" or "cls"
+    normalize: bool
+    max_length: Optional[int]  # tokens per query/document; None: the model's position limit
+
+    @property
+    def last_token(self) -> bool:
+        return self.mode == "lasttoken"
 
 
 def pad_batch(batch: List[List[int]], pad_token_id: int, *, left: bool) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -7,10 +7,7 @@ from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
 from .checks import positive_int
-from .text import DOC_MAX_WORDS, doc_token_cap, truncate_words
-
-#: The task sentence of the published runs, used for every dataset.
-DEFAULT_RERANK_TASK = "Given a web search query and some relevant documents, rerank the documents that answer the query"
+from .text import DEFAULT_RERANK_TASK, DOC_MAX_WORDS, doc_token_cap, truncate_words
 
 PROMPT_VARIANTS = ("eval", "readme")
 

@@ -15,7 +15,7 @@ The rules (another model's vectors raise ``IndexModelMismatch`` naming both mode
 - where vectors meet an index (``index.retriever()``, the FAISS retrievers of ``ann.py``,
   ``model.indexer``/``write_faiss_index``, ``index.vec_loader()``), a tagged vector must be of the index's
   space;
-- ``VectorScorer`` (so every reranker): a frame's ``query_vec`` and ``doc_vec`` must be of one space;
+- ``vectors.DotProduct`` (so every reranker): a frame's ``query_vec`` and ``doc_vec`` must be of one space;
 - an encoder never replaces a vector column a frame carries: it passes it on when made in its own space
   from the row's current text (the query encoder takes its own query vectors and pseudo-queries, so
   ``prompt_encoder() >> model.retriever(index)`` is PRF re-retrieval), and refuses it otherwise (another
@@ -31,7 +31,33 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import pandas as pd
 
-from .index import IndexModelMismatch, fingerprint_differences
+
+class IndexModelMismatch(ValueError):
+    """The index was built with another model or other document settings than the one in use."""
+
+
+def fingerprint_differences(stored: dict, current: dict) -> list:
+    """The settings (weights, pooling, lengths...) in which two model fingerprints differ; the model's name
+    alone does not count (a local copy of a hub model is the same model)."""
+    return [k for k in sorted(set(stored) | set(current)) if k != "model" and stored.get(k) != current.get(k)]
+
+
+def check_fingerprint(stored: Optional[dict], current: dict, what: str) -> None:
+    """Refuse the model of fingerprint ``current`` (``model.fingerprint()``) on vectors made by the model of
+    ``stored`` (``None``: made by an unknown one)."""
+    if stored is None:
+        raise IndexModelMismatch(f"{what} carries no E2Rank model fingerprint, so the model that made its vectors "
+                                 f"is unknown; build it with model.indexer(path) (or write_faiss_index)")
+    differ = fingerprint_differences(stored, current)
+    if "fingerprint_version" in differ:
+        raise IndexModelMismatch(f"{what} was written by an older pyterrier_e2rank whose model fingerprint cannot "
+                                 f"tell a fine-tuned checkpoint from its base model; rebuild it with "
+                                 f"{current.get('model')!r}")
+    if differ:
+        raise IndexModelMismatch(f"{what} was built with model {stored.get('model')!r} and other settings than "
+                                 f"{current.get('model')!r} now in use (differing: {', '.join(differ)}); rebuild "
+                                 f"it with this model, or load the model it was built with")
+
 
 #: Fingerprints seen in this process, by space digest: messages name the settings two spaces differ in.
 _KNOWN: Dict[str, dict] = {}

@@ -1,10 +1,6 @@
-"""Reranking by vectors: the E2Rank listwise PRF reranker and the plain query-document scorer.
-
-Both are compositions of the same small stages: a query vector (the pseudo-query of
-``E2RankPromptEncoder``, or the instructed query of the query encoder), the candidates' vectors
-(``CandidateVectors``: a ``doc_vec`` column, else the index's by ``docno``, else encoded from text),
-and ``VectorScorer`` (their dot product).
-"""
+"""The E2Rank listwise PRF reranker: the pseudo-query of ``E2RankPromptEncoder`` >> the candidates' vectors
+(``vectors.CandidateVectors``) >> their dot product (``vectors.DotProduct``), the stages the plain scorer
+(``scorer.py``) shares."""
 import dataclasses
 from typing import Optional
 
@@ -14,84 +10,18 @@ import pyterrier as pt
 
 from . import provenance
 from .equality import EqualBySettings
-from .checks import positive_int, require_text, stack_vectors, validate_frame
-from .index import as_index
-from .model import EncodeStats, add_stats
+from .checks import positive_int, validate_frame
 from .prompt import ListwisePrompt
 from .prompt_encoder import E2RankPromptEncoder, in_current_order, query_groups
-
-
-class CandidateVectors(EqualBySettings, pt.Transformer):
-    """Adds ``doc_vec`` (and its tag ``doc_vec_model``, see ``provenance``) to an R frame: kept if present
-    (``IndexModelMismatch`` if tagged by another model than ``model``; untagged vectors are the user's own),
-    else the index's by ``docno``, else encoded from ``text_field`` (each distinct docno once)."""
-
-    def __init__(self, model, *, index=None, text_field: str = "text", batch_size: Optional[int] = None,
-                 verbose: Optional[bool] = None):
-        self.model = model
-        self.index = None if index is None else as_index(index)
-        if self.index is not None:
-            self.index.check_model(model)
-        self.text_field = text_field
-        self.batch_size = batch_size
-        self.verbose = model.verbose if verbose is None else verbose
-
-    def __repr__(self):
-        return f"CandidateVectors({self.model!r}, index={self.index!r}, text_field={self.text_field!r})"
-
-    def _settings(self) -> tuple:
-        return (self.model, self.index, self.text_field)
-
-    def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
-        encoded = "doc_vec" not in inp.columns and self.index is None
-        validate_frame(inp, self, includes=["docno"], texts=self.text_field if encoded else None)
-        docnos = inp["docno"].tolist()
-        if "doc_vec" in inp.columns:
-            stack_vectors(inp["doc_vec"], docnos, self.model.dim,
-                          "doc_vec (drop the column to use the index or the text) of docno")
-            provenance.check_frame(inp, "doc_vec", self.model.fingerprint(), f"{self!r}", key="docno",
-                                   text=self.text_field,
-                                   fix="drop the column (and 'doc_vec_model') to use the index or the text")
-            return inp
-        if self.index is not None:
-            return self.index.vec_loader()(inp)
-        unique = inp.drop_duplicates("docno")
-        encoded = self.model.encode_docs(require_text(unique, self.text_field, key="docno"),
-                                         batch_size=self.batch_size, verbose=self.verbose)
-        codes = pd.Index(unique["docno"]).get_indexer(inp["docno"])
-        return provenance.tagged(inp.assign(doc_vec=list(encoded[codes])), "doc_vec", self.model.fingerprint(),
-                                 [provenance.doc_recipe(text) for text in inp[self.text_field]])
-
-
-class VectorScorer(EqualBySettings, pt.Transformer):
-    """R frame with ``query_vec`` and ``doc_vec`` -> ``score`` = their dot product, ``rank`` by it.
-
-    Vectors tagged by two models (``query_vec_model``, ``doc_vec_model``: see ``provenance``) raise
-    ``IndexModelMismatch`` naming both; untagged vectors are the user's own."""
-
-    def __repr__(self):
-        return "VectorScorer()"
-
-    def _settings(self) -> tuple:
-        return ()
-
-    def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
-        validate_frame(inp, self, includes=["qid", "docno", "query_vec", "doc_vec"])
-        provenance.check_one_space(inp, ["query_vec", "doc_vec"], key="qid")
-        if len(inp) == 0:
-            return inp.assign(score=pd.Series(dtype=float), rank=pd.Series(dtype=int))
-        names = inp["docno"].tolist()
-        dim = len(inp["doc_vec"].iat[0])
-        documents = stack_vectors(inp["doc_vec"], names, dim, "doc_vec of docno")
-        queries = stack_vectors(inp["query_vec"], inp["qid"].tolist(), dim, "query_vec of qid")
-        return pt.model.add_ranks(inp.assign(score=np.einsum("nd,nd->n", documents, queries).astype(np.float64)))
+from .stats import EncodeStats, add_stats
+from .vectors import CandidateVectors, DotProduct
 
 
 class E2RankReranker(EqualBySettings, pt.Transformer):
     """R frame (``qid, query, docno, text`` and ``rank`` or ``score``) -> same rows, new ``score``/``rank``.
 
     ``prompt_encoder`` (the listwise prompt of the top ``num_input_docs`` -> pseudo-query) >>
-    ``vec_loader`` (the candidates' vectors) >> ``VectorScorer``. With an index, a query costs one
+    ``vec_loader`` (the candidates' vectors) >> ``DotProduct``. With an index, a query costs one
     forward sequence; prompts of all queries in a frame are encoded in batches. ``stats`` (an
     ``EncodeStats``) counts this reranker's own forward passes, in whatever threads it runs, and no other
     transformer's (``model.counting``).
@@ -117,7 +47,7 @@ class E2RankReranker(EqualBySettings, pt.Transformer):
                                            verbose=verbose)
         self.prompt_encoder = E2RankPromptEncoder(model, prompt, batch_size=batch_size, verbose=verbose,
                                                   text_field=text_field, cache=cache)
-        self.scorer = VectorScorer()
+        self.dot_product = DotProduct()
         self.window = window
         self.stride = stride
         self.stats = EncodeStats()
@@ -164,7 +94,7 @@ class E2RankReranker(EqualBySettings, pt.Transformer):
             of_query = frame["_query_order"].to_numpy()
             frame["query_vec"] = pseudo_queries["query_vec"].to_numpy()[of_query]
             frame["query_vec_model"] = pseudo_queries["query_vec_model"].to_numpy()[of_query]
-            out = provenance.without(self.scorer(frame), "query_vec")
+            out = provenance.without(self.dot_product(frame), "query_vec")
         else:
             frame["score"] = self._sliding_windows(frame)
             out = pt.model.add_ranks(frame)

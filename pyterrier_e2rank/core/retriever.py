@@ -104,3 +104,40 @@ class E2RankRetriever(EqualBySettings, VectorSearch):
                 best_rows = np.take_along_axis(best_rows, part, axis=1)
         order = np.argsort(-best_scores, axis=1, kind="stable")
         return np.take_along_axis(best_scores, order, axis=1), np.take_along_axis(best_rows, order, axis=1)
+
+
+class FlexResults(pt.Transformer):
+    """A FlexIndex retriever whose results hold one value per cell: ``docno`` str, ``docid`` and ``rank``
+    int, ``score`` float. pyterrier-dr 0.8 builds its frames with ``DataFrameBuilder``, which leaves
+    one-element arrays in these cells for a frame with a single result (and float32/int32 otherwise)."""
+
+    def __init__(self, retriever: pt.Transformer):
+        self.retriever = retriever
+
+    def __getattr__(self, name):  # the retriever's own attributes (faiss_index, flex_index, num_results...)
+        if name == "retriever" or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.retriever, name)
+
+    def __repr__(self):
+        return repr(self.retriever)
+
+    def __eq__(self, other):
+        return isinstance(other, FlexResults) and self.retriever == other.retriever
+
+    def __hash__(self):
+        return hash((FlexResults, self.retriever))
+
+    def fuse_rank_cutoff(self, k: int):
+        fused = self.retriever.fuse_rank_cutoff(k) if hasattr(self.retriever, "fuse_rank_cutoff") else None
+        return None if fused is None else FlexResults(fused)
+
+    def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
+        out = self.retriever(inp)
+        for column, kind in (("docno", str), ("docid", np.int64), ("rank", np.int64), ("score", np.float64)):
+            if column in out.columns:
+                values = out[column].tolist()
+                if any(isinstance(v, np.ndarray) for v in values):
+                    values = [np.asarray(v).item() for v in values]  # an array of another size raises here
+                out[column] = pd.Series(values, index=out.index, dtype=object).astype(kind)
+        return out

@@ -1,7 +1,7 @@
 """The plain embedding reranker: cosine between the query vector and each candidate's vector.
 
 E2Rank without the listwise prompt, i.e. dense retrieval restricted to the candidates; the baseline
-the PRF reranker must beat. ``query_encoder >> CandidateVectors >> VectorScorer``.
+the PRF reranker must beat. ``query_encoder >> CandidateVectors >> DotProduct``.
 """
 from typing import Optional
 
@@ -12,7 +12,7 @@ from . import provenance
 from .checks import validate_frame
 from .equality import EqualBySettings
 from .encoders import E2RankQueryEncoder
-from .reranker import CandidateVectors, VectorScorer
+from .vectors import CandidateVectors, DotProduct
 
 
 class E2RankScorer(EqualBySettings, pt.Transformer):
@@ -41,5 +41,5 @@ class E2RankScorer(EqualBySettings, pt.Transformer):
             return inp.assign(score=pd.Series(dtype=float), rank=pd.Series(dtype=int))
         had_vectors = "doc_vec" in inp.columns
         frame = self.vec_loader(self.query_encoder(inp.reset_index(drop=True)))
-        out = provenance.without(VectorScorer()(frame), "query_vec")
+        out = provenance.without(DotProduct()(frame), "query_vec")
         return out if had_vectors else provenance.without(out, "doc_vec")

@@ -1,12 +1,16 @@
 """How texts are written before they reach the model (DESIGN.md §1).
 
-Everything E2Rank reads passes through here: the instructed query, the truncated document and the
-title/text join for BEIR-style collections. The listwise prompt lives in ``prompt.py``.
+Everything E2Rank reads passes through here: the task texts (the retrieval instruction of queries and the
+reranking task of the listwise prompt), the instructed query, the truncated document and the title/text join
+for BEIR-style collections. The listwise prompt's layout lives in ``prompt.py``.
 """
 from typing import Optional
 
 #: The retrieval instruction E2Rank uses when a dataset has none of its own.
 DEFAULT_QUERY_TASK = "Given a web search query, retrieve relevant passages that answer the query"
+
+#: The task sentence of the listwise prompt in the published runs, used for every dataset.
+DEFAULT_RERANK_TASK = "Given a web search query and some relevant documents, rerank the documents that answer the query"
 
 #: Retrieval instructions of the authors' evaluation (``EVAL_PROMPTS``) for the datasets we ship
 #: recipes for, keyed by the ir_datasets name without split.

@@ -184,8 +184,8 @@ def build_from_dataset(dataset: str, *, bm25_index_dir: str, slate: int = 16) ->
     labels from the split's qrels, BEIR text as ``title + " " + text``."""
     slate = positive_int(slate, "slate")
     from pyterrier_e2rank.bm25 import pisa_bm25
-    from pyterrier_e2rank.data import DocumentText, load_dataset
-    ds = load_dataset(dataset)
+    from pyterrier_e2rank import data
+    ds = data.dataset(dataset)
     topics = ds.get_topics()
-    run = (pisa_bm25(bm25_index_dir, ds, num_results=slate) >> DocumentText(ds))(topics)
+    run = (pisa_bm25(bm25_index_dir, ds, num_results=slate) >> data.DocumentText(ds))(topics)
     return list(from_run(topics, run, ds.get_qrels(), slate=slate, source=dataset))

@@ -5,18 +5,18 @@
     e2rank build-data rankllm --input llm4ranking_listwise_train.jsonl --output msmarco.jsonl
     e2rank build-data pairs --input flagembedding_msmarco.jsonl --output pairs.jsonl
 
-``e2rank-train`` (``app.cli.train_main``) is the same two commands under their older spelling. This
-module belongs to the applications layer (argument parsing); the trainer it drives does not. An output that is
+``e2rank-train`` (``app.cli.train_main``) is the same two commands under their older spelling. The command
+line of the training library (``training``), which knows nothing of it. An output that is
 one of the inputs is refused before anything is read; an existing checkpoint is replaced only with
 ``--overwrite``, and only once the new one is complete.
 """
 from dataclasses import fields
 
-from pyterrier_e2rank.app import arguments
-from pyterrier_e2rank.core.io import numbered_lines, refuse_output_as_input
-
-from .data import DataError, build_from_dataset, from_pairs, from_rankllm, read_listwise, write_jsonl
-from .trainer import ENCODER_POOLINGS, TrainConfig, train
+from ..core.checks import positive_int
+from ..core.io import numbered_lines, refuse_output_as_input
+from ..training.data import DataError, build_from_dataset, from_pairs, from_rankllm, read_listwise, write_jsonl
+from ..training.trainer import ENCODER_POOLINGS, TrainConfig, train
+from . import arguments
 
 
 #: accelerate's trackers (each needs its own package: ``tensorboard``, ``wandb``, ...).
@@ -60,39 +60,41 @@ def register(subparsers) -> None:
     p.add_argument("--output", required=True, help="checkpoint directory, loadable by E2Rank(path)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint at --output")
     p.add_argument("--epochs", type=arguments.positive_float, default=1.0)
-    p.add_argument("--max-steps", type=arguments.positive_int)
-    p.add_argument("--batch-size", type=arguments.positive_int, default=8, help="queries per step and process")
-    p.add_argument("--gradient-accumulation", type=arguments.positive_int, default=1)
+    p.add_argument("--max-steps", type=arguments.Checked(positive_int))
+    p.add_argument("--batch-size", type=arguments.Checked(positive_int), default=8, help="queries per step and process")
+    p.add_argument("--gradient-accumulation", type=arguments.Checked(positive_int), default=1)
     p.add_argument("--lr", type=arguments.positive_float, default=5e-6)
     p.add_argument("--warmup-ratio", type=arguments.fraction, default=0.03)
     p.add_argument("--ranknet-weight", type=arguments.non_negative_float, default=2.0)
     p.add_argument("--infonce-weight", type=arguments.non_negative_float, default=1.0)
     p.add_argument("--temperature", type=arguments.positive_float, default=0.03)
-    p.add_argument("--query-max-length", type=arguments.positive_int, help="tokens a query is cut to when embedded")
-    p.add_argument("--doc-max-length", type=arguments.positive_int, help="tokens a document is cut to when embedded")
-    p.add_argument("--prompt-doc-max-tokens", type=arguments.positive_int,
+    p.add_argument("--query-max-length", type=arguments.Checked(positive_int),
+                   help="tokens a query is cut to when embedded")
+    p.add_argument("--doc-max-length", type=arguments.Checked(positive_int),
+                   help="tokens a document is cut to when embedded")
+    p.add_argument("--prompt-doc-max-tokens", type=arguments.Checked(positive_int),
                    help="per-document token budget inside the prompt")
-    p.add_argument("--prompt-max-tokens", type=arguments.positive_int,
+    p.add_argument("--prompt-max-tokens", type=arguments.Checked(positive_int),
                    help="total prompt budget (default: the model's positions)")
-    p.add_argument("--num-input-docs", type=arguments.positive_int,
+    p.add_argument("--num-input-docs", type=arguments.Checked(positive_int),
                    help="documents in the listwise prompt (default: the whole list); "
                    "the losses still use every document of the list")
     p.add_argument("--pooling", choices=ENCODER_POOLINGS,
                    help="encoders: train and save with this pooling instead of the base model's")
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--gradient-checkpointing", action="store_true")
-    p.add_argument("--lora-rank", type=arguments.positive_int,
+    p.add_argument("--lora-rank", type=arguments.Checked(positive_int),
                    help="train LoRA adapters of this rank (merged when saved)")
     p.add_argument("--seed", type=arguments.seed, default=0)
-    p.add_argument("--log-every", type=arguments.positive_int, default=10)
+    p.add_argument("--log-every", type=arguments.Checked(positive_int), default=10)
     p.add_argument("--max-grad-norm", type=arguments.non_negative_float, default=1.0,
                    help="clip the gradients' total norm to this (0: no clipping; the norm is logged either way)")
-    p.add_argument("--save-every", type=arguments.positive_int,
+    p.add_argument("--save-every", type=arguments.Checked(positive_int),
                    help="steps between resumable states, kept (the last two) in .<output>.state beside the output")
     p.add_argument("--resume", action="store_true",
                    help="continue from the newest state in .<output>.state (none yet: start from the beginning); "
                    "refused if it was made with other settings or data")
-    p.add_argument("--eval-every", type=arguments.positive_int,
+    p.add_argument("--eval-every", type=arguments.Checked(positive_int),
                    help="steps between evaluations (loss and the PRF reranker's nDCG@10) on --eval-data or "
                    "--eval-fraction")
     p.add_argument("--eval-data", help="stage-II JSONL records to evaluate on")
@@ -108,13 +110,13 @@ def register(subparsers) -> None:
     d = sources.add_parser("dataset", help="BM25 top-k of a split's queries, labels from its qrels")
     d.add_argument("--dataset", required=True, help="e.g. irds:beir/scifact/train")
     d.add_argument("--bm25-index", default="indexes/bm25-train.pisa")
-    d.add_argument("--slate", type=arguments.positive_int, default=16)
+    d.add_argument("--slate", type=arguments.Checked(positive_int), default=16)
     d.add_argument("--output", required=True)
     for name, helptext in [("rankllm", "RankGPT/RankLLM chat examples"), ("pairs", "FlagEmbedding {query,pos,neg}")]:
         c = sources.add_parser(name, help=helptext)
         c.add_argument("--input", required=True)
         c.add_argument("--output", required=True)
         if name == "pairs":  # RankLLM examples keep their lists whole: their rankings cover every passage
-            c.add_argument("--slate", type=arguments.positive_int, default=None,
+            c.add_argument("--slate", type=arguments.Checked(positive_int), default=None,
                            help="documents per list: the positive and the first slate-1 negatives")
     p.set_defaults(func=_build_data_command)

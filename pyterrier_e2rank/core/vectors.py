@@ -1,0 +1,79 @@
+"""The vector stages every reranker is made of: the candidates' vectors (``CandidateVectors``: a ``doc_vec``
+column, else the index's by ``docno``, else encoded from text) and their dot product with the query's
+(``DotProduct``: the pseudo-query of ``E2RankReranker``, or the instructed query of ``E2RankScorer``)."""
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+import pyterrier as pt
+
+from . import provenance
+from .checks import require_text, stack_vectors, validate_frame
+from .equality import EqualBySettings
+from .index import as_index
+
+
+class CandidateVectors(EqualBySettings, pt.Transformer):
+    """Adds ``doc_vec`` (and its tag ``doc_vec_model``, see ``provenance``) to an R frame: kept if present
+    (``IndexModelMismatch`` if tagged by another model than ``model``; untagged vectors are the user's own),
+    else the index's by ``docno``, else encoded from ``text_field`` (each distinct docno once)."""
+
+    def __init__(self, model, *, index=None, text_field: str = "text", batch_size: Optional[int] = None,
+                 verbose: Optional[bool] = None):
+        self.model = model
+        self.index = None if index is None else as_index(index)
+        if self.index is not None:
+            self.index.check_model(model)
+        self.text_field = text_field
+        self.batch_size = batch_size
+        self.verbose = model.verbose if verbose is None else verbose
+
+    def __repr__(self):
+        return f"CandidateVectors({self.model!r}, index={self.index!r}, text_field={self.text_field!r})"
+
+    def _settings(self) -> tuple:
+        return (self.model, self.index, self.text_field)
+
+    def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
+        encoded = "doc_vec" not in inp.columns and self.index is None
+        validate_frame(inp, self, includes=["docno"], texts=self.text_field if encoded else None)
+        docnos = inp["docno"].tolist()
+        if "doc_vec" in inp.columns:
+            stack_vectors(inp["doc_vec"], docnos, self.model.dim,
+                          "doc_vec (drop the column to use the index or the text) of docno")
+            provenance.check_frame(inp, "doc_vec", self.model.fingerprint(), f"{self!r}", key="docno",
+                                   text=self.text_field,
+                                   fix="drop the column (and 'doc_vec_model') to use the index or the text")
+            return inp
+        if self.index is not None:
+            return self.index.vec_loader()(inp)
+        unique = inp.drop_duplicates("docno")
+        encoded = self.model.encode_docs(require_text(unique, self.text_field, key="docno"),
+                                         batch_size=self.batch_size, verbose=self.verbose)
+        codes = pd.Index(unique["docno"]).get_indexer(inp["docno"])
+        return provenance.tagged(inp.assign(doc_vec=list(encoded[codes])), "doc_vec", self.model.fingerprint(),
+                                 [provenance.doc_recipe(text) for text in inp[self.text_field]])
+
+
+class DotProduct(EqualBySettings, pt.Transformer):
+    """R frame with ``query_vec`` and ``doc_vec`` -> ``score`` = their dot product, ``rank`` by it.
+
+    Vectors tagged by two models (``query_vec_model``, ``doc_vec_model``: see ``provenance``) raise
+    ``IndexModelMismatch`` naming both; untagged vectors are the user's own."""
+
+    def __repr__(self):
+        return "DotProduct()"
+
+    def _settings(self) -> tuple:
+        return ()
+
+    def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
+        validate_frame(inp, self, includes=["qid", "docno", "query_vec", "doc_vec"])
+        provenance.check_one_space(inp, ["query_vec", "doc_vec"], key="qid")
+        if len(inp) == 0:
+            return inp.assign(score=pd.Series(dtype=float), rank=pd.Series(dtype=int))
+        names = inp["docno"].tolist()
+        dim = len(inp["doc_vec"].iat[0])
+        documents = stack_vectors(inp["doc_vec"], names, dim, "doc_vec of docno")
+        queries = stack_vectors(inp["query_vec"], inp["qid"].tolist(), dim, "query_vec of qid")
+        return pt.model.add_ranks(inp.assign(score=np.einsum("nd,nd->n", documents, queries).astype(np.float64)))
