@@ -150,8 +150,12 @@ def parse_measure(measure) -> "ir_measures.Measure":
 
 def evaluate_run(run: pd.DataFrame, qrels: pd.DataFrame, measures) -> dict:
     """``{measure name: aggregate value}`` of a run frame, in the order of ``measures`` (ir-measures names
-    like ``nDCG@10``, or measure objects; each checked by ``parse_measure``, a repeated one kept once)."""
+    like ``nDCG@10``, or measure objects; each checked by ``parse_measure``, a repeated one kept once).
+    A frame without its columns (run: ``qid, docno, score``; qrels: ``query_id, doc_id, relevance``)
+    raises ``pt.validate``'s ``InputValidationError`` (a KeyError) naming them."""
     measures = list(dict.fromkeys(parse_measure(m) for m in measures))
+    pt.validate.result_frame(run, extra_columns=["score"])
+    pt.validate.columns(qrels, includes=["query_id", "doc_id", "relevance"])
     scored = run.rename(columns={"qid": "query_id", "docno": "doc_id"})[["query_id", "doc_id", "score"]]
     values = ir_measures.calc_aggregate(measures, qrels, scored)
     return {str(m): float(values[m]) for m in measures}
@@ -164,10 +168,14 @@ def rerank_run(model, run: pd.DataFrame, topics: pd.DataFrame, docs: str, *, ind
     ``num_input_docs`` left ``None`` is the model's (its checkpoint's prompt settings, else the paper's 20).
 
     Qids of both frames are compared as strings (topics with int qids meet a run read from a file), and
-    a run query without a topic, or a topic given twice, is refused rather than dropped or doubled."""
+    a run query without a topic, or a topic given twice, is refused rather than dropped or doubled; a
+    frame without its columns (run: ``qid, docno, rank``; topics: ``qid, query``) raises ``pt.validate``'s
+    ``InputValidationError`` (a KeyError) naming them."""
     top_k = positive_int(top_k, "top_k")
     if num_input_docs is not None:
         num_input_docs = positive_int(num_input_docs, "num_input_docs")
+    pt.validate.result_frame(run, extra_columns=["rank"])  # an InputValidationError naming the missing columns
+    pt.validate.query_frame(topics, extra_columns=["query"])
     run = run.assign(qid=[identifier(q, "qid", f"run row {i}") for i, q in enumerate(run["qid"])])
     topics = topics.assign(qid=[identifier(q, "qid", f"topics row {i}") for i, q in enumerate(topics["qid"])])
     repeated = topics["qid"][topics["qid"].duplicated()].unique().tolist()
