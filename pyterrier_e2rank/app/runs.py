@@ -34,7 +34,8 @@ class RunFormatError(FileFormatError):
 
 
 class _Lines:
-    """A text file object over checked lines, for ``ir_measures``' readers (they iterate a file)."""
+    """A text file object over checked lines (each ending in ``\n``), for ``ir_measures``' readers: they
+    take an object with ``read`` for a file, and iterate its lines."""
 
     def __init__(self, lines: Iterator[str]):
         self._lines = lines
@@ -43,7 +44,7 @@ class _Lines:
         return "".join(self._lines)
 
     def __iter__(self) -> Iterator[str]:
-        return (f"{line}\n" for line in self._lines)
+        return self._lines
 
 
 def read_run(path) -> pd.DataFrame:
@@ -57,25 +58,23 @@ def read_run(path) -> pd.DataFrame:
                                                          form="qid Q0 docid rank score tag", error=RunFormatError)
             try:
                 file_ranks.append(int(rank))
-                if not math.isfinite(float(score)):  # nan would sort anywhere, inf above every real score
-                    raise RunFormatError(f"{path}:{number}: score {score!r} of docid {docno!r} is not a finite "
-                                         f"number")
-            except ValueError as e:
-                if isinstance(e, RunFormatError):
-                    raise
+                value = float(score)
+            except ValueError:
                 raise RunFormatError(f"{path}:{number}: rank must be an integer and score a number: "
                                      f"{line!r}") from None
+            if not math.isfinite(value):  # nan would sort anywhere, inf above every real score
+                raise RunFormatError(f"{path}:{number}: score {score!r} of docid {docno!r} is not a finite number")
             first = seen.setdefault((qid, docno), number)
             if first != number:
                 raise RunFormatError(f"{path}:{number}: docid {docno!r} repeated for query {qid!r} "
                                      f"(first on line {first})")
-            yield line
+            yield f"{line}\n"
 
-    scored = list(ir_measures.read_trec_run(_Lines(checked())))
+    scored = list(zip(*ir_measures.read_trec_run(_Lines(checked()))))  # query_id, doc_id, score columns
     builder = DataFrameBuilder(["qid", "docno", "score", "file_rank"])
     if scored:  # an empty list would be taken for one row's value
-        builder.extend({"qid": [s.query_id for s in scored], "docno": [s.doc_id for s in scored],
-                        "score": [s.score for s in scored], "file_rank": file_ranks})
+        builder.extend({"qid": list(scored[0]), "docno": list(scored[1]), "score": list(scored[2]),
+                        "file_rank": file_ranks})
     frame = builder.to_df()
     frame["_order"] = pd.factorize(frame["qid"])[0]
     frame = frame.sort_values(["_order", "score", "file_rank"], ascending=[True, False, True], kind="stable")
