@@ -3,11 +3,12 @@ corpus as ``docno``/``text`` records and a text loader for reranking, both writi
 ``title + " " + text`` (``text.join_title``).
 
 Local files become an ir_datasets dataset built from ir_datasets' own format classes (``JsonlDocs``,
-``TsvDocs``, ``JsonlQueries``, ``TsvQueries``, ``TrecQrels``, ``BeirQrels``) and registered under a
-name derived from the corpus path (``local/<name>-<hash>``), so that ``pt.get_dataset("irds:...")``
-serves it and every part of the library (BM25, indexing, ``DocumentText``, the CLIs) takes it as it
-takes ``irds:beir/scifact/test``. Their lines are checked as ir_datasets reads them, so a malformed
-line is reported as ``file:line``."""
+``JsonlQueries``, ``TrecQrels``, ``BeirQrels``) and registered under a name derived from the corpus
+path (``local/<name>-<hash>``), so that ``pt.get_dataset("irds:...")`` serves it and every part of the
+library (BM25, indexing, ``DocumentText``, the CLIs) takes it as it takes ``irds:beir/scifact/test``.
+ir_datasets reads the corpus and topics as the records ``core.records`` reads (the keys every command
+accepts, title joined, checked), and the qrels lines as they are checked; a malformed line is reported
+as ``file:line``."""
 import contextlib
 import functools
 import hashlib
@@ -22,13 +23,9 @@ import pyterrier as pt
 
 from .core.equality import EqualBySettings
 from .core.io import FileFormatError, numbered_lines, split_fields
+from .core.records import read_records
 from .core.text import join_title
 
-#: Accepted keys of a JSONL record, first match wins (BEIR, Pyserini and PyTerrier spellings).
-DOC_ID_KEYS = ("_id", "id", "docno", "doc_id")
-DOC_TEXT_KEYS = ("text", "contents")
-QUERY_ID_KEYS = ("_id", "id", "qid", "query_id")
-QUERY_TEXT_KEYS = ("text", "query")
 BEIR_QRELS_HEADER = "query-id\tcorpus-id\tscore"
 
 DatasetLike = Union[str, os.PathLike, "pt.datasets.Dataset"]
@@ -41,10 +38,10 @@ def dataset(source: DatasetLike, *, topics=None, qrels=None, split: Optional[str
     - a BEIR folder (``corpus.jsonl[.gz]``, ``queries.jsonl``, ``qrels/<split>.tsv``): ``split`` picks the
       qrels file (default ``test``, or the only one there) and, as BEIR and ir_datasets do, the topics
       are the queries judged in it;
-    - a corpus file, JSONL (``{"_id"|"id"|"docno", "text"|"contents", "title"?}``) or TSV
-      (``docno<TAB>text``, an optional header), ``.gz`` or not, with optional ``topics`` (JSONL or
-      ``qid<TAB>query``) and ``qrels`` (TREC ``qid iter docno rel`` or BEIR ``query-id corpus-id score``
-      with its header) files.
+    - a corpus file, JSONL or TSV (``docno<TAB>text``, an optional header), ``.gz`` or not, with optional
+      ``topics`` (JSONL or ``qid<TAB>query``) and ``qrels`` (TREC ``qid iter docno rel`` or BEIR ``query-id corpus-id score``
+      with its header) files. JSONL records use the keys of ``core.records.KEYS`` (the ones every
+      command accepts).
 
     Local datasets are ir_datasets datasets named after the corpus path (``irds_ref().dataset_id()``,
     e.g. ``local/scifact-1a2b3c4d/test``); their document store (for ``DocumentText``) is kept in the
@@ -192,14 +189,13 @@ class _LineStream(io.RawIOBase):
 
 
 class _CheckedFile:
-    """An ir_datasets download (``path()``, ``stream()``) of a local file, ``.gz`` or not, whose lines are
-    checked (``check(number, line)``) as ir_datasets reads them: its readers would name neither the file
-    nor the line of a malformed one. Blank lines are skipped."""
+    """An ir_datasets download (``path()``, ``stream()``) of a local file, ``.gz`` or not, whose ``stream``
+    is the lines ``lines(path)`` makes of it: checked as ir_datasets reads them (its readers would name
+    neither the file nor the line of a malformed one), or records rewritten by ``core.records``."""
 
-    def __init__(self, path: Path, check: Callable[[int, str], None], error=FileFormatError):
+    def __init__(self, path: Path, lines: Callable[[Path], Iterator[str]]):
         self._path = path
-        self._check = check
-        self._error = error
+        self._lines = lines
 
     def path(self, force: bool = True) -> Path:
         if force and not self._path.exists():
@@ -208,75 +204,20 @@ class _CheckedFile:
 
     @contextlib.contextmanager
     def stream(self):
-        def lines():  # ir_datasets reads the lines numbered_lines reads: BOM, CRLF and blanks dropped
-            for number, line in numbered_lines(self._path, error=self._error):
-                self._check(number, line)
-                yield f"{line}\n".encode("utf-8")
-        yield io.BufferedReader(_LineStream(lines()))
+        yield io.BufferedReader(_LineStream(f"{line}\n".encode("utf-8") for line in self._lines(self._path)))
+
+
+def _record_lines(kind: str) -> Callable[[Path], Iterator[str]]:
+    """The records ``core.records`` reads from a file, as the JSON lines ``{"id", "text"}`` ir_datasets reads."""
+    def lines(path: Path) -> Iterator[str]:
+        return (json.dumps(record, ensure_ascii=False) for _, record in read_records(path, kind))
+    return lines
 
 
 def _first_line(path: Path, error=FileFormatError) -> str:
     for _, line in numbered_lines(path, error=error):
         return line
     raise error(f"{path}: the file is empty")
-
-
-def is_jsonl(path) -> bool:
-    """Whether a file is JSONL by its name (``.jsonl``, ``.json``, either ``.gz``); else it is read as TSV."""
-    return Path(path).name.removesuffix(".gz").endswith((".jsonl", ".json"))
-
-
-def _json_record(path: Path, number: int, line: str, error=FileFormatError) -> dict:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise error(f"{path}:{number}: not a JSON object ({e.msg} at column {e.colno})") from None
-    if not isinstance(record, dict):
-        raise error(f"{path}:{number}: expected a JSON object, got a {type(record).__name__}")
-    return record
-
-
-def _jsonl_mapping(path: Path, id_keys, text_keys, what: str, optional=()) -> dict:
-    """``{field: key}`` of the file's records, from its first line: which of the accepted keys it uses."""
-    number, line = next(iter(numbered_lines(path)), (None, None))
-    if number is None:
-        raise FileFormatError(f"{path}: the file is empty")
-    record = _json_record(path, number, line)
-    mapping = {}
-    for field, keys in (("id", id_keys), ("text", text_keys)):
-        found = next((k for k in keys if k in record), None)
-        if found is None:
-            raise FileFormatError(f"{path}:{number}: a {what} needs one of the keys {list(keys)}; the record "
-                                  f"has {sorted(record)}")
-        mapping[field] = found
-    mapping.update({k: k for k in optional if k in record})
-    return mapping
-
-
-def _jsonl_check(path: Path, mapping: dict, what: str) -> Callable[[int, str], None]:
-    def check(number: int, line: str) -> None:
-        record = _json_record(path, number, line)
-        missing = [k for k in mapping.values() if k not in record]
-        if missing:
-            raise FileFormatError(f"{path}:{number}: the {what} lacks {missing} (the file's first record has "
-                                  f"them)")
-        identifier = record[mapping["id"]]
-        if not isinstance(identifier, str) or not identifier or any(c.isspace() for c in identifier):
-            raise FileFormatError(f"{path}:{number}: the {what} id {identifier!r} must be a non-empty string "
-                                  f"without whitespace")
-        for key, value in record.items():
-            if key != mapping["id"] and key in mapping.values() and value is not None and not isinstance(value, str):
-                raise FileFormatError(f"{path}:{number}: {key!r} of {what} {identifier!r} is a "
-                                      f"{type(value).__name__}, not a string")
-    return check
-
-
-def _tsv_check(path: Path, columns: int, header: bool, what: str) -> Callable[[int, str], None]:
-    def check(number: int, line: str) -> None:
-        fields = split_fields(line, columns, where=f"{path}:{number}", form=what, sep="\t")
-        if not (header and number == 1) and (not fields[0] or any(c.isspace() for c in fields[0])):
-            raise FileFormatError(f"{path}:{number}: the id {fields[0]!r} is empty or holds whitespace")
-    return check
 
 
 def _stamp(*paths) -> str:
@@ -288,31 +229,25 @@ def _stamp(*paths) -> str:
     return digest.hexdigest()[:16]
 
 
+_RECORD_MAPPING = {"doc_id": "id", "query_id": "id", "text": "text"}
+
+
 def _docs(path: Path):
-    """ir_datasets' ``JsonlDocs``/``TsvDocs`` over a corpus file; the document store in the ir_datasets home."""
+    """ir_datasets' ``JsonlDocs`` over the records of a corpus file (JSONL or TSV, title joined); the
+    document store in the ir_datasets home, named for the records' form (a store of another form is not
+    reused)."""
     import ir_datasets
-    from ir_datasets.datasets.beir import BeirTitleDoc
-    from ir_datasets.formats import GenericDoc, JsonlDocs, TsvDocs
-    store = ir_datasets.util.home_path() / "local" / _stamp(path) / "docs.pklz4"
-    if is_jsonl(path):
-        mapping = _jsonl_mapping(path, DOC_ID_KEYS, DOC_TEXT_KEYS, "document", optional=("title",))
-        doc_cls = BeirTitleDoc if "title" in mapping else GenericDoc
-        return JsonlDocs(_CheckedFile(path, _jsonl_check(path, mapping, "document")), doc_cls=doc_cls,
-                         mapping={"doc_id": mapping["id"], **{f: mapping[f] for f in doc_cls._fields[1:]}},
-                         docstore_path=str(store))
-    header = _first_line(path).split("\t")[0].strip() in DOC_ID_KEYS
-    return TsvDocs(_CheckedFile(path, _tsv_check(path, 2, header, "docno<TAB>text")), skip_first_line=header)
+    from ir_datasets.formats import GenericDoc, JsonlDocs
+    store = ir_datasets.util.home_path() / "local" / _stamp(path) / "records.pklz4"
+    return JsonlDocs(_CheckedFile(path, _record_lines("document")), doc_cls=GenericDoc,
+                     mapping={f: _RECORD_MAPPING[f] for f in GenericDoc._fields}, docstore_path=str(store))
 
 
 def _queries(path: Path):
-    from ir_datasets.formats import JsonlQueries, TsvQueries
-    if is_jsonl(path):
-        mapping = _jsonl_mapping(path, QUERY_ID_KEYS, QUERY_TEXT_KEYS, "query")
-        return JsonlQueries(_CheckedFile(path, _jsonl_check(path, mapping, "query")),
-                            mapping={"query_id": mapping["id"], "text": mapping["text"]})
-    if _first_line(path).split("\t")[0].strip() in QUERY_ID_KEYS:
-        raise FileFormatError(f"{path}:1: a header line; a topics TSV file is 'qid<TAB>query' lines only")
-    return TsvQueries(_CheckedFile(path, _tsv_check(path, 2, False, "qid<TAB>query")))
+    """ir_datasets' ``JsonlQueries`` over the records of a topics file (JSONL or TSV)."""
+    from ir_datasets.formats import GenericQuery, JsonlQueries
+    return JsonlQueries(_CheckedFile(path, _record_lines("query")),
+                        mapping={f: _RECORD_MAPPING[f] for f in GenericQuery._fields})
 
 
 def _qrels(path: Path, error=FileFormatError):
@@ -329,7 +264,11 @@ def _qrels(path: Path, error=FileFormatError):
         if not relevance.lstrip("-").isdigit():
             raise error(f"{path}:{number}: expected '{form}' with an integer relevance, got {relevance!r}: {line!r}")
 
-    checked = _CheckedFile(path, check, error)
+    def lines(source: Path) -> Iterator[str]:
+        for number, line in numbered_lines(source, error=error):
+            check(number, line)
+            yield line
+    checked = _CheckedFile(path, lines)
     return BeirQrels(checked, {}) if beir else TrecQrels(checked, {})
 
 
@@ -395,16 +334,37 @@ _REGISTERED = {}
 _CORPUS_FILES = {}
 
 
+class _LocalFiles:
+    """What ir_datasets' registry holds for a local dataset's name: its ``has`` and component methods
+    (``docs_iter``, ``queries_iter``, ...) are those of the components made for the current version of
+    its files (``_REGISTERED``). ir_datasets' registry refuses a name given twice and has no public way
+    to replace one, so a name is registered once and its files' new versions are swapped in here."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def has(self, etype) -> bool:
+        import ir_datasets
+        return hasattr(self, f"{ir_datasets.EntityType(etype).value}_handler")
+
+    def __getattr__(self, attr: str):
+        if attr.startswith("_") or attr == "name":  # copying and pickling ask before __init__ ran
+            raise AttributeError(attr)
+        for component in _REGISTERED[self.name][1]:
+            if component is not None and hasattr(component, attr):
+                return getattr(component, attr)
+        raise AttributeError(attr)
+
+
 def _register(name: str, stamp: str, components: Callable[[], tuple]) -> str:
     """Registers ``components()`` (``None`` skipped) under ``name`` in ir_datasets' registry, unless the
-    same files are registered there already; files changed since are registered again."""
+    same files are registered there already; files changed since are made again and served under the
+    same name (``_LocalFiles``)."""
     import ir_datasets
-    from ir_datasets.datasets.base import Dataset
     if name not in _REGISTERED or _REGISTERED[name][0] != stamp:
-        made = components()
-        ir_datasets.registry._registered.pop(name, None)  # ir_datasets offers no public re-registration
-        ir_datasets.registry.register(name, Dataset(*[c for c in made if c is not None]))
-        _REGISTERED[name] = (stamp, made)
+        _REGISTERED[name] = (stamp, components())
+    if name not in ir_datasets.registry:
+        ir_datasets.registry.register(name, _LocalFiles(name))
     return name
 
 

@@ -15,15 +15,16 @@ from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
-import pandas as pd
+import pyterrier_alpha as pta
 
 from .core.checks import identifier
 from pyterrier_dr import FlexIndex
 
 from .core.index import as_index
 from .core.indexing import IndexWriter, UniqueIds, encode_corpus
+from .core.io import CorruptArtifact, atomic_directory, numbered_lines, refuse_output_as_input
 from .core.provenance import check_fingerprint
-from .core.io import CorruptArtifact, FileFormatError, atomic_directory, numbered_lines, refuse_output_as_input
+from .core.records import is_jsonl, jsonl_record, read_records
 from .core.text import join_title
 
 _FAISS_META = "e2rank_meta.json"
@@ -98,24 +99,17 @@ class E2RankPyseriniDocumentEncoder:
 # ---- collections and FAISS indexes ---------------------------------------------------------------
 
 def read_jsonl_collection(path: Union[str, os.PathLike]) -> Iterator[dict]:
-    """``{"docno", "text"}`` from a Pyserini JSONL collection (a file, or a directory of ``.jsonl[.gz]``).
-
-    Records hold ``id`` (or ``_id``/``docid``) and either ``contents`` or ``title``/``text`` fields. A
-    line that is not UTF-8 JSON, or an id a docid file cannot keep, is reported as ``file:line``."""
+    """``{"docno", "text"}`` from a Pyserini collection: a file, or a directory of ``.jsonl[.gz]`` files,
+    each read by ``core.records`` (the keys every command accepts: ``id``/``_id``/``docid``/...,
+    ``contents`` or ``text``, a ``title`` joined). A bad record is reported as ``file:line``; a docid
+    repeated in another file of the directory is refused when indexed (``write_faiss_index``)."""
     path = Path(path)
-    files = sorted(p for p in path.iterdir() if p.name.endswith((".jsonl", ".jsonl.gz", ".json"))) \
-        if path.is_dir() else [path]
+    files = sorted(p for p in path.iterdir() if is_jsonl(p)) if path.is_dir() else [path]
     if not files:
         raise FileNotFoundError(f"no .jsonl files in {path}")
     for file in files:
-        for number, line in numbered_lines(file):
-            try:
-                record = json.loads(line)
-                docid = next(record[k] for k in ("id", "_id", "docid") if k in record)
-            except (json.JSONDecodeError, StopIteration, TypeError):
-                raise FileFormatError(f"{file}:{number}: not a collection record with an id: {line[:80]!r}") from None
-            text = record["contents"] if "contents" in record else join_title(record.get("title"), record.get("text"))
-            yield {"docno": identifier(docid, "docid", f"{file}:{number}"), "text": text}
+        for _, record in read_records(file, "document"):
+            yield {"docno": record["id"], "text": record["text"]}
 
 
 def write_faiss_index(model, collection: Union[str, os.PathLike, Iterable[dict]], output_dir, *,
@@ -279,10 +273,10 @@ def _lucene_text(searcher, docid: str) -> str:
     if raw is None:
         raise ValueError("the Lucene index stores no raw documents: index with --storeRaw, or pass a collection")
     try:
-        record = json.loads(raw)
+        json.loads(raw)
     except json.JSONDecodeError:
         return raw
-    return record["contents"] if "contents" in record else join_title(record.get("title"), record.get("text"))
+    return jsonl_record(raw, "document", f"the stored raw document {docid!r} of {searcher!r}")["text"]
 
 
 class HitReranker:
@@ -322,10 +316,13 @@ class HitReranker:
         if repeated:
             raise ValueError(f"qid(s) {repeated[:5]} given more than once to rerank_batch: each query's hits "
                              f"come in one entry")
-        rows = [{"qid": qid, "query": query, "docno": identifier(hit.docid, "docid", f"hit {rank} of qid {qid!r}"),
-                 "score": float(hit.score), "rank": rank}
-                for qid, (_, query, hits) in zip(qids, queries) for rank, hit in enumerate(hits)]
-        frame = pd.DataFrame(rows, columns=["qid", "query", "docno", "score", "rank"])
+        builder = pta.DataFrameBuilder(["qid", "query", "docno", "score", "rank"])
+        for qid, (_, query, hits) in zip(qids, queries):
+            if hits:  # an empty list would be taken for one row's value
+                builder.extend({"qid": qid, "query": query, "score": [float(hit.score) for hit in hits],
+                                "docno": [identifier(hit.docid, "docid", f"hit {rank} of qid {qid!r}")
+                                          for rank, hit in enumerate(hits)], "rank": list(range(len(hits)))})
+        frame = builder.to_df()
         frame["text"] = [self.text(d) for d in frame["docno"]]
         if self.faiss_vectors is not None:
             frame["doc_vec"] = list(self.faiss_vectors.vectors(frame["docno"].tolist()))

@@ -88,10 +88,10 @@ def test_corpus_files_with_topics_and_qrels(tmp_path, tiny_qwen):
 @pytest.mark.parametrize("name, content, error", [
     ("corpus.jsonl", '{"_id": "d0", "title": "", "text": "a"}\n{"_id": "d1", "title": "", "text": "b"\n',
      r"corpus.jsonl:2: not a JSON object"),
-    ("corpus.jsonl", '{"_id": "d0", "title": "", "text": "a"}\n\n{"_id": "d2", "text": "b"}\n',
-     r"corpus.jsonl:3: the document lacks \['title'\]"),
-    ("corpus.jsonl", '{"_id": "d0", "title": "", "text": "a"}\n{"_id": 7, "title": "", "text": "b"}\n',
-     r"corpus.jsonl:2: the document id 7 must be a non-empty string"),
+    ("corpus.jsonl", '{"_id": "d0", "title": "", "text": "a"}\n\n{"_id": "d2", "title": "b"}\n',
+     r"corpus.jsonl:3: a document needs one of the keys \['text', 'contents'\]"),
+    ("corpus.jsonl", '{"_id": "d0", "title": "", "text": "a"}\n{"_id": 7.5, "title": "", "text": "b"}\n',
+     r"docno at .*corpus.jsonl:2 is a float"),
     ("queries.jsonl", '{"_id": "q1", "text": "gene"}\n[1, 2]\n', r"queries.jsonl:2: expected a JSON object"),
     ("qrels/test.tsv", "query-id\tcorpus-id\tscore\nq1\td4\tyes\n", r"test.tsv:2: expected 'query-id corpus-id score'"),
 ])

@@ -4,7 +4,8 @@ import pandas as pd
 import pytest
 
 from pyterrier_e2rank.app.cli import main
-from pyterrier_e2rank.app.runs import RunFormatError, read_qrels, read_run, read_topics, write_run
+from pyterrier_e2rank.app.runs import (RunFormatError, evaluate_run, read_qrels, read_run, read_topics, rerank_run,
+                                        write_run)
 
 from fixtures.docs import make_docs
 
@@ -70,3 +71,17 @@ def test_run_queries_without_topics_are_named(files, tiny_qwen):
     with pytest.raises(KeyError, match="q2"):
         rerank_run(tiny_qwen, read_run(path / "bm25.run"), read_topics(str(path / "topics.tsv")).head(1),
                    str(path / "docs.jsonl"))
+
+
+def test_run_frames_without_their_columns_are_refused_naming_them():
+    run = pd.DataFrame({"qid": ["q1"], "docno": ["d0"], "score": [1.0], "rank": [0]})
+    topics = pd.DataFrame({"qid": ["q1"], "query": ["gene"]})
+    qrels = pd.DataFrame({"query_id": ["q1"], "doc_id": ["d0"], "relevance": [1]})
+    with pytest.raises(KeyError, match=r"missing_columns=\['rank'\]"):
+        rerank_run(None, run.drop(columns="rank"), topics, "irds:unused")
+    with pytest.raises(KeyError, match=r"missing_columns=\['query'\]"):
+        rerank_run(None, run, topics.drop(columns="query"), "irds:unused")
+    with pytest.raises(KeyError, match=r"missing_columns=\['score'\]"):
+        evaluate_run(run.drop(columns="score"), qrels, ["P@1"])
+    with pytest.raises(KeyError, match=r"missing_columns=\['relevance'\]"):
+        evaluate_run(run, qrels.drop(columns="relevance"), ["P@1"])

@@ -298,10 +298,10 @@ def test_missing_text_names_the_docid_and_the_source(files, tiny_qwen):
 
 @pytest.mark.parametrize("line, message", [
     (b'{"id": "caf\xe9", "contents": "x"}', "c.jsonl:2: not UTF-8"),
-    (b'{"id": "d 1", "contents": "x"}', r"docid 'd 1' at .*c.jsonl:2 is empty or holds whitespace"),
-    (b'{"id": 1.5, "contents": "x"}', r"docid at .*c.jsonl:2 is a float"),
-    (b'{"contents": "no id"}', "c.jsonl:2: not a collection record with an id"),
-    (b'["a list"]', "c.jsonl:2: not a collection record with an id"),
+    (b'{"id": "d 1", "contents": "x"}', r"docno 'd 1' at .*c.jsonl:2 is empty or holds whitespace"),
+    (b'{"id": 1.5, "contents": "x"}', r"docno at .*c.jsonl:2 is a float"),
+    (b'{"contents": "no id"}', r"c.jsonl:2: a document needs one of the keys \['_id', 'id', 'docno'"),
+    (b'["a list"]', "c.jsonl:2: expected a JSON object, got a list"),
 ])
 def test_collection_lines_are_reported_with_file_and_line(tmp_path, line, message):
     (tmp_path / "c.jsonl").write_bytes(b'{"id": 7, "contents": "int ids become strings"}\n' + line + b"\n")

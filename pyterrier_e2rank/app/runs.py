@@ -1,19 +1,31 @@
 """TREC run files shared by PyTerrier and Pyserini users: read, write, rerank with E2Rank, evaluate.
 
-A run line is ``qid Q0 docid rank score tag``. Malformed lines (including non-UTF-8 ones and
-non-finite scores) are reported as ``file:line``. Ranks are 1-based in files and 0-based in frames
+A run line is ``qid Q0 docid rank score tag``. Ranks are 1-based in files and 0-based in frames
 (PyTerrier's convention). Qids and docnos are strings throughout, so that a topics file and a run file
 always merge on the same keys.
+
+The formats are read and written by the libraries that define them: run lines are parsed by
+``ir_measures.read_trec_run`` and written by ``pt.io.write_results``; qrels are read by ir_datasets
+(``data.read_qrels_file``); topics and document files by ``core.records`` (the keys every command
+accepts; ``pt.io.read_topics`` reads SGML/XML topics, not these). What this module adds on top is what
+those readers do not check, each refused naming ``file:line`` (a run read by them would be silently
+wrong, or fail with a bare traceback naming neither): a line that is not UTF-8 or has another number of
+fields, a rank that is not an integer, a score that is not a finite number (nan sorts anywhere), a docid
+repeated for a query, ids kept as the exact strings of the file (never numbers), and the rank order of
+ties (the file's ranks). Writing refuses ids with whitespace and non-finite scores, and replaces the file
+atomically.
 """
-import json
 import math
-from typing import Optional
+from typing import Iterator, Optional
 
 import ir_measures
 import pandas as pd
+import pyterrier as pt
+from pyterrier_alpha import DataFrameBuilder
 
-from ..core.checks import identifier, is_text, positive_int
+from ..core.checks import identifier, positive_int
 from ..core.io import FileFormatError, atomic_file, numbered_lines, refuse_output_as_input, split_fields
+from ..core.records import read_records
 from . import arguments
 
 
@@ -21,34 +33,49 @@ class RunFormatError(FileFormatError):
     """A run, topics or qrels file line that cannot be read; the message names file and line."""
 
 
-def _identifier(value, what: str, where: str) -> str:
-    """``checks.identifier`` raising ``RunFormatError``, for ids read from a file line."""
-    try:
-        return identifier(value, what, where)
-    except ValueError as e:
-        raise RunFormatError(str(e)) from None
+class _Lines:
+    """A text file object over checked lines (each ending in ``\n``), for ``ir_measures``' readers: they
+    take an object with ``read`` for a file, and iterate its lines."""
+
+    def __init__(self, lines: Iterator[str]):
+        self._lines = lines
+
+    def read(self) -> str:
+        return "".join(self._lines)
+
+    def __iter__(self) -> Iterator[str]:
+        return self._lines
 
 
 def read_run(path) -> pd.DataFrame:
-    """``qid, docno, score, rank`` (rank from 0, in score order; ties keep the file's ranks)."""
-    rows, seen = [], {}
-    for number, line in numbered_lines(path, error=RunFormatError):
-        fields = split_fields(line, 6, where=f"{path}:{number}", form="qid Q0 docid rank score tag",
-                              error=RunFormatError)
-        qid, _, docno, rank, score, _ = fields
-        try:
-            rank, score = int(rank), float(score)
-        except ValueError:
-            raise RunFormatError(f"{path}:{number}: rank must be an integer and score a number: "
-                                 f"{line!r}") from None
-        if not math.isfinite(score):  # nan would sort anywhere, inf above every real score
-            raise RunFormatError(f"{path}:{number}: score {fields[4]!r} of docid {docno!r} is not a finite number")
-        if (qid, docno) in seen:
-            raise RunFormatError(f"{path}:{number}: docid {docno!r} repeated for query {qid!r} "
-                                 f"(first on line {seen[qid, docno]})")
-        seen[qid, docno] = number
-        rows.append((qid, docno, score, rank))
-    frame = pd.DataFrame(rows, columns=["qid", "docno", "score", "file_rank"])
+    """``qid, docno, score, rank`` (rank from 0, in score order; ties keep the file's ranks). The lines,
+    checked here, are parsed by ``ir_measures.read_trec_run``."""
+    file_ranks, seen = [], {}
+
+    def checked() -> Iterator[str]:
+        for number, line in numbered_lines(path, error=RunFormatError):
+            qid, _, docno, rank, score, _ = split_fields(line, 6, where=f"{path}:{number}",
+                                                         form="qid Q0 docid rank score tag", error=RunFormatError)
+            try:
+                file_ranks.append(int(rank))
+                value = float(score)
+            except ValueError:
+                raise RunFormatError(f"{path}:{number}: rank must be an integer and score a number: "
+                                     f"{line!r}") from None
+            if not math.isfinite(value):  # nan would sort anywhere, inf above every real score
+                raise RunFormatError(f"{path}:{number}: score {score!r} of docid {docno!r} is not a finite number")
+            first = seen.setdefault((qid, docno), number)
+            if first != number:
+                raise RunFormatError(f"{path}:{number}: docid {docno!r} repeated for query {qid!r} "
+                                     f"(first on line {first})")
+            yield f"{line}\n"
+
+    scored = list(zip(*ir_measures.read_trec_run(_Lines(checked()))))  # query_id, doc_id, score columns
+    builder = DataFrameBuilder(["qid", "docno", "score", "file_rank"])
+    if scored:  # an empty list would be taken for one row's value
+        builder.extend({"qid": list(scored[0]), "docno": list(scored[1]), "score": list(scored[2]),
+                        "file_rank": file_ranks})
+    frame = builder.to_df()
     frame["_order"] = pd.factorize(frame["qid"])[0]
     frame = frame.sort_values(["_order", "score", "file_rank"], ascending=[True, False, True], kind="stable")
     frame["rank"] = frame.groupby("qid", sort=False).cumcount()
@@ -67,10 +94,10 @@ def write_run(frame: pd.DataFrame, path, tag: str = "e2rank") -> None:
     for qid, docno, score in zip(qids, docnos, frame["score"]):
         if not math.isfinite(score):
             raise ValueError(f"the score of docno {docno!r} for qid {qid!r} is {score!r}, not a finite number")
-    ordered = frame.assign(qid=qids, docno=docnos).sort_values(["qid", "rank"], kind="stable")
+    ordered = frame.assign(qid=qids, docno=docnos, rank=frame["rank"].astype(int) + 1,
+                           score=frame["score"].astype(float)).sort_values(["qid", "rank"], kind="stable")
     with atomic_file(path) as out:
-        for row in ordered.itertuples():
-            out.write(f"{row.qid} Q0 {row.docno} {int(row.rank) + 1} {float(row.score)!r} {tag}\n")
+        pt.io.write_results(ordered, out, format="trec", run_name=tag)
 
 
 def _is_dataset(source) -> bool:
@@ -80,31 +107,14 @@ def _is_dataset(source) -> bool:
 
 
 def read_topics(source: str) -> pd.DataFrame:
-    """``qid, query`` from ``irds:<dataset>``, a BEIR folder (its test split), a ``qid<TAB>query`` file, or a
-    JSONL file (``_id``/``text``), ``.gz`` or not."""
-    from ..data import dataset, is_jsonl
+    """``qid, query`` from ``irds:<dataset>``, a BEIR folder (its test split), or a query file read by
+    ``core.records`` (``qid<TAB>query`` or JSONL with the keys of ``core.records.KEYS``), ``.gz`` or not."""
+    from ..data import dataset
     if _is_dataset(source):
         return dataset(source).get_topics()
-    rows, seen = [], {}
-    for number, line in numbered_lines(source, error=RunFormatError):
-        if is_jsonl(source):
-            try:
-                record = json.loads(line)
-                qid = next(record[k] for k in ("_id", "id", "qid") if k in record)
-                query = next(record[k] for k in ("text", "query", "title") if k in record)
-            except (json.JSONDecodeError, StopIteration, TypeError):
-                raise RunFormatError(f"{source}:{number}: expected a JSON object with an id and a text") from None
-        else:
-            qid, query = split_fields(line, 2, where=f"{source}:{number}", form="qid<TAB>query", sep="\t",
-                                      error=RunFormatError)
-            if not is_text(query):
-                raise RunFormatError(f"{source}:{number}: the query of qid {qid!r} is empty")
-        qid = _identifier(qid, "qid", f"{source}:{number}")
-        if qid in seen:  # a repeated qid would rerank each of its candidates twice
-            raise RunFormatError(f"{source}:{number}: qid {qid!r} repeated (first on line {seen[qid]})")
-        seen[qid] = number
-        rows.append((qid, query))
-    return pd.DataFrame(rows, columns=["qid", "query"])
+    records = [record for _, record in read_records(source, "query", error=RunFormatError)]
+    return pd.DataFrame({"qid": [r["id"] for r in records], "query": [r["text"] for r in records]},
+                        columns=["qid", "query"])
 
 
 def read_qrels(source: str) -> pd.DataFrame:
@@ -139,8 +149,12 @@ def parse_measure(measure) -> "ir_measures.Measure":
 
 def evaluate_run(run: pd.DataFrame, qrels: pd.DataFrame, measures) -> dict:
     """``{measure name: aggregate value}`` of a run frame, in the order of ``measures`` (ir-measures names
-    like ``nDCG@10``, or measure objects; each checked by ``parse_measure``, a repeated one kept once)."""
+    like ``nDCG@10``, or measure objects; each checked by ``parse_measure``, a repeated one kept once).
+    A frame without its columns (run: ``qid, docno, score``; qrels: ``query_id, doc_id, relevance``)
+    raises ``pt.validate``'s ``InputValidationError`` (a KeyError) naming them."""
     measures = list(dict.fromkeys(parse_measure(m) for m in measures))
+    pt.validate.result_frame(run, extra_columns=["score"])
+    pt.validate.columns(qrels, includes=["query_id", "doc_id", "relevance"])
     scored = run.rename(columns={"qid": "query_id", "docno": "doc_id"})[["query_id", "doc_id", "score"]]
     values = ir_measures.calc_aggregate(measures, qrels, scored)
     return {str(m): float(values[m]) for m in measures}
@@ -153,10 +167,14 @@ def rerank_run(model, run: pd.DataFrame, topics: pd.DataFrame, docs: str, *, ind
     ``num_input_docs`` left ``None`` is the model's (its checkpoint's prompt settings, else the paper's 20).
 
     Qids of both frames are compared as strings (topics with int qids meet a run read from a file), and
-    a run query without a topic, or a topic given twice, is refused rather than dropped or doubled."""
+    a run query without a topic, or a topic given twice, is refused rather than dropped or doubled; a
+    frame without its columns (run: ``qid, docno, rank``; topics: ``qid, query``) raises ``pt.validate``'s
+    ``InputValidationError`` (a KeyError) naming them."""
     top_k = positive_int(top_k, "top_k")
     if num_input_docs is not None:
         num_input_docs = positive_int(num_input_docs, "num_input_docs")
+    pt.validate.result_frame(run, extra_columns=["rank"])  # an InputValidationError naming the missing columns
+    pt.validate.query_frame(topics, extra_columns=["query"])
     run = run.assign(qid=[identifier(q, "qid", f"run row {i}") for i, q in enumerate(run["qid"])])
     topics = topics.assign(qid=[identifier(q, "qid", f"topics row {i}") for i, q in enumerate(topics["qid"])])
     repeated = topics["qid"][topics["qid"].duplicated()].unique().tolist()

@@ -1,0 +1,114 @@
+"""Document and query files, one reader for every command: the corpus a dataset, an index, a Pyserini
+FAISS index or a text lookup is built from, and the topics of ``rerank-run`` and of a local dataset.
+
+A file is JSONL when its name ends in ``.jsonl`` or ``.json`` (``.gz`` or not), else TSV. ``KEYS`` is
+the one table of the keys a JSONL record may use (BEIR, Pyserini, PyTerrier and ir_datasets spellings)::
+
+    documents  id: _id | id | docno | docid | doc_id     text: text | contents   (+ title, optional)
+    queries    id: _id | id | qid | query_id             text: text | query
+
+A TSV file holds ``docno<TAB>text`` lines (an optional header naming an id key) or ``qid<TAB>query``
+lines (no header). Every record of either form is checked as it is read, and refused naming
+``file:line``: a line that is not a JSON object, a record with no id key or no text key, two id keys
+(or two text keys) that disagree, an id that ``checks.identifier`` refuses (ints become ``str(int)``;
+whitespace, empty ids and other types are refused), a text that is not a string, an empty query, and
+an id repeated in the file (naming the line of its first use). A document's title is joined to its text
+here (``text.join_title``), so every reader gives a document the same text.
+
+ir_datasets, Pyserini and PyTerrier each read some of these spellings, each a different set, and none
+names the line of a bad record; the local datasets of ``data.dataset`` are ir_datasets datasets fed the
+records read here (``data``), so the table is this module's alone."""
+import json
+from typing import Dict, Iterator, Optional, Tuple, Type
+
+from .checks import identifier, is_text
+from .io import FileFormatError, numbered_lines, split_fields
+from .text import join_title
+
+#: The accepted keys of a JSONL record, by kind of record and field; a field may be given by several
+#: keys only if they agree.
+KEYS: Dict[str, Dict[str, Tuple[str, ...]]] = {
+    "document": {"id": ("_id", "id", "docno", "docid", "doc_id"), "text": ("text", "contents")},
+    "query": {"id": ("_id", "id", "qid", "query_id"), "text": ("text", "query")},
+}
+_TSV_FORMS = {"document": "docno<TAB>text", "query": "qid<TAB>query"}
+_ID_NAMES = {"document": "docno", "query": "qid"}
+
+
+def is_jsonl(path) -> bool:
+    """Whether a file is JSONL by its name (``.jsonl``, ``.json``, either ``.gz``); else it is read as TSV."""
+    return str(path).removesuffix(".gz").endswith((".jsonl", ".json"))
+
+
+def read_records(path, kind: str, *, error: Type[ValueError] = FileFormatError) -> Iterator[Tuple[int, dict]]:
+    """``(line number, {"id": str, "text": str})`` of every record of a document (``kind="document"``)
+    or query (``kind="query"``) file, JSONL or TSV, ``.gz`` or not, in file order; a bad record raises
+    ``error`` naming ``file:line`` (see the module docstring)."""
+    if kind not in KEYS:
+        raise ValueError(f"kind={kind!r}: records are {sorted(KEYS)}")
+    first: Dict[str, int] = {}
+    jsonl = is_jsonl(path)
+    for position, (number, line) in enumerate(numbered_lines(path, error=error)):
+        where = f"{path}:{number}"
+        if jsonl:
+            record = jsonl_record(line, kind, where, error=error)
+        else:
+            record = _tsv_record(line, kind, where, error, header_allowed=position == 0 and kind == "document")
+            if record is None:
+                continue
+        if kind == "query" and not is_text(record["text"]):
+            raise error(f"{where}: the query of qid {record['id']!r} is empty")
+        seen = first.setdefault(record["id"], number)
+        if seen != number:  # a repeated id would index one document twice, or rerank a query's candidates twice
+            raise error(f"{where}: {_ID_NAMES[kind]} {record['id']!r} repeated (first on line {seen})")
+        yield number, record
+
+
+def _checked_id(value, kind: str, where: str, error) -> str:
+    try:
+        return identifier(value, _ID_NAMES[kind], where)
+    except ValueError as e:
+        raise error(str(e)) from None
+
+
+def _one_value(record: dict, keys: Tuple[str, ...], field: str, kind: str, where: str, error):
+    """The value of ``field`` from whichever of ``keys`` the record uses; several must agree."""
+    given = {k: record[k] for k in keys if k in record}
+    if not given:
+        raise error(f"{where}: a {kind} needs one of the keys {list(keys)} for its {field}; the record has "
+                    f"{sorted(record)}")
+    if field == "id":
+        given = {k: _checked_id(v, kind, where, error) for k, v in given.items()}
+    values = list(dict.fromkeys(given.values()))
+    if len(values) > 1:
+        raise error(f"{where}: the {kind}'s {field} keys disagree: {given}; give one, or equal ones")
+    return values[0]
+
+
+def jsonl_record(line: str, kind: str, where: str, *, error: Type[ValueError] = FileFormatError) -> dict:
+    """``{"id", "text"}`` of one JSONL line of a ``kind`` record (title joined), checked; a bad one raises
+    ``error`` naming ``where``."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise error(f"{where}: not a JSON object ({e.msg} at column {e.colno})") from None
+    if not isinstance(record, dict):
+        raise error(f"{where}: expected a JSON object, got a {type(record).__name__}")
+    identifier_ = _one_value(record, KEYS[kind]["id"], "id", kind, where, error)
+    text = _one_value(record, KEYS[kind]["text"], "text", kind, where, error)
+    title = record.get("title") if kind == "document" else None
+    for key, value in (("text", text), ("title", title)):
+        if value is not None and not isinstance(value, str):
+            raise error(f"{where}: the {key} of {kind} {identifier_!r} is a {type(value).__name__}, not a string")
+    return {"id": identifier_, "text": join_title(title, text) if kind == "document" else text}
+
+
+def _tsv_record(line: str, kind: str, where: str, error, header_allowed: bool) -> Optional[dict]:
+    """A TSV record, or ``None`` for a document file's header line (its first field an id key)."""
+    identifier_, text = split_fields(line, 2, where=where, form=_TSV_FORMS[kind], sep="\t", error=error)
+    if identifier_.strip() in KEYS[kind]["id"]:
+        if header_allowed:
+            return None
+        raise error(f"{where}: a header line; a {kind} TSV file is '{_TSV_FORMS[kind]}' lines"
+                    + ("" if kind == "query" else ", an optional header first"))
+    return {"id": _checked_id(identifier_, kind, where, error), "text": text}
