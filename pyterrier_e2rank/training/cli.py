@@ -15,8 +15,9 @@ from dataclasses import fields
 from pyterrier_e2rank.app import arguments
 from pyterrier_e2rank.core.io import numbered_lines, refuse_output_as_input
 
+from .config import ENCODER_POOLINGS, TrainConfig
 from .data import DataError, build_from_dataset, from_pairs, from_rankllm, read_listwise, write_jsonl
-from .trainer import ENCODER_POOLINGS, TrainConfig, train
+from .trainer import train
 
 
 #: accelerate's trackers (each needs its own package: ``tensorboard``, ``wandb``, ...).
