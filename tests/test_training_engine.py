@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from pyterrier_e2rank import E2Rank
 from pyterrier_e2rank.app.cli import main as e2rank
 from pyterrier_e2rank.core.text import join_title
+from pyterrier_e2rank.training.config import TrainConfig
 from pyterrier_e2rank.training.data import DataError, ListwiseExample, from_pairs, from_rankllm, read_listwise
-from pyterrier_e2rank.training.losses import gather_with_grad, info_nce
-from pyterrier_e2rank.training.trainer import TrainConfig, listwise_loss
+from pyterrier_e2rank.training.losses import gather_with_grad, info_nce, listwise_loss
 
 MIXED = [
     ListwiseExample("what do fibroblasts secrete", ["collagen and ground substance", "bone is hard",

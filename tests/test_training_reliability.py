@@ -12,8 +12,9 @@ from pyterrier_e2rank.app.cli import main as e2rank_main
 from pyterrier_e2rank.core.io import ArtifactLocked, FileFormatError, writer_lock
 from pyterrier_e2rank.app.train_command import load_examples
 from pyterrier_e2rank.app.cli import train_main
+from pyterrier_e2rank.training.config import TrainConfig
 from pyterrier_e2rank.training.data import DataError, ListwiseExample, from_pairs, read_listwise, read_pairs, write_jsonl
-from pyterrier_e2rank.training.trainer import TrainConfig, train
+from pyterrier_e2rank.training.trainer import train
 
 from fixtures.training_records import RECORDS as ALL_RECORDS
 

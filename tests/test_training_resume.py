@@ -19,7 +19,8 @@ from safetensors.torch import load_file
 from pyterrier_e2rank.app.cli import train_main
 from pyterrier_e2rank.core.io import CorruptArtifact
 from pyterrier_e2rank.training.data import ListwiseExample
-from pyterrier_e2rank.training.trainer import TrainConfig, train
+from pyterrier_e2rank.training.config import TrainConfig
+from pyterrier_e2rank.training.trainer import train
 
 from fixtures.durability import recording_fsync_and_rename
 from fixtures.training_records import RECORDS
@@ -32,8 +33,8 @@ SETTINGS = ["--stage", "2", "--max-steps", "6", "--batch-size", "1", "--gradient
             "--eval-fraction", "0.25", "--eval-every", "1", "--save-every", "1"]
 
 # Runs the CLI and SIGKILLs itself while the step-4 state is being written (accelerate's files are out,
-# the record and the rename are not): the newest complete state must then be step 3, mid-epoch 1, and the
-# one before it step 2 (KEEP_STATES).
+# our record is not): the newest complete state must then be step 3, mid-epoch 1, and the one before it
+# step 2 (KEEP_STATES).
 KILLED_WHILE_SAVING = """
 import os, signal, sys
 import accelerate
@@ -41,7 +42,7 @@ from pyterrier_e2rank.app.cli import train_main as main
 real = accelerate.Accelerator.save_state
 def save_state(self, output_dir=None, **kwargs):
     real(self, output_dir, **kwargs)
-    if output_dir.endswith(".step-4.tmp"):
+    if os.path.isdir(os.path.join(self.project_dir, "checkpoints", "checkpoint_4")):
         os.kill(os.getpid(), signal.SIGKILL)
 accelerate.Accelerator.save_state = save_state
 main(sys.argv[1:])
@@ -99,8 +100,9 @@ def killed(tmp_path_factory, dropout_qwen_dir):
     done = subprocess.run([sys.executable, "-c", KILLED_WHILE_SAVING, *_args(dropout_qwen_dir, root)],
                           capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == -9, done.stderr[-3000:]
-    state = root / ".out.state"
-    assert sorted(p.name for p in state.iterdir()) == [".step-4.tmp", "step-2", "step-3"]
+    states = root / ".out.state" / "checkpoints"
+    assert sorted(p.name for p in states.iterdir()) == ["checkpoint_2", "checkpoint_3", "checkpoint_4"]
+    assert [(p / "e2rank_state.json").is_file() for p in sorted(states.iterdir())] == [True, True, False]
     assert not (root / "out").exists()
     return root
 
@@ -134,7 +136,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, dropout_qwen_dir, refe
     reference, _ = reference
     root = shutil.copytree(killed, tmp_path / "run")
     assert train_main(_args(dropout_qwen_dir, root, "--resume")) == 0
-    assert "step-3 (step 3 of 6)" in capsys.readouterr().out
+    assert "checkpoint_3 (step 3 of 6)" in capsys.readouterr().out
     _same_run(root, reference)  # steps 1-3 from the state, 4-6 retrained after a mid-epoch resume point
 
 
@@ -144,7 +146,7 @@ def test_a_damaged_newest_state_falls_back_to_the_one_before(tmp_path, dropout_q
     named in a warning, and the run resumes from the state before it, to the same weights."""
     reference, _ = reference
     root = shutil.copytree(killed, tmp_path / "run")
-    newest = root / ".out.state" / "step-3"
+    newest = root / ".out.state" / "checkpoints" / "checkpoint_3"
     damaged = newest / ("model.safetensors" if damage == "vectors" else "e2rank_state.json")
     if damage == "vectors":
         data = bytearray(damaged.read_bytes())
@@ -159,30 +161,31 @@ def test_a_damaged_newest_state_falls_back_to_the_one_before(tmp_path, dropout_q
 
 def test_no_intact_state_is_refused_naming_the_files(tmp_path, dropout_qwen_dir, killed):
     root = shutil.copytree(killed, tmp_path / "run")
-    (root / ".out.state" / "step-3" / "e2rank_state.json").write_bytes(b"")
-    (root / ".out.state" / "step-2" / "model.safetensors").write_bytes(b"")
+    (root / ".out.state" / "checkpoints" / "checkpoint_3" / "e2rank_state.json").write_bytes(b"")
+    (root / ".out.state" / "checkpoints" / "checkpoint_2" / "model.safetensors").write_bytes(b"")
     with pytest.warns(UserWarning), pytest.raises(CorruptArtifact) as error:
         train_main(_args(dropout_qwen_dir, root, "--resume"))
     message = str(error.value)
     assert message.startswith("no intact state to resume from: the state record ")
-    assert "step-3/e2rank_state.json is damaged" in message and "step-2/model.safetensors is damaged: 0 bytes" \
+    assert "checkpoint_3/e2rank_state.json is damaged" in message and "checkpoint_2/model.safetensors is damaged: 0 bytes" \
         in message and message.endswith(f"Delete {root / '.out.state'} to start over")
     assert not (root / "out").exists()
 
 
-def test_a_state_is_on_disk_before_it_is_renamed_into_place(tmp_path, tiny_qwen_dir, monkeypatch):
-    """Every file of a state, and its directory, are fsync'd before the rename that makes it a state: a
-    power loss never leaves a state whose record or files are empty."""
+def test_a_state_is_on_disk_before_its_record_is_renamed_into_place(tmp_path, tiny_qwen_dir, monkeypatch):
+    """Every file of a state, its directory and its record are fsync'd before the rename that puts the
+    record, the mark of a complete state, in place: a power loss never leaves a state whose record or
+    files are empty."""
     events = recording_fsync_and_rename(monkeypatch)
     train(TrainConfig(model=str(tiny_qwen_dir), output=str(tmp_path / "out"), max_steps=2, batch_size=1,
                       doc_max_length=16, prompt_doc_max_tokens=8, save_every=1), [ListwiseExample(**RECORDS[0])])
-    renamed = [i for i, e in enumerate(events) if e[0] == "rename" and e[2].endswith("/.out.state/step-1")]
+    renamed = [i for i, e in enumerate(events)
+               if e[0] == "rename" and e[2].endswith("/.out.state/checkpoints/checkpoint_1/e2rank_state.json")]
     assert len(renamed) == 1
-    partial = events[renamed[0]][1]
+    record, state = events[renamed[0]][1], os.path.dirname(events[renamed[0]][2])
     synced = {e[1] for e in events[:renamed[0]] if e[0] == "fsync"}
-    files = {"e2rank_state.json", "model.safetensors", "optimizer.bin", "custom_checkpoint_0.pkl",
-             "random_states_0.pkl"}
-    assert {os.path.join(partial, name) for name in files} | {partial} <= synced
+    files = {"model.safetensors", "optimizer.bin", "custom_checkpoint_0.pkl", "random_states_0.pkl"}
+    assert {os.path.join(state, name) for name in files} | {state, record} <= synced
 
 
 def test_evaluation_is_logged_in_the_record_and_tensorboard(reference):
@@ -210,13 +213,13 @@ def test_resume_is_refused_with_other_settings_or_data(tmp_path, dropout_qwen_di
     _write_data(root, RECORDS[::-1], name="other.jsonl")
     with pytest.raises(ValueError, match="the training records differ"):
         train_main(_args(dropout_qwen_dir, root, "--resume", data="other.jsonl"))
-    with pytest.raises(FileExistsError, match=r"an unfinished run's state is at .*step-3: pass --resume"):
+    with pytest.raises(FileExistsError, match=r"an unfinished run's state is at .*checkpoint_3: pass --resume"):
         train_main(_args(dropout_qwen_dir, root))
     # where and how often it saves, logs and evaluates may change
     with pytest.raises(ValueError, match=r"other settings: max_grad_norm 1\.0 \(saved\) vs 0\.5 \(now\)\. Pass"):
         train_main(_args(dropout_qwen_dir, root, "--resume", "--max-grad-norm", "0.5", "--eval-every", "3",
                          "--save-every", "1", "--log-every", "1"))
-    assert (root / ".out.state" / "step-3").is_dir() and not (root / "out").exists()
+    assert (root / ".out.state" / "checkpoints" / "checkpoint_3").is_dir() and not (root / "out").exists()
 
 
 def test_gradients_are_clipped_to_max_grad_norm(tmp_path, tiny_qwen_dir, reference, monkeypatch):

@@ -14,8 +14,9 @@ from dataclasses import fields
 
 from ..core.checks import positive_int
 from ..core.io import numbered_lines, refuse_output_as_input
+from ..training.config import ENCODER_POOLINGS, TrainConfig
 from ..training.data import DataError, build_from_dataset, from_pairs, from_rankllm, read_listwise, write_jsonl
-from ..training.trainer import ENCODER_POOLINGS, TrainConfig, train
+from ..training.trainer import train
 from . import arguments
 
 

@@ -7,7 +7,6 @@ and the Pyserini FAISS writer (``pyserini.write_faiss_index``).
 import contextlib
 import hashlib
 import json
-import os
 import shutil
 import warnings
 from pathlib import Path
@@ -275,19 +274,14 @@ class E2RankIndexer(pt.Indexer):
 
 
 def distributed_context():
-    """``(rank, world size, barrier)``: from ``torch.distributed`` (initialised here, gloo on CPU and nccl on
-    CUDA, when launched by torchrun with ``WORLD_SIZE`` > 1), else one process."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    try:
-        import torch.distributed as dist
-    except ImportError:
-        return 0, 1, lambda: None
-    if not dist.is_initialized():
-        if world <= 1 or not dist.is_available():
-            return 0, 1, lambda: None
-        import torch
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), dist.get_world_size(), dist.barrier
+    """``(rank, world size, barrier)`` of this process, from accelerate's ``PartialState``: under torchrun or
+    ``accelerate launch`` it reads the rank and world size from their environment and initialises
+    ``torch.distributed`` (nccl on CUDA, gloo on CPU) unless that is done already; else one process.
+    Without CUDA it is asked for CPU processes, which it would otherwise count as one."""
+    import torch
+    from accelerate import PartialState
+    state = PartialState(cpu=not torch.cuda.is_available())
+    return state.process_index, state.num_processes, state.wait_for_everyone
 
 
 class ChunkStore:

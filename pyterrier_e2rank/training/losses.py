@@ -1,6 +1,17 @@
-"""The two losses of E2Rank training (DESIGN.md §1 "Training")."""
+"""The losses of E2Rank training (DESIGN.md §1 "Training"): InfoNCE and RankNet, and ``listwise_loss``,
+which computes them for a batch of training lists the way the reranker reads them."""
+from typing import TYPE_CHECKING, List
+
 import torch
 import torch.nn.functional as F
+
+from pyterrier_e2rank import E2Rank
+from pyterrier_e2rank.core.prompt import ListwisePrompt
+
+from .data import ListwiseExample
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
 
 INFONCE_TEMPERATURE = 0.03
 RANKNET_SCALE = 10.0
@@ -46,3 +57,41 @@ def gather_with_grad(tensor: torch.Tensor):
     gathered[rank] = tensor
     rows = torch.cat([g[:n] for g, n in zip(gathered, sizes)])
     return rows, sum(sizes[:rank])
+
+
+def listwise_loss(model: E2Rank, prompt: ListwisePrompt, batch: List[ListwiseExample], config: "TrainConfig", *,
+                  gather: bool = True):
+    """Stage I: InfoNCE. Stage II: InfoNCE + weight x RankNet on 10 x cos(pseudo-query, document).
+
+    ``gather=False`` keeps InfoNCE's negatives to this process's batch (evaluation, where every process
+    scores the same lists). Returns ``(loss, parts)`` with the unweighted parts for logging."""
+    queries = model.embed(model.tokenize_queries([e.query for e in batch], max_length=config.query_max_length))
+    flat = [doc for e in batch for doc in e.document]
+    ids = model.tokenize_docs(flat, max_length=config.doc_max_length)
+    docs = torch.cat([model.embed(ids[i:i + config.embed_batch_size])
+                      for i in range(0, len(ids), config.embed_batch_size)])
+    all_docs, offset = gather_with_grad(docs) if gather else (docs, 0)
+    starts = [0]
+    for e in batch[:-1]:
+        starts.append(starts[-1] + len(e.document))
+    positives = torch.tensor([offset + s + e.ranking[0] - 1 for s, e in zip(starts, batch)], device=docs.device)
+    contrastive = info_nce(queries, all_docs, positives, config.temperature)
+    parts = {"infonce": float(contrastive.detach())}
+    if config.stage == 1:
+        return config.infonce_weight * contrastive, parts
+
+    rendered = [prompt.render(model.tokenizer, e.query, e.document) for e in batch]
+    pseudo_queries = model.embed(model.tokenize_prompts(rendered))
+    slate = max(len(e.document) for e in batch)
+    scores = torch.zeros((len(batch), slate), device=docs.device)
+    relevance = torch.zeros((len(batch), slate), device=docs.device)
+    mask = torch.zeros((len(batch), slate), dtype=torch.bool, device=docs.device)
+    for row, (start, e) in enumerate(zip(starts, batch)):
+        n = len(e.document)
+        scores[row, :n] = RANKNET_SCALE * (docs[start:start + n] @ pseudo_queries[row])
+        relevance[row, :n] = torch.tensor(e.relevance(), device=docs.device)
+        mask[row, :n] = True
+    pairwise = ranknet(scores, relevance, mask)
+    parts["ranknet"] = float(pairwise.detach())
+    return config.infonce_weight * contrastive + config.ranknet_weight * pairwise, parts
+

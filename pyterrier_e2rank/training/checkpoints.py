@@ -1,0 +1,234 @@
+"""What a training run writes: resumable states every ``save_every`` steps, and the checkpoint at the end.
+
+States are accelerate's own: ``project_configuration`` turns on its automatic naming and rotation
+(``.<output>.state/checkpoints/checkpoint_<step>``), and ``Accelerator.save_state``/``load_state`` write
+and read the weights, optimizer, scheduler and every process's RNG. accelerate writes a state in place
+and would resume from whatever folder is newest; what we add is the proof that a state is whole: its
+record (``STATE_RECORD``: config, data digest, position in the data, log, and the size and SHA-256 of
+every other file) is written last, once every file is fsync'd, and moved into place (``atomic_file``). A
+folder without a record is a killed save's, removed before resuming; a state whose files differ from
+its record is named in a warning and the one before it resumed from.
+
+The checkpoint is built in a private directory beside ``output`` (``atomic_directory``) and swapped into
+place only when it is complete: a run that fails or is killed leaves the previous checkpoint as it was.
+"""
+import contextlib
+import hashlib
+import json
+import shutil
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+from typing import List, Optional, Set
+
+from pyterrier_e2rank import E2Rank
+from pyterrier_e2rank.core.fingerprint import CACHE_FILE as FINGERPRINT_CACHE
+from pyterrier_e2rank.core.io import ArtifactLocked, CorruptArtifact, atomic_directory, atomic_file, fsync_tree
+from pyterrier_e2rank.core.loading import (PROMPT_SETTING_NAMES, resolve_model_path, write_pooling,
+                                           write_prompt_settings)
+from pyterrier_e2rank.core.prompt import ListwisePrompt
+
+from .config import RESUMABLE_CHANGES, TrainConfig
+
+#: Files of a sentence-transformers directory that carry pooling and length settings.
+SENTENCE_TRANSFORMERS_FILES = ["modules.json", "sentence_bert_config.json", "config_sentence_transformers.json",
+                               "1_Pooling", "2_Normalize"]
+
+#: The training record of a checkpoint; its ``"files"`` name the checkpoint's own top-level entries.
+TRAINING_RECORD = "e2rank_training.json"
+
+#: The record of a resumable state, which marks it complete: config, data digest, position, log, and the
+#: size and SHA-256 of every other file of the state.
+STATE_RECORD = "e2rank_state.json"
+
+#: Complete states kept while the next one is written: the newest, and one before it in case the newest's
+#: storage is damaged. accelerate's ``total_limit`` counts the one being written too.
+KEEP_STATES = 2
+
+
+def project_configuration(config: TrainConfig):
+    """accelerate's ``ProjectConfiguration`` of a run: states in ``config.state_dir``, named and rotated
+    by accelerate; trackers' files in ``config.logging_dir`` (default ``<output>.logs``)."""
+    from accelerate.utils import ProjectConfiguration
+    return ProjectConfiguration(project_dir=str(config.state_dir), logging_dir=config.logging_dir or
+                                f"{config.output}.logs", automatic_checkpoint_naming=True,
+                                total_limit=KEEP_STATES + 1)
+
+
+def checkpoint_files(directory: Path) -> Set[str]:
+    """The top-level entries of an existing directory that belong to a checkpoint this trainer wrote
+    (listed in its training record, plus the fingerprint cache written beside large weights later);
+    none for any other directory, which is then never replaced."""
+    try:
+        files = json.loads((Path(directory) / TRAINING_RECORD).read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+    if not isinstance(files, list):
+        return set()
+    return {TRAINING_RECORD, FINGERPRINT_CACHE, *(name for name in files if isinstance(name, str))}
+
+
+def claim_output(accelerator, config: TrainConfig, data_digest: str, stack: contextlib.ExitStack):
+    """The main process locks ``config.output``, opens the staging directory the checkpoint is built in
+    and finds the state to resume from; ``(staging, state)``, ``staging`` being ``None`` on the other
+    processes, which never write the checkpoint. If the output may not be written, or the state does
+    not belong to this run, every process raises its error now, before the model is even loaded."""
+    staging, state, error = None, None, None
+    if accelerator.is_main_process:
+        try:
+            staging = stack.enter_context(atomic_directory(config.output, owned=checkpoint_files,
+                                                           overwrite=config.overwrite, what="checkpoint"))
+            state = _resumable_state(config, data_digest, accelerator.num_processes)
+        except (OSError, ValueError, ArtifactLocked) as e:
+            error = e
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+        error, state = broadcast_object_list([error, state])
+    if error is not None:
+        raise error
+    return staging, state
+
+
+def _state_folders(config: TrainConfig) -> List[Path]:
+    """The folders accelerate saved states in, oldest first (its naming: ``checkpoint_<step>``)."""
+    found = (config.state_dir / "checkpoints").glob("checkpoint_*")
+    return sorted((p for p in found if p.name.split("_")[1].isdigit()), key=lambda p: int(p.name.split("_")[1]))
+
+
+def _resumable_state(config: TrainConfig, data_digest: str, processes: int) -> Optional[str]:
+    """The newest intact state when resuming (``None`` when there is none yet): a damaged one (an empty
+    record or file after a power loss, a file whose checksum differs) is named in a warning and the one
+    before it is used; ``CorruptArtifact`` names them all when none is intact. A state left by another
+    run is refused, naming the settings that differ. Called with the output's lock held, so a dead
+    writer's incomplete states (no record) are removed here."""
+    states = []
+    for folder in _state_folders(config):
+        if (folder / STATE_RECORD).is_file():
+            states.append(folder)
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+    if not states:
+        return None
+    if not config.resume:
+        raise FileExistsError(f"an unfinished run's state is at {states[-1]}: pass --resume (resume=True) to "
+                              f"continue it, or delete {config.state_dir} to start over")
+    damaged = []
+    for newest in reversed(states):
+        try:
+            saved = _checked_state(newest)
+            break
+        except CorruptArtifact as e:
+            damaged.append(str(e))
+            warnings.warn(f"{e}; resuming from an earlier state", stacklevel=2)
+    else:
+        raise CorruptArtifact(f"no intact state to resume from: {'; '.join(damaged)}. Delete {config.state_dir} "
+                              f"to start over")
+    ours = asdict(config)
+    differ = [f"{name} {saved['config'].get(name)!r} (saved) vs {ours.get(name)!r} (now)"
+              for name in sorted((set(ours) | set(saved["config"])) - RESUMABLE_CHANGES)
+              if saved["config"].get(name) != ours.get(name)]
+    if saved["data"] != data_digest:
+        differ.append("the training records differ (another file, order or held-out split)")
+    if saved["processes"] != processes:  # each process's data shard and RNG state are its own
+        differ.append(f"processes {saved['processes']} (saved) vs {processes} (now)")
+    if differ:
+        raise ValueError(f"cannot resume from {newest}: it was made with other settings: {'; '.join(differ)}. "
+                         f"Pass the same ones, or delete {config.state_dir} to start over")
+    return str(newest)
+
+
+def _checked_state(state: Path) -> dict:
+    """The record of ``state``, once every file it lists has its recorded size and SHA-256;
+    ``CorruptArtifact`` naming the first file that does not (or the record that cannot be read)."""
+    record = state / STATE_RECORD
+    try:
+        saved = json.loads(record.read_text(encoding="utf-8"))
+        files = saved["files"]
+        missing = [key for key in ("config", "data", "processes", "step", "epoch", "batches", "log")
+                   if key not in saved]
+        if not isinstance(files, dict) or missing:
+            raise KeyError(", ".join(missing) or "files")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CorruptArtifact(f"the state record {record} is damaged ({type(e).__name__}: {e})") from None
+    found = _manifest(state)
+    for name, expected in files.items():
+        if found.get(name) != expected:
+            seen = "missing" if name not in found else f"{found[name]['bytes']} bytes, sha256 {found[name]['sha256']}"
+            raise CorruptArtifact(f"the state file {state / name} is damaged: {seen}, but its record lists "
+                                  f"{expected['bytes']} bytes, sha256 {expected['sha256']}")
+    return saved
+
+
+def _manifest(state: Path) -> dict:
+    """``{path relative to state: {"bytes", "sha256"}}`` of every file of a state but its record."""
+    manifest = {}
+    for path in sorted(p for p in state.rglob("*") if p.is_file() and p.name != STATE_RECORD):
+        digest = hashlib.sha256()
+        with open(path, "rb") as data:
+            for block in iter(lambda: data.read(1 << 24), b""):
+                digest.update(block)
+        manifest[str(path.relative_to(state))] = {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+    return manifest
+
+
+
+def save_state(accelerator, config: TrainConfig, record: dict) -> None:
+    """accelerate's state after step ``record["step"]`` (every process writes its part: ZeRO-3 shards,
+    its RNG) in the folder accelerate names ``checkpoint_<step>``, dropping the oldest beyond
+    ``KEEP_STATES``; then our record, with the size and SHA-256 of every file, once they are all fsync'd.
+    A folder of that name already there is a damaged state of the run resumed (newer than the state it
+    resumed from) and is replaced, as accelerate would refuse to write over it."""
+    state = Path(accelerator.project_dir) / "checkpoints" / f"checkpoint_{record['step']}"
+    if accelerator.is_main_process:
+        shutil.rmtree(state, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.project_configuration.iteration = record["step"]
+    accelerator.save_state()
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        record = {**record, "files": _manifest(state)}
+        fsync_tree(state)  # the state's files are on disk before the record that declares them complete
+        with atomic_file(state / STATE_RECORD) as out:
+            json.dump(record, out)
+    accelerator.wait_for_everyone()
+
+
+def save_checkpoint(accelerator, backbone, model: E2Rank, prompt: ListwisePrompt, config: TrainConfig,
+                    log: list, output: Optional[Path]) -> None:
+    """A plain Hugging Face directory (LoRA merged), with the tokenizer and the base model's
+    sentence-transformers files, so that pooling and lengths are those of the base model (the pooling
+    is the one trained with when ``config.pooling`` changed it), and the settings of the prompt trained
+    with (``e2rank_prompt.json``: also those the base checkpoint brought, or the whole list's length,
+    where the user gave none), which the checkpoint reranks with by default. The training record lists the
+    entries written, so that a later ``overwrite`` replaces this checkpoint and nothing else.
+
+    Every process takes part (DeepSpeed ZeRO-3 gathers the sharded weights); the main one writes
+    (``output``, the staging directory, is ``None`` on the others)."""
+    accelerator.wait_for_everyone()
+    lora = bool(config.lora_rank)
+    state_dict = None if lora else accelerator.get_state_dict(backbone)
+    if not accelerator.is_main_process:
+        return
+    backbone = accelerator.unwrap_model(backbone)
+    if lora:
+        backbone = backbone.merge_and_unload()
+    backbone.save_pretrained(output, state_dict=state_dict)
+    model.tokenizer.save_pretrained(output)
+    base = Path(resolve_model_path(config.model))
+    for name in SENTENCE_TRANSFORMERS_FILES:
+        source = base / name
+        if source.is_dir():
+            shutil.copytree(source, output / name, dirs_exist_ok=True)
+        elif source.is_file():
+            shutil.copy(source, output / name)
+    if config.pooling is not None:
+        write_pooling(output, model.pooling.mode)
+    settings = {name: getattr(prompt, name) for name in PROMPT_SETTING_NAMES}
+    # the whole prompt's budget defaults to the model's positions: saved only where it was chosen, so that a
+    # later E2Rank(checkpoint, prompt_max_tokens=...) is not overridden by a limit nobody set
+    settings["prompt_max_tokens"] = config.prompt_max_tokens or model.prompt_settings.get("prompt_max_tokens")
+    write_prompt_settings(output, settings)
+    files = sorted({p.name for p in output.iterdir()} | {TRAINING_RECORD})
+    (output / TRAINING_RECORD).write_text(json.dumps({"config": asdict(config), "log": log, "files": files},
+                                                     indent=1))
+
