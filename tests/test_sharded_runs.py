@@ -38,16 +38,18 @@ def process_logs(logs) -> str:
 
 @pytest.fixture
 def collection(tmp_path):
-    """A BEIR folder of 30 documents and the 5 ``QUERIES`` (each judged), and a run of 12 documents each."""
+    """A BEIR folder of 30 documents and the 5 ``QUERIES``, 8 documents judged for each (grades 1 and 2, so
+    that each query has measures of its own and a mean without some queries is another), and a run of 12
+    documents for each."""
     folder = tmp_path / "corpus"
     (folder / "qrels").mkdir(parents=True)
     docs = make_docs(30, seed=7)
     (folder / "corpus.jsonl").write_text("".join(json.dumps({"_id": f"d{i}", "title": "", "text": text}) + "\n"
                                                  for i, text in enumerate(docs)))
     (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in QUERIES.items()))
-    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
-        f"{q}\td{3 * i + 1}\t1\n" for i, q in enumerate(QUERIES)))
     rng = np.random.default_rng(3)
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"{q}\td{d}\t{rng.integers(1, 3)}\n" for q in QUERIES for d in rng.choice(30, size=8, replace=False)))
     run = pd.DataFrame([(q, f"d{d}", float(12 - r), r) for q in QUERIES
                         for r, d in enumerate(rng.choice(30, size=12, replace=False))],
                        columns=["qid", "docno", "score", "rank"])
@@ -95,6 +97,7 @@ def test_experiment_on_two_processes_reports_the_results_of_one(collection, mini
         assert two[system]["nDCG@10"] == pytest.approx(one[system]["nDCG@10"], abs=1e-9), system
         assert two[system]["R@100"] == pytest.approx(one[system]["R@100"], abs=1e-9), system
     assert one["bm25>>e2rank"]["nDCG@10"] != one["bm25"]["nDCG@10"]  # the reranker changed the ranking
+    assert all(0 < one[system]["nDCG@10"] < 1 and 0 < one[system]["R@100"] < 1 for system in one)
 
 
 _FAILING = """
