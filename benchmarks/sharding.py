@@ -6,30 +6,20 @@ On a 2-core machine one process already uses both cores (torch's intra-op thread
 one thread each gain only what one process's threads leave idle; on N GPUs each process has a device of its
 own and the reranking part of the time divides by N."""
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks.common import bm25_candidates, timed_cli
+
 
 def _rerank(workdir: Path, run: Path, output: Path, model: str, processes: int, top_k: int) -> float:
-    arguments = ["rerank-run", "--run", str(run), "--topics", "irds:beir/scifact/test", "--docs",
-                 "irds:beir/scifact/test", "--model", model, "--top-k", str(top_k), "--output", str(output)]
-    command, env = ["-m", "pyterrier_e2rank.app.cli", *arguments], dict(os.environ)
-    if processes > 1:  # torchrun's own options end at "--" (else it reads --run as its --run-path)
-        command = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes), "--log-dir",
-                   str(workdir / f"sharding-logs-{processes}"), "--redirects", "3", "-m", "pyterrier_e2rank.app.cli",
-                   "--", *arguments]
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // processes))
-    started = time.perf_counter()
-    subprocess.run([sys.executable, *command], check=True, capture_output=True, env=env)
-    return time.perf_counter() - started
+    return timed_cli(["rerank-run", "--run", str(run), "--topics", "irds:beir/scifact/test", "--docs",
+                      "irds:beir/scifact/test", "--model", model, "--top-k", str(top_k), "--output", str(output)],
+                     processes, workdir / f"sharding-logs-{processes}")
 
 
 def run(workdir, *, model_path: str, num_queries: int, top_k: int = 30) -> dict:
-    from benchmarks.common import bm25_candidates
     from pyterrier_e2rank.app.runs import read_run, write_run
     workdir = Path(workdir)
     first = workdir / "sharding-bm25.run"
