@@ -23,6 +23,23 @@ def timer(results: dict, key: str):
     results[key] = time.perf_counter() - started
 
 
+def timed_cli(arguments: list, processes: int, log_dir: Path) -> float:
+    """Seconds ``python -m pyterrier_e2rank.app.cli *arguments`` takes in one process, or under ``torchrun
+    --standalone`` (rendezvous port chosen by the OS; each process's output in ``log_dir``) in ``processes``
+    of ``cpu_count // processes`` threads each. torchrun's own options end at ``--`` (else it would read
+    ``--run`` as its ``--run-path``)."""
+    import subprocess
+    import sys
+    command, env = ["-m", "pyterrier_e2rank.app.cli", *arguments], dict(os.environ)
+    if processes > 1:
+        command = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes), "--log-dir",
+                   str(log_dir), "--redirects", "3", "-m", "pyterrier_e2rank.app.cli", "--", *arguments]
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // processes))
+    started = time.perf_counter()
+    subprocess.run([sys.executable, *command], check=True, capture_output=True, env=env)
+    return time.perf_counter() - started
+
+
 def bm25_candidates(num_queries: int, top_k: int, index_dir: Path, max_words=None):
     """SciFact test: BM25 (PISA) top ``top_k`` with text for the first ``num_queries`` queries."""
     import pyterrier as pt

@@ -7,12 +7,11 @@ processes with one thread each can only gain what one process's threads leave id
 Python between batches); on N GPUs each process has a device of its own."""
 import json
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks.common import timed_cli
 
 
 def _collection(path: Path, num_docs: int) -> Path:
@@ -26,16 +25,8 @@ def _collection(path: Path, num_docs: int) -> Path:
 
 
 def _build(output: Path, collection: Path, model: str, processes: int, chunk_size: int) -> float:
-    command = ["-m", "pyterrier_e2rank.app.cli", "index", "--collection", str(collection), "--model", model,
-               "--output", str(output), "--chunk-size", str(chunk_size), "--quiet"]
-    env = dict(os.environ)
-    if processes > 1:
-        command = ["-m", "torch.distributed.run", "--nproc-per-node", str(processes), "--master-port", "29541",
-                   *command]
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // processes))
-    started = time.perf_counter()
-    subprocess.run([sys.executable, *command], check=True, capture_output=True, env=env)
-    return time.perf_counter() - started
+    return timed_cli(["index", "--collection", str(collection), "--model", model, "--output", str(output),
+                      "--chunk-size", str(chunk_size), "--quiet"], processes, output.parent / f"index-logs-{processes}")
 
 
 def run(workdir, *, model_path: str, num_docs: int, chunk_size: int = 64) -> dict:

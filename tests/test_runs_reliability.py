@@ -107,11 +107,12 @@ def test_every_number_of_every_subcommand_is_range_checked():
     assert loose == []
 
 
-def test_a_run_docid_missing_from_the_docs_is_named_with_the_source(files):
+def test_a_run_docid_missing_from_the_docs_is_named_with_the_source(files, tiny_qwen):
+    """Looked up in the reranking pipeline (by the process of its query, under torchrun)."""
     run = read_run(files / "bm25.run")
     run.loc[3, "docno"] = "d99"
     with pytest.raises(KeyError, match=r"'d99' is not in the collection .*docs.jsonl"):
-        rerank_run(None, run, read_topics(str(files / "topics.tsv")), str(files / "docs.jsonl"))
+        rerank_run(tiny_qwen, run, read_topics(str(files / "topics.tsv")), str(files / "docs.jsonl"))
 
 
 def test_int_topic_qids_meet_string_run_qids(files, tiny_qwen):

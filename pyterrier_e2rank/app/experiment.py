@@ -18,8 +18,11 @@ from ..core.provenance import fingerprint_differences
 from ..core.checks import positive_int
 from ..core.text import dataset_query_task
 from . import arguments
+from .sharding import is_main_process, main_process_first, process_device, transform_by_query
 
-MEASURES = [nDCG @ 10, R @ 100, "mrt"]
+#: Measures of the systems' runs, evaluated by ``pt.Experiment``; the results add ``mrt`` (run time per topic).
+RUN_MEASURES = [nDCG @ 10, R @ 100]
+MEASURES = RUN_MEASURES + ["mrt"]
 SYSTEMS = ["bm25", "bm25>>e2rank", "dense", "dense>>e2rank", "bm25>>e2rank-prf"]
 
 
@@ -57,7 +60,7 @@ def _stale(index: E2RankIndex, model: E2Rank, stamp) -> Optional[str]:
 
 def run_experiment(dataset, model: E2Rank, *, index_dir: str = "indexes", top_k: int = 100,
                    num_input_docs: Optional[int] = None, bm25: str = "pisa", num_queries: Optional[int] = None,
-                   verbose: bool = True) -> dict:
+                   verbose: bool = True) -> Optional[dict]:
     """Build (or reuse, if built from the same corpus: ``dense_index_for``, ``bm25.pisa_bm25``) the BM25 and
     dense indexes, then evaluate the five systems: BM25, dense, E2Rank reranking of both, and E2Rank PRF
     re-retrieval (BM25's top ``num_input_docs`` -> the listwise prompt's vector -> a search of the whole
@@ -65,14 +68,21 @@ def run_experiment(dataset, model: E2Rank, *, index_dir: str = "indexes", top_k:
 
     ``num_input_docs`` left ``None`` is the model's (its checkpoint's prompt settings, else the paper's 20).
     ``num_queries`` keeps the first N topics (a quick look). Returns ``{system: {"nDCG@10", "R@100",
-    "mrt"}}`` plus ``"_timings"`` (index build seconds) and ``"_prompt"`` (``num_input_docs`` reranked with)."""
+    "mrt"}}`` plus ``"_timings"`` (index build seconds) and ``"_prompt"`` (``num_input_docs`` reranked with);
+    ``mrt`` is the wall time of the system's run in milliseconds per topic.
+
+    Under ``torchrun``/``accelerate launch`` the indexes are built once (BM25 by process 0 while the others
+    wait; the dense index sharded by ``E2RankIndexer``; ``index_dir`` on a file system all processes see),
+    each system's topics are split across the processes (``sharding.transform_by_query``), and process 0
+    evaluates the merged runs (the same as one process's) and returns the results; the others ``None``."""
     ds = data.dataset(dataset)
     root = Path(index_dir) / index_name(corpus_id(ds))
     timings = {}
 
     started = time.perf_counter()
-    first_stage = BM25_ENGINES[bm25](str(root / f"bm25.{bm25}"), ds, num_results=top_k, rebuild_stale=True,
-                                     verbose=verbose)
+    with main_process_first():  # one process builds it; the others open it
+        first_stage = BM25_ENGINES[bm25](str(root / f"bm25.{bm25}"), ds, num_results=top_k, rebuild_stale=True,
+                                         verbose=verbose)
     timings["bm25_index_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -90,9 +100,17 @@ def run_experiment(dataset, model: E2Rank, *, index_dir: str = "indexes", top_k:
                first_stage % feedback >> text >> model.prompt_encoder(num_input_docs=feedback)
                >> dense_index.retriever(num_results=top_k)]
     topics = ds.get_topics() if num_queries is None else ds.get_topics().head(num_queries)
-    table = pt.Experiment(systems, topics, ds.get_qrels(), eval_metrics=MEASURES, names=SYSTEMS,
+    runs, mrt = [], {}
+    for name, system in zip(SYSTEMS, systems):
+        started = time.perf_counter()
+        runs.append(transform_by_query(system, topics, verbose=verbose))
+        mrt[name] = (time.perf_counter() - started) * 1000 / len(topics)
+    if runs[0] is None:  # not process 0, which evaluates the merged runs
+        return None
+    table = pt.Experiment(runs, topics, ds.get_qrels(), eval_metrics=RUN_MEASURES, names=SYSTEMS,
                           verbose=verbose)
-    results = {row["name"]: {str(m): float(row[str(m)]) for m in MEASURES} for _, row in table.iterrows()}
+    results = {row["name"]: {**{str(m): float(row[str(m)]) for m in RUN_MEASURES}, "mrt": mrt[row["name"]]}
+               for _, row in table.iterrows()}
     results["_timings"] = timings
     results["_prompt"] = {"num_input_docs": feedback}
     return results
@@ -104,12 +122,16 @@ def _dataset_name(source: str) -> str:
 
 
 def main(args) -> int:
-    model = E2Rank(args.model, device=args.device, batch_size=args.batch_size,
-                   query_task="auto" if args.query_task == "dataset" else args.query_task, verbose=True)
+    main_process = is_main_process()
+    model = E2Rank(args.model, device=process_device(args.device), batch_size=args.batch_size,
+                   query_task="auto" if args.query_task == "dataset" else args.query_task, verbose=main_process)
     if args.query_task == "dataset" and model.query_task is not None:  # instructed models only
         model.query_task = dataset_query_task(_dataset_name(args.dataset)) or model.query_task
     results = run_experiment(args.dataset, model, index_dir=args.index_dir, top_k=args.top_k,
-                             num_input_docs=args.num_input_docs, bm25=args.bm25, num_queries=args.num_queries)
+                             num_input_docs=args.num_input_docs, bm25=args.bm25, num_queries=args.num_queries,
+                             verbose=main_process)
+    if results is None:  # process 0 prints and writes the results
+        return 0
     timings, prompt = results.pop("_timings"), results.pop("_prompt")
     print(f"\n{args.dataset} with {args.model} (indexes: BM25 {timings['bm25_index_s']:.1f}s, "
           f"dense {timings['dense_index_s']:.1f}s; E2Rank prompt: {prompt['num_input_docs']} documents)")
@@ -135,7 +157,8 @@ def register(subparsers) -> None:
     p.add_argument("--num-queries", type=arguments.Checked(positive_int),
                    help="evaluate only the first N topics (a quick look)")
     p.add_argument("--batch-size", type=arguments.Checked(positive_int), default=32)
-    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    p.add_argument("--device", default=None,
+                   help="cuda or cpu (default: cuda when available; under torchrun each process's cuda:LOCAL_RANK)")
     p.add_argument("--bm25", choices=sorted(BM25_ENGINES), default="pisa", help="BM25 engine (terrier needs Java)")
     p.add_argument("--query-task", default="dataset",
                    help="retrieval instruction: 'dataset' (the authors' per-dataset task for instructed models), "

@@ -27,6 +27,7 @@ from ..core.checks import identifier, positive_int
 from ..core.io import FileFormatError, atomic_file, numbered_lines, refuse_output_as_input, split_fields
 from ..core.records import read_records
 from . import arguments
+from .sharding import is_main_process, process_device, transform_by_query
 
 
 class RunFormatError(FileFormatError):
@@ -161,7 +162,7 @@ def evaluate_run(run: pd.DataFrame, qrels: pd.DataFrame, measures) -> dict:
 
 
 def rerank_run(model, run: pd.DataFrame, topics: pd.DataFrame, docs: str, *, index=None, top_k: int = 100,
-               num_input_docs: Optional[int] = None, verbose: bool = False) -> pd.DataFrame:
+               num_input_docs: Optional[int] = None, verbose: bool = False) -> Optional[pd.DataFrame]:
     """The top ``top_k`` of each query of ``run``, reranked by E2Rank. ``docs`` is ``irds:<dataset>``, a JSONL
     collection, a BEIR folder or a Lucene index directory (Pyserini, raw documents stored).
     ``num_input_docs`` left ``None`` is the model's (its checkpoint's prompt settings, else the paper's 20).
@@ -169,7 +170,11 @@ def rerank_run(model, run: pd.DataFrame, topics: pd.DataFrame, docs: str, *, ind
     Qids of both frames are compared as strings (topics with int qids meet a run read from a file), and
     a run query without a topic, or a topic given twice, is refused rather than dropped or doubled; a
     frame without its columns (run: ``qid, docno, rank``; topics: ``qid, query``) raises ``pt.validate``'s
-    ``InputValidationError`` (a KeyError) naming them."""
+    ``InputValidationError`` (a KeyError) naming them.
+
+    Under ``torchrun``/``accelerate launch`` the queries are split across the processes (documents are
+    looked up and reranked by the process of their query: ``sharding.transform_by_query``); process 0
+    returns the whole reranked run, the same as one process's, and the others ``None``."""
     top_k = positive_int(top_k, "top_k")
     if num_input_docs is not None:
         num_input_docs = positive_int(num_input_docs, "num_input_docs")
@@ -186,20 +191,26 @@ def rerank_run(model, run: pd.DataFrame, topics: pd.DataFrame, docs: str, *, ind
     candidates = run[run["rank"] < top_k].merge(topics[["qid", "query"]], on="qid")
     if _is_dataset(docs):
         from ..data import DocumentText
-        candidates = DocumentText(docs)(candidates)
+        text = DocumentText(docs)
     else:
+        import pyterrier as pt
+
         from ..pyserini import text_lookup
         lookup = text_lookup(docs)
-        candidates["text"] = [lookup(d) for d in candidates["docno"]]
-    return model.reranker(num_input_docs=num_input_docs, index=index, verbose=verbose)(candidates)
+        text = pt.apply.generic(lambda frame: frame.assign(text=[lookup(d) for d in frame["docno"]]))
+    reranker = model.reranker(num_input_docs=num_input_docs, index=index, verbose=verbose)
+    return transform_by_query(text >> reranker, candidates, verbose=verbose)
 
 
 def _rerank_command(args) -> int:
     refuse_output_as_input(args.output, run=args.run, topics=args.topics, docs=args.docs, index=args.index)
     from ..core.model import E2Rank
-    model = E2Rank(args.model, device=args.device, batch_size=args.batch_size, verbose=True)
+    main = is_main_process()
+    model = E2Rank(args.model, device=process_device(args.device), batch_size=args.batch_size, verbose=main)
     reranked = rerank_run(model, read_run(args.run), read_topics(args.topics), args.docs, index=args.index,
-                          top_k=args.top_k, num_input_docs=args.num_input_docs, verbose=True)
+                          top_k=args.top_k, num_input_docs=args.num_input_docs, verbose=main)
+    if not main:  # process 0 writes the merged run
+        return 0
     write_run(reranked, args.output, tag=args.tag)
     print(f"reranked {reranked['qid'].nunique()} queries into {args.output}")
     return 0
@@ -226,7 +237,8 @@ def register(subparsers) -> None:
     p.add_argument("--num-input-docs", type=arguments.Checked(positive_int),
                    help="documents in the listwise prompt (default: the checkpoint's, else 20)")
     p.add_argument("--batch-size", type=arguments.Checked(positive_int), default=32)
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", default=None,
+                   help="cuda or cpu (default: cuda when available; under torchrun each process's cuda:LOCAL_RANK)")
     p.set_defaults(func=_rerank_command)
 
     p = subparsers.add_parser("eval-run", help="evaluate a TREC run file with ir-measures")
