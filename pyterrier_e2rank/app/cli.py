@@ -8,7 +8,7 @@ from typing import Callable, List, Optional
 
 from ..core.io import ArtifactLocked
 from ..training import cli as training
-from . import experiment, index_command, runs
+from . import experiment, index_command, reproduce, runs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.register(subparsers)
     index_command.register(subparsers)
     runs.register(subparsers)
+    reproduce.register(subparsers)
     training.register(subparsers)
     return parser
 
