@@ -31,5 +31,5 @@ def run(workdir, *, model_path: str, num_queries: int, label: str = "") -> dict:
     experiment_s = time.perf_counter() - started
     return {"backbone": label or model_path, "queries": record["queries"],
             "distinct_candidates": int(candidates["docno"].nunique()), "texts_encoded": record["texts_encoded"],
-            "experiment_texts_encoded": baseline.stats.texts, "seconds": reproduce_s, "experiment_seconds": experiment_s,
-            "wall_ratio_vs_experiment": reproduce_s / experiment_s}
+            "experiment_texts_encoded": baseline.stats.texts, "seconds": reproduce_s,
+            "experiment_seconds": experiment_s,            "wall_ratio_vs_experiment": reproduce_s / experiment_s}

@@ -36,6 +36,7 @@ def scifact_run(scifact, tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_suite_matches_experiment_and_rerank_run(cached_minilm, scifact, small_scifact, scifact_run, tmp_path):
     """A BEIR folder with PISA (against ``run_experiment``) and SciFact with a pinned run (against
     ``rerank_run``) in one suite; texts encoded = distinct candidates + one prompt per query."""
@@ -74,6 +75,7 @@ def test_suite_matches_experiment_and_rerank_run(cached_minilm, scifact, small_s
                   verbose=False)
 
 
+@pytest.mark.slow
 def test_killed_suite_resumes_after_the_finished_dataset(small_scifact, minilm_dir, scifact, tmp_path):
     out = tmp_path / "out"
     command = [sys.executable, "-m", "pyterrier_e2rank.app.cli", "reproduce", "--model", str(minilm_dir),
@@ -115,6 +117,8 @@ def test_unavailable_dataset_is_skipped_and_missing_run_lines_named(cached_minil
     table = (tmp_path / "c" / "results.md").read_text()
     assert "0 queries and 1 documents the dataset lacks" in table
     assert "skipped irds:trec-robust04:" in table
+    with pytest.raises(ValueError, match=r"begun from another first stage.*--overwrite"):  # PISA now, not the run
+        reproduce(cached_minilm, [folder], tmp_path / "c", skip_missing=True, verbose=False)
 
 
 def test_bad_arguments_are_named(cached_minilm, small_scifact, tmp_path):

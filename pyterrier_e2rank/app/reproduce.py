@@ -230,16 +230,17 @@ class _Suite:
                  query_task, dense, num_queries, skip_missing, verbose):
         self.model, self.output, self.runs = model, output, runs
         self.index_dir, self.top_k, self.dense = Path(index_dir), top_k, dense
-        self.query_task, self.num_queries, self.skip_missing, self.verbose = query_task, num_queries, skip_missing, verbose
+        self.query_task, self.num_queries, self.skip_missing = query_task, num_queries, skip_missing
+        self.verbose = verbose
         self.reranker = model.reranker(num_input_docs=num_input_docs, task=rerank_task, verbose=verbose)
         self.default_query_task = model.query_task
 
     def settings(self) -> dict:
-        """What the results depend on besides the datasets; a resumed suite must have the same."""
+        """What the results depend on besides the datasets and their first stages (``check_first_stage``);
+        a resumed suite must have the same."""
         return {"model_fingerprint": self.model.fingerprint(), "prompt": dataclasses.asdict(self.reranker.prompt),
                 "top_k": self.top_k, "num_queries": self.num_queries, "query_task": self.query_task,
-                "dense": self.dense, "skip_missing": self.skip_missing, "dtype": str(self.model.dtype),
-                "runs": {label: _sha256(path) for label, path in self.runs.items()}}
+                "dense": self.dense, "skip_missing": self.skip_missing, "dtype": str(self.model.dtype)}
 
     def task_of(self, dataset: _Dataset) -> Optional[str]:
         if self.query_task not in ("dataset", "auto"):
@@ -252,6 +253,7 @@ class _Suite:
         """One dataset's results and record, from ``datasets/<name>/results.json`` when finished before."""
         folder = self.output / "datasets" / dataset.folder
         done = folder / "results.json"
+        self.check_first_stage(dataset, folder)
         if done.exists():
             return json.loads(done.read_text(encoding="utf-8"))
         timings, started = {}, time.perf_counter()
@@ -278,6 +280,24 @@ class _Suite:
             json.dump(finished, out, indent=2)
         shutil.rmtree(folder / "reranked", ignore_errors=True)
         return finished
+
+    def first_stage_source(self, dataset: _Dataset) -> dict:
+        """Where the candidates come from: PISA, or the pinned run file by its digest."""
+        pinned = self.runs.get(dataset.label)
+        return {"kind": "pisa"} if pinned is None else {"kind": "run file", "sha256": _sha256(pinned)}
+
+    def check_first_stage(self, dataset: _Dataset, folder: Path) -> None:
+        """``folder/first-stage.json`` (written before the candidates) must name this suite's first stage:
+        candidates or results of another one are refused, not resumed."""
+        path, source = folder / "first-stage.json", self.first_stage_source(dataset)
+        if not path.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            with atomic_file(path) as out:
+                json.dump(source, out)
+        elif json.loads(path.read_text(encoding="utf-8")) != source:
+            raise ValueError(f"{path}: {dataset.label} was begun from another first stage "
+                             f"({path.read_text(encoding='utf-8')}, now {json.dumps(source)}); pass --overwrite to "
+                             f"start afresh, or choose another --output")
 
     def first_stage(self, dataset: _Dataset, ds, all_topics, topics, folder: Path) -> tuple:
         """BM25 top ``top_k`` of ``topics``: from the pinned run file, else PISA; written once to
@@ -395,7 +415,7 @@ def reproduce(model: Union[str, E2Rank], datasets: Sequence[str], output, *, run
 
 
 def _prepare(output: Path, settings: dict, overwrite: bool) -> None:
-    """Resume only a suite of the same settings (run files compared for the datasets both name)."""
+    """Resume only a suite of the same settings."""
     path = output / "settings.json"
     if overwrite:
         shutil.rmtree(output / "datasets", ignore_errors=True)
@@ -403,13 +423,11 @@ def _prepare(output: Path, settings: dict, overwrite: bool) -> None:
             (output / name).unlink(missing_ok=True)
     elif path.exists():
         before = json.loads(path.read_text(encoding="utf-8"))
-        differ = [k for k in settings if k != "runs" and before.get(k) != json.loads(json.dumps(settings[k], default=str))]
-        differ += [f"runs[{k}]" for k in settings["runs"] if k in before.get("runs", {})
-                   and before["runs"][k] != settings["runs"][k]]
+        now = json.loads(json.dumps(settings, default=str))  # as stored
+        differ = [k for k in now if before.get(k) != now[k]]
         if differ:
             raise ValueError(f"{output} holds a suite run with other settings ({', '.join(differ)}); pass "
                              f"--overwrite to start it afresh, or choose another --output")
-        settings = {**settings, "runs": {**before.get("runs", {}), **settings["runs"]}}
     with atomic_file(path) as out:
         json.dump(settings, out, indent=2, default=str)
 
