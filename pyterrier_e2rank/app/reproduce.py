@@ -150,8 +150,8 @@ def _sha256(path) -> str:
 
 @contextlib.contextmanager
 def _ir_datasets_messages():
-    """Collects ir_datasets' log messages (a manual download's instructions are logged, then a bare
-    ``FileNotFoundError`` raised) so that an unavailable dataset is reported with them."""
+    """Collects ir_datasets' log messages: a manual download's instructions are logged, then a bare
+    ``FileNotFoundError`` raised, so an unavailable dataset is reported with the last message."""
     messages = []
 
     class Collect(logging.Handler):
@@ -175,13 +175,13 @@ def _open(dataset: _Dataset, num_queries: Optional[int]):
     with _ir_datasets_messages() as messages:
         try:
             ds = load_dataset(dataset.source)
+            next(iter(ds.irds_ref().docs_iter()), None)  # a collection behind a manual download fails here
             topics = ds.get_topics()
             qrels = ds.get_qrels()
-            ds.irds_ref().docs_store()  # a collection behind a manual download fails here
-        except (OSError, RuntimeError) as e:
-            told = "; ".join(dict.fromkeys(m for m in messages if "download" in m.lower() or "manual" in m.lower()))
-            raise DatasetUnavailable(f"{dataset.label}: {type(e).__name__}: {e}" + (f" ({told})" if told else "")) \
-                from None
+        except (OSError, RuntimeError) as e:  # e.g. FileNotFoundError(path), RuntimeError("All download ...")
+            reason = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
+            told = f"; ir_datasets said: {messages[-1]}" if messages else ""  # a manual download's instructions
+            raise DatasetUnavailable(f"{dataset.label}: {type(e).__name__}: {reason}{told}") from None
     topics = topics.assign(qid=topics["qid"].astype(str))
     evaluated = topics if num_queries is None else topics.head(num_queries)
     qrels = qrels.rename(columns={"qid": "query_id", "docno": "doc_id", "label": "relevance"})
@@ -498,7 +498,7 @@ def results_table(model_name: str, datasets: List[_Dataset], finished: dict, una
         if dropped and any(dropped.values()):
             notes.append(f"{d.label}: run-file lines dropped (--skip-missing): {dropped['queries']} queries and "
                          f"{dropped['documents']} documents the dataset lacks.")
-    notes += [f"skipped {label}: {why}" for label, why in unavailable.items()]
+    notes += [f"skipped {' '.join(why.split())}" for why in unavailable.values()]  # why names the dataset
     return "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
 
 
