@@ -11,7 +11,7 @@ import pytest
 
 from pyterrier_e2rank.app import cli
 from pyterrier_e2rank.app.experiment import index_name, run_experiment
-from pyterrier_e2rank.app.reproduce import _Dataset, paper_row, reproduce, resolve_dataset, results_table
+from pyterrier_e2rank.app.reproduce import DatasetUnavailable, _Dataset, paper_row, reproduce, resolve_dataset, results_table
 from pyterrier_e2rank.app.runs import evaluate_run, read_qrels, read_run, rerank_run, write_run
 from pyterrier_e2rank.core.io import ArtifactLocked, writer_lock
 
@@ -126,6 +126,8 @@ def test_unavailable_dataset_is_skipped_and_missing_run_lines_named(cached_minil
 def test_bad_arguments_are_named(cached_minilm, small_scifact, tmp_path):
     with pytest.raises(ValueError, match=r"'irds:beir/scifakt/test'.*close names: .*irds:beir/scifact/test"):
         resolve_dataset("irds:beir/scifakt/test")
+    with pytest.raises(DatasetUnavailable, match="build its BEIR folder"):
+        resolve_dataset("signal1m")
     run = tmp_path / "x.run"
     run.write_text("1 Q0 d 1 1.0 x\n")
     folder = str(small_scifact)

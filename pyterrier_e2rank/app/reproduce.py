@@ -127,7 +127,7 @@ def parse_runs(pairs: Sequence[str], labels: Sequence[str]) -> Dict[str, str]:
     """``["D=PATH", ...]`` -> ``{D: PATH}``; D must be one of ``labels`` (the ``--dataset`` arguments), once."""
     runs = {}
     for pair in pairs:
-        label, sep, path = pair.rpartition("=")
+        label, sep, path = pair.partition("=")  # a path may hold "="; the datasets' names do not
         if not sep or not label or not path:
             raise ValueError(f"--run {pair!r}: expected DATASET=PATH, DATASET as given to --dataset")
         if label in runs:
@@ -345,8 +345,10 @@ class _Suite:
         return reranked, work
 
     def dense_systems(self, dataset: _Dataset, ds, topics, qrels) -> dict:
-        """``dense`` and ``dense>>e2rank`` with the dataset's retrieval instruction (restored afterwards)."""
+        """``dense`` and ``dense>>e2rank`` with the dataset's retrieval instruction; the model's instruction
+        and document cache are restored afterwards."""
         task, self.model.query_task = self.model.query_task, self.task_of(dataset)
+        cache, self.model.doc_cache = self.model.doc_cache, None  # the corpus's vectors go to the index, not here
         try:
             index = dense_index_for(self.model, ds, str(self.index_dir), verbose=self.verbose)
             dense = self.model.retriever(index, num_results=self.top_k)(topics[["qid", "query"]])
@@ -354,7 +356,7 @@ class _Suite:
                                            task=self.reranker.prompt.task, index=index)(
                 DocumentText(ds)(dense))
         finally:
-            self.model.query_task = task
+            self.model.query_task, self.model.doc_cache = task, cache
         return {"dense": evaluate_run(dense, qrels, MEASURES), "dense>>e2rank": evaluate_run(reranked, qrels, MEASURES)}
 
 
@@ -389,6 +391,8 @@ def reproduce(model: Union[str, E2Rank], datasets: Sequence[str], output, *, run
             checked.append(resolve_dataset(source))
         except DatasetUnavailable as e:
             unavailable[source] = str(e)
+    given = {d.column for d in checked}  # a BEIR folder given for a suite entry ir_datasets does not serve
+    unavailable = {k: why for k, why in unavailable.items() if _LOCAL_ONLY.get(k.removeprefix("irds:")) not in given}
     parse_runs([f"{k}={v}" for k, v in runs.items()], [d.label for d in checked])
     if isinstance(model, str):
         model = E2Rank(model, cache_doc_vectors=True, verbose=verbose)
