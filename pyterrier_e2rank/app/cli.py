@@ -7,7 +7,7 @@ import sys
 from typing import Callable, List, Optional
 
 from ..core.io import ArtifactLocked
-from . import experiment, index_command, runs, train_command
+from . import experiment, index_command, reproduce, runs, train_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.register(subparsers)
     index_command.register(subparsers)
     runs.register(subparsers)
+    reproduce.register(subparsers)
     train_command.register(subparsers)
     return parser
 

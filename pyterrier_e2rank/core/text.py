@@ -12,14 +12,19 @@ DEFAULT_QUERY_TASK = "Given a web search query, retrieve relevant passages that 
 #: The task sentence of the listwise prompt in the published runs, used for every dataset.
 DEFAULT_RERANK_TASK = "Given a web search query and some relevant documents, rerank the documents that answer the query"
 
-#: Retrieval instructions of the authors' evaluation (``EVAL_PROMPTS``) for the datasets we ship
-#: recipes for, keyed by the ir_datasets name without split.
+#: Retrieval instructions of the authors' evaluation (``EVAL_PROMPTS`` of Alibaba-NLP/E2Rank ``src/eval.py``,
+#: word for word), keyed by the ir_datasets name without split; DL19/DL20 use ``DEFAULT_QUERY_TASK``.
 DATASET_QUERY_TASKS = {
     "beir/scifact": "Given a scientific claim, retrieve documents that support or refute the claim",
     "beir/trec-covid": "Given a query on COVID-19, retrieve documents that answer the query",
     "beir/nfcorpus": "Given a question, retrieve relevant documents that best answer the question",
     "beir/webis-touche2020": "Given a question, retrieve detailed and persuasive arguments that answer the question",
     "beir/dbpedia-entity": "Given a query, retrieve relevant entity descriptions from DBPedia",
+    # the three BEIR collections ir_datasets does not serve: local BEIR folders, named as BEIR names them
+    "beir/signal1m": "Given a news article title, retrieve relevant tweets",
+    "beir/trec-news": "Given a news headline, retrieve relevant relevant news articles that provide important "
+                      "context or background information",  # sic, as in the authors' script
+    "beir/robust04": "Given a newswire query, retrieve relevant news articles that address the query.",
 }
 
 #: Candidates are cut to their first 1024 whitespace-separated words, in the prompt and when embedded.

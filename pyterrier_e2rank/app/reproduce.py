@@ -1,0 +1,551 @@
+"""``e2rank reproduce``: the paper's evaluation in one command (DESIGN.md §6).
+
+    e2rank reproduce --model Alibaba-NLP/E2Rank-0.6B --suite paper --output runs/e2rank-0.6b
+    e2rank reproduce --model my-model --dataset irds:beir/scifact/test --run irds:beir/scifact/test=bm25.run \\
+        --output runs/mine
+
+Per dataset: BM25 top 100 (PISA, the index built once per corpus and reused as ``e2rank experiment`` does,
+or a pinned TREC run file), reranked by E2Rank with the published listwise prompt (the generic task
+sentence, 20 prompt documents, documents cut to 1,024 words). Rerank-only: no corpus index; each distinct
+candidate is encoded once (the model's document-vector cache, emptied per dataset). ``dense=True`` adds
+dense retrieval and its reranking (the dense index built or reused as ``e2rank experiment`` does); only
+these rows read the per-dataset retrieval instruction: the authors' listwise reranking embeds the prompt,
+never the instructed query (their ``src/eval.py`` sets ``EVAL_PROMPTS`` only in its ``embedding`` mode).
+
+The output directory holds ``results.json`` (``{dataset: {system: {measure: value}}}``), ``results.md``
+(the table, with the paper's figures beside ours) and ``run_record.json`` (model, versions, settings,
+first-stage provenance with digests, timings, texts encoded); under ``datasets/<name>/`` each dataset's
+first-stage and reranked runs and its finished ``results.json``. A killed suite started again with the
+same command keeps finished datasets and reranked chunks of queries; ``overwrite=True`` starts afresh.
+"""
+import contextlib
+import dataclasses
+import difflib
+import hashlib
+import json
+import logging
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Union
+
+import pandas as pd
+
+from ..bm25 import pisa_bm25
+from ..core.io import atomic_file, numbered_lines, writer_lock
+from ..core.model import E2Rank
+from ..core.prompt import DEFAULT_RERANK_TASK
+from ..core.text import DOC_MAX_WORDS, dataset_query_task
+from .. import data
+from ..data import DocumentText, corpus_id, corpus_stamp, is_beir_folder
+from . import arguments
+from .experiment import dense_index_for, index_name
+from .runs import evaluate_run, read_run, write_run
+
+#: The paper's columns (DESIGN.md §2); the last eight are BEIR's, averaged as "BEIR avg".
+PAPER_COLUMNS = ("DL19", "DL20", "Covid", "NFC", "Touche", "DBPedia", "SciFact", "Signal", "News", "Robust04")
+BEIR_COLUMNS = PAPER_COLUMNS[2:]
+#: nDCG@10 x 100 of the paper's tables, reranking BM25 top-100 (DESIGN.md §2), by row.
+PAPER_FIGURES = {
+    "BM25": (50.58, 47.96, 59.47, 30.75, 44.22, 31.80, 67.89, 33.05, 39.52, 40.70),
+    "E2Rank-0.6B": (70.84, 70.15, 79.17, 38.60, 41.91, 41.96, 73.43, 35.26, 52.75, 53.67),
+    "E2Rank-4B": (70.44, 70.64, 83.30, 39.20, 43.16, 42.95, 77.19, 34.48, 52.71, 60.16),
+    "E2Rank-8B": (72.95, 71.16, 84.09, 39.08, 42.06, 43.44, 77.49, 34.01, 54.25, 60.34),
+}
+#: Dataset names (ir_datasets ids without ``irds:``, a local BEIR folder as ``beir/<folder name>``) -> column.
+PAPER_DATASETS = {
+    "msmarco-passage/trec-dl-2019": "DL19", "msmarco-passage/trec-dl-2020": "DL20", "beir/trec-covid": "Covid",
+    "beir/nfcorpus": "NFC", "beir/webis-touche2020/v2": "Touche", "beir/dbpedia-entity": "DBPedia",
+    "beir/scifact": "SciFact", "beir/signal1m": "Signal", "beir/trec-news": "News", "beir/robust04": "Robust04",
+}
+#: The paper's suite: ir_datasets ids, and for the three collections ir_datasets does not serve in their
+#: BEIR form, the folder name BEIR's scripts give them (the user builds it and passes its path).
+PAPER_SUITE = ("irds:msmarco-passage/trec-dl-2019/judged", "irds:msmarco-passage/trec-dl-2020/judged",
+               "irds:beir/trec-covid", "irds:beir/nfcorpus/test", "irds:beir/webis-touche2020/v2",
+               "irds:beir/dbpedia-entity/test", "irds:beir/scifact/test", "signal1m", "trec-news", "robust04")
+_LOCAL_ONLY = {"signal1m": "Signal", "trec-news": "News", "robust04": "Robust04"}
+MEASURES = ("nDCG@10", "R@100")
+SYSTEMS = ("bm25", "bm25>>e2rank")
+DENSE_SYSTEMS = ("dense", "dense>>e2rank")
+#: Queries reranked and committed together: what a killed suite may rerank again.
+QUERIES_PER_CHUNK = 32
+_FILES = ("results.json", "results.md", "run_record.json", "settings.json")
+
+
+class DatasetUnavailable(RuntimeError):
+    """A dataset that cannot be read here (a manual download, no network): the suite skips it, saying why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Dataset:
+    label: str       # as the user gave it: the key of results.json and of ``runs``
+    source: str      # what ``data.dataset`` opens
+    name: str        # ir_datasets id without ``irds:``, or ``beir/<folder>`` (tasks and paper columns)
+
+    @property
+    def column(self) -> Optional[str]:
+        return next((c for key, c in PAPER_DATASETS.items() if self.name == key or self.name.startswith(key + "/")),
+                    None)
+
+    @property
+    def folder(self) -> str:
+        return index_name(self.label)
+
+
+def resolve_dataset(source: str) -> _Dataset:
+    """A dataset argument checked: an existing folder or file (``data.dataset``), or an ir_datasets id with
+    or without ``irds:``. An unknown id is a ``ValueError`` listing the closest names of ir_datasets'
+    registry; ``signal1m``, ``trec-news`` and ``robust04`` (no BEIR form in ir_datasets) say how to pass
+    their BEIR folder."""
+    import ir_datasets
+    if Path(source).exists():
+        name = f"beir/{Path(source).resolve().name}" if is_beir_folder(source) else Path(source).name
+        return _Dataset(source, str(Path(source)), name)
+    name = source.removeprefix("irds:")
+    if name in _LOCAL_ONLY:
+        raise DatasetUnavailable(
+            f"{source}: ir_datasets does not serve BEIR's {name}; build its BEIR folder with BEIR's scripts "
+            f"(github.com/beir-cellar/beir) and pass the folder's path as --dataset")
+    try:
+        ir_datasets.registry[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, list(ir_datasets.registry), n=6, cutoff=0.5)
+        raise ValueError(f"dataset {source!r}: no such file or folder, and not an ir_datasets id"
+                         + (f"; close names: {', '.join('irds:' + c for c in close)}" if close else "")) from None
+    return _Dataset(source, f"irds:{name}", name)
+
+
+def paper_row(model_name: str) -> Optional[str]:
+    """The paper's row for a model (``E2Rank-0.6B`` for ``Alibaba-NLP/E2Rank-0.6B`` or a folder of that
+    name); ``None`` for a model the paper does not report."""
+    base = Path(str(model_name).rstrip("/")).name.lower()
+    return next((row for row in PAPER_FIGURES if row != "BM25" and row.lower() == base), None)
+
+
+def parse_runs(pairs: Sequence[str], labels: Sequence[str]) -> Dict[str, str]:
+    """``["D=PATH", ...]`` -> ``{D: PATH}``; D must be one of ``labels`` (the ``--dataset`` arguments), once."""
+    runs = {}
+    for pair in pairs:
+        label, sep, path = pair.partition("=")  # a path may hold "="; the datasets' names do not
+        if not sep or not label or not path:
+            raise ValueError(f"--run {pair!r}: expected DATASET=PATH, DATASET as given to --dataset")
+        if label in runs:
+            raise ValueError(f"--run: two run files for dataset {label!r} ({runs[label]} and {path}); give one")
+        if label not in labels:
+            raise ValueError(f"--run {pair!r}: {label!r} is not one of the datasets {list(labels)}")
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"--run {pair!r}: no such file {path}")
+        runs[label] = path
+    return runs
+
+
+def _sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _ir_datasets_messages():
+    """Collects ir_datasets' log messages: a manual download's instructions are logged, then a bare
+    ``FileNotFoundError`` raised, so an unavailable dataset is reported with the last message."""
+    messages = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage())
+    handler, logger = Collect(logging.INFO), logging.getLogger("ir_datasets")
+    level = logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def _open(dataset: _Dataset, num_queries: Optional[int]):
+    """The dataset, its topics, the topics evaluated (the first ``num_queries``) and their qrels;
+    ``DatasetUnavailable`` with ir_datasets' message when its files cannot be had."""
+    with _ir_datasets_messages() as messages:
+        try:
+            ds = data.dataset(dataset.source)
+            next(iter(ds.irds_ref().docs_iter()), None)  # a collection behind a manual download fails here
+            topics = ds.get_topics()
+            qrels = ds.get_qrels()
+        except (OSError, RuntimeError) as e:  # e.g. FileNotFoundError(path), RuntimeError("All download ...")
+            reason = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
+            told = f"; ir_datasets said: {messages[-1]}" if messages else ""  # a manual download's instructions
+            raise DatasetUnavailable(f"{dataset.label}: {type(e).__name__}: {reason}{told}") from None
+    topics = topics.assign(qid=topics["qid"].astype(str))
+    evaluated = topics if num_queries is None else topics.head(num_queries)
+    qrels = qrels.rename(columns={"qid": "query_id", "docno": "doc_id", "label": "relevance"})
+    return ds, topics, evaluated, qrels[qrels["query_id"].astype(str).isin(evaluated["qid"])]  # as pt.Experiment
+
+
+def _first_line(path, column: int, values: set) -> tuple:
+    """``(line number, value)`` of the first line of a run file whose ``column``-th field is in ``values``."""
+    return next((number, line.split()[column]) for number, line in numbered_lines(path)
+                if line.split()[column] in values)
+
+
+def _pinned_run(path: str, ds, all_topics: pd.DataFrame, *, skip_missing: bool) -> tuple:
+    """The run file read strictly (``runs.read_run``), checked against the dataset: a query it lacks or a
+    document its corpus lacks is an error naming file:line and the id, or with ``skip_missing`` dropped and
+    counted. Returns ``(run, {"queries": n, "documents": n} dropped)``."""
+    run = read_run(path)
+    missing_qids = sorted(set(run["qid"]) - set(all_topics["qid"]))
+    docnos = run["docno"].unique().tolist()
+    found = ds.irds_ref().docs_store().get_many(docnos)
+    missing_docs = [d for d in docnos if d not in found]
+    if (missing_qids or missing_docs) and not skip_missing:
+        if missing_qids:
+            number, qid = _first_line(path, 0, set(missing_qids))
+            raise ValueError(f"{path}:{number}: query {qid!r} is not a topic of the dataset "
+                             f"({len(missing_qids)} such queries; --skip-missing drops them)")
+        number, docno = _first_line(path, 2, set(missing_docs))
+        raise ValueError(f"{path}:{number}: document {docno!r} is not in the dataset's corpus "
+                         f"({len(missing_docs)} such documents; --skip-missing drops them)")
+    dropped = {"queries": len(missing_qids), "documents": len(missing_docs)}
+    run = run[run["qid"].isin(all_topics["qid"]) & ~run["docno"].isin(missing_docs)]
+    run = run.assign(rank=run.groupby("qid", sort=False).cumcount())
+    return run, dropped
+
+
+def _rerank(pipeline, candidates: pd.DataFrame) -> pd.DataFrame:
+    """Every dataset's candidates are reranked here: ``pipeline`` (the E2Rank reranker) on the frame
+    ``qid, query, docno, text, score, rank`` of some queries."""
+    return pipeline(candidates)
+
+
+class _Suite:
+    """One run of ``reproduce``: the settings, the output directory's state, and one dataset at a time."""
+
+    def __init__(self, model: E2Rank, output: Path, *, runs, index_dir, top_k, num_input_docs, rerank_task,
+                 query_task, dense, num_queries, skip_missing, verbose):
+        self.model, self.output, self.runs = model, output, runs
+        self.index_dir, self.top_k, self.dense = Path(index_dir), top_k, dense
+        self.query_task, self.num_queries, self.skip_missing = query_task, num_queries, skip_missing
+        self.verbose = verbose
+        self.reranker = model.reranker(num_input_docs=num_input_docs, task=rerank_task, verbose=verbose)
+        self.default_query_task = model.query_task
+
+    def settings(self) -> dict:
+        """What the results depend on besides the datasets and their first stages (``check_first_stage``);
+        a resumed suite must have the same."""
+        return {"model_fingerprint": self.model.fingerprint(), "prompt": dataclasses.asdict(self.reranker.prompt),
+                "top_k": self.top_k, "num_queries": self.num_queries, "query_task": self.query_task,
+                "dense": self.dense, "skip_missing": self.skip_missing, "dtype": str(self.model.dtype)}
+
+    def task_of(self, dataset: _Dataset) -> Optional[str]:
+        if self.query_task not in ("dataset", "auto"):
+            return self.query_task
+        if self.query_task == "auto" or self.default_query_task is None:  # an encoder without instructions
+            return None
+        return dataset_query_task(dataset.name) or self.default_query_task
+
+    def run(self, dataset: _Dataset) -> dict:
+        """One dataset's results and record, from ``datasets/<name>/results.json`` when finished before."""
+        folder = self.output / "datasets" / dataset.folder
+        done = folder / "results.json"
+        self.check_first_stage(dataset, folder)
+        if done.exists():
+            return json.loads(done.read_text(encoding="utf-8"))
+        timings, started = {}, time.perf_counter()
+        ds, all_topics, topics, qrels = _open(dataset, self.num_queries)
+        self.model.clear_doc_cache()  # vectors of another corpus's documents are never needed again
+        run, first_stage = self.first_stage(dataset, ds, all_topics, topics, folder)
+        timings["first_stage_s"] = time.perf_counter() - started
+        results = {"bm25": evaluate_run(run, qrels, MEASURES)}
+        started = time.perf_counter()
+        reranked, work = self.rerank(ds, topics, run, folder / "reranked")
+        timings["rerank_s"] = time.perf_counter() - started
+        write_run(reranked, folder / "bm25-e2rank.run", tag="e2rank")
+        results["bm25>>e2rank"] = evaluate_run(reranked, qrels, MEASURES)
+        record = {"source": dataset.source, "paper_column": dataset.column, "queries": int(topics["qid"].nunique()),
+                  "first_stage": first_stage, "query_task": self.task_of(dataset),
+                  "texts_encoded": work.texts, "forward_passes": work.forward_passes, "tokens": work.tokens}
+        if self.dense:
+            started = time.perf_counter()
+            results.update(self.dense_systems(dataset, ds, topics, qrels))
+            timings["dense_s"] = time.perf_counter() - started
+        record["timings"] = timings
+        finished = {"results": results, "record": record}
+        with atomic_file(done) as out:
+            json.dump(finished, out, indent=2)
+        shutil.rmtree(folder / "reranked", ignore_errors=True)
+        return finished
+
+    def first_stage_source(self, dataset: _Dataset) -> dict:
+        """Where the candidates come from: PISA, or the pinned run file by its digest."""
+        pinned = self.runs.get(dataset.label)
+        return {"kind": "pisa"} if pinned is None else {"kind": "run file", "sha256": _sha256(pinned)}
+
+    def check_first_stage(self, dataset: _Dataset, folder: Path) -> None:
+        """``folder/first-stage.json`` (written before the candidates) must name this suite's first stage:
+        candidates or results of another one are refused, not resumed."""
+        path, source = folder / "first-stage.json", self.first_stage_source(dataset)
+        if not path.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            with atomic_file(path) as out:
+                json.dump(source, out)
+        elif json.loads(path.read_text(encoding="utf-8")) != source:
+            raise ValueError(f"{path}: {dataset.label} was begun from another first stage "
+                             f"({path.read_text(encoding='utf-8')}, now {json.dumps(source)}); pass --overwrite to "
+                             f"start afresh, or choose another --output")
+
+    def first_stage(self, dataset: _Dataset, ds, all_topics, topics, folder: Path) -> tuple:
+        """BM25 top ``top_k`` of ``topics``: from the pinned run file, else PISA; written once to
+        ``first-stage.run``, which a resumed suite reads back (the same candidates)."""
+        path = folder / "first-stage.run"
+        if dataset.label in self.runs:
+            source = self.runs[dataset.label]
+            run, dropped = _pinned_run(source, ds, all_topics, skip_missing=self.skip_missing)
+            provenance = {"kind": "run file", "path": str(Path(source).resolve()), "sha256": _sha256(source),
+                          "dropped": dropped}
+            run = run[run["qid"].isin(topics["qid"]) & (run["rank"] < self.top_k)]
+        else:
+            index = self.index_dir / index_name(corpus_id(ds)) / "bm25.pisa"  # as e2rank experiment
+            provenance = {"kind": "pisa", "index": str(index.resolve()), "k1": 0.9, "b": 0.4,
+                          "corpus_stamp": corpus_stamp(ds)}
+            if not path.exists():
+                retrieve = pisa_bm25(str(index), ds, num_results=self.top_k, rebuild_stale=True, verbose=self.verbose)
+                run = retrieve(topics[["qid", "query"]])[["qid", "docno", "score", "rank"]]
+        if not path.exists():
+            write_run(run, path, tag="first-stage")
+        run = read_run(path)  # what was written: one set of candidates however often the suite starts
+        provenance["written"] = {"path": str(path), "sha256": _sha256(path)}
+        return run, provenance
+
+    def rerank(self, ds, topics: pd.DataFrame, run: pd.DataFrame, chunks: Path) -> tuple:
+        """``run`` reranked, ``QUERIES_PER_CHUNK`` queries at a time, each chunk committed to ``chunks/`` so a
+        killed suite resumes after it; returns the reranked frame and the work of the chunks reranked now."""
+        from ..core.model import EncodeStats
+        text = DocumentText(ds)
+        retrieved = set(run["qid"])
+        qids = [q for q in topics["qid"] if q in retrieved]
+        work = EncodeStats()
+        parts = []
+        for number, start in enumerate(range(0, len(qids), QUERIES_PER_CHUNK)):
+            path = chunks / f"{number:05d}.run"
+            if not path.exists():
+                chunk = run[run["qid"].isin(qids[start:start + QUERIES_PER_CHUNK])]
+                candidates = text(chunk.merge(topics[["qid", "query"]], on="qid"))
+                with self.model.counting() as counted:
+                    reranked = _rerank(self.reranker, candidates)
+                work.add(counted)
+                write_run(reranked, path, tag="e2rank")
+            parts.append(read_run(path))
+        reranked = pd.concat(parts, ignore_index=True) if parts else run.iloc[:0]
+        return reranked, work
+
+    def dense_systems(self, dataset: _Dataset, ds, topics, qrels) -> dict:
+        """``dense`` and ``dense>>e2rank`` with the dataset's retrieval instruction; the model's instruction
+        and document cache are restored afterwards."""
+        task, self.model.query_task = self.model.query_task, self.task_of(dataset)
+        cache, self.model.doc_cache = self.model.doc_cache, None  # the corpus's vectors go to the index, not here
+        try:
+            index = dense_index_for(self.model, ds, str(self.index_dir), verbose=self.verbose)
+            dense = self.model.retriever(index, num_results=self.top_k)(topics[["qid", "query"]])
+            reranked = self.model.reranker(num_input_docs=self.reranker.prompt.num_input_docs,
+                                           task=self.reranker.prompt.task, index=index)(
+                DocumentText(ds)(dense))
+        finally:
+            self.model.query_task, self.model.doc_cache = task, cache
+        return {"dense": evaluate_run(dense, qrels, MEASURES), "dense>>e2rank": evaluate_run(reranked, qrels, MEASURES)}
+
+
+def reproduce(model: Union[str, E2Rank], datasets: Sequence[str], output, *, runs: Optional[Dict[str, str]] = None,
+              index_dir="indexes", top_k: int = 100, num_input_docs: int = 20, rerank_task: str = DEFAULT_RERANK_TASK,
+              query_task: str = "dataset", dense: bool = False, num_queries: Optional[int] = None,
+              skip_missing: bool = False, overwrite: bool = False, verbose: bool = True) -> dict:
+    """Runs the paper's protocol on ``datasets`` and writes ``output/results.{json,md}`` and
+    ``output/run_record.json``; returns ``{dataset: {system: {measure: value}}}``.
+
+    Args:
+        model: a model name or path (loaded with ``cache_doc_vectors=True``), or an ``E2Rank`` made with
+            ``cache_doc_vectors=True`` (each distinct candidate encoded once; the cache is emptied per dataset).
+        datasets: ir_datasets ids (``irds:`` optional), BEIR folders or corpus files (``data.dataset``).
+        runs: ``{dataset: TREC run file}``, pinned first stages instead of PISA BM25.
+        index_dir: where the PISA (and with ``dense``, the dense) indexes are built or reused.
+        num_input_docs, rerank_task: the listwise prompt (the paper's: 20 documents, the generic sentence).
+        query_task: ``"dataset"`` (the authors' per-dataset instruction, for instructed models), ``"auto"`` (the
+            model's default) or a sentence; read by the dense rows only.
+        num_queries: the first N topics of each dataset (a quick look).
+        skip_missing: drop, and count in the notes, run-file queries or documents the dataset lacks.
+        overwrite: discard what an earlier suite wrote to ``output`` instead of resuming it.
+
+    Errors: an unknown dataset id (``ValueError`` with close names), a run file naming an unknown query or
+    document (``ValueError`` naming file:line and the id), an ``output`` holding a suite of other settings
+    (``ValueError`` naming them), another writer (``ArtifactLocked``). A dataset that cannot be had (a manual
+    download, no network) is skipped, and said so in the table's notes."""
+    output, runs = Path(output), dict(runs or {})
+    checked, unavailable = [], {}
+    for source in dict.fromkeys(datasets):
+        try:
+            checked.append(resolve_dataset(source))
+        except DatasetUnavailable as e:
+            unavailable[source] = str(e)
+    given = {d.column for d in checked}  # a BEIR folder given for a suite entry ir_datasets does not serve
+    unavailable = {k: why for k, why in unavailable.items() if _LOCAL_ONLY.get(k.removeprefix("irds:")) not in given}
+    parse_runs([f"{k}={v}" for k, v in runs.items()], [d.label for d in checked])
+    if isinstance(model, str):
+        model = E2Rank(model, cache_doc_vectors=True, verbose=verbose)
+    elif model.doc_cache is None:
+        raise ValueError(f"{model!r}: reproduce encodes each distinct candidate once through the model's "
+                         f"document cache; load it with cache_doc_vectors=True, or pass its name")
+    suite = _Suite(model, output, runs=runs, index_dir=index_dir, top_k=top_k, num_input_docs=num_input_docs,
+                   rerank_task=rerank_task, query_task=query_task, dense=dense, num_queries=num_queries,
+                   skip_missing=skip_missing, verbose=verbose)
+    output.mkdir(parents=True, exist_ok=True)
+    with writer_lock(output):
+        _prepare(output, suite.settings(), overwrite)
+        finished = {}
+        for dataset in checked:
+            try:
+                finished[dataset.label] = suite.run(dataset)
+            except DatasetUnavailable as e:
+                unavailable[dataset.label] = str(e)
+                print(f"skipped: {e}", file=sys.stderr)
+            _write_outputs(output, suite, checked, finished, unavailable)
+    if verbose:
+        print((output / "results.md").read_text(encoding="utf-8"))
+    return {label: done["results"] for label, done in finished.items()}
+
+
+def _prepare(output: Path, settings: dict, overwrite: bool) -> None:
+    """Resume only a suite of the same settings."""
+    path = output / "settings.json"
+    if overwrite:
+        shutil.rmtree(output / "datasets", ignore_errors=True)
+        for name in _FILES:
+            (output / name).unlink(missing_ok=True)
+    elif path.exists():
+        before = json.loads(path.read_text(encoding="utf-8"))
+        now = json.loads(json.dumps(settings, default=str))  # as stored
+        differ = [k for k in now if before.get(k) != now[k]]
+        if differ:
+            raise ValueError(f"{output} holds a suite run with other settings ({', '.join(differ)}); pass "
+                             f"--overwrite to start it afresh, or choose another --output")
+    with atomic_file(path) as out:
+        json.dump(settings, out, indent=2, default=str)
+
+
+def _versions() -> dict:
+    import ir_datasets
+    import pyterrier
+    import torch
+    import transformers
+    from .. import __version__
+    return {"pyterrier_e2rank": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "pyterrier": pyterrier.__version__, "ir_datasets": ir_datasets.__version__,
+            "python": platform.python_version()}
+
+
+def _write_outputs(output: Path, suite: _Suite, datasets: List[_Dataset], finished: dict, unavailable: dict) -> None:
+    model = suite.model
+    results = {label: done["results"] for label, done in finished.items()}
+    record = {"model": model.model_name_or_path, "checkpoint": str(model.checkpoint_path),
+              "revision": getattr(model.backbone.config, "_commit_hash", None), "fingerprint": model.fingerprint(),
+              "versions": _versions(), "device": str(model.device), "dtype": str(model.dtype),
+              "prompt": dataclasses.asdict(suite.reranker.prompt), "top_k": suite.top_k,
+              "num_queries": suite.num_queries, "datasets": {label: done["record"] for label, done in finished.items()},
+              "skipped": unavailable}
+    for name, content in (("results.json", results), ("run_record.json", record)):
+        with atomic_file(output / name) as out:
+            json.dump(content, out, indent=2, default=str)
+    with atomic_file(output / "results.md") as out:
+        out.write(results_table(model.model_name_or_path, [d for d in datasets if d.label in finished], finished,
+                                unavailable))
+
+
+def _cell(ours: Optional[float], paper: Optional[float]) -> str:
+    if ours is None:
+        return "–"
+    return f"{ours:.2f}" if paper is None else f"{ours:.2f} ({paper:.2f}, {ours - paper:+.2f})"
+
+
+def results_table(model_name: str, datasets: List[_Dataset], finished: dict, unavailable: dict) -> str:
+    """The Markdown table: rows BM25 and the model (and dense rows when run), columns the datasets and the
+    BEIR average (over the paper's BEIR datasets present), nDCG@10 x 100, the paper's figure and our
+    difference beside ours where the paper has one; notes say what was skipped or dropped."""
+    row_of = paper_row(model_name)
+    systems = [s for s in (*SYSTEMS, *DENSE_SYSTEMS) if any(s in finished[d.label]["results"] for d in datasets)]
+    names = {"bm25": "BM25", "bm25>>e2rank": f"BM25 >> {Path(str(model_name).rstrip('/')).name}",
+             "dense": "dense", "dense>>e2rank": "dense >> E2Rank"}
+    paper_rows = {"bm25": "BM25", "bm25>>e2rank": row_of}
+    beir = [d for d in datasets if d.column in BEIR_COLUMNS]
+    lines = ["| system | " + " | ".join(d.label for d in datasets) + f" | BEIR avg ({len(beir)} of 8) |",
+             "|---" * (len(datasets) + 2) + "|"]
+    for system in systems:
+        figures = PAPER_FIGURES.get(paper_rows.get(system))
+
+        def paper(d):
+            return None if figures is None or d.column is None else figures[PAPER_COLUMNS.index(d.column)]
+
+        def ours(d):
+            value = finished[d.label]["results"].get(system, {}).get("nDCG@10")
+            return None if value is None else 100 * value
+        cells = [_cell(ours(d), paper(d)) for d in datasets]
+        mean = (sum(ours(d) for d in beir) / len(beir)) if beir and all(ours(d) is not None for d in beir) else None
+        mean_paper = sum(paper(d) for d in beir) / len(beir) if beir and figures is not None else None
+        lines.append(f"| {names[system]} | " + " | ".join(cells) + f" | {_cell(mean, mean_paper)} |")
+    notes = ["nDCG@10 x 100; in brackets the paper's figure (DESIGN.md §2) and our difference. "
+             "All measures in results.json."]
+    for d in datasets:
+        dropped = finished[d.label]["record"]["first_stage"].get("dropped")
+        if dropped and any(dropped.values()):
+            notes.append(f"{d.label}: run-file lines dropped (--skip-missing): {dropped['queries']} queries and "
+                         f"{dropped['documents']} documents the dataset lacks.")
+    notes += [f"skipped {' '.join(why.split())}" for why in unavailable.values()]  # why names the dataset
+    return "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+
+
+def main(args) -> int:
+    datasets = list(PAPER_SUITE if args.suite == "paper" else ()) + list(args.dataset or [])
+    if not datasets:
+        raise ValueError("give --dataset (repeatable) or --suite paper")
+    labels = [resolve_dataset(d).label for d in datasets if d.removeprefix("irds:") not in _LOCAL_ONLY]
+    runs = parse_runs(args.run or [], labels)
+    model = E2Rank(args.model, device=args.device, batch_size=args.batch_size, doc_max_words=args.doc_max_words,
+                   cache_doc_vectors=True, verbose=True)
+    reproduce(model, datasets, args.output, runs=runs, index_dir=args.index_dir, top_k=args.top_k,
+              num_input_docs=args.num_input_docs, rerank_task=args.rerank_task, query_task=args.query_task,
+              dense=args.dense, num_queries=args.num_queries, skip_missing=args.skip_missing,
+              overwrite=args.overwrite)
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("reproduce", help="the paper's evaluation: BM25 top 100 reranked by E2Rank on a suite "
+                                                "of datasets, one table with the paper's figures")
+    p.add_argument("--model", required=True, help="model directory, hub id or embedded name")
+    p.add_argument("--dataset", action="append",
+                   help="irds:<id> (or the bare id), a BEIR folder, or a corpus file; repeatable")
+    p.add_argument("--suite", choices=["paper"], help="the paper's ten datasets (DL19, DL20 and eight of BEIR)")
+    p.add_argument("--output", required=True, help="directory for results.md, results.json, run_record.json")
+    p.add_argument("--run", action="append", metavar="DATASET=PATH",
+                   help="a pinned TREC run file as first stage for DATASET (as given to --dataset)")
+    p.add_argument("--skip-missing", action="store_true",
+                   help="drop run-file queries and documents the dataset lacks (counted in the notes), not an error")
+    p.add_argument("--dense", action="store_true", help="add dense retrieval rows (builds or reuses the dense index)")
+    p.add_argument("--index-dir", default="indexes", help="where BM25 (and dense) indexes are built or reused")
+    p.add_argument("--top-k", type=arguments.positive_int, default=100, help="candidates reranked per query")
+    p.add_argument("--num-input-docs", type=arguments.positive_int, default=20, help="documents in the prompt")
+    p.add_argument("--rerank-task", default=DEFAULT_RERANK_TASK, help="the listwise prompt's task sentence")
+    p.add_argument("--query-task", default="dataset",
+                   help="retrieval instruction of the dense rows: 'dataset' (the authors' per dataset), "
+                        "'auto' (the model's default) or a sentence")
+    p.add_argument("--doc-max-words", type=arguments.positive_int, default=DOC_MAX_WORDS,
+                   help="documents are cut to this many words")
+    p.add_argument("--num-queries", type=arguments.positive_int, help="only the first N topics of each dataset")
+    p.add_argument("--batch-size", type=arguments.positive_int, default=32)
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    p.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming what --output holds")
+    p.set_defaults(func=main)
