@@ -32,7 +32,7 @@ def test_every_course_notebook_is_tested(repo_dir):
 
 @pytest.mark.parametrize("name", sorted(NOTEBOOKS))
 def test_course_notebook_runs(name, workdir, tiny_qwen_dir, small_scifact, repo_dir, monkeypatch):
-    for key, value in {"E2RANK_EXAMPLE_MODEL": str(tiny_qwen_dir), "E2RANK_EXAMPLE_QUERIES": "2",
+    for key, value in {"E2RANK_MODEL": str(tiny_qwen_dir), "E2RANK_EXAMPLE_QUERIES": "2",
                        "E2RANK_EXAMPLE_DATASET": str(small_scifact),
                        "E2RANK_EXAMPLE_INDEX_DIR": str(workdir / "indexes"),
                        "E2RANK_EXAMPLE_WORK_DIR": str(workdir / "work"),
