@@ -8,7 +8,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from .pooling import Pooling
 
@@ -40,6 +40,58 @@ def resolve_model_path(name_or_path: str) -> str:
     raise FileNotFoundError(
         f"model {name_or_path!r} not found: no such directory, and it is not a Hugging Face hub id "
         f"('organisation/name'). Embedded short names: {sorted(EMBEDDED_MODELS)}")
+
+
+#: The model the course notebooks prefer, the one they fall back to, and the variable that overrides both.
+PREFERRED_MODEL = "Alibaba-NLP/E2Rank-0.6B"
+FALLBACK_MODEL = "all-minilm-l6-v2"
+MODEL_VARIABLE = "E2RANK_MODEL"
+
+
+class ModelChoice(NamedTuple):
+    """What ``pick_model`` chose (``name``, for ``E2Rank(name)``) and why (``reason``, one sentence)."""
+    name: str
+    reason: str
+
+
+def pick_model(preferred: str = PREFERRED_MODEL, fallback: str = FALLBACK_MODEL, *, variable: str = MODEL_VARIABLE,
+               timeout: float = 5.0) -> ModelChoice:
+    """The model to run: ``$E2RANK_MODEL`` when set; else ``preferred`` when a GPU is present and it can be
+    loaded (a local directory, the local Hugging Face cache, or the hub answering ``model_info`` within
+    ``timeout`` seconds); else ``fallback`` (embedded, offline). Only ``preferred``'s configuration is looked
+    up, nothing is downloaded. Without a GPU, ``preferred`` is not tried: E2Rank-0.6B would take hours on a
+    CPU to index SciFact; set the variable to run it anyway.
+
+    Raises FileNotFoundError when the variable names a path that does not exist (``resolve_model_path``)."""
+    chosen = os.environ.get(variable, "").strip()
+    if chosen:
+        resolve_model_path(chosen)
+        return ModelChoice(chosen, f"set by ${variable}")
+    import torch
+    if not torch.cuda.is_available():
+        return ModelChoice(fallback, f"no GPU, so not {preferred} (hours on a CPU); set ${variable} to choose")
+    unavailable = _unavailable(preferred, timeout)
+    if unavailable is None:
+        return ModelChoice(preferred, "a GPU is present and the model can be loaded")
+    return ModelChoice(fallback, f"{preferred} cannot be loaded ({unavailable})")
+
+
+def _unavailable(name: str, timeout: float) -> Optional[str]:
+    """Why ``name``'s configuration can be read neither locally nor from the hub; ``None`` if it can."""
+    from transformers import AutoConfig
+    try:
+        AutoConfig.from_pretrained(resolve_model_path(name), local_files_only=True)
+        return None
+    except (OSError, ValueError) as e:
+        local = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
+    import huggingface_hub
+    if huggingface_hub.constants.is_offline_mode() or not _HUB_ID.fullmatch(name):
+        return f"not found locally: {local}"
+    try:
+        huggingface_hub.model_info(name, timeout=timeout)
+        return None
+    except Exception as e:  # any failure of the network or the hub means: not loadable now
+        return f"not in the local cache, and the hub did not answer: {type(e).__name__}: {str(e)[:120]}"
 
 
 def read_pooling(path: str, config) -> Pooling:

@@ -1,0 +1,133 @@
+"""What each feedback document contributes to E2Rank's pseudo-query: leave it out of the prompt and watch.
+
+``feedback_influence`` renders, for every query, the reranker's prompt and one prompt per feedback document
+with that document left out (the others in their order), encodes them all in batches, and compares the
+pseudo-queries and the rankings they give to the same candidates.
+"""
+from typing import Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .checks import require_text, validate_frame
+from .prompt_encoder import in_current_order, query_groups
+
+#: The columns ``feedback_influence`` returns, in order.
+INFLUENCE_COLUMNS = ("qid", "docno", "prompt_position", "pseudo_query_shift", "kendall_tau", "rbo",
+                     "rank", "rank_without", "rank_change")
+
+
+def feedback_influence(model, frame: pd.DataFrame, num_input_docs: Optional[int] = None, index=None, *,
+                       rbo_p: float = 0.9, batch_size: Optional[int] = None, verbose: Optional[bool] = None,
+                       text_field: str = "text", **prompt_settings) -> pd.DataFrame:
+    """Leave-one-out influence of each document of the listwise prompt, per query.
+
+    For a query with ``n`` candidates, the reranker's prompt holds the top ``k = min(num_input_docs, n)``;
+    for each of them, the prompt is rendered again from the other ``k - 1`` documents, in their order and
+    with the same settings (with a token budget, as for MiniLM, the remaining documents may keep more of
+    their text), and its pseudo-query ``q_i`` is compared with the full one ``q``:
+
+    - ``pseudo_query_shift``: ``1 - cos(q, q_i)``, how far the pseudo-query moves without the document;
+    - ``kendall_tau``: Kendall's tau-b between the ``n`` candidates' scores under ``q`` and under ``q_i``
+      (1: the same order; NaN for a single candidate);
+    - ``rbo``: rank-biased overlap (extrapolated, Webber et al. 2010, persistence ``rbo_p``) of the two
+      rankings (1: identical; it weighs the top most);
+    - ``rank``, ``rank_without``: the left-out document's own rank (0-based, as PyTerrier's) under ``q`` and
+      under ``q_i``; ``rank_change = rank_without - rank`` (positive: it falls when it is not in the prompt).
+
+    Args:
+        model: an ``E2Rank``.
+        frame: an R frame as the reranker takes (``qid, query, docno, text`` and ``rank`` or ``score``);
+            checked by ``checks.validate_frame`` and ``in_current_order`` as the reranker checks it.
+        num_input_docs, index, batch_size, verbose, text_field, prompt_settings: as ``model.reranker``
+            (``task``, ``prompt_variant``, ``prompt_doc_max_tokens``, ``prompt_max_tokens``); the candidates'
+            vectors come from ``index``, else are encoded from ``text_field``.
+        rbo_p: RBO's persistence, in (0, 1): the top ``1 / (1 - rbo_p)`` ranks carry most of the weight.
+
+    Returns:
+        One row per (query, prompt document), ``sum_q k_q`` rows, the columns ``INFLUENCE_COLUMNS``; queries
+        in input order, documents by ``prompt_position`` (1-based, the ``[i]`` of the prompt). An empty frame
+        gives an empty frame with these columns.
+
+    Cost: ``1 + k`` prompts per query, i.e. ``num_input_docs`` more than the reranker (all queries' prompts
+    are encoded together, ``batch_size`` per forward pass); candidates' vectors: none encoded with an
+    index, else each distinct docno once.
+
+    Raises:
+        ValueError: a ``window`` setting (sliding windows have no single prompt), ``rbo_p`` outside (0, 1),
+            and every frame the reranker refuses (naming the qid or docno); KeyError: a missing column.
+    """
+    if "window" in prompt_settings or "stride" in prompt_settings:
+        raise ValueError("feedback_influence compares one prompt per query: sliding windows (window, stride) "
+                         "have several")
+    if not 0 < rbo_p < 1:
+        raise ValueError(f"rbo_p must be in (0, 1), got {rbo_p!r}")
+    reranker = model.reranker(num_input_docs, index, batch_size=batch_size, verbose=verbose,
+                              text_field=text_field, **prompt_settings)
+    validate_frame(frame, reranker, includes=["qid", "docno", "query", text_field], queries=True)
+    if len(frame) == 0:
+        return pd.DataFrame({name: pd.Series(dtype=float) for name in INFLUENCE_COLUMNS}).astype(
+            {"qid": object, "docno": object, "prompt_position": int, "rank": int, "rank_without": int,
+             "rank_change": int})
+    ordered = reranker.vec_loader(in_current_order(frame, reranker))
+    renderer, prompt = reranker.prompt_encoder.renderer, reranker.prompt
+    prompts, feedback = [], []
+    for rows in query_groups(ordered):
+        top = rows[:prompt.num_input_docs]
+        prompts.append(renderer.render(ordered, rows))  # checks the query and the prompt documents' text
+        query = ordered["query"].iat[rows[0]]
+        texts = require_text(ordered.iloc[top], text_field, key="docno")
+        prompts += [prompt.render(model.tokenizer, query, texts[:i] + texts[i + 1:]) for i in range(len(top))]
+        feedback.append(top)
+    vectors = np.stack(reranker.prompt_encoder.encode(pd.DataFrame({"prompt": prompts}))["query_vec"].to_numpy())
+    documents = np.stack(ordered["doc_vec"].to_numpy()).astype(np.float32)
+    out, start = [], 0
+    for rows, top in zip(query_groups(ordered), feedback):
+        full, left_out = vectors[start], vectors[start + 1:start + 1 + len(top)]
+        start += 1 + len(top)
+        scores = documents[rows] @ full
+        rank = _ranks(scores)
+        for i, vector in enumerate(left_out):
+            scores_without = documents[rows] @ vector
+            rank_without = _ranks(scores_without)
+            out.append({"qid": ordered["qid"].iat[top[i]], "docno": ordered["docno"].iat[top[i]],
+                        "prompt_position": i + 1, "pseudo_query_shift": 1.0 - _cosine(full, vector),
+                        "kendall_tau": _kendall_tau(scores, scores_without),
+                        "rbo": rank_biased_overlap(np.argsort(rank).tolist(), np.argsort(rank_without).tolist(),
+                                                   p=rbo_p),
+                        "rank": int(rank[i]), "rank_without": int(rank_without[i]),
+                        "rank_change": int(rank_without[i] - rank[i])})
+    return pd.DataFrame(out, columns=list(INFLUENCE_COLUMNS))
+
+
+def rank_biased_overlap(first: Sequence, second: Sequence, *, p: float = 0.9) -> float:
+    """Extrapolated rank-biased overlap (Webber, Moffat and Zobel 2010, eq. 32) of two rankings of the same
+    length without repeats (best first): ``A_k p^k + (1 - p) / p * sum_{d <= k} A_d p^d``, with ``A_d`` the
+    fraction of the top ``d`` the two share. 1 for identical rankings, 0 for disjoint ones."""
+    if len(first) != len(second):
+        raise ValueError(f"rankings of different lengths ({len(first)} and {len(second)})")
+    if len(first) == 0:
+        return 1.0
+    seen_first, seen_second, shared, total = set(), set(), 0, 0.0
+    for depth, (a, b) in enumerate(zip(first, second), start=1):
+        shared += (a == b) + (a in seen_second) + (b in seen_first)
+        seen_first.add(a)
+        seen_second.add(b)
+        total += shared / depth * p ** depth
+    return float(shared / depth * p ** depth + (1 - p) / p * total)
+
+
+def _ranks(scores: np.ndarray) -> np.ndarray:
+    """0-based rank of each score, best first; ties in the given order (as ``pt.model.add_ranks`` sorts)."""
+    ranks = np.empty(len(scores), dtype=np.int64)
+    ranks[np.argsort(-scores, kind="stable")] = np.arange(len(scores))
+    return ranks
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def _kendall_tau(a: np.ndarray, b: np.ndarray) -> float:
+    from scipy.stats import kendalltau
+    return float(kendalltau(a, b).statistic) if len(a) > 1 else float("nan")
