@@ -138,41 +138,47 @@ def _best(settings: list):
                 max(settings, key=lambda s: s["recall_at_100"]), meets_recall_goal=bool(meeting))
 
 
-def scifact(workdir, *, index_path: Path = SCIFACT_INDEX, n_probe: int = 64, ef_search: int = 128) -> dict:
-    """nDCG@10 of ANN minus exact on SciFact test with the real MiniLM vectors; the index is copied
-    (read-only use of the given one), or built if missing."""
-    import ir_measures
+def scifact_index(workdir, *, index_path: Path = SCIFACT_INDEX, name: str = "scifact-ann"):
+    """``(index, queries, qrels)`` of SciFact test with the real MiniLM vectors: the index is a copy under
+    ``workdir/name`` (read-only use of the given one), or built there if missing; queries encoded."""
     import pyterrier as pt
-    from ir_measures import nDCG
     from pyterrier_e2rank import E2Rank
+    from pyterrier_e2rank.core.index import E2RankIndex
     from pyterrier_e2rank.data import corpus_iter
     dataset = pt.get_dataset("irds:beir/scifact/test")
     model = E2Rank("all-minilm-l6-v2")
-    copy = Path(workdir) / "scifact-ann"
+    copy = Path(workdir) / name
     shutil.rmtree(copy, ignore_errors=True)
     if (index_path / "pt_meta.json").exists():
         copy.mkdir(parents=True)
-        for name in ("pt_meta.json", "vecs.f4", "docnos.npids"):
-            shutil.copy(index_path / name, copy / name)
-        from pyterrier_e2rank.core.index import E2RankIndex
+        for file in ("pt_meta.json", "vecs.f4", "docnos.npids"):
+            shutil.copy(index_path / file, copy / file)
         index = E2RankIndex(copy)
     else:
         index = model.indexer(str(copy)).index(corpus_iter(dataset))
-    topics = dataset.get_topics()
-    qrels = dataset.get_qrels()
-    queries = model.query_encoder()(topics)
+    return index, model.query_encoder()(dataset.get_topics()), dataset.get_qrels()
+
+
+def ndcg10(retriever, queries: pd.DataFrame, qrels: pd.DataFrame) -> float:
+    """nDCG@10 of ``retriever``'s run for ``queries`` under ``qrels``."""
+    import ir_measures
+    from ir_measures import nDCG
+    run = retriever(queries).rename(columns={"qid": "query_id", "docno": "doc_id"})
+    return ir_measures.calc_aggregate([nDCG @ 10], qrels.rename(
+        columns={"qid": "query_id", "docno": "doc_id", "label": "relevance"}), run)[nDCG @ 10]
+
+
+def scifact(workdir, *, index_path: Path = SCIFACT_INDEX, n_probe: int = 64, ef_search: int = 128) -> dict:
+    """nDCG@10 of ANN minus exact on SciFact test with the real MiniLM vectors (``scifact_index``)."""
+    index, queries, qrels = scifact_index(workdir, index_path=index_path)
     systems = {"exact": index.retriever(num_results=100),
                "flex hnsw": index.faiss_hnsw_retriever(32, ef_construction=100, ef_search=ef_search, num_results=100),
                "hnsw-fp16": index.faiss_hnsw_fp16_retriever(ef_search=ef_search, num_results=100),
                "ivfpq-refine": index.faiss_ivfpq_retriever(n_probe=n_probe, refine=1000, num_results=100),
                "ivfpq": index.faiss_ivfpq_retriever(n_probe=n_probe, num_results=100),
                "flat-fp16": index.faiss_flat_fp16_retriever(num_results=100)}
-    scores = {}
-    for name, retriever in systems.items():
-        run = retriever(queries).rename(columns={"qid": "query_id", "docno": "doc_id"})
-        scores[name] = ir_measures.calc_aggregate([nDCG @ 10], qrels.rename(
-            columns={"qid": "query_id", "docno": "doc_id", "label": "relevance"}), run)[nDCG @ 10]
-    shutil.rmtree(copy)
+    scores = {name: ndcg10(retriever, queries, qrels) for name, retriever in systems.items()}
+    shutil.rmtree(index.path)
     return {"num_docs": index.meta["doc_count"], "dim": index.dim, "ndcg10": scores,
             "ndcg10_delta": {n: s - scores["exact"] for n, s in scores.items() if n != "exact"},
             "settings": {"hnsw": f"M=32 efC=100 efSearch={ef_search}",

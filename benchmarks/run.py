@@ -1,7 +1,8 @@
 """Run every benchmark, print a table, write nested JSON.
 
     python benchmarks/run.py --quick --output bench.json     # ~6 minutes on 2 CPU cores
-    python benchmarks/run.py --output bench.json             # larger samples, both vector sizes, ANN at 1M and 5M
+    python benchmarks/run.py --output bench.json             # larger samples, both vector sizes, ANN at 1M and 5M,
+                                                             # int8/binary vectors at 1M x 1024
     python benchmarks/run.py --output bench.json --ann-size 5000000x1024   # ANN at other sizes
 
 The SciFact ANN check reuses the index of ``scripts/run.sh experiment`` (``indexes/beir_scifact``) when
@@ -18,8 +19,8 @@ from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import (ann, encode_throughput, fingerprint, index_sharded, rerank_reuse, reproduce,  # noqa: E402
-                        retrieval_scale, sharding, vs_generative)
+from benchmarks import (ann, encode_throughput, fingerprint, index_sharded, quantized, rerank_reuse,  # noqa: E402
+                        reproduce, retrieval_scale, sharding, vs_generative)
 from benchmarks.common import machine, timer  # noqa: E402
 from pyterrier_e2rank.core.io import atomic_file  # noqa: E402
 
@@ -43,11 +44,13 @@ SETTINGS = {
     "quick": {"reuse_queries": 3, "generative_layers": 2, "generative_queries": 2, "encode_docs": 256,
               "scale_docs": 1_000_000, "scale_dims": [384], "sharded_docs": 256, "sharded_queries": 20,
               "reproduce_queries": 10,
-              "ann": [dict(ann_size("100000x384"), hnsw_fp32=False, ef_search=(64, 128), n_probe=(32,))]},
+              "ann": [dict(ann_size("100000x384"), hnsw_fp32=False, ef_search=(64, 128), n_probe=(32,))],
+              "vectors": dict(num_docs=100_000, dim=1024), "append_docs": 1000},
     "full": {"reuse_queries": 10, "generative_layers": 4, "generative_queries": 5, "encode_docs": 1024,
              "scale_docs": 1_000_000, "scale_dims": [384, 1024], "sharded_docs": 1024, "sharded_queries": 100,
              "reproduce_queries": 300,
-             "ann": [ann_size(size) for size in ("1000000x384", "1000000x1024", "5000000x384")]},
+             "ann": [ann_size(size) for size in ("1000000x384", "1000000x1024", "5000000x384")],
+             "vectors": dict(num_docs=1_000_000, dim=1024), "append_docs": None},
 }
 
 
@@ -81,6 +84,8 @@ def run_all(quick: bool, workdir: Path, model: str, save=lambda data: None, *, a
         "sharding": lambda: sharding.run(workdir, model_path=model, num_queries=s["sharded_queries"]),
         "reproduce": lambda: reproduce.run(workdir, model_path=model, num_queries=s["reproduce_queries"], label=model),
         "ann": lambda: run_ann(workdir, sizes, save_ann, done=data.get("ann", {}).get("by_size", {})),
+        "vectors": lambda: quantized.vectors(workdir, **s["vectors"]),
+        "append": lambda: quantized.append(workdir, num_docs=s["append_docs"]),
     }
     for name, section in sections.items():
         if name in data and data[name].get("complete", True):
@@ -177,6 +182,16 @@ def table(data: dict) -> str:
     rows.append(("ann (SciFact)", "nDCG@10 ANN minus exact, MiniLM vectors: " + ", ".join(
         f"{n} {d:+.4f}" for n, d in a["scifact"]["ndcg10_delta"].items()),
         f"{a['scifact_ndcg10_delta']:+.4f}", "within 0.005"))
+    v = data["vectors"]
+    rows += [(f"vectors {kind} ({v['measured_at']})",
+              f"recall@100 {x['recall_at_100']:.3f} with rescore={x['rescore']} (codes alone "
+              f"{x['recall_at_100_by_rescore']['None']:.3f}); SciFact nDCG@10 {x['scifact_ndcg10_delta']:+.4f}",
+              f"{x['memory_ratio']:.1f}x less memory", goal)
+             for kind, goal in (("int8", "4x, recall >= 0.99"), ("binary", "32x, recall >= 0.95"))
+             for x in [v[kind]]]
+    ap = data["append"]
+    rows.append(("append", f"{ap['appended']} documents appended to {ap['num_docs'] - ap['appended']} vs a rebuild of "
+                           f"{ap['num_docs']} (encoding included)", f"{ap['cost_ratio']:.3f}", "<= 0.05"))
     lines = ["| benchmark | measured | ratio | goal |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
     return "\n".join(lines)

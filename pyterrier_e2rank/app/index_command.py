@@ -6,7 +6,8 @@
 
 Under torchrun each process encodes its shard of the corpus on its own GPU (``LOCAL_RANK``) and
 commits it in chunks; a killed job started again with the same command resumes after its last
-committed chunks (``indexing.E2RankIndexer``).
+committed chunks (``indexing.E2RankIndexer``). ``--append`` adds a corpus's documents to an existing index
+(built aside and swapped in the same way; a docno already in the index is refused by name).
 """
 import os
 
@@ -25,9 +26,11 @@ def _index_command(args) -> int:
     model = E2Rank(args.model, device=device, batch_size=args.batch_size)
     records = corpus_iter(args.dataset) if args.dataset else read_jsonl_collection(args.collection)
     index = model.indexer(args.output, overwrite=args.overwrite, chunk_size=args.chunk_size, verbose=not args.quiet,
-                          corpus_stamp=corpus_stamp(args.dataset) if args.dataset else None).index(records)
+                          corpus_stamp=corpus_stamp(args.dataset) if args.dataset else None,
+                          mode="append" if args.append else "create").index(records)
     if int(os.environ.get("RANK", "0")) == 0:
-        print(f"indexed {len(index)} documents into {args.output}")
+        print(f"appended to {args.output}, which now holds {len(index)} documents" if args.append else
+              f"indexed {len(index)} documents into {args.output}")
     return 0
 
 
@@ -43,6 +46,9 @@ def register(subparsers) -> None:
                    help="documents per committed chunk (what a restart may encode again)")
     p.add_argument("--device", help="cuda, cuda:N or cpu (default: this process's GPU under torchrun, else "
                    "cuda when available)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing index once the new one is complete")
+    write = p.add_mutually_exclusive_group()
+    write.add_argument("--overwrite", action="store_true", help="replace an existing index once the new one is complete")
+    write.add_argument("--append", action="store_true",
+                       help="add the documents (new docnos only) to the existing index, swapped in once complete")
     p.add_argument("--quiet", action="store_true", help="no progress bar (shown by default, on process 0)")
     p.set_defaults(func=_index_command)

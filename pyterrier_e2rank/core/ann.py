@@ -161,7 +161,11 @@ class FaissAnnRetriever(VectorSearch):
         if gpu and faiss.get_num_gpus() == 0:
             raise ValueError("gpu=True, but FAISS sees no GPU (faiss-gpu not installed, or no device)")
         self.gpu = faiss.get_num_gpus() > 0 if gpu is None else bool(gpu)
-        self.structure = _structure(index, name, build, gpu=self.gpu)
+        self.structure = self._load_structure()
+
+    def _load_structure(self):
+        """The FAISS structure searched (``_structure``); a subclass of another kind of structure reads its own."""
+        return _structure(self.index, self.name, self._build, gpu=self.gpu)
 
     @property
     def path(self) -> Path:
@@ -188,9 +192,9 @@ class FaissAnnRetriever(VectorSearch):
         """``retriever % k`` asks for fewer results instead of cutting them afterwards."""
         if k >= self.num_results:
             return None
-        return FaissAnnRetriever(self.index, self.name, self._build, method=self.method, num_results=k,
-                                 n_probe=self.n_probe, ef_search=self.ef_search, refine=self.refine, gpu=self.gpu,
-                                 qbatch=self.qbatch)
+        return type(self)(self.index, self.name, self._build, method=self.method, num_results=k,
+                          n_probe=self.n_probe, ef_search=self.ef_search, refine=self.refine, gpu=self.gpu,
+                          qbatch=self.qbatch)
 
     def search(self, query_vectors: np.ndarray):
         """Top-k (scores, row ids; -1 for none) for each query, best first."""
@@ -238,13 +242,15 @@ def _in_range(value, name: str, minimum: int, maximum: int) -> int:
     return value
 
 
-def _structure(index, name: str, build, *, gpu: bool):
+def _structure(index, name: str, build, *, gpu: bool, write=None, read=None):
     """The structure ``name`` of the index (``E2RankIndex.derived``: stored once, built from the index's
-    vectors and refused when built from others), kept in the index's cache, and on the GPUs when ``gpu``."""
+    vectors and refused when built from others), kept in the index's cache, and on the GPUs when ``gpu``;
+    ``write(structure, out)``/``read(index, path)`` (default ``_write``/``_read``) store and load it."""
     faiss = _faiss()
+    write, read = write or _write, read or _read
     key = ("e2rank_ann", name, gpu)
     if key not in index._cache:
-        structure = index.derived(name, lambda out: _write(build(), out), load=lambda path: _read(index, path))
+        structure = index.derived(name, lambda out: write(build(), out), load=lambda path: read(index, path))
         index._cache[key] = faiss.index_cpu_to_all_gpus(structure) if gpu else structure
     return index._cache[key]
 
@@ -266,7 +272,13 @@ def _read(index, path: Path):
     except RuntimeError as e:
         raise CorruptArtifact(f"{shown} is not a FAISS structure FAISS can read ({str(e).splitlines()[0]}); "
                               f"delete it to rebuild it") from None
-    count, dim = index.meta["doc_count"], index.dim
+    return checked_size(index, path, structure, index.dim)
+
+
+def checked_size(index, path: Path, structure, dim: int):
+    """``structure``, read from ``path``, once it holds the index's count of vectors of dimension ``dim``."""
+    shown = Path(index.path) / path.name
+    count = index.meta["doc_count"]
     if (structure.ntotal, structure.d) != (count, dim):
         raise CorruptArtifact(f"{shown} holds {structure.ntotal} vectors of dimension {structure.d}, the index "
                               f"{count} of dimension {dim}: it was not built from this index; delete it to rebuild")
@@ -419,6 +431,18 @@ class AnnSearch:
     def faiss_flat_fp16_retriever(self, **options) -> pt.Transformer:
         """Exhaustive search over float16 vectors (half the RAM): ``ann.flat_fp16_retriever``."""
         return flat_fp16_retriever(self, **options)
+
+    def int8_retriever(self, **options) -> pt.Transformer:
+        """Exhaustive search over int8 codes (4x less memory; ``num_results``, ``rescore``, ``train_sample``):
+        ``quantized.int8_retriever``."""
+        from .quantized import int8_retriever  # quantized builds on this module's retriever
+        return int8_retriever(self, **options)
+
+    def binary_retriever(self, **options) -> pt.Transformer:
+        """Exhaustive Hamming search over sign bits (32x less memory; ``num_results``, ``rescore``):
+        ``quantized.binary_retriever``."""
+        from .quantized import binary_retriever  # quantized builds on this module's retriever
+        return binary_retriever(self, **options)
 
     def faiss_flat_retriever(self, *, gpu: bool = False, **options) -> pt.Transformer:
         """FlexIndex's exhaustive FAISS search (``FlexResults``), over the vectors this object opened

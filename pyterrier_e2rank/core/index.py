@@ -39,13 +39,14 @@ DOCNOS = "docnos.npids"
 LEGACY_FILES = ("vectors.f32", "docnos.npy")
 #: The names of the structures derived from the vectors and kept inside the index: FlexIndex's (pyterrier-dr 0.8:
 #: ``flex/faiss_retr.py``, ``corpus_graph.py``, ``scann_retr.py``, ``voyager_retr.py``, ``flatnav_retr.py``,
-#: ``kannolo_retr.py``) and ours (``ann.py``), as exact formats. Each may have a record of the vectors it was built
-#: from (``<name>.source.json``, ``SOURCE``), and a build killed meanwhile leaves its lock and temporary file.
+#: ``kannolo_retr.py``) and ours (``ann.py``, ``quantized.py``), as exact formats. Each may have a record of the
+#: vectors it was built from (``<name>.source.json``, ``SOURCE``), and a build killed meanwhile leaves its lock and
+#: temporary file.
 STRUCTURES = (r"hnsw_n-\d+_ef-\d+\.(?:faiss|graph)", r"ivf_nlist-\d+_train-\d+\.faiss", r"corpusgraph_k\d+",
               r"scann_leaves-\d+_train-\d+\.scann", r"voyager-\w+-\d+-\d+-\d+-\w+\.voyager",
               r"\d+_ef-\d+-SimFn\.\w+\.flatnav", r"kannolo_hnsw-\d+_ef-\d+",
               r"ivfpq_nlist-\d+_m-\d+_nbits-\d+_train-\d+\.faiss", r"flat_fp16\.faiss",
-              r"hnsw-fp16_n-\d+_ef-\d+\.faiss")
+              r"hnsw-fp16_n-\d+_ef-\d+\.faiss", r"sq8_train-\d+\.faiss", r"binary\.faiss")
 SOURCE = ".source.json"
 _STRUCTURE_NAME = "(?:" + "|".join(STRUCTURES) + ")"
 _STRUCTURE = _STRUCTURE_NAME + "(?:" + re.escape(SOURCE) + ")?"
@@ -284,13 +285,28 @@ class DocnoLookup:
             return np.empty(0, dtype=np.int64)
         found = np.array([isinstance(d, str) for d in docnos])
         rows = np.full(len(docnos), -1, dtype=np.int64)
-        rows[found] = self._lookup.inv[[d for d in docnos if isinstance(d, str)]] if found.any() else []
+        rows[found] = self._npids_rows([d for d in docnos if isinstance(d, str)]) if found.any() else []
         found &= rows >= 0
         found[found] = np.asarray(self.fwd[rows[found]], dtype=object) == np.asarray(docnos, dtype=object)[found]
         if not found.all():
             missing = [d for d, ok in zip(docnos, found) if not ok]
             raise KeyError(f"{len(missing)} docno(s) are not in the index at {self.path}: {missing[:5]}")
         return rows
+
+    def _npids_rows(self, docnos: List[str]) -> np.ndarray:
+        """npids' rows of ``docnos`` (-1: absent). Its codec for docnos of one prefix and a number raises
+        (ValueError, OverflowError) on a docno of another form ("z" where docnos are "d0".."d9"): such a
+        lookup is done docno by docno, those failing being absent."""
+        try:
+            return np.asarray(self._lookup.inv[docnos], dtype=np.int64)
+        except (ValueError, OverflowError):
+            rows = []
+            for docno in docnos:
+                try:
+                    rows.append(self._lookup.inv[[docno]][0])
+                except (ValueError, OverflowError):
+                    rows.append(-1)
+            return np.asarray(rows, dtype=np.int64)
 
 
 class _ExactRows:

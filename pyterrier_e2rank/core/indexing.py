@@ -19,7 +19,7 @@ from npids import Lookup
 
 from . import provenance
 from .checks import MISSING_TEXT, check_finite, document_texts, identifier, positive_int, stack_vectors
-from .index import DOCNOS, META, VECTORS, E2RankIndex, index_path, own_entries
+from .index import DOCNOS, META, VECTORS, E2RankIndex, as_index, index_path, own_entries
 from .io import CorruptArtifact, atomic_directory, atomic_file, check_replaceable, writer_lock
 
 
@@ -204,13 +204,26 @@ class E2RankIndexer(pt.Indexer):
     An empty document is indexed as the model embeds the empty text (one warning counts them); a
     missing text (``None``, NaN) is an error naming the docno, unless ``missing_text="empty"``.
     ``corpus_stamp`` (``data.corpus_stamp``) is stored with the index (``E2RankIndex.corpus_stamp``), so
-    that whoever reuses it can tell whether the corpus changed since."""
+    that whoever reuses it can tell whether the corpus changed since.
+
+    ``mode="append"`` adds the documents to the existing index instead (``append_stamp`` says what the
+    stamp becomes), encoded and committed in chunks as a build is (a restart resumes), then merged after
+    the old vectors into a new version swapped in like every write: the old index serves until then. A
+    docno already in the index, or repeated in the new documents, is refused by name before its chunk is
+    encoded; an index of another model or dimension raises ``IndexModelMismatch``; an index rebuilt
+    while the append encoded raises ``IndexReplaced``. The structures derived from the old vectors (ANN,
+    int8, binary, corpus graphs) are not carried over: the new version has new vectors (a new
+    ``digest``), and each is built again from them on first use."""
 
     def __init__(self, model, index, *, batch_size: Optional[int] = None, verbose: Optional[bool] = None,
                  text_field: str = "text", overwrite: bool = False, chunk_size: int = 4096,
-                 missing_text: str = "error", corpus_stamp: Optional[dict] = None):
+                 missing_text: str = "error", corpus_stamp: Optional[dict] = None, mode: str = "create"):
         if missing_text not in MISSING_TEXT:
             raise ValueError(f"missing_text={missing_text!r}: expected one of {list(MISSING_TEXT)}")
+        if mode not in INDEXER_MODES:
+            raise ValueError(f"mode={mode!r}: expected one of {list(INDEXER_MODES)}")
+        if mode == "append" and overwrite:
+            raise ValueError("overwrite=True replaces the index and mode='append' adds to it: choose one")
         self.model = model
         self.index_ = E2RankIndex(index_path(index))  # not opened: it may not exist, or be replaced
         self.batch_size = batch_size
@@ -220,9 +233,11 @@ class E2RankIndexer(pt.Indexer):
         self.chunk_size = positive_int(chunk_size, "chunk_size")
         self.missing_text = missing_text
         self.corpus_stamp = corpus_stamp
+        self.mode = mode
 
     def __repr__(self):
-        return f"{self.model!r}.indexer({self.index_!r}, text_field={self.text_field!r}, overwrite={self.overwrite})"
+        return (f"{self.model!r}.indexer({self.index_!r}, text_field={self.text_field!r}, overwrite={self.overwrite}"
+                f"{', mode=' + repr(self.mode) if self.mode != 'create' else ''})")
 
     def index_inputs(self):
         return [["docno", self.text_field], ["docno", "doc_vec"]]
@@ -239,7 +254,12 @@ class E2RankIndexer(pt.Indexer):
         if isinstance(it, pd.DataFrame):
             it = it.to_dict(orient="records")
         target = Path(self.index_.path)
-        check_replaceable(target, own_entries, overwrite=self.overwrite, what="E2Rank index")  # before any work
+        base = None
+        if self.mode == "append":
+            base = appendable(target, self.model)
+            it = new_documents(it, base)
+        check_replaceable(target, own_entries, overwrite=self.overwrite or base is not None,
+                          what="E2Rank index")  # before any work
         rank, world, barrier = distributed_context()
         store = self.chunk_store(rank=rank)
         total = len(it) if hasattr(it, "__len__") else None
@@ -263,14 +283,69 @@ class E2RankIndexer(pt.Indexer):
                 progress.close()
         barrier()
         if rank == 0:
-            with IndexWriter(target, self.model.dim, store.plan["encoder"], overwrite=self.overwrite,
-                             corpus_stamp=self.corpus_stamp) as writer:
+            with IndexWriter(target, self.model.dim, store.plan["encoder"] if base is None else base.fingerprint,
+                             overwrite=self.overwrite or base is not None, corpus_stamp=self.corpus_stamp) as writer:
+                if base is not None:
+                    base.check_current()  # under the writer's lock: no rebuild since the append opened it
+                    copy_index(base, writer)
                 for chunk_id in range(num_chunks):
                     writer.add(*store.load(chunk_id))
+                if base is not None:
+                    writer.corpus_stamp = append_stamp(base, self.corpus_stamp, writer.docnos[len(base):])
                 writer.finish()
             store.remove()
         barrier()
         return E2RankIndex(target)
+
+
+#: ``E2RankIndexer``'s modes: a new index (or a replacement, with ``overwrite``), or documents added to one.
+INDEXER_MODES = ("create", "append")
+
+
+def appendable(path: Path, model) -> E2RankIndex:
+    """The index at ``path``, opened, to which ``model`` may append: ``FileNotFoundError`` when there is none,
+    ``IndexModelMismatch`` when its vectors are another model's or of another dimension."""
+    if not (path / META).is_file():
+        raise FileNotFoundError(f"no E2Rank index at {path} to append to; build it first with model.indexer(path)")
+    base = as_index(path)
+    base.payload(return_dvecs=False, return_docnos=False)
+    if base.dim != model.dim:
+        raise provenance.IndexModelMismatch(f"the index at {path} holds vectors of dimension {base.dim}; "
+                                 f"{model.model_name_or_path!r} makes vectors of dimension {model.dim}: append with "
+                                 f"the model that built the index")
+    base.check_model(model)
+    return base
+
+
+def new_documents(records: Iterable[dict], base: E2RankIndex) -> Iterator[dict]:
+    """``records`` as given, each checked, as it is read (before its chunk is encoded), to have a docno that
+    is neither in ``base`` nor repeated among the records; else a ValueError naming the docno."""
+    lookup, unique = base.docnos(), UniqueIds("docno", "appended documents")
+    for position, record in enumerate(records):
+        if isinstance(record, dict) and "docno" in record:  # any other record is refused by encode_corpus
+            docno = identifier(record["docno"], "docno", f"document {position} of the appended documents")
+            if docno in lookup:
+                raise ValueError(f"docno {docno!r} (document {position} of the appended documents) is already in the "
+                                 f"index at {base.path}: an append adds new documents only; nothing was written")
+            unique.add([docno])
+        yield record
+
+
+def append_stamp(base: E2RankIndex, corpus_stamp: Optional[dict], docnos: List[str]) -> dict:
+    """The corpus stamp of ``base`` after an append of ``docnos`` from the corpus ``corpus_stamp`` (``None``: not
+    told): ``{"appended_to": <base's stamp>, "appended": {"corpus", "doc_count", "first_docno", "last_docno"}}``,
+    so no reuse check mistakes it for the base corpus."""
+    return {"appended_to": base.corpus_stamp, "appended": {"corpus": corpus_stamp, "doc_count": len(docnos),
+                                                           "first_docno": docnos[0] if docnos else None,
+                                                           "last_docno": docnos[-1] if docnos else None}}
+
+
+def copy_index(base: E2RankIndex, writer: "IndexWriter", *, block: int = 65536) -> None:
+    """Every docno and vector of ``base`` (the version it opened), in order, added to ``writer``."""
+    lookup, vectors = base.payload(return_dvecs=True, return_docnos=True)[:2]
+    for start in range(0, len(vectors), block):
+        rows = np.arange(start, min(start + block, len(vectors)))
+        writer.add([str(d) for d in lookup.fwd[rows]], np.asarray(vectors[start:start + block]))
 
 
 def distributed_context():

@@ -306,18 +306,19 @@ class E2Rank:
 
     def indexer(self, index, *, batch_size: Optional[int] = None, verbose: Optional[bool] = None,
                 text_field: str = "text", overwrite: bool = False, chunk_size: int = 4096,
-                missing_text: str = "error", corpus_stamp: Optional[dict] = None) -> pt.Indexer:
+                missing_text: str = "error", corpus_stamp: Optional[dict] = None, mode: str = "create") -> pt.Indexer:
         """Indexes records with text (encoded here) or ``doc_vec`` (from ``doc_encoder()``) into ``index``
         (an ``E2RankIndex``, a FlexIndex or a path), built aside and swapped in when complete; in
         committed chunks of ``chunk_size`` documents, so a restarted build resumes, and sharded across
         processes under torchrun (``indexing.E2RankIndexer``). An empty text is indexed as the empty
         text (one warning counts them); a missing one (None/NaN) is an error unless
         ``missing_text="empty"``. ``corpus_stamp`` (``data.corpus_stamp(dataset)``) is stored with the index,
-        for reuse checks (``E2RankIndex.corpus_stamp``)."""
+        for reuse checks (``E2RankIndex.corpus_stamp``). ``mode="append"`` adds the documents to the existing
+        index (new docnos only; its derived structures are built again from the new vectors on first use)."""
         from .indexing import E2RankIndexer
         return E2RankIndexer(self, index, batch_size=batch_size, verbose=verbose, text_field=text_field,
                              overwrite=overwrite, chunk_size=chunk_size, missing_text=missing_text,
-                             corpus_stamp=corpus_stamp)
+                             corpus_stamp=corpus_stamp, mode=mode)
 
     def retriever(self, index, *, num_results: int = 1000, batch_size: Optional[int] = None,
                   verbose: Optional[bool] = None) -> pt.Transformer:
