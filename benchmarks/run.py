@@ -19,8 +19,8 @@ from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import (ann, encode_throughput, fingerprint, index_sharded, quantized, rerank_reuse,  # noqa: E402
-                        reproduce, retrieval_scale, sharding, vs_generative)
+from benchmarks import (ann, cpu_inference, encode_throughput, fingerprint, index_sharded, quantized,  # noqa: E402
+                        rerank_reuse, reproduce, retrieval_scale, sharding, vs_generative)
 from benchmarks.common import machine, timer  # noqa: E402
 from pyterrier_e2rank.core.io import atomic_file  # noqa: E402
 
@@ -44,11 +44,13 @@ SETTINGS = {
     "quick": {"reuse_queries": 3, "generative_layers": 2, "generative_queries": 2, "encode_docs": 256,
               "scale_docs": 1_000_000, "scale_dims": [384], "sharded_docs": 256, "sharded_queries": 20,
               "reproduce_queries": 10,
+              "cpu_docs": 128, "cpu_qwen_layers": 2, "cpu_queries": 30,
               "ann": [dict(ann_size("100000x384"), hnsw_fp32=False, ef_search=(64, 128), n_probe=(32,))],
               "vectors": dict(num_docs=100_000, dim=1024), "append_docs": 1000},
     "full": {"reuse_queries": 10, "generative_layers": 4, "generative_queries": 5, "encode_docs": 1024,
              "scale_docs": 1_000_000, "scale_dims": [384, 1024], "sharded_docs": 1024, "sharded_queries": 100,
              "reproduce_queries": 300,
+             "cpu_docs": 512, "cpu_qwen_layers": 4, "cpu_queries": 300,
              "ann": [ann_size(size) for size in ("1000000x384", "1000000x1024", "5000000x384")],
              "vectors": dict(num_docs=1_000_000, dim=1024), "append_docs": None},
 }
@@ -83,6 +85,8 @@ def run_all(quick: bool, workdir: Path, model: str, save=lambda data: None, *, a
         "index_sharded": lambda: index_sharded.run(workdir, model_path=model, num_docs=s["sharded_docs"]),
         "sharding": lambda: sharding.run(workdir, model_path=model, num_queries=s["sharded_queries"]),
         "reproduce": lambda: reproduce.run(workdir, model_path=model, num_queries=s["reproduce_queries"], label=model),
+        "cpu_inference": lambda: cpu_inference.run(workdir, num_docs=s["cpu_docs"], qwen_layers=s["cpu_qwen_layers"],
+                                                   num_queries=s["cpu_queries"]),
         "ann": lambda: run_ann(workdir, sizes, save_ann, done=data.get("ann", {}).get("by_size", {})),
         "vectors": lambda: quantized.vectors(workdir, **s["vectors"]),
         "append": lambda: quantized.append(workdir, num_docs=s["append_docs"]),
@@ -172,6 +176,11 @@ def table(data: dict) -> str:
                               f"{p['seconds']:.0f} s; e2rank experiment {p['experiment_texts_encoded']:,} texts in "
                               f"{p['experiment_seconds']:.0f} s ({p['backbone']})",
                  f"{p['wall_ratio_vs_experiment']:.2f}x wall", "< 1x"))
+    c = data["cpu_inference"]
+    rows.append(("cpu_inference", f"onnx int8 vs float32 torch, docs/s: " + ", ".join(
+        f"{name} {m['ratio']:.2f}x" for name, m in c["by_model"].items()) + "; SciFact nDCG@10 (MiniLM, "
+        f"{c['queries']} queries): " + ", ".join(f"{n} {d:+.4f}" for n, d in c["scifact_ndcg10_deltas"].items()),
+        f"{c['speedup']:.2f}x, {c['scifact_ndcg10_delta']:+.4f}", ">= 2.0x, within 0.005"))
     a = data["ann"]
     rows += [(f"ann ({size})", f"best with recall@100 >= 0.95: {x['setting']}: recall {x['recall_at_100']:.3f}, "
                                f"{x['ms_per_query']:.2f} vs {b['exact_ms_per_query']:.1f} ms/query exact, build "

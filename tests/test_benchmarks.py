@@ -34,8 +34,8 @@ def test_retrieval_scale_matches_brute_force(tmp_path):
 def test_resume_keeps_finished_benchmarks_and_refuses_another_mode(tmp_path):
     finished = {name: {"ratio": 1.0} for name in ("rerank_reuse", "vs_generative", "encode_throughput",
                                                     "retrieval_scale", "fingerprint", "index_sharded", "sharding",
-                                                    "reproduce", "ann", "vectors",
-                                                    "append")}
+                                                    "reproduce", "cpu_inference", "ann",
+                                                    "vectors", "append")}
     done = {"machine": machine(), "mode": "quick", "elapsed_s": {"ann": 3.0}, **finished}
     saved = []
     assert run.run_all(True, tmp_path, "unused", saved.append, done=dict(done)) == done  # nothing run again
