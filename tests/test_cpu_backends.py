@@ -11,7 +11,7 @@ import torch
 
 from fixtures.docs import make_docs
 from pyterrier_e2rank import E2Rank
-from pyterrier_e2rank.core.index import IndexModelMismatch
+from pyterrier_e2rank.core.provenance import IndexModelMismatch
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
