@@ -1,9 +1,10 @@
-"""Commands on several processes (torchrun, gloo on CPU): ``rerank-run`` and ``experiment`` split the queries
+"""Commands on several processes (torchrun, gloo on CPU): ``rerank-run``, ``experiment`` and ``reproduce`` split the queries
 across the processes and process 0 writes what one process writes; an error in one process is raised in
 every process. Each process writes its own files (torchrun ``--log-dir``, report files); torchrun's
 rendezvous port is chosen by the OS (``--standalone``)."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -12,6 +13,7 @@ import pandas as pd
 import pytest
 
 from pyterrier_e2rank.app.cli import main
+from pyterrier_e2rank.app.experiment import index_name
 from pyterrier_e2rank.app.runs import read_run, write_run
 from pyterrier_e2rank.app.sharding import query_blocks
 
@@ -99,6 +101,58 @@ def test_experiment_on_two_processes_reports_the_results_of_one(collection, mini
     assert one["bm25>>e2rank"]["nDCG@10"] != one["bm25"]["nDCG@10"]  # the reranker changed the ranking
     assert all(0 < one[system]["nDCG@10"] < 1 and 0 < one[system]["R@100"] < 1 for system in one)
 
+
+
+@pytest.mark.slow
+def test_reproduce_on_two_processes_writes_the_results_of_one(collection, minilm_dir, tmp_path):
+    """Two datasets: the collection with PISA (built by process 0) and a copy of it with the pinned run. The
+    texts encoded are those of both processes' blocks; a suite resumed with the pinned dataset's reranked
+    chunk left (as a killed one leaves it) reranks nothing of it, every process deciding alike."""
+    pinned = tmp_path / "pinned"
+    shutil.copytree(collection, pinned)
+    first = read_run(tmp_path / "first.run")
+
+    def command(name):
+        return ["reproduce", "--model", str(minilm_dir), "--dataset", str(collection), "--dataset", str(pinned),
+                "--run", f"{pinned}={tmp_path / 'first.run'}", "--top-k", "10", "--num-input-docs", "5",
+                "--index-dir", str(tmp_path / f"indexes-{name}"), "--output", str(tmp_path / name)]
+    assert main(command("one")) == 0
+    logs = tmp_path / "logs"
+    done = torchrun("-m", "pyterrier_e2rank.app.cli", "--", *command("two"), logs=logs)
+    assert done.returncode == 0, process_logs(logs)
+    one, two = (json.loads((tmp_path / name / "results.json").read_text()) for name in ("one", "two"))
+    assert list(two) == list(one) == [str(collection), str(pinned)]
+    for dataset in one:
+        assert list(two[dataset]) == list(one[dataset]) == ["bm25", "bm25>>e2rank"]
+        for system, measures in one[dataset].items():
+            for measure, value in measures.items():
+                assert two[dataset][system][measure] == pytest.approx(value, abs=1e-9), (dataset, system, measure)
+        runs = [read_run(tmp_path / name / "datasets" / index_name(dataset) / "bm25-e2rank.run")
+                for name in ("one", "two")]
+        assert runs[1][["qid", "docno", "rank"]].equals(runs[0][["qid", "docno", "rank"]]) and len(runs[0]) == 50
+        np.testing.assert_allclose(runs[1]["score"], runs[0]["score"], atol=1e-5)
+    assert one[str(pinned)]["bm25>>e2rank"] != one[str(pinned)]["bm25"]  # the reranker changed the ranking
+
+    candidates = first[first["rank"] < 10]
+    records = [json.loads((tmp_path / name / "run_record.json").read_text()) for name in ("one", "two")]
+    assert records[0]["datasets"][str(pinned)]["texts_encoded"] == candidates["docno"].nunique() + len(QUERIES)
+    assert records[1]["datasets"][str(pinned)]["texts_encoded"] == sum(  # each process encodes its block's
+        candidates[candidates["qid"].isin(block)]["docno"].nunique() + len(block)
+        for block in query_blocks(list(QUERIES), 2))
+    assert (records[0]["processes"], records[1]["processes"]) == (1, 2)
+
+    folder = tmp_path / "two" / "datasets" / index_name(str(pinned))
+    (folder / "reranked").mkdir()
+    shutil.copy(folder / "bm25-e2rank.run", folder / "reranked" / "00000.run")
+    (folder / "results.json").unlink()
+    finished = tmp_path / "two" / "datasets" / index_name(str(collection)) / "results.json"
+    stamp = finished.stat().st_mtime_ns
+    shutil.rmtree(logs)
+    done = torchrun("-m", "pyterrier_e2rank.app.cli", "--", *command("two"), logs=logs)
+    assert done.returncode == 0, process_logs(logs)
+    assert json.loads((tmp_path / "two" / "results.json").read_text()) == two and finished.stat().st_mtime_ns == stamp
+    assert json.loads((tmp_path / "two" / "run_record.json").read_text())["datasets"][str(pinned)][
+        "texts_encoded"] == 0
 
 _FAILING = """
 import json, os, sys
