@@ -1,5 +1,5 @@
-"""Commands on several processes (torchrun, gloo on CPU): ``rerank-run``, ``experiment`` and ``reproduce`` split the queries
-across the processes and process 0 writes what one process writes; an error in one process is raised in
+"""Commands on several processes (torchrun, gloo on CPU): ``rerank-run``, ``experiment`` and ``reproduce`` split
+the queries across the processes and process 0 writes what one process writes; an error in one process is raised in
 every process. Each process writes its own files (torchrun ``--log-dir``, report files); torchrun's
 rendezvous port is chosen by the OS (``--standalone``)."""
 import json

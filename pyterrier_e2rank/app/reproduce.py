@@ -39,6 +39,7 @@ import pandas as pd
 
 from ..bm25 import pisa_bm25
 from ..core.indexing import distributed_context
+from ..core.checks import positive_int
 from ..core.io import atomic_file, numbered_lines, writer_lock
 from ..core.model import E2Rank
 from ..core.prompt import DEFAULT_RERANK_TASK
@@ -589,16 +590,17 @@ def register(subparsers) -> None:
                    help="drop run-file queries and documents the dataset lacks (counted in the notes), not an error")
     p.add_argument("--dense", action="store_true", help="add dense retrieval rows (builds or reuses the dense index)")
     p.add_argument("--index-dir", default="indexes", help="where BM25 (and dense) indexes are built or reused")
-    p.add_argument("--top-k", type=arguments.positive_int, default=100, help="candidates reranked per query")
-    p.add_argument("--num-input-docs", type=arguments.positive_int, default=20, help="documents in the prompt")
+    p.add_argument("--top-k", type=arguments.Checked(positive_int), default=100, help="candidates reranked per query")
+    p.add_argument("--num-input-docs", type=arguments.Checked(positive_int), default=20, help="documents in the prompt")
     p.add_argument("--rerank-task", default=DEFAULT_RERANK_TASK, help="the listwise prompt's task sentence")
     p.add_argument("--query-task", default="dataset",
                    help="retrieval instruction of the dense rows: 'dataset' (the authors' per dataset), "
                         "'auto' (the model's default) or a sentence")
-    p.add_argument("--doc-max-words", type=arguments.positive_int, default=DOC_MAX_WORDS,
+    p.add_argument("--doc-max-words", type=arguments.Checked(positive_int), default=DOC_MAX_WORDS,
                    help="documents are cut to this many words")
-    p.add_argument("--num-queries", type=arguments.positive_int, help="only the first N topics of each dataset")
-    p.add_argument("--batch-size", type=arguments.positive_int, default=32)
+    p.add_argument("--num-queries", type=arguments.Checked(positive_int),
+                   help="only the first N topics of each dataset")
+    p.add_argument("--batch-size", type=arguments.Checked(positive_int), default=32)
     p.add_argument("--device", default=None,
                    help="cuda or cpu (default: cuda when available; under torchrun each process's cuda:LOCAL_RANK)")
     p.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming what --output holds")
