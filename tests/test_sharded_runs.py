@@ -188,3 +188,40 @@ def test_an_error_in_one_process_is_raised_in_every_process(tmp_path):
     assert [json.loads((reports / f"rank-{rank}.json").read_text()) for rank in (0, 1)] == [
         {"rank": rank, "error": "\"docno 'd9' of qid 'q4' is not in the collection\"", "notes": [note]}
         for rank in (0, 1)]
+
+
+_DECIDING = """
+import json, os, sys
+import pandas  # imported first, as by the commands: without it this interpreter aborts in its exit (SIGABRT)
+from pyterrier_e2rank.app.sharding import main_process_decides, main_process_first
+
+rank = int(os.environ["RANK"])
+report = {"decided": main_process_decides(lambda: f"process {rank}'s decision"), "errors": []}
+for block in ("decides", "first"):
+    try:
+        if block == "decides":
+            main_process_decides(lambda: int(f"not a number in process {rank}"))
+        else:
+            with main_process_first():
+                raise KeyError(f"built by process {rank}")
+        report["errors"].append(None)
+    except (ValueError, KeyError) as e:
+        report["errors"].append([type(e).__name__, str(e), getattr(e, "__notes__", [])])
+with open(os.path.join(sys.argv[1], f"rank-{rank}.json"), "w") as out:
+    json.dump(report, out)
+"""
+
+
+def test_process_0_decides_for_every_process_and_its_errors_are_raised_in_each(tmp_path):
+    """Every process gets process 0's decision, or its error: none waits for process 0 in vain, and the
+    others do not run the block that failed in process 0."""
+    script, reports, logs = tmp_path / "deciding.py", tmp_path / "reports", tmp_path / "logs"
+    script.write_text(_DECIDING)
+    reports.mkdir()
+    done = torchrun(str(script), str(reports), logs=logs, timeout=300)
+    assert done.returncode == 0, process_logs(logs)
+    note = ["(raised by process 0 of 2)"]
+    assert [json.loads((reports / f"rank-{rank}.json").read_text()) for rank in (0, 1)] == [
+        {"decided": "process 0's decision",
+         "errors": [["ValueError", "invalid literal for int() with base 10: 'not a number in process 0'", note],
+                    ["KeyError", "'built by process 0'", note]]}] * 2
