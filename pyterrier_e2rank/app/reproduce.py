@@ -264,7 +264,8 @@ class _Suite:
 
         Under a launcher every process calls this: each reranks (and with ``dense`` retrieves for) its block
         of the queries, process 0 decides what is finished (``resumed``), builds the PISA index, writes every
-        file and returns the results; the others return ``None`` (a finished dataset's, read back by process 0)."""
+        file and returns the results; the others return ``None``, or a finished dataset's results as process 0
+        read them back."""
         folder = self.output / "datasets" / dataset.folder
         finished = main_process_decides(lambda: self.resumed(dataset, folder))
         if finished is not None:
