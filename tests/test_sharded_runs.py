@@ -105,8 +105,8 @@ def test_experiment_on_two_processes_reports_the_results_of_one(collection, mini
 
 @pytest.mark.slow
 def test_reproduce_on_two_processes_writes_the_results_of_one(collection, minilm_dir, tmp_path):
-    """Two datasets: the collection with PISA (built by process 0) and a copy of it with the pinned run. The
-    texts encoded are those of both processes' blocks; a suite resumed with the pinned dataset's reranked
+    """Two datasets: the collection with PISA (built by process 0) and a copy of it with the pinned run, with
+    the dense rows (the dense index built sharded). The texts encoded are those of both processes' blocks; a suite resumed with the pinned dataset's reranked
     chunk left (as a killed one leaves it) reranks nothing of it, every process deciding alike."""
     pinned = tmp_path / "pinned"
     shutil.copytree(collection, pinned)
@@ -115,7 +115,8 @@ def test_reproduce_on_two_processes_writes_the_results_of_one(collection, minilm
     def command(name):
         return ["reproduce", "--model", str(minilm_dir), "--dataset", str(collection), "--dataset", str(pinned),
                 "--run", f"{pinned}={tmp_path / 'first.run'}", "--top-k", "10", "--num-input-docs", "5",
-                "--index-dir", str(tmp_path / f"indexes-{name}"), "--output", str(tmp_path / name)]
+                "--index-dir", str(tmp_path / f"indexes-{name}"), "--output", str(tmp_path / name),
+                "--dense"]
     assert main(command("one")) == 0
     logs = tmp_path / "logs"
     done = torchrun("-m", "pyterrier_e2rank.app.cli", "--", *command("two"), logs=logs)
@@ -123,7 +124,7 @@ def test_reproduce_on_two_processes_writes_the_results_of_one(collection, minilm
     one, two = (json.loads((tmp_path / name / "results.json").read_text()) for name in ("one", "two"))
     assert list(two) == list(one) == [str(collection), str(pinned)]
     for dataset in one:
-        assert list(two[dataset]) == list(one[dataset]) == ["bm25", "bm25>>e2rank"]
+        assert list(two[dataset]) == list(one[dataset]) == ["bm25", "bm25>>e2rank", "dense", "dense>>e2rank"]
         for system, measures in one[dataset].items():
             for measure, value in measures.items():
                 assert two[dataset][system][measure] == pytest.approx(value, abs=1e-9), (dataset, system, measure)
