@@ -102,12 +102,12 @@ def test_experiment_on_two_processes_reports_the_results_of_one(collection, mini
     assert all(0 < one[system]["nDCG@10"] < 1 and 0 < one[system]["R@100"] < 1 for system in one)
 
 
-
 @pytest.mark.slow
 def test_reproduce_on_two_processes_writes_the_results_of_one(collection, minilm_dir, tmp_path):
     """Two datasets: the collection with PISA (built by process 0) and a copy of it with the pinned run, with
-    the dense rows (the dense index built sharded). The texts encoded are those of both processes' blocks; a suite resumed with the pinned dataset's reranked
-    chunk left (as a killed one leaves it) reranks nothing of it, every process deciding alike."""
+    the dense rows (the dense index built sharded). The texts encoded are those of both processes' blocks; a
+    suite resumed with the pinned dataset's reranked chunk left (as a killed one leaves it) reranks nothing of
+    it, every process deciding alike."""
     pinned = tmp_path / "pinned"
     shutil.copytree(collection, pinned)
     first = read_run(tmp_path / "first.run")
