@@ -1,9 +1,10 @@
-"""Commands on several processes (torchrun, gloo on CPU): ``rerank-run`` and ``experiment`` split the queries
-across the processes and process 0 writes what one process writes; an error in one process is raised in
+"""Commands on several processes (torchrun, gloo on CPU): ``rerank-run``, ``experiment`` and ``reproduce`` split
+the queries across the processes and process 0 writes what one process writes; an error in one process is raised in
 every process. Each process writes its own files (torchrun ``--log-dir``, report files); torchrun's
 rendezvous port is chosen by the OS (``--standalone``)."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -12,6 +13,7 @@ import pandas as pd
 import pytest
 
 from pyterrier_e2rank.app.cli import main
+from pyterrier_e2rank.app.experiment import index_name
 from pyterrier_e2rank.app.runs import read_run, write_run
 from pyterrier_e2rank.app.sharding import query_blocks
 
@@ -100,6 +102,59 @@ def test_experiment_on_two_processes_reports_the_results_of_one(collection, mini
     assert all(0 < one[system]["nDCG@10"] < 1 and 0 < one[system]["R@100"] < 1 for system in one)
 
 
+@pytest.mark.slow
+def test_reproduce_on_two_processes_writes_the_results_of_one(collection, minilm_dir, tmp_path):
+    """Two datasets: the collection with PISA (built by process 0) and a copy of it with the pinned run, with
+    the dense rows (the dense index built sharded). The texts encoded are those of both processes' blocks; a
+    suite resumed with the pinned dataset's reranked chunk left (as a killed one leaves it) reranks nothing of
+    it, every process deciding alike."""
+    pinned = tmp_path / "pinned"
+    shutil.copytree(collection, pinned)
+    first = read_run(tmp_path / "first.run")
+
+    def command(name):
+        return ["reproduce", "--model", str(minilm_dir), "--dataset", str(collection), "--dataset", str(pinned),
+                "--run", f"{pinned}={tmp_path / 'first.run'}", "--top-k", "10", "--num-input-docs", "5",
+                "--index-dir", str(tmp_path / f"indexes-{name}"), "--output", str(tmp_path / name),
+                "--dense"]
+    assert main(command("one")) == 0
+    logs = tmp_path / "logs"
+    done = torchrun("-m", "pyterrier_e2rank.app.cli", "--", *command("two"), logs=logs)
+    assert done.returncode == 0, process_logs(logs)
+    one, two = (json.loads((tmp_path / name / "results.json").read_text()) for name in ("one", "two"))
+    assert list(two) == list(one) == [str(collection), str(pinned)]
+    for dataset in one:
+        assert list(two[dataset]) == list(one[dataset]) == ["bm25", "bm25>>e2rank", "dense", "dense>>e2rank"]
+        for system, measures in one[dataset].items():
+            for measure, value in measures.items():
+                assert two[dataset][system][measure] == pytest.approx(value, abs=1e-9), (dataset, system, measure)
+        runs = [read_run(tmp_path / name / "datasets" / index_name(dataset) / "bm25-e2rank.run")
+                for name in ("one", "two")]
+        assert runs[1][["qid", "docno", "rank"]].equals(runs[0][["qid", "docno", "rank"]]) and len(runs[0]) == 50
+        np.testing.assert_allclose(runs[1]["score"], runs[0]["score"], atol=1e-5)
+    assert one[str(pinned)]["bm25>>e2rank"] != one[str(pinned)]["bm25"]  # the reranker changed the ranking
+
+    candidates = first[first["rank"] < 10]
+    records = [json.loads((tmp_path / name / "run_record.json").read_text()) for name in ("one", "two")]
+    assert records[0]["datasets"][str(pinned)]["texts_encoded"] == candidates["docno"].nunique() + len(QUERIES)
+    assert records[1]["datasets"][str(pinned)]["texts_encoded"] == sum(  # each process encodes its block's
+        candidates[candidates["qid"].isin(block)]["docno"].nunique() + len(block)
+        for block in query_blocks(list(QUERIES), 2))
+    assert (records[0]["processes"], records[1]["processes"]) == (1, 2)
+
+    folder = tmp_path / "two" / "datasets" / index_name(str(pinned))
+    (folder / "reranked").mkdir()
+    shutil.copy(folder / "bm25-e2rank.run", folder / "reranked" / "00000.run")
+    (folder / "results.json").unlink()
+    finished = tmp_path / "two" / "datasets" / index_name(str(collection)) / "results.json"
+    stamp = finished.stat().st_mtime_ns
+    shutil.rmtree(logs)
+    done = torchrun("-m", "pyterrier_e2rank.app.cli", "--", *command("two"), logs=logs)
+    assert done.returncode == 0, process_logs(logs)
+    assert json.loads((tmp_path / "two" / "results.json").read_text()) == two and finished.stat().st_mtime_ns == stamp
+    assert json.loads((tmp_path / "two" / "run_record.json").read_text())["datasets"][str(pinned)][
+        "texts_encoded"] == 0
+
 _FAILING = """
 import json, os, sys
 import pandas as pd
@@ -134,3 +189,40 @@ def test_an_error_in_one_process_is_raised_in_every_process(tmp_path):
     assert [json.loads((reports / f"rank-{rank}.json").read_text()) for rank in (0, 1)] == [
         {"rank": rank, "error": "\"docno 'd9' of qid 'q4' is not in the collection\"", "notes": [note]}
         for rank in (0, 1)]
+
+
+_DECIDING = """
+import json, os, sys
+import pandas  # imported first, as by the commands: without it this interpreter aborts in its exit (SIGABRT)
+from pyterrier_e2rank.app.sharding import main_process_decides, main_process_first
+
+rank = int(os.environ["RANK"])
+report = {"decided": main_process_decides(lambda: f"process {rank}'s decision"), "errors": []}
+for block in ("decides", "first"):
+    try:
+        if block == "decides":
+            main_process_decides(lambda: int(f"not a number in process {rank}"))
+        else:
+            with main_process_first():
+                raise KeyError(f"built by process {rank}")
+        report["errors"].append(None)
+    except (ValueError, KeyError) as e:
+        report["errors"].append([type(e).__name__, str(e), getattr(e, "__notes__", [])])
+with open(os.path.join(sys.argv[1], f"rank-{rank}.json"), "w") as out:
+    json.dump(report, out)
+"""
+
+
+def test_process_0_decides_for_every_process_and_its_errors_are_raised_in_each(tmp_path):
+    """Every process gets process 0's decision, or its error: none waits for process 0 in vain, and the
+    others do not run the block that failed in process 0."""
+    script, reports, logs = tmp_path / "deciding.py", tmp_path / "reports", tmp_path / "logs"
+    script.write_text(_DECIDING)
+    reports.mkdir()
+    done = torchrun(str(script), str(reports), logs=logs, timeout=300)
+    assert done.returncode == 0, process_logs(logs)
+    note = ["(raised by process 0 of 2)"]
+    assert [json.loads((reports / f"rank-{rank}.json").read_text()) for rank in (0, 1)] == [
+        {"decided": "process 0's decision",
+         "errors": [["ValueError", "invalid literal for int() with base 10: 'not a number in process 0'", note],
+                    ["KeyError", "'built by process 0'", note]]}] * 2

@@ -17,6 +17,10 @@ The output directory holds ``results.json`` (``{dataset: {system: {measure: valu
 first-stage provenance with digests, timings, texts encoded); under ``datasets/<name>/`` each dataset's
 first-stage and reranked runs and its finished ``results.json``. A killed suite started again with the
 same command keeps finished datasets and reranked chunks of queries; ``overwrite=True`` starts afresh.
+
+Under ``torchrun``/``accelerate launch`` (``torchrun --nproc-per-node 8 -m pyterrier_e2rank.app.cli -- reproduce
+...``) each dataset's queries are split across the processes, each on its own GPU; process 0 merges, and is
+the one that builds the PISA indexes and writes ``output`` (``reproduce``).
 """
 import contextlib
 import dataclasses
@@ -34,6 +38,8 @@ from typing import Dict, List, Optional, Sequence, Union
 import pandas as pd
 
 from ..bm25 import pisa_bm25
+from ..core.indexing import distributed_context
+from ..core.checks import positive_int
 from ..core.io import atomic_file, numbered_lines, writer_lock
 from ..core.model import E2Rank
 from ..core.prompt import DEFAULT_RERANK_TASK
@@ -43,6 +49,8 @@ from ..data import DocumentText, corpus_id, corpus_stamp, is_beir_folder
 from . import arguments
 from .experiment import dense_index_for, index_name
 from .runs import evaluate_run, read_run, write_run
+from .sharding import (gather_to_main_process, is_main_process, main_process_decides, main_process_first,
+                       process_device, transform_by_query)
 
 #: The paper's columns (DESIGN.md §2); the last eight are BEIR's, averaged as "BEIR avg".
 PAPER_COLUMNS = ("DL19", "DL20", "Covid", "NFC", "Touche", "DBPedia", "SciFact", "Signal", "News", "Robust04")
@@ -218,10 +226,11 @@ def _pinned_run(path: str, ds, all_topics: pd.DataFrame, *, skip_missing: bool) 
     return run, dropped
 
 
-def _rerank(pipeline, candidates: pd.DataFrame) -> pd.DataFrame:
+def _rerank(pipeline, candidates: pd.DataFrame) -> Optional[pd.DataFrame]:
     """Every dataset's candidates are reranked here: ``pipeline`` (the E2Rank reranker) on the frame
-    ``qid, query, docno, text, score, rank`` of some queries."""
-    return pipeline(candidates)
+    ``qid, query, docno, text, score, rank`` of some queries, the queries split across the processes of a
+    launcher (``sharding.transform_by_query``): process 0 gets the whole reranked frame, the others ``None``."""
+    return transform_by_query(pipeline, candidates)
 
 
 class _Suite:
@@ -250,37 +259,53 @@ class _Suite:
             return None
         return dataset_query_task(dataset.name) or self.default_query_task
 
-    def run(self, dataset: _Dataset) -> dict:
-        """One dataset's results and record, from ``datasets/<name>/results.json`` when finished before."""
+    def run(self, dataset: _Dataset) -> Optional[dict]:
+        """One dataset's results and record, from ``datasets/<name>/results.json`` when finished before.
+
+        Under a launcher every process calls this: each reranks (and with ``dense`` retrieves for) its block
+        of the queries, process 0 decides what is finished (``resumed``), builds the PISA index, writes every
+        file and returns the results; the others return ``None``, or a finished dataset's results as process 0
+        read them back."""
         folder = self.output / "datasets" / dataset.folder
-        done = folder / "results.json"
-        self.check_first_stage(dataset, folder)
-        if done.exists():
-            return json.loads(done.read_text(encoding="utf-8"))
+        finished = main_process_decides(lambda: self.resumed(dataset, folder))
+        if finished is not None:
+            return finished
         timings, started = {}, time.perf_counter()
-        ds, all_topics, topics, qrels = _open(dataset, self.num_queries)
+        with main_process_first():  # process 0 downloads what ir_datasets lacks; an unavailable dataset in each
+            ds, all_topics, topics, qrels = _open(dataset, self.num_queries)
         self.model.clear_doc_cache()  # vectors of another corpus's documents are never needed again
-        run, first_stage = self.first_stage(dataset, ds, all_topics, topics, folder)
+        run, first_stage = main_process_decides(lambda: self.first_stage(dataset, ds, all_topics, topics, folder))
         timings["first_stage_s"] = time.perf_counter() - started
-        results = {"bm25": evaluate_run(run, qrels, MEASURES)}
         started = time.perf_counter()
         reranked, work = self.rerank(ds, topics, run, folder / "reranked")
         timings["rerank_s"] = time.perf_counter() - started
-        write_run(reranked, folder / "bm25-e2rank.run", tag="e2rank")
-        results["bm25>>e2rank"] = evaluate_run(reranked, qrels, MEASURES)
-        record = {"source": dataset.source, "paper_column": dataset.column, "queries": int(topics["qid"].nunique()),
-                  "first_stage": first_stage, "query_task": self.task_of(dataset),
-                  "texts_encoded": work.texts, "forward_passes": work.forward_passes, "tokens": work.tokens}
+        dense = {}
         if self.dense:
             started = time.perf_counter()
-            results.update(self.dense_systems(dataset, ds, topics, qrels))
+            dense = self.dense_systems(dataset, ds, topics, qrels)
             timings["dense_s"] = time.perf_counter() - started
-        record["timings"] = timings
+        if not is_main_process():
+            return None
+        results = {"bm25": evaluate_run(run, qrels, MEASURES), "bm25>>e2rank": evaluate_run(reranked, qrels, MEASURES),
+                   **dense}
+        write_run(reranked, folder / "bm25-e2rank.run", tag="e2rank")
+        record = {"source": dataset.source, "paper_column": dataset.column, "queries": int(topics["qid"].nunique()),
+                  "first_stage": first_stage, "query_task": self.task_of(dataset),
+                  "texts_encoded": work.texts, "forward_passes": work.forward_passes, "tokens": work.tokens,
+                  "timings": timings}
+        done = folder / "results.json"
         finished = {"results": results, "record": record}
         with atomic_file(done) as out:
             json.dump(finished, out, indent=2)
         shutil.rmtree(folder / "reranked", ignore_errors=True)
         return finished
+
+    def resumed(self, dataset: _Dataset, folder: Path) -> Optional[dict]:
+        """The dataset's finished results and record (``folder/results.json``), ``None`` when not finished;
+        a dataset begun from another first stage is refused (``check_first_stage``)."""
+        self.check_first_stage(dataset, folder)
+        done = folder / "results.json"
+        return json.loads(done.read_text(encoding="utf-8")) if done.exists() else None
 
     def first_stage_source(self, dataset: _Dataset) -> dict:
         """Where the candidates come from: PISA, or the pinned run file by its digest."""
@@ -325,46 +350,59 @@ class _Suite:
 
     def rerank(self, ds, topics: pd.DataFrame, run: pd.DataFrame, chunks: Path) -> tuple:
         """``run`` reranked, ``QUERIES_PER_CHUNK`` queries at a time, each chunk committed to ``chunks/`` so a
-        killed suite resumes after it; returns the reranked frame and the work of the chunks reranked now."""
+        killed suite resumes after it; returns the reranked frame and the work of the chunks reranked now.
+
+        Under a launcher, process 0 decides once which chunks are pending, before any is written; each chunk's
+        queries are split across the processes, process 0 writes the merged chunk and returns the frame and
+        the work of all processes; the others return ``(None, None)``."""
         from ..core.model import EncodeStats
         text = DocumentText(ds)
         retrieved = set(run["qid"])
         qids = [q for q in topics["qid"] if q in retrieved]
+        paths = [chunks / f"{number:05d}.run" for number in range(-(-len(qids) // QUERIES_PER_CHUNK))]
+        pending = main_process_decides(lambda: [number for number, path in enumerate(paths) if not path.exists()])
         work = EncodeStats()
-        parts = []
-        for number, start in enumerate(range(0, len(qids), QUERIES_PER_CHUNK)):
-            path = chunks / f"{number:05d}.run"
-            if not path.exists():
-                chunk = run[run["qid"].isin(qids[start:start + QUERIES_PER_CHUNK])]
-                candidates = text(chunk.merge(topics[["qid", "query"]], on="qid"))
-                with self.model.counting() as counted:
-                    reranked = _rerank(self.reranker, candidates)
-                work.add(counted)
-                write_run(reranked, path, tag="e2rank")
-            parts.append(read_run(path))
+        for number in pending:
+            start = number * QUERIES_PER_CHUNK
+            chunk = run[run["qid"].isin(qids[start:start + QUERIES_PER_CHUNK])]
+            candidates = text(chunk.merge(topics[["qid", "query"]], on="qid"))
+            with self.model.counting() as counted:
+                reranked = _rerank(self.reranker, candidates)
+            work.add(counted)
+            if reranked is not None:  # process 0 writes the merged chunk
+                write_run(reranked, paths[number], tag="e2rank")
+        works = gather_to_main_process(work)
+        if works is None:
+            return None, None
+        parts = [read_run(path) for path in paths]
         reranked = pd.concat(parts, ignore_index=True) if parts else run.iloc[:0]
-        return reranked, work
+        return reranked, sum(works, EncodeStats())
 
     def dense_systems(self, dataset: _Dataset, ds, topics, qrels) -> dict:
-        """``dense`` and ``dense>>e2rank`` with the dataset's retrieval instruction; the model's instruction
-        and document cache are restored afterwards."""
+        """``dense`` and ``dense>>e2rank`` with the dataset's retrieval instruction (in process 0; ``{}`` in
+        the others of a launcher, each retrieving and reranking its block of the queries); the model's
+        instruction and document cache are restored afterwards."""
         task, self.model.query_task = self.model.query_task, self.task_of(dataset)
         cache, self.model.doc_cache = self.model.doc_cache, None  # the corpus's vectors go to the index, not here
         try:
             index = dense_index_for(self.model, ds, str(self.index_dir), verbose=self.verbose)
-            dense = self.model.retriever(index, num_results=self.top_k)(topics[["qid", "query"]])
-            reranked = self.model.reranker(num_input_docs=self.reranker.prompt.num_input_docs,
-                                           task=self.reranker.prompt.task, index=index)(
-                DocumentText(ds)(dense))
+            retriever = self.model.retriever(index, num_results=self.top_k)
+            reranker = self.model.reranker(num_input_docs=self.reranker.prompt.num_input_docs,
+                                           task=self.reranker.prompt.task, index=index)
+            queries = topics[["qid", "query"]]
+            dense = transform_by_query(retriever, queries)
+            reranked = transform_by_query(retriever >> DocumentText(ds) >> reranker, queries)
         finally:
             self.model.query_task, self.model.doc_cache = task, cache
+        if dense is None:  # not process 0
+            return {}
         return {"dense": evaluate_run(dense, qrels, MEASURES), "dense>>e2rank": evaluate_run(reranked, qrels, MEASURES)}
 
 
 def reproduce(model: Union[str, E2Rank], datasets: Sequence[str], output, *, runs: Optional[Dict[str, str]] = None,
               index_dir="indexes", top_k: int = 100, num_input_docs: int = 20, rerank_task: str = DEFAULT_RERANK_TASK,
               query_task: str = "dataset", dense: bool = False, num_queries: Optional[int] = None,
-              skip_missing: bool = False, overwrite: bool = False, verbose: bool = True) -> dict:
+              skip_missing: bool = False, overwrite: bool = False, verbose: bool = True) -> Optional[dict]:
     """Runs the paper's protocol on ``datasets`` and writes ``output/results.{json,md}`` and
     ``output/run_record.json``; returns ``{dataset: {system: {measure: value}}}``.
 
@@ -384,8 +422,16 @@ def reproduce(model: Union[str, E2Rank], datasets: Sequence[str], output, *, run
     Errors: an unknown dataset id (``ValueError`` with close names), a run file naming an unknown query or
     document (``ValueError`` naming file:line and the id), an ``output`` holding a suite of other settings
     (``ValueError`` naming them), another writer (``ArtifactLocked``). A dataset that cannot be had (a manual
-    download, no network) is skipped, and said so in the table's notes."""
+    download, no network) is skipped, and said so in the table's notes.
+
+    Under ``torchrun``/``accelerate launch`` every process calls this with the same arguments (a model name
+    is loaded on the process's own device, ``sharding.process_device``): the queries of each dataset are
+    split across the processes, process 0 alone takes ``output``'s lock, decides what a resumed suite finds
+    done, builds the PISA indexes (the dense ones are built sharded), writes every file (``texts_encoded``
+    and the other counts summed over the processes) and returns the results; the others return ``None``. An
+    error of process 0 (the lock, other settings) is raised in every process."""
     output, runs = Path(output), dict(runs or {})
+    main = is_main_process()
     checked, unavailable = [], {}
     for source in dict.fromkeys(datasets):
         try:
@@ -396,7 +442,7 @@ def reproduce(model: Union[str, E2Rank], datasets: Sequence[str], output, *, run
     unavailable = {k: why for k, why in unavailable.items() if _LOCAL_ONLY.get(k.removeprefix("irds:")) not in given}
     parse_runs([f"{k}={v}" for k, v in runs.items()], [d.label for d in checked])
     if isinstance(model, str):
-        model = E2Rank(model, cache_doc_vectors=True, verbose=verbose)
+        model = E2Rank(model, device=process_device(None), cache_doc_vectors=True, verbose=verbose and main)
     elif model.doc_cache is None:
         raise ValueError(f"{model!r}: reproduce encodes each distinct candidate once through the model's "
                          f"document cache; load it with cache_doc_vectors=True, or pass its name")
@@ -404,16 +450,23 @@ def reproduce(model: Union[str, E2Rank], datasets: Sequence[str], output, *, run
                    rerank_task=rerank_task, query_task=query_task, dense=dense, num_queries=num_queries,
                    skip_missing=skip_missing, verbose=verbose)
     output.mkdir(parents=True, exist_ok=True)
-    with writer_lock(output):
-        _prepare(output, suite.settings(), overwrite)
+    with contextlib.ExitStack() as held:
+        def take_output():  # by process 0 alone, the one writer
+            held.enter_context(writer_lock(output))
+            _prepare(output, suite.settings(), overwrite)
+        main_process_decides(take_output)
         finished = {}
         for dataset in checked:
             try:
                 finished[dataset.label] = suite.run(dataset)
             except DatasetUnavailable as e:
                 unavailable[dataset.label] = str(e)
-                print(f"skipped: {e}", file=sys.stderr)
-            _write_outputs(output, suite, checked, finished, unavailable)
+                if main:
+                    print(f"skipped: {e}", file=sys.stderr)
+            if main:
+                _write_outputs(output, suite, checked, finished, unavailable)
+    if not main:
+        return None
     if verbose:
         print((output / "results.md").read_text(encoding="utf-8"))
     return {label: done["results"] for label, done in finished.items()}
@@ -455,7 +508,8 @@ def _write_outputs(output: Path, suite: _Suite, datasets: List[_Dataset], finish
               "revision": getattr(model.backbone.config, "_commit_hash", None), "fingerprint": model.fingerprint(),
               "versions": _versions(), "device": str(model.device), "dtype": str(model.dtype),
               "prompt": dataclasses.asdict(suite.reranker.prompt), "top_k": suite.top_k,
-              "num_queries": suite.num_queries, "datasets": {label: done["record"] for label, done in finished.items()},
+              "num_queries": suite.num_queries, "processes": distributed_context()[1],
+              "datasets": {label: done["record"] for label, done in finished.items()},
               "skipped": unavailable}
     for name, content in (("results.json", results), ("run_record.json", record)):
         with atomic_file(output / name) as out:
@@ -513,12 +567,13 @@ def main(args) -> int:
         raise ValueError("give --dataset (repeatable) or --suite paper")
     labels = [resolve_dataset(d).label for d in datasets if d.removeprefix("irds:") not in _LOCAL_ONLY]
     runs = parse_runs(args.run or [], labels)
-    model = E2Rank(args.model, device=args.device, batch_size=args.batch_size, doc_max_words=args.doc_max_words,
-                   cache_doc_vectors=True, verbose=True)
+    main_process = is_main_process()
+    model = E2Rank(args.model, device=process_device(args.device), batch_size=args.batch_size,
+                   doc_max_words=args.doc_max_words, cache_doc_vectors=True, verbose=main_process)
     reproduce(model, datasets, args.output, runs=runs, index_dir=args.index_dir, top_k=args.top_k,
               num_input_docs=args.num_input_docs, rerank_task=args.rerank_task, query_task=args.query_task,
               dense=args.dense, num_queries=args.num_queries, skip_missing=args.skip_missing,
-              overwrite=args.overwrite)
+              overwrite=args.overwrite, verbose=main_process)
     return 0
 
 
@@ -536,16 +591,18 @@ def register(subparsers) -> None:
                    help="drop run-file queries and documents the dataset lacks (counted in the notes), not an error")
     p.add_argument("--dense", action="store_true", help="add dense retrieval rows (builds or reuses the dense index)")
     p.add_argument("--index-dir", default="indexes", help="where BM25 (and dense) indexes are built or reused")
-    p.add_argument("--top-k", type=arguments.positive_int, default=100, help="candidates reranked per query")
-    p.add_argument("--num-input-docs", type=arguments.positive_int, default=20, help="documents in the prompt")
+    p.add_argument("--top-k", type=arguments.Checked(positive_int), default=100, help="candidates reranked per query")
+    p.add_argument("--num-input-docs", type=arguments.Checked(positive_int), default=20, help="documents in the prompt")
     p.add_argument("--rerank-task", default=DEFAULT_RERANK_TASK, help="the listwise prompt's task sentence")
     p.add_argument("--query-task", default="dataset",
                    help="retrieval instruction of the dense rows: 'dataset' (the authors' per dataset), "
                         "'auto' (the model's default) or a sentence")
-    p.add_argument("--doc-max-words", type=arguments.positive_int, default=DOC_MAX_WORDS,
+    p.add_argument("--doc-max-words", type=arguments.Checked(positive_int), default=DOC_MAX_WORDS,
                    help="documents are cut to this many words")
-    p.add_argument("--num-queries", type=arguments.positive_int, help="only the first N topics of each dataset")
-    p.add_argument("--batch-size", type=arguments.positive_int, default=32)
-    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    p.add_argument("--num-queries", type=arguments.Checked(positive_int),
+                   help="only the first N topics of each dataset")
+    p.add_argument("--batch-size", type=arguments.Checked(positive_int), default=32)
+    p.add_argument("--device", default=None,
+                   help="cuda or cpu (default: cuda when available; under torchrun each process's cuda:LOCAL_RANK)")
     p.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming what --output holds")
     p.set_defaults(func=main)

@@ -193,8 +193,6 @@ def rerank_run(model, run: pd.DataFrame, topics: pd.DataFrame, docs: str, *, ind
         from ..data import DocumentText
         text = DocumentText(docs)
     else:
-        import pyterrier as pt
-
         from ..pyserini import text_lookup
         lookup = text_lookup(docs)
         text = pt.apply.generic(lambda frame: frame.assign(text=[lookup(d) for d in frame["docno"]]))

@@ -10,16 +10,18 @@ import contextlib
 import datetime
 import os
 import pickle
-from typing import Iterator, List, Optional
+from typing import Callable, Iterator, List, Optional, TypeVar
 
 import numpy as np
 import pandas as pd
 
 from ..core.indexing import distributed_context
 
-#: How long a process waits for the others to finish their blocks: a block of one process can take
-#: much longer than another's (long queries, a slower device) without that being a hang.
+#: How long a process waits for the others to finish their blocks, or for process 0 to build an index: a
+#: block of one process can take much longer than another's (long queries, a slower device) without that
+#: being a hang.
 GATHER_TIMEOUT = datetime.timedelta(hours=12)
+T = TypeVar("T")
 _groups = {}
 
 
@@ -41,15 +43,68 @@ def is_main_process() -> bool:
 
 @contextlib.contextmanager
 def main_process_first() -> Iterator[None]:
-    """Process 0 runs the block first (building an artifact: an index, a download) while the others wait
-    at a barrier; then the others run it (finding the artifact built). The artifact's directory must be
-    on a file system every process sees."""
-    rank, _, barrier = distributed_context()
-    if rank != 0:
-        barrier()
-    yield
+    """Process 0 runs the block first (building an artifact: an index, a download) while the others wait;
+    then the others run it (finding the artifact built). An exception of process 0's block is raised in
+    every process, the others not running the block, so that none waits for process 0 in vain. The
+    artifact's directory must be on a file system every process sees."""
+    rank, world, _ = distributed_context()
+    if world == 1:
+        yield
+        return
     if rank == 0:
-        barrier()
+        try:
+            yield
+        except Exception as e:
+            _from_main_process(error=e)
+            raise
+        _from_main_process()
+    else:
+        _from_main_process()
+        yield
+
+
+def main_process_decides(function: Callable[[], T]) -> T:
+    """``function()`` called by process 0 alone, its value (picklable) returned in every process, or its
+    exception raised in every process: for a decision every process must take alike (which outputs a
+    resumed command finds done, whether it may write at all) from files that process 0 alone writes. In
+    one process: ``function()``."""
+    rank, world, _ = distributed_context()
+    if world == 1:
+        return function()
+    if rank != 0:
+        return _from_main_process()
+    try:
+        value = function()
+    except Exception as e:
+        _from_main_process(error=e)
+        raise
+    return _from_main_process(value)
+
+
+def _from_main_process(value=None, error: Optional[Exception] = None):
+    """Process 0's ``value`` in every process, or its ``error`` (with a note naming process 0) raised in
+    the others; process 0 passes them, the others' arguments are ignored."""
+    import torch.distributed as dist
+    rank, world, _ = distributed_context()
+    if rank == 0 and error is not None:
+        error.add_note(f"(raised by process 0 of {world})")
+    outcome = [value, _picklable(error)] if rank == 0 else [None, None]
+    dist.broadcast_object_list(outcome, src=0, group=_object_group())
+    if rank != 0 and outcome[1] is not None:
+        raise outcome[1]
+    return outcome[0]
+
+
+def gather_to_main_process(value) -> Optional[list]:
+    """Every process's ``value`` (picklable), in process order, in process 0; ``None`` in the others. In
+    one process: ``[value]``."""
+    rank, world, _ = distributed_context()
+    if world == 1:
+        return [value]
+    import torch.distributed as dist
+    values = [None] * world if rank == 0 else None
+    dist.gather_object(value, values, dst=0, group=_object_group())
+    return values
 
 
 def query_blocks(qids, world: int) -> List[list]:
@@ -103,8 +158,7 @@ def transform_by_query(transformer, frame: pd.DataFrame, *, verbose: bool = Fals
     failed = next((e for e in errors if e is not None), None)
     if failed is not None:
         raise error if error is not None else failed
-    results = [None] * world if rank == 0 else None
-    dist.gather_object(result, results, dst=0, group=group)
+    results = gather_to_main_process(result)
     if rank != 0:
         return None
     return pd.concat([r for r in results if r is not None], ignore_index=True)
