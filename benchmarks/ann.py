@@ -70,7 +70,7 @@ def _measure(name: str, make, frame, exact_top, exact_ms, k: int, files, builds:
 
 
 def run(workdir, *, num_docs: int, dim: int, num_centres: Optional[int] = None, num_queries: int = 100,
-        k: int = 100, ef_search=(64, 128, 256), n_probe=(16, 32, 64), refine: int = 1000, hnsw_fp32: bool = True,
+        k: int = 100, ef_search=(64, 128, 256), n_probe=(16, 32, 64), rescore: int = 1000, hnsw_fp32: bool = True,
         ef_construction: int = 100) -> dict:
     num_centres = num_centres or max(1, num_docs // DOCS_PER_CENTRE)
     path = Path(workdir) / f"clustered-{num_docs}x{dim}"
@@ -102,10 +102,10 @@ def run(workdir, *, num_docs: int, dim: int, num_centres: Optional[int] = None, 
     _release(index)
     m = dim // 16
     for probe in n_probe:
-        for depth in (None, refine):
+        for depth in (None, rescore):
             make = lambda probe=probe, depth=depth: index.faiss_ivfpq_retriever(  # noqa: E731
-                m=m, nbits=8, n_probe=probe, refine=depth, num_results=k, train_sample=min(num_docs, 100_000))
-            label = "ivfpq {retriever.name} " + f"nprobe={probe}" + (f" refine={depth}" if depth else "")
+                m=m, nbits=8, n_probe=probe, rescore=depth, num_results=k, train_sample=min(num_docs, 100_000))
+            label = "ivfpq {retriever.name} " + f"nprobe={probe}" + (f" rescore={depth}" if depth else "")
             settings.append(_measure(label, make, frame, exact_top, exact_ms, k,
                                      lambda r, depth=depth: [r.path, *([vectors] if depth else [])], builds))
     _release(index)
@@ -174,7 +174,7 @@ def scifact(workdir, *, index_path: Path = SCIFACT_INDEX, n_probe: int = 64, ef_
     systems = {"exact": index.retriever(num_results=100),
                "flex hnsw": index.faiss_hnsw_retriever(32, ef_construction=100, ef_search=ef_search, num_results=100),
                "hnsw-fp16": index.faiss_hnsw_fp16_retriever(ef_search=ef_search, num_results=100),
-               "ivfpq-refine": index.faiss_ivfpq_retriever(n_probe=n_probe, refine=1000, num_results=100),
+               "ivfpq-rescore": index.faiss_ivfpq_retriever(n_probe=n_probe, rescore=1000, num_results=100),
                "ivfpq": index.faiss_ivfpq_retriever(n_probe=n_probe, num_results=100),
                "flat-fp16": index.faiss_flat_fp16_retriever(num_results=100)}
     scores = {name: ndcg10(retriever, queries, qrels) for name, retriever in systems.items()}

@@ -135,7 +135,7 @@ def _family(setting: str) -> str:
     for prefix, family in (("flex hnsw", "flex hnsw"), ("hnsw-fp16", "hnsw-fp16")):
         if setting.startswith(prefix):
             return family
-    return "ivfpq-refine" if "refine" in setting else "ivfpq"
+    return "ivfpq-rescore" if "rescore" in setting else "ivfpq"
 
 
 def table(data: dict) -> str:

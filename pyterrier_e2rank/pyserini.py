@@ -7,7 +7,6 @@ imported inside the functions that need it. Works with Pyserini 0.2x and 1.x (se
 import contextlib
 import json
 import os
-import warnings
 from collections import Counter
 from dataclasses import dataclass
 from functools import partial
@@ -22,6 +21,7 @@ from pyterrier_dr import FlexIndex
 
 from .core.index import as_index
 from .core.indexing import IndexWriter, UniqueIds, encode_corpus
+from .core.deprecation import renamed_names
 from .core.io import CorruptArtifact, atomic_directory, numbered_lines, refuse_output_as_input
 from .core.provenance import check_fingerprint
 from .core.records import is_jsonl, jsonl_record, read_records
@@ -44,17 +44,7 @@ def _as_model(model, options: dict):
 #: Names of the previous release, kept for one release: using one warns (``DeprecationWarning``) with the new name.
 DEPRECATED_NAMES = {"E2RankQueryEncoder": "E2RankPyseriniQueryEncoder",
                     "E2RankDocumentEncoder": "E2RankPyseriniDocumentEncoder"}
-
-
-def __getattr__(name: str):
-    """``from pyterrier_e2rank.pyserini import E2RankQueryEncoder`` (the previous release's name, the same as
-    the PyTerrier transformer's in ``core.encoders``): the renamed class, with a ``DeprecationWarning``."""
-    if name in DEPRECATED_NAMES:
-        new = DEPRECATED_NAMES[name]
-        warnings.warn(f"pyterrier_e2rank.pyserini.{name} is deprecated and will be removed in the next release: "
-                      f"use {new}", DeprecationWarning, stacklevel=2)
-        return globals()[new]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = renamed_names(__name__, DEPRECATED_NAMES, globals())  # the old names were also core.encoders'
 
 
 class E2RankPyseriniQueryEncoder:

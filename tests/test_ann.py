@@ -33,7 +33,7 @@ def _recall(ann: pd.DataFrame, exact: pd.DataFrame, k: int) -> float:
 
 
 RETRIEVERS = {  # name -> (options, recall@10 vs exact at least)
-    "faiss_ivfpq_retriever": (dict(n_list=16, m=8, n_probe=8, refine=200), 0.95),
+    "faiss_ivfpq_retriever": (dict(n_list=16, m=8, n_probe=8, rescore=200), 0.95),
     "faiss_hnsw_fp16_retriever": (dict(ef_search=64), 0.95),
     "faiss_flat_fp16_retriever": ({}, 0.99),
 }
@@ -61,12 +61,23 @@ def test_results_are_well_formed_and_close_to_exact(corpus, method):
     assert list(empty.columns) == ["qid", "query", "docno", "score", "rank"] and empty.empty
 
 
-def test_refine_rescores_pq_candidates_exactly(corpus):
+def test_refine_the_previous_name_of_rescore_warns_and_gives_the_same_retriever(corpus):
+    index, _ = corpus
+    with pytest.warns(DeprecationWarning, match="refine= is deprecated .*use rescore="):
+        previous = index.faiss_ivfpq_retriever(n_list=16, m=4, refine=40, num_results=10)
+    assert previous == index.faiss_ivfpq_retriever(n_list=16, m=4, rescore=40, num_results=10)
+    with pytest.raises(TypeError, match="not both"):
+        index.faiss_ivfpq_retriever(refine=40, rescore=40, num_results=10)
+    with pytest.raises(TypeError, match="refinement"):
+        index.faiss_ivfpq_retriever(refinement=40)
+
+
+def test_rescore_ranks_pq_candidates_exactly(corpus):
     index, frame = corpus
-    refined = index.faiss_ivfpq_retriever(n_list=16, m=4, n_probe=16, refine=4000, num_results=10)(frame)
+    rescored = index.faiss_ivfpq_retriever(n_list=16, m=4, n_probe=16, rescore=4000, num_results=10)(frame)
     exact = index.retriever(num_results=10)(frame)  # every document a candidate: the exact ranking
-    assert refined["docno"].tolist() == exact["docno"].tolist()
-    np.testing.assert_allclose(refined["score"], exact["score"], atol=1e-5)
+    assert rescored["docno"].tolist() == exact["docno"].tolist()
+    np.testing.assert_allclose(rescored["score"], exact["score"], atol=1e-5)
     pq = index.faiss_ivfpq_retriever(n_list=16, m=4, n_probe=16, num_results=10)(frame)
     assert not np.allclose(pq["score"], exact["score"], atol=1e-5)  # PQ scores alone are approximate
 
@@ -112,7 +123,7 @@ def test_fp16_halves_the_size_and_keeps_scores(corpus):
     ("faiss_ivfpq_retriever", dict(nbits=17), "nbits"),
     ("faiss_ivfpq_retriever", dict(n_list=16, n_probe=17), "n_probe"),
     ("faiss_ivfpq_retriever", dict(n_list=5000), "n_list"),
-    ("faiss_ivfpq_retriever", dict(num_results=100, refine=50), "refine"),
+    ("faiss_ivfpq_retriever", dict(num_results=100, rescore=50), "rescore"),
     ("faiss_ivfpq_retriever", dict(train_sample=10), "train_sample"),
     ("faiss_hnsw_fp16_retriever", dict(ef_search=0), "ef_search"),
     ("faiss_hnsw_fp16_retriever", dict(neighbours=1.5), "neighbours"),

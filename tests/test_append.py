@@ -40,7 +40,7 @@ RETRIEVERS = {
     "flex hnsw": lambda index: index.faiss_hnsw_retriever(8, num_results=5),
     "flex ivf": lambda index: index.faiss_ivf_retriever(n_list=4, n_probe=4, num_results=5),
     "hnsw-fp16": lambda index: index.faiss_hnsw_fp16_retriever(neighbours=8, num_results=5),
-    "ivfpq": lambda index: index.faiss_ivfpq_retriever(n_list=4, m=8, nbits=6, n_probe=4, refine=50, num_results=5),
+    "ivfpq": lambda index: index.faiss_ivfpq_retriever(n_list=4, m=8, nbits=6, n_probe=4, rescore=50, num_results=5),
     "flat-fp16": lambda index: index.faiss_flat_fp16_retriever(num_results=5),
     "int8": lambda index: index.int8_retriever(num_results=5),
     "binary": lambda index: index.binary_retriever(num_results=5, rescore=50),

@@ -168,18 +168,21 @@ def test_pyserini_encoders_are_built_from_a_name(tiny_qwen_dir, tiny_qwen):
         E2RankPyseriniQueryEncoder(tiny_qwen, batch_size=2)
 
 
-@pytest.mark.parametrize("old, new", [("E2RankQueryEncoder", "E2RankPyseriniQueryEncoder"),
-                                      ("E2RankDocumentEncoder", "E2RankPyseriniDocumentEncoder")])
-def test_the_previous_pyserini_names_warn_and_give_the_renamed_class(old, new):
-    """Kept for one release: the old names were also the PyTerrier transformers' (``core.encoders``)."""
-    import pyterrier_e2rank.pyserini as adapters
-    with pytest.warns(DeprecationWarning, match=f"pyserini.{old} is deprecated .*: use {new}$"):
-        assert getattr(adapters, old) is getattr(adapters, new)
+@pytest.mark.parametrize("module, old, new", [("pyserini", "E2RankQueryEncoder", "E2RankPyseriniQueryEncoder"),
+                                              ("pyserini", "E2RankDocumentEncoder", "E2RankPyseriniDocumentEncoder"),
+                                              ("data", "load_dataset", "dataset")])
+def test_the_previous_names_warn_and_give_the_renamed_one(module, old, new):
+    """Kept for one release (``core.deprecation``): the Pyserini adapters' old names were also the PyTerrier
+    transformers' (``core.encoders``); ``data.load_dataset`` was an alias of ``data.dataset``."""
+    import importlib
+    renamed = importlib.import_module(f"pyterrier_e2rank.{module}")
+    with pytest.warns(DeprecationWarning, match=f"{module}.{old} is deprecated .*: use {new}$"):
+        assert getattr(renamed, old) is getattr(renamed, new)
     with pytest.warns(DeprecationWarning, match=new):
-        exec(f"from pyterrier_e2rank.pyserini import {old}", {})
-    assert old not in vars(adapters) and new in vars(adapters)
+        exec(f"from pyterrier_e2rank.{module} import {old}", {})
+    assert old not in vars(renamed) and new in vars(renamed)
     with pytest.raises(AttributeError, match="no attribute 'E2RankPyseriniEncoder'"):
-        adapters.E2RankPyseriniEncoder
+        renamed.E2RankPyseriniEncoder
 
 
 # ---- 5. prompt settings are data of the model -----------------------------------------------------

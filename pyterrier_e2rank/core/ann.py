@@ -11,7 +11,7 @@ its directory:
 
 - **IVF-PQ** (``faiss_ivfpq_retriever``): FlexIndex has only IVF-flat, whose memory is the float32
   vectors again; product-quantised codes (``m`` sub-quantizers x ``nbits``) make a large index a fraction
-  of that. PQ scores alone miss recall, so ``refine=k'`` rescores the best ``k'`` codes exactly from the
+  of that. PQ scores alone miss recall, so ``rescore=k'`` rescores the best ``k'`` codes exactly from the
   memory-mapped ``vecs.f4`` (what brings recall@100 to 0.95).
 - **float16 storage** (``faiss_flat_fp16_retriever``, ``faiss_hnsw_fp16_retriever``, which applies its
   ``ef_construction``): FlexIndex keeps float32 only; FAISS's ``QT_fp16`` scalar quantizer halves RAM and
@@ -58,15 +58,32 @@ def _faiss():
     return faiss
 
 
+def _renamed_rescore(rescore: Optional[int], deprecated: dict) -> Optional[int]:
+    """``rescore``, or the same value given under its name until 0.2, ``refine`` (with a ``DeprecationWarning``);
+    any other keyword is a ``TypeError`` naming it."""
+    refine = deprecated.pop("refine", None)
+    if deprecated:
+        raise TypeError(f"ivfpq_retriever() got unexpected keyword argument(s) {sorted(deprecated)}")
+    if refine is None:
+        return rescore
+    if rescore is not None:
+        raise TypeError("pass rescore= only (refine= is its deprecated name), not both")
+    warnings.warn("refine= is deprecated and will be removed in the next release: use rescore=", DeprecationWarning,
+                  stacklevel=3)
+    return refine
+
+
 def ivfpq_retriever(index, *, n_list: Optional[int] = None, m: Optional[int] = None, nbits: int = 8,
-                    train_sample: Optional[int] = None, n_probe: Optional[int] = None, refine: Optional[int] = None,
-                    num_results: int = 1000, gpu: Optional[bool] = None) -> "FaissAnnRetriever":
+                    train_sample: Optional[int] = None, n_probe: Optional[int] = None, rescore: Optional[int] = None,
+                    num_results: int = 1000, gpu: Optional[bool] = None, **deprecated) -> "FaissAnnRetriever":
     """IVF-PQ search: ``n_list`` inverted lists (default ~4 sqrt(N), a power of 2), ``m`` sub-quantizers of
     ``nbits`` bits (default ``m`` = dim / 8; must divide dim), trained on ``train_sample`` vectors (default
     39 per centroid of the lists and of each sub-quantizer, at most N; fewer gives one warning); ``n_probe``
     lists searched per query (default 16, at most ``n_list``);
-    ``refine``: that many PQ candidates rescored exactly from the stored vectors (``None``: PQ scores).
-    ``gpu``: None = when FAISS sees one."""
+    ``rescore``: that many PQ candidates rescored exactly from the stored vectors (``None``: PQ scores; the
+    int8 and binary retrievers of ``quantized`` take the same argument). ``gpu``: None = when FAISS sees one.
+    ``refine=``, this argument's name until 0.2, is accepted with a ``DeprecationWarning`` for one release."""
+    rescore = _renamed_rescore(rescore, deprecated)
     faiss = _faiss()
     meta = index.meta
     count, dim = meta["doc_count"], meta["vec_size"]
@@ -89,7 +106,7 @@ def ivfpq_retriever(index, *, n_list: Optional[int] = None, m: Optional[int] = N
     train_sample = _in_range(train_sample, "train_sample", max(n_list, 2 ** nbits), count)
     n_probe = _in_range(min(16, n_list) if n_probe is None else n_probe, "n_probe", 1, n_list)
     num_results = positive_int(num_results, "num_results")
-    refine = positive_int(refine, "refine", minimum=num_results, allow_none=True)
+    rescore = positive_int(rescore, "rescore", minimum=num_results, allow_none=True)
 
     def build():
         structure = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, n_list, m, nbits, faiss.METRIC_INNER_PRODUCT)
@@ -105,7 +122,7 @@ def ivfpq_retriever(index, *, n_list: Optional[int] = None, m: Optional[int] = N
         return structure
     name = f"ivfpq_nlist-{n_list}_m-{m}_nbits-{nbits}_train-{train_sample}.faiss"
     return FaissAnnRetriever(index, name, build, method="faiss_ivfpq_retriever", num_results=num_results,
-                             n_probe=n_probe, refine=refine, gpu=gpu)
+                             n_probe=n_probe, rescore=rescore, gpu=gpu)
 
 
 def flat_fp16_retriever(index, *, num_results: int = 1000, gpu: Optional[bool] = None) -> "FaissAnnRetriever":
@@ -148,13 +165,13 @@ class FaissAnnRetriever(VectorSearch):
     index directory (built there on first use), as ``docno``, ``score``, ``rank``; best first."""
 
     def __init__(self, index, name: str, build, *, method: str, num_results: int, n_probe: Optional[int] = None,
-                 ef_search: Optional[int] = None, refine: Optional[int] = None, gpu: Optional[bool] = None,
+                 ef_search: Optional[int] = None, rescore: Optional[int] = None, gpu: Optional[bool] = None,
                  qbatch: int = 64):
         self.index = index
         self.name = name
         self.method = method
         self.num_results = positive_int(num_results, "num_results")
-        self.n_probe, self.ef_search, self.refine = n_probe, ef_search, refine
+        self.n_probe, self.ef_search, self.rescore = n_probe, ef_search, rescore
         self.qbatch = positive_int(qbatch, "qbatch")
         self._build = build
         faiss = _faiss()
@@ -174,7 +191,7 @@ class FaissAnnRetriever(VectorSearch):
 
     def _options(self):
         return tuple((k, v) for k, v in (("n_probe", self.n_probe), ("ef_search", self.ef_search),
-                                          ("refine", self.refine), ("num_results", self.num_results))
+                                          ("rescore", self.rescore), ("num_results", self.num_results))
                      if v is not None)
 
     def __repr__(self):
@@ -193,13 +210,13 @@ class FaissAnnRetriever(VectorSearch):
         if k >= self.num_results:
             return None
         return type(self)(self.index, self.name, self._build, method=self.method, num_results=k,
-                          n_probe=self.n_probe, ef_search=self.ef_search, refine=self.refine, gpu=self.gpu,
+                          n_probe=self.n_probe, ef_search=self.ef_search, rescore=self.rescore, gpu=self.gpu,
                           qbatch=self.qbatch)
 
     def search(self, query_vectors: np.ndarray):
         """Top-k (scores, row ids; -1 for none) for each query, best first."""
         query_vectors = np.ascontiguousarray(query_vectors, dtype=np.float32)
-        k = min(self.refine or self.num_results, self.index.meta["doc_count"])
+        k = min(self.rescore or self.num_results, self.index.meta["doc_count"])
         parts = [self._search_batch(query_vectors[i:i + self.qbatch], k)
                  for i in range(0, len(query_vectors), self.qbatch)]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
@@ -214,7 +231,7 @@ class FaissAnnRetriever(VectorSearch):
             params = (faiss.SearchParametersIVF(nprobe=self.n_probe) if self.n_probe is not None else
                       faiss.SearchParametersHNSW(efSearch=self.ef_search) if self.ef_search is not None else None)
             scores, rows = self.structure.search(queries, k, params=params)
-        if self.refine is not None:
+        if self.rescore is not None:
             scores, rows = self._rescore(queries, rows)
         return scores, rows
 
@@ -420,7 +437,7 @@ class AnnSearch:
     others refused (their structures could not be checked)."""
 
     def faiss_ivfpq_retriever(self, **options) -> pt.Transformer:
-        """IVF-PQ search (``n_list``, ``m``, ``nbits``, ``n_probe``, ``refine``, ...): ``ann.ivfpq_retriever``."""
+        """IVF-PQ search (``n_list``, ``m``, ``nbits``, ``n_probe``, ``rescore``, ...): ``ann.ivfpq_retriever``."""
         return ivfpq_retriever(self, **options)
 
     def faiss_hnsw_fp16_retriever(self, **options) -> pt.Transformer:

@@ -33,7 +33,7 @@ INT8_TRAIN_SAMPLE = 100_000
 
 
 def int8_retriever(index, *, num_results: int = 1000, rescore: Optional[int] = None,
-                   train_sample: Optional[int] = None) -> "QuantizedRetriever":
+                   train_sample: Optional[int] = None) -> FaissAnnRetriever:
     """Exhaustive search over int8 codes of the vectors (``dim`` bytes each), their per-dimension ranges
     taken from ``train_sample`` vectors (default all, at most ``INT8_TRAIN_SAMPLE``; a sample misses some
     extremes, which are clipped); ``rescore``: that many candidates (>= ``num_results``) rescored exactly
@@ -50,8 +50,8 @@ def int8_retriever(index, *, num_results: int = 1000, rescore: Optional[int] = N
         structure.train(_sample(index, train_sample))
         _add_all(index, structure)
         return structure
-    return QuantizedRetriever(index, f"sq8_train-{train_sample}.faiss", build, method="int8_retriever",
-                              num_results=num_results, refine=rescore, gpu=False)
+    return FaissAnnRetriever(index, f"sq8_train-{train_sample}.faiss", build, method="int8_retriever",
+                             num_results=num_results, rescore=rescore, gpu=False)
 
 
 def binary_retriever(index, *, num_results: int = 1000, rescore: Optional[int] = None) -> "BinaryRetriever":
@@ -69,7 +69,7 @@ def binary_retriever(index, *, num_results: int = 1000, rescore: Optional[int] =
             structure.add(sign_codes(vectors[start:start + _BLOCK]))
         return structure
     return BinaryRetriever(index, "binary.faiss", build, method="binary_retriever", num_results=num_results,
-                           refine=rescore, gpu=False)
+                           rescore=rescore, gpu=False)
 
 
 def sign_codes(vectors: np.ndarray) -> np.ndarray:
@@ -82,15 +82,7 @@ def _bits(dim: int) -> int:
     return -(-dim // 8) * 8
 
 
-class QuantizedRetriever(FaissAnnRetriever):
-    """A ``FaissAnnRetriever`` over compressed codes whose exact rescoring is called ``rescore``."""
-
-    def __repr__(self):
-        options = ", ".join(f"{'rescore' if k == 'refine' else k}={v}" for k, v in self._options())
-        return f"{self.index!r}.{self.method}({self.name!r}, {options})"
-
-
-class BinaryRetriever(QuantizedRetriever):
+class BinaryRetriever(FaissAnnRetriever):
     """Hamming search over sign bits (FAISS ``IndexBinaryFlat``), stored as ``binary.faiss``."""
 
     def _load_structure(self):
@@ -100,7 +92,7 @@ class BinaryRetriever(QuantizedRetriever):
     def _search_batch(self, queries: np.ndarray, k: int):
         distances, rows = self.structure.search(sign_codes(queries), k)
         scores = (self.index.dim - 2 * distances).astype(np.float32)
-        if self.refine is not None:
+        if self.rescore is not None:
             scores, rows = self._rescore(queries, rows)
         return scores, rows
 
