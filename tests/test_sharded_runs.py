@@ -193,7 +193,6 @@ def test_an_error_in_one_process_is_raised_in_every_process(tmp_path):
 
 _DECIDING = """
 import json, os, sys
-import pandas  # imported first, as by the commands: without it this interpreter aborts in its exit (SIGABRT)
 from pyterrier_e2rank.app.sharding import main_process_decides, main_process_first
 
 rank = int(os.environ["RANK"])

@@ -4,6 +4,7 @@
 checked chunks of ``(docnos, vectors)``; every writer consumes it: ``IndexWriter`` (our FlexIndex),
 and the Pyserini FAISS writer (``pyserini.write_faiss_index``).
 """
+import atexit
 import contextlib
 import hashlib
 import json
@@ -356,7 +357,23 @@ def distributed_context():
     import torch
     from accelerate import PartialState
     state = PartialState(cpu=not torch.cuda.is_available())
+    if state.num_processes > 1 and _destroy_process_groups not in _AT_EXIT:
+        atexit.register(_destroy_process_groups)
+        _AT_EXIT.add(_destroy_process_groups)
     return state.process_index, state.num_processes, state.wait_for_everyone
+
+
+#: What this module registered with ``atexit`` (once per process).
+_AT_EXIT = set()
+
+
+def _destroy_process_groups():
+    """At exit, the process groups are destroyed while the interpreter still runs: gloo's threads left to the
+    C++ static destructors abort the process ("terminate called without an active exception", SIGABRT) now
+    and then, turning a finished command into a failed one."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 class ChunkStore:
