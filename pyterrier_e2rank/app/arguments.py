@@ -62,3 +62,13 @@ def non_negative_float(text: str) -> float:
 def fraction(text: str) -> float:
     """A number from 0 to 1: ratios such as the warm-up share of the steps."""
     return _number(text, "a number from 0 to 1", lambda value: 0 <= value <= 1)
+
+
+def add_model_run_options(parser: argparse.ArgumentParser) -> None:
+    """``--batch-size`` and ``--device`` of a command that runs the model on queries (experiment, rerank-run,
+    reproduce): one wording, one default."""
+    parser.add_argument("--batch-size", type=Checked(positive_int), default=32, help="texts per forward pass")
+    parser.add_argument("--device", default=None,
+                        help="cuda or cpu (default: cuda when available; under torchrun each process's "
+                             "cuda:LOCAL_RANK)")
+

@@ -156,9 +156,7 @@ def register(subparsers) -> None:
                    help="documents in the listwise prompt (default: the checkpoint's, else 20)")
     p.add_argument("--num-queries", type=arguments.Checked(positive_int),
                    help="evaluate only the first N topics (a quick look)")
-    p.add_argument("--batch-size", type=arguments.Checked(positive_int), default=32)
-    p.add_argument("--device", default=None,
-                   help="cuda or cpu (default: cuda when available; under torchrun each process's cuda:LOCAL_RANK)")
+    arguments.add_model_run_options(p)
     p.add_argument("--bm25", choices=sorted(BM25_ENGINES), default="pisa", help="BM25 engine (terrier needs Java)")
     p.add_argument("--query-task", default="dataset",
                    help="retrieval instruction: 'dataset' (the authors' per-dataset task for instructed models), "

@@ -601,8 +601,6 @@ def register(subparsers) -> None:
                    help="documents are cut to this many words")
     p.add_argument("--num-queries", type=arguments.Checked(positive_int),
                    help="only the first N topics of each dataset")
-    p.add_argument("--batch-size", type=arguments.Checked(positive_int), default=32)
-    p.add_argument("--device", default=None,
-                   help="cuda or cpu (default: cuda when available; under torchrun each process's cuda:LOCAL_RANK)")
+    arguments.add_model_run_options(p)
     p.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming what --output holds")
     p.set_defaults(func=main)

@@ -234,9 +234,7 @@ def register(subparsers) -> None:
     p.add_argument("--top-k", type=arguments.Checked(positive_int), default=100)
     p.add_argument("--num-input-docs", type=arguments.Checked(positive_int),
                    help="documents in the listwise prompt (default: the checkpoint's, else 20)")
-    p.add_argument("--batch-size", type=arguments.Checked(positive_int), default=32)
-    p.add_argument("--device", default=None,
-                   help="cuda or cpu (default: cuda when available; under torchrun each process's cuda:LOCAL_RANK)")
+    arguments.add_model_run_options(p)
     p.set_defaults(func=_rerank_command)
 
     p = subparsers.add_parser("eval-run", help="evaluate a TREC run file with ir-measures")
