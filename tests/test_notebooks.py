@@ -31,6 +31,7 @@ def test_every_course_notebook_is_tested(repo_dir):
     assert sorted(p.name for p in (repo_dir / "examples").glob("*.ipynb")) == sorted(NOTEBOOKS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(NOTEBOOKS))
 def test_course_notebook_runs(name, workdir, tiny_qwen_dir, small_scifact, repo_dir, monkeypatch):
     for key, value in {"E2RANK_MODEL": str(tiny_qwen_dir), "E2RANK_EXAMPLE_QUERIES": "2",

@@ -39,6 +39,7 @@ def test_rerank_pipeline_composes_and_keeps_recall(bm25, scifact, tiny_qwen):
     assert set(out["qid"]) == set(topics["qid"])
 
 
+@pytest.mark.slow
 def test_experiment_command_writes_the_five_systems(tmp_path, tiny_qwen_dir, scifact):
     output = tmp_path / "out.json"
     assert main(["experiment", "--dataset", "irds:beir/scifact/test", "--model", str(tiny_qwen_dir),

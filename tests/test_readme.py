@@ -61,6 +61,7 @@ def pyserini_inputs(small_scifact, tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_every_python_block_of_the_readme_runs(repo_dir, small_scifact, pyserini_inputs, tiny_qwen_dir,
                                                monkeypatch, capsys):
     blocks = readme_blocks((repo_dir / "README.md").read_text())

@@ -190,6 +190,7 @@ with open(os.path.join(sys.argv[3], f"rank-{dist.get_rank()}.json"), "w") as out
 """
 
 
+@pytest.mark.slow
 def test_two_processes_build_the_index_one_process_builds(tiny_qwen_dir, one_process, tmp_path):
     """Launched by torchrun ``--standalone`` (its rendezvous port chosen by the OS); each process writes
     its own report file."""

@@ -79,6 +79,7 @@ def _gather_worker(rank, world, store, queries, docs, positives, out):
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_in_batch_negatives_are_gathered_across_processes(tmp_path):
     """Two processes with 3 and 5 documents: each one's loss and document gradients are those of one
     process holding all 8 documents. They meet through a file (no port to collide) and each returns its
@@ -166,6 +167,7 @@ def test_scifact_train_records_from_bm25_and_qrels(tmp_path, shared_path):
     assert all(e.positive in relevant_texts for e in examples)
 
 
+@pytest.mark.slow
 def test_evidence_script_evaluates_with_the_trained_prompt(tmp_path, tiny_qwen_dir, scifact, repo_dir):
     """training/evaluate_scifact.py on a tiny checkpoint and two queries: both PRF rerankers
     read the prompt the checkpoint was trained with, and every system of the write-up is there."""
