@@ -176,7 +176,8 @@ def test_the_previous_names_warn_and_give_the_renamed_one(module, old, new):
     transformers' (``core.encoders``); ``data.load_dataset`` was an alias of ``data.dataset``."""
     import importlib
     renamed = importlib.import_module(f"pyterrier_e2rank.{module}")
-    with pytest.warns(DeprecationWarning, match=f"{module}.{old} is deprecated .*: use {new}$"):
+    message = f"{module}.{old} is deprecated .*: use pyterrier_e2rank.{module}.{new}$"
+    with pytest.warns(DeprecationWarning, match=message):
         assert getattr(renamed, old) is getattr(renamed, new)
     with pytest.warns(DeprecationWarning, match=new):
         exec(f"from pyterrier_e2rank.{module} import {old}", {})

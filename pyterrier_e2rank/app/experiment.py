@@ -150,7 +150,8 @@ def register(subparsers) -> None:
     p.add_argument("--dataset", default="irds:beir/scifact/test", help="irds:<dataset>, a BEIR folder, or a corpus file (see data.dataset)")
     p.add_argument("--model", default="all-minilm-l6-v2", help="model directory, hub id or embedded name")
     p.add_argument("--output", help="write the results as JSON here")
-    p.add_argument("--index-dir", default="indexes", help="where BM25 and dense indexes are built or reused")
+    p.add_argument("--index-dir", default="indexes",
+                   help="where BM25 and dense indexes are built or reused (default: indexes/ in the current directory)")
     p.add_argument("--top-k", type=arguments.Checked(positive_int), default=100, help="candidates reranked per query")
     p.add_argument("--num-input-docs", type=arguments.Checked(positive_int),
                    help="documents in the listwise prompt (default: the checkpoint's, else 20)")

@@ -11,7 +11,7 @@ def renamed_names(module: str, renamed: Dict[str, str], namespace: dict) -> Call
     def __getattr__(name: str):
         if name in renamed:
             warnings.warn(f"{module}.{name} is deprecated and will be removed in the next release: use "
-                          f"{renamed[name]}", DeprecationWarning, stacklevel=2)
+                          f"{module}.{renamed[name]}", DeprecationWarning, stacklevel=2)
             return namespace[renamed[name]]
         raise AttributeError(f"module {module!r} has no attribute {name!r}")
     return __getattr__
