@@ -147,7 +147,8 @@ def main(args) -> int:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("experiment", help="BM25 / dense / E2Rank reranking on a dataset, via pt.Experiment")
-    p.add_argument("--dataset", default="irds:beir/scifact/test", help="irds:<dataset>, a BEIR folder, or a corpus file (see data.dataset)")
+    p.add_argument("--dataset", default="irds:beir/scifact/test",
+                   help="irds:<dataset>, a BEIR folder, or a corpus file (see data.dataset)")
     p.add_argument("--model", default="all-minilm-l6-v2", help="model directory, hub id or embedded name")
     p.add_argument("--output", help="write the results as JSON here")
     p.add_argument("--index-dir", default="indexes",

@@ -591,7 +591,8 @@ def register(subparsers) -> None:
                    help="drop run-file queries and documents the dataset lacks (counted in the notes), not an error")
     p.add_argument("--dense", action="store_true", help="add dense retrieval rows (builds or reuses the dense index)")
     p.add_argument("--index-dir", default="indexes",
-                   help="where BM25 (and dense) indexes are built or reused (default: indexes/ in the current directory)")
+                   help="where BM25 (and dense) indexes are built or reused (default: indexes/ in the current "
+                        "directory)")
     p.add_argument("--top-k", type=arguments.Checked(positive_int), default=100, help="candidates reranked per query")
     p.add_argument("--num-input-docs", type=arguments.Checked(positive_int), default=20, help="documents in the prompt")
     p.add_argument("--rerank-task", default=DEFAULT_RERANK_TASK, help="the listwise prompt's task sentence")
