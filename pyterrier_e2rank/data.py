@@ -23,7 +23,7 @@ import pyterrier as pt
 
 from .core.deprecation import renamed_names
 from .core.equality import EqualBySettings
-from .core.io import FileFormatError, numbered_lines, split_fields
+from .core.io import FileFormatError, file_sha256, numbered_lines, split_fields
 from .core.records import read_records
 from .core.text import join_title
 
@@ -103,11 +103,7 @@ def corpus_stamp(source) -> Optional[dict]:
 
 @functools.lru_cache(maxsize=64)
 def _content_digest_of(path: str, _stat: tuple) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as data:
-        for block in iter(lambda: data.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(path)
 
 
 def _content_digest(path: Path) -> str:

@@ -25,7 +25,6 @@ the one that builds the PISA indexes and writes ``output`` (``reproduce``).
 import contextlib
 import dataclasses
 import difflib
-import hashlib
 import json
 import logging
 import platform
@@ -40,10 +39,10 @@ import pandas as pd
 from ..bm25 import pisa_bm25
 from ..core.indexing import distributed_context
 from ..core.checks import positive_int
-from ..core.io import atomic_file, numbered_lines, writer_lock
+from ..core.io import atomic_file, file_sha256, numbered_lines, writer_lock
 from ..core.model import E2Rank
-from ..core.prompt import DEFAULT_RERANK_TASK
-from ..core.text import DOC_MAX_WORDS, dataset_query_task
+from ..core.stats import EncodeStats
+from ..core.text import DEFAULT_RERANK_TASK, DOC_MAX_WORDS, dataset_query_task
 from .. import data
 from ..data import DocumentText, corpus_id, corpus_stamp, is_beir_folder
 from . import arguments
@@ -147,14 +146,6 @@ def parse_runs(pairs: Sequence[str], labels: Sequence[str]) -> Dict[str, str]:
             raise FileNotFoundError(f"--run {pair!r}: no such file {path}")
         runs[label] = path
     return runs
-
-
-def _sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @contextlib.contextmanager
@@ -310,7 +301,7 @@ class _Suite:
     def first_stage_source(self, dataset: _Dataset) -> dict:
         """Where the candidates come from: PISA, or the pinned run file by its digest."""
         pinned = self.runs.get(dataset.label)
-        return {"kind": "pisa"} if pinned is None else {"kind": "run file", "sha256": _sha256(pinned)}
+        return {"kind": "pisa"} if pinned is None else {"kind": "run file", "sha256": file_sha256(pinned)}
 
     def check_first_stage(self, dataset: _Dataset, folder: Path) -> None:
         """``folder/first-stage.json`` (written before the candidates) must name this suite's first stage:
@@ -332,7 +323,7 @@ class _Suite:
         if dataset.label in self.runs:
             source = self.runs[dataset.label]
             run, dropped = _pinned_run(source, ds, all_topics, skip_missing=self.skip_missing)
-            provenance = {"kind": "run file", "path": str(Path(source).resolve()), "sha256": _sha256(source),
+            provenance = {"kind": "run file", "path": str(Path(source).resolve()), "sha256": file_sha256(source),
                           "dropped": dropped}
             run = run[run["qid"].isin(topics["qid"]) & (run["rank"] < self.top_k)]
         else:
@@ -345,7 +336,7 @@ class _Suite:
         if not path.exists():
             write_run(run, path, tag="first-stage")
         run = read_run(path)  # what was written: one set of candidates however often the suite starts
-        provenance["written"] = {"path": str(path), "sha256": _sha256(path)}
+        provenance["written"] = {"path": str(path), "sha256": file_sha256(path)}
         return run, provenance
 
     def rerank(self, ds, topics: pd.DataFrame, run: pd.DataFrame, chunks: Path) -> tuple:
@@ -355,7 +346,6 @@ class _Suite:
         Under a launcher, process 0 decides once which chunks are pending, before any is written; each chunk's
         queries are split across the processes, process 0 writes the merged chunk and returns the frame and
         the work of all processes; the others return ``(None, None)``."""
-        from ..core.model import EncodeStats
         text = DocumentText(ds)
         retrieved = set(run["qid"])
         qids = [q for q in topics["qid"] if q in retrieved]

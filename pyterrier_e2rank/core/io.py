@@ -22,6 +22,7 @@ import ctypes
 import errno
 import fcntl
 import gzip
+import hashlib
 import os
 import secrets
 import shutil
@@ -313,6 +314,13 @@ def _fsync_directory(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def file_sha256(path) -> str:
+    """The SHA-256 (hex) of a file's bytes, read in blocks (``hashlib.file_digest``): the one digest of a
+    file's content that run records, corpus stamps and training-state manifests write."""
+    with open(path, "rb") as data:
+        return hashlib.file_digest(data, "sha256").hexdigest()
 
 
 def fsync_tree(path) -> None:

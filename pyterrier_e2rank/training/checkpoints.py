@@ -13,7 +13,6 @@ The checkpoint is built in a private directory beside ``output`` (``atomic_direc
 place only when it is complete: a run that fails or is killed leaves the previous checkpoint as it was.
 """
 import contextlib
-import hashlib
 import json
 import shutil
 import warnings
@@ -23,7 +22,8 @@ from typing import List, Optional, Set
 
 from pyterrier_e2rank import E2Rank
 from pyterrier_e2rank.core.fingerprint import CACHE_FILE as FINGERPRINT_CACHE
-from pyterrier_e2rank.core.io import ArtifactLocked, CorruptArtifact, atomic_directory, atomic_file, fsync_tree
+from pyterrier_e2rank.core.io import (ArtifactLocked, CorruptArtifact, atomic_directory, atomic_file, file_sha256,
+                                      fsync_tree)
 from pyterrier_e2rank.core.loading import (PROMPT_SETTING_NAMES, resolve_model_path, write_pooling,
                                            write_prompt_settings)
 from pyterrier_e2rank.core.prompt import ListwisePrompt
@@ -163,11 +163,7 @@ def _manifest(state: Path) -> dict:
     """``{path relative to state: {"bytes", "sha256"}}`` of every file of a state but its record."""
     manifest = {}
     for path in sorted(p for p in state.rglob("*") if p.is_file() and p.name != STATE_RECORD):
-        digest = hashlib.sha256()
-        with open(path, "rb") as data:
-            for block in iter(lambda: data.read(1 << 24), b""):
-                digest.update(block)
-        manifest[str(path.relative_to(state))] = {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+        manifest[str(path.relative_to(state))] = {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
     return manifest
 
 
