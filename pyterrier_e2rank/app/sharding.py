@@ -111,13 +111,8 @@ def query_blocks(qids, world: int) -> List[list]:
     """The distinct ``qids`` in order of first appearance, cut into ``world`` contiguous blocks whose sizes
     differ by at most one (the first ones larger); a block is empty when there are fewer queries than
     processes."""
-    distinct = list(pd.unique(pd.Series(qids, dtype=object)))
-    return [distinct[block.start:block.stop] for block in _ranges(len(distinct), world)]
-
-
-def _ranges(count: int, world: int) -> List[range]:
-    bounds = np.cumsum([0] + [count // world + (i < count % world) for i in range(world)])
-    return [range(int(bounds[i]), int(bounds[i + 1])) for i in range(world)]
+    distinct = pd.unique(pd.Series(qids, dtype=object))
+    return [block.tolist() for block in np.array_split(distinct, world)]
 
 
 def transform_by_query(transformer, frame: pd.DataFrame, *, verbose: bool = False) -> Optional[pd.DataFrame]:
