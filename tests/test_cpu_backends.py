@@ -1,7 +1,8 @@
-"""``E2Rank(backend="onnx", quantize="int8")``: the exported backbone computes the PyTorch vectors (float32
-within 1e-5; int8 close), for encoders and for Qwen3 decoders (left padding, last-token pooling, listwise
-prompts); its vectors are marked in the fingerprint and never mixed with PyTorch's; unsupported
-combinations are refused naming both."""
+"""The exported CPU backends: ``E2Rank(backend="openvino")`` (bfloat16 where the CPU has it, else float32),
+``backend="onnx"`` (float32) and ``backend="onnx", quantize="int8"`` compute the PyTorch vectors (float32
+within 1e-4, bfloat16 within cosine 0.999, int8 close), for encoders and for Qwen3 decoders (left padding,
+last-token pooling, listwise prompts); their vectors are marked in the fingerprint and never mixed with
+PyTorch's; unsupported combinations are refused naming both, a missing package with its pip line."""
 import importlib.util
 
 import numpy as np
@@ -15,85 +16,124 @@ from pyterrier_e2rank.core.provenance import IndexModelMismatch
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
+openvino = pytest.importorskip("openvino")
+
+#: The options of each exported model, and the largest difference allowed from float32 PyTorch's vectors
+#: (absolute) or the smallest cosine to them. OpenVINO's default precision is bfloat16 on a CPU with
+#: AVX-512 BF16 or AMX (float32 elsewhere, where the bound is far looser than needed).
+EXPORTED = {"onnx": ({"backend": "onnx"}, {"max_abs": 1e-4}),
+            "openvino": ({"backend": "openvino"}, {"min_cos": 0.999}),
+            "openvino-f32": ({"backend": "openvino", "dtype": torch.float32}, {"max_abs": 1e-4}),
+            "onnx-int8": ({"backend": "onnx", "quantize": "int8"}, {"min_cos": 0.95})}
 
 
 @pytest.fixture(scope="module", params=["minilm", "tiny_qwen"])
-def pair(request, minilm_dir, tiny_qwen_dir):
-    """(float32 PyTorch, onnx float32, onnx int8) models of one checkpoint."""
+def models(request, minilm_dir, tiny_qwen_dir):
+    """Float32 PyTorch (``"torch"``) and every exported model of one checkpoint, by name."""
     path = str(minilm_dir if request.param == "minilm" else tiny_qwen_dir)
-    return tuple(E2Rank(path, device="cpu", batch_size=8, **options) for options in
-                 ({}, {"backend": "onnx"}, {"backend": "onnx", "quantize": "int8"}))
+    built = {name: E2Rank(path, device="cpu", batch_size=8, **options) for name, (options, _) in EXPORTED.items()}
+    return {"torch": E2Rank(path, device="cpu", batch_size=8), **built}
 
 
-def test_exported_vectors_match_pytorch(pair):
-    reference, exported, quantized = pair
+def _close(got: np.ndarray, expected: np.ndarray, bound: dict) -> None:
+    if "max_abs" in bound:
+        assert np.abs(got - expected).max() < bound["max_abs"]
+    else:
+        cosines = (got * expected).sum(1)
+        assert cosines.min() > bound["min_cos"], cosines.min()
+
+
+@pytest.mark.parametrize("name", EXPORTED)
+def test_exported_vectors_match_pytorch(models, name):
+    reference, exported = models["torch"], models[name]
     docs = make_docs(40, seed=3)  # lengths 3 to 1024 words: padding on the model's side in every batch
-    expected = reference.encode_docs(docs)
-    assert np.abs(exported.encode_docs(docs) - expected).max() < 1e-4
-    cosines = (quantized.encode_docs(docs) * expected).sum(1)
-    assert cosines.min() > 0.95, cosines.min()
+    bound = EXPORTED[name][1]
+    _close(exported.encode_docs(docs), reference.encode_docs(docs), bound)
     queries = ["gene therapy for cancer", "virus"]
-    assert np.abs(exported.encode_queries(queries) - reference.encode_queries(queries)).max() < 1e-4
+    _close(exported.encode_queries(queries), reference.encode_queries(queries), bound)
 
 
-def test_exported_batches_like_one_at_a_time(pair):
-    """float32 exactly; int8 within its per-batch activation scale (a vector depends on its batch mates)."""
-    _, exported, quantized = pair
+@pytest.mark.parametrize("name", EXPORTED)
+def test_exported_batches_like_one_at_a_time(models, name):
+    """float32 exactly; bfloat16 within its rounding; int8 within its per-batch activation scale (a vector
+    depends on its batch mates)."""
+    model = models[name]
     docs = make_docs(12, seed=4)
-    for model in (exported, quantized):
-        alone = np.stack([model.encode_docs([d], batch_size=1)[0] for d in docs])
-        batched = model.encode_docs(docs, batch_size=12)
-        if model is exported:
-            assert np.abs(batched - alone).max() < 1e-4
-        else:
-            assert (batched * alone).sum(1).min() > 0.98
+    alone = np.stack([model.encode_docs([d], batch_size=1)[0] for d in docs])
+    batched = model.encode_docs(docs, batch_size=12)
+    _close(batched, alone, {"onnx-int8": {"min_cos": 0.98}}.get(name, EXPORTED[name][1]))
 
 
-def test_exported_reranker_ranks_like_pytorch(pair):
-    reference, exported, _ = pair
+@pytest.mark.parametrize("name, tolerance", [("onnx", 1e-4), ("openvino-f32", 1e-4), ("openvino", 5e-3)])
+def test_exported_reranker_scores_like_pytorch(models, name, tolerance):
+    """The listwise prompt (query and top candidates in one text) through the exported backbone."""
     docs = make_docs(20, seed=6)
     frame = pd.DataFrame({"qid": "q", "query": "gene therapy", "docno": [f"d{i}" for i in range(20)],
                           "text": docs, "rank": range(20)})
-    expected = reference.reranker(num_input_docs=5)(frame).sort_values("docno")["score"].to_numpy()
-    got = exported.reranker(num_input_docs=5)(frame).sort_values("docno")["score"].to_numpy()
-    assert np.abs(got - expected).max() < 1e-4
+    expected, got = (models[key].reranker(num_input_docs=5)(frame).sort_values("docno")["score"].to_numpy()
+                     for key in ("torch", name))
+    assert np.abs(got - expected).max() < tolerance
 
 
-def test_exported_vectors_are_marked_and_never_mixed_with_pytorch(pair, tmp_path):
-    reference, exported, quantized = pair
+def test_exported_vectors_are_marked_and_never_mixed_with_pytorch(models, tmp_path):
+    reference = models["torch"]
     assert "inference" not in reference.fingerprint()  # float32 PyTorch indexes keep their identity
-    assert exported.fingerprint()["inference"] == "onnx"
-    assert quantized.fingerprint()["inference"] == "onnx-int8"
-    assert reference != quantized
+    compiled = models["openvino"].exported.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+    assert {name: models[name].fingerprint()["inference"] for name in EXPORTED} == {
+        "onnx": "onnx", "openvino": f"openvino-{compiled}", "openvino-f32": "openvino-f32", "onnx-int8": "onnx-int8"}
+    assert reference != models["onnx-int8"] and models["openvino-f32"] != models["onnx"]
     docs = pd.DataFrame({"docno": ["a", "b", "c", "d"], "text": make_docs(4, seed=1)})
     reference.indexer(tmp_path / "index").index(docs.to_dict("records"))
-    with pytest.raises(IndexModelMismatch, match="inference"):
-        quantized.retriever(tmp_path / "index")
-    vectors = quantized.doc_encoder()(docs)
-    with pytest.raises(IndexModelMismatch, match="inference"):
-        reference.scorer()(reference.query_encoder()(pd.DataFrame({"qid": ["q"], "query": ["gene"]}))
-                           .merge(vectors, how="cross"))
+    for name in ("onnx-int8", "openvino"):
+        with pytest.raises(IndexModelMismatch, match="inference"):
+            models[name].retriever(tmp_path / "index")
+        vectors = models[name].doc_encoder()(docs)
+        with pytest.raises(IndexModelMismatch, match="inference"):
+            reference.scorer()(reference.query_encoder()(pd.DataFrame({"qid": ["q"], "query": ["gene"]}))
+                               .merge(vectors, how="cross"))
 
 
-def test_exported_model_refuses_gradients(pair):
-    _, exported, _ = pair
-    with pytest.raises(RuntimeError, match="backend='onnx' computes no gradients"):
+@pytest.mark.parametrize("name", ["onnx", "openvino"])
+def test_exported_model_refuses_gradients(models, name):
+    exported = models[name]
+    with pytest.raises(RuntimeError, match=f"backend='{name}' computes no gradients"):
         exported.embed(exported.tokenize_docs(["gene"]))
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"backend": "openvino"}, r"backend='openvino' is not supported \(model type 'bert', quantize=None\)"),
+    ({"backend": "tensorrt"}, r"backend='tensorrt' is not supported \(model type 'bert', quantize=None\)"),
     ({"backend": "onnx", "quantize": "int4"}, r"quantize='int4' is not supported for backend='onnx'"),
-    ({"quantize": "int8"}, r"quantize='int8' is not supported for backend='torch' \(model type 'bert'\)"),
-    ({"backend": "onnx", "dtype": torch.bfloat16}, r"backend='onnx', quantize=None runs on the CPU in float32"),
+    ({"quantize": "int8"}, r"quantize='int8' is not supported for backend='torch' \(model type 'bert'\); "
+                           r"offered: backend='onnx', quantize='int8'"),
+    ({"backend": "openvino", "quantize": "int8"}, r"quantize='int8' is not supported for backend='openvino'"),
+    ({"backend": "onnx", "dtype": torch.bfloat16}, r"backend='onnx', quantize=None runs on the CPU .* not on 'cpu' "
+                                                   r"in torch.bfloat16"),
+    ({"backend": "openvino", "dtype": torch.float16}, r"backend='openvino', quantize=None runs on the CPU"),
 ])
 def test_unsupported_backend_or_quantization_is_refused_naming_both(minilm_dir, options, message):
     with pytest.raises(ValueError, match=message):
         E2Rank(str(minilm_dir), device="cpu", **options)
 
 
-def test_missing_onnx_package_names_its_pip_line(minilm_dir, monkeypatch):
+def test_openvino_bfloat16_on_a_cpu_without_it_is_refused(minilm_dir, monkeypatch):
+    get_property = openvino.Core.get_property
+    monkeypatch.setattr(openvino.Core, "get_property", lambda self, device, name: ["FP32", "INT8"]
+                        if name == "OPTIMIZATION_CAPABILITIES" else get_property(self, device, name))
+    with pytest.raises(ValueError, match=r"dtype=torch.bfloat16: this CPU .* has no bfloat16 arithmetic"):
+        E2Rank(str(minilm_dir), device="cpu", backend="openvino", dtype=torch.bfloat16)
+
+
+@pytest.mark.parametrize("backend, package", [("onnx", "onnxruntime"), ("openvino", "openvino")])
+def test_missing_package_names_its_pip_line(minilm_dir, monkeypatch, backend, package):
     find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else find_spec(name, *a))
-    with pytest.raises(ImportError, match=r"needs the package\(s\) \['onnx'\]: pip install 'pyterrier-e2rank\[cpu\]'"):
-        E2Rank(str(minilm_dir), device="cpu", backend="onnx", quantize="int8")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == package else find_spec(name, *a))
+    with pytest.raises(ImportError, match=rf"backend='{backend}', quantize=None needs the package\(s\) \['{package}'\]: "
+                                          rf"pip install 'pyterrier-e2rank\[cpu\]'  \(or: pip install onnx {package}\)"):
+        E2Rank(str(minilm_dir), device="cpu", backend=backend)
+
+
+def test_repr_reads_like_the_constructor(models):
+    assert repr(models["openvino-f32"]).endswith(", batch_size=8, backend='openvino', dtype=torch.float32)")
+    assert repr(models["openvino"]).endswith(", batch_size=8, backend='openvino')")
+    assert repr(models["onnx-int8"]).endswith(", batch_size=8, backend='onnx', quantize='int8')")
+    assert repr(models["torch"]).endswith(", batch_size=8)")

@@ -1,37 +1,31 @@
-"""How the backbone runs: PyTorch (the reference), or an ONNX Runtime export, float32 or int8 (``E2Rank(...,
-backend="onnx", quantize="int8")``), the faster choice on a CPU.
+"""How the backbone runs: PyTorch (the reference), or exported to ONNX and run by OpenVINO (``E2Rank(...,
+backend="openvino")``, the choice on a CPU) or ONNX Runtime (``backend="onnx"``, float32 or ``quantize="int8"``).
 
-Why ONNX Runtime with dynamic int8 quantization (``onnxruntime.quantization.quantize_dynamic``: int8 weights per
-output channel, uint8 activations quantized per batch), measured on SciFact documents (64 texts, 230 tokens on
-average, batches of 16, one thread, 2-core AVX-512 VNNI machine shared with other jobs; ratios of docs/s to
-float32 PyTorch, cosine of each vector to its float32 PyTorch vector):
+Why OpenVINO, measured on SciFact documents (``benchmarks/cpu_inference.py``: 64 texts, batches of 16, 2
+threads, 2-core AMD EPYC with AVX-512 BF16/VNNI; ratios of documents/s to float32 PyTorch; cosine of each
+vector to its float32 PyTorch vector; SciFact nDCG@10 differences on all 300 test queries, MiniLM):
 
-================================  ===============  ==================  ==================
-backend                           all-MiniLM-L6-v2  Qwen3-0.6B-shaped    cosine min / mean
-                                                    (2 layers)           (MiniLM; Qwen3)
-================================  ===============  ==================  ==================
-torch bfloat16                    1.8x              -                   0.99992 / 0.99995
-torch ``quantize_dynamic`` int8   2.7x              -                   0.972 / 0.981
-onnx float32                      1.6x              1.1x                1.0000 / 1.0000
-onnx int8                         3.0x              3.0x                0.987 / 0.994; 0.992 / 0.995
-================================  ===============  ==================  ==================
+{TABLE}
 
-PyTorch's own dynamic quantization (``torch.ao.quantization``) is deprecated (slated for removal in favour of
-torchao) and quantizes activations to 7 bits on x86, which moved MiniLM's vectors three times as far; torchao's
-int8 needs ``torch.compile`` to be fast on a CPU; OpenVINO is not installed here and would be one more runtime
-to keep. So ``onnx`` is the one faster backend, and ``torch`` with ``quantize`` is refused.
+OpenVINO compiles the ONNX export for the CPU it runs on and, where the CPU computes bfloat16 natively
+(AVX-512 BF16, AMX), runs matrix products in bfloat16 with float32 accumulation by default: the fastest here
+and the closest to float32 of the fast options. Where the CPU has no bfloat16 it runs float32 (still faster
+than PyTorch for MiniLM). PyTorch's own bfloat16 on a CPU is slower, and without native bfloat16 much
+slower than float32; ONNX Runtime's dynamic int8 is as fast on MiniLM but moves vectors 10-100 times as
+far (it scales activations per batch, so a vector depends on its batch mates) and SciFact nDCG@10 by more
+than 0.005. PyTorch's ``quantize_dynamic`` (deprecated for torchao, whose int8 needs ``torch.compile`` on a
+CPU) was less accurate still (cosine 0.972 minimum on MiniLM) and is not offered.
 
-An exported model computes other vectors than the PyTorch one (float32 ONNX within 1e-5, int8 within the
-cosines above): ``inference_fingerprint`` adds ``inference: "onnx-int8"`` (or ``"onnx"``) to the model's
-fingerprint, so an index records it, and vectors of the two are never mixed (``IndexModelMismatch``, naming
-``inference`` among the differing settings). PyTorch float32 (and bfloat16) vectors keep the fingerprint they
-always had.
+An exported model computes other vectors than the PyTorch one: ``inference_fingerprint`` adds ``inference``
+(``"openvino-bf16"``, ``"openvino-f32"``, ``"onnx"``, ``"onnx-int8"``) to the model's fingerprint, so an index
+records it and vectors of two ways of computing are never mixed (``IndexModelMismatch``, naming ``inference``
+among the differing settings). PyTorch float32 (and bfloat16) vectors keep the fingerprint they always had.
 
-The export (``torch.onnx.export``, TorchScript tracer, opset 17, dynamic batch and length) is made once per
-model object into a temporary directory, from a copy of the backbone (tracing changed a BERT's later PyTorch
-outputs); about 1 minute for a 2-layer Qwen3-0.6B-shaped model and the same again to quantize, here.
+The export (``torch.onnx.export``) is made once per model object into a temporary directory: about 1 minute
+for a 2-layer Qwen3-0.6B-shaped model here (and the same again to quantize to int8).
 """
 import copy
+import importlib.util
 import tempfile
 from pathlib import Path
 from typing import Optional
@@ -39,44 +33,46 @@ from typing import Optional
 import numpy as np
 import torch
 
-BACKENDS = ("torch", "onnx")
-QUANTIZATIONS = (None, "int8")
-#: What ``backend="onnx"`` needs, and how to get it.
-ONNX_PACKAGES = {"onnx": "onnx", "onnxruntime": "onnxruntime"}
-PIP_LINE = "pip install 'pyterrier-e2rank[cpu]'  (or: pip install onnx onnxruntime)"
+BACKENDS = ("torch", "onnx", "openvino")
+#: The quantizations each backend offers (``None``: the backend's own precision).
+QUANTIZATIONS = {"torch": (None,), "onnx": (None, "int8"), "openvino": (None,)}
+#: What each exporting backend needs (the export is ONNX in both), and how to get it.
+PACKAGES = {"onnx": ("onnx", "onnxruntime"), "openvino": ("onnx", "openvino")}
+PIP_LINES = {"onnx": "pip install 'pyterrier-e2rank[cpu]'  (or: pip install onnx onnxruntime)",
+             "openvino": "pip install 'pyterrier-e2rank[cpu]'  (or: pip install onnx openvino)"}
+#: OpenVINO's names of the precisions ``dtype`` may ask for.
+OPENVINO_PRECISIONS = {torch.float32: "f32", torch.bfloat16: "bf16"}
 
 
-def check_backend(backend: str, quantize: Optional[str], *, device: torch.device, dtype: torch.dtype,
+def check_backend(backend: str, quantize: Optional[str], *, device: torch.device, dtype: Optional[torch.dtype],
                   model_type: str) -> None:
     """Refuse a backend/quantization that cannot run ``model_type`` here, naming both; a missing package is
-    named with its pip line (``ImportError``)."""
+    named with its pip line (``ImportError``). ``dtype``: what the user asked for (``None``: the default)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not supported (model type {model_type!r}, quantize={quantize!r}); "
                          f"choose one of {BACKENDS}")
-    if quantize not in QUANTIZATIONS:
+    if quantize not in QUANTIZATIONS[backend]:
+        offered = [f"backend={b!r}, quantize={q!r}" for b, qs in QUANTIZATIONS.items() for q in qs if q]
         raise ValueError(f"quantize={quantize!r} is not supported for backend={backend!r} (model type "
-                         f"{model_type!r}); choose one of {QUANTIZATIONS}")
+                         f"{model_type!r}); offered: {', '.join(offered)}")
     if backend == "torch":
-        if quantize is not None:
-            raise ValueError(f"quantize={quantize!r} is not supported for backend='torch' (model type "
-                             f"{model_type!r}): PyTorch's dynamic int8 quantization is deprecated and less accurate; "
-                             f"use backend='onnx', quantize={quantize!r}")
         return
-    if device.type != "cpu" or dtype != torch.float32:
-        raise ValueError(f"backend={backend!r}, quantize={quantize!r} runs on the CPU in float32 (model type "
-                         f"{model_type!r}), not on {device.type!r} in {dtype}; pass device='cpu' and no dtype")
-    import importlib.util
-    missing = [name for name in ONNX_PACKAGES if importlib.util.find_spec(name) is None]
+    allowed = (None, torch.float32) if backend == "onnx" else (None, *OPENVINO_PRECISIONS)
+    if device.type != "cpu" or dtype not in allowed:
+        raise ValueError(f"backend={backend!r}, quantize={quantize!r} runs on the CPU (model type {model_type!r}), "
+                         f"not on {device.type!r} in {dtype}; pass device='cpu' and dtype in {list(allowed)}")
+    missing = [name for name in PACKAGES[backend] if importlib.util.find_spec(name) is None]
     if missing:
-        raise ImportError(f"backend={backend!r}, quantize={quantize!r} needs the package(s) {missing}: {PIP_LINE}")
+        raise ImportError(f"backend={backend!r}, quantize={quantize!r} needs the package(s) {missing}: "
+                          f"{PIP_LINES[backend]}")
 
 
-def inference_fingerprint(backend: str, quantize: Optional[str]) -> dict:
-    """The fingerprint entries of how vectors are computed: none for PyTorch, ``{"inference": "onnx[-int8]"}``
-    for an export (its vectors differ)."""
-    if backend == "torch":
-        return {}
-    return {"inference": backend if quantize is None else f"{backend}-{quantize}"}
+def exported_backbone(backend: str, backbone: torch.nn.Module, *, quantize: Optional[str],
+                      dtype: Optional[torch.dtype]):
+    """The runner of ``backbone`` for an exporting ``backend`` (checked by ``check_backend``)."""
+    if backend == "onnx":
+        return OnnxBackbone(backbone, quantize)
+    return OpenVinoBackbone(backbone, dtype)
 
 
 class _LastHiddenState(torch.nn.Module):
@@ -88,33 +84,78 @@ class _LastHiddenState(torch.nn.Module):
         return self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
 
-class OnnxBackbone:
-    """The backbone exported to ONNX (quantized to int8 if asked) and run by ONNX Runtime on the CPU, with as
-    many threads as PyTorch uses. ``(input_ids, attention_mask)`` (``[batch, length]`` int64) ->
-    ``last_hidden_state`` ``[batch, length, hidden]`` float32, like the PyTorch backbone's."""
+def export_onnx(backbone: torch.nn.Module, directory: Path) -> Path:
+    """``directory/model.onnx``: the float32 backbone traced (``torch.onnx.export``, TorchScript tracer, opset
+    17) from a copy (tracing changed a BERT's later PyTorch outputs), with dynamic batch and length:
+    ``(input_ids, attention_mask)`` -> ``hidden``."""
+    path = directory / "model.onnx"
+    example = (torch.ones(2, 8, dtype=torch.long), torch.ones(2, 8, dtype=torch.long))
+    example[1][0, :3] = 0  # padded, so that masking is traced as computed, not as constant
+    axes = {"input_ids": {0: "batch", 1: "length"}, "attention_mask": {0: "batch", 1: "length"},
+            "hidden": {0: "batch", 1: "length"}}
+    with torch.no_grad():
+        torch.onnx.export(_LastHiddenState(copy.deepcopy(backbone)).eval(), example, str(path), dynamo=False,
+                          input_names=["input_ids", "attention_mask"], output_names=["hidden"],
+                          dynamic_axes=axes, opset_version=17)
+    return path
+
+
+class _Exported:
+    """A backbone exported to a temporary directory (kept as long as the runner) and run outside PyTorch:
+    ``(input_ids, attention_mask)`` (``[batch, length]`` int64) -> ``last_hidden_state`` ``[batch, length,
+    hidden]`` float32, like the PyTorch backbone's. Subclasses set ``inference`` (what the model's fingerprint
+    records) and ``run`` (numpy inputs by name -> the hidden states)."""
+    inference: str
+
+    def __init__(self, backbone: torch.nn.Module):
+        self._directory = tempfile.TemporaryDirectory(prefix="e2rank-export-")
+        self.onnx_path = export_onnx(backbone, Path(self._directory.name))
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.run({"input_ids": input_ids.cpu().numpy().astype(np.int64),
+                           "attention_mask": attention_mask.cpu().numpy().astype(np.int64)})
+        return torch.from_numpy(np.asarray(hidden, dtype=np.float32))
+
+
+class OnnxBackbone(_Exported):
+    """ONNX Runtime on the CPU, float32 or dynamic int8 (``quantize_dynamic``: int8 weights per output channel,
+    uint8 activations per batch), with as many threads as PyTorch uses."""
 
     def __init__(self, backbone: torch.nn.Module, quantize: Optional[str]):
         import onnxruntime
-        self._directory = tempfile.TemporaryDirectory(prefix="e2rank-onnx-")
-        path = Path(self._directory.name) / "model.onnx"
-        example = (torch.ones(2, 8, dtype=torch.long), torch.ones(2, 8, dtype=torch.long))
-        example[1][0, :3] = 0  # padded, so that masking is traced as computed, not as constant
-        axes = {"input_ids": {0: "batch", 1: "length"}, "attention_mask": {0: "batch", 1: "length"},
-                "hidden": {0: "batch", 1: "length"}}
-        with torch.no_grad():
-            torch.onnx.export(_LastHiddenState(copy.deepcopy(backbone)).eval(), example, str(path), dynamo=False,
-                              input_names=["input_ids", "attention_mask"], output_names=["hidden"],
-                              dynamic_axes=axes, opset_version=17)
+        super().__init__(backbone)
+        path = self.onnx_path
         if quantize == "int8":
             from onnxruntime.quantization import QuantType, quantize_dynamic
-            quantized = path.with_name("model.int8.onnx")
-            quantize_dynamic(str(path), str(quantized), weight_type=QuantType.QInt8, per_channel=True)
-            path = quantized
+            path = path.with_name("model.int8.onnx")
+            quantize_dynamic(str(self.onnx_path), str(path), weight_type=QuantType.QInt8, per_channel=True)
+        self.inference = "onnx" if quantize is None else f"onnx-{quantize}"
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
-    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        (hidden,) = self.session.run(None, {"input_ids": input_ids.cpu().numpy().astype(np.int64),
-                                            "attention_mask": attention_mask.cpu().numpy().astype(np.int64)})
-        return torch.from_numpy(hidden)
+    def run(self, inputs: dict) -> np.ndarray:
+        return self.session.run(None, inputs)[0]
+
+
+class OpenVinoBackbone(_Exported):
+    """OpenVINO on the CPU, in the precision ``dtype`` asks (``None``: OpenVINO's own choice for this CPU,
+    bfloat16 where it computes it natively (AVX-512 BF16, AMX), float32 elsewhere), one stream of as many
+    threads as PyTorch uses. ``inference`` is ``"openvino-bf16"`` or ``"openvino-f32"``: the precision
+    compiled, read back from OpenVINO."""
+
+    def __init__(self, backbone: torch.nn.Module, dtype: Optional[torch.dtype]):
+        import openvino
+        core = openvino.Core()
+        if dtype == torch.bfloat16 and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+            raise ValueError(f"backend='openvino', dtype={dtype}: this CPU ({core.get_property('CPU', 'FULL_DEVICE_NAME')})"
+                             f" has no bfloat16 arithmetic (AVX-512 BF16 or AMX); pass dtype=None or torch.float32")
+        super().__init__(backbone)
+        config = {"INFERENCE_NUM_THREADS": torch.get_num_threads(), "PERFORMANCE_HINT": "LATENCY"}
+        if dtype is not None:
+            config["INFERENCE_PRECISION_HINT"] = OPENVINO_PRECISIONS[dtype]
+        self.compiled = core.compile_model(core.read_model(str(self.onnx_path)), "CPU", config)
+        self.inference = f"openvino-{self.compiled.get_property('INFERENCE_PRECISION_HINT').get_type_name()}"
+
+    def run(self, inputs: dict) -> np.ndarray:
+        return self.compiled(inputs)[0]

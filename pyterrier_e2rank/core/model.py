@@ -9,7 +9,7 @@ import numpy as np
 import pyterrier as pt
 import torch
 
-from .backends import OnnxBackbone, check_backend, inference_fingerprint
+from .backends import check_backend, exported_backbone
 from .checks import check_encodable, check_finite, positive_int
 from .fingerprint import tokenizer_digest, weights_digest
 from .loading import read_pooling, read_prompt_settings, resolve_model_path
@@ -46,11 +46,14 @@ class E2Rank:
         cache_doc_vectors: keep every document vector computed, keyed by the document's text, so that
             rerankers without an index encode a document once across calls (memory grows by one vector
             and one digest per distinct text; ``clear_doc_cache()`` empties it).
-        backend: ``"torch"``, or ``"onnx"``: the backbone exported to ONNX Runtime, on the CPU in float32 (needs
-            ``pip install 'pyterrier-e2rank[cpu]'``); ``backends.py`` has the measurements.
-        quantize: ``None``, or ``"int8"`` with ``backend="onnx"``: dynamic int8 quantization, about 3x the
-            documents/s of float32 PyTorch on a CPU. Vectors of an exported or quantized model carry it in
-            their fingerprint (``inference``), so they are never mixed with PyTorch's.
+        backend: ``"torch"``; or, on the CPU (``pip install 'pyterrier-e2rank[cpu]'``), the backbone exported
+            to ONNX and run by ``"openvino"`` (the choice on a CPU: about 3x the documents/s of float32
+            PyTorch, in bfloat16 where the CPU has it, vectors within cosine 0.9999) or ``"onnx"`` (ONNX
+            Runtime, float32); ``backends.py`` has the measurements. With ``"openvino"``, ``dtype`` picks its
+            precision (``None``: OpenVINO's choice for this CPU).
+        quantize: ``None``, or ``"int8"`` with ``backend="onnx"``: dynamic int8 quantization, fast but moves
+            SciFact nDCG@10 by more than 0.005. Vectors of an exported or quantized model carry how they were
+            computed in their fingerprint (``inference``), so they are never mixed with PyTorch's.
         verbose: progress bars.
 
     Raises ``ValueError`` for a backend/quantization this model or device cannot use (naming both), and
@@ -69,10 +72,12 @@ class E2Rank:
         self.checkpoint_path = path
         self._fingerprint: Optional[dict] = None
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.dtype = dtype or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
+        # an exported backbone is exported from float32 weights; ``dtype`` is then the export's precision
+        self.dtype = torch.float32 if backend != "torch" else dtype or (
+            torch.bfloat16 if self.device.type == "cuda" else torch.float32)
         try:
             config = AutoConfig.from_pretrained(path)
-            check_backend(backend, quantize, device=self.device, dtype=self.dtype, model_type=config.model_type)
+            check_backend(backend, quantize, device=self.device, dtype=dtype, model_type=config.model_type)
             self.tokenizer = AutoTokenizer.from_pretrained(path)
             kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
             self.backbone, loading = AutoModel.from_pretrained(path, dtype=self.dtype, output_loading_info=True,
@@ -81,8 +86,11 @@ class E2Rank:
             raise OSError(f"could not load model {model_name_or_path!r} from {path!r}: {e}") from e
         self.backbone.to(self.device).eval()
         self.weights_not_loaded = frozenset(loading["unexpected_keys"])  # e.g. a causal LM's head
-        self.backend, self.quantize = backend, quantize
-        self.exported = None if backend == "torch" else OnnxBackbone(self.backbone, quantize)
+        self.backend, self.quantize, self.requested_dtype = backend, quantize, dtype
+        self.exported = None if backend == "torch" else exported_backbone(backend, self.backbone, quantize=quantize,
+                                                                          dtype=dtype)
+        #: How vectors are computed when not by PyTorch (``"openvino-bf16"``, ``"onnx-int8"``, ...), else None.
+        self.inference: Optional[str] = None if self.exported is None else self.exported.inference
         self.pooling: Pooling = read_pooling(path, config)
         if self.pooling.last_token:
             self.tokenizer.padding_side = "left"
@@ -107,7 +115,7 @@ class E2Rank:
 
     def _identity(self) -> tuple:
         """What makes two model objects interchangeable: the checkpoint and every setting that shapes a vector."""
-        return (str(self.checkpoint_path), str(self.device), self.dtype, self.backend, self.quantize, self.pooling,
+        return (str(self.checkpoint_path), str(self.device), self.dtype, self.inference, self.pooling,
                 self.query_task, self.max_length, self.prompt_max_tokens, self.doc_max_words, tuple(sorted(self.prompt_settings.items())))
 
     def __eq__(self, other):
@@ -118,8 +126,12 @@ class E2Rank:
 
     def __repr__(self):
         cache = ", cache_doc_vectors=True" if self.doc_cache is not None else ""
+        default_dtype = None if self.backend != "torch" else (
+            torch.bfloat16 if self.device.type == "cuda" else torch.float32)
         inference = "".join(f", {k}={v!r}" for k, v in (("backend", self.backend), ("quantize", self.quantize))
                             if v not in ("torch", None))
+        if self.requested_dtype not in (None, default_dtype):
+            inference += f", dtype={self.requested_dtype}"
         return (f"E2Rank({self.model_name_or_path!r}, device={str(self.device)!r}, batch_size={self.batch_size}"
                 f"{inference}{cache})")
 
@@ -299,7 +311,7 @@ class E2Rank:
                 "normalize": self.pooling.normalize,
                 "max_length": self.max_length,
                 "doc_max_words": self.doc_max_words,
-                **inference_fingerprint(self.backend, self.quantize),
+                **({} if self.inference is None else {"inference": self.inference}),
             }
         return dict(self._fingerprint)
 
