@@ -127,8 +127,9 @@ def test_openvino_bfloat16_on_a_cpu_without_it_is_refused(minilm_dir, monkeypatc
 def test_missing_package_names_its_pip_line(minilm_dir, monkeypatch, backend, package):
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == package else find_spec(name, *a))
-    with pytest.raises(ImportError, match=rf"backend='{backend}', quantize=None needs the package\(s\) \['{package}'\]: "
-                                          rf"pip install 'pyterrier-e2rank\[cpu\]'  \(or: pip install onnx {package}\)"):
+    message = (rf"backend='{backend}', quantize=None needs the package\(s\) \['{package}'\]: "
+               rf"pip install 'pyterrier-e2rank\[cpu\]'  \(or: pip install onnx {package}\)")
+    with pytest.raises(ImportError, match=message):
         E2Rank(str(minilm_dir), device="cpu", backend=backend)
 
 
@@ -137,3 +138,22 @@ def test_repr_reads_like_the_constructor(models):
     assert repr(models["openvino"]).endswith(", batch_size=8, backend='openvino')")
     assert repr(models["onnx-int8"]).endswith(", batch_size=8, backend='onnx', quantize='int8')")
     assert repr(models["torch"]).endswith(", batch_size=8)")
+
+
+def test_the_command_lines_take_the_backend(minilm_dir, tmp_path, capsys, monkeypatch):
+    """``e2rank index --backend openvino`` writes vectors marked as OpenVINO's; a quantization the backend
+    does not offer is one line on stderr, exit status 2, and nothing written."""
+    import sys
+    from pyterrier_e2rank import E2RankIndex
+    from pyterrier_e2rank.app.cli import console
+    collection = tmp_path / "docs.jsonl"
+    collection.write_text("".join(f'{{"id": "d{i}", "contents": "text {i}"}}\n' for i in range(3)))
+    command = ["e2rank", "index", "--collection", str(collection), "--model", str(minilm_dir), "--quiet",
+               "--device", "cpu"]
+    monkeypatch.setattr(sys, "argv", [*command, "--output", str(tmp_path / "index"), "--backend", "openvino"])
+    assert console() == 0
+    assert E2RankIndex(tmp_path / "index").fingerprint["inference"].startswith("openvino-")
+    monkeypatch.setattr(sys, "argv", [*command, "--output", str(tmp_path / "other"), "--quantize", "int8"])
+    assert console() == 2
+    assert "quantize='int8' is not supported for backend='torch'" in capsys.readouterr().err
+    assert not (tmp_path / "other").exists()

@@ -5,6 +5,7 @@ import argparse
 import math
 from typing import Callable
 
+from ..core.backends import BACKENDS, QUANTIZATIONS
 from ..core.checks import positive_int
 
 #: The seeds ``accelerate.utils.set_seed`` accepts (NumPy's range).
@@ -65,10 +66,26 @@ def fraction(text: str) -> float:
 
 
 def add_model_run_options(parser: argparse.ArgumentParser) -> None:
-    """``--batch-size`` and ``--device`` of a command that runs the model on queries (experiment, rerank-run,
-    reproduce): one wording, one default."""
+    """``--batch-size``, ``--device`` and the backend options of a command that runs the model on queries
+    (experiment, rerank-run, reproduce): one wording, one default."""
     parser.add_argument("--batch-size", type=Checked(positive_int), default=32, help="texts per forward pass")
     parser.add_argument("--device", default=None,
                         help="cuda or cpu (default: cuda when available; under torchrun each process's "
                              "cuda:LOCAL_RANK)")
+    add_backend_options(parser)
+
+
+def add_backend_options(parser: argparse.ArgumentParser) -> None:
+    """``--backend`` and ``--quantize``: how the backbone runs (``E2Rank(backend=..., quantize=...)``); read
+    back by ``backend_options``."""
+    parser.add_argument("--backend", choices=BACKENDS, default="torch",
+                        help="how the backbone runs: torch (default), or on the CPU (the [cpu] extra) openvino, "
+                             "3-4x float32 torch with vectors within cosine 0.9999, or onnx (float32)")
+    parser.add_argument("--quantize", choices=sorted({q for qs in QUANTIZATIONS.values() for q in qs if q}),
+                        help="int8 with --backend onnx: 2-3x float32 torch, vectors within cosine 0.99")
+
+
+def backend_options(args: argparse.Namespace) -> dict:
+    """The ``E2Rank`` keyword arguments of ``add_backend_options``'s flags."""
+    return {"backend": args.backend, "quantize": args.quantize}
 

@@ -124,7 +124,8 @@ def _dataset_name(source: str) -> str:
 def main(args) -> int:
     main_process = is_main_process()
     model = E2Rank(args.model, device=process_device(args.device), batch_size=args.batch_size,
-                   query_task="auto" if args.query_task == "dataset" else args.query_task, verbose=main_process)
+                   query_task="auto" if args.query_task == "dataset" else args.query_task, verbose=main_process,
+                   **arguments.backend_options(args))
     if args.query_task == "dataset" and model.query_task is not None:  # instructed models only
         model.query_task = dataset_query_task(_dataset_name(args.dataset)) or model.query_task
     results = run_experiment(args.dataset, model, index_dir=args.index_dir, top_k=args.top_k,

@@ -23,7 +23,7 @@ def _index_command(args) -> int:
     if device is None and "LOCAL_RANK" in os.environ:
         import torch
         device = f"cuda:{os.environ['LOCAL_RANK']}" if torch.cuda.is_available() else "cpu"
-    model = E2Rank(args.model, device=device, batch_size=args.batch_size)
+    model = E2Rank(args.model, device=device, batch_size=args.batch_size, **arguments.backend_options(args))
     records = corpus_iter(args.dataset) if args.dataset else read_jsonl_collection(args.collection)
     index = model.indexer(args.output, overwrite=args.overwrite, chunk_size=args.chunk_size, verbose=not args.quiet,
                           corpus_stamp=corpus_stamp(args.dataset) if args.dataset else None,
@@ -46,6 +46,7 @@ def register(subparsers) -> None:
                    help="documents per committed chunk (what a restart may encode again)")
     p.add_argument("--device", help="cuda, cuda:N or cpu (default: this process's GPU under torchrun, else "
                    "cuda when available)")
+    arguments.add_backend_options(p)
     write = p.add_mutually_exclusive_group()
     write.add_argument("--overwrite", action="store_true", help="replace an existing index once the new one is complete")
     write.add_argument("--append", action="store_true",

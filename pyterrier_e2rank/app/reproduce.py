@@ -559,7 +559,8 @@ def main(args) -> int:
     runs = parse_runs(args.run or [], labels)
     main_process = is_main_process()
     model = E2Rank(args.model, device=process_device(args.device), batch_size=args.batch_size,
-                   doc_max_words=args.doc_max_words, cache_doc_vectors=True, verbose=main_process)
+                   doc_max_words=args.doc_max_words, cache_doc_vectors=True, verbose=main_process,
+                   **arguments.backend_options(args))
     reproduce(model, datasets, args.output, runs=runs, index_dir=args.index_dir, top_k=args.top_k,
               num_input_docs=args.num_input_docs, rerank_task=args.rerank_task, query_task=args.query_task,
               dense=args.dense, num_queries=args.num_queries, skip_missing=args.skip_missing,

@@ -204,7 +204,8 @@ def _rerank_command(args) -> int:
     refuse_output_as_input(args.output, run=args.run, topics=args.topics, docs=args.docs, index=args.index)
     from ..core.model import E2Rank
     main = is_main_process()
-    model = E2Rank(args.model, device=process_device(args.device), batch_size=args.batch_size, verbose=main)
+    model = E2Rank(args.model, device=process_device(args.device), batch_size=args.batch_size, verbose=main,
+                   **arguments.backend_options(args))
     reranked = rerank_run(model, read_run(args.run), read_topics(args.topics), args.docs, index=args.index,
                           top_k=args.top_k, num_input_docs=args.num_input_docs, verbose=main)
     if not main:  # process 0 writes the merged run

@@ -1,22 +1,33 @@
 """How the backbone runs: PyTorch (the reference), or exported to ONNX and run by OpenVINO (``E2Rank(...,
 backend="openvino")``, the choice on a CPU) or ONNX Runtime (``backend="onnx"``, float32 or ``quantize="int8"``).
 
-Why OpenVINO, measured on SciFact documents (``benchmarks/cpu_inference.py``: 64 texts, batches of 16, 2
-threads, 2-core AMD EPYC with AVX-512 BF16/VNNI; ratios of documents/s to float32 PyTorch; cosine of each
-vector to its float32 PyTorch vector; SciFact nDCG@10 differences on all 300 test queries, MiniLM):
+Why OpenVINO, measured by ``benchmarks/cpu_inference.py`` (``benchmarks/results/quick-2026-11-30.json``: 128
+SciFact documents, batches of 16, 2 threads on a 2-core AMD EPYC with AVX-512 BF16 and VNNI; documents/s
+relative to float32 PyTorch; the smallest cosine of a vector to its float32 PyTorch vector; SciFact nDCG@10
+minus float32's on all 300 test queries, MiniLM, dense over the pooled documents and ``bm25>>e2rank``):
 
-{TABLE}
+=======================================  ==========  ===============  =================  ================
+option                                   MiniLM      Qwen3-0.6B-      cosine min          nDCG@10 delta
+                                                     shaped, 2 layers (MiniLM / Qwen3)   (dense, rerank)
+=======================================  ==========  ===============  =================  ================
+``backend="openvino"`` (bfloat16 here)   3.08x       4.09x            0.99997 / 0.99991  +0.0015, +0.0002
+``backend="openvino", dtype=float32``    1.83x       2.13x            1.00000 / 1.00000
+``dtype=torch.bfloat16`` (PyTorch)       2.33x       2.65x            0.99992 / 0.99991
+``backend="onnx"``                       1.36x       1.82x            1.00000 / 1.00000
+``backend="onnx", quantize="int8"``      2.03x       3.29x            0.99142 / 0.99161  +0.0025, -0.0037
+=======================================  ==========  ===============  =================  ================
 
 OpenVINO compiles the ONNX export for the CPU it runs on and, where the CPU computes bfloat16 natively
-(AVX-512 BF16, AMX), runs matrix products in bfloat16 with float32 accumulation by default: the fastest here
-and the closest to float32 of the fast options. Where the CPU has no bfloat16 it runs float32 (still faster
-than PyTorch for MiniLM). PyTorch's own bfloat16 on a CPU is slower, and without native bfloat16 much
-slower than float32; ONNX Runtime's dynamic int8 is as fast on MiniLM but moves vectors 10-100 times as
-far (it scales activations per batch, so a vector depends on its batch mates) and SciFact nDCG@10 by more
-than 0.005. PyTorch's ``quantize_dynamic`` (deprecated for torchao, whose int8 needs ``torch.compile`` on a
-CPU) was less accurate still (cosine 0.972 minimum on MiniLM) and is not offered.
+(AVX-512 BF16, AMX), runs matrix products in bfloat16 by default: the fastest option here, and as close to
+float32 as PyTorch's own bfloat16. Where the CPU has no bfloat16 it runs float32, still 1.8-2.1x PyTorch
+here, whereas PyTorch's bfloat16 without native support is emulated and slower than float32. ONNX Runtime's
+dynamic int8 (int8 weights per output channel, uint8 activations scaled per batch, so a vector depends on
+its batch mates) moves vectors 100-300 times as far as bfloat16 (in 1 - cosine): its nDCG@10 stays within
+0.005 on the 300 queries, but on the first 30 it moved ``bm25>>e2rank`` by +0.027. PyTorch's
+``quantize_dynamic`` (deprecated for torchao, whose int8 needs ``torch.compile`` on a CPU) was less accurate
+still (cosine 0.972 minimum on MiniLM) and is not offered.
 
-An exported model computes other vectors than the PyTorch one: ``inference_fingerprint`` adds ``inference``
+An exported model computes other vectors than the PyTorch one: its fingerprint gains ``inference``
 (``"openvino-bf16"``, ``"openvino-f32"``, ``"onnx"``, ``"onnx-int8"``) to the model's fingerprint, so an index
 records it and vectors of two ways of computing are never mixed (``IndexModelMismatch``, naming ``inference``
 among the differing settings). PyTorch float32 (and bfloat16) vectors keep the fingerprint they always had.
@@ -148,8 +159,9 @@ class OpenVinoBackbone(_Exported):
         import openvino
         core = openvino.Core()
         if dtype == torch.bfloat16 and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
-            raise ValueError(f"backend='openvino', dtype={dtype}: this CPU ({core.get_property('CPU', 'FULL_DEVICE_NAME')})"
-                             f" has no bfloat16 arithmetic (AVX-512 BF16 or AMX); pass dtype=None or torch.float32")
+            cpu = core.get_property("CPU", "FULL_DEVICE_NAME")
+            raise ValueError(f"backend='openvino', dtype={dtype}: this CPU ({cpu}) has no bfloat16 arithmetic "
+                             f"(AVX-512 BF16 or AMX); pass dtype=None or torch.float32")
         super().__init__(backbone)
         config = {"INFERENCE_NUM_THREADS": torch.get_num_threads(), "PERFORMANCE_HINT": "LATENCY"}
         if dtype is not None:

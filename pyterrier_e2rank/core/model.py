@@ -47,13 +47,13 @@ class E2Rank:
             rerankers without an index encode a document once across calls (memory grows by one vector
             and one digest per distinct text; ``clear_doc_cache()`` empties it).
         backend: ``"torch"``; or, on the CPU (``pip install 'pyterrier-e2rank[cpu]'``), the backbone exported
-            to ONNX and run by ``"openvino"`` (the choice on a CPU: about 3x the documents/s of float32
-            PyTorch, in bfloat16 where the CPU has it, vectors within cosine 0.9999) or ``"onnx"`` (ONNX
+            to ONNX and run by ``"openvino"`` (the choice on a CPU: 3-4x the documents/s of float32 PyTorch
+            in bfloat16 where the CPU has it, vectors within cosine 0.9999 of float32's) or ``"onnx"`` (ONNX
             Runtime, float32); ``backends.py`` has the measurements. With ``"openvino"``, ``dtype`` picks its
             precision (``None``: OpenVINO's choice for this CPU).
-        quantize: ``None``, or ``"int8"`` with ``backend="onnx"``: dynamic int8 quantization, fast but moves
-            SciFact nDCG@10 by more than 0.005. Vectors of an exported or quantized model carry how they were
-            computed in their fingerprint (``inference``), so they are never mixed with PyTorch's.
+        quantize: ``None``, or ``"int8"`` with ``backend="onnx"``: dynamic int8 quantization, 2-3x float32
+            PyTorch, vectors within cosine 0.99. Vectors of an exported or quantized model carry how they
+            were computed in their fingerprint (``inference``), so they are never mixed with PyTorch's.
         verbose: progress bars.
 
     Raises ``ValueError`` for a backend/quantization this model or device cannot use (naming both), and
@@ -116,7 +116,8 @@ class E2Rank:
     def _identity(self) -> tuple:
         """What makes two model objects interchangeable: the checkpoint and every setting that shapes a vector."""
         return (str(self.checkpoint_path), str(self.device), self.dtype, self.inference, self.pooling,
-                self.query_task, self.max_length, self.prompt_max_tokens, self.doc_max_words, tuple(sorted(self.prompt_settings.items())))
+                self.query_task, self.max_length, self.prompt_max_tokens, self.doc_max_words,
+                tuple(sorted(self.prompt_settings.items())))
 
     def __eq__(self, other):
         return isinstance(other, E2Rank) and (self is other or self._identity() == other._identity())
