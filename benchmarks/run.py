@@ -180,7 +180,7 @@ def table(data: dict) -> str:
     c = data["cpu_inference"]
     fast = cpu_inference.FAST
     rows.append(("cpu_inference", f"{fast} vs float32 torch, docs/s: " + ", ".join(
-        f"{name} {m[fast]['ratio']:.2f}x ({m[fast]['inference']})" for name, m in c["by_model"].items())
+        f"{name} {m[fast]['ratio']:.2f}x ({m[fast]['precision']})" for name, m in c["by_model"].items())
         + f"; SciFact nDCG@10 (MiniLM, {c['queries']} queries): " + "; ".join(
             f"{option} " + ", ".join(f"{n} {d:+.4f}" for n, d in deltas.items())
             for option, deltas in c["scifact_ndcg10_deltas"].items()),

@@ -78,19 +78,42 @@ def test_exported_reranker_scores_like_pytorch(models, name, tolerance):
 def test_exported_vectors_are_marked_and_never_mixed_with_pytorch(models, tmp_path):
     reference = models["torch"]
     assert "inference" not in reference.fingerprint()  # float32 PyTorch indexes keep their identity
-    compiled = models["openvino"].exported.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
     assert {name: models[name].fingerprint()["inference"] for name in EXPORTED} == {
-        "onnx": "onnx", "openvino": f"openvino-{compiled}", "openvino-f32": "openvino-f32", "onnx-int8": "onnx-int8"}
+        "onnx": "onnx", "openvino": "openvino", "openvino-f32": "openvino", "onnx-int8": "onnx-int8"}
+    compiled = models["openvino"].exported.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+    assert (models["openvino"].exported.precision, models["openvino-f32"].exported.precision) == (compiled, "f32")
     assert reference != models["onnx-int8"] and models["openvino-f32"] != models["onnx"]
+    assert (models["openvino"] == models["openvino-f32"]) == (compiled == "f32")  # equal: interchangeable
     docs = pd.DataFrame({"docno": ["a", "b", "c", "d"], "text": make_docs(4, seed=1)})
     reference.indexer(tmp_path / "index").index(docs.to_dict("records"))
+    name = reference.model_name_or_path
+    for exported, arguments in (("onnx-int8", "backend='onnx', quantize='int8'"), ("openvino", "backend='openvino'")):
+        with pytest.raises(IndexModelMismatch, match=rf"differing, built vs now: inference None vs '{exported}'; "
+                                                     rf"vectors as '{name}''s come from E2Rank\(\.\.\., "
+                                                     rf"backend='torch'\)"):
+            models[exported].retriever(tmp_path / "index")
+        with pytest.raises(IndexModelMismatch, match=rf"inference .*E2Rank\(\.\.\., {arguments}\)"):
+            reference.retriever(_index_of(models[exported], docs, tmp_path / exported))
     for name in ("onnx-int8", "openvino"):
-        with pytest.raises(IndexModelMismatch, match="inference"):
-            models[name].retriever(tmp_path / "index")
         vectors = models[name].doc_encoder()(docs)
         with pytest.raises(IndexModelMismatch, match="inference"):
             reference.scorer()(reference.query_encoder()(pd.DataFrame({"qid": ["q"], "query": ["gene"]}))
                                .merge(vectors, how="cross"))
+
+
+def _index_of(model: E2Rank, docs: pd.DataFrame, path):
+    return model.indexer(path).index(docs.to_dict("records")).path
+
+
+def test_an_openvino_index_serves_openvino_in_either_precision(models, tmp_path):
+    """One identity for OpenVINO's bfloat16 and float32 (as for PyTorch's): an index built on a CPU with
+    bfloat16 serves a query encoded on one without it, and finds what the other precision finds."""
+    docs = pd.DataFrame({"docno": [f"d{i}" for i in range(8)], "text": make_docs(8, seed=2)})
+    path = _index_of(models["openvino-f32"], docs, tmp_path / "index")
+    query = pd.DataFrame({"qid": ["q"], "query": [docs["text"][5][:200]]})
+    found = {name: (models[name].query_encoder() >> models[name].retriever(path, num_results=3))(query)
+             for name in ("openvino", "openvino-f32")}
+    assert found["openvino"]["docno"].iloc[0] == found["openvino-f32"]["docno"].iloc[0] == "d5"
 
 
 @pytest.mark.parametrize("name", ["onnx", "openvino"])
@@ -102,17 +125,21 @@ def test_exported_model_refuses_gradients(models, name):
 
 @pytest.mark.parametrize("options, message", [
     ({"backend": "tensorrt"}, r"backend='tensorrt' is not supported \(model type 'bert', quantize=None\)"),
+    ({"backend": "onnx", "device": "cuda"}, r"backend='onnx', quantize=None \(model type 'bert'\) runs on the CPU "
+                                            r"only, not on device 'cuda': pass device='cpu' \(--device cpu\)"),
     ({"backend": "onnx", "quantize": "int4"}, r"quantize='int4' is not supported for backend='onnx'"),
     ({"quantize": "int8"}, r"quantize='int8' is not supported for backend='torch' \(model type 'bert'\); "
                            r"offered: backend='onnx', quantize='int8'"),
     ({"backend": "openvino", "quantize": "int8"}, r"quantize='int8' is not supported for backend='openvino'"),
-    ({"backend": "onnx", "dtype": torch.bfloat16}, r"backend='onnx', quantize=None runs on the CPU .* not on 'cpu' "
-                                                   r"in torch.bfloat16"),
-    ({"backend": "openvino", "dtype": torch.float16}, r"backend='openvino', quantize=None runs on the CPU"),
+    ({"backend": "onnx", "dtype": torch.bfloat16}, r"backend='onnx', quantize=None \(model type 'bert'\) computes "
+                                                   r"in torch.float32, not in dtype=torch.bfloat16: pass no dtype"),
+    ({"backend": "openvino", "dtype": torch.float16}, r"backend='openvino', quantize=None \(model type 'bert'\) "
+                                                      r"computes in torch.float32 or torch.bfloat16, not in "
+                                                      r"dtype=torch.float16"),
 ])
 def test_unsupported_backend_or_quantization_is_refused_naming_both(minilm_dir, options, message):
     with pytest.raises(ValueError, match=message):
-        E2Rank(str(minilm_dir), device="cpu", **options)
+        E2Rank(str(minilm_dir), **{"device": "cpu", **options})
 
 
 def test_openvino_bfloat16_on_a_cpu_without_it_is_refused(minilm_dir, monkeypatch):
@@ -152,7 +179,7 @@ def test_the_command_lines_take_the_backend(minilm_dir, tmp_path, capsys, monkey
                "--device", "cpu"]
     monkeypatch.setattr(sys, "argv", [*command, "--output", str(tmp_path / "index"), "--backend", "openvino"])
     assert console() == 0
-    assert E2RankIndex(tmp_path / "index").fingerprint["inference"].startswith("openvino-")
+    assert E2RankIndex(tmp_path / "index").fingerprint["inference"] == "openvino"
     monkeypatch.setattr(sys, "argv", [*command, "--output", str(tmp_path / "other"), "--quantize", "int8"])
     assert console() == 2
     assert "quantize='int8' is not supported for backend='torch'" in capsys.readouterr().err

@@ -80,7 +80,8 @@ def add_backend_options(parser: argparse.ArgumentParser) -> None:
     back by ``backend_options``."""
     parser.add_argument("--backend", choices=BACKENDS, default="torch",
                         help="how the backbone runs: torch (default), or on the CPU (the [cpu] extra) openvino, "
-                             "3-4x float32 torch with vectors within cosine 0.9999, or onnx (float32)")
+                             "3-4x float32 torch on a CPU with bfloat16, about 2x without, vectors within cosine 0.9999; or "
+                             "onnx (float32)")
     parser.add_argument("--quantize", choices=sorted({q for qs in QUANTIZATIONS.values() for q in qs if q}),
                         help="int8 with --backend onnx: 2-3x float32 torch, vectors within cosine 0.99")
 

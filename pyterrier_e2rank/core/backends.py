@@ -10,16 +10,16 @@ minus float32's on all 300 test queries, MiniLM, dense over the pooled documents
 option                                   MiniLM      Qwen3-0.6B-      cosine min          nDCG@10 delta
                                                      shaped, 2 layers (MiniLM / Qwen3)   (dense, rerank)
 =======================================  ==========  ===============  =================  ================
-``backend="openvino"`` (bfloat16 here)   3.08x       4.09x            0.99997 / 0.99991  +0.0015, +0.0002
-``backend="openvino", dtype=float32``    1.83x       2.13x            1.00000 / 1.00000
-``dtype=torch.bfloat16`` (PyTorch)       2.33x       2.65x            0.99992 / 0.99991
-``backend="onnx"``                       1.36x       1.82x            1.00000 / 1.00000
-``backend="onnx", quantize="int8"``      2.03x       3.29x            0.99142 / 0.99161  +0.0025, -0.0037
+``backend="openvino"`` (bfloat16 here)   2.97x       3.92x            0.99997 / 0.99991  +0.0015, +0.0002
+``backend="openvino", dtype=float32``    1.94x       2.19x            1.00000 / 1.00000
+``dtype=torch.bfloat16`` (PyTorch)       2.68x       2.77x            0.99992 / 0.99991
+``backend="onnx"``                       1.44x       1.64x            1.00000 / 1.00000
+``backend="onnx", quantize="int8"``      2.01x       3.40x            0.99142 / 0.99161  +0.0025, -0.0037
 =======================================  ==========  ===============  =================  ================
 
 OpenVINO compiles the ONNX export for the CPU it runs on and, where the CPU computes bfloat16 natively
 (AVX-512 BF16, AMX), runs matrix products in bfloat16 by default: the fastest option here, and as close to
-float32 as PyTorch's own bfloat16. Where the CPU has no bfloat16 it runs float32, still 1.8-2.1x PyTorch
+float32 as PyTorch's own bfloat16. Where the CPU has no bfloat16 it runs float32, still 1.9-2.2x PyTorch
 here, whereas PyTorch's bfloat16 without native support is emulated and slower than float32. ONNX Runtime's
 dynamic int8 (int8 weights per output channel, uint8 activations scaled per batch, so a vector depends on
 its batch mates) moves vectors 100-300 times as far as bfloat16 (in 1 - cosine): its nDCG@10 stays within
@@ -28,16 +28,20 @@ its batch mates) moves vectors 100-300 times as far as bfloat16 (in 1 - cosine):
 still (cosine 0.972 minimum on MiniLM) and is not offered.
 
 An exported model computes other vectors than the PyTorch one: its fingerprint gains ``inference``
-(``"openvino-bf16"``, ``"openvino-f32"``, ``"onnx"``, ``"onnx-int8"``) to the model's fingerprint, so an index
-records it and vectors of two ways of computing are never mixed (``IndexModelMismatch``, naming ``inference``
-among the differing settings). PyTorch float32 (and bfloat16) vectors keep the fingerprint they always had.
+(``"openvino"``, ``"onnx"``, ``"onnx-int8"``), so an index records it and vectors of two ways of computing are
+never mixed (``IndexModelMismatch``, naming ``inference``, its two values, and the arguments that compute
+like the index). PyTorch float32 (and bfloat16) vectors keep the fingerprint they always had; OpenVINO's
+bfloat16 and float32 likewise share ``"openvino"`` (an index built on a CPU with bfloat16 serves queries
+encoded on one without it), and ``precision`` says which ran.
 
-The export (``torch.onnx.export``) is made once per model object into a temporary directory: about 1 minute
-for a 2-layer Qwen3-0.6B-shaped model here (and the same again to quantize to int8).
+The export (``torch.onnx.export``) is made once per model object into a temporary directory: about 1 s for MiniLM
+and 7 s for a 2-layer Qwen3-0.6B-shaped model here (quantizing that to int8 adds 9 s).
 """
 import copy
 import importlib.util
+import logging
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -68,14 +72,25 @@ def check_backend(backend: str, quantize: Optional[str], *, device: torch.device
                          f"{model_type!r}); offered: {', '.join(offered)}")
     if backend == "torch":
         return
-    allowed = (None, torch.float32) if backend == "onnx" else (None, *OPENVINO_PRECISIONS)
-    if device.type != "cpu" or dtype not in allowed:
-        raise ValueError(f"backend={backend!r}, quantize={quantize!r} runs on the CPU (model type {model_type!r}), "
-                         f"not on {device.type!r} in {dtype}; pass device='cpu' and dtype in {list(allowed)}")
+    if device.type != "cpu":
+        raise ValueError(f"backend={backend!r}, quantize={quantize!r} (model type {model_type!r}) runs on the CPU "
+                         f"only, not on device {str(device)!r}: pass device='cpu' (--device cpu), or keep "
+                         f"backend='torch' on a GPU")
+    allowed = (torch.float32,) if backend == "onnx" else tuple(OPENVINO_PRECISIONS)
+    if dtype is not None and dtype not in allowed:
+        raise ValueError(f"backend={backend!r}, quantize={quantize!r} (model type {model_type!r}) computes in "
+                         f"{' or '.join(map(str, allowed))}, not in dtype={dtype}: pass no dtype (its default) or "
+                         f"one of those")
     missing = [name for name in PACKAGES[backend] if importlib.util.find_spec(name) is None]
     if missing:
         raise ImportError(f"backend={backend!r}, quantize={quantize!r} needs the package(s) {missing}: "
                           f"{PIP_LINES[backend]}")
+
+
+def backend_arguments(inference: Optional[str]) -> str:
+    """The ``E2Rank`` arguments that compute vectors marked ``inference`` (a fingerprint's; None: PyTorch)."""
+    backend, _, quantize = (inference or "torch").partition("-")
+    return f"backend={backend!r}" + (f", quantize={quantize!r}" if quantize else "")
 
 
 def exported_backbone(backend: str, backbone: torch.nn.Module, *, quantize: Optional[str],
@@ -104,7 +119,11 @@ def export_onnx(backbone: torch.nn.Module, directory: Path) -> Path:
     example[1][0, :3] = 0  # padded, so that masking is traced as computed, not as constant
     axes = {"input_ids": {0: "batch", 1: "length"}, "attention_mask": {0: "batch", 1: "length"},
             "hidden": {0: "batch", 1: "length"}}
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # the tracer's warnings on data-dependent branches and indexing: the export is checked against PyTorch
+        # instead (tests/test_cpu_backends.py: lengths 3 to 1024 words, padded batches, listwise prompts)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", module=r"torch\.onnx")
         torch.onnx.export(_LastHiddenState(copy.deepcopy(backbone)).eval(), example, str(path), dynamo=False,
                           input_names=["input_ids", "attention_mask"], output_names=["hidden"],
                           dynamic_axes=axes, opset_version=17)
@@ -115,8 +134,10 @@ class _Exported:
     """A backbone exported to a temporary directory (kept as long as the runner) and run outside PyTorch:
     ``(input_ids, attention_mask)`` (``[batch, length]`` int64) -> ``last_hidden_state`` ``[batch, length,
     hidden]`` float32, like the PyTorch backbone's. Subclasses set ``inference`` (what the model's fingerprint
-    records) and ``run`` (numpy inputs by name -> the hidden states)."""
+    records: the backend and its quantization), ``precision`` (what the matrix products compute in: ``"f32"``,
+    ``"bf16"``, ``"int8"``) and ``run`` (numpy inputs by name -> the hidden states)."""
     inference: str
+    precision: str
 
     def __init__(self, backbone: torch.nn.Module):
         self._directory = tempfile.TemporaryDirectory(prefix="e2rank-export-")
@@ -139,8 +160,14 @@ class OnnxBackbone(_Exported):
         if quantize == "int8":
             from onnxruntime.quantization import QuantType, quantize_dynamic
             path = path.with_name("model.int8.onnx")
-            quantize_dynamic(str(self.onnx_path), str(path), weight_type=QuantType.QInt8, per_channel=True)
+            root = logging.getLogger()
+            level, root.level = root.level, logging.ERROR  # its advice to pre-process a graph: none is needed here
+            try:
+                quantize_dynamic(str(self.onnx_path), str(path), weight_type=QuantType.QInt8, per_channel=True)
+            finally:
+                root.level = level
         self.inference = "onnx" if quantize is None else f"onnx-{quantize}"
+        self.precision = quantize or "f32"
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -152,8 +179,9 @@ class OnnxBackbone(_Exported):
 class OpenVinoBackbone(_Exported):
     """OpenVINO on the CPU, in the precision ``dtype`` asks (``None``: OpenVINO's own choice for this CPU,
     bfloat16 where it computes it natively (AVX-512 BF16, AMX), float32 elsewhere), one stream of as many
-    threads as PyTorch uses. ``inference`` is ``"openvino-bf16"`` or ``"openvino-f32"``: the precision
-    compiled, read back from OpenVINO."""
+    threads as PyTorch uses. ``precision`` (``"bf16"`` or ``"f32"``) is read back from OpenVINO; the
+    fingerprint records ``inference: "openvino"`` for both, as PyTorch's bfloat16 and float32 share one:
+    an index built on a CPU with bfloat16 serves a query encoded on one without it."""
 
     def __init__(self, backbone: torch.nn.Module, dtype: Optional[torch.dtype]):
         import openvino
@@ -167,7 +195,8 @@ class OpenVinoBackbone(_Exported):
         if dtype is not None:
             config["INFERENCE_PRECISION_HINT"] = OPENVINO_PRECISIONS[dtype]
         self.compiled = core.compile_model(core.read_model(str(self.onnx_path)), "CPU", config)
-        self.inference = f"openvino-{self.compiled.get_property('INFERENCE_PRECISION_HINT').get_type_name()}"
+        self.inference = "openvino"
+        self.precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
 
     def run(self, inputs: dict) -> np.ndarray:
         return self.compiled(inputs)[0]

@@ -35,7 +35,8 @@ class E2Rank:
     Args:
         model_name_or_path: a local Hugging Face directory, a hub id, or ``"all-minilm-l6-v2"``.
         device: ``"cuda"`` when available, else ``"cpu"``.
-        dtype: bfloat16 on CUDA, float32 on CPU.
+        dtype: bfloat16 on CUDA, float32 on CPU; with ``backend="openvino"`` the precision it compiles
+            (``None``: its choice for the CPU).
         batch_size: texts per forward pass (length-sorted batches).
         query_task: the retrieval instruction; ``"auto"`` uses E2Rank's default for decoder models and
             none for encoders; ``None`` disables it.
@@ -48,13 +49,18 @@ class E2Rank:
             and one digest per distinct text; ``clear_doc_cache()`` empties it).
         backend: ``"torch"``; or, on the CPU (``pip install 'pyterrier-e2rank[cpu]'``), the backbone exported
             to ONNX and run by ``"openvino"`` (the choice on a CPU: 3-4x the documents/s of float32 PyTorch
-            in bfloat16 where the CPU has it, vectors within cosine 0.9999 of float32's) or ``"onnx"`` (ONNX
+            in bfloat16 where the CPU has it, about 2x in float32 elsewhere; vectors within cosine 0.9999 of
+            float32's) or ``"onnx"`` (ONNX
             Runtime, float32); ``backends.py`` has the measurements. With ``"openvino"``, ``dtype`` picks its
             precision (``None``: OpenVINO's choice for this CPU).
         quantize: ``None``, or ``"int8"`` with ``backend="onnx"``: dynamic int8 quantization, 2-3x float32
             PyTorch, vectors within cosine 0.99. Vectors of an exported or quantized model carry how they
             were computed in their fingerprint (``inference``), so they are never mixed with PyTorch's.
         verbose: progress bars.
+
+    Attributes beside the arguments: ``inference`` (how vectors are computed when not by PyTorch:
+    ``"openvino"``, ``"onnx"``, ``"onnx-int8"``; None for PyTorch), ``exported`` (the exported backbone, with
+    its ``precision``: ``"bf16"``, ``"f32"`` or ``"int8"``; None for PyTorch), ``dim``, ``stats``.
 
     Raises ``ValueError`` for a backend/quantization this model or device cannot use (naming both), and
     ``ImportError`` with its pip line for a missing package.
@@ -89,7 +95,8 @@ class E2Rank:
         self.backend, self.quantize, self.requested_dtype = backend, quantize, dtype
         self.exported = None if backend == "torch" else exported_backbone(backend, self.backbone, quantize=quantize,
                                                                           dtype=dtype)
-        #: How vectors are computed when not by PyTorch (``"openvino-bf16"``, ``"onnx-int8"``, ...), else None.
+        #: How vectors are computed when not by PyTorch (``"openvino"``, ``"onnx"``, ``"onnx-int8"``), else None;
+        #: the fingerprint's ``inference``. ``exported.precision`` says in what (``"bf16"``, ``"f32"``, ``"int8"``).
         self.inference: Optional[str] = None if self.exported is None else self.exported.inference
         self.pooling: Pooling = read_pooling(path, config)
         if self.pooling.last_token:
@@ -115,7 +122,8 @@ class E2Rank:
 
     def _identity(self) -> tuple:
         """What makes two model objects interchangeable: the checkpoint and every setting that shapes a vector."""
-        return (str(self.checkpoint_path), str(self.device), self.dtype, self.inference, self.pooling,
+        precision = None if self.exported is None else self.exported.precision
+        return (str(self.checkpoint_path), str(self.device), self.dtype, self.inference, precision, self.pooling,
                 self.query_task, self.max_length, self.prompt_max_tokens, self.doc_max_words,
                 tuple(sorted(self.prompt_settings.items())))
 
@@ -319,11 +327,12 @@ class E2Rank:
     def prompt_vector_settings(self) -> dict:
         """What the vector of a rendered listwise prompt depends on besides its text: the fingerprint, the
         prompt token limit (a longer prompt is cut by an encoder, refused by a decoder), and how the
-        backbone computes (dtype, device type, attention implementation: bfloat16 and float32 vectors
-        differ); not the model's name. The key of a prompt-vector cache (``prompt_cache.PromptVectorCache``)."""
+        backbone computes (dtype, or an exported backbone's precision; device type; attention implementation:
+        bfloat16 and float32 vectors differ); not the model's name. The key of a prompt-vector cache (``prompt_cache.PromptVectorCache``)."""
         encoder = {k: v for k, v in self.fingerprint().items() if k != "model"}  # a copy's name does not count
         return {"encoder": encoder, "prompt_max_tokens": min(self.prompt_max_tokens, self.position_limit),
-                "dtype": str(self.dtype).removeprefix("torch."), "device": self.device.type,
+                "dtype": str(self.dtype).removeprefix("torch.") if self.exported is None else self.exported.precision,
+                "device": self.device.type,
                 "attn_implementation": self.backbone.config._attn_implementation}
 
     # ---- transformer factories ------------------------------------------------------------------

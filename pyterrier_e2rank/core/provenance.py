@@ -31,6 +31,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import pandas as pd
 
+from .backends import backend_arguments
+
 
 class IndexModelMismatch(ValueError):
     """The index was built with another model or other document settings than the one in use."""
@@ -40,6 +42,18 @@ def fingerprint_differences(stored: dict, current: dict) -> list:
     """The settings (weights, pooling, lengths...) in which two model fingerprints differ; the model's name
     alone does not count (a local copy of a hub model is the same model)."""
     return [k for k in sorted(set(stored) | set(current)) if k != "model" and stored.get(k) != current.get(k)]
+
+
+def describe_differences(a: dict, b: dict) -> str:
+    """``key A vs B`` for each setting in which fingerprint ``a`` differs from ``b`` (digests cut to 12
+    characters), then, when they differ in ``inference``, the backend arguments that compute like ``a``."""
+    def short(value) -> str:
+        return repr(value[:12] + "...") if isinstance(value, str) and len(value) > 40 else repr(value)
+    differ = fingerprint_differences(a, b)
+    text = ", ".join(f"{k} {short(a.get(k))} vs {short(b.get(k))}" for k in differ)
+    if "inference" in differ:
+        text += f"; vectors as {a.get('model')!r}'s come from E2Rank(..., {backend_arguments(a.get('inference'))})"
+    return text
 
 
 def check_fingerprint(stored: Optional[dict], current: dict, what: str) -> None:
@@ -55,8 +69,9 @@ def check_fingerprint(stored: Optional[dict], current: dict, what: str) -> None:
                                  f"{current.get('model')!r}")
     if differ:
         raise IndexModelMismatch(f"{what} was built with model {stored.get('model')!r} and other settings than "
-                                 f"{current.get('model')!r} now in use (differing: {', '.join(differ)}); rebuild "
-                                 f"it with this model, or load the model it was built with")
+                                 f"{current.get('model')!r} now in use (differing, built vs now: "
+                                 f"{describe_differences(stored, current)}); rebuild it with this model, or load "
+                                 f"the model it was built with")
 
 
 #: Fingerprints seen in this process, by space digest: messages name the settings two spaces differ in.
@@ -175,7 +190,7 @@ def _spaces(values: Sequence[Optional[str]], names: Sequence, what: str) -> Dict
 
 def _differing(a: str, b: str) -> str:
     if a in _KNOWN and b in _KNOWN:
-        return f" (differing: {', '.join(fingerprint_differences(_KNOWN[a], _KNOWN[b]))})"
+        return f" (differing: {describe_differences(_KNOWN[a], _KNOWN[b])})"
     return ""
 
 
