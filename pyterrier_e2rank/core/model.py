@@ -328,7 +328,8 @@ class E2Rank:
         """What the vector of a rendered listwise prompt depends on besides its text: the fingerprint, the
         prompt token limit (a longer prompt is cut by an encoder, refused by a decoder), and how the
         backbone computes (dtype, or an exported backbone's precision; device type; attention implementation:
-        bfloat16 and float32 vectors differ); not the model's name. The key of a prompt-vector cache (``prompt_cache.PromptVectorCache``)."""
+        bfloat16 and float32 vectors differ); not the model's name. The key of a prompt-vector cache
+        (``prompt_cache.PromptVectorCache``)."""
         encoder = {k: v for k, v in self.fingerprint().items() if k != "model"}  # a copy's name does not count
         return {"encoder": encoder, "prompt_max_tokens": min(self.prompt_max_tokens, self.position_limit),
                 "dtype": str(self.dtype).removeprefix("torch.") if self.exported is None else self.exported.precision,
