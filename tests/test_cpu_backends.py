@@ -184,3 +184,14 @@ def test_the_command_lines_take_the_backend(minilm_dir, tmp_path, capsys, monkey
     assert console() == 2
     assert "quantize='int8' is not supported for backend='torch'" in capsys.readouterr().err
     assert not (tmp_path / "other").exists()
+
+
+def test_quantizing_silences_only_its_own_advice(minilm_dir, caplog):
+    """ONNX Runtime's advice to pre-process the graph is dropped while quantizing; the root logger's
+    warnings still reach their handlers afterwards (its level and cache untouched)."""
+    import logging
+    caplog.set_level(logging.WARNING)  # through setLevel: an empty isEnabledFor cache
+    E2Rank(str(minilm_dir), device="cpu", backend="onnx", quantize="int8")
+    logging.warning("a warning of the user's after quantizing")
+    assert "pre-processing" not in caplog.text
+    assert "a warning of the user's after quantizing" in caplog.text

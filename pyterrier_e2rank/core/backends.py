@@ -149,6 +149,11 @@ class _Exported:
         return torch.from_numpy(np.asarray(hidden, dtype=np.float32))
 
 
+def _no_preprocessing_advice(record: logging.LogRecord) -> bool:
+    """A logging filter: drops ONNX Runtime's advice to pre-process a graph before quantizing it."""
+    return not record.getMessage().startswith("Please consider to run pre-processing before quantization")
+
+
 class OnnxBackbone(_Exported):
     """ONNX Runtime on the CPU, float32 or dynamic int8 (``quantize_dynamic``: int8 weights per output channel,
     uint8 activations per batch), with as many threads as PyTorch uses."""
@@ -160,12 +165,12 @@ class OnnxBackbone(_Exported):
         if quantize == "int8":
             from onnxruntime.quantization import QuantType, quantize_dynamic
             path = path.with_name("model.int8.onnx")
-            root = logging.getLogger()
-            level, root.level = root.level, logging.ERROR  # its advice to pre-process a graph: none is needed here
+            root = logging.getLogger()  # it logs there its advice to pre-process a graph: none is needed here
+            root.addFilter(_no_preprocessing_advice)
             try:
                 quantize_dynamic(str(self.onnx_path), str(path), weight_type=QuantType.QInt8, per_channel=True)
             finally:
-                root.level = level
+                root.removeFilter(_no_preprocessing_advice)
         self.inference = "onnx" if quantize is None else f"onnx-{quantize}"
         self.precision = quantize or "f32"
         options = onnxruntime.SessionOptions()
