@@ -51,10 +51,8 @@ import torch
 BACKENDS = ("torch", "onnx", "openvino")
 #: The quantizations each backend offers (``None``: the backend's own precision).
 QUANTIZATIONS = {"torch": (None,), "onnx": (None, "int8"), "openvino": (None,)}
-#: What each exporting backend needs (the export is ONNX in both), and how to get it.
+#: What each exporting backend needs (the export is ONNX in both); the ``[cpu]`` extra installs them.
 PACKAGES = {"onnx": ("onnx", "onnxruntime"), "openvino": ("onnx", "openvino")}
-PIP_LINES = {"onnx": "pip install 'pyterrier-e2rank[cpu]'  (or: pip install onnx onnxruntime)",
-             "openvino": "pip install 'pyterrier-e2rank[cpu]'  (or: pip install onnx openvino)"}
 #: OpenVINO's names of the precisions ``dtype`` may ask for.
 OPENVINO_PRECISIONS = {torch.float32: "f32", torch.bfloat16: "bf16"}
 
@@ -84,11 +82,17 @@ def check_backend(backend: str, quantize: Optional[str], *, device: torch.device
     missing = [name for name in PACKAGES[backend] if importlib.util.find_spec(name) is None]
     if missing:
         raise ImportError(f"backend={backend!r}, quantize={quantize!r} needs the package(s) {missing}: "
-                          f"{PIP_LINES[backend]}")
+                          f"pip install 'pyterrier-e2rank[cpu]'  (or: pip install {' '.join(PACKAGES[backend])})")
+
+
+def inference_name(backend: str, quantize: Optional[str]) -> str:
+    """What a fingerprint records of an exported backend: ``"onnx"``, ``"onnx-int8"``, ``"openvino"``."""
+    return backend if quantize is None else f"{backend}-{quantize}"
 
 
 def backend_arguments(inference: Optional[str]) -> str:
-    """The ``E2Rank`` arguments that compute vectors marked ``inference`` (a fingerprint's; None: PyTorch)."""
+    """The ``E2Rank`` arguments that compute vectors marked ``inference`` (``inference_name``'s; None:
+    PyTorch)."""
     backend, _, quantize = (inference or "torch").partition("-")
     return f"backend={backend!r}" + (f", quantize={quantize!r}" if quantize else "")
 
@@ -171,7 +175,7 @@ class OnnxBackbone(_Exported):
                 quantize_dynamic(str(self.onnx_path), str(path), weight_type=QuantType.QInt8, per_channel=True)
             finally:
                 root.removeFilter(_no_preprocessing_advice)
-        self.inference = "onnx" if quantize is None else f"onnx-{quantize}"
+        self.inference = inference_name("onnx", quantize)
         self.precision = quantize or "f32"
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
@@ -200,7 +204,7 @@ class OpenVinoBackbone(_Exported):
         if dtype is not None:
             config["INFERENCE_PRECISION_HINT"] = OPENVINO_PRECISIONS[dtype]
         self.compiled = core.compile_model(core.read_model(str(self.onnx_path)), "CPU", config)
-        self.inference = "openvino"
+        self.inference = inference_name("openvino", None)
         self.precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
 
     def run(self, inputs: dict) -> np.ndarray:
