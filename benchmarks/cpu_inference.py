@@ -56,8 +56,7 @@ def run(workdir, *, num_docs: int, qwen_layers: int, num_queries: int, batch_siz
             model = E2Rank(path, device="cpu", batch_size=batch_size, **options)
             rate, vectors = _docs_per_s(model, texts)
             cosines = (vectors * reference).sum(1)
-            precision = str(model.dtype).removeprefix("torch.") if model.exported is None else model.exported.precision
-            by_model[label][name] = {"ratio": rate / base, "docs_per_s": rate, "precision": precision,
+            by_model[label][name] = {"ratio": rate / base, "docs_per_s": rate, "precision": model.precision,
                                      "cosine_min": float(cosines.min()), "cosine_mean": float(np.mean(cosines))}
 
     candidates = bm25_candidates(num_queries, 100, workdir)

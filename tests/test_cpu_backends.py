@@ -81,7 +81,8 @@ def test_exported_vectors_are_marked_and_never_mixed_with_pytorch(models, tmp_pa
     assert {name: models[name].fingerprint()["inference"] for name in EXPORTED} == {
         "onnx": "onnx", "openvino": "openvino", "openvino-f32": "openvino", "onnx-int8": "onnx-int8"}
     compiled = models["openvino"].exported.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
-    assert (models["openvino"].exported.precision, models["openvino-f32"].exported.precision) == (compiled, "f32")
+    assert (models["openvino"].precision, models["openvino-f32"].precision, models["torch"].precision) == (
+        compiled, "f32", "float32")
     assert reference != models["onnx-int8"] and models["openvino-f32"] != models["onnx"]
     assert (models["openvino"] == models["openvino-f32"]) == (compiled == "f32")  # equal: interchangeable
     docs = pd.DataFrame({"docno": ["a", "b", "c", "d"], "text": make_docs(4, seed=1)})

@@ -25,6 +25,14 @@ FINGERPRINT_VERSION = 3
 _AUTO = "auto"
 
 
+def _default_dtype(backend: str, device: torch.device) -> Optional[torch.dtype]:
+    """What ``dtype=None`` means: bfloat16 on CUDA and float32 on a CPU for PyTorch; None (the runtime's own
+    choice) for an exported backbone."""
+    if backend != "torch":
+        return None
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
 class E2Rank:
     """An E2Rank (or any embedding) model, and a factory of PyTerrier transformers.
 
@@ -59,8 +67,8 @@ class E2Rank:
         verbose: progress bars.
 
     Attributes beside the arguments: ``inference`` (how vectors are computed when not by PyTorch:
-    ``"openvino"``, ``"onnx"``, ``"onnx-int8"``; None for PyTorch), ``exported`` (the exported backbone, with
-    its ``precision``: ``"bf16"``, ``"f32"`` or ``"int8"``; None for PyTorch), ``dim``, ``stats``.
+    ``"openvino"``, ``"onnx"``, ``"onnx-int8"``; None for PyTorch), ``precision`` (what the backbone computes
+    in), ``exported`` (the exported backbone; None for PyTorch), ``dim``, ``stats``.
 
     Raises ``ValueError`` for a backend/quantization this model or device cannot use (naming both), and
     ``ImportError`` with its pip line for a missing package.
@@ -79,8 +87,7 @@ class E2Rank:
         self._fingerprint: Optional[dict] = None
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         # an exported backbone is exported from float32 weights; ``dtype`` is then the export's precision
-        self.dtype = torch.float32 if backend != "torch" else dtype or (
-            torch.bfloat16 if self.device.type == "cuda" else torch.float32)
+        self.dtype = (dtype or _default_dtype(backend, self.device)) if backend == "torch" else torch.float32
         try:
             config = AutoConfig.from_pretrained(path)
             check_backend(backend, quantize, device=self.device, dtype=dtype, model_type=config.model_type)
@@ -95,9 +102,6 @@ class E2Rank:
         self.backend, self.quantize, self.requested_dtype = backend, quantize, dtype
         self.exported = None if backend == "torch" else exported_backbone(backend, self.backbone, quantize=quantize,
                                                                           dtype=dtype)
-        #: How vectors are computed when not by PyTorch (``"openvino"``, ``"onnx"``, ``"onnx-int8"``), else None;
-        #: the fingerprint's ``inference``. ``exported.precision`` says in what (``"bf16"``, ``"f32"``, ``"int8"``).
-        self.inference: Optional[str] = None if self.exported is None else self.exported.inference
         self.pooling: Pooling = read_pooling(path, config)
         if self.pooling.last_token:
             self.tokenizer.padding_side = "left"
@@ -122,8 +126,7 @@ class E2Rank:
 
     def _identity(self) -> tuple:
         """What makes two model objects interchangeable: the checkpoint and every setting that shapes a vector."""
-        precision = None if self.exported is None else self.exported.precision
-        return (str(self.checkpoint_path), str(self.device), self.dtype, self.inference, precision, self.pooling,
+        return (str(self.checkpoint_path), str(self.device), self.inference, self.precision, self.pooling,
                 self.query_task, self.max_length, self.prompt_max_tokens, self.doc_max_words,
                 tuple(sorted(self.prompt_settings.items())))
 
@@ -135,11 +138,9 @@ class E2Rank:
 
     def __repr__(self):
         cache = ", cache_doc_vectors=True" if self.doc_cache is not None else ""
-        default_dtype = None if self.backend != "torch" else (
-            torch.bfloat16 if self.device.type == "cuda" else torch.float32)
         inference = "".join(f", {k}={v!r}" for k, v in (("backend", self.backend), ("quantize", self.quantize))
                             if v not in ("torch", None))
-        if self.requested_dtype not in (None, default_dtype):
+        if self.requested_dtype not in (None, _default_dtype(self.backend, self.device)):
             inference += f", dtype={self.requested_dtype}"
         return (f"E2Rank({self.model_name_or_path!r}, device={str(self.device)!r}, batch_size={self.batch_size}"
                 f"{inference}{cache})")
@@ -147,6 +148,18 @@ class E2Rank:
     @property
     def dim(self) -> int:
         return self.backbone.config.hidden_size
+
+    @property
+    def inference(self) -> Optional[str]:
+        """How vectors are computed when not by PyTorch (``"openvino"``, ``"onnx"``, ``"onnx-int8"``: the
+        fingerprint's ``inference``), else None."""
+        return None if self.exported is None else self.exported.inference
+
+    @property
+    def precision(self) -> str:
+        """What the backbone computes in: PyTorch's dtype (``"float32"``, ``"bfloat16"``), or an exported
+        backbone's precision (``"f32"``, ``"bf16"``, ``"int8"``)."""
+        return str(self.dtype).removeprefix("torch.") if self.exported is None else self.exported.precision
 
     # ---- encoding -------------------------------------------------------------------------------
     def encode_queries(self, queries: Sequence[str], *, batch_size: Optional[int] = None,
@@ -332,8 +345,7 @@ class E2Rank:
         (``prompt_cache.PromptVectorCache``)."""
         encoder = {k: v for k, v in self.fingerprint().items() if k != "model"}  # a copy's name does not count
         return {"encoder": encoder, "prompt_max_tokens": min(self.prompt_max_tokens, self.position_limit),
-                "dtype": str(self.dtype).removeprefix("torch.") if self.exported is None else self.exported.precision,
-                "device": self.device.type,
+                "dtype": self.precision, "device": self.device.type,
                 "attn_implementation": self.backbone.config._attn_implementation}
 
     # ---- transformer factories ------------------------------------------------------------------
