@@ -36,10 +36,7 @@ def main(argv=None):
     parser.add_argument("--num-queries", type=arguments.Checked(positive_int))
     parser.add_argument("--num-input-docs", type=arguments.Checked(positive_int),
                         help="documents in the listwise prompt")
-    parser.add_argument("--prompt-doc-max-tokens", type=arguments.Checked(positive_int),
-                        help="per-document token budget in the prompt")
-    parser.add_argument("--prompt-max-tokens", type=arguments.Checked(positive_int),
-                        help="total prompt budget (default: the model's positions)")
+    arguments.add_prompt_budget_options(parser)
     parser.add_argument("--output")
     args = parser.parse_args(argv)
     models = {"base": E2Rank(args.base, verbose=True), "trained": E2Rank(args.trained, verbose=True)}

@@ -75,6 +75,15 @@ def add_model_run_options(parser: argparse.ArgumentParser) -> None:
     add_backend_options(parser)
 
 
+def add_prompt_budget_options(parser: argparse.ArgumentParser) -> None:
+    """``--prompt-doc-max-tokens`` and ``--prompt-max-tokens``: the listwise prompt's token budgets (training
+    and its evaluation; ``ListwisePrompt``'s ``prompt_doc_max_tokens``/``prompt_max_tokens``)."""
+    parser.add_argument("--prompt-doc-max-tokens", type=Checked(positive_int),
+                        help="per-document token budget inside the prompt")
+    parser.add_argument("--prompt-max-tokens", type=Checked(positive_int),
+                        help="total prompt budget (default: the model's positions)")
+
+
 def add_backend_options(parser: argparse.ArgumentParser) -> None:
     """``--backend`` and ``--quantize``: how the backbone runs (``E2Rank(backend=..., quantize=...)``); read
     back by ``backend_options``."""

@@ -73,10 +73,7 @@ def register(subparsers) -> None:
                    help="tokens a query is cut to when embedded")
     p.add_argument("--doc-max-length", type=arguments.Checked(positive_int),
                    help="tokens a document is cut to when embedded")
-    p.add_argument("--prompt-doc-max-tokens", type=arguments.Checked(positive_int),
-                   help="per-document token budget inside the prompt")
-    p.add_argument("--prompt-max-tokens", type=arguments.Checked(positive_int),
-                   help="total prompt budget (default: the model's positions)")
+    arguments.add_prompt_budget_options(p)
     p.add_argument("--num-input-docs", type=arguments.Checked(positive_int),
                    help="documents in the listwise prompt (default: the whole list); "
                    "the losses still use every document of the list")
