@@ -13,7 +13,9 @@ from pyterrier_e2rank.app import cli
 from pyterrier_e2rank.app.experiment import index_name, run_experiment
 from pyterrier_e2rank.app.reproduce import DatasetUnavailable, _Dataset, paper_row, reproduce, resolve_dataset, results_table
 from pyterrier_e2rank.app.runs import evaluate_run, read_qrels, read_run, rerank_run, write_run
-from pyterrier_e2rank.core.io import ArtifactLocked, writer_lock
+from pyterrier_e2rank.core.io import ArtifactLocked
+
+from fixtures.writers import held_by_another_process
 
 SCIFACT = "irds:beir/scifact/test"
 TOP_K = 10
@@ -137,7 +139,7 @@ def test_bad_arguments_are_named(cached_minilm, small_scifact, tmp_path):
     with pytest.raises(ValueError, match="is not one of the datasets"):
         cli.main(["reproduce", "--model", "all-minilm-l6-v2", "--dataset", folder, "--output", str(tmp_path / "o"),
                   "--run", f"{SCIFACT}={run}"])
-    with writer_lock(tmp_path / "locked"), pytest.raises(ArtifactLocked):
+    with held_by_another_process(tmp_path / "locked"), pytest.raises(ArtifactLocked):
         reproduce(cached_minilm, [folder], tmp_path / "locked", verbose=False)
 
 

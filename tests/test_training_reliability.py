@@ -9,7 +9,7 @@ import pytest
 
 import pyterrier_e2rank.training.trainer as trainer
 from pyterrier_e2rank.app.cli import main as e2rank_main
-from pyterrier_e2rank.core.io import ArtifactLocked, FileFormatError, writer_lock
+from pyterrier_e2rank.core.io import ArtifactLocked, FileFormatError
 from pyterrier_e2rank.app.train_command import load_examples
 from pyterrier_e2rank.app.cli import train_main
 from pyterrier_e2rank.training.config import TrainConfig
@@ -17,6 +17,7 @@ from pyterrier_e2rank.training.data import DataError, ListwiseExample, from_pair
 from pyterrier_e2rank.training.trainer import train
 
 from fixtures.training_records import RECORDS as ALL_RECORDS
+from fixtures.writers import held_by_another_process
 
 RECORDS = ALL_RECORDS[:2]
 
@@ -208,7 +209,7 @@ def test_existing_checkpoint_is_kept_without_overwrite_and_replaced_with_it(tmp_
             train_main(_train_args(tiny_qwen_dir, data, output))
         with pytest.raises(FileExistsError, match="a checkpoint already exists"):
             train(TrainConfig(model=str(tiny_qwen_dir), output=str(output)), [ListwiseExample(**RECORDS[0])])
-        with writer_lock(output), pytest.raises(ArtifactLocked, match="another process is writing"):
+        with held_by_another_process(output), pytest.raises(ArtifactLocked, match="another process is writing"):
             train_main(_train_args(tiny_qwen_dir, data, output, "--overwrite"))
     assert _snapshot(output) == before
     (output / "stale-shard.bin").write_bytes(b"x")  # an old checkpoint's file it lists as its own

@@ -7,6 +7,10 @@ An artifact is either the complete old one or the complete new one. A writer:
 1. refuses an output that is one of its inputs (``refuse_output_as_input``) before reading anything;
 2. takes an exclusive lock beside the target (``.<name>.lock``, ``flock``: released by the kernel when
    the process dies, so a SIGKILL never leaves a stale lock), so a second writer gets ``ArtifactLocked``;
+   a write of several steps (encode chunks, merge them, swap, clean up) takes it before the first byte
+   it may later read back and keeps it until the clean-up is done, and checks every piece it reads back
+   to be its own (``indexing.ChunkStore.load``): its inner steps' locks on the same target, taken by the
+   same thread (``atomic_directory`` inside ``writer_lock``), are the lock it holds;
 3. builds the new artifact in a new directory or file beside the target (same file system), created
    as the user's tools create one (the umask's mode) and given the mode of the artifact it replaces;
    a target that is a symbolic link is written where the link points, and the link stays;
@@ -119,28 +123,47 @@ def refuse_output_as_input(output, **inputs) -> None:
 
 _THREAD_LOCKS: Dict[Tuple[int, int, str], threading.RLock] = {}
 
+#: How many ``writer_lock`` blocks of each target the thread holding its ``thread_lock`` is inside (read and
+#: changed only by that thread): the outermost one holds the ``flock``, the inner ones reuse it.
+_WRITING: Dict[Tuple[int, int, str], int] = {}
+
+
+def _lock_key(target: Path) -> Tuple[int, int, str]:
+    directory = os.stat(target.parent)
+    return directory.st_dev, directory.st_ino, target.name
+
 
 def thread_lock(target) -> threading.RLock:
     """The lock of ``target`` (in an existing directory) shared by the threads of this process: ``flock``
     tells processes apart, not the threads of one. ``writer_lock`` takes it without waiting; a thread that
     holds it may take ``writer_lock(target)``, so threads can wait here for one of them to write."""
-    target = Path(target)
-    directory = os.stat(target.parent)
-    return _THREAD_LOCKS.setdefault((directory.st_dev, directory.st_ino, target.name), threading.RLock())
+    return _THREAD_LOCKS.setdefault(_lock_key(Path(target)), threading.RLock())
 
 
 @contextlib.contextmanager
 def writer_lock(target) -> Iterator[None]:
-    """Exclusive lock on ``target`` (a path that need not exist yet) for one writer at a time."""
+    """Exclusive lock on ``target`` (a path that need not exist yet) for one writer at a time: another
+    process, or another thread of this one, gets ``ArtifactLocked``. Re-entrant for the thread holding it:
+    a write's inner steps on the same target (an ``atomic_directory`` inside the whole write's
+    ``writer_lock``) run under the lock it already holds, which stays held until the outermost block ends."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    key = _lock_key(target)
     in_process = thread_lock(target)
     if not in_process.acquire(blocking=False):
         raise ArtifactLocked(f"another thread of this process is writing {target}; wait for it to finish, or write "
                              f"elsewhere")
     try:
-        with _process_lock(target):
-            yield
+        depth = _WRITING.get(key, 0)
+        with contextlib.nullcontext() if depth else _process_lock(target):
+            _WRITING[key] = depth + 1
+            try:
+                yield
+            finally:
+                if depth:
+                    _WRITING[key] = depth
+                else:
+                    del _WRITING[key]
     finally:
         in_process.release()
 
