@@ -8,7 +8,7 @@ import atexit
 import contextlib
 import hashlib
 import json
-import shutil
+import re
 import warnings
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
@@ -21,7 +21,7 @@ from npids import Lookup
 from . import provenance
 from .checks import MISSING_TEXT, check_finite, document_texts, identifier, positive_int, stack_vectors
 from .index import DOCNOS, META, VECTORS, E2RankIndex, as_index, index_path, own_entries
-from .io import CorruptArtifact, atomic_directory, atomic_file, check_replaceable, writer_lock
+from .io import CorruptArtifact, artifact_path, atomic_directory, atomic_file, check_replaceable, writer_lock
 
 
 def encode_corpus(model, records: Iterable[dict], *, text_field: str = "text", chunk_size: int = 4096,
@@ -252,50 +252,58 @@ class E2RankIndexer(pt.Indexer):
         return ChunkStore(target.parent / f".{target.name}.chunks", plan, rank=rank)
 
     def index(self, it: Iterable[dict]) -> E2RankIndex:
+        """Encodes ``it``, merges it into the index at ``path`` (after the old documents, with ``mode="append"``)
+        and returns the new index. One writer from first step to last: process 0 locks the index before it reads
+        the old one or touches the chunk store, each process locks its shard of the store, and the locks are
+        held through the merge, the swap and the store's removal, so a second writer of the same index gets
+        ``ArtifactLocked`` at once, and changes nothing. Every chunk merged must be the one this build encoded
+        (its digest), else ``CorruptArtifact`` names its file and nothing is written."""
         if isinstance(it, pd.DataFrame):
             it = it.to_dict(orient="records")
         target = Path(self.index_.path)
-        base = None
-        if self.mode == "append":
-            base = appendable(target, self.model)
-            it = new_documents(it, base)
-        check_replaceable(target, own_entries, overwrite=self.overwrite or base is not None,
-                          what="E2Rank index")  # before any work
         rank, world, barrier = distributed_context()
-        store = self.chunk_store(rank=rank)
-        total = len(it) if hasattr(it, "__len__") else None
-        progress = None
-        if self.verbose and rank == 0:
-            progress = pt.tqdm(desc="indexing" if world == 1 else f"indexing (process 0 of {world})", unit="doc",
-                               total=None if total is None else -(-total // world))
-        num_chunks = 0
+        with contextlib.ExitStack() as held:
+            if rank == 0:
+                held.enter_context(writer_lock(artifact_path(target)))
+            base = None
+            if self.mode == "append":
+                base = appendable(target, self.model)
+                it = new_documents(it, base)
+            check_replaceable(target, own_entries, overwrite=self.overwrite or base is not None,
+                              what="E2Rank index")  # before any work
+            store = held.enter_context(self.chunk_store(rank=rank))
+            total = len(it) if hasattr(it, "__len__") else None
+            progress = None
+            if self.verbose and rank == 0:
+                progress = pt.tqdm(desc="indexing" if world == 1 else f"indexing (process 0 of {world})", unit="doc",
+                                   total=None if total is None else -(-total // world))
+            digests = []  # of every chunk of the corpus, in order: what the merge must find in the store
 
-        def mine_and_not_committed(chunk_id: int, digest: str) -> bool:
-            nonlocal num_chunks
-            num_chunks = chunk_id + 1
-            return chunk_id % world == rank and not store.has(chunk_id, digest)
+            def mine_and_not_committed(chunk_id: int, digest: str) -> bool:
+                digests.append(digest)
+                return chunk_id % world == rank and not store.has(chunk_id, digest)
 
-        with store:
             for chunk in encode_corpus(self.model, it, text_field=self.text_field, chunk_size=self.chunk_size,
                                        batch_size=self.batch_size, progress=progress, wanted=mine_and_not_committed,
                                        missing_text=self.missing_text):
                 store.commit(chunk)
             if progress is not None:
                 progress.close()
-        barrier()
-        if rank == 0:
-            with IndexWriter(target, self.model.dim, store.plan["encoder"] if base is None else base.fingerprint,
-                             overwrite=self.overwrite or base is not None, corpus_stamp=self.corpus_stamp) as writer:
-                if base is not None:
-                    base.check_current()  # under the writer's lock: no rebuild since the append opened it
-                    copy_index(base, writer)
-                for chunk_id in range(num_chunks):
-                    writer.add(*store.load(chunk_id))
-                if base is not None:
-                    writer.corpus_stamp = append_stamp(base, self.corpus_stamp, writer.docnos[len(base):])
-                writer.finish()
-            store.remove()
-        barrier()
+            barrier()
+            if rank == 0:
+                with IndexWriter(target, self.model.dim, store.plan["encoder"] if base is None else base.fingerprint,
+                                 overwrite=self.overwrite or base is not None,
+                                 corpus_stamp=self.corpus_stamp) as writer:
+                    if base is not None:
+                        base.check_current()  # no rebuild since the append opened it
+                        copy_index(base, writer)
+                    for chunk_id, digest in enumerate(digests):
+                        writer.add(*store.load(chunk_id, digest))
+                    if base is not None:
+                        writer.corpus_stamp = append_stamp(base, self.corpus_stamp, writer.docnos[len(base):])
+                    writer.finish()
+                store.remove()
+            barrier()  # every process keeps its lock until the index is in place and the chunks are gone
         return E2RankIndex(target)
 
 
@@ -384,7 +392,9 @@ class ChunkStore:
     its presence marks the chunk complete, after a kill or a power loss alike. A committed chunk is
     reused only for the same content and plan, and only when its vectors match the recorded checksum
     and shape: a damaged one is encoded again (``has``, with a warning naming the file) and never
-    merged (``load`` raises ``CorruptArtifact``). Each process locks its own shard of the store."""
+    merged (``load`` raises ``CorruptArtifact``), nor is a chunk whose documents are not the ones the build
+    merging it encoded (another build's). Each process locks its own shard of the store until the build ends;
+    ``remove`` deletes the chunks, and the last process to leave the store removes its directory."""
 
     def __init__(self, directory: Path, plan: dict, *, rank: int = 0):
         self.directory = Path(directory)
@@ -401,6 +411,8 @@ class ChunkStore:
 
     def __exit__(self, *exc_info) -> None:
         self._lock.__exit__(*exc_info)
+        with contextlib.suppress(OSError):  # another process's lock still in it, or chunks kept for a restart
+            self.directory.rmdir()
 
     def _paths(self, chunk_id: int):
         stem = self.directory / f"chunk-{chunk_id:07d}"
@@ -434,9 +446,11 @@ class ChunkStore:
             out.write(json.dumps({"docnos": chunk.docnos, "digest": chunk.digest, "plan": self._plan_digest,
                                   "sha256": _checksum(chunk.docnos, data)}))
 
-    def load(self, chunk_id: int) -> Tuple[List[str], np.ndarray]:
+    def load(self, chunk_id: int, digest: str) -> Tuple[List[str], np.ndarray]:
         """The chunk's docnos and vectors ``(n, dim)``, checked against its record: ``FileNotFoundError``
-        for a chunk never committed, ``CorruptArtifact`` naming the file for a damaged one."""
+        for a chunk never committed, ``CorruptArtifact`` naming the file for a damaged one, or for one whose
+        content is not ``digest`` (``encode_corpus``'s, of the chunk this build encoded) or whose plan is not
+        this store's."""
         record, _ = self._paths(chunk_id)
         if not record.exists():
             raise FileNotFoundError(f"chunk {chunk_id} of the build in {self.directory} is missing: did a process "
@@ -445,6 +459,9 @@ class ChunkStore:
             saved = self._record(chunk_id)
             if saved["plan"] != self._plan_digest:
                 raise CorruptArtifact(f"the chunk record {record} was written for another model or other settings")
+            if saved["digest"] != digest:
+                raise CorruptArtifact(f"the chunk record {record} holds other documents than chunk {chunk_id} of this "
+                                      f"build (digest {saved['digest'][:12]}, not {digest[:12]}): another build's")
             return saved["docnos"], self._vectors(chunk_id, saved)
         except CorruptArtifact as damaged:
             raise CorruptArtifact(f"{damaged}; nothing was written. Start the build again: this chunk is encoded "
@@ -480,7 +497,10 @@ class ChunkStore:
         return np.frombuffer(data, dtype=np.float32).reshape(shape)
 
     def remove(self) -> None:
-        shutil.rmtree(self.directory, ignore_errors=True)
+        """Delete the committed chunks (and a dead writer's temporary files), not the processes' lock files."""
+        for entry in self.directory.iterdir():
+            if not re.fullmatch(r"\.process-\d+\.lock", entry.name):
+                entry.unlink(missing_ok=True)
 
 
 def _checksum(docnos: List[str], vector_bytes: bytes) -> str:

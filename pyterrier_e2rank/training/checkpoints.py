@@ -11,6 +11,8 @@ its record is named in a warning and the one before it resumed from.
 
 The checkpoint is built in a private directory beside ``output`` (``atomic_directory``) and swapped into
 place only when it is complete: a run that fails or is killed leaves the previous checkpoint as it was.
+The main process holds the output's lock from before it reads a state until the checkpoint is in place and
+the states are removed, so a second run of the same output gets ``ArtifactLocked`` at any moment.
 """
 import contextlib
 import json
@@ -22,8 +24,8 @@ from typing import List, Optional, Set
 
 from pyterrier_e2rank import E2Rank
 from pyterrier_e2rank.core.fingerprint import CACHE_FILE as FINGERPRINT_CACHE
-from pyterrier_e2rank.core.io import (ArtifactLocked, CorruptArtifact, atomic_directory, atomic_file, file_sha256,
-                                      fsync_tree)
+from pyterrier_e2rank.core.io import (ArtifactLocked, CorruptArtifact, artifact_path, atomic_directory, atomic_file,
+                                      file_sha256, fsync_tree, writer_lock)
 from pyterrier_e2rank.core.loading import (PROMPT_SETTING_NAMES, resolve_model_path, write_pooling,
                                            write_prompt_settings)
 from pyterrier_e2rank.core.prompt import ListwisePrompt
@@ -69,13 +71,16 @@ def checkpoint_files(directory: Path) -> Set[str]:
 
 
 def claim_output(accelerator, config: TrainConfig, data_digest: str, stack: contextlib.ExitStack):
-    """The main process locks ``config.output``, opens the staging directory the checkpoint is built in
-    and finds the state to resume from; ``(staging, state)``, ``staging`` being ``None`` on the other
-    processes, which never write the checkpoint. If the output may not be written, or the state does
+    """The main process locks ``config.output`` (held by ``stack`` until, once it closes without an error,
+    the checkpoint is swapped in and the states are removed), opens the staging directory the checkpoint is
+    built in and finds the state to resume from; ``(staging, state)``, ``staging`` being ``None`` on the
+    other processes, which never write the checkpoint. If the output may not be written, or the state does
     not belong to this run, every process raises its error now, before the model is even loaded."""
     staging, state, error = None, None, None
     if accelerator.is_main_process:
         try:
+            stack.enter_context(writer_lock(artifact_path(config.output)))
+            stack.enter_context(_states_removed_once_saved(config))
             staging = stack.enter_context(atomic_directory(config.output, owned=checkpoint_files,
                                                            overwrite=config.overwrite, what="checkpoint"))
             state = _resumable_state(config, data_digest, accelerator.num_processes)
@@ -87,6 +92,14 @@ def claim_output(accelerator, config: TrainConfig, data_digest: str, stack: cont
     if error is not None:
         raise error
     return staging, state
+
+
+@contextlib.contextmanager
+def _states_removed_once_saved(config: TrainConfig):
+    """Removes the run's states when the block ends without an error (the checkpoint is in place); a failed
+    run keeps them to resume from."""
+    yield
+    shutil.rmtree(config.state_dir, ignore_errors=True)
 
 
 def _state_folders(config: TrainConfig) -> List[Path]:

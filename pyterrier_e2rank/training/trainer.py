@@ -19,7 +19,6 @@ import hashlib
 import json
 import math
 import random
-import shutil
 from dataclasses import asdict, replace
 from pathlib import Path
 from statistics import fmean
@@ -62,9 +61,7 @@ def train(config: TrainConfig, examples: List[ListwiseExample]) -> Path:
     with contextlib.ExitStack() as stack:
         staging, resume_from = claim_output(accelerator, config, data_digest, stack)
         _train(accelerator, config, examples, eval_examples, staging, resume_from, data_digest)
-    accelerator.wait_for_everyone()  # every process returns once the checkpoint is in place
-    if accelerator.is_main_process:
-        shutil.rmtree(config.state_dir, ignore_errors=True)
+    accelerator.wait_for_everyone()  # every process returns once the checkpoint is in place, the states removed
     return Path(config.output)
 
 
