@@ -90,6 +90,8 @@ def test_fine_tuned_copys_query_vectors_are_refused_on_the_base_index(tiny_qwen,
         (tuned.query_encoder() >> index.retriever())(QUERIES)
     with pytest.raises(IndexModelMismatch, match=both):
         (tuned.query_encoder() >> index.faiss_flat_fp16_retriever(num_results=5))(QUERIES)
+    with pytest.raises(IndexModelMismatch, match=both):  # pyterrier-dr's searches too (tests/test_index_searches.py)
+        (tuned.query_encoder() >> index.faiss_hnsw_retriever(num_results=5))(QUERIES)
     with pytest.raises(IndexModelMismatch, match=both):
         (tuned.prompt_encoder(num_input_docs=5) >> tiny_qwen.retriever(index))(candidates)
     own = (tiny_qwen.query_encoder() >> index.faiss_flat_fp16_retriever(num_results=5))(QUERIES)
@@ -104,13 +106,15 @@ def test_cached_pseudo_queries_carry_their_model(tiny_qwen, tuned, index, candid
             index.retriever()(pseudo)
 
 
-def test_another_models_doc_vectors_are_not_indexed_under_this_model(tiny_qwen, tuned, tmp_path):
+def test_another_models_doc_vectors_are_not_indexed_under_this_model(tiny_qwen, tuned, index, tmp_path):
     both = naming_both(tuned, tiny_qwen)
     with pytest.raises(IndexModelMismatch, match=both):
         (tuned.doc_encoder() >> tiny_qwen.indexer(tmp_path / "piped")).index(DOCS.to_dict("records"))
     with pytest.raises(IndexModelMismatch, match=both):
         tiny_qwen.indexer(tmp_path / "frame").index(tuned.doc_encoder()(DOCS))
-    assert not (tmp_path / "piped").exists() and not (tmp_path / "frame").exists()
+    with pytest.raises(IndexModelMismatch, match=naming_both(tiny_qwen, tuned)):  # the index's vectors, tagged
+        tuned.indexer(tmp_path / "copied").index(index.get_corpus_iter(verbose=False))
+    assert not any((tmp_path / name).exists() for name in ("piped", "frame", "copied"))
     own = (tiny_qwen.doc_encoder() >> tiny_qwen.indexer(tmp_path / "own")).index(DOCS.to_dict("records"))
     untagged = tiny_qwen.doc_encoder()(DOCS).drop(columns=["doc_vec_model"])  # the user's own vectors
     users = tiny_qwen.indexer(tmp_path / "users").index(untagged)
@@ -120,6 +124,8 @@ def test_another_models_doc_vectors_are_not_indexed_under_this_model(tiny_qwen, 
 def test_query_and_doc_vectors_of_two_models_are_never_scored(tiny_qwen, tuned, index, candidates):
     both = f"two models.*({naming_both(tuned, tiny_qwen)}|{naming_both(tiny_qwen, tuned)})"
     with pytest.raises(IndexModelMismatch, match=both):
+        DotProduct()(tuned.query_encoder()(index.vec_loader()(candidates)))
+    with pytest.raises(IndexModelMismatch, match=naming_both(tuned, tiny_qwen)):  # the loader refuses them first
         DotProduct()(index.vec_loader()(tuned.query_encoder()(candidates)))
     with pytest.raises(IndexModelMismatch, match=naming_both(tuned, tiny_qwen)):
         tiny_qwen.reranker(num_input_docs=5, index=index)(tuned.doc_encoder()(candidates))

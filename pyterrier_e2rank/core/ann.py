@@ -44,7 +44,7 @@ from pyterrier_dr import FlexIndex
 
 from .checks import positive_int
 from .io import CorruptArtifact
-from .retriever import FlexResults, VectorSearch
+from .retriever import VectorSearch
 
 _BLOCK = 65536  # vectors added per call while building: bounded memory on any corpus size
 _POINTS_PER_CENTROID = 39  # FAISS's k-means asks for this many training vectors per centroid
@@ -432,9 +432,9 @@ def _add_all(index, structure) -> None:
 
 class AnnSearch:
     """The approximate searches of ``E2RankIndex`` (its first base, so these replace FlexIndex's), in one place:
-    FlexIndex's FAISS flat/HNSW/IVF retrievers and corpus graphs, each structure checked (``flex_*`` above) and
-    results one value per cell (``FlexResults``); ours (IVF-PQ, float16 flat and HNSW, above); and FlexIndex's
-    others refused (their structures could not be checked)."""
+    FlexIndex's FAISS flat/HNSW/IVF retrievers and corpus graphs, each structure checked (``flex_*`` above); ours
+    (IVF-PQ, float16 flat and HNSW, above); and FlexIndex's others refused (their structures could not be
+    checked). The index serves each retriever as it serves all its transformers (``retriever.served``)."""
 
     def faiss_ivfpq_retriever(self, **options) -> pt.Transformer:
         """IVF-PQ search (``n_list``, ``m``, ``nbits``, ``n_probe``, ``rescore``, ...): ``ann.ivfpq_retriever``."""
@@ -462,23 +462,22 @@ class AnnSearch:
         return binary_retriever(self, **options)
 
     def faiss_flat_retriever(self, *, gpu: bool = False, **options) -> pt.Transformer:
-        """FlexIndex's exhaustive FAISS search (``FlexResults``), over the vectors this object opened
-        (FlexIndex reads ``vecs.f4`` by path: after a rebuild, another version's vectors)."""
+        """FlexIndex's exhaustive FAISS search, over the vectors this object opened (FlexIndex reads ``vecs.f4``
+        by path: after a rebuild, another version's vectors)."""
         flex_flat(self, gpu=gpu)
-        return FlexResults(FlexIndex.faiss_flat_retriever(self, gpu=gpu, **options))
+        return FlexIndex.faiss_flat_retriever(self, gpu=gpu, **options)
 
     def faiss_hnsw_retriever(self, neighbours: int = 32, *, ef_construction: int = 40, cache: bool = True,
                              **options) -> pt.Transformer:
-        """FlexIndex's HNSW search (``FlexResults``), its graph a checked structure (``derived``)."""
+        """FlexIndex's HNSW search, its graph a checked structure (``derived``)."""
         flex_hnsw(self, neighbours, ef_construction=ef_construction, store=cache)
-        return FlexResults(FlexIndex.faiss_hnsw_retriever(self, neighbours, ef_construction=ef_construction,
-                                                          cache=cache, **options))
+        return FlexIndex.faiss_hnsw_retriever(self, neighbours, ef_construction=ef_construction, cache=cache,
+                                              **options)
 
     def faiss_ivf_retriever(self, *, n_list=None, train_sample=None, cache: bool = True, **options) -> pt.Transformer:
-        """FlexIndex's IVF search (``FlexResults``), its structure a checked one (``derived``)."""
+        """FlexIndex's IVF search, its structure a checked one (``derived``)."""
         flex_ivf(self, n_list=n_list, train_sample=train_sample, store=cache)
-        return FlexResults(FlexIndex.faiss_ivf_retriever(self, n_list=n_list, train_sample=train_sample, cache=cache,
-                                                         **options))
+        return FlexIndex.faiss_ivf_retriever(self, n_list=n_list, train_sample=train_sample, cache=cache, **options)
 
     def faiss_hnsw_graph(self, neighbours: int = 32, *, ef_construction: int = 40):
         """FlexIndex's corpus graph from an HNSW graph of ``neighbours // 2`` links, a checked structure."""

@@ -9,11 +9,14 @@ plain ``FlexIndex``; ``E2RankIndex`` adds what E2Rank needs on top: vectors look
 only, exactly (never by an incoming ``docid``: BM25 engines emit their own), another model's vectors
 refused, files verified against the metadata when opened, derived structures checked against the
 vectors (``E2RankIndex.derived``), and our exact retriever as the default (faster than
-``np_retriever`` on the same vectors: ``benchmarks/``). FlexIndex's FAISS HNSW/IVF/flat, GAR/LADR and
-corpus graphs are served through those checks (every approximate search in ``ann.AnnSearch``), their results
-one value per cell (``retriever.FlexResults``).
+``np_retriever`` on the same vectors: ``benchmarks/``). Every transformer it hands out, FlexIndex's
+(FAISS HNSW/IVF/flat, NumPy and PyTorch search and scorers, GAR/LADR, MMR) and ours, refuses another model's
+query vectors (``serve_methods``: each method but those in ``NOT_TRANSFORMERS`` is served through
+``retriever.served``); its structures are checked (every approximate search in ``ann.AnnSearch``).
 """
+import functools
 import hashlib
+import inspect
 import json
 import os
 import re
@@ -30,7 +33,7 @@ from . import provenance
 from .ann import AnnSearch
 from .equality import EqualBySettings
 from .io import CorruptArtifact, atomic_directory, atomic_file, thread_lock
-from .retriever import E2RankRetriever, FlexResults
+from .retriever import E2RankRetriever, IndexStage, served
 
 META = "pt_meta.json"
 VECTORS = "vecs.f4"
@@ -63,10 +66,54 @@ class IndexReplaced(RuntimeError):
     """The index directory was replaced by a rebuild since this ``E2RankIndex`` opened it."""
 
 
+#: The public attributes of an ``E2RankIndex`` (FlexIndex's, pyterrier-dr 0.8.1, and ours) that hand out no
+#: transformer of the index: every other public method is served (``serve_methods``).
+NOT_TRANSFORMERS = frozenset({
+    # data (metadata, docnos, vectors; get_corpus_iter's records tagged with the index's model) and checks
+    "ARTIFACT_FORMAT", "ARTIFACT_TYPE", "NO_PATH", "name", "built", "payload", "docnos", "np_vecs", "torch_vecs",
+    "get_corpus_iter", "meta", "dim", "fingerprint", "corpus_stamp", "source", "vectors", "check_model",
+    "check_current", "derived", "structures",
+    # corpus graphs (checked structures: ann.AnnSearch) and the ILS measure, which reads no query vector
+    "corpus_graph", "faiss_hnsw_graph", "ILS",
+    # indexing: refused (an E2Rank index is built by model.indexer)
+    "index", "indexer", "index_inputs", "transform_iter",
+    # the index itself as a transformer: index(frame) is retriever() or scorer(), both served
+    "transform", "transform_gen", "search", "compile", "parallel", "get_parameter", "set_parameter",
+    # classes' constructors, not transformers of this index
+    "load", "example", "from_dataset", "from_hf", "from_p2p", "from_url", "from_zenodo", "from_df", "identity",
+    "build_package", "to_hf", "to_p2p", "to_zenodo",
+})
+
+
+def serve_methods(cls):
+    """``cls`` with each public method not in ``NOT_TRANSFORMERS`` (its own and FlexIndex's, a later
+    pyterrier-dr's too) handing out what it returns through ``retriever.served``: a transformer that refuses
+    another model's ``query_vec``. A transformer passed to such a method (LADR's ``dense_scorer``) must be
+    one this index handed out: another index's would score this index's rows with its own vectors."""
+    def serve(name, method):
+        @functools.wraps(method)
+        def method_served(self, *args, **options):
+            for value in (*args, *options.values()):
+                if isinstance(value, pt.Transformer) and not (isinstance(value, IndexStage) and value.index == self):
+                    raise ValueError(f"{self!r}.{name}() was given {value!r}, which is not a transformer "
+                                     f"of this index: it would score this index's rows with other vectors; pass one "
+                                     f"this index hands out (e.g. dense_scorer={self!r}.scorer()), or leave it out")
+            return served(self, method(self, *args, **options))
+        method_served.served = True
+        return method_served
+    for name in dir(cls):
+        method = inspect.getattr_static(cls, name)
+        if not name.startswith("_") and name not in NOT_TRANSFORMERS and inspect.isfunction(method):
+            setattr(cls, name, serve(name, method))
+    return cls
+
+
+@serve_methods
 class E2RankIndex(AnnSearch, FlexIndex):
     """A FlexIndex of E2Rank document vectors: ``.retriever()`` (exact search), ``.vectors(docnos)``,
-    ``.vec_loader()``, ``.check_model(model)``, FlexIndex's adaptive retrievers, and the approximate searches
-    (FlexIndex's and ours: ``ann.AnnSearch``).
+    ``.vec_loader()``, ``.check_model(model)``, FlexIndex's other searches, scorers and adaptive retrievers,
+    and the approximate searches (FlexIndex's and ours: ``ann.AnnSearch``); every transformer it hands out
+    refuses another model's query vectors (``serve_methods``).
 
     Opened once, at first use: metadata, docnos and vectors are read from one version of the directory
     (a rebuild swapping in meanwhile is never mixed in) and checked against each other; files that
@@ -211,34 +258,19 @@ class E2RankIndex(AnnSearch, FlexIndex):
         """Q frame with ``query_vec`` -> top ``num_results`` by exact dot product (``E2RankRetriever``)."""
         return E2RankRetriever(self, num_results=num_results, verbose=verbose)
 
-    def np_retriever(self, **options) -> pt.Transformer:
-        """FlexIndex's exact NumPy search (``FlexResults``); ``retriever()`` is ours (faster)."""
-        return FlexResults(FlexIndex.np_retriever(self, **options))
-
-    def torch_retriever(self, **options) -> pt.Transformer:
-        """FlexIndex's exact PyTorch search (``FlexResults``)."""
-        return FlexResults(FlexIndex.torch_retriever(self, **options))
-
-    def gar(self, *args, **options) -> pt.Transformer:
-        """FlexIndex's GAR over ``corpus_graph`` (``FlexResults``)."""
-        return FlexResults(FlexIndex.gar(self, *args, **options))
-
-    def ladr(self, *args, **options) -> pt.Transformer:
-        """FlexIndex's proactive LADR over ``corpus_graph`` (``FlexResults``)."""
-        return FlexResults(FlexIndex.ladr(self, *args, **options))
-
-    pre_ladr = ladr_proactive = ladr
-
-    def ada_ladr(self, *args, **options) -> pt.Transformer:
-        """FlexIndex's adaptive LADR over ``corpus_graph`` (``FlexResults``)."""
-        return FlexResults(FlexIndex.ada_ladr(self, *args, **options))
-
-    ladr_adaptive = ada_ladr
-
     def vec_loader(self) -> pt.Transformer:
-        """Adds ``doc_vec`` by ``docno`` (FlexIndex's loader prefers an incoming ``docid``, which after a
-        BM25 stage is the BM25 engine's own id, not a row of this index)."""
+        """Adds ``doc_vec`` by ``docno``, tagged (``DocnoVectorLoader``; FlexIndex's loader prefers an incoming
+        ``docid``, which after a BM25 stage is the BM25 engine's own id, and replaces a ``doc_vec`` silently)."""
         return DocnoVectorLoader(self)
+
+    np_vec_loader = vec_loader
+
+    def get_corpus_iter(self, start_idx=None, stop_idx=None, verbose=True):
+        """FlexIndex's records of ``docno`` and ``doc_vec``, each vector tagged with the index's model
+        (``doc_vec_model``: another model's indexer refuses them)."""
+        tag = None if self.fingerprint is None else provenance.make_tag(self.fingerprint, provenance.STORED)
+        for record in FlexIndex.get_corpus_iter(self, start_idx, stop_idx, verbose):
+            yield record if tag is None else {**record, provenance.tag_column("doc_vec"): tag}
 
     def indexer(self, *args, **kwargs):
         raise TypeError(f"an E2Rank index records the model that made its vectors: build {self.path} with "
@@ -339,10 +371,10 @@ def as_index(index: Union[str, os.PathLike, FlexIndex]) -> E2RankIndex:
     return E2RankIndex(path)
 
 
-class DocnoVectorLoader(EqualBySettings, pt.Transformer):
+class DocnoVectorLoader(EqualBySettings, IndexStage):
     """Adds each row's stored ``doc_vec``, looked up by ``docno``, tagged with the index's model
     (``provenance``). A ``doc_vec`` the frame already carries is passed on if it is this index's model's,
-    else refused (never replaced silently)."""
+    else refused (never replaced silently); another model's ``query_vec`` is refused (``IndexStage``)."""
 
     def __init__(self, index: E2RankIndex):
         self.index = index
@@ -353,7 +385,7 @@ class DocnoVectorLoader(EqualBySettings, pt.Transformer):
     def _settings(self) -> tuple:
         return (self.index,)
 
-    def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
+    def serve(self, inp: pd.DataFrame) -> pd.DataFrame:
         pt.validate.columns(inp, includes=["docno"], context=self)
         if self.index.fingerprint is not None and provenance.carried(
                 inp, "doc_vec", self.index.fingerprint, lambda i, recipe: recipe.split(":")[0] == "doc", self,

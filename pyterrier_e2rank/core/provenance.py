@@ -12,9 +12,10 @@ indexer``), and it is per row, so a frame mixing two models' vectors is seen.
 
 The rules (another model's vectors raise ``IndexModelMismatch`` naming both models):
 
-- where vectors meet an index (``index.retriever()``, the FAISS retrievers of ``ann.py``,
-  ``model.indexer``/``write_faiss_index``, ``index.vec_loader()``), a tagged vector must be of the index's
-  space;
+- where vectors meet an index, a tagged vector must be of the index's space: a ``query_vec`` in every
+  transformer the index hands out (``retriever.IndexStage``: ours and pyterrier-dr's searches, scorers,
+  loaders), a ``doc_vec`` in ``model.indexer``/``write_faiss_index`` and ``index.vec_loader()``; the
+  index's own vectors leave it tagged (``vec_loader()``, ``get_corpus_iter()``);
 - ``vectors.DotProduct`` (so every reranker): a frame's ``query_vec`` and ``doc_vec`` must be of one space;
 - an encoder never replaces a vector column a frame carries: it passes it on when made in its own space
   from the row's current text (the query encoder takes its own query vectors and pseudo-queries, so
@@ -139,6 +140,12 @@ def prompt_vectors_tagged(frame: pd.DataFrame, model) -> pd.DataFrame:
 def without(frame: pd.DataFrame, *columns: str) -> pd.DataFrame:
     """``frame`` without the vector ``columns`` and their tags."""
     return frame.drop(columns=[c for column in columns for c in (column, tag_column(column)) if c in frame.columns])
+
+
+def without_orphan_tags(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` without the tag columns of vector columns (``query_vec``, ``doc_vec``) it no longer has."""
+    return frame.drop(columns=[tag_column(c) for c in ("query_vec", "doc_vec")
+                               if tag_column(c) in frame.columns and c not in frame.columns])
 
 
 def tags(frame: pd.DataFrame, column: str) -> List[Optional[str]]:

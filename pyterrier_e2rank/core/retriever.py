@@ -1,6 +1,11 @@
-"""Exact dense retrieval over an index's memory-mapped vectors.
+"""The transformers an ``E2RankIndex`` hands out, and our exact dense retrieval over its memory-mapped vectors.
 
-Ours rather than pyterrier-dr's ``np_retriever``: on the same vectors it is faster (one matrix
+Every transformer the index hands out keeps its guarantees by one mechanism: it is an ``IndexStage``
+(ours) or pyterrier-dr's wrapped in one (``FlexStage``, by ``served``, which ``index.py`` applies to every
+search and scoring method of the index), whose ``transform`` refuses another model's ``query_vec``
+(``check_queries``) before it runs.
+
+Exact search: ours rather than pyterrier-dr's ``np_retriever``: on the same vectors it is faster (one matrix
 product per block of documents for all queries, a running top-k by ``argpartition``; figures in
 ``benchmarks/``), and returns the same documents. FlexIndex's ANN retrievers remain available on
 the index (``faiss_hnsw_retriever``, ``faiss_ivf_retriever``, ``gar``, ``ladr``).
@@ -16,21 +21,54 @@ from .equality import EqualBySettings
 from .checks import positive_int, stack_vectors, validate_frame
 
 
-class VectorSearch(pt.Transformer):
-    """Q frame with ``query_vec`` -> ranked documents, from ``self.search(vectors) -> (scores, rows)``
-    (rows of the index, best first; -1 where a structure found fewer): the frame handling every dense
-    retriever of ours shares (exact here, FAISS in ``ann.py``).
+#: What to do about query vectors of another model than the index's.
+QUERY_FIX = "encode the queries with the index's model, or search an index of the queries' model"
 
-    A ``query_vec`` tagged by another model than the index's (``query_vec_model``, see ``provenance``)
-    raises ``IndexModelMismatch`` naming both; untagged vectors are the user's own and searched as given.
-    The output drops ``query_vec`` and its tag."""
+
+def check_queries(index, frame: pd.DataFrame) -> None:
+    """Refuse a frame whose ``query_vec`` a model other than ``index``'s made (``IndexModelMismatch`` naming
+    both; ``provenance``), or made from another ``query`` than the row holds now (``ValueError``); untagged
+    vectors are the user's own, and a frame without ``query_vec`` passes."""
+    if "query_vec" not in frame.columns:
+        return
+    named = frame if "qid" in frame.columns else frame.assign(qid=[f"row {i}" for i in range(len(frame))])
+    provenance.check_frame(named, "query_vec", index.fingerprint, f"the index at {index.path}", key="qid",
+                           text="query", fix=QUERY_FIX)
+
+
+class IndexStage(pt.Transformer):
+    """A transformer an ``E2RankIndex`` hands out: ``transform`` refuses another model's ``query_vec``
+    (``check_queries``), then runs ``serve``. Ours subclass it; pyterrier-dr's are wrapped in ``FlexStage``
+    (``served``)."""
 
     index = None
+
+    def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
+        check_queries(self.index, inp)
+        return self.serve(inp)
+
+    def serve(self, inp: pd.DataFrame) -> pd.DataFrame:
+        raise NotImplementedError
+
+
+def served(index, result):
+    """What an ``index`` method returned, as the index hands it out: a transformer that keeps the index's
+    guarantees (an ``IndexStage`` as it is, any other transformer wrapped in ``FlexStage``); anything else
+    (data, a corpus graph) as it is."""
+    if isinstance(result, pt.Transformer) and not isinstance(result, IndexStage):
+        return FlexStage(index, result)
+    return result
+
+
+class VectorSearch(IndexStage):
+    """Q frame with ``query_vec`` -> ranked documents, from ``self.search(vectors) -> (scores, rows)``
+    (rows of the index, best first; -1 where a structure found fewer): the frame handling every dense
+    retriever of ours shares (exact here, FAISS in ``ann.py``). The output drops ``query_vec`` and its tag."""
 
     def search(self, query_vectors: np.ndarray):
         raise NotImplementedError
 
-    def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
+    def serve(self, inp: pd.DataFrame) -> pd.DataFrame:
         pt.validate.query_frame(inp, extra_columns=["query_vec"], context=self)
         validate_frame(inp, self, includes=["qid", "query_vec"])
         repeated = inp["qid"][inp["qid"].duplicated()].unique().tolist()
@@ -39,9 +77,6 @@ class VectorSearch(pt.Transformer):
                              f"({repeated[:5]}); a query frame has one row per query: drop the repeated rows "
                              f"(topics.drop_duplicates('qid'))")
         queries = inp.reset_index(drop=True)
-        provenance.check_frame(queries, "query_vec", self.index.fingerprint, f"the index at {self.index.path}",
-                               key="qid", text="query", fix="encode the queries with the index's model, or search "
-                                                            "an index of the queries' model")
         if len(queries) == 0:
             return provenance.without(queries, "query_vec").assign(
                 docno=pd.Series(dtype=str), score=pd.Series(dtype=float), rank=pd.Series(dtype=int))
@@ -106,34 +141,38 @@ class E2RankRetriever(EqualBySettings, VectorSearch):
         return np.take_along_axis(best_scores, order, axis=1), np.take_along_axis(best_rows, order, axis=1)
 
 
-class FlexResults(pt.Transformer):
-    """A FlexIndex retriever whose results hold one value per cell: ``docno`` str, ``docid`` and ``rank``
-    int, ``score`` float. pyterrier-dr 0.8 builds its frames with ``DataFrameBuilder``, which leaves
-    one-element arrays in these cells for a frame with a single result (and float32/int32 otherwise)."""
+class FlexStage(IndexStage):
+    """A transformer of pyterrier-dr's that an ``E2RankIndex`` hands out (its FAISS, NumPy and PyTorch
+    retrievers and scorers, GAR, LADR, MMR), keeping the index's guarantees: another model's ``query_vec``
+    refused (``IndexStage``); results one value per cell, ``docno`` str, ``docid`` and ``rank`` int,
+    ``score`` float (pyterrier-dr 0.8's ``DataFrameBuilder`` leaves one-element arrays in these cells for a
+    frame with a single result, and float32/int32 otherwise); a vector tag whose vector it dropped
+    (``drop_query_vec``) dropped too."""
 
-    def __init__(self, retriever: pt.Transformer):
-        self.retriever = retriever
+    def __init__(self, index, transformer: pt.Transformer):
+        self.index = index
+        self.transformer = transformer
 
-    def __getattr__(self, name):  # the retriever's own attributes (faiss_index, flex_index, num_results...)
-        if name == "retriever" or name.startswith("__"):
+    def __getattr__(self, name):  # the transformer's own attributes (faiss_index, num_results, score...)
+        if name in ("index", "transformer") or name.startswith("__"):
             raise AttributeError(name)
-        return getattr(self.retriever, name)
+        return getattr(self.transformer, name)
 
     def __repr__(self):
-        return repr(self.retriever)
+        return repr(self.transformer)
 
     def __eq__(self, other):
-        return isinstance(other, FlexResults) and self.retriever == other.retriever
+        return isinstance(other, FlexStage) and (self.index, self.transformer) == (other.index, other.transformer)
 
     def __hash__(self):
-        return hash((FlexResults, self.retriever))
+        return hash((FlexStage, self.index, self.transformer))
 
     def fuse_rank_cutoff(self, k: int):
-        fused = self.retriever.fuse_rank_cutoff(k) if hasattr(self.retriever, "fuse_rank_cutoff") else None
-        return None if fused is None else FlexResults(fused)
+        fused = self.transformer.fuse_rank_cutoff(k) if hasattr(self.transformer, "fuse_rank_cutoff") else None
+        return None if fused is None else FlexStage(self.index, fused)
 
-    def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
-        out = self.retriever(inp)
+    def serve(self, inp: pd.DataFrame) -> pd.DataFrame:
+        out = provenance.without_orphan_tags(self.transformer(inp))
         for column, kind in (("docno", str), ("docid", np.int64), ("rank", np.int64), ("score", np.float64)):
             if column in out.columns:
                 values = out[column].tolist()
