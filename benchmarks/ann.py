@@ -17,9 +17,11 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
+from pyterrier_e2rank.app.experiment import index_name
 from pyterrier_e2rank.core.indexing import IndexWriter
 
-SCIFACT_INDEX = Path(__file__).resolve().parents[1] / "indexes" / "beir_scifact" / "dense.all-minilm-l6-v2"
+SCIFACT_INDEX = (Path(__file__).resolve().parents[1] / "indexes" / index_name("beir/scifact")
+                 / f"dense.{index_name('all-minilm-l6-v2')}")
 RECALL_GOAL = 0.95
 DOCS_PER_CENTRE = 500
 

@@ -10,13 +10,14 @@ from pyterrier_e2rank.app.experiment import index_name, run_experiment
 from pyterrier_e2rank.app.reproduce import reproduce
 from pyterrier_e2rank.app.runs import read_run
 from pyterrier_e2rank.bm25 import pisa_bm25
+from pyterrier_e2rank.data import corpus_id
 
 SCIFACT = "irds:beir/scifact/test"
 
 
 def run(workdir, *, model_path: str, num_queries: int, label: str = "") -> dict:
     indexes = workdir / "reproduce-indexes"
-    pisa_bm25(str(indexes / "beir_scifact" / "bm25.pisa"), SCIFACT)  # where both look for it
+    pisa_bm25(str(indexes / index_name(corpus_id(SCIFACT)) / "bm25.pisa"), SCIFACT)  # where both look for it
     model = E2Rank(model_path, batch_size=16, cache_doc_vectors=True)
     started = time.perf_counter()
     reproduce(model, [SCIFACT], workdir / "reproduce", index_dir=indexes, num_queries=num_queries, overwrite=True,

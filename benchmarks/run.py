@@ -5,7 +5,7 @@
                                                              # int8/binary vectors at 1M x 1024
     python benchmarks/run.py --output bench.json --ann-size 5000000x1024   # ANN at other sizes
 
-The SciFact ANN check reuses the index of ``scripts/run.sh experiment`` (``indexes/beir_scifact``) when
+The SciFact ANN check reuses the index of ``scripts/run.sh experiment`` (``indexes/beir_scifact-<digest>``) when
 present and encodes SciFact otherwise (about 4 more minutes here). The full run takes about 75 minutes
 here and 15 GB under ``--workdir``. Its JSON is written after every benchmark and every ANN size;
 ``--resume`` continues an interrupted run where it stopped.

@@ -117,7 +117,8 @@ def pisa_bm25(index_dir: str, dataset=None, *, k1: float = 0.9, b: float = 0.4, 
     existing index given a ``dataset`` is reused only if it was built from that same corpus; otherwise
     (documents added or changed since, another collection, or an index without a stamp) a
     ``ValueError`` names the index and both corpora, unless ``rebuild_stale=True``, which builds it again
-    in its place (entries that are not PISA's are never deleted). Without ``dataset`` the index is used
+    in its place (entries that are not PISA's are never deleted). An index without a stamp was not built
+    here and is never replaced: ``ValueError`` names it. Without ``dataset`` the index is used
     as it is. A dataset object that is not an ir_datasets dataset cannot be stamped: its index is reused
     by path.
 
@@ -202,15 +203,19 @@ def _stored_stamp(directory: Path) -> Optional[dict]:
 
 def _needs_build(directory: Path, built: bool, stamp: Optional[dict], rebuild_stale: bool, what: str) -> bool:
     """Whether the BM25 index at ``directory`` must be built from the corpus of ``stamp``: absent, or built
-    from another corpus and ``rebuild_stale`` (with a warning); refused, naming both corpora, otherwise."""
+    (stamped) from another corpus and ``rebuild_stale`` (with a warning); refused, naming both corpora,
+    otherwise, and always when it carries no stamp (not ours to replace)."""
     if not built:
         return True
     stored = _stored_stamp(directory)
     if stored == stamp:
         return False
-    why = (f"the {what} at {directory} carries no corpus stamp (built by an older pyterrier_e2rank, or by hand)"
-           if stored is None else f"the {what} at {directory} was built from the corpus {stored}, not from the "
-           f"one given now, {stamp}: documents were added, removed or changed since")
+    if stored is None:  # not ours: never replaced, even with rebuild_stale
+        raise ValueError(f"the {what} at {directory} carries no corpus stamp (built by hand, by another tool or "
+                         f"by an older pyterrier_e2rank), so it is not ours to replace; move or delete it, or "
+                         f"choose another index directory")
+    why = (f"the {what} at {directory} was built from the corpus {stored}, not from the one given now, {stamp}: "
+           f"documents were added, removed or changed since")
     if not rebuild_stale:
         raise ValueError(f"{why}; pass rebuild_stale=True to build it again, or choose another index directory")
     warnings.warn(f"{why}; building it again", stacklevel=3)

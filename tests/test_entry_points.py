@@ -92,13 +92,15 @@ def test_pisa_index_of_another_corpus_is_refused_or_built_again(tmp_path):
     with pytest.warns(UserWarning, match="building it again"):
         assert pisa_bm25(index_dir, folder, rebuild_stale=True, num_results=1)(query)["docno"].tolist() == ["new3"]
 
-    os.remove(os.path.join(index_dir, CORPUS_STAMP_FILE))  # as built by pyterrier_pisa or an older version
-    with pytest.raises(ValueError, match="carries no corpus stamp"):
-        pisa_bm25(index_dir, folder)
     (tmp_path / "bm25" / "my_notes.txt").write_text("mine")
+    append_documents(folder, {"new-after": "xylo cell"})
     with pytest.raises(FileExistsError, match="my_notes.txt"), pytest.warns(UserWarning):
         pisa_bm25(index_dir, folder, rebuild_stale=True)  # a rebuild never deletes what is not PISA's
     assert (tmp_path / "bm25" / "my_notes.txt").read_text() == "mine"
+    os.remove(os.path.join(index_dir, CORPUS_STAMP_FILE))  # as built by pyterrier_pisa or an older version
+    for rebuild_stale in (False, True):  # not ours: never replaced
+        with pytest.raises(ValueError, match="carries no corpus stamp.*not ours to replace"):
+            pisa_bm25(index_dir, folder, rebuild_stale=rebuild_stale)
 
 
 def test_corpus_stamp_sees_an_edit_that_keeps_size_and_mtime(tmp_path):

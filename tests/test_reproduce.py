@@ -92,7 +92,7 @@ def test_killed_suite_resumes_after_the_finished_dataset(small_scifact, minilm_d
         process.send_signal(signal.SIGKILL)
         process.wait()
     assert first.exists(), (tmp_path / "first.log").read_text()[-2000:]
-    second = out / "datasets" / "irds_beir_scifact_test" / "results.json"
+    second = out / "datasets" / index_name(SCIFACT) / "results.json"
     assert not second.exists()  # killed while SciFact's PISA index or reranking was under way
     stamp = first.stat().st_mtime_ns, first.read_bytes()
     subprocess.run(command, env=env, check=True, capture_output=True)

@@ -1,4 +1,6 @@
 """The main job: BM25, dense retrieval, and E2Rank reranking of both, compared with ``pt.Experiment``."""
+import contextlib
+import hashlib
 import json
 import time
 import warnings
@@ -12,7 +14,7 @@ from ..bm25 import BM25_ENGINES
 from .. import data
 from ..data import DocumentText, corpus_id, corpus_iter, corpus_stamp, is_beir_folder
 from ..core.index import E2RankIndex
-from ..core.io import atomic_file
+from ..core.io import atomic_file, refuse_output_as_input, writer_lock
 from ..core.model import E2Rank
 from ..core.provenance import fingerprint_differences
 from ..core.checks import positive_int
@@ -26,15 +28,20 @@ MEASURES = RUN_MEASURES + ["mrt"]
 SYSTEMS = ["bm25", "bm25>>e2rank", "dense", "dense>>e2rank", "bm25>>e2rank-prf"]
 
 
-def index_name(model_name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(model_name).strip("/"))
+def index_name(name) -> str:
+    """The folder name of a path or id (a corpus id, a model, a dataset as given): its letters, digits and
+    ``-_.`` (anything else ``_``, cut to 60 characters), ``-`` and 12 hex digits of the sha256 of the name
+    itself (without a trailing ``/``), so that two names never share a folder (``a b`` and ``a_b``)."""
+    name = str(name).rstrip("/") or str(name)
+    readable = "".join(c if c.isalnum() or c in "-_." else "_" for c in name.strip("/"))[:60]
+    return f"{readable}-{hashlib.sha256(name.encode('utf-8', 'surrogatepass')).hexdigest()[:12]}"
 
 
 def dense_index_for(model: E2Rank, dataset, index_dir: str, *, verbose: bool = True) -> E2RankIndex:
     """The dataset's dense index for this model under ``index_dir``, built on first use with the stamp of
-    its corpus (``data.corpus_stamp``). The experiment owns the directory: an index built from another
-    corpus (documents added or changed since) or by other weights at the model's path is built again,
-    with a warning naming it and why."""
+    its corpus (``data.corpus_stamp``). An index it built (stamped) from another corpus (documents added or
+    changed since) or by other weights at the model's path is built again, with a warning naming it and
+    why; an index it did not build (no corpus stamp) is never replaced: ``FileExistsError`` names it."""
     ds = data.dataset(dataset)
     stamp = corpus_stamp(ds)
     index = E2RankIndex(Path(index_dir) / index_name(corpus_id(ds)) / f"dense.{index_name(model.model_name_or_path)}")
@@ -50,9 +57,12 @@ def dense_index_for(model: E2Rank, dataset, index_dir: str, *, verbose: bool = T
 
 def _stale(index: E2RankIndex, model: E2Rank, stamp) -> Optional[str]:
     """Why ``index`` is not this model's index of the corpus of ``stamp``; ``None`` when it is."""
+    if index.corpus_stamp is None and stamp is not None:
+        raise FileExistsError(f"the dense index at {index.path} carries no corpus stamp: not built by e2rank "
+                              f"experiment or reproduce, so it is not replaced; move it, or choose another "
+                              f"--index-dir")
     if index.corpus_stamp != stamp:
-        return (f"was built from the corpus {index.corpus_stamp}, not from the one given now, {stamp}"
-                if index.corpus_stamp is not None else "carries no corpus stamp (built by an older pyterrier_e2rank)")
+        return f"was built from the corpus {index.corpus_stamp}, not from the one given now, {stamp}"
     if index.fingerprint is None or fingerprint_differences(index.fingerprint, model.fingerprint()):
         return f"was built with other weights or settings than {model.model_name_or_path!r} has now"
     return None
@@ -122,6 +132,15 @@ def _dataset_name(source: str) -> str:
 
 
 def main(args) -> int:
+    """``e2rank experiment``: the output, when given, is locked from before the indexes are built until the
+    results are written; an output that is an input (the dataset, the model, the index directory) is refused."""
+    if args.output:
+        refuse_output_as_input(args.output, dataset=args.dataset, model=args.model, index_dir=args.index_dir)
+    with writer_lock(args.output) if args.output and is_main_process() else contextlib.nullcontext():
+        return _experiment(args)
+
+
+def _experiment(args) -> int:
     main_process = is_main_process()
     model = E2Rank(args.model, device=process_device(args.device), batch_size=args.batch_size,
                    query_task="auto" if args.query_task == "dataset" else args.query_task, verbose=main_process,

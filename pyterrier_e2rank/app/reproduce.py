@@ -28,7 +28,7 @@ import difflib
 import json
 import logging
 import platform
-import shutil
+import re
 import sys
 import time
 from pathlib import Path
@@ -39,7 +39,7 @@ import pandas as pd
 from ..bm25 import pisa_bm25
 from ..core.indexing import distributed_context
 from ..core.checks import positive_int
-from ..core.io import atomic_file, file_sha256, numbered_lines, writer_lock
+from ..core.io import atomic_file, file_sha256, numbered_lines, refuse_output_as_input, writer_lock
 from ..core.model import E2Rank
 from ..core.stats import EncodeStats
 from ..core.text import DEFAULT_RERANK_TASK, DOC_MAX_WORDS, dataset_query_task
@@ -78,7 +78,12 @@ SYSTEMS = ("bm25", "bm25>>e2rank")
 DENSE_SYSTEMS = ("dense", "dense>>e2rank")
 #: Queries reranked and committed together: what a killed suite may rerank again.
 QUERIES_PER_CHUNK = 32
-_FILES = ("results.json", "results.md", "run_record.json", "settings.json")
+#: The names reproduce writes, and the only ones it replaces or removes: in ``output`` (``settings.json``, written
+#: first, marks a suite's folder), in each ``datasets/<folder>/`` (``made-from.json``, written first, marks it
+#: ours) and in its ``reranked/`` (the chunks). Anything else there is the user's: kept, or refused if in the way.
+_FILES = ("settings.json", "results.json", "results.md", "run_record.json", "datasets")
+_DATASET_FILES = ("made-from.json", "first-stage.run", "reranked", "bm25-e2rank.run", "results.json")
+_CHUNK = re.compile(r"\d{5}\.run")
 
 
 class DatasetUnavailable(RuntimeError):
@@ -98,7 +103,13 @@ class _Dataset:
 
     @property
     def folder(self) -> str:
+        """Its folder under ``datasets/``: one per label (``index_name``: readable, and a digest of the label)."""
         return index_name(self.label)
+
+    @property
+    def origin(self) -> str:
+        """What the label opened: the ir_datasets id, or the absolute path of the folder or file."""
+        return self.source if self.source.startswith("irds:") else str(Path(self.source).resolve())
 
 
 def resolve_dataset(source: str) -> _Dataset:
@@ -237,7 +248,7 @@ class _Suite:
         self.default_query_task = model.query_task
 
     def settings(self) -> dict:
-        """What the results depend on besides the datasets and their first stages (``check_first_stage``);
+        """What the results depend on besides the datasets and their first stages (``check_made_from``);
         a resumed suite must have the same."""
         return {"model_fingerprint": self.model.fingerprint(), "prompt": dataclasses.asdict(self.reranker.prompt),
                 "top_k": self.top_k, "num_queries": self.num_queries, "query_task": self.query_task,
@@ -288,33 +299,44 @@ class _Suite:
         finished = {"results": results, "record": record}
         with atomic_file(done) as out:
             json.dump(finished, out, indent=2)
-        shutil.rmtree(folder / "reranked", ignore_errors=True)
+        _remove_chunks(folder / "reranked")
         return finished
 
     def resumed(self, dataset: _Dataset, folder: Path) -> Optional[dict]:
         """The dataset's finished results and record (``folder/results.json``), ``None`` when not finished;
-        a dataset begun from another first stage is refused (``check_first_stage``)."""
-        self.check_first_stage(dataset, folder)
+        ``folder/made-from.json`` is checked (``check_made_from``), or written before anything else of it."""
+        path = folder / "made-from.json"
+        if self.check_made_from(dataset, folder):
+            folder.mkdir(parents=True, exist_ok=True)
+            with atomic_file(path) as out:
+                json.dump(self.made_from(dataset), out)
         done = folder / "results.json"
         return json.loads(done.read_text(encoding="utf-8")) if done.exists() else None
 
-    def first_stage_source(self, dataset: _Dataset) -> dict:
-        """Where the candidates come from: PISA, or the pinned run file by its digest."""
+    def made_from(self, dataset: _Dataset) -> dict:
+        """What a dataset folder's files are made from: the dataset (``origin``) and the first stage (PISA,
+        or the pinned run file by its digest)."""
         pinned = self.runs.get(dataset.label)
-        return {"kind": "pisa"} if pinned is None else {"kind": "run file", "sha256": file_sha256(pinned)}
+        first_stage = {"kind": "pisa"} if pinned is None else {"kind": "run file", "sha256": file_sha256(pinned)}
+        return {"dataset": dataset.origin, "first_stage": first_stage}
 
-    def check_first_stage(self, dataset: _Dataset, folder: Path) -> None:
-        """``folder/first-stage.json`` (written before the candidates) must name this suite's first stage:
-        candidates or results of another one are refused, not resumed."""
-        path, source = folder / "first-stage.json", self.first_stage_source(dataset)
+    def check_made_from(self, dataset: _Dataset, folder: Path, *, overwrite: bool = False) -> bool:
+        """Whether ``folder`` is new to the dataset (no ``made-from.json``, and none of the names reproduce
+        writes: those would not be ours, and are refused, naming them). Otherwise its ``made-from.json`` must
+        be ``made_from(dataset)`` (unless ``overwrite``): another dataset or first stage is refused, naming it."""
+        path, made_from = folder / "made-from.json", self.made_from(dataset)
         if not path.exists():
-            folder.mkdir(parents=True, exist_ok=True)
-            with atomic_file(path) as out:
-                json.dump(source, out)
-        elif json.loads(path.read_text(encoding="utf-8")) != source:
-            raise ValueError(f"{path}: {dataset.label} was begun from another first stage "
-                             f"({path.read_text(encoding='utf-8')}, now {json.dumps(source)}); pass --overwrite to "
-                             f"start afresh, or choose another --output")
+            _refuse_foreign(folder, _DATASET_FILES, "made-from.json of e2rank reproduce")
+            return True
+        if overwrite:
+            return False
+        before = json.loads(path.read_text(encoding="utf-8"))
+        for key, what in (("dataset", "dataset"), ("first_stage", "first stage")):
+            if before.get(key) != made_from[key]:
+                raise ValueError(f"{path}: {dataset.label} was begun from another {what} ({json.dumps(before.get(key))}"
+                                 f", now {json.dumps(made_from[key])}); pass --overwrite to start afresh, or choose "
+                                 f"another --output")
+        return False
 
     def first_stage(self, dataset: _Dataset, ds, all_topics, topics, folder: Path) -> tuple:
         """BM25 top ``top_k`` of ``topics``: from the pinned run file, else PISA; written once to
@@ -421,6 +443,9 @@ def reproduce(model: Union[str, E2Rank], datasets: Sequence[str], output, *, run
     and the other counts summed over the processes) and returns the results; the others return ``None``. An
     error of process 0 (the lock, other settings) is raised in every process."""
     output, runs = Path(output), dict(runs or {})
+    for name in _FILES:  # what reproduce replaces or adds to is none of its inputs
+        refuse_output_as_input(output / name, model=model if isinstance(model, str) else None, index_dir=index_dir,
+                               **{f"--dataset {d}": d for d in datasets}, **{f"--run {k}": v for k, v in runs.items()})
     main = is_main_process()
     checked, unavailable = [], {}
     for source in dict.fromkeys(datasets):
@@ -443,7 +468,7 @@ def reproduce(model: Union[str, E2Rank], datasets: Sequence[str], output, *, run
     with contextlib.ExitStack() as held:
         def take_output():  # by process 0 alone, the one writer
             held.enter_context(writer_lock(output))
-            _prepare(output, suite.settings(), overwrite)
+            _prepare(output, suite, checked, overwrite)
         main_process_decides(take_output)
         finished = {}
         for dataset in checked:
@@ -462,22 +487,69 @@ def reproduce(model: Union[str, E2Rank], datasets: Sequence[str], output, *, run
     return {label: done["results"] for label, done in finished.items()}
 
 
-def _prepare(output: Path, settings: dict, overwrite: bool) -> None:
-    """Resume only a suite of the same settings."""
-    path = output / "settings.json"
-    if overwrite:
-        shutil.rmtree(output / "datasets", ignore_errors=True)
-        for name in _FILES:
-            (output / name).unlink(missing_ok=True)
-    elif path.exists():
+def _prepare(output: Path, suite: _Suite, datasets: List[_Dataset], overwrite: bool) -> None:
+    """Before anything is written: resume only a suite of the same settings (``settings.json``) and of the
+    same datasets (``check_made_from``); refuse names reproduce writes that an earlier suite did not, naming
+    them. ``overwrite`` removes what an earlier suite wrote (``_remove_written``) and nothing else."""
+    path, settings = output / "settings.json", suite.settings()
+    if not path.exists():
+        _refuse_foreign(output, _FILES, "settings.json of e2rank reproduce")
+    elif not overwrite:
         before = json.loads(path.read_text(encoding="utf-8"))
         now = json.loads(json.dumps(settings, default=str))  # as stored
         differ = [k for k in now if before.get(k) != now[k]]
         if differ:
             raise ValueError(f"{output} holds a suite run with other settings ({', '.join(differ)}); pass "
                              f"--overwrite to start it afresh, or choose another --output")
+    for dataset in datasets:
+        suite.check_made_from(dataset, output / "datasets" / dataset.folder, overwrite=overwrite)
+    if overwrite:
+        _remove_written(output)
     with atomic_file(path) as out:
         json.dump(settings, out, indent=2, default=str)
+
+
+def _refuse_foreign(folder: Path, names, marker: str) -> None:
+    """Raise, naming them, when ``folder`` holds any of ``names`` (those reproduce writes) without ``marker``:
+    they are not ours to replace."""
+    found = [name for name in names if (folder / name).exists() or (folder / name).is_symlink()]
+    if found:
+        raise FileExistsError(f"{folder} holds {', '.join(found)} but no {marker}: not written by it, so not "
+                              f"replaced; nothing was written. Move them, or choose another --output")
+
+
+def _remove_written(output: Path) -> None:
+    """Remove what an earlier suite wrote in ``output`` (``_FILES``; in each ``datasets/<folder>`` carrying
+    ``made-from.json``, ``_DATASET_FILES`` and the chunks) and the folders left empty; anything else is kept.
+    The marks (``settings.json``, ``made-from.json``) go last, so an interrupted removal can be done again."""
+    datasets = output / "datasets"
+    for folder in (datasets.iterdir() if datasets.is_dir() and not datasets.is_symlink() else ()):
+        if (folder / "made-from.json").is_file():
+            _remove_chunks(folder / "reranked")
+            _unlink_files(folder, _DATASET_FILES)
+            _remove_if_empty(folder)
+    _remove_if_empty(datasets)
+    _unlink_files(output, _FILES)
+
+
+def _remove_chunks(reranked: Path) -> None:
+    """Remove the chunks reproduce wrote in ``reranked`` (``00000.run``, ...), and the folder if then empty."""
+    if reranked.is_dir() and not reranked.is_symlink():
+        for chunk in reranked.iterdir():
+            if _CHUNK.fullmatch(chunk.name) and chunk.is_file():
+                chunk.unlink()
+        _remove_if_empty(reranked)
+
+
+def _unlink_files(folder: Path, names) -> None:
+    for name in reversed(names):  # the mark, first of the names, last
+        if (folder / name).is_file() or (folder / name).is_symlink():
+            (folder / name).unlink()
+
+
+def _remove_if_empty(folder: Path) -> None:
+    if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
+        folder.rmdir()
 
 
 def _versions() -> dict:

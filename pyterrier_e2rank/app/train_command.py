@@ -8,12 +8,13 @@
 ``e2rank-train`` (``app.cli.train_main``) is the same two commands under their older spelling. The command
 line of the training library (``training``), which knows nothing of it. An output that is
 one of the inputs is refused before anything is read; an existing checkpoint is replaced only with
-``--overwrite``, and only once the new one is complete.
+``--overwrite``, and only once the new one is complete; each output is locked from before the first byte the
+command writes (``build-data dataset``: its BM25 index) until the last.
 """
 from dataclasses import fields
 
 from ..core.checks import positive_int
-from ..core.io import numbered_lines, refuse_output_as_input
+from ..core.io import numbered_lines, refuse_output_as_input, writer_lock
 from ..training.config import ENCODER_POOLINGS, TrainConfig
 from ..training.data import DataError, build_from_dataset, from_pairs, from_rankllm, read_listwise, write_jsonl
 from ..training.trainer import train
@@ -40,15 +41,16 @@ def _train_command(args) -> int:
 
 
 def _build_data_command(args) -> int:
-    refuse_output_as_input(args.output, input=getattr(args, "input", None),
+    refuse_output_as_input(args.output, input=getattr(args, "input", None), dataset=getattr(args, "dataset", None),
                            bm25_index=getattr(args, "bm25_index", None))
-    if args.source == "dataset":
-        examples = build_from_dataset(args.dataset, bm25_index_dir=args.bm25_index, slate=args.slate)
-    elif args.source == "rankllm":
-        examples = from_rankllm(args.input)
-    else:
-        examples = from_pairs(args.input, slate=args.slate)
-    print(f"wrote {write_jsonl(examples, args.output)} records to {args.output}")
+    with writer_lock(args.output):
+        if args.source == "dataset":
+            examples = build_from_dataset(args.dataset, bm25_index_dir=args.bm25_index, slate=args.slate)
+        elif args.source == "rankllm":
+            examples = from_rankllm(args.input)
+        else:
+            examples = from_pairs(args.input, slate=args.slate)
+        print(f"wrote {write_jsonl(examples, args.output)} records to {args.output}")
     return 0
 
 
