@@ -196,3 +196,12 @@ def test_experiment_output_that_is_an_input_is_refused(small_scifact, tmp_path):
             cli.main(["experiment", "--dataset", str(dataset), "--model", "all-minilm-l6-v2",
                       "--index-dir", str(indexes), "--output", str(output)])
     assert corpus.read_bytes() == before and not indexes.exists()
+
+
+def test_index_output_that_is_an_input_is_refused_before_the_model_loads(small_scifact, tmp_path):
+    folder = small_beir_copy(small_scifact, tmp_path / "corpus")
+    for source, given in (("--dataset", folder / "corpus.jsonl"), ("--collection", folder)):
+        with pytest.raises(ValueError, match=rf"is the input {source[2:]}"):
+            cli.main(["index", source, str(given), "--model", "no-such-model", "--output", str(folder),
+                      "--overwrite"])
+    assert sorted(p.name for p in folder.iterdir()) == ["corpus.jsonl", "qrels", "queries.jsonl"]

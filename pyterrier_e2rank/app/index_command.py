@@ -12,6 +12,7 @@ committed chunks (``indexing.E2RankIndexer``). ``--append`` adds a corpus's docu
 import os
 
 from ..core.checks import positive_int
+from ..core.io import refuse_output_as_input
 from . import arguments
 
 
@@ -19,6 +20,7 @@ def _index_command(args) -> int:
     from ..data import corpus_iter, corpus_stamp
     from ..core.model import E2Rank
     from ..pyserini import read_jsonl_collection
+    refuse_output_as_input(args.output, dataset=args.dataset, collection=args.collection, model=args.model)
     device = args.device
     if device is None and "LOCAL_RANK" in os.environ:
         import torch

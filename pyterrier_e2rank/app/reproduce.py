@@ -14,9 +14,10 @@ never the instructed query (their ``src/eval.py`` sets ``EVAL_PROMPTS`` only in 
 
 The output directory holds ``results.json`` (``{dataset: {system: {measure: value}}}``), ``results.md``
 (the table, with the paper's figures beside ours) and ``run_record.json`` (model, versions, settings,
-first-stage provenance with digests, timings, texts encoded); under ``datasets/<name>/`` each dataset's
-first-stage and reranked runs and its finished ``results.json``. A killed suite started again with the
-same command keeps finished datasets and reranked chunks of queries; ``overwrite=True`` starts afresh.
+first-stage provenance with digests, timings, texts encoded); under ``datasets/<index_name(dataset)>/`` each
+dataset's ``made-from.json`` (its dataset and first stage), first-stage and reranked runs and its finished
+``results.json``. A killed suite started again with the same command keeps finished datasets and reranked
+chunks of queries; ``overwrite=True`` starts afresh, removing only what reproduce wrote (``_FILES``).
 
 Under ``torchrun``/``accelerate launch`` (``torchrun --nproc-per-node 8 -m pyterrier_e2rank.app.cli -- reproduce
 ...``) each dataset's queries are split across the processes, each on its own GPU; process 0 merges, and is
@@ -433,7 +434,9 @@ def reproduce(model: Union[str, E2Rank], datasets: Sequence[str], output, *, run
 
     Errors: an unknown dataset id (``ValueError`` with close names), a run file naming an unknown query or
     document (``ValueError`` naming file:line and the id), an ``output`` holding a suite of other settings
-    (``ValueError`` naming them), another writer (``ArtifactLocked``). A dataset that cannot be had (a manual
+    or a dataset's folder made from another dataset or first stage (``ValueError`` naming them), files of
+    reproduce's names in a folder it did not write (``FileExistsError`` naming them), an input inside what it
+    writes (``ValueError``), another writer (``ArtifactLocked``); all before anything is written. A dataset that cannot be had (a manual
     download, no network) is skipped, and said so in the table's notes.
 
     Under ``torchrun``/``accelerate launch`` every process calls this with the same arguments (a model name
