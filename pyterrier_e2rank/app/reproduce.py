@@ -436,8 +436,8 @@ def reproduce(model: Union[str, E2Rank], datasets: Sequence[str], output, *, run
     document (``ValueError`` naming file:line and the id), an ``output`` holding a suite of other settings
     or a dataset's folder made from another dataset or first stage (``ValueError`` naming them), files of
     reproduce's names in a folder it did not write (``FileExistsError`` naming them), an input inside what it
-    writes (``ValueError``), another writer (``ArtifactLocked``); all before anything is written. A dataset that cannot be had (a manual
-    download, no network) is skipped, and said so in the table's notes.
+    writes (``ValueError``), another writer (``ArtifactLocked``); all before anything is written. A dataset
+    that cannot be had (a manual download, no network) is skipped, and said so in the table's notes.
 
     Under ``torchrun``/``accelerate launch`` every process calls this with the same arguments (a model name
     is loaded on the process's own device, ``sharding.process_device``): the queries of each dataset are
