@@ -113,3 +113,15 @@ def test_an_empty_run_file_is_refused_naming_it(tmp_path, capsys):
     assert _reporting_errors(lambda: main(["eval-run", "--run", str(tmp_path / "empty.run"),
                                            "--qrels", str(tmp_path / "qrels.txt")])) == 2
     assert "e2rank: error: " in capsys.readouterr().err
+
+
+def test_rerank_run_takes_int_qids_and_docnos(tmp_path, tiny_qwen):
+    """Int docnos of a run frame were looked up as ints in a collection whose docnos are strings."""
+    (tmp_path / "docs.jsonl").write_text("".join(f'{{"id": {i}, "contents": "{t}"}}\n'
+                                                 for i, t in enumerate(make_docs(4, seed=5))))
+    run = pd.DataFrame({"qid": [1] * 4, "docno": [0, 1, 2, 3], "score": [4.0, 3.0, 2.0, 1.0], "rank": [0, 1, 2, 3]})
+    topics = pd.DataFrame({"qid": [1], "query": ["gene therapy"]})
+    out = rerank_run(tiny_qwen, run, topics, str(tmp_path / "docs.jsonl"), num_input_docs=4)
+    strings = rerank_run(tiny_qwen, run.astype({"qid": str, "docno": str}), topics.astype({"qid": str}),
+                         str(tmp_path / "docs.jsonl"), num_input_docs=4)
+    pd.testing.assert_frame_equal(out, strings)
