@@ -144,6 +144,11 @@ def test_a_folder_that_is_not_a_beir_folder_is_refused_by_every_command(tmp_path
     for argv in (["reproduce", "--output", str(tmp_path / "out")], ["experiment", "--index-dir", str(tmp_path / "i")]):
         line = _cli_error([*argv, "--dataset", str(tmp_path / "notes"), "--model", str(tiny_qwen_dir)], capsys)
         assert "notes' is a folder but not a BEIR folder" in line
+    (tmp_path / "x.run").write_text("q1 Q0 d0 1 1.0 x\n")  # --qrels and --topics take BEIR folders too
+    line = _cli_error(["eval-run", "--run", str(tmp_path / "x.run"), "--qrels", str(tmp_path / "notes")], capsys)
+    assert "notes' is a folder but not a BEIR folder" in line  # was "[Errno 21] Is a directory"
+    with pytest.raises(ValueError, match="notes' is a folder but not a BEIR folder"):
+        read_topics(str(tmp_path / "notes"))
 
 
 def test_a_changed_corpus_is_read_again(beir):

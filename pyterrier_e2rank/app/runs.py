@@ -16,6 +16,7 @@ ties (the file's ranks). Writing refuses ids with whitespace and non-finite scor
 atomically.
 """
 import math
+from pathlib import Path
 from typing import Iterator, Optional
 
 import ir_measures
@@ -108,11 +109,17 @@ def _is_dataset(source) -> bool:
     return str(source).startswith("irds:") or is_beir_folder(source)
 
 
+def _is_folder_or_dataset(source) -> bool:
+    """A topics or qrels source that ``data.dataset`` opens: a folder that is not a BEIR one is refused there,
+    naming it, not read as a file (``IsADirectoryError``)."""
+    return _is_dataset(source) or Path(source).is_dir()
+
+
 def read_topics(source: str) -> pd.DataFrame:
     """``qid, query`` from ``irds:<dataset>``, a BEIR folder (its test split), or a query file read by
     ``core.records`` (``qid<TAB>query`` or JSONL with the keys of ``core.records.KEYS``), ``.gz`` or not."""
     from ..data import dataset
-    if _is_dataset(source):
+    if _is_folder_or_dataset(source):
         return dataset(source).get_topics()
     records = [record for _, record in read_records(source, "query", error=RunFormatError)]
     return pd.DataFrame({"qid": [r["id"] for r in records], "query": [r["text"] for r in records]},
@@ -123,7 +130,7 @@ def read_qrels(source: str) -> pd.DataFrame:
     """``query_id, doc_id, relevance`` from ``irds:<dataset>``, a BEIR folder (its test split), or a qrels
     file: TREC (``qid iter docid relevance``) or BEIR (``query-id corpus-id score``, with its header)."""
     from ..data import dataset, read_qrels_file
-    if _is_dataset(source):
+    if _is_folder_or_dataset(source):
         qrels = dataset(source).get_qrels()
         return qrels.rename(columns={"qid": "query_id", "docno": "doc_id", "label": "relevance"})
     return read_qrels_file(source, error=RunFormatError)
