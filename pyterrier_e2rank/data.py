@@ -51,7 +51,9 @@ def dataset(source: DatasetLike, *, topics=None, qrels=None, split: Optional[str
 
     Local datasets are ir_datasets datasets named after the corpus path (``irds_ref().dataset_id()``,
     e.g. ``local/scifact-1a2b3c4d/test``); their document store (for ``DocumentText``) is kept in the
-    ir_datasets home, rebuilt when the corpus file changes."""
+    ir_datasets home, rebuilt when the corpus file changes. A folder without ``corpus.jsonl[.gz]`` is a
+    ValueError naming it; a corpus or topics file is read up to its first record here, so an empty or
+    mistyped one is a ``FileFormatError`` naming it before anything is indexed."""
     if not isinstance(source, (str, os.PathLike)):
         _refuse_options(source, topics, qrels, split)
         return source
