@@ -51,7 +51,9 @@ def dataset(source: DatasetLike, *, topics=None, qrels=None, split: Optional[str
 
     Local datasets are ir_datasets datasets named after the corpus path (``irds_ref().dataset_id()``,
     e.g. ``local/scifact-1a2b3c4d/test``); their document store (for ``DocumentText``) is kept in the
-    ir_datasets home, rebuilt when the corpus file changes."""
+    ir_datasets home, rebuilt when the corpus file changes. A folder without ``corpus.jsonl[.gz]`` is a
+    ValueError naming it; a corpus or topics file is read up to its first record here, so an empty or
+    mistyped one is a ``FileFormatError`` naming it before anything is indexed."""
     if not isinstance(source, (str, os.PathLike)):
         _refuse_options(source, topics, qrels, split)
         return source
@@ -216,6 +218,12 @@ def _record_lines(kind: str) -> Callable[[Path], Iterator[str]]:
     return lines
 
 
+def _first_record(path: Path, kind: str) -> None:
+    """Reads a file's first record when the dataset is opened: an empty or mistyped corpus or topics file is
+    refused naming it (``core.records``) before anything is indexed, not deep inside ir_datasets."""
+    next(read_records(path, kind))
+
+
 def _first_line(path: Path, error=FileFormatError) -> str:
     for _, line in numbered_lines(path, error=error):
         return line
@@ -240,6 +248,7 @@ def _docs(path: Path):
     reused)."""
     import ir_datasets
     from ir_datasets.formats import GenericDoc, JsonlDocs
+    _first_record(path, "document")
     store = ir_datasets.util.home_path() / "local" / _stamp(path) / "records.pklz4"
     return JsonlDocs(_CheckedFile(path, _record_lines("document")), doc_cls=GenericDoc,
                      mapping={f: _RECORD_MAPPING[f] for f in GenericDoc._fields}, docstore_path=str(store))
@@ -248,6 +257,7 @@ def _docs(path: Path):
 def _queries(path: Path):
     """ir_datasets' ``JsonlQueries`` over the records of a topics file (JSONL or TSV)."""
     from ir_datasets.formats import GenericQuery, JsonlQueries
+    _first_record(path, "query")
     return JsonlQueries(_CheckedFile(path, _record_lines("query")),
                         mapping={f: _RECORD_MAPPING[f] for f in GenericQuery._fields})
 
@@ -283,7 +293,8 @@ def _beir_folder(folder: Path, split: Optional[str]) -> "pt.datasets.Dataset":
     from ir_datasets.datasets.beir import qid_filter
     corpus = _first_existing(folder, "corpus.jsonl")
     if corpus is None:
-        raise FileNotFoundError(f"{folder} is not a BEIR folder: it has no corpus.jsonl (or corpus.jsonl.gz)")
+        raise ValueError(f"dataset {str(folder)!r} is a folder but not a BEIR folder: it has no corpus.jsonl (or "
+                         f"corpus.jsonl.gz); give a BEIR folder, a corpus file or an ir_datasets name")
     queries_file = _first_existing(folder, "queries.jsonl")
     splits = sorted(p.name.removesuffix(".gz").removesuffix(".tsv") for p in (folder / "qrels").glob("*.tsv*"))
     if split is None and splits:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pyterrier_e2rank.app.cli import main
+from pyterrier_e2rank.app.cli import _reporting_errors, main
 from pyterrier_e2rank.app.runs import RunFormatError, read_qrels, read_run, read_topics, write_run
 from pyterrier_e2rank.bm25 import pisa_bm25
 from pyterrier_e2rank.data import DocumentText, corpus_id, corpus_iter, dataset
@@ -103,7 +103,7 @@ def test_malformed_folders_are_named_by_file_and_line(beir, name, content, error
 
 
 def test_missing_paths_are_named(tmp_path, beir):
-    with pytest.raises(FileNotFoundError, match="no corpus.jsonl"):
+    with pytest.raises(ValueError, match="is a folder but not a BEIR folder: it has no corpus.jsonl"):
         dataset(tmp_path)
     with pytest.raises(FileNotFoundError, match="no such file or folder"):
         dataset(str(tmp_path / "absent"))
@@ -112,6 +112,43 @@ def test_missing_paths_are_named(tmp_path, beir):
         dataset(tmp_path / "docs.tsv", qrels=tmp_path / "nope.txt")
     with pytest.raises(ValueError, match="BEIR folder"):
         dataset(beir, qrels=tmp_path / "docs.tsv")
+
+
+def _cli_error(argv, capsys) -> str:
+    """The one ``e2rank: error:`` line of a command that must exit 2."""
+    capsys.readouterr()
+    assert _reporting_errors(lambda: main(argv)) == 2
+    error = capsys.readouterr().err
+    lines = [line for line in error.splitlines() if line.startswith("e2rank: error: ")]
+    assert len(lines) == 1 and "Traceback" not in error, error
+    return lines[0]
+
+
+def test_an_empty_corpus_is_refused_naming_it_before_indexing(tmp_path, beir, tiny_qwen_dir, capsys):
+    """``e2rank index`` of an empty corpus file or BEIR folder ended in a TypeError inside ir_datasets."""
+    (tmp_path / "empty.jsonl").write_text("")
+    (beir / "corpus.jsonl").write_text("\n")
+    for source, named in ((tmp_path / "empty.jsonl", "empty.jsonl"), (beir, "mycorpus/corpus.jsonl")):
+        with pytest.raises(FileFormatError, match=f"{named}: the file holds no document"):
+            dataset(source)
+        line = _cli_error(["index", "--dataset", str(source), "--model", str(tiny_qwen_dir),
+                           "--output", str(tmp_path / "index")], capsys)
+        assert f"{named}: the file holds no document" in line
+    assert not (tmp_path / "index").exists()
+
+
+def test_a_folder_that_is_not_a_beir_folder_is_refused_by_every_command(tmp_path, tiny_qwen_dir, capsys):
+    """``e2rank reproduce`` said "skipped" and exited 0 with an empty table."""
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("not a corpus\n")
+    for argv in (["reproduce", "--output", str(tmp_path / "out")], ["experiment", "--index-dir", str(tmp_path / "i")]):
+        line = _cli_error([*argv, "--dataset", str(tmp_path / "notes"), "--model", str(tiny_qwen_dir)], capsys)
+        assert "notes' is a folder but not a BEIR folder" in line
+    (tmp_path / "x.run").write_text("q1 Q0 d0 1 1.0 x\n")  # --qrels and --topics take BEIR folders too
+    line = _cli_error(["eval-run", "--run", str(tmp_path / "x.run"), "--qrels", str(tmp_path / "notes")], capsys)
+    assert "notes' is a folder but not a BEIR folder" in line  # was "[Errno 21] Is a directory"
+    with pytest.raises(ValueError, match="notes' is a folder but not a BEIR folder"):
+        read_topics(str(tmp_path / "notes"))
 
 
 def test_a_changed_corpus_is_read_again(beir):

@@ -18,7 +18,7 @@ from pyterrier_e2rank.core.index import E2RankIndex
 from pyterrier_e2rank.core.indexing import IndexWriter
 from pyterrier_e2rank.core.io import FileFormatError, atomic_file, numbered_lines
 from pyterrier_e2rank.pyserini import read_jsonl_collection
-from pyterrier_e2rank.training.data import read_pairs
+from pyterrier_e2rank.training.data import from_rankllm, read_pairs
 
 BOM = "\ufeff"
 
@@ -143,6 +143,36 @@ def test_a_line_with_an_extra_field_is_refused_naming_file_and_line(tmp_path, na
     (tmp_path / name).write_text(text)
     with pytest.raises(FileFormatError, match=message):
         read(tmp_path / name)
+
+
+@pytest.mark.parametrize("damage", ["plain text", "cut short"])
+@pytest.mark.parametrize("kind", list(FILE_KINDS))
+def test_a_gz_name_over_what_is_not_gzip_is_refused_naming_the_file(tmp_path, kind, damage):
+    """``docs.jsonl.gz`` holding plain text ended in gzip's bare "Not a gzipped file (b'{"')"."""
+    name, text, reader, _ = FILE_KINDS[kind]
+    data = text.encode() if damage == "plain text" else gzip.compress(text.encode())[:-12]
+    (tmp_path / f"{name}.gz").write_bytes(data)
+    with pytest.raises(FileFormatError, match=rf"{name}.gz: its name ends in .gz but it is not gzip data, or is "
+                                              rf"cut short"):
+        reader(tmp_path / f"{name}.gz")
+
+
+@pytest.mark.parametrize("line, message", [
+    ('[{"query": "q", "pos": ["p"]}]', "expected a JSON object, got a list"),
+    ('"query"', "expected a JSON object, got a str"),
+])
+def test_a_training_line_that_is_not_an_object_is_named(tmp_path, line, message):
+    (tmp_path / "pairs.jsonl").write_text('{"query": "q", "pos": ["p"]}\n' + line + "\n")
+    with pytest.raises(FileFormatError, match=rf"pairs.jsonl:2: {message}"):
+        read_pairs(tmp_path / "pairs.jsonl")
+
+
+@pytest.mark.parametrize("messages", [[{"role": "user", "content": "x"}], [], [{"role": "assistant", "content": 3}]])
+def test_a_rankllm_record_without_its_turns_is_named(tmp_path, messages):
+    """A record with no assistant turn ended in a bare StopIteration."""
+    (tmp_path / "chat.jsonl").write_text(json.dumps({"messages": messages}) + "\n")
+    with pytest.raises(FileFormatError, match=r"chat.jsonl:1: 'messages' needs a user turn and an assistant turn"):
+        from_rankllm(tmp_path / "chat.jsonl")
 
 
 # ---- class 5: files we write look like the user's own ---------------------------------------------------

@@ -94,6 +94,11 @@ BAD_DOCUMENTS = {
     "no text": ({"_id": "d1", "title": "t"}, r"a document needs one of the keys \['text', 'contents'\]"),
     "two texts that disagree": ({"_id": "d1", "text": "b", "contents": "c"}, r"document's text keys disagree"),
     "a repeated docno": ({"docno": "d0", "text": "b"}, r"docno 'd0' repeated \(first on line 1\)"),
+    "a null text": ({"_id": "d1", "title": "t", "contents": None}, r"document 'd1' has no text \(null\)"),
+    "a text that is a number": ({"_id": "d1", "text": 5}, r"the text of document 'd1' is a int, not a string"),
+    "a title that is a list": ({"_id": "d1", "title": ["t"], "text": "b"}, r"the title of document 'd1' is a list"),
+    "a docno that is a list": ({"docno": ["d1"], "text": "b"}, r"is a list \(\['d1'\]\), not one identifier"),
+    "a docno that is a float": ({"docno": 1.5, "text": "b"}, r"is a float \(1.5\)"),
 }
 
 
@@ -102,7 +107,7 @@ def test_every_reader_refuses_a_bad_document_naming_file_and_line(tmp_path, bad)
     record, message = BAD_DOCUMENTS[bad]
     path = _write_jsonl(tmp_path / "corpus.jsonl", [{"_id": "d0", "text": "a"}, record])
     for name, reader in DOCUMENT_READERS.items():
-        with pytest.raises(FileFormatError, match=rf"corpus.jsonl:2: .*{message}"):
+        with pytest.raises(FileFormatError, match=rf"corpus.jsonl:2\b.*{message}"):
             reader(path)
 
 
@@ -112,6 +117,9 @@ BAD_QUERIES = {
     "no text": ({"_id": "q2", "title": "b"}, r"a query needs one of the keys \['text', 'query'\]"),
     "an empty text": ({"_id": "q2", "query": " "}, r"the query of qid 'q2' is empty"),
     "a repeated qid": ({"query_id": "q1", "text": "b"}, r"qid 'q1' repeated \(first on line 1\)"),
+    "a null text": ({"_id": "q2", "query": None}, r"query 'q2' has no text \(null\)"),
+    "a text that is a list": ({"_id": "q2", "text": ["b"]}, r"the text of query 'q2' is a list"),
+    "a qid that is a boolean": ({"qid": True, "text": "b"}, r"is a boolean \(True\)"),
 }
 
 
@@ -121,5 +129,20 @@ def test_every_reader_refuses_a_bad_query_naming_file_and_line(tmp_path, bad):
     corpus = _write_jsonl(tmp_path / "corpus.jsonl", [{"_id": "d0", "text": "a"}])
     path = _write_jsonl(tmp_path / "queries.jsonl", [{"_id": "q1", "text": "a"}, record])
     for name, reader in QUERY_READERS.items():
-        with pytest.raises(FileFormatError, match=rf"queries.jsonl:2: .*{message}"):
+        with pytest.raises(FileFormatError, match=rf"queries.jsonl:2\b.*{message}"):
             reader(path, corpus)
+
+
+@pytest.mark.parametrize("content", ["", "\n  \n"])
+def test_every_reader_refuses_an_empty_file_naming_it(tmp_path, content):
+    """An empty corpus ended in a TypeError deep in ir_datasets (``e2rank index``), an empty topics file in
+    an experiment of no queries."""
+    (tmp_path / "corpus.jsonl").write_text(content)
+    for name, reader in DOCUMENT_READERS.items():
+        with pytest.raises(FileFormatError, match=r"corpus.jsonl: the file holds no document \(it is empty\)"):
+            reader(tmp_path / "corpus.jsonl")
+    corpus = _write_jsonl(tmp_path / "c.jsonl", [{"_id": "d0", "text": "a"}])
+    (tmp_path / "queries.tsv").write_text(content)
+    for name, reader in QUERY_READERS.items():
+        with pytest.raises(FileFormatError, match=r"queries.tsv: the file holds no query"):
+            reader(tmp_path / "queries.tsv", corpus)

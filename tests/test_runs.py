@@ -85,3 +85,43 @@ def test_run_frames_without_their_columns_are_refused_naming_them():
         evaluate_run(run.drop(columns="score"), qrels, ["P@1"])
     with pytest.raises(KeyError, match=r"missing_columns=\['relevance'\]"):
         evaluate_run(run, qrels.drop(columns="relevance"), ["P@1"])
+
+
+def test_int_ids_are_evaluated_as_their_strings():
+    """README: ints become ``str(int)``; int qids failed inside pytrec_eval ("Unable to extract query/object
+    scores"), int qrels ids with "Expected string as key"."""
+    run = pd.DataFrame({"qid": ["1", "1", "2"], "docno": ["10", "11", "12"], "score": [2.0, 1.0, 1.0]})
+    qrels = pd.DataFrame({"query_id": ["1", "2"], "doc_id": ["11", "12"], "relevance": [1, 1]})
+    expected = evaluate_run(run, qrels, ["nDCG@10", "P@1"])
+    as_ints = {"qid": int, "docno": int}
+    assert evaluate_run(run.astype(as_ints), qrels, ["nDCG@10", "P@1"]) == expected
+    assert evaluate_run(run, qrels.astype({"query_id": int, "doc_id": int}), ["nDCG@10", "P@1"]) == expected
+    assert evaluate_run(run.assign(qid=[1, "1", 2]), qrels, ["nDCG@10", "P@1"]) == expected
+    with pytest.raises(ValueError, match=r"qid at run row 0 is a float \(1.0\)"):
+        evaluate_run(run.astype({"qid": float}), qrels, ["P@1"])
+    with pytest.raises(ValueError, match=r"docno at qrels row 0 is a float"):
+        evaluate_run(run, qrels.astype({"doc_id": float}), ["P@1"])
+
+
+def test_an_empty_run_file_is_refused_naming_it(tmp_path, capsys):
+    """An empty run evaluated to 0 silently, and was reranked into an empty run."""
+    from pyterrier_e2rank.app.cli import _reporting_errors
+    (tmp_path / "empty.run").write_text("\n")
+    (tmp_path / "qrels.txt").write_text("q1 0 d3 1\n")
+    with pytest.raises(RunFormatError, match="empty.run: no run lines"):
+        read_run(tmp_path / "empty.run")
+    assert _reporting_errors(lambda: main(["eval-run", "--run", str(tmp_path / "empty.run"),
+                                           "--qrels", str(tmp_path / "qrels.txt")])) == 2
+    assert "e2rank: error: " in capsys.readouterr().err
+
+
+def test_rerank_run_takes_int_qids_and_docnos(tmp_path, tiny_qwen):
+    """Int docnos of a run frame were looked up as ints in a collection whose docnos are strings."""
+    (tmp_path / "docs.jsonl").write_text("".join(f'{{"id": {i}, "contents": "{t}"}}\n'
+                                                 for i, t in enumerate(make_docs(4, seed=5))))
+    run = pd.DataFrame({"qid": [1] * 4, "docno": [0, 1, 2, 3], "score": [4.0, 3.0, 2.0, 1.0], "rank": [0, 1, 2, 3]})
+    topics = pd.DataFrame({"qid": [1], "query": ["gene therapy"]})
+    out = rerank_run(tiny_qwen, run, topics, str(tmp_path / "docs.jsonl"), num_input_docs=4)
+    strings = rerank_run(tiny_qwen, run.astype({"qid": str, "docno": str}), topics.astype({"qid": str}),
+                         str(tmp_path / "docs.jsonl"), num_input_docs=4)
+    pd.testing.assert_frame_equal(out, strings)

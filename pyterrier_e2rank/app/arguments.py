@@ -5,7 +5,7 @@ import argparse
 import math
 from typing import Callable
 
-from ..core.backends import BACKENDS, QUANTIZATIONS
+from ..core.backends import BACKENDS, PROMISED_COSINE, QUANTIZATIONS
 from ..core.checks import positive_int
 
 #: The seeds ``accelerate.utils.set_seed`` accepts (NumPy's range).
@@ -89,10 +89,11 @@ def add_backend_options(parser: argparse.ArgumentParser) -> None:
     back by ``backend_options``."""
     parser.add_argument("--backend", choices=BACKENDS, default="torch",
                         help="how the backbone runs: torch (default), or on the CPU (the [cpu] extra) openvino, "
-                             "3-4x float32 torch on a CPU with bfloat16, about 2x without, vectors within cosine 0.9999; or "
-                             "onnx (float32)")
+                             f"3-4x float32 torch on a CPU with bfloat16, about 2x without, vectors within cosine "
+                             f"{PROMISED_COSINE['openvino']}; or onnx (float32)")
     parser.add_argument("--quantize", choices=sorted({q for qs in QUANTIZATIONS.values() for q in qs if q}),
-                        help="int8 with --backend onnx: 2-3x float32 torch, vectors within cosine 0.99")
+                        help=f"int8 with --backend onnx: 2-3x float32 torch, vectors within cosine "
+                             f"{PROMISED_COSINE['onnx-int8']}")
 
 
 def backend_options(args: argparse.Namespace) -> dict:

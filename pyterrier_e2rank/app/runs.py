@@ -16,6 +16,7 @@ ties (the file's ranks). Writing refuses ids with whitespace and non-finite scor
 atomically.
 """
 import math
+from pathlib import Path
 from typing import Iterator, Optional
 
 import ir_measures
@@ -72,9 +73,10 @@ def read_run(path) -> pd.DataFrame:
             yield f"{line}\n"
 
     scored = list(zip(*ir_measures.read_trec_run(_Lines(checked()))))  # query_id, doc_id, score columns
+    if not scored:  # it would evaluate to 0 and rerank into an empty run, silently
+        raise RunFormatError(f"{path}: no run lines (the file is empty)")
     builder = DataFrameBuilder(["qid", "docno", "score", "file_rank"])
-    if scored:  # an empty list would be taken for one row's value
-        builder.extend({"qid": list(scored[0]), "docno": list(scored[1]), "score": list(scored[2]),
+    builder.extend({"qid": list(scored[0]), "docno": list(scored[1]), "score": list(scored[2]),
                         "file_rank": file_ranks})
     frame = builder.to_df()
     frame["_order"] = pd.factorize(frame["qid"])[0]
@@ -107,11 +109,17 @@ def _is_dataset(source) -> bool:
     return str(source).startswith("irds:") or is_beir_folder(source)
 
 
+def _is_folder_or_dataset(source) -> bool:
+    """A topics or qrels source that ``data.dataset`` opens: a folder that is not a BEIR one is refused there,
+    naming it, not read as a file (``IsADirectoryError``)."""
+    return _is_dataset(source) or Path(source).is_dir()
+
+
 def read_topics(source: str) -> pd.DataFrame:
     """``qid, query`` from ``irds:<dataset>``, a BEIR folder (its test split), or a query file read by
     ``core.records`` (``qid<TAB>query`` or JSONL with the keys of ``core.records.KEYS``), ``.gz`` or not."""
     from ..data import dataset
-    if _is_dataset(source):
+    if _is_folder_or_dataset(source):
         return dataset(source).get_topics()
     records = [record for _, record in read_records(source, "query", error=RunFormatError)]
     return pd.DataFrame({"qid": [r["id"] for r in records], "query": [r["text"] for r in records]},
@@ -122,7 +130,7 @@ def read_qrels(source: str) -> pd.DataFrame:
     """``query_id, doc_id, relevance`` from ``irds:<dataset>``, a BEIR folder (its test split), or a qrels
     file: TREC (``qid iter docid relevance``) or BEIR (``query-id corpus-id score``, with its header)."""
     from ..data import dataset, read_qrels_file
-    if _is_dataset(source):
+    if _is_folder_or_dataset(source):
         qrels = dataset(source).get_qrels()
         return qrels.rename(columns={"qid": "query_id", "docno": "doc_id", "label": "relevance"})
     return read_qrels_file(source, error=RunFormatError)
@@ -148,14 +156,28 @@ def parse_measure(measure) -> "ir_measures.Measure":
                      f"nDCG@10, R@100, P(rel=2)@5, AP, RR@10")
 
 
+def _string_ids(frame: pd.DataFrame, name: str, **columns: str) -> pd.DataFrame:
+    """``frame`` with its id columns (``column=what``) as the strings a run file holds: ints become
+    ``str(int)`` (``checks.identifier``), anything else not a string is refused naming ``name``'s row."""
+    converted = {}
+    for column, what in columns.items():
+        values = frame[column].tolist()
+        if not all(isinstance(v, str) for v in values):
+            converted[column] = [identifier(v, what, f"{name} row {i}") for i, v in enumerate(values)]
+    return frame.assign(**converted) if converted else frame
+
+
 def evaluate_run(run: pd.DataFrame, qrels: pd.DataFrame, measures) -> dict:
     """``{measure name: aggregate value}`` of a run frame, in the order of ``measures`` (ir-measures names
     like ``nDCG@10``, or measure objects; each checked by ``parse_measure``, a repeated one kept once).
     A frame without its columns (run: ``qid, docno, score``; qrels: ``query_id, doc_id, relevance``)
-    raises ``pt.validate``'s ``InputValidationError`` (a KeyError) naming them."""
+    raises ``pt.validate``'s ``InputValidationError`` (a KeyError) naming them. Ids are compared as strings
+    (int ids become ``str(int)``; other types are a ValueError naming the row)."""
     measures = list(dict.fromkeys(parse_measure(m) for m in measures))
     pt.validate.result_frame(run, extra_columns=["score"])
     pt.validate.columns(qrels, includes=["query_id", "doc_id", "relevance"])
+    run = _string_ids(run, "run", qid="qid", docno="docno")
+    qrels = _string_ids(qrels, "qrels", query_id="qid", doc_id="docno")
     scored = run.rename(columns={"qid": "query_id", "docno": "doc_id"})[["query_id", "doc_id", "score"]]
     values = ir_measures.calc_aggregate(measures, qrels, scored)
     return {str(m): float(values[m]) for m in measures}
@@ -180,8 +202,8 @@ def rerank_run(model, run: pd.DataFrame, topics: pd.DataFrame, docs: str, *, ind
         num_input_docs = positive_int(num_input_docs, "num_input_docs")
     pt.validate.result_frame(run, extra_columns=["rank"])  # an InputValidationError naming the missing columns
     pt.validate.query_frame(topics, extra_columns=["query"])
-    run = run.assign(qid=[identifier(q, "qid", f"run row {i}") for i, q in enumerate(run["qid"])])
-    topics = topics.assign(qid=[identifier(q, "qid", f"topics row {i}") for i, q in enumerate(topics["qid"])])
+    run = _string_ids(run, "run", qid="qid", docno="docno")
+    topics = _string_ids(topics, "topics", qid="qid")
     repeated = topics["qid"][topics["qid"].duplicated()].unique().tolist()
     if repeated:
         raise ValueError(f"{len(repeated)} topic qid(s) are given more than once: {repeated[:5]}")

@@ -32,6 +32,7 @@ import secrets
 import shutil
 import stat
 import threading
+import zlib
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Set, Tuple, Type
 
@@ -75,7 +76,7 @@ def numbered_lines(path, *, error: Type[ValueError] = FileFormatError, skip_blan
     opener = gzip.open if str(path).endswith(".gz") else open
     number = 0
     with opener(path, "rb") as raw_lines:
-        for raw in raw_lines:
+        for raw in _decompressed(raw_lines, path, error):
             for part in raw.removesuffix(b"\n").removesuffix(b"\r").split(b"\r"):
                 number += 1
                 try:
@@ -88,6 +89,16 @@ def numbered_lines(path, *, error: Type[ValueError] = FileFormatError, skip_blan
                 if skip_blank and not line.strip():
                     continue
                 yield number, line
+
+
+def _decompressed(raw_lines, path, error) -> Iterator[bytes]:
+    """The lines of a file object; a ``.gz`` name over bytes that are not (whole) gzip raises ``error``
+    naming the file, not gzip's bare ``BadGzipFile``/``EOFError``."""
+    try:
+        yield from raw_lines
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+        raise error(f"{path}: its name ends in .gz but it is not gzip data, or is cut short ({e}); is this "
+                    f"the right file?") from None
 
 
 def split_fields(line: str, count: int, *, where: str, form: str, sep: Optional[str] = None,

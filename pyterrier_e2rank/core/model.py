@@ -62,7 +62,7 @@ class E2Rank:
             Runtime, float32); ``backends.py`` has the measurements. With ``"openvino"``, ``dtype`` picks its
             precision (``None``: OpenVINO's choice for this CPU).
         quantize: ``None``, or ``"int8"`` with ``backend="onnx"``: dynamic int8 quantization, 2-3x float32
-            PyTorch, vectors within cosine 0.99. Vectors of an exported or quantized model carry how they
+            PyTorch, vectors within cosine 0.98. Vectors of an exported or quantized model carry how they
             were computed in their fingerprint (``inference``), so they are never mixed with PyTorch's.
         verbose: progress bars.
 

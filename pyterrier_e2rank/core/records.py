@@ -11,8 +11,9 @@ A TSV file holds ``docno<TAB>text`` lines (an optional header naming an id key) 
 lines (no header). Every record of either form is checked as it is read, and refused naming
 ``file:line``: a line that is not a JSON object, a record with no id key or no text key, two id keys
 (or two text keys) that disagree, an id that ``checks.identifier`` refuses (ints become ``str(int)``;
-whitespace, empty ids and other types are refused), a text that is not a string, an empty query, and
-an id repeated in the file (naming the line of its first use). A document's title is joined to its text
+whitespace, empty ids and other types are refused), a missing (null) text or one that is not a string
+(a null title is no title), an empty query, and an id repeated in the file (naming the line of its first
+use); a file of no records is refused too. A document's title is joined to its text
 here (``text.join_title``), so every reader gives a document the same text.
 
 ir_datasets, Pyserini and PyTerrier each read some of these spellings, each a different set, and none
@@ -62,6 +63,8 @@ def read_records(path, kind: str, *, error: Type[ValueError] = FileFormatError) 
         if seen != number:  # a repeated id would index one document twice, or rerank a query's candidates twice
             raise error(f"{where}: {_ID_NAMES[kind]} {record['id']!r} repeated (first on line {seen})")
         yield number, record
+    if not first:  # an empty corpus or topics file would give an empty index, or an experiment of no queries
+        raise error(f"{path}: the file holds no {kind} (it is empty)")
 
 
 def _checked_id(value, kind: str, where: str, error) -> str:
@@ -79,7 +82,7 @@ def _one_value(record: dict, keys: Tuple[str, ...], field: str, kind: str, where
                     f"{sorted(record)}")
     if field == "id":
         given = {k: _checked_id(v, kind, where, error) for k, v in given.items()}
-    values = list(dict.fromkeys(given.values()))
+    values = [v for i, v in enumerate(given.values()) if v not in list(given.values())[:i]]  # a list is unhashable
     if len(values) > 1:
         raise error(f"{where}: the {kind}'s {field} keys disagree: {given}; give one, or equal ones")
     return values[0]
@@ -96,6 +99,8 @@ def jsonl_record(line: str, kind: str, where: str, *, error: Type[ValueError] = 
         raise error(f"{where}: expected a JSON object, got a {type(record).__name__}")
     identifier_ = _one_value(record, KEYS[kind]["id"], "id", kind, where, error)
     text = _one_value(record, KEYS[kind]["text"], "text", kind, where, error)
+    if text is None:  # a missing text is refused as the indexer refuses it, never embedded as the empty text
+        raise error(f"{where}: {kind} {identifier_!r} has no text (null)")
     title = record.get("title") if kind == "document" else None
     for key, value in (("text", text), ("title", title)):
         if value is not None and not isinstance(value, str):

@@ -90,6 +90,8 @@ def _read(path, make) -> List:
     for number, line in numbered_lines(path, error=DataError):
         try:
             record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError(f"expected a JSON object, got a {type(record).__name__}")
             example = make(record)
             example.check()
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
@@ -130,8 +132,9 @@ _QUERY = re.compile(r"Search Query: (.*?)\.?\nRank the", re.S)
 
 def _parse_rankllm(record: dict) -> ListwiseExample:
     messages = record["messages"]
-    user = next(m["content"] for m in messages if m["role"] == "user")
-    answer = next(m["content"] for m in messages if m["role"] == "assistant")
+    user, answer = (next((m["content"] for m in messages if m["role"] == role), None) for role in ("user", "assistant"))
+    if not isinstance(user, str) or not isinstance(answer, str):
+        raise ValueError("'messages' needs a user turn and an assistant turn, each with a string 'content'")
     query = _QUERY.search(user)
     if query is None:
         raise ValueError("no 'Search Query: ...' in the user turn")
