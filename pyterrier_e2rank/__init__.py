@@ -6,6 +6,6 @@ from .core.prompt import ListwisePrompt
 from .core.provenance import IndexModelMismatch
 from .core.text import DEFAULT_QUERY_TASK, DEFAULT_RERANK_TASK
 
-__version__ = "0.3.1"  # the one place the version is written (setup.cfg reads it)
+__version__ = "0.3.2"  # the one place the version is written (setup.cfg reads it)
 __all__ = ["E2Rank", "E2RankIndex", "IndexModelMismatch", "EncodeStats", "ListwisePrompt",
            "DEFAULT_MODEL", "DEFAULT_RERANK_TASK", "DEFAULT_QUERY_TASK"]
