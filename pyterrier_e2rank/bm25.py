@@ -18,7 +18,7 @@ import pyterrier as pt
 
 from .core.checks import without_empty_queries
 from .data import corpus_iter, corpus_stamp
-from .core.io import CorruptArtifact, atomic_directory
+from .core.io import CorruptArtifact, artifact_path, atomic_directory, writer_lock
 
 
 @contextlib.contextmanager
@@ -162,10 +162,13 @@ def pisa_bm25(index_dir: str, dataset=None, *, k1: float = 0.9, b: float = 0.4, 
         raise FileNotFoundError(f"no PISA index at {index_dir}, and no dataset to build it from")
     stamp = None if dataset is None else corpus_stamp(dataset)
     if dataset is not None and _needs_build(Path(index_dir), existing.built(), stamp, rebuild_stale, "PISA index"):
-        with atomic_directory(index_dir, owned=_pisa_entries, overwrite=True, what="PISA index") as staging:
-            with _quiet_fds():  # the progress bar is made inside: one made before would write to /dev/null
-                PisaIndex(str(staging), **options).index(corpus_iter(dataset, verbose=verbose))
-            _write_stamp(staging, stamp)
+        with writer_lock(artifact_path(index_dir)):
+            built_meanwhile = PisaIndex(index_dir).built() and _stored_stamp(Path(index_dir)) == stamp  # by the
+            if not built_meanwhile:  # writer that held the lock when we decided: decided again under it
+                with atomic_directory(index_dir, owned=_pisa_entries, overwrite=True, what="PISA index") as staging:
+                    with _quiet_fds():  # the progress bar is made inside: one made before would write to /dev/null
+                        PisaIndex(str(staging), **options).index(corpus_iter(dataset, verbose=verbose))
+                    _write_stamp(staging, stamp)
     return _pisa_retrieve_class()(
         PisaIndex(index_dir, **options), "bm25", bm25_k1=k1, bm25_b=b, num_results=num_results, verbose=verbose,
         threads=threads, query_algorithm=query_algorithm, query_weighted=query_weighted,
