@@ -108,6 +108,24 @@ def numeric(tmp_path) -> E2RankIndex:
     return _write(tmp_path / "numeric", [str(i) for i in range(20)], vectors)
 
 
+#: Docnos npids stores in its hexdigest codec (a prefix and hex digits), with later ones of a shorter hex part:
+#: npids 0.1.3 wrote them misaligned (an IndexError when read); SciFact's ids are of this kind.
+HEX_DOCNOS = [["20000000", "30000000", "4983"], ["doc12345678", "doc22345678", "doc5"],
+              [str(10000000 + i) for i in range(300)] + ["4983", "123456", "ab"]]
+
+
+@pytest.mark.parametrize("docnos", HEX_DOCNOS, ids=["two", "prefixed", "after-a-block"])
+def test_docnos_of_hex_digits_and_several_lengths_are_kept_and_found(tmp_path, docnos):
+    vectors = np.random.default_rng(5).standard_normal((len(docnos), DIM)).astype(np.float32)
+    index = _write(tmp_path / "hex", docnos, vectors)
+    assert [str(d) for d in index.docnos().fwd[np.arange(len(docnos))]] == docnos
+    np.testing.assert_array_equal(index.vectors(docnos[::-1]), vectors[::-1])
+    before = _write(tmp_path / "before", docnos[:-1], vectors[:-1])  # as an append asks, docno by docno
+    assert docnos[-1] not in before.docnos()  # npids: numpy's vectorize failed on the empty list of rows found
+    with pytest.raises(KeyError, match=rf"1 docno\(s\) are not in the index.*\['{docnos[-1]}'\]"):
+        before.vectors(docnos[-1:])
+
+
 @pytest.mark.parametrize("asked", [["007"], ["7", "04"], ["+7"], [" 7"], ["x"]])
 def test_numeric_docnos_are_looked_up_exactly(numeric, asked):
     bad = [d for d in asked if d != "7"]

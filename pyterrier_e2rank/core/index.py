@@ -31,6 +31,7 @@ from pyterrier_dr import FlexIndex
 
 from . import provenance
 from .ann import AnnSearch
+from .docnos import DocnoLookup
 from .equality import EqualBySettings
 from .io import CorruptArtifact, atomic_directory, atomic_file, thread_lock
 from .retriever import E2RankRetriever, IndexStage, served
@@ -277,81 +278,6 @@ class E2RankIndex(AnnSearch, FlexIndex):
                         f"model.indexer(path) (it also takes doc_vec frames from model.doc_encoder())")
 
 
-
-
-class DocnoLookup:
-    """The docnos of an index (an npids ``Lookup``) whose docno -> row lookups, ``inv[docnos]``, are exact.
-
-    npids parses digit strings, so its ``inv["007"]`` is the row of ``"7"``, and gives -1 for an absent
-    docno (row -1 is the last vector). Here each row's docno is checked to be the one asked for, and a
-    ``KeyError`` names the docnos that are not in the index. ``fwd[rows]`` is npids'; ``lookup[key]``
-    routes as npids does (docnos to ``inv``, rows to ``fwd``)."""
-
-    def __init__(self, lookup: Lookup, path: Path):
-        self._lookup = lookup
-        self.path = path
-        self.fwd = lookup.fwd
-        self.inv = _ExactRows(self)
-
-    def __len__(self) -> int:
-        return len(self._lookup)
-
-    def __iter__(self):
-        return iter(self._lookup)
-
-    def __contains__(self, docno) -> bool:
-        try:
-            self.rows([docno])
-        except KeyError:
-            return False
-        return True
-
-    def __getitem__(self, key):
-        first = key if isinstance(key, str) or np.ndim(key) == 0 else next(iter(key), None)
-        return self.inv[key] if isinstance(first, str) else self.fwd[key]
-
-    def rows(self, docnos: Sequence[str]) -> np.ndarray:
-        """The rows (int64) of ``docnos``; a KeyError names those not in the index (or not strings)."""
-        docnos = list(docnos)
-        if not docnos:
-            return np.empty(0, dtype=np.int64)
-        found = np.array([isinstance(d, str) for d in docnos])
-        rows = np.full(len(docnos), -1, dtype=np.int64)
-        rows[found] = self._npids_rows([d for d in docnos if isinstance(d, str)]) if found.any() else []
-        found &= rows >= 0
-        found[found] = np.asarray(self.fwd[rows[found]], dtype=object) == np.asarray(docnos, dtype=object)[found]
-        if not found.all():
-            missing = [d for d, ok in zip(docnos, found) if not ok]
-            raise KeyError(f"{len(missing)} docno(s) are not in the index at {self.path}: {missing[:5]}")
-        return rows
-
-    def _npids_rows(self, docnos: List[str]) -> np.ndarray:
-        """npids' rows of ``docnos`` (-1: absent). Its codec for docnos of one prefix and a number raises
-        (ValueError, OverflowError) on a docno of another form ("z" where docnos are "d0".."d9"): such a
-        lookup is done docno by docno, those failing being absent."""
-        try:
-            return np.asarray(self._lookup.inv[docnos], dtype=np.int64)
-        except (ValueError, OverflowError):
-            rows = []
-            for docno in docnos:
-                try:
-                    rows.append(self._lookup.inv[[docno]][0])
-                except (ValueError, OverflowError):
-                    rows.append(-1)
-            return np.asarray(rows, dtype=np.int64)
-
-
-class _ExactRows:
-    """``DocnoLookup.inv``: ``inv[docnos]`` (rows, int64) and ``inv[docno]`` (a row, int), exact."""
-
-    def __init__(self, lookup: DocnoLookup):
-        self._lookup = lookup
-
-    def __getitem__(self, docnos):
-        return int(self._lookup.rows([docnos])[0]) if isinstance(docnos, str) else self._lookup.rows(docnos)
-
-    def __contains__(self, docno) -> bool:
-        return docno in self._lookup
 
 
 def index_path(index: Union[str, os.PathLike, FlexIndex]) -> Path:

@@ -16,10 +16,10 @@ from typing import Callable, Dict, Iterable, Iterator, List, NamedTuple, Optiona
 import numpy as np
 import pandas as pd
 import pyterrier as pt
-from npids import Lookup
 
 from . import provenance
 from .checks import MISSING_TEXT, check_finite, document_texts, identifier, positive_int, stack_vectors
+from .docnos import build_docnos
 from .index import DOCNOS, META, VECTORS, E2RankIndex, as_index, index_path, own_entries
 from .io import CorruptArtifact, artifact_path, atomic_directory, atomic_file, check_replaceable, writer_lock
 
@@ -173,13 +173,10 @@ class IndexWriter:
     def finish(self) -> E2RankIndex:
         if not self.docnos:
             raise ValueError("nothing to index: the corpus iterator was empty")
-        if len(self.docnos) == 1:  # npids (FlexIndex's docno store) fails on a single docno
-            raise ValueError(f"an index needs at least two documents; the corpus held one ({self.docnos[0]!r})")
         self._vectors.close()
-        with Lookup.builder(self._staging / DOCNOS) as lookup:
-            for docno in self.docnos:
-                lookup.add(docno)
-                self._digest.update(docno.encode("utf-8", "surrogatepass") + b"\0")
+        build_docnos(self._staging / DOCNOS, self.docnos)
+        for docno in self.docnos:
+            self._digest.update(docno.encode("utf-8", "surrogatepass") + b"\0")
         meta = {"type": "dense_index", "format": "flex", "vec_size": self.dim, "doc_count": len(self.docnos),
                 "package_hint": "pyterrier-e2rank", "e2rank": {"encoder": self.encoder,
                                                                "digest": self._digest.hexdigest()}}
