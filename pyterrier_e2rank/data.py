@@ -155,6 +155,18 @@ class DocumentText(EqualBySettings, pt.Transformer):
         return out
 
 
+def dataset_part(ds, part: str, source) -> pd.DataFrame:
+    """``ds.get_topics()`` or ``ds.get_qrels()`` (``part``: ``"topics"`` or ``"qrels"``) of the dataset opened from
+    ``source``. Raises ``ValueError`` naming ``source`` when it has none (a BEIR folder without queries.jsonl or
+    qrels/, a corpus file given without ``topics=``/``qrels=``), instead of ir_datasets' NotImplementedError."""
+    try:
+        return ds.get_topics() if part == "topics" else ds.get_qrels()
+    except NotImplementedError:
+        where = "queries.jsonl" if part == "topics" else "qrels/<split>.tsv"
+        raise ValueError(f"dataset {str(source)!r} has no {part}: a BEIR folder needs {where}, a corpus file "
+                         f"{part}=...; give a dataset with {part}") from None
+
+
 def is_beir_folder(path) -> bool:
     """Whether ``path`` is a folder holding a BEIR corpus (``corpus.jsonl`` or ``corpus.jsonl.gz``)."""
     return Path(path).is_dir() and _first_existing(Path(path), "corpus.jsonl") is not None

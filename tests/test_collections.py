@@ -2,6 +2,7 @@
 or an ``irds:`` id, taken alike by BM25, the indexer, ``DocumentText`` and the CLIs; malformed files named
 by ``file:line``; empty documents indexed as the empty text."""
 import json
+import shutil
 import warnings
 
 import numpy as np
@@ -149,6 +150,23 @@ def test_a_folder_that_is_not_a_beir_folder_is_refused_by_every_command(tmp_path
     assert "notes' is a folder but not a BEIR folder" in line  # was "[Errno 21] Is a directory"
     with pytest.raises(ValueError, match="notes' is a folder but not a BEIR folder"):
         read_topics(str(tmp_path / "notes"))
+
+
+def test_a_beir_folder_without_qrels_or_queries_is_refused_naming_it(beir, tmp_path, tiny_qwen_dir, capsys):
+    """``e2rank experiment`` ended in ir_datasets' bare NotImplementedError; ``reproduce`` said "skipped" and
+    exited 0 (NotImplementedError is a RuntimeError, which it takes for a download that failed)."""
+    for missing, part in (("qrels", "qrels"), ("queries.jsonl", "topics")):
+        folder = tmp_path / f"no-{part}"
+        shutil.copytree(beir, folder)
+        shutil.rmtree(folder / missing) if missing == "qrels" else (folder / missing).unlink()
+        for argv in (["reproduce", "--output", str(tmp_path / "out")],
+                     ["experiment", "--index-dir", str(tmp_path / "i"), "--output", str(tmp_path / "x.json")]):
+            line = _cli_error([*argv, "--dataset", str(folder), "--model", str(tiny_qwen_dir)], capsys)
+            assert f"no-{part}' has no {part}" in line
+        assert not (tmp_path / "i").exists()  # refused before any index is built
+    (tmp_path / "x.run").write_text("q1 Q0 d0 1 1.0 x\n")
+    line = _cli_error(["eval-run", "--run", str(tmp_path / "x.run"), "--qrels", str(tmp_path / "no-qrels")], capsys)
+    assert "no-qrels' has no qrels" in line
 
 
 def test_a_changed_corpus_is_read_again(beir):

@@ -103,6 +103,16 @@ def test_int_ids_are_evaluated_as_their_strings():
         evaluate_run(run, qrels.astype({"doc_id": float}), ["P@1"])
 
 
+def test_a_run_of_other_queries_than_the_qrels_is_refused():
+    """A run whose qids are none of the qrels' (another dataset's, or ids rewritten) evaluated to 0 silently."""
+    run = pd.DataFrame({"qid": ["01", "02"], "docno": ["10", "12"], "score": [2.0, 1.0]})
+    qrels = pd.DataFrame({"query_id": ["1", "2"], "doc_id": ["10", "12"], "relevance": [1, 1]})
+    with pytest.raises(ValueError, match=r"none of the run's 2 queries \('01', '02', ...\) is in the qrels "
+                                         r"\('1', '2', ...\)"):
+        evaluate_run(run, qrels, ["nDCG@10"])
+    assert evaluate_run(run.assign(qid=["1", "02"]), qrels, ["P@1"]) == {"P@1": 0.5}  # some judged: evaluated
+
+
 def test_an_empty_run_file_is_refused_naming_it(tmp_path, capsys):
     """An empty run evaluated to 0 silently, and was reranked into an empty run."""
     from pyterrier_e2rank.app.cli import _reporting_errors

@@ -86,6 +86,7 @@ def run_experiment(dataset, model: E2Rank, *, index_dir: str = "indexes", top_k:
     each system's topics are split across the processes (``sharding.transform_by_query``), and process 0
     evaluates the merged runs (the same as one process's) and returns the results; the others ``None``."""
     ds = data.dataset(dataset)
+    all_topics, qrels = (data.dataset_part(ds, part, dataset) for part in ("topics", "qrels"))  # before indexing
     root = Path(index_dir) / index_name(corpus_id(ds))
     timings = {}
 
@@ -109,7 +110,7 @@ def run_experiment(dataset, model: E2Rank, *, index_dir: str = "indexes", top_k:
                dense % top_k >> text >> reranker,
                first_stage % feedback >> text >> model.prompt_encoder(num_input_docs=feedback)
                >> dense_index.retriever(num_results=top_k)]
-    topics = ds.get_topics() if num_queries is None else ds.get_topics().head(num_queries)
+    topics = all_topics if num_queries is None else all_topics.head(num_queries)
     runs, mrt = [], {}
     for name, system in zip(SYSTEMS, systems):
         started = time.perf_counter()
@@ -117,7 +118,7 @@ def run_experiment(dataset, model: E2Rank, *, index_dir: str = "indexes", top_k:
         mrt[name] = (time.perf_counter() - started) * 1000 / len(topics)
     if runs[0] is None:  # not process 0, which evaluates the merged runs
         return None
-    table = pt.Experiment(runs, topics, ds.get_qrels(), eval_metrics=RUN_MEASURES, names=SYSTEMS,
+    table = pt.Experiment(runs, topics, qrels, eval_metrics=RUN_MEASURES, names=SYSTEMS,
                           verbose=verbose)
     results = {row["name"]: {**{str(m): float(row[str(m)]) for m in RUN_MEASURES}, "mrt": mrt[row["name"]]}
                for _, row in table.iterrows()}

@@ -188,8 +188,8 @@ def _open(dataset: _Dataset, num_queries: Optional[int]):
         try:
             ds = data.dataset(dataset.source)
             next(iter(ds.irds_ref().docs_iter()), None)  # a collection behind a manual download fails here
-            topics = ds.get_topics()
-            qrels = ds.get_qrels()
+            topics = data.dataset_part(ds, "topics", dataset.label)
+            qrels = data.dataset_part(ds, "qrels", dataset.label)
         except (OSError, RuntimeError) as e:  # e.g. FileNotFoundError(path), RuntimeError("All download ...")
             reason = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
             told = f"; ir_datasets said: {messages[-1]}" if messages else ""  # a manual download's instructions

@@ -118,9 +118,9 @@ def _is_folder_or_dataset(source) -> bool:
 def read_topics(source: str) -> pd.DataFrame:
     """``qid, query`` from ``irds:<dataset>``, a BEIR folder (its test split), or a query file read by
     ``core.records`` (``qid<TAB>query`` or JSONL with the keys of ``core.records.KEYS``), ``.gz`` or not."""
-    from ..data import dataset
+    from ..data import dataset, dataset_part
     if _is_folder_or_dataset(source):
-        return dataset(source).get_topics()
+        return dataset_part(dataset(source), "topics", source)
     records = [record for _, record in read_records(source, "query", error=RunFormatError)]
     return pd.DataFrame({"qid": [r["id"] for r in records], "query": [r["text"] for r in records]},
                         columns=["qid", "query"])
@@ -129,9 +129,9 @@ def read_topics(source: str) -> pd.DataFrame:
 def read_qrels(source: str) -> pd.DataFrame:
     """``query_id, doc_id, relevance`` from ``irds:<dataset>``, a BEIR folder (its test split), or a qrels
     file: TREC (``qid iter docid relevance``) or BEIR (``query-id corpus-id score``, with its header)."""
-    from ..data import dataset, read_qrels_file
+    from ..data import dataset, dataset_part, read_qrels_file
     if _is_folder_or_dataset(source):
-        qrels = dataset(source).get_qrels()
+        qrels = dataset_part(dataset(source), "qrels", source)
         return qrels.rename(columns={"qid": "query_id", "docno": "doc_id", "label": "relevance"})
     return read_qrels_file(source, error=RunFormatError)
 
@@ -172,13 +172,19 @@ def evaluate_run(run: pd.DataFrame, qrels: pd.DataFrame, measures) -> dict:
     like ``nDCG@10``, or measure objects; each checked by ``parse_measure``, a repeated one kept once).
     A frame without its columns (run: ``qid, docno, score``; qrels: ``query_id, doc_id, relevance``)
     raises ``pt.validate``'s ``InputValidationError`` (a KeyError) naming them. Ids are compared as strings
-    (int ids become ``str(int)``; other types are a ValueError naming the row)."""
+    (int ids become ``str(int)``; other types are a ValueError naming the row); a run none of whose queries is
+    in the qrels is a ValueError (it would evaluate to 0)."""
     measures = list(dict.fromkeys(parse_measure(m) for m in measures))
     pt.validate.result_frame(run, extra_columns=["score"])
     pt.validate.columns(qrels, includes=["query_id", "doc_id", "relevance"])
     run = _string_ids(run, "run", qid="qid", docno="docno")
     qrels = _string_ids(qrels, "qrels", query_id="qid", doc_id="docno")
     scored = run.rename(columns={"qid": "query_id", "docno": "doc_id"})[["query_id", "doc_id", "score"]]
+    run_qids, judged = scored["query_id"].unique(), set(qrels["query_id"])
+    if len(run_qids) and judged.isdisjoint(run_qids):
+        raise ValueError(f"none of the run's {len(run_qids)} queries ({', '.join(map(repr, run_qids[:3]))}, ...) is in "
+                         f"the qrels ({', '.join(map(repr, sorted(judged)[:3]))}, ...): nothing would be evaluated; "
+                         f"are the run and the qrels of one dataset?")
     values = ir_measures.calc_aggregate(measures, qrels, scored)
     return {str(m): float(values[m]) for m in measures}
 

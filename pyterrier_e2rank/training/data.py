@@ -189,6 +189,6 @@ def build_from_dataset(dataset: str, *, bm25_index_dir: str, slate: int = 16) ->
     from pyterrier_e2rank.bm25 import pisa_bm25
     from pyterrier_e2rank import data
     ds = data.dataset(dataset)
-    topics = ds.get_topics()
+    topics, qrels = (data.dataset_part(ds, part, dataset) for part in ("topics", "qrels"))
     run = (pisa_bm25(bm25_index_dir, ds, num_results=slate) >> data.DocumentText(ds))(topics)
-    return list(from_run(topics, run, ds.get_qrels(), slate=slate, source=dataset))
+    return list(from_run(topics, run, qrels, slate=slate, source=dataset))
