@@ -18,6 +18,8 @@ from pyterrier_e2rank.core.index import E2RankIndex
 from pyterrier_e2rank.core.io import ArtifactLocked, writer_lock
 from pyterrier_e2rank.data import corpus_iter
 
+from fixtures.writers import held_by_another_process
+
 SUITE = dict(top_k=5, num_queries=1, verbose=False)
 
 
@@ -205,3 +207,11 @@ def test_index_output_that_is_an_input_is_refused_before_the_model_loads(small_s
             cli.main(["index", source, str(given), "--model", "no-such-model", "--output", str(folder),
                       "--overwrite"])
     assert sorted(p.name for p in folder.iterdir()) == ["corpus.jsonl", "qrels", "queries.jsonl"]
+
+
+def test_a_second_index_writer_is_refused_before_its_model_loads(small_scifact, tmp_path):
+    """The trial's second `e2rank index --append` loaded its model (20 s) before it was refused."""
+    folder = small_beir_copy(small_scifact, tmp_path / "corpus")
+    with held_by_another_process(tmp_path / "index"), pytest.raises(ArtifactLocked, match="another process"):
+        cli.main(["index", "--collection", str(folder / "corpus.jsonl"), "--model", "no-such-model", "--output",
+                  str(tmp_path / "index"), "--append"])

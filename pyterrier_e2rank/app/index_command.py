@@ -9,10 +9,11 @@ commits it in chunks; a killed job started again with the same command resumes a
 committed chunks (``indexing.E2RankIndexer``). ``--append`` adds a corpus's documents to an existing index
 (built aside and swapped in the same way; a docno already in the index is refused by name).
 """
+import contextlib
 import os
 
 from ..core.checks import positive_int
-from ..core.io import refuse_output_as_input
+from ..core.io import artifact_path, refuse_output_as_input, writer_lock
 from . import arguments
 
 
@@ -25,11 +26,14 @@ def _index_command(args) -> int:
     if device is None and "LOCAL_RANK" in os.environ:
         import torch
         device = f"cuda:{os.environ['LOCAL_RANK']}" if torch.cuda.is_available() else "cpu"
-    model = E2Rank(args.model, device=device, batch_size=args.batch_size, **arguments.backend_options(args))
-    records = corpus_iter(args.dataset) if args.dataset else read_jsonl_collection(args.collection)
-    index = model.indexer(args.output, overwrite=args.overwrite, chunk_size=args.chunk_size, verbose=not args.quiet,
-                          corpus_stamp=corpus_stamp(args.dataset) if args.dataset else None,
-                          mode="append" if args.append else "create").index(records)
+    with contextlib.ExitStack() as held:
+        if int(os.environ.get("RANK", "0")) == 0:  # the indexer's lock, taken before the model loads: a second
+            held.enter_context(writer_lock(artifact_path(args.output)))  # writer is refused at once
+        model = E2Rank(args.model, device=device, batch_size=args.batch_size, **arguments.backend_options(args))
+        records = corpus_iter(args.dataset) if args.dataset else read_jsonl_collection(args.collection)
+        index = model.indexer(args.output, overwrite=args.overwrite, chunk_size=args.chunk_size,
+                              verbose=not args.quiet, corpus_stamp=corpus_stamp(args.dataset) if args.dataset else None,
+                              mode="append" if args.append else "create").index(records)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"appended to {args.output}, which now holds {len(index)} documents" if args.append else
               f"indexed {len(index)} documents into {args.output}")
