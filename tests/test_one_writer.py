@@ -19,7 +19,7 @@ from pyterrier_e2rank.training.data import ListwiseExample
 from pyterrier_e2rank.training.trainer import train
 
 from fixtures.training_records import RECORDS
-from fixtures.writers import child
+from fixtures.writers import IO_ONLY, child
 
 OLD = [{"docno": f"old{i}", "text": f"an old document {i} about virus {i % 2}"} for i in range(5)]
 MINE = [{"docno": f"a{i}", "text": f"A's document {i} about gene {i % 3}"} for i in range(20)]
@@ -127,13 +127,11 @@ def test_a_second_training_of_the_output_is_refused_until_the_first_removed_its_
     assert not config.state_dir.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
-_TRY_LOCK = """
-import sys
-from pyterrier_e2rank.core.io import ArtifactLocked, writer_lock
+_TRY_LOCK = IO_ONLY + """
 try:
-    with writer_lock(sys.argv[1]):
+    with io.writer_lock(sys.argv[1]):
         print("free")
-except ArtifactLocked:
+except io.ArtifactLocked:
     print("locked")
 """
 
