@@ -1,4 +1,4 @@
-"""The library against an independent, straightforward reading of DESIGN.md §1 (one text at a time,
+"""The library against an independent, straightforward reading of pt_docs/specification.rst §2-§6 (one text at a time,
 no padding, no batching), on a tiny random Qwen3 with the real Qwen3 tokenizer and chat template."""
 import numpy as np
 import pandas as pd

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # E2Rank stage I: the embedding model, trained with InfoNCE alone (temperature 0.03; the positive and
 # the other documents of the example and of the batch as negatives), queries as in stage II.
-# DESIGN.md §1 gives no other stage-I setting: this recipe keeps stage II's (AdamW lr 5e-6, linear
+# pt_docs/specification.rst §9 gives no other stage-I setting: this recipe keeps stage II's (AdamW lr 5e-6, linear
 # schedule, 3% warm-up, 1 epoch, bf16, gradient checkpointing, 128 queries per step).
 #
 #   training/stage1.sh                                                    # one process (CPU or one GPU)

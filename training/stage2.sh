@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# E2Rank stage II as the paper (DESIGN.md §1): from the stage-I model, per example a query, 16 documents
-# and a teacher ranking; 1.0 x InfoNCE (temperature 0.03) + 2.0 x RankNet; AdamW lr 5e-6, linear
+# E2Rank stage II as the paper (pt_docs/specification.rst §9): from the stage-I model, per example a query,
+# 16 documents and a teacher ranking; 1.0 x InfoNCE (temperature 0.03) + 2.0 x RankNet; AdamW lr 5e-6, linear
 # schedule, 3% warm-up, 1 epoch, bf16, gradient checkpointing, 128 queries per step.
 #
 #   training/stage2.sh                                                    # one process (CPU or one GPU)

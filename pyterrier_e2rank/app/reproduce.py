@@ -1,4 +1,4 @@
-"""``e2rank reproduce``: the paper's evaluation in one command (DESIGN.md §6).
+"""``e2rank reproduce``: the paper's evaluation in one command (pt_docs/specification.rst §7).
 
     e2rank reproduce --model Alibaba-NLP/E2Rank-0.6B --suite paper --output runs/e2rank-0.6b
     e2rank reproduce --model my-model --dataset irds:beir/scifact/test --run irds:beir/scifact/test=bm25.run \\
@@ -52,10 +52,10 @@ from .runs import evaluate_run, read_run, write_run
 from .sharding import (gather_to_main_process, is_main_process, main_process_decides, main_process_first,
                        process_device, transform_by_query)
 
-#: The paper's columns (DESIGN.md §2); the last eight are BEIR's, averaged as "BEIR avg".
+#: The paper's columns (pt_docs/specification.rst §8); the last eight are BEIR's, averaged as "BEIR avg".
 PAPER_COLUMNS = ("DL19", "DL20", "Covid", "NFC", "Touche", "DBPedia", "SciFact", "Signal", "News", "Robust04")
 BEIR_COLUMNS = PAPER_COLUMNS[2:]
-#: nDCG@10 x 100 of the paper's tables, reranking BM25 top-100 (DESIGN.md §2), by row.
+#: nDCG@10 x 100 of the paper's tables, reranking BM25 top-100 (pt_docs/specification.rst §8), by row.
 PAPER_FIGURES = {
     "BM25": (50.58, 47.96, 59.47, 30.75, 44.22, 31.80, 67.89, 33.05, 39.52, 40.70),
     "E2Rank-0.6B": (70.84, 70.15, 79.17, 38.60, 41.91, 41.96, 73.43, 35.26, 52.75, 53.67),
@@ -615,7 +615,7 @@ def results_table(model_name: str, datasets: List[_Dataset], finished: dict, una
         mean = (sum(ours(d) for d in beir) / len(beir)) if beir and all(ours(d) is not None for d in beir) else None
         mean_paper = sum(paper(d) for d in beir) / len(beir) if beir and figures is not None else None
         lines.append(f"| {names[system]} | " + " | ".join(cells) + f" | {_cell(mean, mean_paper)} |")
-    notes = ["nDCG@10 x 100; in brackets the paper's figure (DESIGN.md §2) and our difference. "
+    notes = ["nDCG@10 x 100; in brackets the paper's figure (pyterrier_e2rank specification §8) and our difference. "
              "All measures in results.json."]
     for d in datasets:
         dropped = finished[d.label]["record"]["first_stage"].get("dropped")

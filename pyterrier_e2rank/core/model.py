@@ -36,8 +36,8 @@ def _default_dtype(backend: str, device: torch.device) -> Optional[torch.dtype]:
 class E2Rank:
     """An E2Rank (or any embedding) model, and a factory of PyTerrier transformers.
 
-    Decoder models follow DESIGN.md §1 exactly: left padding, ``<|endoftext|>`` appended to queries and
-    documents, last-token pooling, L2 normalisation, instructed queries. Encoder models with a
+    Decoder models follow pt_docs/specification.rst §2-§4 exactly: left padding, ``<|endoftext|>``
+    appended to queries and documents, last-token pooling, L2 normalisation, instructed queries. Encoder models with a
     sentence-transformers configuration keep their pooling, normalisation and ``max_seq_length``.
 
     Args:
@@ -412,8 +412,8 @@ class E2Rank:
                  prompt_doc_max_tokens: Optional[int] = None, prompt_max_tokens: Optional[int] = None,
                  batch_size: Optional[int] = None, verbose: Optional[bool] = None,
                  text_field: str = "text", cache=None) -> pt.Transformer:
-        """The listwise PRF reranker (DESIGN.md §1): ``prompt_encoder`` >> the candidates' vectors >> dot
-        product; with ``index``, one forward pass per query. Prompt settings left ``None`` are the
+        """The listwise PRF reranker (pt_docs/specification.rst §6): ``prompt_encoder`` >> the candidates'
+        vectors >> dot product; with ``index``, one forward pass per query. Prompt settings left ``None`` are the
         model's (``listwise_prompt``)."""
         from .reranker import E2RankReranker
         prompt = self.listwise_prompt(num_input_docs=num_input_docs, task=task, variant=prompt_variant,

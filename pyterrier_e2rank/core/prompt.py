@@ -1,7 +1,7 @@
 """The listwise prompt whose embedding is E2Rank's pseudo-relevance-feedback query.
 
 One implementation serves the reranker and the trainer, so what a model is trained on is exactly what
-it reads at inference. The default is the prompt behind the paper's numbers (DESIGN.md §1).
+it reads at inference. The default is the prompt behind the paper's numbers (pt_docs/specification.rst §5).
 """
 from dataclasses import dataclass
 from typing import List, Optional, Sequence

@@ -1,4 +1,4 @@
-"""How texts are written before they reach the model (DESIGN.md §1).
+"""How texts are written before they reach the model (pt_docs/specification.rst §3-§4).
 
 Everything E2Rank reads passes through here: the task texts (the retrieval instruction of queries and the
 reranking task of the listwise prompt), the instructed query, the truncated document and the title/text join

@@ -24,7 +24,7 @@ _OPTIONAL_POSITIVE_INTS = ("max_steps", "query_max_length", "doc_max_length", "p
 
 @dataclass
 class TrainConfig:
-    """Defaults follow the authors' stage-II script (DESIGN.md §1), scaled to one process."""
+    """Defaults follow the authors' stage-II script (pt_docs/specification.rst §9), scaled to one process."""
     model: str
     output: str
     stage: int = 2
@@ -56,7 +56,7 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 10
     overwrite: bool = False  # replace an existing checkpoint at ``output``
-    max_grad_norm: float = 1.0  # DESIGN.md gives none; 1.0 is the usual choice. 0: not clipped (still logged)
+    max_grad_norm: float = 1.0  # the paper gives none; 1.0 is the usual choice. 0: not clipped (still logged)
     save_every: Optional[int] = None  # steps between resumable states in ``.<output>.state``
     resume: bool = False  # continue from the newest state (none: start from the beginning)
     eval_every: Optional[int] = None  # steps between evaluations on eval_data or the eval_fraction held out

@@ -1,4 +1,4 @@
-"""The losses of E2Rank training (DESIGN.md §1 "Training"): InfoNCE and RankNet, and ``listwise_loss``,
+"""The losses of E2Rank training (pt_docs/specification.rst §9): InfoNCE and RankNet, and ``listwise_loss``,
 which computes them for a batch of training lists the way the reranker reads them."""
 from typing import TYPE_CHECKING, List
 
