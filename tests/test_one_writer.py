@@ -19,7 +19,7 @@ from pyterrier_e2rank.training.data import ListwiseExample
 from pyterrier_e2rank.training.trainer import train
 
 from fixtures.training_records import RECORDS
-from fixtures.writers import IO_ONLY, child
+from fixtures.writers import IO_ONLY, child, held_by_another_process
 
 OLD = [{"docno": f"old{i}", "text": f"an old document {i} about virus {i % 2}"} for i in range(5)]
 MINE = [{"docno": f"a{i}", "text": f"A's document {i} about gene {i % 3}"} for i in range(20)]
@@ -162,3 +162,16 @@ def test_a_write_re_enters_its_own_lock_and_holds_it_until_its_outermost_block_e
         thread.join()
         assert refused == {"thread": True}
     assert _seen_by_another_process(target) == "free"
+
+
+def test_a_symbolic_link_and_the_path_it_points_to_are_one_lock(tmp_path):
+    """An artifact behind a link is written where the link points (``artifact_path``), so it is locked there:
+    a writer through the link and one through the real path exclude each other."""
+    real, link = tmp_path / "real", tmp_path / "link"
+    real.mkdir()
+    link.symlink_to(real)
+    with held_by_another_process(real), pytest.raises(ArtifactLocked, match="another process"):
+        with writer_lock(link):
+            pass
+    with held_by_another_process(link):
+        assert _seen_by_another_process(real) == "locked"

@@ -13,7 +13,7 @@ import contextlib
 import os
 
 from ..core.checks import positive_int
-from ..core.io import artifact_path, refuse_output_as_input, writer_lock
+from ..core.io import refuse_output_as_input, writer_lock
 from . import arguments
 
 
@@ -28,7 +28,7 @@ def _index_command(args) -> int:
         device = f"cuda:{os.environ['LOCAL_RANK']}" if torch.cuda.is_available() else "cpu"
     with contextlib.ExitStack() as held:
         if int(os.environ.get("RANK", "0")) == 0:  # the indexer's lock, taken before the model loads: a second
-            held.enter_context(writer_lock(artifact_path(args.output)))  # writer is refused at once
+            held.enter_context(writer_lock(args.output))  # writer is refused at once
         model = E2Rank(args.model, device=device, batch_size=args.batch_size, **arguments.backend_options(args))
         records = corpus_iter(args.dataset) if args.dataset else read_jsonl_collection(args.collection)
         index = model.indexer(args.output, overwrite=args.overwrite, chunk_size=args.chunk_size,

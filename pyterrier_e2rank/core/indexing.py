@@ -21,7 +21,7 @@ from . import provenance
 from .checks import MISSING_TEXT, check_finite, document_texts, identifier, positive_int, stack_vectors
 from .docnos import build_docnos
 from .index import DOCNOS, META, VECTORS, E2RankIndex, as_index, index_path, own_entries
-from .io import CorruptArtifact, artifact_path, atomic_directory, atomic_file, check_replaceable, writer_lock
+from .io import CorruptArtifact, atomic_directory, atomic_file, check_replaceable, writer_lock
 
 
 def encode_corpus(model, records: Iterable[dict], *, text_field: str = "text", chunk_size: int = 4096,
@@ -261,7 +261,7 @@ class E2RankIndexer(pt.Indexer):
         rank, world, barrier = distributed_context()
         with contextlib.ExitStack() as held:
             if rank == 0:
-                held.enter_context(writer_lock(artifact_path(target)))
+                held.enter_context(writer_lock(target))
             base = None
             if self.mode == "append":
                 base = appendable(target, self.model)

@@ -156,8 +156,10 @@ def writer_lock(target) -> Iterator[None]:
     """Exclusive lock on ``target`` (a path that need not exist yet) for one writer at a time: another
     process, or another thread of this one, gets ``ArtifactLocked``. Re-entrant for the thread holding it:
     a write's inner steps on the same target (an ``atomic_directory`` inside the whole write's
-    ``writer_lock``) run under the lock it already holds, which stays held until the outermost block ends."""
-    target = Path(target)
+    ``writer_lock``) run under the lock it already holds, which stays held until the outermost block ends.
+    A ``target`` that is a symbolic link is locked where it points (``artifact_path``), as it is written there,
+    so the link and the path it points to are one lock."""
+    target = artifact_path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     key = _lock_key(target)
     in_process = thread_lock(target)

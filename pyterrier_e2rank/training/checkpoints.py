@@ -24,7 +24,7 @@ from typing import List, Optional, Set
 
 from pyterrier_e2rank import E2Rank
 from pyterrier_e2rank.core.fingerprint import CACHE_FILE as FINGERPRINT_CACHE
-from pyterrier_e2rank.core.io import (ArtifactLocked, CorruptArtifact, artifact_path, atomic_directory, atomic_file,
+from pyterrier_e2rank.core.io import (ArtifactLocked, CorruptArtifact, atomic_directory, atomic_file,
                                       file_sha256, fsync_tree, writer_lock)
 from pyterrier_e2rank.core.loading import (PROMPT_SETTING_NAMES, resolve_model_path, write_pooling,
                                            write_prompt_settings)
@@ -79,7 +79,7 @@ def claim_output(accelerator, config: TrainConfig, data_digest: str, stack: cont
     staging, state, error = None, None, None
     if accelerator.is_main_process:
         try:
-            stack.enter_context(writer_lock(artifact_path(config.output)))
+            stack.enter_context(writer_lock(config.output))
             stack.enter_context(_states_removed_once_saved(config))
             staging = stack.enter_context(atomic_directory(config.output, owned=checkpoint_files,
                                                            overwrite=config.overwrite, what="checkpoint"))
