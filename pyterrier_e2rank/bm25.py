@@ -18,7 +18,7 @@ import pyterrier as pt
 
 from .core.checks import without_empty_queries
 from .data import corpus_iter, corpus_stamp
-from .core.io import CorruptArtifact, artifact_path, atomic_directory, writer_lock
+from .core.io import CorruptArtifact, atomic_directory, writer_lock
 
 
 @contextlib.contextmanager
@@ -161,10 +161,10 @@ def pisa_bm25(index_dir: str, dataset=None, *, k1: float = 0.9, b: float = 0.4, 
     if dataset is None and not existing.built():
         raise FileNotFoundError(f"no PISA index at {index_dir}, and no dataset to build it from")
     stamp = None if dataset is None else corpus_stamp(dataset)
-    if dataset is not None and _needs_build(Path(index_dir), existing.built(), stamp, rebuild_stale, "PISA index"):
-        with writer_lock(artifact_path(index_dir)):
-            built_meanwhile = PisaIndex(index_dir).built() and _stored_stamp(Path(index_dir)) == stamp  # by the
-            if not built_meanwhile:  # writer that held the lock when we decided: decided again under it
+    reusable = dataset is None or (existing.built() and _stored_stamp(Path(index_dir)) == stamp)  # no lock needed
+    if not reusable:
+        with writer_lock(index_dir):  # decided under the lock: the writer that held it may have built it since
+            if _needs_build(Path(index_dir), PisaIndex(index_dir).built(), stamp, rebuild_stale, "PISA index"):
                 with atomic_directory(index_dir, owned=_pisa_entries, overwrite=True, what="PISA index") as staging:
                     with _quiet_fds():  # the progress bar is made inside: one made before would write to /dev/null
                         PisaIndex(str(staging), **options).index(corpus_iter(dataset, verbose=verbose))

@@ -110,20 +110,18 @@ def test_a_pisa_index_built_meanwhile_by_another_writer_is_reused_not_built_agai
     from pyterrier_e2rank import bm25
     folder = beir_folder(tmp_path / "corpus", make_docs(30, seed=5))
     index_dir = tmp_path / "bm25"
-    decide = bm25._needs_build
+    lock = bm25.writer_lock
 
-    def decided_then_another_writer_builds(*args):
-        needed = decide(*args)  # no index yet: True
-        if not others:  # the other writer (a thread: the lock excludes threads as it does processes) builds it
-            others.append(threading.Thread(target=pisa_bm25, args=(str(index_dir), folder)))
+    def another_writer_builds_then_lock(target):
+        if not others:  # found no index; the other writer (a thread: the lock excludes threads as it does
+            others.append(threading.Thread(target=pisa_bm25, args=(str(index_dir), folder)))  # processes) builds it
             others[0].start()
             others[0].join()
             built_by_the_other.append(os.stat(index_dir).st_ino)
-        return needed
+        return lock(target)
     built_by_the_other, others = [], []
-    monkeypatch.setattr(bm25, "_needs_build", decided_then_another_writer_builds)
+    monkeypatch.setattr(bm25, "writer_lock", another_writer_builds_then_lock)
     pisa_bm25(str(index_dir), folder)
-    monkeypatch.setattr(bm25, "_needs_build", decide)
     assert [os.stat(index_dir).st_ino] == built_by_the_other  # the other's index, not one swapped in after it
     assert pisa_bm25(str(index_dir), folder, num_results=1)(pd.DataFrame({"qid": ["q"], "query": ["gene"]})).shape[0]
 
