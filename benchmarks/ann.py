@@ -1,4 +1,4 @@
-"""ann: FAISS ANN retrievers (``pyterrier_e2rank.core.ann`` and FlexIndex's HNSW) against exact search.
+"""ann: FAISS ANN retrievers (``pyterrier_e2rank.index.ann`` and FlexIndex's HNSW) against exact search.
 
 Synthetic vectors are a Gaussian mixture (unit centres, one per ``DOCS_PER_CENTRE`` vectors by default,
 each vector a centre plus isotropic noise of the same norm, normalised: cosine ~0.7 to its centre),
@@ -17,8 +17,8 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from pyterrier_e2rank.app.experiment import index_name
-from pyterrier_e2rank.core.indexing import IndexWriter
+from pyterrier_e2rank.cli.experiment import index_name
+from pyterrier_e2rank.index.indexer import IndexWriter
 
 SCIFACT_INDEX = (Path(__file__).resolve().parents[1] / "indexes" / index_name("beir/scifact")
                  / f"dense.{index_name('all-minilm-l6-v2')}")
@@ -145,7 +145,7 @@ def scifact_index(workdir, *, index_path: Path = SCIFACT_INDEX, name: str = "sci
     ``workdir/name`` (read-only use of the given one), or built there if missing; queries encoded."""
     import pyterrier as pt
     from pyterrier_e2rank import E2Rank
-    from pyterrier_e2rank.core.index import E2RankIndex
+    from pyterrier_e2rank.index.artifact import E2RankIndex
     from pyterrier_e2rank.data import corpus_iter
     dataset = pt.get_dataset("irds:beir/scifact/test")
     model = E2Rank("all-minilm-l6-v2")

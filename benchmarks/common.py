@@ -24,16 +24,16 @@ def timer(results: dict, key: str):
 
 
 def timed_cli(arguments: list, processes: int, log_dir: Path) -> float:
-    """Seconds ``python -m pyterrier_e2rank.app.cli *arguments`` takes in one process, or under ``torchrun
+    """Seconds ``python -m pyterrier_e2rank.cli.main *arguments`` takes in one process, or under ``torchrun
     --standalone`` (rendezvous port chosen by the OS; each process's output in ``log_dir``) in ``processes``
     of ``cpu_count // processes`` threads each. torchrun's own options end at ``--`` (else it would read
     ``--run`` as its ``--run-path``)."""
     import subprocess
     import sys
-    command, env = ["-m", "pyterrier_e2rank.app.cli", *arguments], dict(os.environ)
+    command, env = ["-m", "pyterrier_e2rank.cli.main", *arguments], dict(os.environ)
     if processes > 1:
         command = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes), "--log-dir",
-                   str(log_dir), "--redirects", "3", "-m", "pyterrier_e2rank.app.cli", "--", *arguments]
+                   str(log_dir), "--redirects", "3", "-m", "pyterrier_e2rank.cli.main", "--", *arguments]
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // processes))
     started = time.perf_counter()
     subprocess.run([sys.executable, *command], check=True, capture_output=True, env=env)
@@ -45,7 +45,7 @@ def bm25_candidates(num_queries: int, top_k: int, index_dir: Path, max_words=Non
     import pyterrier as pt
     from pyterrier_e2rank.bm25 import pisa_bm25
     from pyterrier_e2rank.data import DocumentText
-    from pyterrier_e2rank.core.text import truncate_words
+    from pyterrier_e2rank.model.text import truncate_words
     dataset = pt.get_dataset("irds:beir/scifact/test")
     topics = dataset.get_topics().head(num_queries)
     frame = (pisa_bm25(str(index_dir / "bm25.pisa"), dataset, num_results=top_k) >> DocumentText(dataset))(topics)

@@ -6,7 +6,7 @@ import torch
 
 from pyterrier_e2rank import E2Rank
 from pyterrier_e2rank.data import corpus_iter
-from pyterrier_e2rank.core.pooling import pad_batch
+from pyterrier_e2rank.model.pooling import pad_batch
 
 
 def _timed_batches(model, ids, batch_size):

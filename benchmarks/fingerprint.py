@@ -11,7 +11,7 @@ def measure(model_dir: str, label: str) -> dict:
     import torch
 
     from pyterrier_e2rank import E2Rank
-    from pyterrier_e2rank.core import fingerprint as fp
+    from pyterrier_e2rank.model import fingerprint as fp
     directory = fp.local_checkpoint_dir(model_dir)
     (directory / fp.CACHE_FILE).unlink(missing_ok=True)
     size = sum(f.stat().st_size for f in fp.weight_files(directory))
@@ -34,7 +34,7 @@ def measure(model_dir: str, label: str) -> dict:
 
 
 def run(workdir: Path, *, minilm: str = "all-minilm-l6-v2") -> dict:
-    from pyterrier_e2rank.core.loading import resolve_model_path
+    from pyterrier_e2rank.model.loading import resolve_model_path
     import torch
     shaped = qwen3_shaped(Path(workdir) / "e2rank-0.6b-shape", num_layers=28, dtype=torch.bfloat16)
     return {"minilm": measure(resolve_model_path(minilm), minilm),

@@ -6,9 +6,9 @@ import json
 import time
 
 from pyterrier_e2rank import E2Rank
-from pyterrier_e2rank.app.experiment import index_name, run_experiment
-from pyterrier_e2rank.app.reproduce import reproduce
-from pyterrier_e2rank.app.runs import read_run
+from pyterrier_e2rank.cli.experiment import index_name, run_experiment
+from pyterrier_e2rank.cli.reproduce import reproduce
+from pyterrier_e2rank.cli.runs import read_run
 from pyterrier_e2rank.bm25 import pisa_bm25
 from pyterrier_e2rank.data import corpus_id
 

@@ -7,8 +7,8 @@ import tracemalloc
 import numpy as np
 import pandas as pd
 
-from pyterrier_e2rank.core.indexing import IndexWriter
-from pyterrier_e2rank.core.retriever import E2RankRetriever
+from pyterrier_e2rank.index.indexer import IndexWriter
+from pyterrier_e2rank.index.retriever import E2RankRetriever
 
 
 def _normalised(rng, n, dim):

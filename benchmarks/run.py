@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import (ann, cpu_inference, encode_throughput, fingerprint, index_sharded, quantized,  # noqa: E402
                         rerank_reuse, reproduce, retrieval_scale, sharding, vs_generative)
 from benchmarks.common import machine, timer  # noqa: E402
-from pyterrier_e2rank.core.io import atomic_file  # noqa: E402
+from pyterrier_e2rank.io import atomic_file  # noqa: E402
 
 #: The size whose best setting is reported at the top level of ``ann`` (the goal's), else the largest run.
 ANN_GOAL_SIZE = "1000000x1024"

@@ -20,7 +20,7 @@ def _rerank(workdir: Path, run: Path, output: Path, model: str, processes: int, 
 
 
 def run(workdir, *, model_path: str, num_queries: int, top_k: int = 30) -> dict:
-    from pyterrier_e2rank.app.runs import read_run, write_run
+    from pyterrier_e2rank.cli.runs import read_run, write_run
     workdir = Path(workdir)
     first = workdir / "sharding-bm25.run"
     write_run(bm25_candidates(num_queries, top_k, workdir), first, tag="bm25")

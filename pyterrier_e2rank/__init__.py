@@ -1,11 +1,21 @@
-"""E2Rank for PyTerrier: one embedding model for dense retrieval and listwise PRF reranking."""
-from .core.index import E2RankIndex
-from .core.model import DEFAULT_MODEL, E2Rank
-from .core.stats import EncodeStats
-from .core.prompt import ListwisePrompt
-from .core.provenance import IndexModelMismatch
-from .core.text import DEFAULT_QUERY_TASK, DEFAULT_RERANK_TASK
+"""E2Rank for PyTerrier: one embedding model for dense retrieval and listwise PRF reranking.
 
-__version__ = "0.3.2"  # the one place the version is written (setup.cfg reads it)
-__all__ = ["E2Rank", "E2RankIndex", "IndexModelMismatch", "EncodeStats", "ListwisePrompt",
-           "DEFAULT_MODEL", "DEFAULT_RERANK_TASK", "DEFAULT_QUERY_TASK"]
+Every name the documentation teaches is importable from here (``from pyterrier_e2rank import E2Rank, dataset``)."""
+from .bm25 import pisa_bm25, terrier_bm25
+from .data import DocumentText, corpus_id, corpus_iter, dataset
+from .deprecation import install_moved_modules
+from .index.artifact import E2RankIndex
+from .model.e2rank import DEFAULT_MODEL, E2Rank
+from .model.loading import pick_model
+from .model.provenance import IndexModelMismatch
+from .model.stats import EncodeStats
+from .model.text import DEFAULT_QUERY_TASK, DEFAULT_RERANK_TASK
+from .rerank.influence import feedback_influence
+from .rerank.prompt import ListwisePrompt
+
+install_moved_modules()
+
+__version__ = "0.4.0"  # the one place the version is written (setup.cfg reads it)
+__all__ = ["E2Rank", "E2RankIndex", "IndexModelMismatch", "EncodeStats", "ListwisePrompt", "DEFAULT_MODEL",
+           "DEFAULT_RERANK_TASK", "DEFAULT_QUERY_TASK", "pick_model", "feedback_influence", "dataset", "DocumentText",
+           "corpus_id", "corpus_iter", "pisa_bm25", "terrier_bm25"]

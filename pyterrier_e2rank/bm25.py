@@ -16,9 +16,9 @@ from typing import Optional
 
 import pyterrier as pt
 
-from .core.checks import without_empty_queries
+from .checks import without_empty_queries
 from .data import corpus_iter, corpus_stamp
-from .core.io import CorruptArtifact, atomic_directory, writer_lock
+from .io import CorruptArtifact, atomic_directory, writer_lock
 
 
 @contextlib.contextmanager

@@ -21,20 +21,14 @@ from typing import Callable, Iterable, Iterator, Optional, Union
 import pandas as pd
 import pyterrier as pt
 
-from .core.deprecation import renamed_names
-from .core.equality import EqualBySettings
-from .core.io import FileFormatError, file_sha256, numbered_lines, split_fields
-from .core.records import read_records
-from .core.text import join_title
+from .equality import EqualBySettings
+from .io import FileFormatError, file_sha256, numbered_lines, split_fields
+from .records import read_records
+from .model.text import join_title
 
 BEIR_QRELS_HEADER = "query-id\tcorpus-id\tscore"
 
 DatasetLike = Union[str, os.PathLike, "pt.datasets.Dataset"]
-
-
-#: Names of the previous release, kept for one release: using one warns (``DeprecationWarning``) with the new name.
-DEPRECATED_NAMES = {"load_dataset": "dataset"}
-__getattr__ = renamed_names(__name__, DEPRECATED_NAMES, globals())
 
 
 def dataset(source: DatasetLike, *, topics=None, qrels=None, split: Optional[str] = None) -> "pt.datasets.Dataset":

@@ -16,16 +16,15 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 import numpy as np
 import pyterrier_alpha as pta
 
-from .core.checks import identifier
+from .checks import identifier
 from pyterrier_dr import FlexIndex
 
-from .core.index import as_index
-from .core.indexing import IndexWriter, UniqueIds, encode_corpus
-from .core.deprecation import renamed_names
-from .core.io import CorruptArtifact, atomic_directory, numbered_lines, refuse_output_as_input
-from .core.provenance import check_fingerprint
-from .core.records import is_jsonl, jsonl_record, read_records
-from .core.text import join_title
+from .index.artifact import as_index
+from .index.indexer import IndexWriter, UniqueIds, encode_corpus
+from .io import CorruptArtifact, atomic_directory, numbered_lines, refuse_output_as_input
+from .model.provenance import check_fingerprint
+from .records import is_jsonl, jsonl_record, read_records
+from .model.text import join_title
 
 _FAISS_META = "e2rank_meta.json"
 _FAISS_FILES = frozenset({"index", "docid", _FAISS_META})
@@ -33,18 +32,12 @@ _FAISS_FILES = frozenset({"index", "docid", _FAISS_META})
 
 def _as_model(model, options: dict):
     """An ``E2Rank`` as given, or loaded from a name or directory (Pyserini's constructor style)."""
-    from .core.model import E2Rank
+    from .model.e2rank import E2Rank
     if isinstance(model, E2Rank):
         if options:
             raise TypeError(f"model options {sorted(options)} apply to a model name or directory, not to a loaded {model!r}")
         return model
     return E2Rank(model, **options)
-
-
-#: Names of the previous release, kept for one release: using one warns (``DeprecationWarning``) with the new name.
-DEPRECATED_NAMES = {"E2RankQueryEncoder": "E2RankPyseriniQueryEncoder",
-                    "E2RankDocumentEncoder": "E2RankPyseriniDocumentEncoder"}
-__getattr__ = renamed_names(__name__, DEPRECATED_NAMES, globals())  # the old names were also core.encoders'
 
 
 class E2RankPyseriniQueryEncoder:

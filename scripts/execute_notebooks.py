@@ -13,7 +13,7 @@ from pathlib import Path
 import nbclient
 import nbformat
 
-from pyterrier_e2rank.core.io import atomic_file
+from pyterrier_e2rank.io import atomic_file
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,4 @@
-"""The ANN retrievers of ``pyterrier_e2rank.core.ann`` on a small clustered index (4,000 x 32): well-formed
+"""The ANN retrievers of ``pyterrier_e2rank.index.ann`` on a small clustered index (4,000 x 32): well-formed
 results close to exact search, structures stored once and reused, float16 at half the size, bad
 parameters refused by name, and an overwrite of the index removing them."""
 import os
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from benchmarks.ann import build_clustered_index, clustered
-from pyterrier_e2rank.core.indexing import IndexWriter
+from pyterrier_e2rank.index.indexer import IndexWriter
 
 pytest.importorskip("faiss")
 pytestmark = pytest.mark.filterwarnings("ignore:IVF-PQ trained on")  # the small corpus here; tested below
@@ -61,17 +61,6 @@ def test_results_are_well_formed_and_close_to_exact(corpus, method):
     assert list(empty.columns) == ["qid", "query", "docno", "score", "rank"] and empty.empty
 
 
-def test_refine_the_previous_name_of_rescore_warns_and_gives_the_same_retriever(corpus):
-    index, _ = corpus
-    with pytest.warns(DeprecationWarning, match="refine= is deprecated .*use rescore="):
-        previous = index.faiss_ivfpq_retriever(n_list=16, m=4, refine=40, num_results=10)
-    assert previous == index.faiss_ivfpq_retriever(n_list=16, m=4, rescore=40, num_results=10)
-    with pytest.raises(TypeError, match="not both"):
-        index.faiss_ivfpq_retriever(refine=40, rescore=40, num_results=10)
-    with pytest.raises(TypeError, match="refinement"):
-        index.faiss_ivfpq_retriever(refinement=40)
-
-
 def test_rescore_ranks_pq_candidates_exactly(corpus):
     index, frame = corpus
     rescored = index.faiss_ivfpq_retriever(n_list=16, m=4, n_probe=16, rescore=4000, num_results=10)(frame)
@@ -84,7 +73,7 @@ def test_rescore_ranks_pq_candidates_exactly(corpus):
 
 def test_structures_are_stored_named_by_parameters_and_reused(corpus):
     index, frame = corpus
-    from pyterrier_e2rank.core.index import E2RankIndex
+    from pyterrier_e2rank.index.artifact import E2RankIndex
     retriever = index.faiss_ivfpq_retriever(n_list=16, m=8, nbits=6, n_probe=4)
     assert retriever.path.name == "ivfpq_nlist-16_m-8_nbits-6_train-2496.faiss" and retriever.path.is_file()
     stamp = os.stat(retriever.path).st_mtime_ns
@@ -140,7 +129,7 @@ def test_bad_parameters_are_refused_by_name(corpus, method, options, name):
 
 def test_a_structure_of_another_index_is_refused(tmp_path):
     """Same count and dimension, other vectors: only the structure's record of its source tells them apart."""
-    from pyterrier_e2rank.core.io import CorruptArtifact
+    from pyterrier_e2rank.io import CorruptArtifact
     first, _ = build_clustered_index(tmp_path / "first", num_docs=600, dim=DIM, num_centres=5, seed=0)
     second, _ = build_clustered_index(tmp_path / "second", num_docs=600, dim=DIM, num_centres=5, seed=1)
     stored = first.faiss_flat_fp16_retriever().path
@@ -169,8 +158,8 @@ def test_every_approximate_search_of_the_index_is_defined_in_ann():
     import inspect
     import re
     from pyterrier_dr import FlexIndex
-    from pyterrier_e2rank.core.ann import AnnSearch
-    from pyterrier_e2rank.core.index import E2RankIndex
+    from pyterrier_e2rank.index.ann import AnnSearch
+    from pyterrier_e2rank.index.artifact import E2RankIndex
     approximate = {n for n in dir(FlexIndex) if re.match(r"(faiss|scann|voyager|flatnav|kannolo)_|corpus_graph$", n)}
     approximate |= {n for n in dir(E2RankIndex) if n.startswith("faiss_")}
     assert {"faiss_hnsw_retriever", "faiss_ivfpq_retriever", "corpus_graph", "scann_retriever"} <= approximate

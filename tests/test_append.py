@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pyterrier_e2rank.core.index import E2RankIndex
-from pyterrier_e2rank.core.provenance import IndexModelMismatch
+from pyterrier_e2rank.index.artifact import E2RankIndex
+from pyterrier_e2rank.model.provenance import IndexModelMismatch
 
 pytest.importorskip("faiss")
 pytestmark = pytest.mark.filterwarnings("ignore:IVF-PQ trained on")  # the small corpus here
@@ -119,7 +119,7 @@ def test_a_failed_append_leaves_the_index_and_resumes_after_its_committed_chunks
 
 
 def test_the_index_command_appends(tiny_qwen_dir, base, tmp_path, capsys):
-    from pyterrier_e2rank.app.cli import main
+    from pyterrier_e2rank.cli.main import main
     collection = tmp_path / "new.jsonl"
     collection.write_text("".join(json.dumps({"id": f"n{i}", "contents": f"text {i}"}) + "\n" for i in range(3)))
     assert main(["index", "--collection", str(collection), "--model", str(tiny_qwen_dir), "--output",

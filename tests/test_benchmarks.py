@@ -22,8 +22,8 @@ def test_retrieval_scale_matches_brute_force(tmp_path):
     result = retrieval_scale.run(tmp_path, num_docs=5000, dim=16, k=10, chunk=1500)
     assert result["num_docs"] == 5000 and result["latency_ms_per_query"] > 0
     assert result.get("faiss_same_top10", True)
-    from pyterrier_e2rank.core.index import E2RankIndex
-    from pyterrier_e2rank.core.retriever import E2RankRetriever
+    from pyterrier_e2rank.index.artifact import E2RankIndex
+    from pyterrier_e2rank.index.retriever import E2RankRetriever
     index = E2RankIndex(tmp_path / "synthetic-5000x16")
     query = np.asarray(index.np_vecs()[42])[None]
     scores, rows = E2RankRetriever(index, num_results=10, block_size=700).search(query)

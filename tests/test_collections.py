@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pyterrier_e2rank.app.cli import _reporting_errors, main
-from pyterrier_e2rank.app.runs import RunFormatError, read_qrels, read_run, read_topics, write_run
+from pyterrier_e2rank.cli.main import _reporting_errors, main
+from pyterrier_e2rank.cli.runs import RunFormatError, read_qrels, read_run, read_topics, write_run
 from pyterrier_e2rank.bm25 import pisa_bm25
 from pyterrier_e2rank.data import DocumentText, corpus_id, corpus_iter, dataset
-from pyterrier_e2rank.core.indexing import E2RankIndexer
-from pyterrier_e2rank.core.io import FileFormatError
+from pyterrier_e2rank.index.indexer import E2RankIndexer
+from pyterrier_e2rank.io import FileFormatError
 
 from fixtures.docs import make_docs
 

@@ -42,7 +42,7 @@ def test_prompt_encoder_turns_a_ranked_list_into_a_query_vector(tiny_qwen, candi
 
 
 def test_reranker_is_prompt_encoder_then_vector_loader_then_scorer(tiny_qwen, index, candidates):
-    from pyterrier_e2rank.core.vectors import DotProduct
+    from pyterrier_e2rank.rerank.vectors import DotProduct
     reranker = tiny_qwen.reranker(num_input_docs=5, index=index)
     pseudo = tiny_qwen.prompt_encoder(num_input_docs=5)(candidates)
     by_hand = DotProduct()(index.vec_loader()(candidates).merge(pseudo[["qid", "query_vec"]], on="qid"))
@@ -99,7 +99,7 @@ def test_query_encoder_takes_result_frames_encoding_each_query_once(tiny_qwen, c
 
 
 def test_an_index_in_the_old_layout_says_how_to_move_on(tiny_qwen, tmp_path):
-    from pyterrier_e2rank.core.io import CorruptArtifact
+    from pyterrier_e2rank.io import CorruptArtifact
     old = tmp_path / "old"
     old.mkdir()
     (old / "pt_meta.json").write_text(json.dumps({"type": "dense_index", "format": "e2rank", "num_docs": 2}))
@@ -168,28 +168,27 @@ def test_pyserini_encoders_are_built_from_a_name(tiny_qwen_dir, tiny_qwen):
         E2RankPyseriniQueryEncoder(tiny_qwen, batch_size=2)
 
 
-@pytest.mark.parametrize("module, old, new", [("pyserini", "E2RankQueryEncoder", "E2RankPyseriniQueryEncoder"),
-                                              ("pyserini", "E2RankDocumentEncoder", "E2RankPyseriniDocumentEncoder"),
-                                              ("data", "load_dataset", "dataset")])
-def test_the_previous_names_warn_and_give_the_renamed_one(module, old, new):
-    """Kept for one release (``core.deprecation``): the Pyserini adapters' old names were also the PyTerrier
-    transformers' (``core.encoders``); ``data.load_dataset`` was an alias of ``data.dataset``."""
+@pytest.mark.parametrize("old, new", [("core.model", "model.e2rank"), ("core.index", "index.artifact"),
+                                      ("core.indexing", "index.indexer"), ("app.cli", "cli.main")])
+def test_the_moved_modules_warn_and_give_the_module_they_moved_to(old, new):
+    """0.4.0 moved ``core/`` and ``app/``: the old paths import the same module object for one release, warning
+    where the user's import is."""
     import importlib
-    renamed = importlib.import_module(f"pyterrier_e2rank.{module}")
-    message = f"{module}.{old} is deprecated .*: use pyterrier_e2rank.{module}.{new}$"
-    with pytest.warns(DeprecationWarning, match=message):
-        assert getattr(renamed, old) is getattr(renamed, new)
-    with pytest.warns(DeprecationWarning, match=new):
-        exec(f"from pyterrier_e2rank.{module} import {old}", {})
-    assert old not in vars(renamed) and new in vars(renamed)
-    with pytest.raises(AttributeError, match="no attribute 'E2RankPyseriniEncoder'"):
-        renamed.E2RankPyseriniEncoder
+    moved = importlib.import_module(f"pyterrier_e2rank.{new}")
+    namespace = {}
+    with pytest.warns(DeprecationWarning, match=f"pyterrier_e2rank.{old} is deprecated .*: use pyterrier_e2rank.{new}$") \
+            as caught:
+        exec(compile(f"import pyterrier_e2rank.{old} as old", "user_code.py", "exec"), namespace)
+    assert namespace["old"] is moved and moved.__spec__.name == f"pyterrier_e2rank.{new}"
+    assert caught[0].filename == "user_code.py"
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module("pyterrier_e2rank.core.no_such_module")
 
 
 # ---- 5. prompt settings are data of the model -----------------------------------------------------
 
 def test_a_trained_checkpoint_brings_its_prompt_settings(tiny_qwen_dir, tmp_path):
-    from pyterrier_e2rank.app.cli import train_main
+    from pyterrier_e2rank.cli.main import train_main
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps({"query": f"gene {i}", "document": DOCS["text"].tolist()[i:i + 4],
                                         "ranking": [2, 1, 3, 4]}) + "\n" for i in range(4)))

@@ -13,8 +13,8 @@ import torch
 
 from fixtures.docs import make_docs
 from pyterrier_e2rank import E2Rank
-from pyterrier_e2rank.core.backends import PROMISED_COSINE
-from pyterrier_e2rank.core.provenance import IndexModelMismatch
+from pyterrier_e2rank.model.backends import PROMISED_COSINE
+from pyterrier_e2rank.model.provenance import IndexModelMismatch
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -53,7 +53,7 @@ def scifact_batches(shared_path) -> list:
     """``FARTHEST_INT8_BATCHES`` as texts (title joined)."""
     import gzip
     import json
-    from pyterrier_e2rank.core.text import join_title
+    from pyterrier_e2rank.model.text import join_title
     with gzip.open(shared_path("data", "scifact", "corpus.jsonl.gz"), "rt") as corpus:
         texts = {r["_id"]: join_title(r["title"], r["text"]) for r in map(json.loads, corpus)}
     return [[texts[docno] for docno in batch] for batch in FARTHEST_INT8_BATCHES]
@@ -206,7 +206,7 @@ def test_the_command_lines_take_the_backend(minilm_dir, tmp_path, capsys, monkey
     does not offer is one line on stderr, exit status 2, and nothing written."""
     import sys
     from pyterrier_e2rank import E2RankIndex
-    from pyterrier_e2rank.app.cli import console
+    from pyterrier_e2rank.cli.main import console
     collection = tmp_path / "docs.jsonl"
     collection.write_text("".join(f'{{"id": "d{i}", "contents": "text {i}"}}\n' for i in range(3)))
     command = ["e2rank", "index", "--collection", str(collection), "--model", str(minilm_dir), "--quiet",

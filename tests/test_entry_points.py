@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 
 from pyterrier_e2rank import E2Rank
-from pyterrier_e2rank.app.experiment import dense_index_for, index_name, run_experiment
+from pyterrier_e2rank.cli.experiment import dense_index_for, index_name, run_experiment
 from pyterrier_e2rank.bm25 import CORPUS_STAMP_FILE, pisa_bm25
 from pyterrier_e2rank.data import corpus_id, corpus_stamp, dataset
-from pyterrier_e2rank.core.index import E2RankIndex
-from pyterrier_e2rank.core.loading import write_prompt_settings
+from pyterrier_e2rank.index.artifact import E2RankIndex
+from pyterrier_e2rank.model.loading import write_prompt_settings
 
 from fixtures.docs import make_docs
 
@@ -139,7 +139,7 @@ def test_corpus_stamp_sees_an_edit_that_keeps_size_and_mtime(tmp_path):
 
 
 def test_index_command_stamps_its_index(tmp_path, minilm_dir):
-    from pyterrier_e2rank.app.cli import main
+    from pyterrier_e2rank.cli.main import main
     folder = beir_folder(tmp_path / "corpus", make_docs(12, seed=5))
     assert main(["index", "--dataset", str(folder), "--model", str(minilm_dir), "--output",
                  str(tmp_path / "index"), "--quiet"]) == 0
@@ -158,8 +158,8 @@ def checkpoint(tiny_qwen_dir, tmp_path_factory):
 
 
 def test_rerank_run_takes_the_checkpoints_num_input_docs(checkpoint, tmp_path):
-    from pyterrier_e2rank.app.cli import main
-    from pyterrier_e2rank.app.runs import read_run, write_run
+    from pyterrier_e2rank.cli.main import main
+    from pyterrier_e2rank.cli.runs import read_run, write_run
     folder = beir_folder(tmp_path / "corpus", make_docs(12, seed=5))
     run = pd.DataFrame({"qid": ["q1"] * 8 + ["q2"] * 8, "docno": [f"d{i}" for i in range(8)] * 2,
                         "score": list(range(8, 0, -1)) * 2, "rank": list(range(8)) * 2})
@@ -215,7 +215,7 @@ def test_a_fine_tuned_checkpoint_saves_the_prompt_it_was_trained_with(tiny_qwen_
     """Fine-tuning a checkpoint with saved settings (task, variant) on lists of 4 documents, the user giving
     no prompt option: the new checkpoint reranks with the prompt it was trained with (its base's task and
     variant, the whole list of 4), not the paper's defaults."""
-    from pyterrier_e2rank.app.cli import train_main
+    from pyterrier_e2rank.cli.main import train_main
     base = tmp_path / "base"
     shutil.copytree(tiny_qwen_dir, base)
     write_prompt_settings(base, {"task": "Rank the abstracts for the claim", "variant": "readme"})

@@ -10,13 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pyterrier_e2rank.app.cli import _reporting_errors, main
-from pyterrier_e2rank.app.runs import RunFormatError, evaluate_run, parse_measure, read_qrels, read_run, read_topics, \
+from pyterrier_e2rank.cli.main import _reporting_errors, main
+from pyterrier_e2rank.cli.runs import RunFormatError, evaluate_run, parse_measure, read_qrels, read_run, read_topics, \
     write_run
 from pyterrier_e2rank.data import DocumentText, corpus_iter, dataset
-from pyterrier_e2rank.core.index import E2RankIndex
-from pyterrier_e2rank.core.indexing import IndexWriter
-from pyterrier_e2rank.core.io import FileFormatError, atomic_file, numbered_lines
+from pyterrier_e2rank.index.artifact import E2RankIndex
+from pyterrier_e2rank.index.indexer import IndexWriter
+from pyterrier_e2rank.io import FileFormatError, atomic_file, numbered_lines
 from pyterrier_e2rank.pyserini import read_jsonl_collection
 from pyterrier_e2rank.training.data import from_rankllm, read_pairs
 

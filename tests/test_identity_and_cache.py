@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from pyterrier_e2rank import E2Rank, E2RankIndex, IndexModelMismatch
-from pyterrier_e2rank.core import fingerprint
-from pyterrier_e2rank.core.io import CorruptArtifact
-from pyterrier_e2rank.core.prompt_cache import cache_directory
+from pyterrier_e2rank.model import fingerprint
+from pyterrier_e2rank.io import CorruptArtifact
+from pyterrier_e2rank.rerank.prompt_cache import cache_directory
 
 DOCS = [{"docno": f"d{i}", "text": f"Gene {i} Therapy Trial in Boston and Paris, volume {i}"} for i in range(8)]
 PROMPTS = pd.DataFrame({"prompt": [f"Documents: [1] gene {i} therapy. Search Query: virus {i}" for i in range(6)]})

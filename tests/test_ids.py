@@ -11,9 +11,9 @@ import pytest
 from ir_measures import RR, nDCG
 
 from pyterrier_e2rank import E2Rank
-from pyterrier_e2rank.core.checks import identifier
+from pyterrier_e2rank.checks import identifier
 from pyterrier_e2rank.pyserini import HitReranker
-from pyterrier_e2rank.core.vectors import CandidateVectors
+from pyterrier_e2rank.rerank.vectors import CandidateVectors
 
 from fixtures.docs import make_docs
 
@@ -92,7 +92,7 @@ def test_identifier_refuses_what_a_run_file_cannot_keep(bad, named):
 
 
 def test_a_nul_in_a_qid_never_reaches_a_run_file(tiny_qwen, index, candidates, tmp_path):
-    from pyterrier_e2rank.app.runs import write_run
+    from pyterrier_e2rank.cli.runs import write_run
     with pytest.raises(ValueError, match=r"qid 'q\\x001' at row 0 holds a control character"):
         tiny_qwen.reranker(num_input_docs=3, index=index)(with_cell(candidates, "qid", 0, "q\x001"))
     with pytest.raises(ValueError, match="control character"):
@@ -181,7 +181,7 @@ def test_hit_reranker_refuses_repeated_and_missing_ids(tiny_qwen):
 
 def test_a_run_read_by_pyterrier_is_reranked_without_glue(tiny_qwen, index, candidates, tmp_path):
     """Ranks from 1 (a TREC run file, written by us or by pt.io.write_results) are a whole list."""
-    from pyterrier_e2rank.app.runs import write_run
+    from pyterrier_e2rank.cli.runs import write_run
     reranker = tiny_qwen.reranker(num_input_docs=3, index=index)
     expected = reranker(candidates)[["qid", "docno", "score", "rank"]]
     write_run(candidates, tmp_path / "ours.run")

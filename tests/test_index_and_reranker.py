@@ -37,7 +37,7 @@ def test_retriever_is_exact_search(tiny_qwen, index):
 
 
 def test_small_blocks_give_the_same_top_k(tiny_qwen, index):
-    from pyterrier_e2rank.core.retriever import E2RankRetriever
+    from pyterrier_e2rank.index.retriever import E2RankRetriever
     query_vecs = tiny_qwen.encode_queries(QUERIES["query"].tolist())
     whole = E2RankRetriever(index, num_results=7).search(query_vecs)
     blocked = E2RankRetriever(index, num_results=7, block_size=6).search(query_vecs)
@@ -46,7 +46,7 @@ def test_small_blocks_give_the_same_top_k(tiny_qwen, index):
 
 def test_rank_cutoff_fuses_into_the_retriever(tiny_qwen, index):
     """``% 3`` becomes a retriever asked for 3 results (no cutoff left after it), with the same top 3."""
-    from pyterrier_e2rank.core.retriever import E2RankRetriever
+    from pyterrier_e2rank.index.retriever import E2RankRetriever
     pipeline = tiny_qwen.retriever(index, num_results=20) % 3
     compiled = pipeline.compile()
     stages = compiled._transformers

@@ -13,11 +13,11 @@ import pytest
 from pyterrier_dr import FlexIndex
 
 from benchmarks.ann import build_clustered_index, clustered
-from pyterrier_e2rank.core import ann
-from pyterrier_e2rank.core import index as index_module
-from pyterrier_e2rank.core.index import E2RankIndex, IndexReplaced
-from pyterrier_e2rank.core.indexing import IndexWriter
-from pyterrier_e2rank.core.io import ArtifactLocked, CorruptArtifact, writer_lock
+from pyterrier_e2rank.index import ann
+from pyterrier_e2rank.index import artifact as index_module
+from pyterrier_e2rank.index.artifact import E2RankIndex, IndexReplaced
+from pyterrier_e2rank.index.indexer import IndexWriter
+from pyterrier_e2rank.io import ArtifactLocked, CorruptArtifact, writer_lock
 
 pytest.importorskip("faiss")
 DIM = 16

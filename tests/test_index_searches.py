@@ -11,8 +11,8 @@ from pyterrier_dr import FlexIndex
 
 from benchmarks.ann import build_clustered_index
 from pyterrier_e2rank import IndexModelMismatch
-from pyterrier_e2rank.core import provenance
-from pyterrier_e2rank.core.index import NOT_TRANSFORMERS, E2RankIndex, serve_methods
+from pyterrier_e2rank.model import provenance
+from pyterrier_e2rank.index.artifact import NOT_TRANSFORMERS, E2RankIndex, serve_methods
 
 pytest.importorskip("faiss")
 pytestmark = pytest.mark.filterwarnings("ignore:IVF-PQ trained on")

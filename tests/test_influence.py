@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pyterrier_e2rank.core.influence import INFLUENCE_COLUMNS, feedback_influence, rank_biased_overlap
+from pyterrier_e2rank.rerank.influence import INFLUENCE_COLUMNS, feedback_influence, rank_biased_overlap
 
 from fixtures.docs import make_docs
 

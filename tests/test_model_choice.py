@@ -1,7 +1,7 @@
 """pick_model, the notebooks' one switch between E2Rank-0.6B and the offline MiniLM: each branch and its reason."""
 import pytest
 
-from pyterrier_e2rank.core.loading import FALLBACK_MODEL, MODEL_VARIABLE, pick_model
+from pyterrier_e2rank.model.loading import FALLBACK_MODEL, MODEL_VARIABLE, pick_model
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from pyterrier_e2rank import E2RankIndex
-from pyterrier_e2rank.core import indexing
-from pyterrier_e2rank.core.indexing import encode_corpus
-from pyterrier_e2rank.core.io import ArtifactLocked, CorruptArtifact, atomic_directory, writer_lock
+from pyterrier_e2rank.index import indexer as indexing
+from pyterrier_e2rank.index.indexer import encode_corpus
+from pyterrier_e2rank.io import ArtifactLocked, CorruptArtifact, atomic_directory, writer_lock
 from pyterrier_e2rank.training.config import TrainConfig
 from pyterrier_e2rank.training.data import ListwiseExample
 from pyterrier_e2rank.training.trainer import train
@@ -30,7 +30,7 @@ THEIRS = [{"docno": f"b{i}", "text": f"B's document {i} about protein {i % 4}"} 
 _APPEND_A = """
 import pathlib, sys, time
 from pyterrier_e2rank import E2Rank
-from pyterrier_e2rank.core import indexing
+from pyterrier_e2rank.index import indexer as indexing
 here = pathlib.Path(sys.argv[3])
 copy_index = indexing.copy_index
 def copy_when_told(base, writer):

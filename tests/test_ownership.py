@@ -11,11 +11,11 @@ import warnings
 import pytest
 
 from pyterrier_e2rank import E2Rank
-from pyterrier_e2rank.app import cli
-from pyterrier_e2rank.app.experiment import dense_index_for, index_name
-from pyterrier_e2rank.app.reproduce import reproduce
-from pyterrier_e2rank.core.index import E2RankIndex
-from pyterrier_e2rank.core.io import ArtifactLocked, writer_lock
+from pyterrier_e2rank.cli import main as cli
+from pyterrier_e2rank.cli.experiment import dense_index_for, index_name
+from pyterrier_e2rank.cli.reproduce import reproduce
+from pyterrier_e2rank.index.artifact import E2RankIndex
+from pyterrier_e2rank.io import ArtifactLocked, writer_lock
 from pyterrier_e2rank.data import corpus_iter
 
 from fixtures.writers import held_by_another_process

@@ -6,7 +6,7 @@ import pytest
 from ir_measures import R, nDCG
 
 from pyterrier_e2rank.bm25 import pisa_bm25
-from pyterrier_e2rank.app.cli import main
+from pyterrier_e2rank.cli.main import main
 from pyterrier_e2rank.data import DocumentText
 
 

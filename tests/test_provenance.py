@@ -13,7 +13,7 @@ from ir_measures import nDCG
 
 from pyterrier_e2rank import E2Rank, IndexModelMismatch
 from pyterrier_e2rank.bm25 import pisa_bm25
-from pyterrier_e2rank.core.vectors import DotProduct
+from pyterrier_e2rank.rerank.vectors import DotProduct
 from fixtures.docs import TOPIC_DOCS, TOPIC_QUERIES
 
 DOCS, QUERIES = TOPIC_DOCS, TOPIC_QUERIES

@@ -1,4 +1,4 @@
-"""int8 and binary copies of the vectors (``pyterrier_e2rank.core.quantized``) on a small clustered index
+"""int8 and binary copies of the vectors (``pyterrier_e2rank.index.quantized``) on a small clustered index
 (4,000 x 32): close to exact search, exact once rescored, 4x and 32x smaller than float32, stored as checked
 structures, bad parameters and another model's queries refused."""
 import os
@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 
 from benchmarks.ann import build_clustered_index, clustered
-from pyterrier_e2rank.core import provenance
-from pyterrier_e2rank.core.index import E2RankIndex
-from pyterrier_e2rank.core.provenance import IndexModelMismatch
-from pyterrier_e2rank.core.io import CorruptArtifact
+from pyterrier_e2rank.model import provenance
+from pyterrier_e2rank.index.artifact import E2RankIndex
+from pyterrier_e2rank.model.provenance import IndexModelMismatch
+from pyterrier_e2rank.io import CorruptArtifact
 
 pytest.importorskip("faiss")
 

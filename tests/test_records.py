@@ -6,10 +6,10 @@ import json
 import pandas as pd
 import pytest
 
-from pyterrier_e2rank.app.runs import read_topics
-from pyterrier_e2rank.core.io import FileFormatError
-from pyterrier_e2rank.core.records import KEYS, read_records
-from pyterrier_e2rank.core.text import join_title
+from pyterrier_e2rank.cli.runs import read_topics
+from pyterrier_e2rank.io import FileFormatError
+from pyterrier_e2rank.records import KEYS, read_records
+from pyterrier_e2rank.model.text import join_title
 from pyterrier_e2rank.data import DocumentText, corpus_iter, dataset
 from pyterrier_e2rank.pyserini import read_jsonl_collection, text_lookup
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from pyterrier_e2rank import E2Rank, E2RankIndex, IndexModelMismatch
-from pyterrier_e2rank.core.io import ArtifactLocked, CorruptArtifact
+from pyterrier_e2rank.io import ArtifactLocked, CorruptArtifact
 
 DOCS = [{"docno": f"d{i}", "text": f"document {i} about gene {i % 7} therapy and virus {i % 5}"} for i in range(30)]
 QUERY = pd.DataFrame({"qid": ["q1"], "query": ["gene therapy"]})
@@ -56,7 +56,7 @@ def test_one_step_fine_tuned_checkpoint_is_refused_on_the_base_index(tiny_qwen_d
     data.write_text("".join(json.dumps({"query": f"gene {i}", "document": [d["text"] for d in DOCS[i:i + 4]],
                                         "ranking": [2, 1, 3, 4]}) + "\n" for i in range(4)))
     output = tmp_path / "tuned"
-    subprocess.run([sys.executable, "-m", "pyterrier_e2rank.app.cli", "train", "--stage", "2", "--model", str(tiny_qwen_dir),
+    subprocess.run([sys.executable, "-m", "pyterrier_e2rank.cli.main", "train", "--stage", "2", "--model", str(tiny_qwen_dir),
                     "--data", str(data), "--output", str(output), "--max-steps", "1", "--batch-size", "2",
                     "--lr", "1e-4"], check=True, capture_output=True)
     tuned = E2Rank(str(output))
@@ -234,7 +234,7 @@ def test_non_finite_vectors_are_refused_by_name(tiny_qwen, built):
     query = QUERY.assign(query_vec=[np.full(tiny_qwen.dim, np.inf, dtype=np.float32)])
     with pytest.raises(ValueError, match="q1.*not finite"):
         E2RankIndex(path).retriever()(query)
-    from pyterrier_e2rank.core.indexing import IndexWriter
+    from pyterrier_e2rank.index.indexer import IndexWriter
     with pytest.raises(ValueError, match="'x'.*not finite"):
         with IndexWriter(path.parent / "nan", tiny_qwen.dim, tiny_qwen.fingerprint()) as writer:
             writer.add(["x"], np.full((1, tiny_qwen.dim), np.nan, dtype=np.float32))
@@ -276,7 +276,7 @@ def test_lone_surrogate_names_the_docno(tiny_qwen, tmp_path):
 
 
 def test_unspaced_giant_document_is_capped(tiny_qwen):
-    from pyterrier_e2rank.core.text import doc_token_cap
+    from pyterrier_e2rank.model.text import doc_token_cap
     giant = "ACGT" * 50_000  # one "word" of 200,000 characters
     cap = doc_token_cap(tiny_qwen.doc_max_words)
     assert len(tiny_qwen.tokenize_docs([giant])[0]) == cap
@@ -286,7 +286,7 @@ def test_unspaced_giant_document_is_capped(tiny_qwen):
 
 def test_the_token_cap_never_binds_on_real_collections(tiny_qwen, scifact, shared_dir):
     from pyterrier_e2rank.data import corpus_iter
-    from pyterrier_e2rank.core.text import DOC_MAX_WORDS, doc_token_cap, truncate_words
+    from pyterrier_e2rank.model.text import DOC_MAX_WORDS, doc_token_cap, truncate_words
     texts = [d["text"] for d in corpus_iter(scifact)]
     with open(shared_dir / "data" / "msmarco-train-samples" / "flagembedding_msmarco.jsonl") as lines:
         texts += [passage for line in lines for record in [json.loads(line)]

@@ -9,11 +9,11 @@ import time
 
 import pytest
 
-from pyterrier_e2rank.app import cli
-from pyterrier_e2rank.app.experiment import index_name, run_experiment
-from pyterrier_e2rank.app.reproduce import DatasetUnavailable, _Dataset, paper_row, reproduce, resolve_dataset, results_table
-from pyterrier_e2rank.app.runs import evaluate_run, read_qrels, read_run, rerank_run, write_run
-from pyterrier_e2rank.core.io import ArtifactLocked
+from pyterrier_e2rank.cli import main as cli
+from pyterrier_e2rank.cli.experiment import index_name, run_experiment
+from pyterrier_e2rank.cli.reproduce import DatasetUnavailable, _Dataset, paper_row, reproduce, resolve_dataset, results_table
+from pyterrier_e2rank.cli.runs import evaluate_run, read_qrels, read_run, rerank_run, write_run
+from pyterrier_e2rank.io import ArtifactLocked
 
 from fixtures.writers import held_by_another_process
 
@@ -80,7 +80,7 @@ def test_suite_matches_experiment_and_rerank_run(cached_minilm, scifact, small_s
 @pytest.mark.slow
 def test_killed_suite_resumes_after_the_finished_dataset(small_scifact, minilm_dir, scifact, tmp_path):
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "pyterrier_e2rank.app.cli", "reproduce", "--model", str(minilm_dir),
+    command = [sys.executable, "-m", "pyterrier_e2rank.cli.main", "reproduce", "--model", str(minilm_dir),
                "--dataset", str(small_scifact), "--dataset", SCIFACT, "--num-queries", "2",
                "--top-k", str(TOP_K), "--index-dir", str(tmp_path / "indexes"), "--output", str(out)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(p) for p in sys.path if p])}

@@ -3,8 +3,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pyterrier_e2rank.app.cli import main
-from pyterrier_e2rank.app.runs import (RunFormatError, evaluate_run, read_qrels, read_run, read_topics, rerank_run,
+from pyterrier_e2rank.cli.main import main
+from pyterrier_e2rank.cli.runs import (RunFormatError, evaluate_run, read_qrels, read_run, read_topics, rerank_run,
                                         write_run)
 
 from fixtures.docs import make_docs
@@ -66,7 +66,7 @@ def test_malformed_topics_and_qrels_are_reported(tmp_path):
 
 
 def test_run_queries_without_topics_are_named(files, tiny_qwen):
-    from pyterrier_e2rank.app.runs import rerank_run
+    from pyterrier_e2rank.cli.runs import rerank_run
     path, _ = files
     with pytest.raises(KeyError, match="q2"):
         rerank_run(tiny_qwen, read_run(path / "bm25.run"), read_topics(str(path / "topics.tsv")).head(1),
@@ -115,7 +115,7 @@ def test_a_run_of_other_queries_than_the_qrels_is_refused():
 
 def test_an_empty_run_file_is_refused_naming_it(tmp_path, capsys):
     """An empty run evaluated to 0 silently, and was reranked into an empty run."""
-    from pyterrier_e2rank.app.cli import _reporting_errors
+    from pyterrier_e2rank.cli.main import _reporting_errors
     (tmp_path / "empty.run").write_text("\n")
     (tmp_path / "qrels.txt").write_text("q1 0 d3 1\n")
     with pytest.raises(RunFormatError, match="empty.run: no run lines"):

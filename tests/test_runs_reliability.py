@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pyterrier_e2rank.app.cli import main
+from pyterrier_e2rank.cli.main import main
 from pyterrier_e2rank import IndexModelMismatch
-from pyterrier_e2rank.core.io import CorruptArtifact, FileFormatError
+from pyterrier_e2rank.io import CorruptArtifact, FileFormatError
 from pyterrier_e2rank.pyserini import (FaissVectors, HitReranker, read_jsonl_collection, text_lookup,
                                        write_faiss_index)
-from pyterrier_e2rank.app.runs import RunFormatError, read_qrels, read_run, read_topics, rerank_run, write_run
+from pyterrier_e2rank.cli.runs import RunFormatError, read_qrels, read_run, read_topics, rerank_run, write_run
 
 DOCS = {"d0": "gene therapy in mice", "d1": "a virus and the immune response", "d2": "vitamin b12 levels",
         "d3": "birth weight and mortality", "d4": "biomaterials with inductive properties"}
@@ -72,7 +72,7 @@ def test_the_installed_command_prints_a_user_error_as_one_line_and_exits_2(files
     import subprocess
     import sys
     same_as_input = rerank_args(files, **{"--output": files / "bm25.run"})
-    command = [sys.executable, "-m", "pyterrier_e2rank.app.cli", *same_as_input]
+    command = [sys.executable, "-m", "pyterrier_e2rank.cli.main", *same_as_input]
     done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "E2RANK_TRACEBACK": "0"})
     assert done.returncode == 2
     assert done.stderr.startswith("e2rank: error: ") and "input run" in done.stderr
@@ -82,7 +82,7 @@ def test_the_installed_command_prints_a_user_error_as_one_line_and_exits_2(files
 
 
 def test_a_bug_keeps_its_traceback(monkeypatch, capsys):
-    from pyterrier_e2rank.app import cli
+    from pyterrier_e2rank.cli import main as cli
     monkeypatch.setattr(cli, "main", lambda: None + 1)
     with pytest.raises(TypeError):
         cli.console()
@@ -90,8 +90,8 @@ def test_a_bug_keeps_its_traceback(monkeypatch, capsys):
 
 def test_every_number_of_every_subcommand_is_range_checked():
     """A plain ``type=int`` or ``type=float`` would take 0, negatives or nan; only ``choices`` bound one."""
-    from pyterrier_e2rank.app import arguments
-    from pyterrier_e2rank.app.cli import build_parser
+    from pyterrier_e2rank.cli import arguments
+    from pyterrier_e2rank.cli.main import build_parser
 
     def actions(parser, name):
         for action in parser._actions:

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from pyterrier_e2rank import E2RankIndex
-from pyterrier_e2rank.core.indexing import ChunkStore, encode_corpus
-from pyterrier_e2rank.core.io import CorruptArtifact
+from pyterrier_e2rank.index.indexer import ChunkStore, encode_corpus
+from pyterrier_e2rank.io import CorruptArtifact
 
 from fixtures.durability import recording_fsync_and_rename
 
@@ -22,7 +22,7 @@ CORPUS = [{"docno": f"doc{i}", "text": f"document {i} about gene {i % 7} and vir
 _KILLED_AFTER_THREE_CHUNKS = """
 import os, signal, sys
 from pyterrier_e2rank import E2Rank
-from pyterrier_e2rank.core.indexing import ChunkStore
+from pyterrier_e2rank.index.indexer import ChunkStore
 commit = ChunkStore.commit
 def commit_then_die(self, chunk):
     commit(self, chunk)
@@ -209,7 +209,7 @@ def test_two_processes_build_the_index_one_process_builds(tiny_qwen_dir, one_pro
 
 
 def test_index_command_builds_and_refuses_to_replace_without_overwrite(tiny_qwen_dir, one_process, tmp_path, capsys):
-    from pyterrier_e2rank.app.cli import main
+    from pyterrier_e2rank.cli.main import main
     collection = tmp_path / "collection.jsonl"
     collection.write_text("".join(json.dumps({"id": d["docno"], "contents": d["text"]}) + "\n" for d in CORPUS))
     command = ["index", "--collection", str(collection), "--model", str(tiny_qwen_dir), "--output",

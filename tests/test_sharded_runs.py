@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pyterrier_e2rank.app.cli import main
-from pyterrier_e2rank.app.experiment import index_name
-from pyterrier_e2rank.app.runs import read_run, write_run
-from pyterrier_e2rank.app.sharding import query_blocks
+from pyterrier_e2rank.cli.main import main
+from pyterrier_e2rank.cli.experiment import index_name
+from pyterrier_e2rank.cli.runs import read_run, write_run
+from pyterrier_e2rank.cli.sharding import query_blocks
 
 from fixtures.docs import make_docs
 
@@ -71,7 +71,7 @@ def test_rerank_run_on_two_processes_writes_the_run_of_one(collection, minilm_di
                str(collection), "--model", str(minilm_dir), "--top-k", "10", "--num-input-docs", "5"]
     assert main(command + ["--output", str(tmp_path / "one.run")]) == 0
     logs = tmp_path / "logs"
-    done = torchrun("-m", "pyterrier_e2rank.app.cli", "--", *command, "--output", str(tmp_path / "two.run"),
+    done = torchrun("-m", "pyterrier_e2rank.cli.main", "--", *command, "--output", str(tmp_path / "two.run"),
                     logs=logs)
     assert done.returncode == 0, process_logs(logs)
     assert "process 0 of 2: 3 of 5 queries" in process_logs(logs)
@@ -91,7 +91,7 @@ def test_experiment_on_two_processes_reports_the_results_of_one(collection, mini
                 "--output", str(tmp_path / f"{name}.json")]
     assert main(command("one")) == 0
     logs = tmp_path / "logs"
-    done = torchrun("-m", "pyterrier_e2rank.app.cli", "--", *command("two"), logs=logs)
+    done = torchrun("-m", "pyterrier_e2rank.cli.main", "--", *command("two"), logs=logs)
     assert done.returncode == 0, process_logs(logs)
     one, two = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("one", "two"))
     assert list(two) == list(one) == ["bm25", "bm25>>e2rank", "dense", "dense>>e2rank", "bm25>>e2rank-prf"]
@@ -119,7 +119,7 @@ def test_reproduce_on_two_processes_writes_the_results_of_one(collection, minilm
                 "--dense"]
     assert main(command("one")) == 0
     logs = tmp_path / "logs"
-    done = torchrun("-m", "pyterrier_e2rank.app.cli", "--", *command("two"), logs=logs)
+    done = torchrun("-m", "pyterrier_e2rank.cli.main", "--", *command("two"), logs=logs)
     assert done.returncode == 0, process_logs(logs)
     one, two = (json.loads((tmp_path / name / "results.json").read_text()) for name in ("one", "two"))
     assert list(two) == list(one) == [str(collection), str(pinned)]
@@ -149,7 +149,7 @@ def test_reproduce_on_two_processes_writes_the_results_of_one(collection, minilm
     finished = tmp_path / "two" / "datasets" / index_name(str(collection)) / "results.json"
     stamp = finished.stat().st_mtime_ns
     shutil.rmtree(logs)
-    done = torchrun("-m", "pyterrier_e2rank.app.cli", "--", *command("two"), logs=logs)
+    done = torchrun("-m", "pyterrier_e2rank.cli.main", "--", *command("two"), logs=logs)
     assert done.returncode == 0, process_logs(logs)
     assert json.loads((tmp_path / "two" / "results.json").read_text()) == two and finished.stat().st_mtime_ns == stamp
     assert json.loads((tmp_path / "two" / "run_record.json").read_text())["datasets"][str(pinned)][
@@ -159,7 +159,7 @@ _FAILING = """
 import json, os, sys
 import pandas as pd
 import pyterrier as pt
-from pyterrier_e2rank.app.sharding import transform_by_query
+from pyterrier_e2rank.cli.sharding import transform_by_query
 
 def fail_on_q4(frame):
     if "q4" in set(frame["qid"]):
@@ -193,7 +193,7 @@ def test_an_error_in_one_process_is_raised_in_every_process(tmp_path):
 
 _DECIDING = """
 import json, os, sys
-from pyterrier_e2rank.app.sharding import main_process_decides, main_process_first
+from pyterrier_e2rank.cli.sharding import main_process_decides, main_process_first
 
 rank = int(os.environ["RANK"])
 report = {"decided": main_process_decides(lambda: f"process {rank}'s decision"), "errors": []}

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pyterrier_e2rank import E2Rank
-from pyterrier_e2rank.app.cli import train_main
+from pyterrier_e2rank.cli.main import train_main
 from pyterrier_e2rank.training.config import TrainConfig
 from pyterrier_e2rank.training.data import DataError, ListwiseExample, from_pairs, from_rankllm, from_run, read_listwise
 from pyterrier_e2rank.training.losses import info_nce, listwise_loss, ranknet

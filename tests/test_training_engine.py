@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from pyterrier_e2rank import E2Rank
-from pyterrier_e2rank.app.cli import main as e2rank
-from pyterrier_e2rank.core.text import join_title
+from pyterrier_e2rank.cli.main import main as e2rank
+from pyterrier_e2rank.model.text import join_title
 from pyterrier_e2rank.training.config import TrainConfig
 from pyterrier_e2rank.training.data import DataError, ListwiseExample, from_pairs, from_rankllm, read_listwise
 from pyterrier_e2rank.training.losses import gather_with_grad, info_nce, listwise_loss
@@ -226,7 +226,7 @@ def test_recipes_run_e2rank_train_with_flags_it_has(tmp_path, repo_dir, stage, c
 
     import yaml
 
-    from pyterrier_e2rank.app.cli import build_parser
+    from pyterrier_e2rank.cli.main import build_parser
     stubs = tmp_path / "bin"
     stubs.mkdir()
     for name in ("e2rank", "accelerate"):
@@ -245,7 +245,7 @@ def test_recipes_run_e2rank_train_with_flags_it_has(tmp_path, repo_dir, stage, c
         argv = called[1:]
     else:
         assert called[:6] == ["accelerate", "launch", "--config_file", env["ACCELERATE_CONFIG"], "-m",
-                              "pyterrier_e2rank.app.cli"]
+                              "pyterrier_e2rank.cli.main"]
         argv = called[6:]
     args = build_parser().parse_args(argv)
     assert (args.command, args.stage, args.model, args.data, args.output) == ("train", stage, "base model",

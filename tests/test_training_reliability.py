@@ -8,10 +8,10 @@ import shutil
 import pytest
 
 import pyterrier_e2rank.training.trainer as trainer
-from pyterrier_e2rank.app.cli import main as e2rank_main
-from pyterrier_e2rank.core.io import ArtifactLocked, FileFormatError
-from pyterrier_e2rank.app.train_command import load_examples
-from pyterrier_e2rank.app.cli import train_main
+from pyterrier_e2rank.cli.main import main as e2rank_main
+from pyterrier_e2rank.io import ArtifactLocked, FileFormatError
+from pyterrier_e2rank.cli.train_command import load_examples
+from pyterrier_e2rank.cli.main import train_main
 from pyterrier_e2rank.training.config import TrainConfig
 from pyterrier_e2rank.training.data import DataError, ListwiseExample, from_pairs, read_listwise, read_pairs, write_jsonl
 from pyterrier_e2rank.training.trainer import train
@@ -134,7 +134,7 @@ def test_e2rank_train_is_the_e2rank_command(monkeypatch, argv):
     import sys
     from importlib.metadata import entry_points
 
-    import pyterrier_e2rank.app.train_command as train_command
+    import pyterrier_e2rank.cli.train_command as train_command
     seen = []
     for name in ("_train_command", "_build_data_command"):
         monkeypatch.setattr(train_command, name, lambda args: seen.append(vars(args)) or 0)
@@ -145,8 +145,8 @@ def test_e2rank_train_is_the_e2rank_command(monkeypatch, argv):
     assert seen[0] == seen[1] == seen[2]
     assert seen[0]["command"] == ("build-data" if argv[0] == "build-data" else "train")
     scripts = {e.name: e.value for e in entry_points(group="console_scripts")}
-    assert scripts["e2rank"] == "pyterrier_e2rank.app.cli:console"
-    assert scripts["e2rank-train"] == "pyterrier_e2rank.app.cli:train_console"
+    assert scripts["e2rank"] == "pyterrier_e2rank.cli.main:console"
+    assert scripts["e2rank-train"] == "pyterrier_e2rank.cli.main:train_console"
 
 
 @pytest.mark.parametrize("source", [["dataset", "--dataset", "irds:beir/scifact/train"], ["pairs", "--input", "x"]])

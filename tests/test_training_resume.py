@@ -16,8 +16,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pyterrier_e2rank.app.cli import train_main
-from pyterrier_e2rank.core.io import CorruptArtifact
+from pyterrier_e2rank.cli.main import train_main
+from pyterrier_e2rank.io import CorruptArtifact
 from pyterrier_e2rank.training.data import ListwiseExample
 from pyterrier_e2rank.training.config import TrainConfig
 from pyterrier_e2rank.training.trainer import train
@@ -38,7 +38,7 @@ SETTINGS = ["--stage", "2", "--max-steps", "6", "--batch-size", "1", "--gradient
 KILLED_WHILE_SAVING = """
 import os, signal, sys
 import accelerate
-from pyterrier_e2rank.app.cli import train_main as main
+from pyterrier_e2rank.cli.main import train_main as main
 real = accelerate.Accelerator.save_state
 def save_state(self, output_dir=None, **kwargs):
     real(self, output_dir, **kwargs)

@@ -21,10 +21,10 @@ from ir_measures import R, nDCG
 from pyterrier_e2rank import E2Rank
 from pyterrier_e2rank.bm25 import pisa_bm25
 from pyterrier_e2rank.data import DocumentText, corpus_id
-from pyterrier_e2rank.core.checks import positive_int
-from pyterrier_e2rank.core.io import atomic_file
-from pyterrier_e2rank.app import arguments
-from pyterrier_e2rank.app.experiment import dense_index_for, index_name
+from pyterrier_e2rank.checks import positive_int
+from pyterrier_e2rank.io import atomic_file
+from pyterrier_e2rank.cli import arguments
+from pyterrier_e2rank.cli.experiment import dense_index_for, index_name
 
 
 def main(argv=None):

@@ -28,7 +28,7 @@ if [[ "$BF16" == 1 ]]; then
 fi
 args+=("$@")  # last, so that a flag given here wins over the recipe's
 if [[ -n "$ACCELERATE_CONFIG" ]]; then
-    accelerate launch --config_file "$ACCELERATE_CONFIG" -m pyterrier_e2rank.app.cli "${args[@]}"
+    accelerate launch --config_file "$ACCELERATE_CONFIG" -m pyterrier_e2rank.cli.main "${args[@]}"
 else
     e2rank "${args[@]}"
 fi

@@ -22,13 +22,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import List, Optional, Set
 
-from pyterrier_e2rank import E2Rank
-from pyterrier_e2rank.core.fingerprint import CACHE_FILE as FINGERPRINT_CACHE
-from pyterrier_e2rank.core.io import (ArtifactLocked, CorruptArtifact, atomic_directory, atomic_file,
+from ..model.e2rank import E2Rank
+from pyterrier_e2rank.model.fingerprint import CACHE_FILE as FINGERPRINT_CACHE
+from pyterrier_e2rank.io import (ArtifactLocked, CorruptArtifact, atomic_directory, atomic_file,
                                       file_sha256, fsync_tree, writer_lock)
-from pyterrier_e2rank.core.loading import (PROMPT_SETTING_NAMES, resolve_model_path, write_pooling,
+from pyterrier_e2rank.model.loading import (PROMPT_SETTING_NAMES, resolve_model_path, write_pooling,
                                            write_prompt_settings)
-from pyterrier_e2rank.core.prompt import ListwisePrompt
+from pyterrier_e2rank.rerank.prompt import ListwisePrompt
 
 from .config import RESUMABLE_CHANGES, TrainConfig
 

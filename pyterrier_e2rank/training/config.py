@@ -5,9 +5,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import List, Optional
 
-from pyterrier_e2rank.core.checks import positive_int
+from pyterrier_e2rank.checks import positive_int
 
-from .losses import INFONCE_TEMPERATURE
+INFONCE_TEMPERATURE = 0.03  # the paper's InfoNCE temperature
+
 
 #: Poolings an encoder can be retrained with (decoders keep last-token pooling, with its left padding).
 ENCODER_POOLINGS = ("cls", "mean")

@@ -16,8 +16,8 @@ from typing import Iterable, Iterator, List, Optional
 
 import pandas as pd
 
-from pyterrier_e2rank.core.checks import is_text, positive_int
-from pyterrier_e2rank.core.io import FileFormatError, atomic_file, numbered_lines
+from pyterrier_e2rank.checks import is_text, positive_int
+from pyterrier_e2rank.io import FileFormatError, atomic_file, numbered_lines
 
 
 class DataError(FileFormatError):

@@ -4,8 +4,8 @@ from typing import List
 
 import torch
 
-from pyterrier_e2rank import E2Rank
-from pyterrier_e2rank.core.prompt import ListwisePrompt
+from ..model.e2rank import E2Rank
+from pyterrier_e2rank.rerank.prompt import ListwisePrompt
 
 from .config import TrainConfig
 from .data import ListwiseExample
@@ -23,7 +23,7 @@ def evaluate(model: E2Rank, prompt: ListwisePrompt, examples: List[ListwiseExamp
     import pandas as pd
     from ir_measures import nDCG
 
-    from pyterrier_e2rank.core.reranker import E2RankReranker
+    from pyterrier_e2rank.rerank.reranker import E2RankReranker
 
     backbone = model.backbone
     backbone.eval()

@@ -1,19 +1,17 @@
 """The losses of E2Rank training (pt_docs/specification.rst §9): InfoNCE and RankNet, and ``listwise_loss``,
 which computes them for a batch of training lists the way the reranker reads them."""
-from typing import TYPE_CHECKING, List
+from typing import List
 
 import torch
 import torch.nn.functional as F
 
-from pyterrier_e2rank import E2Rank
-from pyterrier_e2rank.core.prompt import ListwisePrompt
+from ..model.e2rank import E2Rank
+from pyterrier_e2rank.rerank.prompt import ListwisePrompt
 
 from .data import ListwiseExample
 
-if TYPE_CHECKING:
-    from .config import TrainConfig
+from .config import INFONCE_TEMPERATURE, TrainConfig
 
-INFONCE_TEMPERATURE = 0.03
 RANKNET_SCALE = 10.0
 
 
@@ -59,7 +57,7 @@ def gather_with_grad(tensor: torch.Tensor):
     return rows, sum(sizes[:rank])
 
 
-def listwise_loss(model: E2Rank, prompt: ListwisePrompt, batch: List[ListwiseExample], config: "TrainConfig", *,
+def listwise_loss(model: E2Rank, prompt: ListwisePrompt, batch: List[ListwiseExample], config: TrainConfig, *,
                   gather: bool = True):
     """Stage I: InfoNCE. Stage II: InfoNCE + weight x RankNet on 10 x cos(pseudo-query, document).
 

@@ -26,9 +26,9 @@ from typing import Iterator, List, Optional
 
 import torch
 
-from pyterrier_e2rank import E2Rank
-from pyterrier_e2rank.core.io import refuse_output_as_input
-from pyterrier_e2rank.core.loading import pooling_settings_file, resolve_model_path
+from ..model.e2rank import E2Rank
+from pyterrier_e2rank.io import refuse_output_as_input
+from pyterrier_e2rank.model.loading import pooling_settings_file, resolve_model_path
 
 from .checkpoints import STATE_RECORD, claim_output, project_configuration, save_checkpoint, save_state
 from .config import TrainConfig, hyperparameters

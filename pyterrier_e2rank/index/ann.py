@@ -42,8 +42,8 @@ import numpy as np
 import pyterrier as pt
 from pyterrier_dr import FlexIndex
 
-from .checks import positive_int
-from .io import CorruptArtifact
+from ..checks import positive_int
+from ..io import CorruptArtifact
 from .retriever import VectorSearch
 
 _BLOCK = 65536  # vectors added per call while building: bounded memory on any corpus size
@@ -58,32 +58,15 @@ def _faiss():
     return faiss
 
 
-def _renamed_rescore(rescore: Optional[int], deprecated: dict) -> Optional[int]:
-    """``rescore``, or the same value given under its name until 0.2, ``refine`` (with a ``DeprecationWarning``);
-    any other keyword is a ``TypeError`` naming it."""
-    refine = deprecated.pop("refine", None)
-    if deprecated:
-        raise TypeError(f"ivfpq_retriever() got unexpected keyword argument(s) {sorted(deprecated)}")
-    if refine is None:
-        return rescore
-    if rescore is not None:
-        raise TypeError("pass rescore= only (refine= is its deprecated name), not both")
-    warnings.warn("refine= is deprecated and will be removed in the next release: use rescore=", DeprecationWarning,
-                  stacklevel=3)
-    return refine
-
-
 def ivfpq_retriever(index, *, n_list: Optional[int] = None, m: Optional[int] = None, nbits: int = 8,
                     train_sample: Optional[int] = None, n_probe: Optional[int] = None, rescore: Optional[int] = None,
-                    num_results: int = 1000, gpu: Optional[bool] = None, **deprecated) -> "FaissAnnRetriever":
+                    num_results: int = 1000, gpu: Optional[bool] = None) -> "FaissAnnRetriever":
     """IVF-PQ search: ``n_list`` inverted lists (default ~4 sqrt(N), a power of 2), ``m`` sub-quantizers of
     ``nbits`` bits (default ``m`` = dim / 8; must divide dim), trained on ``train_sample`` vectors (default
     39 per centroid of the lists and of each sub-quantizer, at most N; fewer gives one warning); ``n_probe``
     lists searched per query (default 16, at most ``n_list``);
     ``rescore``: that many PQ candidates rescored exactly from the stored vectors (``None``: PQ scores; the
-    int8 and binary retrievers of ``quantized`` take the same argument). ``gpu``: None = when FAISS sees one.
-    ``refine=``, this argument's name until 0.2, is accepted with a ``DeprecationWarning`` for one release."""
-    rescore = _renamed_rescore(rescore, deprecated)
+    int8 and binary retrievers of ``quantized`` take the same argument). ``gpu``: None = when FAISS sees one."""
     faiss = _faiss()
     meta = index.meta
     count, dim = meta["doc_count"], meta["vec_size"]

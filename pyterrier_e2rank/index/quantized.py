@@ -25,8 +25,8 @@ from typing import Optional
 import numpy as np
 
 from .ann import _BLOCK, FaissAnnRetriever, _add_all, _faiss, _in_range, _sample, _structure, checked_size
-from .checks import positive_int
-from .io import CorruptArtifact
+from ..checks import positive_int
+from ..io import CorruptArtifact
 
 #: The vectors a scalar quantizer's ranges are taken from, at most (all of a smaller index).
 INT8_TRAIN_SAMPLE = 100_000

@@ -10,11 +10,11 @@ import pyterrier as pt
 import torch
 
 from .backends import check_backend, exported_backbone
-from .checks import check_encodable, check_finite, positive_int
+from ..checks import check_encodable, check_finite, positive_int
 from .fingerprint import tokenizer_digest, weights_digest
 from .loading import read_pooling, read_prompt_settings, resolve_model_path
 from .pooling import Pooling, pad_batch, pool
-from .prompt import ListwisePrompt
+from ..rerank.prompt import ListwisePrompt
 from .stats import EncodeStats, add_stats
 from .text import DEFAULT_QUERY_TASK, DOC_MAX_WORDS, doc_token_cap, format_query, truncate_words
 
@@ -372,7 +372,7 @@ class E2Rank:
         ``missing_text="empty"``. ``corpus_stamp`` (``data.corpus_stamp(dataset)``) is stored with the index,
         for reuse checks (``E2RankIndex.corpus_stamp``). ``mode="append"`` adds the documents to the existing
         index (new docnos only; its derived structures are built again from the new vectors on first use)."""
-        from .indexing import E2RankIndexer
+        from ..index.indexer import E2RankIndexer
         return E2RankIndexer(self, index, batch_size=batch_size, verbose=verbose, text_field=text_field,
                              overwrite=overwrite, chunk_size=chunk_size, missing_text=missing_text,
                              corpus_stamp=corpus_stamp, mode=mode)
@@ -381,7 +381,7 @@ class E2Rank:
                   verbose: Optional[bool] = None) -> pt.Transformer:
         """Q frame -> top ``num_results`` documents of ``index`` by exact dot product; a frame of this model's
         pseudo-queries (``prompt_encoder()``) is searched with them (PRF re-retrieval)."""
-        from .index import as_index
+        from ..index.artifact import as_index
         index = as_index(index)
         index.check_model(self)
         return self.query_encoder(batch_size=batch_size, verbose=verbose) >> index.retriever(num_results=num_results)
@@ -389,7 +389,7 @@ class E2Rank:
     def scorer(self, index=None, *, batch_size: Optional[int] = None, verbose: Optional[bool] = None,
                text_field: str = "text") -> pt.Transformer:
         """Reranks candidates by plain query-document cosine (no listwise prompt)."""
-        from .scorer import E2RankScorer
+        from ..rerank.scorer import E2RankScorer
         return E2RankScorer(self, index=index, batch_size=batch_size, verbose=verbose, text_field=text_field)
 
     def prompt_encoder(self, num_input_docs: Optional[int] = None, *, task: Optional[str] = None,
@@ -401,7 +401,7 @@ class E2Rank:
         ``>> model.retriever(index)``) is PRF re-retrieval. ``cache``: a directory for the prompt vectors
         (``prompt_cache.py``: keyed by the rendered prompt and every setting that changes its vector;
         stored as raw float32)."""
-        from .prompt_encoder import E2RankPromptEncoder
+        from ..rerank.prompt_encoder import E2RankPromptEncoder
         prompt = self.listwise_prompt(num_input_docs=num_input_docs, task=task, variant=prompt_variant,
                                       prompt_doc_max_tokens=prompt_doc_max_tokens, prompt_max_tokens=prompt_max_tokens)
         return E2RankPromptEncoder(self, prompt, batch_size=batch_size, verbose=verbose, text_field=text_field,
@@ -415,7 +415,7 @@ class E2Rank:
         """The listwise PRF reranker (pt_docs/specification.rst §6): ``prompt_encoder`` >> the candidates'
         vectors >> dot product; with ``index``, one forward pass per query. Prompt settings left ``None`` are the
         model's (``listwise_prompt``)."""
-        from .reranker import E2RankReranker
+        from ..rerank.reranker import E2RankReranker
         prompt = self.listwise_prompt(num_input_docs=num_input_docs, task=task, variant=prompt_variant,
                                       prompt_doc_max_tokens=prompt_doc_max_tokens, prompt_max_tokens=prompt_max_tokens)
         return E2RankReranker(self, prompt, index=index, window=window, stride=stride, batch_size=batch_size,

@@ -19,7 +19,7 @@ dataset's ``made-from.json`` (its dataset and first stage), first-stage and rera
 ``results.json``. A killed suite started again with the same command keeps finished datasets and reranked
 chunks of queries; ``overwrite=True`` starts afresh, removing only what reproduce wrote (``_FILES``).
 
-Under ``torchrun``/``accelerate launch`` (``torchrun --nproc-per-node 8 -m pyterrier_e2rank.app.cli -- reproduce
+Under ``torchrun``/``accelerate launch`` (``torchrun --nproc-per-node 8 -m pyterrier_e2rank.cli.main -- reproduce
 ...``) each dataset's queries are split across the processes, each on its own GPU; process 0 merges, and is
 the one that builds the PISA indexes and writes ``output`` (``reproduce``).
 """
@@ -38,12 +38,12 @@ from typing import Dict, List, Optional, Sequence, Union
 import pandas as pd
 
 from ..bm25 import pisa_bm25
-from ..core.indexing import distributed_context
-from ..core.checks import positive_int
-from ..core.io import atomic_file, file_sha256, numbered_lines, refuse_output_as_input, writer_lock
-from ..core.model import E2Rank
-from ..core.stats import EncodeStats
-from ..core.text import DEFAULT_RERANK_TASK, DOC_MAX_WORDS, dataset_query_task
+from ..index.indexer import distributed_context
+from ..checks import positive_int
+from ..io import atomic_file, file_sha256, numbered_lines, refuse_output_as_input, writer_lock
+from ..model.e2rank import E2Rank
+from ..model.stats import EncodeStats
+from ..model.text import DEFAULT_RERANK_TASK, DOC_MAX_WORDS, dataset_query_task
 from .. import data
 from ..data import DocumentText, corpus_id, corpus_stamp, is_beir_folder
 from . import arguments

@@ -13,12 +13,12 @@ from ir_measures import R, nDCG
 from ..bm25 import BM25_ENGINES
 from .. import data
 from ..data import DocumentText, corpus_id, corpus_iter, corpus_stamp, is_beir_folder
-from ..core.index import E2RankIndex
-from ..core.io import atomic_file, refuse_output_as_input, writer_lock
-from ..core.model import E2Rank
-from ..core.provenance import fingerprint_differences
-from ..core.checks import positive_int
-from ..core.text import dataset_query_task
+from ..index.artifact import E2RankIndex
+from ..io import atomic_file, refuse_output_as_input, writer_lock
+from ..model.e2rank import E2Rank
+from ..model.provenance import fingerprint_differences
+from ..checks import positive_int
+from ..model.text import dataset_query_task
 from . import arguments
 from .sharding import is_main_process, main_process_first, process_device, transform_by_query
 

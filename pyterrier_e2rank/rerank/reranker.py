@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pyterrier as pt
 
-from . import provenance
-from .equality import EqualBySettings
-from .checks import positive_int, validate_frame
+from ..model import provenance
+from ..equality import EqualBySettings
+from ..checks import positive_int, validate_frame
 from .prompt import ListwisePrompt
 from .prompt_encoder import E2RankPromptEncoder, in_current_order, query_groups
-from .stats import EncodeStats, add_stats
+from ..model.stats import EncodeStats, add_stats
 from .vectors import CandidateVectors, DotProduct
 
 

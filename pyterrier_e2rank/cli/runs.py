@@ -24,9 +24,9 @@ import pandas as pd
 import pyterrier as pt
 from pyterrier_alpha import DataFrameBuilder
 
-from ..core.checks import identifier, positive_int
-from ..core.io import FileFormatError, atomic_file, numbered_lines, refuse_output_as_input, split_fields
-from ..core.records import read_records
+from ..checks import identifier, positive_int
+from ..io import FileFormatError, atomic_file, numbered_lines, refuse_output_as_input, split_fields
+from ..records import read_records
 from . import arguments
 from .sharding import is_main_process, process_device, transform_by_query
 
@@ -230,7 +230,7 @@ def rerank_run(model, run: pd.DataFrame, topics: pd.DataFrame, docs: str, *, ind
 
 def _rerank_command(args) -> int:
     refuse_output_as_input(args.output, run=args.run, topics=args.topics, docs=args.docs, index=args.index)
-    from ..core.model import E2Rank
+    from ..model.e2rank import E2Rank
     main = is_main_process()
     model = E2Rank(args.model, device=process_device(args.device), batch_size=args.batch_size, verbose=main,
                    **arguments.backend_options(args))

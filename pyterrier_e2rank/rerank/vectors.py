@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pyterrier as pt
 
-from . import provenance
-from .checks import require_text, stack_vectors, validate_frame
-from .equality import EqualBySettings
-from .index import as_index
+from ..model import provenance
+from ..checks import require_text, stack_vectors, validate_frame
+from ..equality import EqualBySettings
+from ..index.artifact import as_index
 
 
 class CandidateVectors(EqualBySettings, pt.Transformer):

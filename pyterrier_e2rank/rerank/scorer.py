@@ -8,10 +8,10 @@ from typing import Optional
 import pandas as pd
 import pyterrier as pt
 
-from . import provenance
-from .checks import validate_frame
-from .equality import EqualBySettings
-from .encoders import E2RankQueryEncoder
+from ..model import provenance
+from ..checks import validate_frame
+from ..equality import EqualBySettings
+from ..model.encoders import E2RankQueryEncoder
 from .vectors import CandidateVectors, DotProduct
 
 

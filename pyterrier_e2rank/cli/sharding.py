@@ -15,7 +15,7 @@ from typing import Callable, Iterator, List, Optional, TypeVar
 import numpy as np
 import pandas as pd
 
-from ..core.indexing import distributed_context
+from ..index.indexer import distributed_context
 
 #: How long a process waits for the others to finish their blocks, or for process 0 to build an index: a
 #: block of one process can take much longer than another's (long queries, a slower device) without that

@@ -6,8 +6,8 @@ it reads at inference. The default is the prompt behind the paper's numbers (pt_
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
-from .checks import positive_int
-from .text import DEFAULT_RERANK_TASK, DOC_MAX_WORDS, doc_token_cap, truncate_words
+from ..checks import positive_int
+from ..model.text import DEFAULT_RERANK_TASK, DOC_MAX_WORDS, doc_token_cap, truncate_words
 
 PROMPT_VARIANTS = ("eval", "readme")
 

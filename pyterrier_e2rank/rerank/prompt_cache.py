@@ -36,9 +36,9 @@ import numpy as np
 import pandas as pd
 import pyterrier as pt
 
-from . import provenance
-from .equality import EqualBySettings
-from .io import CorruptArtifact
+from ..model import provenance
+from ..equality import EqualBySettings
+from ..io import CorruptArtifact
 
 DB_FILE = "vectors.sqlite3"
 #: Seconds a writer waits for another writer's lock before its SQLite call fails.

@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 import pyterrier as pt
 
-from . import provenance
-from .equality import EqualBySettings
-from .checks import positive_int, stack_vectors, validate_frame
+from ..model import provenance
+from ..equality import EqualBySettings
+from ..checks import positive_int, stack_vectors, validate_frame
 
 
 #: What to do about query vectors of another model than the index's.

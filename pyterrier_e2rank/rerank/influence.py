@@ -9,7 +9,7 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from .checks import require_text, validate_frame
+from ..checks import require_text, validate_frame
 from .prompt_encoder import in_current_order, query_groups
 
 #: The columns ``feedback_influence`` returns, in order.

@@ -29,11 +29,11 @@ import pyterrier as pt
 from npids import Lookup
 from pyterrier_dr import FlexIndex
 
-from . import provenance
+from ..model import provenance
 from .ann import AnnSearch
 from .docnos import DocnoLookup
-from .equality import EqualBySettings
-from .io import CorruptArtifact, atomic_directory, atomic_file, thread_lock
+from ..equality import EqualBySettings
+from ..io import CorruptArtifact, atomic_directory, atomic_file, thread_lock
 from .retriever import E2RankRetriever, IndexStage, served
 
 META = "pt_meta.json"

@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 import pyterrier as pt
 
-from . import provenance
-from .checks import MISSING_TEXT, check_finite, document_texts, identifier, positive_int, stack_vectors
+from ..model import provenance
+from ..checks import MISSING_TEXT, check_finite, document_texts, identifier, positive_int, stack_vectors
 from .docnos import build_docnos
-from .index import DOCNOS, META, VECTORS, E2RankIndex, as_index, index_path, own_entries
-from .io import CorruptArtifact, atomic_directory, atomic_file, check_replaceable, writer_lock
+from .artifact import DOCNOS, META, VECTORS, E2RankIndex, as_index, index_path, own_entries
+from ..io import CorruptArtifact, atomic_directory, atomic_file, check_replaceable, writer_lock
 
 
 def encode_corpus(model, records: Iterable[dict], *, text_field: str = "text", chunk_size: int = 4096,

@@ -6,7 +6,7 @@ import os
 import sys
 from typing import Callable, List, Optional
 
-from ..core.io import ArtifactLocked
+from ..io import ArtifactLocked
 from . import experiment, index_command, reproduce, runs, train_command
 
 

@@ -6,8 +6,8 @@ import pandas as pd
 import pyterrier as pt
 
 from . import provenance
-from .equality import EqualBySettings
-from .checks import require_text, validate_frame, without_empty_queries
+from ..equality import EqualBySettings
+from ..checks import require_text, validate_frame, without_empty_queries
 
 
 class E2RankQueryEncoder(EqualBySettings, pt.Transformer):

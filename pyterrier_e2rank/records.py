@@ -24,7 +24,7 @@ from typing import Dict, Iterator, Optional, Tuple, Type
 
 from .checks import identifier, is_text
 from .io import FileFormatError, numbered_lines, split_fields
-from .text import join_title
+from .model.text import join_title
 
 #: The accepted keys of a JSONL record, by kind of record and field; a field may be given by several
 #: keys only if they agree.

@@ -13,8 +13,8 @@ command writes (``build-data dataset``: its BM25 index) until the last.
 """
 from dataclasses import fields
 
-from ..core.checks import positive_int
-from ..core.io import numbered_lines, refuse_output_as_input, writer_lock
+from ..checks import positive_int
+from ..io import numbered_lines, refuse_output_as_input, writer_lock
 from ..training.config import ENCODER_POOLINGS, TrainConfig
 from ..training.data import DataError, build_from_dataset, from_pairs, from_rankllm, read_listwise, write_jsonl
 from ..training.trainer import train

@@ -1,7 +1,7 @@
 """``e2rank index``: encode a corpus into an E2Rank index, in one process or many.
 
     e2rank index --dataset irds:beir/scifact/test --model all-minilm-l6-v2 --output indexes/scifact.e2rank
-    torchrun --nproc-per-node 8 -m pyterrier_e2rank.app.cli index --dataset irds:msmarco-passage \\
+    torchrun --nproc-per-node 8 -m pyterrier_e2rank.cli.main index --dataset irds:msmarco-passage \\
         --model Alibaba-NLP/E2Rank-0.6B --output indexes/msmarco.e2rank --batch-size 128
 
 Under torchrun each process encodes its shard of the corpus on its own GPU (``LOCAL_RANK``) and
@@ -12,14 +12,14 @@ committed chunks (``indexing.E2RankIndexer``). ``--append`` adds a corpus's docu
 import contextlib
 import os
 
-from ..core.checks import positive_int
-from ..core.io import refuse_output_as_input, writer_lock
+from ..checks import positive_int
+from ..io import refuse_output_as_input, writer_lock
 from . import arguments
 
 
 def _index_command(args) -> int:
     from ..data import corpus_iter, corpus_stamp
-    from ..core.model import E2Rank
+    from ..model.e2rank import E2Rank
     from ..pyserini import read_jsonl_collection
     refuse_output_as_input(args.output, dataset=args.dataset, collection=args.collection, model=args.model)
     device = args.device

@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 import pyterrier as pt
 
-from . import provenance
-from .equality import EqualBySettings
-from .checks import is_text, require_text, validate_frame
+from ..model import provenance
+from ..equality import EqualBySettings
+from ..checks import is_text, require_text, validate_frame
 from .prompt import ListwisePrompt
 from .prompt_cache import PromptVectorCache
 

@@ -5,8 +5,8 @@ import argparse
 import math
 from typing import Callable
 
-from ..core.backends import BACKENDS, PROMISED_COSINE, QUANTIZATIONS
-from ..core.checks import positive_int
+from ..model.backends import BACKENDS, PROMISED_COSINE, QUANTIZATIONS
+from ..checks import positive_int
 
 #: The seeds ``accelerate.utils.set_seed`` accepts (NumPy's range).
 MAX_SEED = 2**32 - 1

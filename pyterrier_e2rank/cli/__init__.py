@@ -1,0 +1,1 @@
+"""The command lines (``e2rank``, ``e2rank-train``)."""

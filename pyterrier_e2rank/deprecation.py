@@ -1,0 +1,70 @@
+"""Old spellings kept for one release, each served with a ``DeprecationWarning`` naming the new one: renamed
+names of a module (``renamed_names``) and moved modules
+(``MOVED_MODULES``, served by an import hook). CONTRIBUTING.md lists what is due for removal."""
+import importlib
+import importlib.abc
+import importlib.util
+import sys
+import warnings
+from typing import Callable, Dict
+
+# 0.4.0 cut the package by idea: core/ became model/, rerank/ and index/ (and a few shared modules); app/ became cli/.
+_OLD = {
+    "io": "io", "checks": "checks", "deprecation": "deprecation", "equality": "equality", "records": "records",
+    "model": "model.e2rank", "loading": "model.loading", "pooling": "model.pooling", "text": "model.text",
+    "backends": "model.backends", "fingerprint": "model.fingerprint", "provenance": "model.provenance",
+    "stats": "model.stats", "encoders": "model.encoders",
+    "prompt": "rerank.prompt", "prompt_encoder": "rerank.prompt_encoder", "reranker": "rerank.reranker",
+    "scorer": "rerank.scorer", "vectors": "rerank.vectors", "prompt_cache": "rerank.prompt_cache",
+    "influence": "rerank.influence",
+    "index": "index.artifact", "indexing": "index.indexer", "docnos": "index.docnos", "retriever": "index.retriever",
+    "ann": "index.ann", "quantized": "index.quantized",
+}
+MOVED_MODULES = {f"pyterrier_e2rank.core.{old}": f"pyterrier_e2rank.{new}" for old, new in _OLD.items()}
+MOVED_MODULES.update({f"pyterrier_e2rank.app.{old}": f"pyterrier_e2rank.cli.{old}" for old in
+                      ["arguments", "experiment", "index_command", "reproduce", "runs", "sharding", "train_command"]})
+MOVED_MODULES["pyterrier_e2rank.app.cli"] = "pyterrier_e2rank.cli.main"
+_OLD_PACKAGES = {"pyterrier_e2rank.core", "pyterrier_e2rank.app"}
+
+
+def _warn(old: str, new: str, stacklevel: int = 3) -> None:
+    warnings.warn(f"{old} is deprecated and will be removed in the next release: use {new}", DeprecationWarning,
+                  stacklevel=stacklevel)
+
+
+class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Imports an old module path as the module it moved to (the same module object, so patches reach it)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name in MOVED_MODULES or name in _OLD_PACKAGES:
+            return importlib.util.spec_from_loader(name, self, is_package=name in _OLD_PACKAGES)
+        return None
+
+    def create_module(self, spec):
+        if spec.name in _OLD_PACKAGES:
+            return None
+        _warn(spec.name, MOVED_MODULES[spec.name])
+        module = importlib.import_module(MOVED_MODULES[spec.name])
+        self._real_spec = module.__spec__  # importlib sets __spec__ to the old name's; put it back in exec_module
+        return module
+
+    def exec_module(self, module):
+        if module.__spec__.name not in _OLD_PACKAGES:
+            module.__spec__ = self._real_spec
+
+
+def install_moved_modules() -> None:
+    """Serves ``MOVED_MODULES`` (called once, by the package's ``__init__``)."""
+    if not any(isinstance(f, _MovedModuleFinder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _MovedModuleFinder())
+
+
+def renamed_names(module: str, renamed: Dict[str, str], namespace: dict) -> Callable[[str], object]:
+    """A module ``__getattr__`` for ``module`` (its ``__name__``): an old name of ``renamed`` (old -> new) gives
+    ``namespace[new]`` with a ``DeprecationWarning``; any other missing name raises ``AttributeError``."""
+    def __getattr__(name: str):
+        if name in renamed:
+            _warn(f"{module}.{name}", f"{module}.{renamed[name]}")
+            return namespace[renamed[name]]
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    return __getattr__

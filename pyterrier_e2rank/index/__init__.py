@@ -1,0 +1,1 @@
+"""The dense index: the artifact, writing it, and searching it (exact, FAISS, compressed)."""

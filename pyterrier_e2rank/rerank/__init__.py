@@ -1,0 +1,1 @@
+"""Listwise PRF reranking: the prompt, the pseudo-query it becomes, and the rerankers built on it."""
