@@ -90,7 +90,7 @@ def test_fine_tuned_copys_query_vectors_are_refused_on_the_base_index(tiny_qwen,
         (tuned.query_encoder() >> index.retriever())(QUERIES)
     with pytest.raises(IndexModelMismatch, match=both):
         (tuned.query_encoder() >> index.faiss_flat_fp16_retriever(num_results=5))(QUERIES)
-    with pytest.raises(IndexModelMismatch, match=both):  # pyterrier-dr's searches too (tests/test_index_searches.py)
+    with pytest.raises(IndexModelMismatch, match=both):  # pyterrier-dr's searches too (tests/index/test_index_searches.py)
         (tuned.query_encoder() >> index.faiss_hnsw_retriever(num_results=5))(QUERIES)
     with pytest.raises(IndexModelMismatch, match=both):
         (tuned.prompt_encoder(num_input_docs=5) >> tiny_qwen.retriever(index))(candidates)
