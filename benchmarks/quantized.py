@@ -73,10 +73,10 @@ def append(workdir, *, num_docs=None, fraction: float = 0.01) -> dict:
     documents = list(corpus_iter(pt.get_dataset("irds:beir/scifact/test")))[:num_docs]
     split = len(documents) - max(1, round(fraction * len(documents)))
     grown, rebuilt = Path(workdir) / "append-grown", Path(workdir) / "append-rebuilt"
-    model.indexer(grown, overwrite=True, verbose=False).index(documents[:split])
+    model.indexer(grown, mode="overwrite", verbose=False).index(documents[:split])
     model.encode_docs(["warm up"])
     started = time.perf_counter()
-    model.indexer(rebuilt, overwrite=True, verbose=False).index(documents)
+    model.indexer(rebuilt, mode="overwrite", verbose=False).index(documents)
     rebuild_s = time.perf_counter() - started
     started = time.perf_counter()
     index = model.indexer(grown, mode="append", verbose=False).index(documents[split:])

@@ -12,7 +12,7 @@ from .common import bm25_candidates
 def run(workdir, *, model_path: str, num_queries: int, top_k: int = 100, label: str = "") -> dict:
     model = E2Rank(model_path, batch_size=16)
     candidates = bm25_candidates(num_queries, top_k, workdir)
-    index = model.indexer(workdir / f"dense.{label}", overwrite=True).index(
+    index = model.indexer(workdir / f"dense.{label}", mode="overwrite").index(
         candidates.drop_duplicates("docno")[["docno", "text"]].to_dict("records"))
     stored, fresh = model.reranker(index=index), model.reranker()
     times = {"index_vectors": [], "re_encode": []}

@@ -16,9 +16,8 @@ def is_text(value) -> bool:
 
 
 def without_empty_queries(frame: pd.DataFrame, context, *, column: str = "query") -> pd.DataFrame:
-    """``frame`` without the rows whose ``column`` is empty, whitespace, ``None`` or NaN, and one warning
-    naming their qids: what PyTerrier's own retrievers do with an empty query (no results for it), so one
-    empty topic does not end a long ``pt.Experiment``. Every first stage of ours calls it."""
+    """``frame`` without the rows whose ``column`` is empty, whitespace, ``None`` or NaN, with one warning
+    naming their qids (as PyTerrier's own retrievers give an empty query no results)."""
     empty = np.array([v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and not v.strip())
                       for v in frame[column].tolist()], dtype=bool)
     if not empty.any():
@@ -31,8 +30,7 @@ def without_empty_queries(frame: pd.DataFrame, context, *, column: str = "query"
 
 
 def require_text(frame: pd.DataFrame, column: str, *, key: str) -> List[str]:
-    """The column as a list of non-empty, encodable strings; else a ValueError naming the offending
-    rows by ``key``."""
+    """The column as a list of non-empty, encodable strings; else a ValueError naming the rows by ``key``."""
     values = frame[column].tolist()
     bad = [i for i, v in enumerate(values) if not is_text(v)]
     if bad:
@@ -44,15 +42,13 @@ def require_text(frame: pd.DataFrame, column: str, *, key: str) -> List[str]:
     return values
 
 
-#: What the indexer does with a document whose text is missing (``None``/NaN): refuse it, or embed it as
-#: the empty text.
+#: What the indexer does with a document whose text is missing (``None``/NaN): refuse it, or embed the empty text.
 MISSING_TEXT = ("error", "empty")
 
 
 def document_texts(docnos: Sequence[str], texts: Sequence, *, missing_text: str = "error") -> Tuple[List[str], List[str]]:
-    """The texts to embed, and the docnos of the empty ones. An empty or whitespace-only text is embedded
-    as the empty text (as sentence-transformers does: a document may have nothing to say); a missing
-    one (``None``, NaN) is a ValueError naming the docnos, unless ``missing_text="empty"``."""
+    """The texts to embed (an empty or whitespace-only one as the empty text), and the docnos of the empty ones;
+    a missing one (``None``, NaN) is a ValueError naming the docnos, unless ``missing_text="empty"``."""
     if missing_text not in MISSING_TEXT:
         raise ValueError(f"missing_text={missing_text!r}: expected one of {list(MISSING_TEXT)}")
     out, empty, missing = [], [], []
@@ -74,8 +70,7 @@ def document_texts(docnos: Sequence[str], texts: Sequence, *, missing_text: str 
 
 
 def check_encodable(text: str, who: str) -> None:
-    """Refuse a lone surrogate (text decoded with ``errors="surrogateescape"``, broken JSON escapes):
-    no tokenizer can read it, and it would fail deep inside one."""
+    """Refuse (ValueError naming ``who``) a text holding a lone surrogate, which no tokenizer can read."""
     if text.isascii():
         return
     try:
@@ -93,16 +88,13 @@ def check_finite(vectors: np.ndarray, names: Sequence, what: str) -> None:
                          f"(NaN or infinity; {len(bad)} row(s))")
 
 
-#: What no identifier may hold: whitespace (a TREC run or FAISS docid file splits lines on it), control
-#: characters (a NUL makes a run file unreadable) and lone surrogates (not text).
+#: What no identifier may hold: whitespace, control characters and lone surrogates.
 _UNKEEPABLE = re.compile(r"[\s\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def identifier(value, what: str, where) -> str:
-    """A docno or qid as the string stored and written: ints as ``str(int)``; ``None``, NaN, floats,
-    arrays and lists (one id per cell), empty strings and strings with whitespace or control characters
-    (they cannot round-trip through a TREC run file or a FAISS ``docid`` file) are refused, naming
-    ``where`` (a position or a ``file:line``)."""
+    """A docno or qid as the string stored and written (ints as ``str(int)``); ``None``, NaN, floats, arrays,
+    lists, empty strings and strings with whitespace or control characters are a ValueError naming ``where``."""
     if isinstance(value, (bool, np.bool_)):
         raise ValueError(f"{what} at {where} is a boolean ({value!r}), not an identifier")
     if isinstance(value, numbers.Integral):
@@ -128,18 +120,10 @@ def identifier(value, what: str, where) -> str:
 
 def validate_frame(inp: pd.DataFrame, context, *, includes: Sequence[str], queries: bool = False,
                    texts: Optional[str] = None) -> None:
-    """The one input check of every transformer of ours that takes qids or docnos: a frame our code
-    would answer silently wrong is refused, naming rows and ids.
-
-    - the columns ``includes`` and ``texts`` (``pt.validate``: an ``InputValidationError``, a KeyError,
-      naming them);
-    - every ``qid`` and ``docno`` cell an identifier (``identifier``: no ``None``, NaN, array, list,
-      whitespace or control character), and ``1`` and ``"1"`` never two ids of one frame;
-    - with both columns, no docno twice in one query's candidates;
-    - with ``queries``, one ``query`` per qid, and no lone surrogate in it (emptiness is the consumer's);
-    - with ``texts`` (a column the docnos' vectors are encoded from), one text per docno.
-
-    Raises ValueError (KeyError for missing columns)."""
+    """The input check of every transformer of ours that takes qids or docnos: the columns ``includes`` and
+    ``texts`` present (else KeyError); every ``qid`` and ``docno`` an ``identifier``; no docno twice for one
+    qid; with ``queries``, one encodable ``query`` per qid; with ``texts``, one text per docno. Raises
+    ValueError naming rows and ids."""
     pt.validate.columns(inp, includes=list(includes) + ([texts] if texts is not None else []), context=context)
     if not len(inp):
         return
@@ -206,8 +190,7 @@ def _one_value_per_key(inp: pd.DataFrame, key: str, column: str) -> np.ndarray:
 
 
 def positive_int(value, name: str, *, minimum: int = 1, maximum: Optional[int] = None, allow_none: bool = False):
-    """``value`` as an int >= ``minimum`` (and <= ``maximum``); else a ValueError naming the argument. The one
-    check of counts, sizes and budgets: the command lines' types (``app.arguments.Checked``) call it too."""
+    """``value`` as an int >= ``minimum`` (and <= ``maximum``); else a ValueError naming the argument."""
     if value is None and allow_none:
         return None
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < minimum \

@@ -68,3 +68,9 @@ def renamed_names(module: str, renamed: Dict[str, str], namespace: dict) -> Call
             return namespace[renamed[name]]
         raise AttributeError(f"module {module!r} has no attribute {name!r}")
     return __getattr__
+
+
+def renamed_argument(old: str, new: str, stacklevel: int = 4) -> None:
+    """Warn that the argument spelling ``old`` is deprecated, naming ``new``; ``stacklevel`` 4 blames the caller
+    of the function that took the argument (one more per factory in between)."""
+    _warn(old, new, stacklevel=stacklevel)

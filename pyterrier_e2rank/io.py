@@ -1,26 +1,6 @@
-"""Files in and out, the one place that touches them: line-numbered readers and atomic, exclusive
-writers for every artifact the library writes (indexes, FAISS directories, run files, checkpoints,
-training data).
-
-An artifact is either the complete old one or the complete new one. A writer:
-
-1. refuses an output that is one of its inputs (``refuse_output_as_input``) before reading anything;
-2. takes an exclusive lock beside the target (``.<name>.lock``, ``flock``: released by the kernel when
-   the process dies, so a SIGKILL never leaves a stale lock), so a second writer gets ``ArtifactLocked``;
-   a write of several steps (encode chunks, merge them, swap, clean up) takes it before the first byte
-   it may later read back and keeps it until the clean-up is done, and checks every piece it reads back
-   to be its own (``indexing.ChunkStore.load``): its inner steps' locks on the same target, taken by the
-   same thread (``atomic_directory`` inside ``writer_lock``), are the lock it holds;
-3. builds the new artifact in a new directory or file beside the target (same file system), created
-   as the user's tools create one (the umask's mode) and given the mode of the artifact it replaces;
-   a target that is a symbolic link is written where the link points, and the link stays;
-4. only when it is complete and fsync'd, swaps it into place: a file with ``os.replace``; a directory with an atomic
-   exchange (Linux ``renameat2(RENAME_EXCHANGE)``, two renames elsewhere), then removes the old one.
-
-A directory is replaced only with ``overwrite=True`` and only if every entry in it belongs to the
-artifact (``owned``): files of the user's or other indexes inside it are never deleted; the
-write is refused instead, naming them.
-"""
+"""Files in and out, the one place that touches them: line-numbered readers, and atomic, exclusive writers for
+every artifact the library writes: the complete old artifact or the complete new one, built beside the target
+under a lock and swapped in when complete; a directory replaced only when all it holds is the artifact's own."""
 import contextlib
 import ctypes
 import errno
@@ -35,11 +15,6 @@ import threading
 import zlib
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Set, Tuple, Type
-
-__all__ = ["ArtifactLocked", "CorruptArtifact", "FileFormatError", "artifact_path", "atomic_directory", "atomic_file",
-           "check_replaceable", "fsync_tree", "numbered_lines", "refuse_output_as_input", "split_fields",
-           "thread_lock", "writer_lock"]
-
 
 class ArtifactLocked(RuntimeError):
     """Another process is writing the same artifact."""
@@ -60,19 +35,9 @@ _BOM = "\ufeff"
 
 def numbered_lines(path, *, error: Type[ValueError] = FileFormatError, skip_blank: bool = True
                    ) -> Iterator[Tuple[int, str]]:
-    """``(line number, line)`` of a UTF-8 text file (``.gz`` read transparently), numbered from 1 as an
-    editor numbers them. Every text file the library reads (run, topics, qrels, corpus, collection and
-    training files, and the lines ir_datasets reads of local datasets) is read here, with one rule:
-
-    - lines end at ``\\n``, ``\\r\\n`` or a lone ``\\r`` (Python's universal newlines); the end is not part
-      of the line, so a Windows file gives the same lines (and the same query texts) as a Unix one;
-    - a byte-order mark (U+FEFF) starting a line is dropped: the one Windows editors and PowerShell write
-      at the start of a file, and the ones ``cat`` leaves where such files were joined;
-    - lines of only whitespace are skipped (``skip_blank``), keeping the numbers of the others;
-    - a line that is not UTF-8 (a binary file, another encoding) or holds a NUL byte raises ``error``
-      naming ``file:line``.
-
-    Fields of a line are split by ``split_fields``, which refuses a line with extra fields."""
+    """``(line number, line)`` of a UTF-8 text file (``.gz`` read transparently), numbered from 1: lines end at
+    ``\\n``, ``\\r\\n`` or a lone ``\\r``; a byte-order mark starting a line is dropped; blank lines are skipped
+    (``skip_blank``). A line that is not UTF-8 or holds a NUL byte raises ``error`` naming ``file:line``."""
     opener = gzip.open if str(path).endswith(".gz") else open
     number = 0
     with opener(path, "rb") as raw_lines:
@@ -92,8 +57,7 @@ def numbered_lines(path, *, error: Type[ValueError] = FileFormatError, skip_blan
 
 
 def _decompressed(raw_lines, path, error) -> Iterator[bytes]:
-    """The lines of a file object; a ``.gz`` name over bytes that are not (whole) gzip raises ``error``
-    naming the file, not gzip's bare ``BadGzipFile``/``EOFError``."""
+    """The lines of a file object; a ``.gz`` name over bytes that are not (whole) gzip raises ``error``."""
     try:
         yield from raw_lines
     except (gzip.BadGzipFile, EOFError, zlib.error) as e:
@@ -103,13 +67,8 @@ def _decompressed(raw_lines, path, error) -> Iterator[bytes]:
 
 def split_fields(line: str, count: int, *, where: str, form: str, sep: Optional[str] = None,
                  error: Type[ValueError] = FileFormatError) -> List[str]:
-    """The ``count`` fields of a line of a line-oriented file (a line from ``numbered_lines``), split at
-    each ``sep`` (``"\\t"``: TSV files, whose texts hold spaces) or, with ``sep=None``, at runs of
-    whitespace (TREC run and qrels files, whose fields hold none).
-
-    A line with more or fewer fields raises ``error`` naming ``where`` (``file:line``) and ``form``:
-    an extra field is never dropped nor joined to another (a tab typed into a query would cut it).
-    Records of JSONL files are read by key instead, and keys a reader does not know are ignored."""
+    """The ``count`` fields of a line, split at each ``sep`` (``None``: runs of whitespace); a line with more or
+    fewer raises ``error`` naming ``where`` (``file:line``) and the expected ``form``."""
     fields = line.split(sep)
     if len(fields) != count:
         kind = "tab-separated fields" if sep == "\t" else "fields"
@@ -145,20 +104,16 @@ def _lock_key(target: Path) -> Tuple[int, int, str]:
 
 
 def thread_lock(target) -> threading.RLock:
-    """The lock of ``target`` (in an existing directory) shared by the threads of this process: ``flock``
-    tells processes apart, not the threads of one. ``writer_lock`` takes it without waiting; a thread that
-    holds it may take ``writer_lock(target)``, so threads can wait here for one of them to write."""
+    """The lock of ``target`` (in an existing directory) shared by the threads of this process (``flock`` tells
+    processes apart, not threads); a thread holding it may take ``writer_lock(target)``."""
     return _THREAD_LOCKS.setdefault(_lock_key(Path(target)), threading.RLock())
 
 
 @contextlib.contextmanager
 def writer_lock(target) -> Iterator[None]:
-    """Exclusive lock on ``target`` (a path that need not exist yet) for one writer at a time: another
-    process, or another thread of this one, gets ``ArtifactLocked``. Re-entrant for the thread holding it:
-    a write's inner steps on the same target (an ``atomic_directory`` inside the whole write's
-    ``writer_lock``) run under the lock it already holds, which stays held until the outermost block ends.
-    A ``target`` that is a symbolic link is locked where it points (``artifact_path``), as it is written there,
-    so the link and the path it points to are one lock."""
+    """Exclusive lock on ``target`` (which need not exist; a symbolic link is locked where it points) for one
+    writer: another process or thread gets ``ArtifactLocked``. Re-entrant for the thread holding it: held until
+    the outermost block ends."""
     target = artifact_path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     key = _lock_key(target)
@@ -209,10 +164,9 @@ def _process_lock(target: Path) -> Iterator[None]:
 
 @contextlib.contextmanager
 def atomic_file(target, *, overwrite: bool = True, mode: str = "w", encoding: Optional[str] = "utf-8"):
-    """Open a new file beside ``target`` for writing; it replaces ``target`` only when the block ends
-    without an exception (fsync'd first). Exclusive: a second writer gets ``ArtifactLocked``. The file
-    looks like the user's own (``artifact_path``, ``_keep_mode``): the umask's mode, or the mode of the
-    file it replaces; through a symbolic link, the file linked to is replaced and the link kept."""
+    """Open a new file beside ``target`` for writing; it replaces ``target`` (``FileExistsError`` if it exists,
+    without ``overwrite``) only when the block ends without an exception, fsync'd, with the mode of the file it
+    replaces. Exclusive (``writer_lock``)."""
     target = artifact_path(target)
     with writer_lock(target):
         if target.exists() and not overwrite:
@@ -238,15 +192,9 @@ def atomic_file(target, *, overwrite: bool = True, mode: str = "w", encoding: Op
 @contextlib.contextmanager
 def atomic_directory(target, *, owned: Callable[[Path], Set[str]], overwrite: bool = False,
                      what: str = "artifact") -> Iterator[Path]:
-    """Yield a new, empty directory beside ``target`` to build an artifact in; it takes ``target``'s
-    place only when the block ends without an exception, with the umask's mode or the mode of the
-    directory it replaces; through a symbolic link, the directory linked to is replaced and the link
-    kept (``artifact_path``).
-
-    ``owned(existing)`` names the entries of an existing ``target`` that belong to the artifact; an
-    existing target is replaced only with ``overwrite=True`` and only if it holds nothing else. A
-    failure, including SIGKILL, leaves ``target`` as it was (a dead writer's leftovers, hidden
-    ``.<name>.tmp-*`` directories, are removed by the next writer)."""
+    """Yield a new, empty directory beside ``target`` to build an artifact in; it takes ``target``'s place only
+    when the block ends without an exception. An existing target is replaced only with ``overwrite`` and only if
+    ``owned(target)`` names all it holds (``check_replaceable``). Exclusive (``writer_lock``)."""
     target = artifact_path(target)
     with writer_lock(target):
         check_replaceable(target, owned, overwrite=overwrite, what=what)
@@ -263,17 +211,14 @@ def atomic_directory(target, *, owned: Callable[[Path], Set[str]], overwrite: bo
 
 
 def artifact_path(target) -> Path:
-    """Where an artifact at ``target`` is written: ``target``, or, if it is a symbolic link, the path it
-    points to (links followed to the end). Replacing the link itself would orphan what it points to."""
+    """Where an artifact at ``target`` is written: ``target``, or the path a symbolic link points to."""
     target = Path(target)
     return Path(os.path.realpath(target)) if target.is_symlink() else target
 
 
 def _create_beside(target: Path, template: str, create: Callable[[Path], object]) -> Tuple[Path, object]:
-    """A new hidden path beside ``target`` (same file system), named by ``template`` (``{name}``: the
-    target's, ``{token}``: random), made by ``create`` (which fails if the path exists), and what
-    ``create`` returned. Created as ``open``/``mkdir`` create, not with ``mkstemp``'s private ``0600``
-    (``mkdtemp``'s ``0700``): the umask and default ACLs apply, as to the user's own files."""
+    """A new hidden path beside ``target``, named by ``template`` (``{name}``, ``{token}``: random), made by
+    ``create`` (the umask's mode, not ``mkstemp``'s ``0600``), and what ``create`` returned."""
     while True:
         path = target.with_name(template.format(name=target.name, token=secrets.token_hex(4)))
         try:
@@ -293,8 +238,10 @@ def _article(noun: str) -> str:
     return "an" if noun[:1].lower() in "aeio" else "a"
 
 
-def check_replaceable(target: Path, owned, *, overwrite: bool, what: str) -> None:
-    """Raise unless ``target`` is absent, empty, or (with ``overwrite``) holds only ``owned`` entries."""
+def check_replaceable(target: Path, owned, *, overwrite: bool, what: str,
+                      fix: str = "pass overwrite=True (--overwrite) to replace it") -> None:
+    """Raise FileExistsError unless ``target`` is absent, empty, or (with ``overwrite``) holds only ``owned``
+    entries; ``fix`` says how to replace it."""
     if not target.exists() and not target.is_symlink():
         return
     if not target.is_dir():
@@ -308,8 +255,7 @@ def check_replaceable(target: Path, owned, *, overwrite: bool, what: str) -> Non
                               f"{', ...' if len(foreign) > 5 else ''}); nothing was written. Move them, or "
                               f"choose another path")
     if not overwrite:
-        raise FileExistsError(f"{_article(what)} {what} already exists at {target}; pass overwrite=True (--overwrite) "
-                              f"to replace it")
+        raise FileExistsError(f"{_article(what)} {what} already exists at {target}; {fix}")
 
 
 def _swap_into_place(staging: Path, target: Path) -> None:
@@ -353,15 +299,13 @@ def _fsync_directory(path: Path) -> None:
 
 
 def file_sha256(path) -> str:
-    """The SHA-256 (hex) of a file's bytes, read in blocks (``hashlib.file_digest``): the one digest of a
-    file's content that run records, corpus stamps and training-state manifests write."""
+    """The SHA-256 (hex) of a file's bytes."""
     with open(path, "rb") as data:
         return hashlib.file_digest(data, "sha256").hexdigest()
 
 
 def fsync_tree(path) -> None:
-    """fsync every file and directory under ``path`` (and ``path`` itself), deepest first: what was
-    written there survives a power loss once this returns, before a rename publishes it."""
+    """fsync every file and directory under ``path`` (and ``path`` itself), deepest first."""
     for root, _, files in os.walk(path, topdown=False):
         for name in files:
             fd = os.open(os.path.join(root, name), os.O_RDONLY)

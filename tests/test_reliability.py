@@ -86,7 +86,7 @@ def corpus():
         if i == 25:
             os.kill(os.getpid(), signal.SIGKILL)
         yield {"docno": f"new{i}", "text": f"another text {i}"}
-model.indexer(sys.argv[2], overwrite=True, verbose=False).index(corpus())
+model.indexer(sys.argv[2], mode="overwrite", verbose=False).index(corpus())
 """
 
 
@@ -98,7 +98,7 @@ def test_sigkill_during_an_overwrite_leaves_the_old_index(tiny_qwen_dir, tiny_qw
     assert done.returncode == -9, done.stderr
     assert _snapshot(path) == before and _retrieves(tiny_qwen, path) == expected
     # the dead writer's leftovers do not block the next one, which cleans them up
-    tiny_qwen.indexer(path, overwrite=True).index(DOCS[:10])
+    tiny_qwen.indexer(path, mode="overwrite").index(DOCS[:10])
     assert len(E2RankIndex(path)) == 10
     assert sorted(p.name for p in path.parent.iterdir()) == ["dense"]
 
@@ -111,7 +111,7 @@ def test_sigkill_during_an_overwrite_leaves_the_old_index(tiny_qwen_dir, tiny_qw
 def test_failed_rebuild_leaves_the_old_index_intact(tiny_qwen, built, corpus):
     path, before = built
     with pytest.raises((ValueError, KeyError)):
-        tiny_qwen.indexer(path, overwrite=True).index(corpus)
+        tiny_qwen.indexer(path, mode="overwrite").index(corpus)
     assert _snapshot(path) == before
     assert len(E2RankIndex(path)) == len(DOCS)
 
@@ -123,18 +123,18 @@ def test_failing_corpus_iterator_leaves_the_old_index_intact(tiny_qwen, built):
         yield from DOCS[:3]
         raise IOError("the collection's disk went away")
     with pytest.raises(IOError, match="went away"):
-        tiny_qwen.indexer(path, overwrite=True).index(corpus())
+        tiny_qwen.indexer(path, mode="overwrite").index(corpus())
     assert _snapshot(path) == before
 
 
 def test_an_existing_index_needs_overwrite_and_foreign_files_are_never_deleted(tiny_qwen, built):
     path, before = built
-    with pytest.raises(FileExistsError, match="overwrite=True"):
+    with pytest.raises(FileExistsError, match="pass mode=.overwrite. \(--overwrite\)"):
         tiny_qwen.indexer(path).index(DOCS[:3])
     (path / "my-notes.txt").write_text("mine")
     (path / "bm25.pisa").mkdir()
     with pytest.raises(FileExistsError, match="bm25.pisa, my-notes.txt"):
-        tiny_qwen.indexer(path, overwrite=True).index(DOCS[:3])
+        tiny_qwen.indexer(path, mode="overwrite").index(DOCS[:3])
     assert (path / "my-notes.txt").read_text() == "mine" and (path / "bm25.pisa").is_dir()
     assert {k: v for k, v in _snapshot(path).items() if k in before} == before
 

@@ -49,7 +49,8 @@ def dense_index_for(model: E2Rank, dataset, index_dir: str, *, verbose: bool = T
     if stale is not None:
         warnings.warn(f"the dense index at {index.path} {stale}; building it again", stacklevel=2)
     if stale is not None or not index.built():
-        model.indexer(index, verbose=verbose, overwrite=stale is not None, corpus_stamp=stamp).index(corpus_iter(ds))
+        mode = "create" if stale is None else "overwrite"
+        model.indexer(index, verbose=verbose, mode=mode, corpus_stamp=stamp).index(corpus_iter(ds))
         index = E2RankIndex(index.path)  # not the object that read the old version
     index.check_model(model)
     return index

@@ -31,9 +31,9 @@ def _index_command(args) -> int:
             held.enter_context(writer_lock(args.output))  # writer is refused at once
         model = E2Rank(args.model, device=device, batch_size=args.batch_size, **arguments.backend_options(args))
         records = corpus_iter(args.dataset) if args.dataset else read_jsonl_collection(args.collection)
-        index = model.indexer(args.output, overwrite=args.overwrite, chunk_size=args.chunk_size,
-                              verbose=not args.quiet, corpus_stamp=corpus_stamp(args.dataset) if args.dataset else None,
-                              mode="append" if args.append else "create").index(records)
+        mode = "append" if args.append else "overwrite" if args.overwrite else "create"
+        index = model.indexer(args.output, mode=mode, chunk_size=args.chunk_size, verbose=not args.quiet,
+                              corpus_stamp=corpus_stamp(args.dataset) if args.dataset else None).index(records)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"appended to {args.output}, which now holds {len(index)} documents" if args.append else
               f"indexed {len(index)} documents into {args.output}")

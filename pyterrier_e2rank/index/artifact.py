@@ -1,19 +1,7 @@
-"""The dense index: pyterrier-dr's FlexIndex layout, carrying the fingerprint of the model that made
-its vectors.
-
-Layout (FlexIndex's): ``pt_meta.json`` (``type``, ``format: flex``, ``vec_size``, ``doc_count``, and our
-``e2rank`` key with the encoder fingerprint and the ``digest`` of docnos and vectors), ``vecs.f4``
-(row-major float32), ``docnos.npids``, and the structures derived from the vectors (``STRUCTURES``,
-each with a ``<name>.source.json`` record of the vectors it was built from). pyterrier-dr opens it as a
-plain ``FlexIndex``; ``E2RankIndex`` adds what E2Rank needs on top: vectors looked up by ``docno``
-only, exactly (never by an incoming ``docid``: BM25 engines emit their own), another model's vectors
-refused, files verified against the metadata when opened, derived structures checked against the
-vectors (``E2RankIndex.derived``), and our exact retriever as the default (faster than
-``np_retriever`` on the same vectors: ``benchmarks/``). Every transformer it hands out, FlexIndex's
-(FAISS HNSW/IVF/flat, NumPy and PyTorch search and scorers, GAR/LADR, MMR) and ours, refuses another model's
-query vectors (``serve_methods``: each method but those in ``NOT_TRANSFORMERS`` is served through
-``retriever.served``); its structures are checked (every approximate search in ``ann.AnnSearch``).
-"""
+"""The dense index: pyterrier-dr's FlexIndex layout (``pt_meta.json``, ``vecs.f4``, ``docnos.npids``) carrying the
+fingerprint of the model that made its vectors and their digest, and the structures derived from them (each
+file named by that digest); ``E2RankIndex`` opens it, refuses another model's vectors, and serves every search
+through ``retriever.served``."""
 import functools
 import hashlib
 import inspect
@@ -41,26 +29,24 @@ VECTORS = "vecs.f4"
 DOCNOS = "docnos.npids"
 #: pyterrier_e2rank 0.1's own layout, recognised to say how to move on.
 LEGACY_FILES = ("vectors.f32", "docnos.npy")
-#: The names of the structures derived from the vectors and kept inside the index: FlexIndex's (pyterrier-dr 0.8:
-#: ``flex/faiss_retr.py``, ``corpus_graph.py``, ``scann_retr.py``, ``voyager_retr.py``, ``flatnav_retr.py``,
-#: ``kannolo_retr.py``) and ours (``ann.py``, ``quantized.py``), as exact formats. Each may have a record of the
-#: vectors it was built from (``<name>.source.json``, ``SOURCE``), and a build killed meanwhile leaves its lock and
-#: temporary file.
+#: The file name of a structure derived from the vectors: the first 16 hex digits of their digest, and its name.
+DERIVED = "derived-{}-{}"
+#: Structures stored beside the vectors, by pyterrier-dr's FlexIndex (0.8) and by pyterrier_e2rank 0.3 (with a
+#: ``<name>.source.json`` record), with a killed build's lock and temporary files: the index's own (an overwrite
+#: removes them), never read.
 STRUCTURES = (r"hnsw_n-\d+_ef-\d+\.(?:faiss|graph)", r"ivf_nlist-\d+_train-\d+\.faiss", r"corpusgraph_k\d+",
               r"scann_leaves-\d+_train-\d+\.scann", r"voyager-\w+-\d+-\d+-\d+-\w+\.voyager",
               r"\d+_ef-\d+-SimFn\.\w+\.flatnav", r"kannolo_hnsw-\d+_ef-\d+",
               r"ivfpq_nlist-\d+_m-\d+_nbits-\d+_train-\d+\.faiss", r"flat_fp16\.faiss",
               r"hnsw-fp16_n-\d+_ef-\d+\.faiss", r"sq8_train-\d+\.faiss", r"binary\.faiss")
-SOURCE = ".source.json"
-_STRUCTURE_NAME = "(?:" + "|".join(STRUCTURES) + ")"
-_STRUCTURE = _STRUCTURE_NAME + "(?:" + re.escape(SOURCE) + ")?"
-_DERIVED = re.compile(rf"{_STRUCTURE}|\.{_STRUCTURE}\.(?:lock|tmp-\w+(?:-old)?|\w+\.tmp)")
+_STRUCTURE = "(?:" + "|".join(STRUCTURES) + r")(?:\.source\.json)?"
+_OWN = re.compile(rf"\.?{DERIVED.format('[0-9a-f]{16}', '.+')}|{_STRUCTURE}"
+                  rf"|\.{_STRUCTURE}\.(?:lock|tmp-\w+(?:-old)?|\w+\.tmp)")
 
 
 def own_entries(directory: Path) -> set:
     """The entries of an index directory that belong to the index (an overwrite replaces them)."""
-    derived = {p.name for p in directory.iterdir() if _DERIVED.fullmatch(p.name)}
-    return {META, VECTORS, DOCNOS, *LEGACY_FILES} | derived
+    return {META, VECTORS, DOCNOS, *LEGACY_FILES} | {p.name for p in directory.iterdir() if _OWN.fullmatch(p.name)}
 
 
 class IndexReplaced(RuntimeError):
@@ -73,7 +59,7 @@ NOT_TRANSFORMERS = frozenset({
     # data (metadata, docnos, vectors; get_corpus_iter's records tagged with the index's model) and checks
     "ARTIFACT_FORMAT", "ARTIFACT_TYPE", "NO_PATH", "name", "built", "payload", "docnos", "np_vecs", "torch_vecs",
     "get_corpus_iter", "meta", "dim", "fingerprint", "corpus_stamp", "source", "vectors", "check_model",
-    "check_current", "derived", "structures",
+    "check_current", "derived", "structures", "structure_path",
     # corpus graphs (checked structures: ann.AnnSearch) and the ILS measure, which reads no query vector
     "corpus_graph", "faiss_hnsw_graph", "ILS",
     # indexing: refused (an E2Rank index is built by model.indexer)
@@ -88,9 +74,8 @@ NOT_TRANSFORMERS = frozenset({
 
 def serve_methods(cls):
     """``cls`` with each public method not in ``NOT_TRANSFORMERS`` (its own and FlexIndex's, a later
-    pyterrier-dr's too) handing out what it returns through ``retriever.served``: a transformer that refuses
-    another model's ``query_vec``. A transformer passed to such a method (LADR's ``dense_scorer``) must be
-    one this index handed out: another index's would score this index's rows with its own vectors."""
+    pyterrier-dr's too) handing out what it returns through ``retriever.served``; a transformer passed to such a
+    method (LADR's ``dense_scorer``) must be one this index handed out, else ValueError."""
     def serve(name, method):
         @functools.wraps(method)
         def method_served(self, *args, **options):
@@ -112,16 +97,9 @@ def serve_methods(cls):
 @serve_methods
 class E2RankIndex(AnnSearch, FlexIndex):
     """A FlexIndex of E2Rank document vectors: ``.retriever()`` (exact search), ``.vectors(docnos)``,
-    ``.vec_loader()``, ``.check_model(model)``, FlexIndex's other searches, scorers and adaptive retrievers,
-    and the approximate searches (FlexIndex's and ours: ``ann.AnnSearch``); every transformer it hands out
-    refuses another model's query vectors (``serve_methods``).
-
-    Opened once, at first use: metadata, docnos and vectors are read from one version of the directory
-    (a rebuild swapping in meanwhile is never mixed in) and checked against each other; files that
-    disagree raise ``CorruptArtifact`` naming the path and what disagrees. Docnos are looked up exactly
-    (``DocnoLookup``). Every structure derived from the vectors (FAISS HNSW/IVF and ours, corpus graphs)
-    records the vectors it was built from (``source``), is refused when they are not this index's, and
-    is written only into the version of the directory whose vectors it was built from (``derived``)."""
+    ``.vec_loader()``, ``.check_model(model)``, FlexIndex's other searches and scorers, and the approximate
+    searches (``ann.AnnSearch``). Opened at first use from one version of the directory, its files checked
+    against each other (``CorruptArtifact`` naming the path)."""
 
     def __init__(self, path, *, verbose: bool = False):
         super().__init__(path, sim_fn="dot", verbose=verbose)
@@ -167,9 +145,8 @@ class E2RankIndex(AnnSearch, FlexIndex):
 
     @property
     def source(self) -> str:
-        """What the vectors are, as a derived structure records it: ``sha256:<digest>`` of the docnos and
-        vectors (written by ``IndexWriter``); for an index without one (a plain FlexIndex, an older
-        pyterrier_e2rank), ``files:<digest>`` of its metadata and its files' sizes and modification times."""
+        """What the vectors are: ``sha256:<digest>`` of the docnos and vectors (``IndexWriter``), or for an index
+        without one (a plain FlexIndex) ``files:<digest>`` of its metadata and its files' sizes and times."""
         self.payload(return_dvecs=False, return_docnos=False)
         return self._version.source
 
@@ -183,8 +160,8 @@ class E2RankIndex(AnnSearch, FlexIndex):
         return np.asarray(vectors[lookup.inv[docnos]])
 
     def _load_docids(self, inp: pd.DataFrame) -> np.ndarray:
-        """Rows of the index for a frame's ``docno`` (what FlexIndex's scorers and loaders use). FlexIndex
-        prefers an incoming ``docid``, which after a BM25 stage is the engine's own id, not a row here."""
+        """Rows of the index for a frame's ``docno``, for FlexIndex's scorers: pyterrier-dr 0.8's prefer an
+        incoming ``docid``, which after a BM25 stage is the engine's own id, not a row here."""
         pt.validate.columns(inp, includes=["docno"], context=self)
         return self.docnos().inv[inp["docno"].tolist()]
 
@@ -201,67 +178,45 @@ class E2RankIndex(AnnSearch, FlexIndex):
 
     def derived(self, name: str, build: Callable, *, load: Callable[[Path], Any], directory: bool = False,
                 store: bool = True):
-        """The structure ``name`` (one of ``STRUCTURES``) derived from the vectors, kept in the index.
-
-        Stored: its record ``<name>.source.json`` must name this index's ``source`` (else ``CorruptArtifact``
-        naming the file: built from other vectors, or by a writer that records none), and ``load(path)``
-        reads it. Absent: ``build(target)`` makes it from the vectors this object opened and returns it
-        (``None``: read it back with ``load``); ``target`` is an open binary file (a staging directory with
-        ``directory``; ``None`` without ``store``: kept in memory only). It is stored record first, then
-        moved into place, into the version of the directory whose vectors were read: a rebuild swapped in
-        since raises ``IndexReplaced``. Threads of one process wait for one build; another process building
-        it raises ``ArtifactLocked``."""
-        self.payload(return_dvecs=False, return_docnos=False)
-        path = self._version.base / name
+        """The structure ``name`` derived from the vectors this object opened: ``load(path)`` when stored, else
+        ``build(target)`` (an open binary file; a staging directory with ``directory``; ``None`` without
+        ``store``), which returns it (``None``: read back with ``load``), stored under a name carrying these
+        vectors' digest (``structure_path``), so that no index of other vectors finds it. Raises ``IndexReplaced``
+        when a rebuild swapped in since this object opened the index; ``ArtifactLocked`` when another process
+        builds it (threads of one process wait for one build)."""
+        path = self._version_path(name)
+        if path.exists():
+            return load(path)
+        self.check_current()
+        if not store:
+            return build(None)
         with thread_lock(path):
-            if path.exists():
-                return self._load_derived(name, load)
-            self.check_current()
-            if not store:
-                return build(None)
-            staged = (atomic_directory(path, owned=lambda _: set(), what=f"structure {name}") if directory else
-                      atomic_file(path, overwrite=False, mode="wb"))
-            try:
-                with staged as target:
-                    with atomic_file(self._version.base / f"{name}{SOURCE}") as record:
-                        json.dump({"source": self.source, "doc_count": self.meta["doc_count"], "vec_size": self.dim},
-                                  record)
-                    built = build(target)
-            except FileExistsError:
-                if not path.exists():
-                    raise
-                built = None  # another process stored it meanwhile
-            return self._load_derived(name, load) if built is None else built
+            if path.exists():  # another thread stored it meanwhile
+                return load(path)
+            with (atomic_directory(path, owned=os.listdir, overwrite=True, what=f"structure {name}") if directory
+                  else atomic_file(path, mode="wb")) as target:  # one another process stored meanwhile is the same
+                built = build(target)
+        return load(path) if built is None else built
 
     def structures(self) -> List[str]:
-        """The names of the derived structures stored in the version of the directory this object opened."""
-        self.payload(return_dvecs=False, return_docnos=False)
-        return sorted(p.name for p in self._version.base.iterdir() if re.fullmatch(_STRUCTURE_NAME, p.name))
+        """The names of the structures stored for the vectors this object opened."""
+        prefix = self._version_path("").name
+        return sorted(p.name[len(prefix):] for p in self._version.base.iterdir() if p.name.startswith(prefix))
 
-    def _load_derived(self, name: str, load: Callable[[Path], Any]):
-        shown = Path(self.path) / name
-        try:
-            record = json.loads((self._version.base / f"{name}{SOURCE}").read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise CorruptArtifact(f"{shown} has no record of the vectors it was built from ({name}{SOURCE}): it was "
-                                  f"written by pyterrier-dr's FlexIndex or an older pyterrier_e2rank, or copied in; "
-                                  f"delete it to rebuild it from this index") from None
-        except ValueError as e:
-            raise CorruptArtifact(f"{shown}{SOURCE} is not valid JSON ({e}); delete {shown} and it to "
-                                  f"rebuild") from None
-        if not isinstance(record, dict) or record.get("source") != self.source:
-            recorded = record.get("source") if isinstance(record, dict) else None
-            raise CorruptArtifact(f"{shown} was built from other vectors ({recorded}) than the index's ({self.source}):"
-                                  f" an index rebuilt or copied since; delete it to rebuild it from this index")
-        return load(self._version.base / name)
+    def structure_path(self, name: str) -> Path:
+        """Where the structure ``name`` of these vectors is stored: its file name carries their digest."""
+        return Path(self.path) / self._version_path(name).name
+
+    def _version_path(self, name: str) -> Path:
+        self.payload(return_dvecs=False, return_docnos=False)
+        return self._version.base / DERIVED.format(self.source.split(":")[1][:16], name)
 
     def retriever(self, *, num_results: int = 1000, verbose: bool = False) -> pt.Transformer:
         """Q frame with ``query_vec`` -> top ``num_results`` by exact dot product (``E2RankRetriever``)."""
         return E2RankRetriever(self, num_results=num_results, verbose=verbose)
 
     def vec_loader(self) -> pt.Transformer:
-        """Adds ``doc_vec`` by ``docno``, tagged (``DocnoVectorLoader``; FlexIndex's loader prefers an incoming
-        ``docid``, which after a BM25 stage is the BM25 engine's own id, and replaces a ``doc_vec`` silently)."""
+        """Adds ``doc_vec`` by ``docno``, tagged with the index's model (``DocnoVectorLoader``)."""
         return DocnoVectorLoader(self)
 
     np_vec_loader = vec_loader
@@ -292,8 +247,8 @@ def as_index(index: Union[str, os.PathLike, FlexIndex]) -> E2RankIndex:
     path = index_path(index)
     if any((path / name).exists() for name in LEGACY_FILES) and not (path / VECTORS).exists():
         raise CorruptArtifact(f"the index at {path} is in pyterrier_e2rank 0.1's own layout, which 0.2 replaced by "
-                              f"pyterrier-dr's FlexIndex layout (and a fingerprint that sees fine-tuning): rebuild it "
-                              f"with model.indexer({str(path)!r}, overwrite=True)")
+                              f"pyterrier-dr's FlexIndex layout: rebuild it with model.indexer({str(path)!r}, "
+                              f"mode='overwrite')")
     return E2RankIndex(path)
 
 
@@ -379,7 +334,7 @@ def _open_verified(path: Path):
 def _read_verified(path: Path, version: _Version):
     def corrupt(what: str) -> CorruptArtifact:
         return CorruptArtifact(f"the index at {path} is damaged: {what}; rebuild it (model.indexer(path, "
-                               f"overwrite=True))")
+                               f"mode='overwrite'))")
     base = version.base
     raw_meta = (base / META).read_bytes()
     try:
@@ -406,7 +361,7 @@ def _read_verified(path: Path, version: _Version):
                           f"x 4 = {count * dim * 4}")
         vectors = np.memmap(vector_file, dtype=np.float32, mode="r", shape=(count, dim))
     digest = meta.get("e2rank", {}).get("digest") if isinstance(meta.get("e2rank"), dict) else None
-    if isinstance(digest, str):
+    if isinstance(digest, str) and re.fullmatch("[0-9a-f]{64}", digest):
         version.source = f"sha256:{digest}"
     else:
         docno_stat = os.stat(base / DOCNOS)

@@ -1,15 +1,11 @@
-"""The docno store of an index: npids (FlexIndex's), with its bugs worked around here, in one place.
+"""The docno store of an index: npids (FlexIndex's), its bugs worked around here, in one place (npids 0.1.3 has
+them all; ``tests/test_ids.py`` checks; delete each workaround when npids fixes it):
 
-- Lookups (``DocnoLookup``): npids parses digit strings (its ``inv["007"]`` is the row of ``"7"``), gives -1 for
-  an absent docno (row -1 is the last vector), raises on a docno of another form than its codec's, and its
-  hexdigest codec fails on an empty list of rows.
-- Building (``build_docnos``): npids' hexdigest codec (docnos of a prefix and hex digits of one length) also
-  encodes a later docno whose hex part is shorter, so the store is misaligned ("20000000" then "4983": an
-  IndexError when the store is read, or other docnos' bytes where the lengths line up). Here it refuses
-  such a docno, so npids starts a block in another codec, as it does for any docno a codec cannot encode.
-  npids also fails on a store of one docno: refused, naming it.
-
-Delete each workaround when npids fixes its bug (npids 0.1.3 has them all; ``tests/test_ids.py`` checks).
+- lookups (``DocnoLookup``): npids parses digit strings (``inv["007"]`` is the row of ``"7"``), gives -1 (the last
+  row) for an absent docno, raises on a docno of another form than its codec's, and its hexdigest codec fails on
+  an empty list of rows;
+- building (``build_docnos``): its hexdigest codec encodes a later docno of a shorter hex part, misaligning the
+  store (``"20000000"`` then ``"4983"``), and it fails on a store of one docno.
 """
 from pathlib import Path
 from typing import Iterable, List, Sequence
@@ -29,9 +25,8 @@ class _HexDigestOfOneLength(FwdHexDigest):
 
 
 def build_docnos(path: Path, docnos: Iterable[str]) -> None:
-    """Write ``docnos``, in order, as an npids store at ``path`` (``Lookup(path)`` reads it), forward and
-    inverse, as ``npids.Lookup.build`` does but with the hexdigest codec's bug worked around. Raises
-    ``ValueError`` for a single docno, on which npids fails."""
+    """Write ``docnos``, in order, as an npids store at ``path`` (as ``npids.Lookup.build``, the hexdigest codec
+    refusing a shorter hex part so that npids starts a block in another codec). ValueError for a single docno."""
     docnos = list(docnos)
     if len(docnos) == 1:
         raise ValueError(f"an index needs at least two documents; the corpus held one ({docnos[0]!r})")
@@ -45,12 +40,9 @@ def build_docnos(path: Path, docnos: Iterable[str]) -> None:
 
 
 class DocnoLookup:
-    """The docnos of an index (an npids ``Lookup``) whose docno -> row lookups, ``inv[docnos]``, are exact.
-
-    npids parses digit strings, so its ``inv["007"]`` is the row of ``"7"``, and gives -1 for an absent
-    docno (row -1 is the last vector). Here each row's docno is checked to be the one asked for, and a
-    ``KeyError`` names the docnos that are not in the index. ``fwd[rows]`` is npids'; ``lookup[key]``
-    routes as npids does (docnos to ``inv``, rows to ``fwd``)."""
+    """The docnos of an index (an npids ``Lookup``) whose docno -> row lookups, ``inv[docnos]``, are exact: each
+    row's docno checked to be the one asked for, a ``KeyError`` naming those not in the index. ``fwd[rows]`` is
+    npids'; ``lookup[key]`` routes as npids does (docnos to ``inv``, rows to ``fwd``)."""
 
     def __init__(self, lookup: Lookup, path: Path):
         self._lookup = lookup
@@ -92,9 +84,8 @@ class DocnoLookup:
         return rows
 
     def _npids_rows(self, docnos: List[str]) -> np.ndarray:
-        """npids' rows of ``docnos`` (-1: absent). Its codec for docnos of one prefix and a number raises
-        (ValueError, OverflowError) on a docno of another form ("z" where docnos are "d0".."d9"): such a
-        lookup is done docno by docno, those failing being absent."""
+        """npids' rows of ``docnos`` (-1: absent); a lookup its codec raises on (a docno of another form) is
+        done docno by docno, those failing being absent."""
         try:
             return np.asarray(self._lookup.inv[docnos], dtype=np.int64)
         except (ValueError, OverflowError):

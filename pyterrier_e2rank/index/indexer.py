@@ -1,46 +1,40 @@
-"""Writing indexes: the one corpus-encoding loop, and the atomic index writer it feeds.
-
-``encode_corpus`` turns records (``docno`` with text, or with a ``doc_vec`` computed elsewhere) into
-checked chunks of ``(docnos, vectors)``; every writer consumes it: ``IndexWriter`` (our FlexIndex),
-and the Pyserini FAISS writer (``pyserini.write_faiss_index``).
-"""
+"""Writing indexes: the one corpus-encoding loop (``encode_corpus``, which the Pyserini writer uses too), the
+atomic index writer (``IndexWriter``), and the resumable, sharded indexer (``E2RankIndexer``)."""
 import atexit
 import contextlib
 import hashlib
+import itertools
 import json
-import re
 import warnings
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 import pyterrier as pt
 
 from ..model import provenance
+from ..deprecation import renamed_argument
 from ..checks import MISSING_TEXT, check_finite, document_texts, identifier, positive_int, stack_vectors
 from .docnos import build_docnos
+from .chunks import ChunkStore, EncodedChunk
 from .artifact import DOCNOS, META, VECTORS, E2RankIndex, as_index, index_path, own_entries
-from ..io import CorruptArtifact, atomic_directory, atomic_file, check_replaceable, writer_lock
+from ..io import atomic_directory, check_replaceable, writer_lock
 
 
 def encode_corpus(model, records: Iterable[dict], *, text_field: str = "text", chunk_size: int = 4096,
                   batch_size: Optional[int] = None, progress=None,
                   wanted: Optional[Callable[[int, str], bool]] = None,
-                  missing_text: str = "error") -> Iterator["EncodedChunk"]:
-    """An ``EncodedChunk`` per ``chunk_size`` records: a record's ``doc_vec`` is used as is, else its
-    ``text_field`` is encoded (length-sorted batches). Identifiers, texts and vectors are checked,
-    naming the record's position. Empty texts are embedded as the empty text and counted in one warning
-    at the end; missing ones (``None``, NaN) are refused unless ``missing_text="empty"``
-    (``checks.document_texts``). A ``doc_vec`` tagged by another model (``doc_vec_model``, as
-    ``doc_encoder()`` writes it: see ``provenance``) raises ``IndexModelMismatch`` naming both, so an index
-    never stores another model's vectors under ``model``'s fingerprint; untagged vectors are the user's
-    own, stored as given. ``wanted(chunk_id, digest)`` may skip a chunk (a shard of another
-    process, or one committed before a restart); ``digest`` covers its docnos and content, so a changed
-    corpus is never mistaken for a committed chunk."""
+                  missing_text: str = "error") -> Iterator[EncodedChunk]:
+    """An ``EncodedChunk`` per ``chunk_size`` records: a record's ``doc_vec`` as is (untagged, or tagged by
+    ``model``: else ``IndexModelMismatch``), else its ``text_field`` encoded; identifiers, texts and vectors
+    checked, naming the record's position. Empty texts are embedded as such (one warning counts them); missing
+    ones are refused unless ``missing_text="empty"``. ``wanted(chunk_id, digest)`` may skip a chunk; ``digest``
+    covers its docnos and content."""
     chunk_size = positive_int(chunk_size, "chunk_size")
     position, empty = 0, []
-    for chunk_id, chunk in enumerate(_chunks(records, chunk_size)):
+    records = iter(records)
+    for chunk_id, chunk in enumerate(iter(lambda: list(itertools.islice(records, chunk_size)), [])):
         docnos, texts, given, given_tags = [], [], [], []
         for record in chunk:
             where = f"document {position} of the corpus"
@@ -79,13 +73,6 @@ def encode_corpus(model, records: Iterable[dict], *, text_field: str = "text", c
                       f"(docnos {empty[:5]}{' ...' if len(empty) > 5 else ''})", stacklevel=2)
 
 
-class EncodedChunk(NamedTuple):
-    chunk_id: int
-    docnos: List[str]
-    vectors: np.ndarray
-    digest: str
-
-
 def _digest(docnos: List[str], texts: list, given: list) -> str:
     digest = hashlib.sha256()
     for docno in docnos:
@@ -97,20 +84,8 @@ def _digest(docnos: List[str], texts: list, given: list) -> str:
     return digest.hexdigest()
 
 
-def _chunks(records: Iterable, size: int):
-    chunk = []
-    for record in records:
-        chunk.append(record)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
 class UniqueIds:
-    """The first position of every id added so far; an id added twice is refused with both positions
-    (a repeated docno would give one document two vectors, or another document's)."""
+    """The first position of every id added so far; an id added twice is a ValueError naming both positions."""
 
     def __init__(self, what: str, source: str):
         self.what, self.source = what, source
@@ -126,18 +101,15 @@ class UniqueIds:
 
 
 class IndexWriter:
-    """Writes (docnos, vectors) into a new index, used as a context manager::
+    """Writes (docnos, vectors) of the model of fingerprint ``encoder`` into a new index at ``path``, built
+    aside under a lock and swapped in by ``finish()`` (an existing one replaced only with ``overwrite``)::
 
-        with IndexWriter(path, dim, model.fingerprint(), overwrite=False) as writer:
+        with IndexWriter(path, dim, model.fingerprint()) as writer:
             writer.add(docnos, vectors)   # as often as needed
             index = writer.finish()
 
-    The index is built in a private directory beside ``path`` (under a lock: a second writer of the
-    same path gets ``ArtifactLocked``) and swapped in by ``finish()``; leaving the block without it,
-    by an exception or a kill, leaves any old index as it was. ``encoder`` is the fingerprint of the
-    model that made the vectors; ``corpus_stamp`` (``data.corpus_stamp``), what they were made from. The
-    metadata also records ``digest``, the SHA-256 of the docnos and vectors (computed as they are written):
-    the identity every structure derived from them records."""
+    Leaving the block without ``finish()`` leaves any old index as it was. The metadata records ``corpus_stamp``
+    and the ``digest`` (SHA-256) of the docnos and vectors, which names the structures derived from them."""
 
     def __init__(self, path, dim: int, encoder: dict, *, overwrite: bool = False,
                  corpus_stamp: Optional[dict] = None):
@@ -188,54 +160,38 @@ class IndexWriter:
 
 
 class E2RankIndexer(pt.Indexer):
-    """Indexes records with ``docno`` and text (encoded here) or ``doc_vec`` (from ``doc_encoder()``).
-
-    The corpus is encoded in chunks of ``chunk_size`` documents, each committed to disk beside the
-    target (``.<name>.chunks/``) as soon as it is encoded: a build killed and started again on the same
-    output resumes after its last committed chunk (a chunk whose documents changed, made by another model
-    or with other settings, or damaged, is encoded again: ``ChunkStore``).
-    Under ``torchrun``/``accelerate launch`` (``torch.distributed`` initialised, or ``WORLD_SIZE`` > 1)
-    each process encodes every ``world_size``-th chunk, and process 0 merges them, in corpus order,
-    into the index: the same index as one process builds. The index appears (or replaces the old one,
-    with ``overwrite``) only when the whole corpus is in; merging needs the chunks' disk space twice.
-
-    An empty document is indexed as the model embeds the empty text (one warning counts them); a
-    missing text (``None``, NaN) is an error naming the docno, unless ``missing_text="empty"``.
-    ``corpus_stamp`` (``data.corpus_stamp``) is stored with the index (``E2RankIndex.corpus_stamp``), so
-    that whoever reuses it can tell whether the corpus changed since.
-
-    ``mode="append"`` adds the documents to the existing index instead (``append_stamp`` says what the
-    stamp becomes), encoded and committed in chunks as a build is (a restart resumes), then merged after
-    the old vectors into a new version swapped in like every write: the old index serves until then. A
-    docno already in the index, or repeated in the new documents, is refused by name before its chunk is
-    encoded; an index of another model or dimension raises ``IndexModelMismatch``; an index rebuilt
-    while the append encoded raises ``IndexReplaced``. The structures derived from the old vectors (ANN,
-    int8, binary, corpus graphs) are not carried over: the new version has new vectors (a new
-    ``digest``), and each is built again from them on first use."""
+    """Indexes records with ``docno`` and text (encoded here) or ``doc_vec`` (from ``doc_encoder()``) into a new
+    index (``mode="create"``, refusing an existing one), a replacement (``"overwrite"``) or the existing one
+    (``"append"``: new docnos only, else ValueError; an index of another model or dimension raises
+    ``IndexModelMismatch``). Encoded in chunks of ``chunk_size`` committed beside the index (``ChunkStore``), so
+    a restarted build resumes; sharded across processes under torchrun. ``overwrite=True`` is the deprecated
+    spelling of ``mode="overwrite"``."""
 
     def __init__(self, model, index, *, batch_size: Optional[int] = None, verbose: Optional[bool] = None,
-                 text_field: str = "text", overwrite: bool = False, chunk_size: int = 4096,
-                 missing_text: str = "error", corpus_stamp: Optional[dict] = None, mode: str = "create"):
+                 text_field: str = "text", mode: str = "create", chunk_size: int = 4096,
+                 missing_text: str = "error", corpus_stamp: Optional[dict] = None, overwrite: Optional[bool] = None):
         if missing_text not in MISSING_TEXT:
             raise ValueError(f"missing_text={missing_text!r}: expected one of {list(MISSING_TEXT)}")
         if mode not in INDEXER_MODES:
             raise ValueError(f"mode={mode!r}: expected one of {list(INDEXER_MODES)}")
-        if mode == "append" and overwrite:
-            raise ValueError("overwrite=True replaces the index and mode='append' adds to it: choose one")
+        if overwrite is not None:
+            renamed_argument(f"overwrite={overwrite}", 'mode="overwrite"' if overwrite else f"mode={mode!r}",
+                             stacklevel=5)  # blames the caller of model.indexer
+            if overwrite and mode != "create":
+                raise ValueError(f"overwrite=True means mode='overwrite', and mode={mode!r} was given: choose one")
+            mode = "overwrite" if overwrite else mode
         self.model = model
         self.index_ = E2RankIndex(index_path(index))  # not opened: it may not exist, or be replaced
         self.batch_size = batch_size
         self.verbose = model.verbose if verbose is None else verbose
         self.text_field = text_field
-        self.overwrite = overwrite
+        self.mode = mode
         self.chunk_size = positive_int(chunk_size, "chunk_size")
         self.missing_text = missing_text
         self.corpus_stamp = corpus_stamp
-        self.mode = mode
 
     def __repr__(self):
-        return (f"{self.model!r}.indexer({self.index_!r}, text_field={self.text_field!r}, overwrite={self.overwrite}"
-                f"{', mode=' + repr(self.mode) if self.mode != 'create' else ''})")
+        return f"{self.model!r}.indexer({self.index_!r}, text_field={self.text_field!r}, mode={self.mode!r})"
 
     def index_inputs(self):
         return [["docno", self.text_field], ["docno", "doc_vec"]]
@@ -249,12 +205,9 @@ class E2RankIndexer(pt.Indexer):
         return ChunkStore(target.parent / f".{target.name}.chunks", plan, rank=rank)
 
     def index(self, it: Iterable[dict]) -> E2RankIndex:
-        """Encodes ``it``, merges it into the index at ``path`` (after the old documents, with ``mode="append"``)
-        and returns the new index. One writer from first step to last: process 0 locks the index before it reads
-        the old one or touches the chunk store, each process locks its shard of the store, and the locks are
-        held through the merge, the swap and the store's removal, so a second writer of the same index gets
-        ``ArtifactLocked`` at once, and changes nothing. Every chunk merged must be the one this build encoded
-        (its digest), else ``CorruptArtifact`` names its file and nothing is written."""
+        """Encodes ``it`` and returns the new index. The index and each process's shard of the chunk store are
+        locked from the first step to the last (another writer gets ``ArtifactLocked`` and changes nothing); a
+        merged chunk that is not the one this build encoded raises ``CorruptArtifact`` and writes nothing."""
         if isinstance(it, pd.DataFrame):
             it = it.to_dict(orient="records")
         target = Path(self.index_.path)
@@ -266,8 +219,8 @@ class E2RankIndexer(pt.Indexer):
             if self.mode == "append":
                 base = appendable(target, self.model)
                 it = new_documents(it, base)
-            check_replaceable(target, own_entries, overwrite=self.overwrite or base is not None,
-                              what="E2Rank index")  # before any work
+            check_replaceable(target, own_entries, overwrite=self.mode != "create", what="E2Rank index",
+                              fix="pass mode='overwrite' (--overwrite) to replace it")  # before any work
             store = held.enter_context(self.chunk_store(rank=rank))
             total = len(it) if hasattr(it, "__len__") else None
             progress = None
@@ -289,7 +242,7 @@ class E2RankIndexer(pt.Indexer):
             barrier()
             if rank == 0:
                 with IndexWriter(target, self.model.dim, store.plan["encoder"] if base is None else base.fingerprint,
-                                 overwrite=self.overwrite or base is not None,
+                                 overwrite=self.mode != "create",
                                  corpus_stamp=self.corpus_stamp) as writer:
                     if base is not None:
                         base.check_current()  # no rebuild since the append opened it
@@ -304,8 +257,8 @@ class E2RankIndexer(pt.Indexer):
         return E2RankIndex(target)
 
 
-#: ``E2RankIndexer``'s modes: a new index (or a replacement, with ``overwrite``), or documents added to one.
-INDEXER_MODES = ("create", "append")
+#: ``E2RankIndexer``'s modes: a new index, a replacement of one, or documents added to one.
+INDEXER_MODES = ("create", "overwrite", "append")
 
 
 def appendable(path: Path, model) -> E2RankIndex:
@@ -324,8 +277,8 @@ def appendable(path: Path, model) -> E2RankIndex:
 
 
 def new_documents(records: Iterable[dict], base: E2RankIndex) -> Iterator[dict]:
-    """``records`` as given, each checked, as it is read (before its chunk is encoded), to have a docno that
-    is neither in ``base`` nor repeated among the records; else a ValueError naming the docno."""
+    """``records``, each checked as it is read to have a docno neither in ``base`` nor repeated; else a
+    ValueError naming the docno."""
     lookup, unique = base.docnos(), UniqueIds("docno", "appended documents")
     for position, record in enumerate(records):
         if isinstance(record, dict) and "docno" in record:  # any other record is refused by encode_corpus
@@ -338,9 +291,8 @@ def new_documents(records: Iterable[dict], base: E2RankIndex) -> Iterator[dict]:
 
 
 def append_stamp(base: E2RankIndex, corpus_stamp: Optional[dict], docnos: List[str]) -> dict:
-    """The corpus stamp of ``base`` after an append of ``docnos`` from the corpus ``corpus_stamp`` (``None``: not
-    told): ``{"appended_to": <base's stamp>, "appended": {"corpus", "doc_count", "first_docno", "last_docno"}}``,
-    so no reuse check mistakes it for the base corpus."""
+    """The corpus stamp of ``base`` after an append of ``docnos`` from the corpus ``corpus_stamp``:
+    ``{"appended_to": <base's stamp>, "appended": {"corpus", "doc_count", "first_docno", "last_docno"}}``."""
     return {"appended_to": base.corpus_stamp, "appended": {"corpus": corpus_stamp, "doc_count": len(docnos),
                                                            "first_docno": docnos[0] if docnos else None,
                                                            "last_docno": docnos[-1] if docnos else None}}
@@ -355,10 +307,8 @@ def copy_index(base: E2RankIndex, writer: "IndexWriter", *, block: int = 65536) 
 
 
 def distributed_context():
-    """``(rank, world size, barrier)`` of this process, from accelerate's ``PartialState``: under torchrun or
-    ``accelerate launch`` it reads the rank and world size from their environment and initialises
-    ``torch.distributed`` (nccl on CUDA, gloo on CPU) unless that is done already; else one process.
-    Without CUDA it is asked for CPU processes, which it would otherwise count as one."""
+    """``(rank, world size, barrier)`` of this process (accelerate's ``PartialState``, which initialises
+    ``torch.distributed`` under torchrun; asked for CPU processes without CUDA, else it counts them as one)."""
     import torch
     from accelerate import PartialState
     state = PartialState(cpu=not torch.cuda.is_available())
@@ -373,136 +323,8 @@ _AT_EXIT = set()
 
 
 def _destroy_process_groups():
-    """At exit, the process groups are destroyed while the interpreter still runs: gloo's threads left to the
-    C++ static destructors abort the process ("terminate called without an active exception", SIGABRT) now
-    and then, turning a finished command into a failed one."""
+    """Destroys the process groups at exit, while the interpreter still runs (gloo's threads left to the C++
+    static destructors abort the process now and then)."""
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-
-
-class ChunkStore:
-    """Encoded chunks of one build, committed one by one so that a restarted build resumes: each
-    ``chunk-N.json`` (docnos, digest of the chunk's content, digest of the ``plan`` -- model
-    fingerprint and settings -- it was encoded under, SHA-256 of the vector bytes) is moved into place
-    after its ``chunk-N.f4`` vectors, both written aside, fsync'd and renamed (``io.atomic_file``), so
-    its presence marks the chunk complete, after a kill or a power loss alike. A committed chunk is
-    reused only for the same content and plan, and only when its vectors match the recorded checksum
-    and shape: a damaged one is encoded again (``has``, with a warning naming the file) and never
-    merged (``load`` raises ``CorruptArtifact``), nor is a chunk whose documents are not the ones the build
-    merging it encoded (another build's). Each process locks its own shard of the store until the build ends;
-    ``remove`` deletes the chunks, and the last process to leave the store removes its directory."""
-
-    def __init__(self, directory: Path, plan: dict, *, rank: int = 0):
-        self.directory = Path(directory)
-        self.plan = plan
-        self.rank = rank
-        self._plan_digest = hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()
-        self._lock = None
-
-    def __enter__(self) -> "ChunkStore":
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._lock = writer_lock(self.directory / f"process-{self.rank}")
-        self._lock.__enter__()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._lock.__exit__(*exc_info)
-        with contextlib.suppress(OSError):  # another process's lock still in it, or chunks kept for a restart
-            self.directory.rmdir()
-
-    def _paths(self, chunk_id: int):
-        stem = self.directory / f"chunk-{chunk_id:07d}"
-        return stem.with_suffix(".json"), stem.with_suffix(".f4")
-
-    def has(self, chunk_id: int, digest: str) -> bool:
-        """Whether the chunk is committed with this content under this plan, and intact; a damaged one
-        (an empty record after a power loss, vectors of another size, a checksum that differs) is removed,
-        named in a warning, so that it is encoded again."""
-        record, vector_file = self._paths(chunk_id)
-        if not record.exists():
-            return False
-        try:
-            saved = self._record(chunk_id)
-            if (saved["digest"], saved["plan"]) != (digest, self._plan_digest):
-                return False  # other documents, or another model or settings: encoded again
-            self._vectors(chunk_id, saved)
-            return True
-        except CorruptArtifact as damaged:
-            warnings.warn(f"{damaged}; encoding chunk {chunk_id} again", stacklevel=2)
-            for path in (record, vector_file):
-                path.unlink(missing_ok=True)
-            return False
-
-    def commit(self, chunk: EncodedChunk) -> None:
-        record, vector_file = self._paths(chunk.chunk_id)
-        data = np.ascontiguousarray(chunk.vectors, dtype=np.float32).tobytes()
-        with atomic_file(vector_file, mode="wb") as out:
-            out.write(data)
-        with atomic_file(record) as out:  # last: the chunk is committed once its vectors are on disk
-            out.write(json.dumps({"docnos": chunk.docnos, "digest": chunk.digest, "plan": self._plan_digest,
-                                  "sha256": _checksum(chunk.docnos, data)}))
-
-    def load(self, chunk_id: int, digest: str) -> Tuple[List[str], np.ndarray]:
-        """The chunk's docnos and vectors ``(n, dim)``, checked against its record: ``FileNotFoundError``
-        for a chunk never committed, ``CorruptArtifact`` naming the file for a damaged one, or for one whose
-        content is not ``digest`` (``encode_corpus``'s, of the chunk this build encoded) or whose plan is not
-        this store's."""
-        record, _ = self._paths(chunk_id)
-        if not record.exists():
-            raise FileNotFoundError(f"chunk {chunk_id} of the build in {self.directory} is missing: did a process "
-                                    f"fail? Start the build again: committed chunks are kept")
-        try:
-            saved = self._record(chunk_id)
-            if saved["plan"] != self._plan_digest:
-                raise CorruptArtifact(f"the chunk record {record} was written for another model or other settings")
-            if saved["digest"] != digest:
-                raise CorruptArtifact(f"the chunk record {record} holds other documents than chunk {chunk_id} of this "
-                                      f"build (digest {saved['digest'][:12]}, not {digest[:12]}): another build's")
-            return saved["docnos"], self._vectors(chunk_id, saved)
-        except CorruptArtifact as damaged:
-            raise CorruptArtifact(f"{damaged}; nothing was written. Start the build again: this chunk is encoded "
-                                  f"again, the intact ones are kept") from None
-
-    def _record(self, chunk_id: int) -> dict:
-        """The record of a committed chunk; ``CorruptArtifact`` naming it when it cannot be read."""
-        record = self._paths(chunk_id)[0]
-        try:
-            saved = json.loads(record.read_text(encoding="utf-8"))
-            if not isinstance(saved["docnos"], list) or not all(isinstance(saved[k], str)
-                                                                 for k in ("digest", "plan", "sha256")):
-                raise TypeError("docnos, digest, plan or sha256 of another type")
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise CorruptArtifact(f"the chunk record {record} is damaged ({type(e).__name__}: {e})") from None
-        return saved
-
-    def _vectors(self, chunk_id: int, saved: dict) -> np.ndarray:
-        """The chunk's vectors ``(n, dim)`` once their size, and the checksum of them and the record's
-        docnos, are those recorded; ``CorruptArtifact`` naming the file otherwise."""
-        record, vector_file = self._paths(chunk_id)
-        try:
-            data = vector_file.read_bytes()
-        except OSError as e:
-            raise CorruptArtifact(f"the chunk vectors {vector_file} cannot be read ({e.strerror})") from None
-        shape = (len(saved["docnos"]), self.plan["dim"])
-        if len(data) != 4 * shape[0] * shape[1]:
-            raise CorruptArtifact(f"the chunk vectors {vector_file} hold {len(data)} bytes, not the {shape[0]} x "
-                                  f"{shape[1]} float32 its record {record.name} lists")
-        if _checksum(saved["docnos"], data) != saved["sha256"]:
-            raise CorruptArtifact(f"the chunk vectors {vector_file} (or the docnos of {record.name}) do not match "
-                                  f"the checksum in that record: the file is damaged")
-        return np.frombuffer(data, dtype=np.float32).reshape(shape)
-
-    def remove(self) -> None:
-        """Delete the committed chunks (and a dead writer's temporary files), not the processes' lock files."""
-        for entry in self.directory.iterdir():
-            if not re.fullmatch(r"\.process-\d+\.lock", entry.name):
-                entry.unlink(missing_ok=True)
-
-
-def _checksum(docnos: List[str], vector_bytes: bytes) -> str:
-    """SHA-256 of a chunk's vectors and docnos, as its record keeps it."""
-    digest = hashlib.sha256(vector_bytes)
-    for docno in docnos:
-        digest.update(str(docno).encode("utf-8", "surrogatepass") + b"\0")
-    return digest.hexdigest()

@@ -1,15 +1,6 @@
-"""The transformers an ``E2RankIndex`` hands out, and our exact dense retrieval over its memory-mapped vectors.
-
-Every transformer the index hands out keeps its guarantees by one mechanism: it is an ``IndexStage``
-(ours) or pyterrier-dr's wrapped in one (``FlexStage``, by ``served``, which ``index.py`` applies to every
-search and scoring method of the index), whose ``transform`` refuses another model's ``query_vec``
-(``check_queries``) before it runs.
-
-Exact search: ours rather than pyterrier-dr's ``np_retriever``: on the same vectors it is faster (one matrix
-product per block of documents for all queries, a running top-k by ``argpartition``; figures in
-``benchmarks/``), and returns the same documents. FlexIndex's ANN retrievers remain available on
-the index (``faiss_hnsw_retriever``, ``faiss_ivf_retriever``, ``gar``, ``ladr``).
-"""
+"""The transformers an ``E2RankIndex`` hands out: ours (``IndexStage``: exact search, ``VectorSearch`` for every
+dense search of ours) and pyterrier-dr's, wrapped in ``FlexStage``, the one place its results are fixed. Each
+refuses another model's ``query_vec`` (``check_queries``) before it runs."""
 from typing import Optional
 
 import numpy as np
@@ -26,9 +17,8 @@ QUERY_FIX = "encode the queries with the index's model, or search an index of th
 
 
 def check_queries(index, frame: pd.DataFrame) -> None:
-    """Refuse a frame whose ``query_vec`` a model other than ``index``'s made (``IndexModelMismatch`` naming
-    both; ``provenance``), or made from another ``query`` than the row holds now (``ValueError``); untagged
-    vectors are the user's own, and a frame without ``query_vec`` passes."""
+    """Refuse a frame whose ``query_vec`` another model than ``index``'s made (``IndexModelMismatch``), or made
+    from another ``query`` than the row holds (``ValueError``); untagged vectors pass."""
     if "query_vec" not in frame.columns:
         return
     named = frame if "qid" in frame.columns else frame.assign(qid=[f"row {i}" for i in range(len(frame))])
@@ -38,8 +28,7 @@ def check_queries(index, frame: pd.DataFrame) -> None:
 
 class IndexStage(pt.Transformer):
     """A transformer an ``E2RankIndex`` hands out: ``transform`` refuses another model's ``query_vec``
-    (``check_queries``), then runs ``serve``. Ours subclass it; pyterrier-dr's are wrapped in ``FlexStage``
-    (``served``)."""
+    (``check_queries``), then runs ``serve``."""
 
     index = None
 
@@ -52,18 +41,16 @@ class IndexStage(pt.Transformer):
 
 
 def served(index, result):
-    """What an ``index`` method returned, as the index hands it out: a transformer that keeps the index's
-    guarantees (an ``IndexStage`` as it is, any other transformer wrapped in ``FlexStage``); anything else
-    (data, a corpus graph) as it is."""
+    """What an ``index`` method returned, as the index hands it out: any transformer that is not an
+    ``IndexStage`` wrapped in ``FlexStage``; anything else as it is."""
     if isinstance(result, pt.Transformer) and not isinstance(result, IndexStage):
         return FlexStage(index, result)
     return result
 
 
 class VectorSearch(IndexStage):
-    """Q frame with ``query_vec`` -> ranked documents, from ``self.search(vectors) -> (scores, rows)``
-    (rows of the index, best first; -1 where a structure found fewer): the frame handling every dense
-    retriever of ours shares (exact here, FAISS in ``ann.py``). The output drops ``query_vec`` and its tag."""
+    """Q frame with ``query_vec`` -> ranked documents (without ``query_vec``), from ``self.search(vectors) ->
+    (scores, rows)`` (rows of the index, best first; -1 where a structure found fewer)."""
 
     def search(self, query_vectors: np.ndarray):
         raise NotImplementedError
@@ -142,12 +129,11 @@ class E2RankRetriever(EqualBySettings, VectorSearch):
 
 
 class FlexStage(IndexStage):
-    """A transformer of pyterrier-dr's that an ``E2RankIndex`` hands out (its FAISS, NumPy and PyTorch
-    retrievers and scorers, GAR, LADR, MMR), keeping the index's guarantees: another model's ``query_vec``
-    refused (``IndexStage``); results one value per cell, ``docno`` str, ``docid`` and ``rank`` int,
-    ``score`` float (pyterrier-dr 0.8's ``DataFrameBuilder`` leaves one-element arrays in these cells for a
-    frame with a single result, and float32/int32 otherwise); a vector tag whose vector it dropped
-    (``drop_query_vec``) dropped too."""
+    """A transformer of pyterrier-dr's that an ``E2RankIndex`` hands out (FAISS, NumPy and PyTorch retrievers
+    and scorers, GAR, LADR, MMR), another model's ``query_vec`` refused. pyterrier-dr 0.8's bugs worked around
+    here: its ``DataFrameBuilder`` leaves one-element arrays in the cells of a single result, float32/int32
+    otherwise (here one ``docno`` str, ``docid``/``rank`` int, ``score`` float per cell); it drops a vector
+    (``drop_query_vec``) but not its tag."""
 
     def __init__(self, index, transformer: pt.Transformer):
         self.index = index

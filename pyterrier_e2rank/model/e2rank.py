@@ -362,20 +362,20 @@ class E2Rank:
         return E2RankDocEncoder(self, batch_size=batch_size, verbose=verbose, text_field=text_field)
 
     def indexer(self, index, *, batch_size: Optional[int] = None, verbose: Optional[bool] = None,
-                text_field: str = "text", overwrite: bool = False, chunk_size: int = 4096,
-                missing_text: str = "error", corpus_stamp: Optional[dict] = None, mode: str = "create") -> pt.Indexer:
-        """Indexes records with text (encoded here) or ``doc_vec`` (from ``doc_encoder()``) into ``index``
-        (an ``E2RankIndex``, a FlexIndex or a path), built aside and swapped in when complete; in
-        committed chunks of ``chunk_size`` documents, so a restarted build resumes, and sharded across
-        processes under torchrun (``indexing.E2RankIndexer``). An empty text is indexed as the empty
-        text (one warning counts them); a missing one (None/NaN) is an error unless
-        ``missing_text="empty"``. ``corpus_stamp`` (``data.corpus_stamp(dataset)``) is stored with the index,
-        for reuse checks (``E2RankIndex.corpus_stamp``). ``mode="append"`` adds the documents to the existing
-        index (new docnos only; its derived structures are built again from the new vectors on first use)."""
+                text_field: str = "text", mode: str = "create", chunk_size: int = 4096,
+                missing_text: str = "error", corpus_stamp: Optional[dict] = None,
+                overwrite: Optional[bool] = None) -> pt.Indexer:
+        """Indexes records with text (encoded here) or ``doc_vec`` (from ``doc_encoder()``) into ``index`` (an
+        ``E2RankIndex``, a FlexIndex or a path): ``mode`` is ``"create"`` (an existing index is refused),
+        ``"overwrite"`` or ``"append"`` (new docnos only); built aside and swapped in when complete, in committed
+        chunks of ``chunk_size`` documents (a restarted build resumes), sharded under torchrun
+        (``index.indexer.E2RankIndexer``). A missing text (None/NaN) is an error unless ``missing_text="empty"``;
+        ``corpus_stamp`` (``data.corpus_stamp(dataset)``) is stored with the index. ``overwrite=True``:
+        deprecated spelling of ``mode="overwrite"``."""
         from ..index.indexer import E2RankIndexer
-        return E2RankIndexer(self, index, batch_size=batch_size, verbose=verbose, text_field=text_field,
-                             overwrite=overwrite, chunk_size=chunk_size, missing_text=missing_text,
-                             corpus_stamp=corpus_stamp, mode=mode)
+        return E2RankIndexer(self, index, batch_size=batch_size, verbose=verbose, text_field=text_field, mode=mode,
+                             chunk_size=chunk_size, missing_text=missing_text, corpus_stamp=corpus_stamp,
+                             overwrite=overwrite)
 
     def retriever(self, index, *, num_results: int = 1000, batch_size: Optional[int] = None,
                   verbose: Optional[bool] = None) -> pt.Transformer:

@@ -65,8 +65,8 @@ def test_an_appended_document_is_found_by_every_retriever_and_no_old_structure_i
     for name, make in RETRIEVERS.items():
         out = make(E2RankIndex(base.path))(query)
         assert out["docno"].iloc[0] == "best", name
-    assert all(json.loads((base.path / f"{s}.source.json").read_text())["source"] == grown.source
-               for s in E2RankIndex(base.path).structures())
+    assert {p.name for p in base.path.iterdir()} == {"docnos.npids", "pt_meta.json", "vecs.f4"} | {
+        grown.structure_path(s).name for s in E2RankIndex(base.path).structures()}  # all of the new vectors
     assert "best" not in base.retriever(num_results=5)(query)["docno"].tolist()  # opened before: its version
 
 
@@ -94,11 +94,21 @@ def test_another_model_or_dimension_or_no_index_is_refused(tiny_qwen, other_tiny
         minilm.indexer(base.path, mode="append").index([{"docno": "x", "text": "a"}])
     with pytest.raises(FileNotFoundError, match="no E2Rank index at .* to append to"):
         tiny_qwen.indexer(tmp_path / "absent", mode="append").index([{"docno": "x", "text": "a"}])
-    with pytest.raises(ValueError, match="choose one"):
+    with pytest.raises(ValueError, match="choose one"), pytest.warns(DeprecationWarning):
         tiny_qwen.indexer(base.path, mode="append", overwrite=True)
     with pytest.raises(ValueError, match="mode='grow'"):
         tiny_qwen.indexer(base.path, mode="grow")
     assert E2RankIndex(base.path).source == base.source
+
+
+def test_overwrite_true_is_the_deprecated_spelling_of_mode_overwrite(tiny_qwen, base):
+    with pytest.raises(FileExistsError, match=r"already exists at .*; pass mode='overwrite' \(--overwrite\)"):
+        tiny_qwen.indexer(base.path).index([{"docno": "a", "text": "x"}, {"docno": "b", "text": "y"}])
+    with pytest.warns(DeprecationWarning, match='overwrite=True is deprecated .*: use mode="overwrite"') as caught:
+        indexer = tiny_qwen.indexer(base.path, overwrite=True)
+    assert caught[0].filename == __file__  # names the caller
+    assert indexer.mode == "overwrite" and "mode='overwrite'" in repr(indexer)
+    assert list(indexer.index([{"docno": "a", "text": "x"}, {"docno": "b", "text": "y"}]).docnos()) == ["a", "b"]
 
 
 def test_a_failed_append_leaves_the_index_and_resumes_after_its_committed_chunks(tiny_qwen, base):

@@ -1,6 +1,6 @@
 """int8 and binary copies of the vectors (``pyterrier_e2rank.index.quantized``) on a small clustered index
-(4,000 x 32): close to exact search, exact once rescored, 4x and 32x smaller than float32, stored as checked
-structures, bad parameters and another model's queries refused."""
+(4,000 x 32): close to exact search, exact once rescored, 4x and 32x smaller than float32, stored for their
+vectors only, bad parameters and another model's queries refused."""
 import os
 import shutil
 
@@ -66,18 +66,19 @@ def test_memory_is_a_quarter_and_a_32nd_of_float32(corpus):
     assert float32 / 32 <= binary <= float32 / 32 + 4096
 
 
-def test_structures_are_stored_checked_and_refused_for_other_vectors(corpus, tmp_path):
+def test_structures_are_stored_for_their_vectors_only(corpus, tmp_path):
     index, frame = corpus
     assert {"sq8_train-4000.faiss", "binary.faiss"} <= set(index.structures())
     other, _ = build_clustered_index(tmp_path / "other", num_docs=COUNT, dim=DIM, num_centres=40, seed=5)
-    for name in ("sq8_train-4000.faiss", "binary.faiss"):
-        for suffix in ("", ".source.json"):
-            shutil.copy(index.path / f"{name}{suffix}", other.path / f"{name}{suffix}")
+    for stored in (index.int8_retriever().path, index.binary_retriever().path):  # another index's, copied in
+        shutil.copy(stored, other.path / stored.name)
+    assert E2RankIndex(other.path).structures() == []
+    exact = other.retriever(num_results=10)(frame)
     for method in ("int8_retriever", "binary_retriever"):
-        with pytest.raises(CorruptArtifact, match="built from other vectors"):
-            getattr(E2RankIndex(other.path), method)()
-    (other.path / "binary.faiss").write_bytes(b"not faiss")
-    (other.path / "binary.faiss.source.json").write_text(f'{{"source": "{E2RankIndex(other.path).source}"}}')
+        rescored = getattr(E2RankIndex(other.path), method)(num_results=10, rescore=COUNT)(frame)
+        assert rescored["docno"].tolist() == exact["docno"].tolist()
+    assert E2RankIndex(other.path).structures() == ["binary.faiss", "sq8_train-4000.faiss"]
+    E2RankIndex(other.path).binary_retriever().path.write_bytes(b"not faiss")
     with pytest.raises(CorruptArtifact, match="binary.faiss is not a binary FAISS structure"):
         E2RankIndex(other.path).binary_retriever()
 

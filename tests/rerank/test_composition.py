@@ -105,9 +105,9 @@ def test_an_index_in_the_old_layout_says_how_to_move_on(tiny_qwen, tmp_path):
     (old / "pt_meta.json").write_text(json.dumps({"type": "dense_index", "format": "e2rank", "num_docs": 2}))
     (old / "vectors.f32").write_bytes(b"")
     (old / "docnos.npy").write_bytes(b"")
-    with pytest.raises(CorruptArtifact, match="0.1's own layout.*overwrite=True"):
+    with pytest.raises(CorruptArtifact, match="0.1's own layout.*mode='overwrite'"):
         tiny_qwen.reranker(index=old)
-    rebuilt = tiny_qwen.indexer(old, overwrite=True).index(DOCS.head(3).to_dict("records"))
+    rebuilt = tiny_qwen.indexer(old, mode="overwrite").index(DOCS.head(3).to_dict("records"))
     assert len(rebuilt) == 3 and sorted(p.name for p in old.iterdir()) == ["docnos.npids", "pt_meta.json", "vecs.f4"]
 
 

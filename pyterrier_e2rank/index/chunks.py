@@ -1,0 +1,139 @@
+"""The committed chunks of an index build (``.<name>.chunks/`` beside the index), so that a restarted build
+resumes after its last committed chunk."""
+import contextlib
+import hashlib
+import json
+import re
+import warnings
+from pathlib import Path
+from typing import List, NamedTuple, Tuple
+
+import numpy as np
+
+from ..io import CorruptArtifact, atomic_file, writer_lock
+
+
+class EncodedChunk(NamedTuple):
+    chunk_id: int
+    docnos: List[str]
+    vectors: np.ndarray
+    digest: str
+
+
+class ChunkStore:
+    """Encoded chunks of one build, committed one by one so that a restarted build resumes: ``chunk-N.f4``
+    (vectors), then ``chunk-N.json`` (docnos, content digest, ``plan`` digest, checksum), each written
+    atomically. A chunk is reused only for the same content and plan and when intact; each process locks its
+    shard of the store until the build ends."""
+
+    def __init__(self, directory: Path, plan: dict, *, rank: int = 0):
+        self.directory = Path(directory)
+        self.plan = plan
+        self.rank = rank
+        self._plan_digest = hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()
+        self._lock = None
+
+    def __enter__(self) -> "ChunkStore":
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock = writer_lock(self.directory / f"process-{self.rank}")
+        self._lock.__enter__()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._lock.__exit__(*exc_info)
+        with contextlib.suppress(OSError):  # another process's lock still in it, or chunks kept for a restart
+            self.directory.rmdir()
+
+    def _paths(self, chunk_id: int):
+        stem = self.directory / f"chunk-{chunk_id:07d}"
+        return stem.with_suffix(".json"), stem.with_suffix(".f4")
+
+    def has(self, chunk_id: int, digest: str) -> bool:
+        """Whether the chunk is committed with this content under this plan, and intact; a damaged one is
+        removed, named in a warning, so that it is encoded again."""
+        record, vector_file = self._paths(chunk_id)
+        if not record.exists():
+            return False
+        try:
+            saved = self._record(chunk_id)
+            if (saved["digest"], saved["plan"]) != (digest, self._plan_digest):
+                return False  # other documents, or another model or settings: encoded again
+            self._vectors(chunk_id, saved)
+            return True
+        except CorruptArtifact as damaged:
+            warnings.warn(f"{damaged}; encoding chunk {chunk_id} again", stacklevel=2)
+            for path in (record, vector_file):
+                path.unlink(missing_ok=True)
+            return False
+
+    def commit(self, chunk: EncodedChunk) -> None:
+        record, vector_file = self._paths(chunk.chunk_id)
+        data = np.ascontiguousarray(chunk.vectors, dtype=np.float32).tobytes()
+        with atomic_file(vector_file, mode="wb") as out:
+            out.write(data)
+        with atomic_file(record) as out:  # last: the chunk is committed once its vectors are on disk
+            out.write(json.dumps({"docnos": chunk.docnos, "digest": chunk.digest, "plan": self._plan_digest,
+                                  "sha256": _checksum(chunk.docnos, data)}))
+
+    def load(self, chunk_id: int, digest: str) -> Tuple[List[str], np.ndarray]:
+        """The chunk's docnos and vectors ``(n, dim)``: ``FileNotFoundError`` for a chunk never committed,
+        ``CorruptArtifact`` naming the file for a damaged one, or one of other content than ``digest`` or of
+        another plan."""
+        record, _ = self._paths(chunk_id)
+        if not record.exists():
+            raise FileNotFoundError(f"chunk {chunk_id} of the build in {self.directory} is missing: did a process "
+                                    f"fail? Start the build again: committed chunks are kept")
+        try:
+            saved = self._record(chunk_id)
+            if saved["plan"] != self._plan_digest:
+                raise CorruptArtifact(f"the chunk record {record} was written for another model or other settings")
+            if saved["digest"] != digest:
+                raise CorruptArtifact(f"the chunk record {record} holds other documents than chunk {chunk_id} of this "
+                                      f"build (digest {saved['digest'][:12]}, not {digest[:12]}): another build's")
+            return saved["docnos"], self._vectors(chunk_id, saved)
+        except CorruptArtifact as damaged:
+            raise CorruptArtifact(f"{damaged}; nothing was written. Start the build again: this chunk is encoded "
+                                  f"again, the intact ones are kept") from None
+
+    def _record(self, chunk_id: int) -> dict:
+        """The record of a committed chunk; ``CorruptArtifact`` naming it when it cannot be read."""
+        record = self._paths(chunk_id)[0]
+        try:
+            saved = json.loads(record.read_text(encoding="utf-8"))
+            if not isinstance(saved["docnos"], list) or not all(isinstance(saved[k], str)
+                                                                 for k in ("digest", "plan", "sha256")):
+                raise TypeError("docnos, digest, plan or sha256 of another type")
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise CorruptArtifact(f"the chunk record {record} is damaged ({type(e).__name__}: {e})") from None
+        return saved
+
+    def _vectors(self, chunk_id: int, saved: dict) -> np.ndarray:
+        """The chunk's vectors ``(n, dim)`` once their size and checksum are the recorded ones; else
+        ``CorruptArtifact`` naming the file."""
+        record, vector_file = self._paths(chunk_id)
+        try:
+            data = vector_file.read_bytes()
+        except OSError as e:
+            raise CorruptArtifact(f"the chunk vectors {vector_file} cannot be read ({e.strerror})") from None
+        shape = (len(saved["docnos"]), self.plan["dim"])
+        if len(data) != 4 * shape[0] * shape[1]:
+            raise CorruptArtifact(f"the chunk vectors {vector_file} hold {len(data)} bytes, not the {shape[0]} x "
+                                  f"{shape[1]} float32 its record {record.name} lists")
+        if _checksum(saved["docnos"], data) != saved["sha256"]:
+            raise CorruptArtifact(f"the chunk vectors {vector_file} (or the docnos of {record.name}) do not match "
+                                  f"the checksum in that record: the file is damaged")
+        return np.frombuffer(data, dtype=np.float32).reshape(shape)
+
+    def remove(self) -> None:
+        """Delete the committed chunks (and a dead writer's temporary files), not the processes' lock files."""
+        for entry in self.directory.iterdir():
+            if not re.fullmatch(r"\.process-\d+\.lock", entry.name):
+                entry.unlink(missing_ok=True)
+
+
+def _checksum(docnos: List[str], vector_bytes: bytes) -> str:
+    """SHA-256 of a chunk's vectors and docnos, as its record keeps it."""
+    digest = hashlib.sha256(vector_bytes)
+    for docno in docnos:
+        digest.update(str(docno).encode("utf-8", "surrogatepass") + b"\0")
+    return digest.hexdigest()
