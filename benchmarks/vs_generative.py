@@ -16,7 +16,7 @@ from .generative_baseline import GenerativeSlidingWindow
 def run(workdir, *, num_layers: int, num_queries: int, top_k: int = 100, max_words: int = 60) -> dict:
     candidates = bm25_candidates(num_queries, top_k, workdir, max_words=max_words)
     model = E2Rank(str(qwen3_shaped(workdir / f"qwen3-{num_layers}l", num_layers)), batch_size=8)
-    index = model.indexer(workdir / "dense.qwen3", mode="overwrite").index(
+    index = model.indexer(workdir / "dense.qwen3", overwrite=True).index(
         candidates.drop_duplicates("docno")[["docno", "text"]].to_dict("records"))
     e2rank, e2rank_reencode = model.reranker(index=index), model.reranker()
     generative = GenerativeSlidingWindow(qwen3_shaped(workdir / f"qwen3-{num_layers}l-lm", num_layers, causal_lm=True))

@@ -163,20 +163,18 @@ def _process_lock(target: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def atomic_file(target, *, overwrite: bool = True, mode: str = "w", encoding: Optional[str] = "utf-8"):
-    """Open a new file beside ``target`` for writing; it replaces ``target`` (``FileExistsError`` if it exists,
-    without ``overwrite``) only when the block ends without an exception, fsync'd, with the mode of the file it
-    replaces. Exclusive (``writer_lock``)."""
+def atomic_file(target, *, mode: str = "w"):
+    """Open a new file beside ``target`` for writing (UTF-8 text, or ``mode="wb"``); it replaces ``target`` only
+    when the block ends without an exception, fsync'd, with the mode of the file it replaces. Exclusive
+    (``writer_lock``)."""
     target = artifact_path(target)
     with writer_lock(target):
-        if target.exists() and not overwrite:
-            raise FileExistsError(f"{target} exists; pass overwrite to replace it")
         if target.is_dir():
             raise IsADirectoryError(f"{target} is a directory, not a file")
         tmp, fd = _create_beside(target, ".{name}.{token}.tmp",
                                  lambda path: os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         try:
-            with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as out:
+            with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as out:
                 yield out
                 out.flush()
                 os.fsync(out.fileno())

@@ -1,6 +1,6 @@
-"""Approximate nearest-neighbour search over an E2Rank index with FAISS: what FlexIndex lacks (IVF-PQ, float16
-storage, GPU search of both), FlexIndex's own FAISS searches and corpus graphs over structures stored through
-``E2RankIndex.derived``, and ``AnnSearch``, every approximate search method of the index in one place."""
+"""Approximate nearest-neighbour search over an E2Rank index with FAISS, every method of it in ``AnnSearch``:
+what FlexIndex lacks (IVF-PQ, float16 storage, GPU search of both), the compressed searches of ``quantized``, and
+FlexIndex's own FAISS searches and corpus graphs over structures stored through ``E2RankIndex.derived``."""
 import math
 import re
 import warnings
@@ -11,99 +11,184 @@ import pyterrier as pt
 from pyterrier_dr import FlexIndex
 
 from ..checks import positive_int
-from .quantized import binary_retriever, int8_retriever
+from . import quantized
 from .structures import FaissAnnRetriever, add_all, faiss_module, in_range, read, sample, write
 
 _POINTS_PER_CENTROID = 39  # FAISS's k-means asks for this many training vectors per centroid
 
 
-def ivfpq_retriever(index, *, n_list: Optional[int] = None, m: Optional[int] = None, nbits: int = 8,
-                    train_sample: Optional[int] = None, n_probe: Optional[int] = None, rescore: Optional[int] = None,
-                    num_results: int = 1000, gpu: Optional[bool] = None) -> "FaissAnnRetriever":
-    """IVF-PQ search: ``n_list`` inverted lists (default ~4 sqrt(N)), ``m`` sub-quantizers (default dim / 8) of
-    ``nbits`` bits, trained on ``train_sample`` vectors (default 39 per centroid, at most N), ``n_probe`` lists
-    searched per query (default 16); ``rescore``: that many candidates rescored exactly from the stored vectors;
-    ``gpu``: None = when FAISS sees one. Raises ValueError naming a bad argument."""
-    faiss = faiss_module()
-    meta = index.meta
-    count, dim = meta["doc_count"], meta["vec_size"]
-    if n_list is None:
-        n_list = max(1, min(count, 1 << round(math.log2(4 * math.sqrt(count)))))
-    n_list = in_range(n_list, "n_list", 1, count)
-    if m is None:
-        m = dim // 8 if dim % 8 == 0 else 1
-    m = positive_int(m, "m")
-    if dim % m:
-        raise ValueError(f"m must divide the vector size {dim}, got {m!r}")
-    nbits = in_range(nbits, "nbits", 1, 16)
-    if 2 ** nbits > count:
-        raise ValueError(f"IVF-PQ with nbits={nbits} trains 2**nbits = {2 ** nbits:,} centroids per sub-quantizer, "
-                         f"from at least as many vectors, and the index holds {count:,} documents: choose nbits <= "
-                         f"{int(math.log2(count))}, or exact search (index.retriever()), which suits a corpus this "
-                         f"small")
-    advised = _POINTS_PER_CENTROID * max(n_list, 2 ** nbits)
-    train_sample = min(count, advised) if train_sample is None else train_sample
-    train_sample = in_range(train_sample, "train_sample", max(n_list, 2 ** nbits), count)
-    n_probe = in_range(min(16, n_list) if n_probe is None else n_probe, "n_probe", 1, n_list)
-    num_results = positive_int(num_results, "num_results")
-    rescore = positive_int(rescore, "rescore", minimum=num_results, allow_none=True)
+class AnnSearch:
+    """Every approximate search of ``E2RankIndex`` (its first base, so these replace FlexIndex's): ours, and
+    FlexIndex's FAISS searches and corpus graphs over stored structures; FlexIndex's others refused."""
 
-    def build():
-        structure = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, n_list, m, nbits, faiss.METRIC_INNER_PRODUCT)
-        if train_sample < advised:  # FAISS would print this once per k-means: for each of the m sub-quantizers
-            remedy = (f"pass a larger train_sample (up to {count:,})" if train_sample < count else
-                      "exact search or HNSW suit a corpus this small")
-            warnings.warn(f"IVF-PQ trained on {train_sample:,} vectors where FAISS advises {advised:,} "
-                          f"({_POINTS_PER_CENTROID} per centroid of n_list={n_list} or 2**nbits={2 ** nbits}): "
-                          f"expect lower recall; {remedy}")
-            structure.cp.min_points_per_centroid = structure.pq.cp.min_points_per_centroid = 1  # warning only
-        structure.train(sample(index, train_sample))
-        add_all(index, structure)
-        return structure
-    name = f"ivfpq_nlist-{n_list}_m-{m}_nbits-{nbits}_train-{train_sample}.faiss"
-    return FaissAnnRetriever(index, name, build, method="faiss_ivfpq_retriever", num_results=num_results,
-                             n_probe=n_probe, rescore=rescore, gpu=gpu)
+    def faiss_ivfpq_retriever(self, *, n_list: Optional[int] = None, m: Optional[int] = None, nbits: int = 8,
+                              train_sample: Optional[int] = None, n_probe: Optional[int] = None,
+                              rescore: Optional[int] = None, num_results: int = 1000,
+                              gpu: Optional[bool] = None) -> FaissAnnRetriever:
+        """IVF-PQ search: ``n_list`` inverted lists (default ~4 sqrt(N)), ``m`` sub-quantizers (default dim / 8)
+        of ``nbits`` bits, trained on ``train_sample`` vectors (default 39 per centroid, at most N), ``n_probe``
+        lists searched per query (default 16); ``rescore``: that many candidates rescored exactly from the
+        stored vectors; ``gpu``: None = when FAISS sees one. Raises ValueError naming a bad argument."""
+        faiss = faiss_module()
+        count, dim = self.meta["doc_count"], self.dim
+        if n_list is None:
+            n_list = max(1, min(count, 1 << round(math.log2(4 * math.sqrt(count)))))
+        n_list = in_range(n_list, "n_list", 1, count)
+        if m is None:
+            m = dim // 8 if dim % 8 == 0 else 1
+        m = positive_int(m, "m")
+        if dim % m:
+            raise ValueError(f"m must divide the vector size {dim}, got {m!r}")
+        nbits = in_range(nbits, "nbits", 1, 16)
+        if 2 ** nbits > count:
+            raise ValueError(f"IVF-PQ with nbits={nbits} trains 2**nbits = {2 ** nbits:,} centroids per sub-quantizer"
+                             f", from at least as many vectors, and the index holds {count:,} documents: choose nbits "
+                             f"<= {int(math.log2(count))}, or exact search (index.retriever()), which suits a corpus "
+                             f"this small")
+        advised = _POINTS_PER_CENTROID * max(n_list, 2 ** nbits)
+        train_sample = min(count, advised) if train_sample is None else train_sample
+        train_sample = in_range(train_sample, "train_sample", max(n_list, 2 ** nbits), count)
+        n_probe = in_range(min(16, n_list) if n_probe is None else n_probe, "n_probe", 1, n_list)
+        num_results = positive_int(num_results, "num_results")
+        rescore = positive_int(rescore, "rescore", minimum=num_results, allow_none=True)
 
+        def build():
+            structure = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, n_list, m, nbits, faiss.METRIC_INNER_PRODUCT)
+            if train_sample < advised:  # FAISS would print this once per k-means: for each of the m sub-quantizers
+                remedy = (f"pass a larger train_sample (up to {count:,})" if train_sample < count else
+                          "exact search or HNSW suit a corpus this small")
+                warnings.warn(f"IVF-PQ trained on {train_sample:,} vectors where FAISS advises {advised:,} "
+                              f"({_POINTS_PER_CENTROID} per centroid of n_list={n_list} or 2**nbits={2 ** nbits}): "
+                              f"expect lower recall; {remedy}")
+                structure.cp.min_points_per_centroid = structure.pq.cp.min_points_per_centroid = 1  # warning only
+            structure.train(sample(self, train_sample))
+            add_all(self, structure)
+            return structure
+        name = f"ivfpq_nlist-{n_list}_m-{m}_nbits-{nbits}_train-{train_sample}.faiss"
+        return FaissAnnRetriever(self, name, build, method="faiss_ivfpq_retriever", num_results=num_results,
+                                 n_probe=n_probe, rescore=rescore, gpu=gpu)
 
-def flat_fp16_retriever(index, *, num_results: int = 1000, gpu: Optional[bool] = None) -> "FaissAnnRetriever":
-    """Exhaustive search over float16 copies of the vectors: half the RAM of float32, scores off by ~1e-3."""
-    faiss = faiss_module()
-    num_results = positive_int(num_results, "num_results")
+    def faiss_flat_fp16_retriever(self, *, num_results: int = 1000, gpu: Optional[bool] = None) -> FaissAnnRetriever:
+        """Exhaustive search over float16 copies of the vectors: half the RAM of float32, scores off by ~1e-3."""
+        faiss = faiss_module()
+        num_results = positive_int(num_results, "num_results")
 
-    def build():
-        structure = faiss.IndexScalarQuantizer(index.dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
-        add_all(index, structure)
-        return structure
-    return FaissAnnRetriever(index, "flat_fp16.faiss", build, method="faiss_flat_fp16_retriever",
-                             num_results=num_results, gpu=gpu)
+        def build():
+            structure = faiss.IndexScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+            add_all(self, structure)
+            return structure
+        return FaissAnnRetriever(self, "flat_fp16.faiss", build, method="faiss_flat_fp16_retriever",
+                                 num_results=num_results, gpu=gpu)
 
+    def faiss_hnsw_fp16_retriever(self, *, neighbours: int = 32, ef_construction: int = 100, ef_search: int = 128,
+                                  num_results: int = 1000) -> FaissAnnRetriever:
+        """HNSW over float16 copies of the vectors (on CPU): ``neighbours`` links per node, built with
+        ``ef_construction``, searched with ``ef_search``."""
+        faiss = faiss_module()
+        neighbours = positive_int(neighbours, "neighbours", minimum=2)
+        ef_construction = positive_int(ef_construction, "ef_construction")
+        ef_search = positive_int(ef_search, "ef_search")
+        num_results = positive_int(num_results, "num_results")
 
-def hnsw_fp16_retriever(index, *, neighbours: int = 32, ef_construction: int = 100, ef_search: int = 128,
-                        num_results: int = 1000) -> "FaissAnnRetriever":
-    """HNSW over float16 copies of the vectors (on CPU): ``neighbours`` links per node, built with
-    ``ef_construction``, searched with ``ef_search``."""
-    faiss = faiss_module()
-    neighbours = positive_int(neighbours, "neighbours", minimum=2)
-    ef_construction = positive_int(ef_construction, "ef_construction")
-    ef_search = positive_int(ef_search, "ef_search")
-    num_results = positive_int(num_results, "num_results")
+        def build():
+            structure = faiss.IndexHNSWSQ(self.dim, faiss.ScalarQuantizer.QT_fp16, neighbours,
+                                          faiss.METRIC_INNER_PRODUCT)
+            structure.hnsw.efConstruction = ef_construction
+            add_all(self, structure)
+            return structure
+        name = f"hnsw-fp16_n-{neighbours}_ef-{ef_construction}.faiss"
+        return FaissAnnRetriever(self, name, build, method="faiss_hnsw_fp16_retriever", num_results=num_results,
+                                 ef_search=ef_search, gpu=False)
 
-    def build():
-        structure = faiss.IndexHNSWSQ(index.dim, faiss.ScalarQuantizer.QT_fp16, neighbours,
-                                      faiss.METRIC_INNER_PRODUCT)
-        structure.hnsw.efConstruction = ef_construction
-        add_all(index, structure)
-        return structure
-    name = f"hnsw-fp16_n-{neighbours}_ef-{ef_construction}.faiss"
-    return FaissAnnRetriever(index, name, build, method="faiss_hnsw_fp16_retriever", num_results=num_results,
-                             ef_search=ef_search, gpu=False)
+    int8_retriever = quantized.int8_retriever
+    binary_retriever = quantized.binary_retriever
 
+    # ---- FlexIndex's (pyterrier-dr 0.8.1, flex/faiss_retr.py and corpus_graph.py): its structures made here from
+    # the vectors the index opened, stored through ``E2RankIndex.derived`` and put in the cache FlexIndex serves
+    # them from. Its bugs worked around here: it writes its structures in place (a killed build leaves a truncated
+    # file), its faiss_flat reads vecs.f4 by path (after a rebuild, another version's vectors), and its GPU flat
+    # search reads an attribute it never sets.
 
-# ---- FlexIndex's structures (pyterrier-dr 0.8.1, flex/faiss_retr.py and corpus_graph.py), made here from the
-# vectors the index opened and stored through ``E2RankIndex.derived``, then put in the cache FlexIndex serves them
-# from. Its bugs worked around here: it writes its structures in place (a killed build leaves a truncated file),
-# its faiss_flat reads vecs.f4 by path (after a rebuild, another version's vectors) and its GPU flat search reads
-# an attribute it never sets.
+    def faiss_flat_retriever(self, *, gpu: bool = False, **options) -> pt.Transformer:
+        """FlexIndex's exhaustive FAISS search, over the vectors this object opened."""
+        flex_flat(self, gpu=gpu)
+        return FlexIndex.faiss_flat_retriever(self, gpu=gpu, **options)
+
+    def faiss_hnsw_retriever(self, neighbours: int = 32, *, ef_construction: int = 40, cache: bool = True,
+                             **options) -> pt.Transformer:
+        """FlexIndex's HNSW search, its graph a stored structure (``flex_hnsw``)."""
+        flex_hnsw(self, neighbours, ef_construction=ef_construction, store=cache)
+        return FlexIndex.faiss_hnsw_retriever(self, neighbours, ef_construction=ef_construction, cache=cache,
+                                              **options)
+
+    def faiss_ivf_retriever(self, *, n_list=None, train_sample=None, cache: bool = True, **options) -> pt.Transformer:
+        """FlexIndex's IVF-flat search (its defaults and training sample), its structure a stored one."""
+        import pyterrier_dr
+        from pyterrier_dr.flex.faiss_retr import _sample_train
+        faiss = faiss_module()
+        count, dim = self.meta["doc_count"], self.dim
+        if n_list is None:
+            n_list = (1 << math.ceil(math.log2(math.ceil(math.sqrt(count))))) if train_sample is None else \
+                math.floor(train_sample / 39)
+            n_list = max(n_list, 4)
+        if train_sample is None:
+            train_sample = n_list * 39
+        elif 0 < train_sample < 1:
+            train_sample = math.ceil(train_sample * count)
+        key = ("faiss_ivf", n_list, train_sample)
+        if key not in self._cache:
+            def build(out):
+                cuda = pyterrier_dr.util.infer_device().type == "cuda"
+                quantizer = faiss.IndexFlatIP(dim)
+                structure = faiss.IndexIVFFlat(faiss.index_cpu_to_all_gpus(quantizer) if cuda else quantizer, dim,
+                                               n_list, faiss.METRIC_INNER_PRODUCT)
+                structure.train(_sample_train(self, train_sample))
+                add_all(self, structure)
+                if cuda:
+                    structure.quantizer = faiss.index_gpu_to_cpu(structure.quantizer)
+                return write(structure, out)
+            self._cache[key] = self.derived(f"ivf_nlist-{n_list}_train-{train_sample}.faiss", build,
+                                            load=lambda path: read(self, path), store=cache)
+        return FlexIndex.faiss_ivf_retriever(self, n_list=n_list, train_sample=train_sample, cache=cache, **options)
+
+    def faiss_hnsw_graph(self, neighbours: int = 32, *, ef_construction: int = 40):
+        """FlexIndex's corpus graph ``hnsw_n-{neighbours}_ef-{ef_construction}.graph``: level 0 of the HNSW graph
+        of ``neighbours // 2`` links."""
+        from pyterrier_dr.flex.faiss_retr import _build_hnsw_graph
+        key = ("faiss_hnsw_graph", neighbours, ef_construction)
+        if key not in self._cache:
+            def build(staging: Path) -> None:
+                _build_hnsw_graph(flex_hnsw(self, neighbours // 2, ef_construction=ef_construction).hnsw, staging)
+            self._cache[key] = self.derived(f"hnsw_n-{neighbours}_ef-{ef_construction}.graph", build,
+                                            load=_read_graph, directory=True)
+        return self._cache[key]
+
+    def corpus_graph(self, k: int = 16, *, batch_size: int = 8192):
+        """FlexIndex's corpus graph ``corpusgraph_k{k}`` of ``k`` neighbours (or a stored one of more, cut to
+        ``k``)."""
+        from pyterrier_dr.flex.corpus_graph import _build_corpus_graph
+        k = positive_int(k, "k")
+        key = ("corpus_graph", k)
+        if key not in self._cache:
+            stored = self.structures()
+            larger = sorted(int(m.group(1)) for m in map(re.compile(r"corpusgraph_k(\d+)").fullmatch, stored)
+                            if m and int(m.group(1)) > k)
+            name = f"corpusgraph_k{k}"
+            if name not in stored and larger:
+                name = f"corpusgraph_k{larger[0]}"
+            graph = self.derived(name, lambda staging: _build_corpus_graph(self, k, staging, batch_size),
+                                 load=_read_graph, directory=True)
+            self._cache[key] = graph.to_limit_k(k) if name != f"corpusgraph_k{k}" else graph
+        return self._cache[key]
+
+    def _unchecked_structure(self, *args, **options):
+        raise NotImplementedError(f"{self!r} serves only structures it stores by the vectors they were built "
+                                  f"from: faiss_hnsw_retriever, faiss_hnsw_fp16_retriever, faiss_ivf_retriever, "
+                                  f"faiss_ivfpq_retriever, faiss_flat_retriever, gar, ladr (open the directory as a "
+                                  f"plain pyterrier_dr.FlexIndex for the others, unchecked)")
+
+    scann_retriever = voyager_retriever = flatnav_retriever = kannolo_hnsw_retriever = _unchecked_structure
+
 
 def flex_flat(index, *, gpu: bool):
     """FlexIndex's ``faiss_flat`` (all vectors in an ``IndexFlatIP``), and its GPU copy when ``gpu``."""
@@ -145,128 +230,8 @@ def _on_flat(index, graph):
     return graph
 
 
-def flex_ivf(index, *, n_list: Optional[int], train_sample, store: bool = True) -> None:
-    """FlexIndex's IVF-flat structure ``ivf_nlist-{n_list}_train-{train_sample}.faiss``, with FlexIndex's
-    defaults and training sample."""
-    import pyterrier_dr
-    from pyterrier_dr.flex.faiss_retr import _sample_train
-    faiss = faiss_module()
-    count = index.meta["doc_count"]
-    if n_list is None:
-        n_list = (1 << math.ceil(math.log2(math.ceil(math.sqrt(count))))) if train_sample is None else \
-            math.floor(train_sample / 39)
-        n_list = max(n_list, 4)
-    if train_sample is None:
-        train_sample = n_list * 39
-    elif 0 < train_sample < 1:
-        train_sample = math.ceil(train_sample * count)
-    key = ("faiss_ivf", n_list, train_sample)
-    if key not in index._cache:
-        def build(out):
-            cuda = pyterrier_dr.util.infer_device().type == "cuda"
-            quantizer = faiss.IndexFlatIP(index.dim)
-            structure = faiss.IndexIVFFlat(faiss.index_cpu_to_all_gpus(quantizer) if cuda else quantizer, index.dim,
-                                           n_list, faiss.METRIC_INNER_PRODUCT)
-            structure.train(_sample_train(index, train_sample))
-            add_all(index, structure)
-            if cuda:
-                structure.quantizer = faiss.index_gpu_to_cpu(structure.quantizer)
-            return write(structure, out)
-        index._cache[key] = index.derived(f"ivf_nlist-{n_list}_train-{train_sample}.faiss", build,
-                                          load=lambda path: read(index, path), store=store)
-
-
-def flex_hnsw_graph(index, neighbours: int, *, ef_construction: int):
-    """FlexIndex's corpus graph ``hnsw_n-{neighbours}_ef-{ef_construction}.graph``: level 0 of the HNSW
-    graph of ``neighbours // 2`` links."""
-    from pyterrier_dr.flex.faiss_retr import _build_hnsw_graph
-    key = ("faiss_hnsw_graph", neighbours, ef_construction)
-    if key not in index._cache:
-        def build(staging: Path) -> None:
-            _build_hnsw_graph(flex_hnsw(index, neighbours // 2, ef_construction=ef_construction).hnsw, staging)
-        index._cache[key] = index.derived(f"hnsw_n-{neighbours}_ef-{ef_construction}.graph", build,
-                                          load=lambda path: _read_graph(index, path), directory=True)
-    return index._cache[key]
-
-
-def flex_corpus_graph(index, k: int, *, batch_size: int):
-    """FlexIndex's corpus graph ``corpusgraph_k{k}``, or a stored one of more neighbours cut to ``k``."""
-    from pyterrier_dr.flex.corpus_graph import _build_corpus_graph
-    k = positive_int(k, "k")
-    key = ("corpus_graph", k)
-    if key not in index._cache:
-        stored = index.structures()
-        larger = sorted(int(m.group(1)) for m in map(re.compile(r"corpusgraph_k(\d+)").fullmatch, stored)
-                        if m and int(m.group(1)) > k)
-        name = f"corpusgraph_k{k}"
-        if name not in stored and larger:
-            name = f"corpusgraph_k{larger[0]}"
-        graph = index.derived(name, lambda staging: _build_corpus_graph(index, k, staging, batch_size),
-                              load=lambda path: _read_graph(index, path), directory=True)
-        index._cache[key] = graph.to_limit_k(k) if name != f"corpusgraph_k{k}" else graph
-    return index._cache[key]
-
-
-def _read_graph(index, path: Path):
+def _read_graph(path: Path):
     """A corpus graph stored in the index, its files mapped now, from the version this object opened."""
     graph = pt.Artifact.load(path)
     graph.edges_data, graph.weights_data
     return graph
-
-
-class AnnSearch:
-    """Every approximate search of ``E2RankIndex`` (its first base, so these replace FlexIndex's): FlexIndex's
-    FAISS searches and corpus graphs over stored structures (``flex_*``), ours, and FlexIndex's others refused."""
-
-    def faiss_ivfpq_retriever(self, **options) -> pt.Transformer:
-        """IVF-PQ search: ``ann.ivfpq_retriever``."""
-        return ivfpq_retriever(self, **options)
-
-    def faiss_hnsw_fp16_retriever(self, **options) -> pt.Transformer:
-        """HNSW over float16 vectors: ``ann.hnsw_fp16_retriever``."""
-        return hnsw_fp16_retriever(self, **options)
-
-    def faiss_flat_fp16_retriever(self, **options) -> pt.Transformer:
-        """Exhaustive search over float16 vectors: ``ann.flat_fp16_retriever``."""
-        return flat_fp16_retriever(self, **options)
-
-    def int8_retriever(self, **options) -> pt.Transformer:
-        """Exhaustive search over int8 codes: ``quantized.int8_retriever``."""
-        return int8_retriever(self, **options)
-
-    def binary_retriever(self, **options) -> pt.Transformer:
-        """Exhaustive Hamming search over sign bits: ``quantized.binary_retriever``."""
-        return binary_retriever(self, **options)
-
-    def faiss_flat_retriever(self, *, gpu: bool = False, **options) -> pt.Transformer:
-        """FlexIndex's exhaustive FAISS search, over the vectors this object opened."""
-        flex_flat(self, gpu=gpu)
-        return FlexIndex.faiss_flat_retriever(self, gpu=gpu, **options)
-
-    def faiss_hnsw_retriever(self, neighbours: int = 32, *, ef_construction: int = 40, cache: bool = True,
-                             **options) -> pt.Transformer:
-        """FlexIndex's HNSW search, its graph a stored structure (``derived``)."""
-        flex_hnsw(self, neighbours, ef_construction=ef_construction, store=cache)
-        return FlexIndex.faiss_hnsw_retriever(self, neighbours, ef_construction=ef_construction, cache=cache,
-                                              **options)
-
-    def faiss_ivf_retriever(self, *, n_list=None, train_sample=None, cache: bool = True, **options) -> pt.Transformer:
-        """FlexIndex's IVF search, its structure a stored one (``derived``)."""
-        flex_ivf(self, n_list=n_list, train_sample=train_sample, store=cache)
-        return FlexIndex.faiss_ivf_retriever(self, n_list=n_list, train_sample=train_sample, cache=cache, **options)
-
-    def faiss_hnsw_graph(self, neighbours: int = 32, *, ef_construction: int = 40):
-        """FlexIndex's corpus graph from an HNSW graph of ``neighbours // 2`` links, a stored structure."""
-        return flex_hnsw_graph(self, neighbours, ef_construction=ef_construction)
-
-    def corpus_graph(self, k: int = 16, *, batch_size: int = 8192):
-        """FlexIndex's corpus graph of ``k`` neighbours (or a stored one of more, cut to ``k``)."""
-        return flex_corpus_graph(self, k, batch_size=batch_size)
-
-    def _unchecked_structure(self, *args, **options):
-        raise NotImplementedError(f"{self!r} serves only structures it stores by the vectors they were built "
-                                  f"from: faiss_hnsw_retriever, faiss_hnsw_fp16_retriever, faiss_ivf_retriever, "
-                                  f"faiss_ivfpq_retriever, faiss_flat_retriever, gar, ladr (open the directory as a "
-                                  f"plain pyterrier_dr.FlexIndex for the others, unchecked)")
-
-    scann_retriever = voyager_retriever = flatnav_retriever = kannolo_hnsw_retriever = _unchecked_structure

@@ -73,7 +73,7 @@ class ChunkStore:
             out.write(data)
         with atomic_file(record) as out:  # last: the chunk is committed once its vectors are on disk
             out.write(json.dumps({"docnos": chunk.docnos, "digest": chunk.digest, "plan": self._plan_digest,
-                                  "sha256": _checksum(chunk.docnos, data)}))
+                                  "sha256": docnos_digest(hashlib.sha256(data), chunk.docnos)}))
 
     def load(self, chunk_id: int, digest: str) -> Tuple[List[str], np.ndarray]:
         """The chunk's docnos and vectors ``(n, dim)``: ``FileNotFoundError`` for a chunk never committed,
@@ -119,7 +119,7 @@ class ChunkStore:
         if len(data) != 4 * shape[0] * shape[1]:
             raise CorruptArtifact(f"the chunk vectors {vector_file} hold {len(data)} bytes, not the {shape[0]} x "
                                   f"{shape[1]} float32 its record {record.name} lists")
-        if _checksum(saved["docnos"], data) != saved["sha256"]:
+        if docnos_digest(hashlib.sha256(data), saved["docnos"]) != saved["sha256"]:
             raise CorruptArtifact(f"the chunk vectors {vector_file} (or the docnos of {record.name}) do not match "
                                   f"the checksum in that record: the file is damaged")
         return np.frombuffer(data, dtype=np.float32).reshape(shape)
@@ -131,9 +131,9 @@ class ChunkStore:
                 entry.unlink(missing_ok=True)
 
 
-def _checksum(docnos: List[str], vector_bytes: bytes) -> str:
-    """SHA-256 of a chunk's vectors and docnos, as its record keeps it."""
-    digest = hashlib.sha256(vector_bytes)
+def docnos_digest(digest, docnos: List[str]) -> str:
+    """The hex digest of ``digest`` (a hashlib object, of vectors) updated with ``docnos``: a chunk's checksum,
+    and the ``digest`` of an index's vectors and docnos."""
     for docno in docnos:
         digest.update(str(docno).encode("utf-8", "surrogatepass") + b"\0")
     return digest.hexdigest()

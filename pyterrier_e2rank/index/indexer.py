@@ -17,7 +17,7 @@ from ..model import provenance
 from ..deprecation import renamed_argument
 from ..checks import MISSING_TEXT, check_finite, document_texts, identifier, positive_int, stack_vectors
 from .docnos import build_docnos
-from .chunks import ChunkStore, EncodedChunk
+from .chunks import ChunkStore, EncodedChunk, docnos_digest
 from .artifact import DOCNOS, META, VECTORS, E2RankIndex, as_index, index_path, own_entries
 from ..io import atomic_directory, check_replaceable, writer_lock
 
@@ -147,11 +147,9 @@ class IndexWriter:
             raise ValueError("nothing to index: the corpus iterator was empty")
         self._vectors.close()
         build_docnos(self._staging / DOCNOS, self.docnos)
-        for docno in self.docnos:
-            self._digest.update(docno.encode("utf-8", "surrogatepass") + b"\0")
         meta = {"type": "dense_index", "format": "flex", "vec_size": self.dim, "doc_count": len(self.docnos),
                 "package_hint": "pyterrier-e2rank", "e2rank": {"encoder": self.encoder,
-                                                               "digest": self._digest.hexdigest()}}
+                                                               "digest": docnos_digest(self._digest, self.docnos)}}
         if self.corpus_stamp is not None:
             meta["e2rank"]["corpus"] = self.corpus_stamp
         (self._staging / META).write_text(json.dumps(meta, indent=2))
@@ -312,14 +310,10 @@ def distributed_context():
     import torch
     from accelerate import PartialState
     state = PartialState(cpu=not torch.cuda.is_available())
-    if state.num_processes > 1 and _destroy_process_groups not in _AT_EXIT:
+    if state.num_processes > 1:
+        atexit.unregister(_destroy_process_groups)  # registered once
         atexit.register(_destroy_process_groups)
-        _AT_EXIT.add(_destroy_process_groups)
     return state.process_index, state.num_processes, state.wait_for_everyone
-
-
-#: What this module registered with ``atexit`` (once per process).
-_AT_EXIT = set()
 
 
 def _destroy_process_groups():

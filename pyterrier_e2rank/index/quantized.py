@@ -5,7 +5,7 @@ from typing import Optional
 import numpy as np
 
 from ..checks import positive_int
-from .structures import FaissAnnRetriever, add_all, cached_structure, faiss_module, in_range, sample
+from .structures import FaissAnnRetriever, add_all, faiss_module, in_range, sample
 
 #: The vectors a scalar quantizer's ranges are taken from, at most (all of a smaller index).
 INT8_TRAIN_SAMPLE = 100_000
@@ -56,8 +56,7 @@ def sign_codes(vectors: np.ndarray) -> np.ndarray:
 class BinaryRetriever(FaissAnnRetriever):
     """Hamming search over sign bits (FAISS ``IndexBinaryFlat``), stored as ``binary.faiss``."""
 
-    def _load_structure(self):
-        return cached_structure(self.index, self.name, self._build, gpu=False, binary=True)
+    binary = True
 
     def _search_batch(self, queries: np.ndarray, k: int):
         distances, rows = self.structure.search(sign_codes(queries), k)

@@ -28,6 +28,8 @@ class FaissAnnRetriever(VectorSearch):
     of the FAISS structure ``name`` of the index, made by ``build()`` on first use; ``rescore``: that many
     candidates ranked again by the exact dot product with the stored vectors."""
 
+    binary = False  # the structure is a FAISS binary index
+
     def __init__(self, index, name: str, build, *, method: str, num_results: int, n_probe: Optional[int] = None,
                  ef_search: Optional[int] = None, rescore: Optional[int] = None, gpu: Optional[bool] = None,
                  qbatch: int = 64):
@@ -42,10 +44,7 @@ class FaissAnnRetriever(VectorSearch):
         if gpu and faiss.get_num_gpus() == 0:
             raise ValueError("gpu=True, but FAISS sees no GPU (faiss-gpu not installed, or no device)")
         self.gpu = faiss.get_num_gpus() > 0 if gpu is None else bool(gpu)
-        self.structure = self._load_structure()
-
-    def _load_structure(self):
-        return cached_structure(self.index, self.name, self._build, gpu=self.gpu)
+        self.structure = cached_structure(index, name, build, gpu=self.gpu, binary=self.binary)
 
     @property
     def path(self) -> Path:
