@@ -46,7 +46,8 @@ def require_text(frame: pd.DataFrame, column: str, *, key: str) -> List[str]:
 MISSING_TEXT = ("error", "empty")
 
 
-def document_texts(docnos: Sequence[str], texts: Sequence, *, missing_text: str = "error") -> Tuple[List[str], List[str]]:
+def document_texts(docnos: Sequence[str], texts: Sequence, *,
+                   missing_text: str = "error") -> Tuple[List[str], List[str]]:
     """The texts to embed (an empty or whitespace-only one as the empty text), and the docnos of the empty ones;
     a missing one (``None``, NaN) is a ValueError naming the docnos, unless ``missing_text="empty"``."""
     if missing_text not in MISSING_TEXT:
@@ -57,7 +58,8 @@ def document_texts(docnos: Sequence[str], texts: Sequence, *, missing_text: str 
             missing.append(docno)
             text = ""
         elif not isinstance(text, str):
-            raise ValueError(f"the text of docno {docno!r} is a {type(text).__name__} ({str(text)[:40]!r}), not a string")
+            raise ValueError(f"the text of docno {docno!r} is a {type(text).__name__} ({str(text)[:40]!r}), not a "
+                             f"string")
         if not text.strip():
             empty.append(docno)
             text = ""

@@ -41,28 +41,22 @@ def numbered_lines(path, *, error: Type[ValueError] = FileFormatError, skip_blan
     opener = gzip.open if str(path).endswith(".gz") else open
     number = 0
     with opener(path, "rb") as raw_lines:
-        for raw in _decompressed(raw_lines, path, error):
-            for part in raw.removesuffix(b"\n").removesuffix(b"\r").split(b"\r"):
-                number += 1
-                try:
-                    line = part.decode("utf-8").removeprefix(_BOM)
-                except UnicodeDecodeError as e:
-                    raise error(f"{path}:{number}: not UTF-8 text (byte {part[e.start]:#04x} at column "
-                                f"{e.start + 1}); is this the right file?") from None
-                if "\x00" in line:
-                    raise error(f"{path}:{number}: a NUL byte: this looks like a binary file, not text")
-                if skip_blank and not line.strip():
-                    continue
-                yield number, line
-
-
-def _decompressed(raw_lines, path, error) -> Iterator[bytes]:
-    """The lines of a file object; a ``.gz`` name over bytes that are not (whole) gzip raises ``error``."""
-    try:
-        yield from raw_lines
-    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
-        raise error(f"{path}: its name ends in .gz but it is not gzip data, or is cut short ({e}); is this "
-                    f"the right file?") from None
+        try:
+            for raw in raw_lines:
+                for part in raw.removesuffix(b"\n").removesuffix(b"\r").split(b"\r"):
+                    number += 1
+                    try:
+                        line = part.decode("utf-8").removeprefix(_BOM)
+                    except UnicodeDecodeError as e:
+                        raise error(f"{path}:{number}: not UTF-8 text (byte {part[e.start]:#04x} at column "
+                                    f"{e.start + 1}); is this the right file?") from None
+                    if "\x00" in line:
+                        raise error(f"{path}:{number}: a NUL byte: this looks like a binary file, not text")
+                    if not skip_blank or line.strip():
+                        yield number, line
+        except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+            raise error(f"{path}: its name ends in .gz but it is not gzip data, or is cut short ({e}); is this "
+                        f"the right file?") from None
 
 
 def split_fields(line: str, count: int, *, where: str, form: str, sep: Optional[str] = None,

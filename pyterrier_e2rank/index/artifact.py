@@ -31,9 +31,8 @@ DOCNOS = "docnos.npids"
 LEGACY_FILES = ("vectors.f32", "docnos.npy")
 #: The file name of a structure derived from the vectors: the first 16 hex digits of their digest, and its name.
 DERIVED = "derived-{}-{}"
-#: Structures stored beside the vectors, by pyterrier-dr's FlexIndex (0.8) and by pyterrier_e2rank 0.3 (with a
-#: ``<name>.source.json`` record), with a killed build's lock and temporary files: the index's own (an overwrite
-#: removes them), never read.
+#: Structures stored beside the vectors by pyterrier-dr's FlexIndex and by pyterrier_e2rank 0.3 (with a
+#: ``<name>.source.json``), and a killed build's lock and temporary files: the index's own, never read.
 STRUCTURES = (r"hnsw_n-\d+_ef-\d+\.(?:faiss|graph)", r"ivf_nlist-\d+_train-\d+\.faiss", r"corpusgraph_k\d+",
               r"scann_leaves-\d+_train-\d+\.scann", r"voyager-\w+-\d+-\d+-\d+-\w+\.voyager",
               r"\d+_ef-\d+-SimFn\.\w+\.flatnav", r"kannolo_hnsw-\d+_ef-\d+",
@@ -96,10 +95,9 @@ def serve_methods(cls):
 
 @serve_methods
 class E2RankIndex(AnnSearch, FlexIndex):
-    """A FlexIndex of E2Rank document vectors: ``.retriever()`` (exact search), ``.vectors(docnos)``,
-    ``.vec_loader()``, ``.check_model(model)``, FlexIndex's other searches and scorers, and the approximate
-    searches (``ann.AnnSearch``). Opened at first use from one version of the directory, its files checked
-    against each other (``CorruptArtifact`` naming the path)."""
+    """A FlexIndex of E2Rank document vectors, opened at first use from one version of the directory, its files
+    checked against each other (``CorruptArtifact`` naming the path); its searches (``ann.AnnSearch``) and
+    FlexIndex's scorers refuse another model's query vectors."""
 
     def __init__(self, path, *, verbose: bool = False):
         super().__init__(path, sim_fn="dot", verbose=verbose)
@@ -178,12 +176,10 @@ class E2RankIndex(AnnSearch, FlexIndex):
 
     def derived(self, name: str, build: Callable, *, load: Callable[[Path], Any], directory: bool = False,
                 store: bool = True):
-        """The structure ``name`` derived from the vectors this object opened: ``load(path)`` when stored, else
-        ``build(target)`` (an open binary file; a staging directory with ``directory``; ``None`` without
-        ``store``), which returns it (``None``: read back with ``load``), stored under a name carrying these
-        vectors' digest (``structure_path``), so that no index of other vectors finds it. Raises ``IndexReplaced``
-        when a rebuild swapped in since this object opened the index; ``ArtifactLocked`` when another process
-        builds it (threads of one process wait for one build)."""
+        """The structure ``name`` of the vectors this object opened: ``load(path)`` when stored, else ``build(target)``
+        (an open binary file; a staging directory with ``directory``; ``None`` without ``store``; returns it, or
+        ``None`` to read it back), stored under a name carrying the vectors' digest (``structure_path``). Raises
+        ``IndexReplaced`` when a rebuild swapped in since; ``ArtifactLocked`` when another process builds it."""
         path = self._version_path(name)
         if path.exists():
             return load(path)
@@ -253,9 +249,8 @@ def as_index(index: Union[str, os.PathLike, FlexIndex]) -> E2RankIndex:
 
 
 class DocnoVectorLoader(EqualBySettings, IndexStage):
-    """Adds each row's stored ``doc_vec``, looked up by ``docno``, tagged with the index's model
-    (``provenance``). A ``doc_vec`` the frame already carries is passed on if it is this index's model's,
-    else refused (never replaced silently); another model's ``query_vec`` is refused (``IndexStage``)."""
+    """Adds each row's stored ``doc_vec``, looked up by ``docno``, tagged with the index's model; a ``doc_vec``
+    the frame carries is passed on if it is this index's model's, else refused (never replaced silently)."""
 
     def __init__(self, index: E2RankIndex):
         self.index = index
@@ -280,9 +275,8 @@ class DocnoVectorLoader(EqualBySettings, IndexStage):
 
 
 class _Version:
-    """One version of an index directory, held open while an ``E2RankIndex`` uses it: ``base`` reaches its
-    files even after a rebuild swapped another version in at its path (``/proc/self/fd``; the path
-    itself where the system has none)."""
+    """One version of an index directory, held open while an ``E2RankIndex`` uses it: ``base`` reaches its files
+    after a rebuild swapped another version in at its path (``/proc/self/fd``; else the path itself)."""
 
     def __init__(self, path: Path):
         self.fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)

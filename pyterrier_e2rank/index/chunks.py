@@ -21,10 +21,8 @@ class EncodedChunk(NamedTuple):
 
 
 class ChunkStore:
-    """Encoded chunks of one build, committed one by one so that a restarted build resumes: ``chunk-N.f4``
-    (vectors), then ``chunk-N.json`` (docnos, content digest, ``plan`` digest, checksum), each written
-    atomically. A chunk is reused only for the same content and plan and when intact; each process locks its
-    shard of the store until the build ends."""
+    """Encoded chunks of one build, committed one by one (``chunk-N.f4``, then ``chunk-N.json``, each atomically),
+    reused only for the same content and ``plan`` and when intact; each process locks its shard until the end."""
 
     def __init__(self, directory: Path, plan: dict, *, rank: int = 0):
         self.directory = Path(directory)

@@ -108,8 +108,8 @@ class IndexWriter:
             writer.add(docnos, vectors)   # as often as needed
             index = writer.finish()
 
-    Leaving the block without ``finish()`` leaves any old index as it was. The metadata records ``corpus_stamp``
-    and the ``digest`` (SHA-256) of the docnos and vectors, which names the structures derived from them."""
+    Leaving the block without ``finish()`` leaves any old index as it was; the metadata records ``corpus_stamp``
+    and the ``digest`` of the vectors and docnos."""
 
     def __init__(self, path, dim: int, encoder: dict, *, overwrite: bool = False,
                  corpus_stamp: Optional[dict] = None):

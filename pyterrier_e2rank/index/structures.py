@@ -44,7 +44,12 @@ class FaissAnnRetriever(VectorSearch):
         if gpu and faiss.get_num_gpus() == 0:
             raise ValueError("gpu=True, but FAISS sees no GPU (faiss-gpu not installed, or no device)")
         self.gpu = faiss.get_num_gpus() > 0 if gpu is None else bool(gpu)
-        self.structure = cached_structure(index, name, build, gpu=self.gpu, binary=self.binary)
+        key = ("e2rank_ann", name, self.gpu)
+        if key not in index._cache:  # stored once, built from the index's vectors (``E2RankIndex.derived``)
+            structure = index.derived(name, lambda out: write(build(), out, binary=self.binary),
+                                      load=lambda path: read(index, path, binary=self.binary))
+            index._cache[key] = faiss.index_cpu_to_all_gpus(structure) if self.gpu else structure
+        self.structure = index._cache[key]
 
     @property
     def path(self) -> Path:
@@ -120,18 +125,6 @@ def in_range(value, name: str, minimum: int, maximum: int) -> int:
     if value > maximum:
         raise ValueError(f"{name} must be an integer <= {maximum} here, got {value!r}")
     return value
-
-
-def cached_structure(index, name: str, build, *, gpu: bool, binary: bool = False):
-    """The structure ``name`` of the index (``E2RankIndex.derived``), kept in the index's cache, on the GPUs
-    when ``gpu``; ``binary``: a FAISS binary index."""
-    faiss = faiss_module()
-    key = ("e2rank_ann", name, gpu)
-    if key not in index._cache:
-        structure = index.derived(name, lambda out: write(build(), out, binary=binary),
-                                  load=lambda path: read(index, path, binary=binary))
-        index._cache[key] = faiss.index_cpu_to_all_gpus(structure) if gpu else structure
-    return index._cache[key]
 
 
 def write(structure, out, flags: int = 0, *, binary: bool = False):
