@@ -153,11 +153,12 @@ def _sentence_transformers_config(path: str) -> Optional[Pooling]:
 
 #: The prompt a checkpoint was trained with, written by the trainer, read as the model's defaults.
 PROMPT_SETTINGS_FILE = "e2rank_prompt.json"
-PROMPT_SETTING_NAMES = ("num_input_docs", "task", "variant", "prompt_doc_max_tokens", "prompt_max_tokens")
+PROMPT_SETTING_NAMES = ("num_input_docs", "task", "prompt_variant", "prompt_doc_max_tokens", "prompt_max_tokens")
 
 
 def read_prompt_settings(path) -> dict:
-    """The listwise-prompt settings saved with a checkpoint (``{}`` for a model trained elsewhere)."""
+    """The listwise-prompt settings saved with a checkpoint (``{}`` for a model trained elsewhere); the key
+    ``variant`` of 0.3's files is read as ``prompt_variant``."""
     settings_file = Path(path) / PROMPT_SETTINGS_FILE
     if not settings_file.is_file():
         return {}
@@ -165,6 +166,8 @@ def read_prompt_settings(path) -> dict:
         settings = json.loads(settings_file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise ValueError(f"{settings_file}: not a prompt settings file ({e})") from None
+    if isinstance(settings, dict) and "variant" in settings and "prompt_variant" not in settings:
+        settings["prompt_variant"] = settings.pop("variant")
     unknown = set(settings) - set(PROMPT_SETTING_NAMES) if isinstance(settings, dict) else None
     if unknown is None or unknown:
         raise ValueError(f"{settings_file}: expected an object with keys among {PROMPT_SETTING_NAMES}, got {settings!r}")

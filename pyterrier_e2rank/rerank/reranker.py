@@ -66,8 +66,8 @@ class E2RankReranker(EqualBySettings, pt.Transformer):
             args.append(f"index={self.index!r}")
         if self.window is not None:
             args += [f"window={self.window}", f"stride={self.stride}"]
-        if self.prompt.variant != "eval":
-            args.append(f"prompt_variant={self.prompt.variant!r}")
+        if self.prompt.prompt_variant != "eval":
+            args.append(f"prompt_variant={self.prompt.prompt_variant!r}")
         if self.prompt_encoder.cache is not None:
             args.append(f"cache={str(self.prompt_encoder.cache)!r}")
         return f"{self.model!r}.reranker({', '.join(args)})"
