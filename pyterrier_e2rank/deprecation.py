@@ -1,7 +1,6 @@
 """Old spellings kept for one release, each served with a ``DeprecationWarning`` naming the new one: renamed
-names of a module (``renamed_names``), renamed keywords (``renamed_keywords``), settings once passed by position
-(``keyword_only_since``) and moved modules (``MOVED_MODULES``, served by an import hook). CONTRIBUTING.md lists
-what is due for removal."""
+keywords (``renamed_keywords``), settings once passed by position (``keyword_only_since``) and moved modules
+(``MOVED_MODULES``, served by an import hook)."""
 import functools
 import importlib
 import importlib.abc
@@ -9,7 +8,7 @@ import importlib.util
 import inspect
 import sys
 import warnings
-from typing import Callable, Dict
+from typing import Callable
 
 # 0.4.0 cut the package by idea: core/ became model/, rerank/ and index/ (and a few shared modules); app/ became cli/.
 _OLD = {
@@ -60,17 +59,6 @@ def install_moved_modules() -> None:
     """Serves ``MOVED_MODULES`` (called once, by the package's ``__init__``)."""
     if not any(isinstance(f, _MovedModuleFinder) for f in sys.meta_path):
         sys.meta_path.insert(0, _MovedModuleFinder())
-
-
-def renamed_names(module: str, renamed: Dict[str, str], namespace: dict) -> Callable[[str], object]:
-    """A module ``__getattr__`` for ``module`` (its ``__name__``): an old name of ``renamed`` (old -> new) gives
-    ``namespace[new]`` with a ``DeprecationWarning``; any other missing name raises ``AttributeError``."""
-    def __getattr__(name: str):
-        if name in renamed:
-            _warn(f"{module}.{name}", f"{module}.{renamed[name]}")
-            return namespace[renamed[name]]
-        raise AttributeError(f"module {module!r} has no attribute {name!r}")
-    return __getattr__
 
 
 def renamed_keywords(**renamed: str) -> Callable:

@@ -1,9 +1,4 @@
-"""From a model name to a tokenizer, a backbone and the way its vectors are pooled.
-
-Decoder models (E2Rank, Qwen3-Embedding) use last-token pooling with ``<|endoftext|>`` appended and
-left padding. Encoder models with a sentence-transformers configuration (all-MiniLM-L6-v2) keep their
-own pooling, normalisation and ``max_seq_length``.
-"""
+"""From a model name to a checkpoint directory, its pooling and its saved prompt settings."""
 import json
 import os
 import re
@@ -25,8 +20,7 @@ DECODER_MODEL_TYPES = {"qwen2", "qwen3", "llama", "mistral", "gemma", "gemma2", 
 
 def resolve_model_path(name_or_path: str) -> str:
     """A local directory for an embedded model's short name, else the name itself (a path or hub id).
-
-    A name that looks like a local path but does not exist is refused here, with a clear message."""
+    Raises ``FileNotFoundError`` for a name that is neither an existing directory nor a hub id."""
     package = EMBEDDED_MODELS.get(str(name_or_path).lower())
     if package is not None:
         try:
@@ -57,12 +51,8 @@ class ModelChoice(NamedTuple):
 def pick_model(preferred: str = PREFERRED_MODEL, fallback: str = FALLBACK_MODEL, *, variable: str = MODEL_VARIABLE,
                timeout: float = 5.0) -> ModelChoice:
     """The model to run: ``$E2RANK_MODEL`` when set; else ``preferred`` when a GPU is present and it can be
-    loaded (a local directory, the local Hugging Face cache, or the hub answering ``model_info`` within
-    ``timeout`` seconds); else ``fallback`` (embedded, offline). Only ``preferred``'s configuration is looked
-    up, nothing is downloaded. Without a GPU, ``preferred`` is not tried: E2Rank-0.6B would take hours on a
-    CPU to index SciFact; set the variable to run it anyway.
-
-    Raises FileNotFoundError when the variable names a path that does not exist (``resolve_model_path``)."""
+    loaded (locally, or the hub answering within ``timeout`` seconds; nothing is downloaded); else ``fallback``.
+    Raises ``FileNotFoundError`` when the variable names a path that does not exist."""
     chosen = os.environ.get(variable, "").strip()
     if chosen:
         resolve_model_path(chosen)
