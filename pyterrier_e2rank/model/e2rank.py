@@ -100,9 +100,11 @@ class E2Rank:
         self.position_limit = min(getattr(config, "max_position_embeddings", None) or 10**9,
                                   self.tokenizer.model_max_length or 10**9)
         self.max_length = max_length or self.pooling.max_length or self.position_limit
-        self.prompt_max_tokens = positive_int(prompt_max_tokens, "prompt_max_tokens", allow_none=True) or self.position_limit
+        self.prompt_max_tokens = (positive_int(prompt_max_tokens, "prompt_max_tokens", allow_none=True)
+                                  or self.position_limit)
         self.prompt_settings = read_prompt_settings(path)
-        self.query_task = (DEFAULT_QUERY_TASK if self.pooling.last_token else None) if query_task == _AUTO else query_task
+        default_task = DEFAULT_QUERY_TASK if self.pooling.last_token else None
+        self.query_task = default_task if query_task == _AUTO else query_task
         self.doc_max_words = doc_max_words
         self.batch_size = batch_size
         self.verbose = verbose
@@ -145,7 +147,7 @@ class E2Rank:
 
     @property
     def precision(self) -> str:
-        """PyTorch's dtype (``"float32"``, ``"bfloat16"``), or an exported backbone's (``"f32"``, ``"bf16"``, ``"int8"``)."""
+        """PyTorch's dtype (``"float32"``, ``"bfloat16"``), or an exported backbone's (``"f32"``, ``"bf16"``...)."""
         return str(self.dtype).removeprefix("torch.") if self.exported is None else self.exported.precision
 
     # ---- encoding -------------------------------------------------------------------------------

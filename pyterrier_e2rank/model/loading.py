@@ -160,7 +160,8 @@ def read_prompt_settings(path) -> dict:
         settings["prompt_variant"] = settings.pop("variant")
     unknown = set(settings) - set(PROMPT_SETTING_NAMES) if isinstance(settings, dict) else None
     if unknown is None or unknown:
-        raise ValueError(f"{settings_file}: expected an object with keys among {PROMPT_SETTING_NAMES}, got {settings!r}")
+        raise ValueError(f"{settings_file}: expected an object with keys among {PROMPT_SETTING_NAMES}, "
+                         f"got {settings!r}")
     return {k: v for k, v in settings.items() if v is not None}
 
 

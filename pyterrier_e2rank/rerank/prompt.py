@@ -75,7 +75,8 @@ class ListwisePrompt:
         if overhead > self.prompt_max_tokens:
             raise ValueError(
                 f"the listwise prompt needs {overhead} tokens without any document text, more than its "
-                f"budget of {self.prompt_max_tokens} tokens: shorten the query or the task sentence, or raise prompt_max_tokens")
+                f"budget of {self.prompt_max_tokens} tokens: shorten the query or the task sentence, or raise "
+                f"prompt_max_tokens")
         doc_ids = [token_ids(tokenizer, doc) for doc in docs]
         cap = _water_level([len(ids) for ids in doc_ids], self.prompt_max_tokens - overhead)
         while True:

@@ -227,7 +227,8 @@ def test_a_fine_tuned_checkpoint_saves_the_prompt_it_was_trained_with(tiny_qwen_
     assert train_main(["--stage", "2", "--model", str(base), "--data", str(data), "--output", str(output),
                        "--max-steps", "1", "--batch-size", "2"]) == 0
     prompt = E2Rank(str(output)).reranker().prompt
-    assert (prompt.task, prompt.prompt_variant, prompt.num_input_docs) == ("Rank the abstracts for the claim", "readme", 4)
+    expected = ("Rank the abstracts for the claim", "readme", 4)
+    assert (prompt.task, prompt.prompt_variant, prompt.num_input_docs) == expected
 
 
 def test_document_text_follows_an_edit_that_keeps_size_and_mtime(tmp_path):
