@@ -91,7 +91,8 @@ def saved_export(backbone: torch.nn.Module, quantize: Optional[str], identity: d
     """``(directory, keep)``: the ONNX export of ``backbone`` under ``export_cache()/exports/<key>``, the key a
     digest of ``identity``, ``quantize`` and the exporter's version. Reused when its manifest and files match
     (sizes and sha256), else exported there (``io.atomic_directory``: complete or absent). While another
-    process writes it, exported to a private temporary directory (``keep`` holds it) instead."""
+    process writes it, or where the cache is read-only, exported to a private temporary directory (``keep``
+    holds it) instead."""
     key = {"identity": {k: v for k, v in identity.items() if k != "model"}, "quantize": quantize,
            "torch": torch.__version__}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
@@ -103,7 +104,7 @@ def saved_export(backbone: torch.nn.Module, quantize: Optional[str], identity: d
                               what="exported model") as staging:
             _export(backbone, quantize, staging, key)
         return target, None
-    except ArtifactLocked:
+    except (ArtifactLocked, PermissionError):  # another writer, or a read-only cache: a private export
         keep = tempfile.TemporaryDirectory(prefix="e2rank-export-")
         _export(backbone, quantize, Path(keep.name), key)
         return Path(keep.name), keep

@@ -37,3 +37,30 @@ def test_the_second_construction_reuses_the_export_and_a_damaged_one_is_made_aga
     (saved / MANIFEST).unlink()  # partial: no manifest
     E2Rank(str(minilm_dir), device="cpu", backend="onnx")
     assert (saved / MANIFEST).is_file()
+
+
+def test_while_another_writer_holds_the_export_a_private_one_is_used(minilm_dir, tmp_path, monkeypatch):
+    import shutil
+    import threading
+    from pyterrier_e2rank.io import writer_lock
+    monkeypatch.setenv("E2RANK_CACHE", str(tmp_path))
+    first = E2Rank(str(minilm_dir), device="cpu", backend="onnx")
+    saved = first.exported.directory
+    shutil.rmtree(saved)
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with writer_lock(saved):
+            held.set()
+            release.wait()
+    other = threading.Thread(target=hold)
+    other.start()
+    held.wait()
+    try:
+        second = E2Rank(str(minilm_dir), device="cpu", backend="onnx")
+    finally:
+        release.set()
+        other.join()
+    assert second.exported.directory != saved and not saved.exists()
+    text = ["a private export computes what the saved one did"]
+    assert (second.encode_docs(text) == first.encode_docs(text)).all()
