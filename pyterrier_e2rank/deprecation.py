@@ -6,6 +6,7 @@ import importlib
 import importlib.abc
 import importlib.util
 import inspect
+import numbers
 import sys
 import warnings
 from typing import Callable
@@ -81,7 +82,7 @@ def renamed_keywords(**renamed: str) -> Callable:
 def keyword_only_since(*old: str) -> Callable:
     """Decorator: a call passing ``old`` (settings, in their previous positional order) by position after the
     function's other positional parameters is passed on by keyword, with a ``DeprecationWarning``. Such a call is
-    recognised by an ``int`` in the first of those slots (``num_input_docs``: an index is never an int)."""
+    recognised by an integer in the first of those slots (``num_input_docs``: an index is never an int)."""
     def decorate(function: Callable) -> Callable:
         fixed = sum(1 for p in inspect.signature(function).parameters.values()
                     if p.kind is p.POSITIONAL_OR_KEYWORD and p.name not in old)
@@ -89,7 +90,8 @@ def keyword_only_since(*old: str) -> Callable:
         @functools.wraps(function)
         def wrapper(*args, **kwargs):
             given = args[fixed:]
-            if given and len(given) <= len(old) and isinstance(given[0], int) and not isinstance(given[0], bool):
+            old_call = given and len(given) <= len(old) and isinstance(given[0], numbers.Integral)
+            if old_call and not isinstance(given[0], bool):
                 names = old[:len(given)]
                 _warn(f"{function.__qualname__}() with {', '.join(names)} by position",
                       f"{', '.join(f'{name}=' for name in names)} by keyword (index is the one positional argument)")

@@ -84,16 +84,6 @@ def _unavailable(name: str, timeout: float) -> Optional[str]:
         return f"not in the local cache, and the hub did not answer: {type(e).__name__}: {str(e)[:120]}"
 
 
-def read_pooling(path: str, config) -> Pooling:
-    """The pooling of a sentence-transformers directory, else last-token for decoders, else mean."""
-    st = _sentence_transformers_config(path)
-    if st is not None:
-        return st
-    if config.model_type in DECODER_MODEL_TYPES or any(a.endswith("ForCausalLM") for a in (config.architectures or [])):
-        return Pooling("lasttoken", normalize=True, max_length=None)
-    return Pooling("mean", normalize=True, max_length=None)
-
-
 #: The sentence-transformers Pooling flag of each mode, in the order they are read.
 _POOLING_FLAGS = {"lasttoken": "pooling_mode_lasttoken", "cls": "pooling_mode_cls_token",
                   "mean": "pooling_mode_mean_tokens"}
@@ -121,10 +111,13 @@ def write_pooling(path, mode: str) -> None:
     settings_file.write_text(json.dumps(settings, indent=2))
 
 
-def _sentence_transformers_config(path: str) -> Optional[Pooling]:
+def read_pooling(path: str, config) -> Pooling:
+    """The pooling of a sentence-transformers directory, else last-token for decoders, else mean."""
     modules_file = Path(path) / "modules.json"
     if not modules_file.is_file():
-        return None
+        decoder = config.model_type in DECODER_MODEL_TYPES or any(
+            a.endswith("ForCausalLM") for a in (config.architectures or []))
+        return Pooling("lasttoken" if decoder else "mean", normalize=True, max_length=None)
     modules = json.loads(modules_file.read_text())
     mode = "mean"
     settings_file = pooling_settings_file(path)
