@@ -1,7 +1,10 @@
 """The exported CPU model is saved once per model identity and reused by later constructions; a damaged or
 partial export is never used (issue 26, item 4)."""
+import shutil
+
 import pytest
 
+from fixtures.writers import held_by_another_process
 from pyterrier_e2rank import E2Rank
 from pyterrier_e2rank.model.backends import MANIFEST
 
@@ -40,27 +43,12 @@ def test_the_second_construction_reuses_the_export_and_a_damaged_one_is_made_aga
 
 
 def test_while_another_writer_holds_the_export_a_private_one_is_used(minilm_dir, tmp_path, monkeypatch):
-    import shutil
-    import threading
-    from pyterrier_e2rank.io import writer_lock
     monkeypatch.setenv("E2RANK_CACHE", str(tmp_path))
     first = E2Rank(str(minilm_dir), device="cpu", backend="onnx")
     saved = first.exported.directory
     shutil.rmtree(saved)
-    held, release = threading.Event(), threading.Event()
-
-    def hold():
-        with writer_lock(saved):
-            held.set()
-            release.wait()
-    other = threading.Thread(target=hold)
-    other.start()
-    held.wait()
-    try:
+    with held_by_another_process(saved):
         second = E2Rank(str(minilm_dir), device="cpu", backend="onnx")
-    finally:
-        release.set()
-        other.join()
     assert second.exported.directory != saved and not saved.exists()
     text = ["a private export computes what the saved one did"]
     assert (second.encode_docs(text) == first.encode_docs(text)).all()
