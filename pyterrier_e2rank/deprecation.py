@@ -1,12 +1,15 @@
 """Old spellings kept for one release, each served with a ``DeprecationWarning`` naming the new one: renamed
-names of a module (``renamed_names``) and moved modules
-(``MOVED_MODULES``, served by an import hook). CONTRIBUTING.md lists what is due for removal."""
+keywords (``renamed_keywords``), settings once passed by position (``keyword_only_since``), an argument whose value moved to another (``renamed_argument``) and moved modules
+(``MOVED_MODULES``, served by an import hook)."""
+import functools
 import importlib
 import importlib.abc
 import importlib.util
+import inspect
+import numbers
 import sys
 import warnings
-from typing import Callable, Dict
+from typing import Callable
 
 # 0.4.0 cut the package by idea: core/ became model/, rerank/ and index/ (and a few shared modules); app/ became cli/.
 _OLD = {
@@ -59,15 +62,43 @@ def install_moved_modules() -> None:
         sys.meta_path.insert(0, _MovedModuleFinder())
 
 
-def renamed_names(module: str, renamed: Dict[str, str], namespace: dict) -> Callable[[str], object]:
-    """A module ``__getattr__`` for ``module`` (its ``__name__``): an old name of ``renamed`` (old -> new) gives
-    ``namespace[new]`` with a ``DeprecationWarning``; any other missing name raises ``AttributeError``."""
-    def __getattr__(name: str):
-        if name in renamed:
-            _warn(f"{module}.{name}", f"{module}.{renamed[name]}")
-            return namespace[renamed[name]]
-        raise AttributeError(f"module {module!r} has no attribute {name!r}")
-    return __getattr__
+def renamed_keywords(**renamed: str) -> Callable:
+    """Decorator: an old keyword of ``renamed`` (old=new) is passed on as the new one, with a ``DeprecationWarning``;
+    giving both raises ``TypeError``."""
+    def decorate(function: Callable) -> Callable:
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            for old, new in renamed.items():
+                if old in kwargs:
+                    if new in kwargs:
+                        raise TypeError(f"{function.__qualname__}() got {old}= and {new}=: pass {new}= only")
+                    _warn(f"{function.__qualname__}({old}=...)", f"{new}=")
+                    kwargs[new] = kwargs.pop(old)
+            return function(*args, **kwargs)
+        return wrapper
+    return decorate
+
+
+def keyword_only_since(*old: str) -> Callable:
+    """Decorator: a call passing ``old`` (settings, in their previous positional order) by position after the
+    function's other positional parameters is passed on by keyword, with a ``DeprecationWarning``. Such a call is
+    recognised by an integer in the first of those slots (``num_input_docs``: an index is never an int)."""
+    def decorate(function: Callable) -> Callable:
+        fixed = sum(1 for p in inspect.signature(function).parameters.values()
+                    if p.kind is p.POSITIONAL_OR_KEYWORD and p.name not in old)
+
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            given = args[fixed:]
+            old_call = given and len(given) <= len(old) and isinstance(given[0], numbers.Integral)
+            if old_call and not isinstance(given[0], bool):
+                names = old[:len(given)]
+                _warn(f"{function.__qualname__}() with {', '.join(names)} by position",
+                      f"{', '.join(f'{name}=' for name in names)} by keyword (index is the one positional argument)")
+                return function(*args[:fixed], **dict(zip(names, given)), **kwargs)
+            return function(*args, **kwargs)
+        return wrapper
+    return decorate
 
 
 def renamed_argument(old: str, new: str, stacklevel: int = 4) -> None:

@@ -9,8 +9,9 @@ import numpy as np
 import pyterrier as pt
 import torch
 
-from .backends import check_backend, exported_backbone
+from .backends import check_backend, exported_backbone, inference_name
 from ..checks import check_encodable, check_finite, positive_int
+from ..deprecation import keyword_only_since, renamed_keywords
 from .fingerprint import tokenizer_digest, weights_digest
 from .loading import read_pooling, read_prompt_settings, resolve_model_path
 from .pooling import Pooling, pad_batch, pool
@@ -19,26 +20,20 @@ from .stats import EncodeStats, add_stats
 from .text import DEFAULT_QUERY_TASK, DOC_MAX_WORDS, doc_token_cap, format_query, truncate_words
 
 DEFAULT_MODEL = "Alibaba-NLP/E2Rank-0.6B"
-#: 3: the tokenizer's behaviour too, and one identity however a checkpoint is stored (2: every weight tensor
-#: hashed from the checkpoint files, blind to the tokenizer; 1: 64 embedding rows, blind to fine-tuning).
 FINGERPRINT_VERSION = 3
 _AUTO = "auto"
 
 
 def _default_dtype(backend: str, device: torch.device) -> Optional[torch.dtype]:
-    """What ``dtype=None`` means: bfloat16 on CUDA and float32 on a CPU for PyTorch; None (the runtime's own
-    choice) for an exported backbone."""
+    """What ``dtype=None`` means: bfloat16 on CUDA, float32 on a CPU; None (the runtime's choice) when exported."""
     if backend != "torch":
         return None
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
 class E2Rank:
-    """An E2Rank (or any embedding) model, and a factory of PyTerrier transformers.
-
-    Decoder models follow pt_docs/specification.rst §2-§4 exactly: left padding, ``<|endoftext|>``
-    appended to queries and documents, last-token pooling, L2 normalisation, instructed queries. Encoder models with a
-    sentence-transformers configuration keep their pooling, normalisation and ``max_seq_length``.
+    """An E2Rank (or any embedding) model, and a factory of PyTerrier transformers. Decoders follow
+    pt_docs/specification.rst §2-§4; sentence-transformers encoders keep their pooling and ``max_seq_length``.
 
     Args:
         model_name_or_path: a local Hugging Face directory, a hub id, or ``"all-minilm-l6-v2"``.
@@ -52,26 +47,18 @@ class E2Rank:
             ``max_seq_length``, else the model's position limit).
         prompt_max_tokens: token budget of the listwise prompt (default: the model's position limit).
         doc_max_words: documents are cut to this many words before embedding (1024, as in the paper).
-        cache_doc_vectors: keep every document vector computed, keyed by the document's text, so that
-            rerankers without an index encode a document once across calls (memory grows by one vector
-            and one digest per distinct text; ``clear_doc_cache()`` empties it).
-        backend: ``"torch"``; or, on the CPU (``pip install 'pyterrier-e2rank[cpu]'``), the backbone exported
-            to ONNX and run by ``"openvino"`` (the choice on a CPU: 3-4x the documents/s of float32 PyTorch
-            in bfloat16 where the CPU has it, about 2x in float32 elsewhere; vectors within cosine 0.9999 of
-            float32's) or ``"onnx"`` (ONNX
-            Runtime, float32); ``backends.py`` has the measurements. With ``"openvino"``, ``dtype`` picks its
-            precision (``None``: OpenVINO's choice for this CPU).
-        quantize: ``None``, or ``"int8"`` with ``backend="onnx"``: dynamic int8 quantization, 2-3x float32
-            PyTorch, vectors within cosine 0.98. Vectors of an exported or quantized model carry how they
-            were computed in their fingerprint (``inference``), so they are never mixed with PyTorch's.
+        cache_doc_vectors: keep each document vector computed, keyed by its text (``clear_doc_cache()``).
+        backend: ``"torch"``, or on the CPU the backbone exported to ONNX (once per model identity, saved under
+            ``backends.export_cache()``) and run by ``"openvino"`` or ``"onnx"`` (ONNX Runtime).
+        quantize: ``None``, or ``"int8"`` with ``backend="onnx"``.
         verbose: progress bars.
 
-    Attributes beside the arguments: ``inference`` (how vectors are computed when not by PyTorch:
-    ``"openvino"``, ``"onnx"``, ``"onnx-int8"``; None for PyTorch), ``precision`` (what the backbone computes
-    in), ``exported`` (the exported backbone; None for PyTorch), ``dim``, ``stats``.
+    Attributes beside the arguments: ``inference`` (``"openvino"``, ``"onnx"``, ``"onnx-int8"``; None for
+    PyTorch), ``precision``, ``exported`` (the exported backbone; None for PyTorch), ``dim``, ``stats``.
 
-    Raises ``ValueError`` for a backend/quantization this model or device cannot use (naming both), and
-    ``ImportError`` with its pip line for a missing package.
+    Raises:
+        ValueError: a backend/quantization this model or device cannot use (naming both).
+        ImportError: a missing package, with its pip line.
     """
 
     def __init__(self, model_name_or_path: str = DEFAULT_MODEL, *, device: Optional[str] = None,
@@ -100,8 +87,7 @@ class E2Rank:
         self.backbone.to(self.device).eval()
         self.weights_not_loaded = frozenset(loading["unexpected_keys"])  # e.g. a causal LM's head
         self.backend, self.quantize, self.requested_dtype = backend, quantize, dtype
-        self.exported = None if backend == "torch" else exported_backbone(backend, self.backbone, quantize=quantize,
-                                                                          dtype=dtype)
+        self.exported = None
         self.pooling: Pooling = read_pooling(path, config)
         if self.pooling.last_token:
             self.tokenizer.padding_side = "left"
@@ -114,15 +100,20 @@ class E2Rank:
         self.position_limit = min(getattr(config, "max_position_embeddings", None) or 10**9,
                                   self.tokenizer.model_max_length or 10**9)
         self.max_length = max_length or self.pooling.max_length or self.position_limit
-        self.prompt_max_tokens = positive_int(prompt_max_tokens, "prompt_max_tokens", allow_none=True) or self.position_limit
+        self.prompt_max_tokens = (positive_int(prompt_max_tokens, "prompt_max_tokens", allow_none=True)
+                                  or self.position_limit)
         self.prompt_settings = read_prompt_settings(path)
-        self.query_task = (DEFAULT_QUERY_TASK if self.pooling.last_token else None) if query_task == _AUTO else query_task
+        default_task = DEFAULT_QUERY_TASK if self.pooling.last_token else None
+        self.query_task = default_task if query_task == _AUTO else query_task
         self.doc_max_words = doc_max_words
         self.batch_size = batch_size
         self.verbose = verbose
         self.stats = EncodeStats()
         self._counters = threading.local()
         self.doc_cache: Optional[dict] = {} if cache_doc_vectors else None
+        if backend != "torch":
+            self.exported = exported_backbone(backend, self.backbone, quantize=quantize, dtype=dtype,
+                                              identity=self.fingerprint())
 
     def _identity(self) -> tuple:
         """What makes two model objects interchangeable: the checkpoint and every setting that shapes a vector."""
@@ -151,14 +142,12 @@ class E2Rank:
 
     @property
     def inference(self) -> Optional[str]:
-        """How vectors are computed when not by PyTorch (``"openvino"``, ``"onnx"``, ``"onnx-int8"``: the
-        fingerprint's ``inference``), else None."""
-        return None if self.exported is None else self.exported.inference
+        """How vectors are computed when not by PyTorch (the fingerprint's ``inference``), else None."""
+        return None if self.backend == "torch" else inference_name(self.backend, self.quantize)
 
     @property
     def precision(self) -> str:
-        """What the backbone computes in: PyTorch's dtype (``"float32"``, ``"bfloat16"``), or an exported
-        backbone's precision (``"f32"``, ``"bf16"``, ``"int8"``)."""
+        """PyTorch's dtype (``"float32"``, ``"bfloat16"``), or an exported backbone's (``"f32"``, ``"bf16"``...)."""
         return str(self.dtype).removeprefix("torch.") if self.exported is None else self.exported.precision
 
     # ---- encoding -------------------------------------------------------------------------------
@@ -169,10 +158,8 @@ class E2Rank:
 
     def encode_docs(self, texts: Sequence[str], *, batch_size: Optional[int] = None,
                     verbose: Optional[bool] = None, progress=None) -> np.ndarray:
-        """Normalised document vectors (cut to ``doc_max_words``), shape ``[n, dim]``.
-
-        ``progress``: an open tqdm bar to advance by documents (the indexer's), instead of a new one.
-        With ``cache_doc_vectors``, only texts not seen before are encoded."""
+        """Normalised document vectors (cut to ``doc_max_words``), shape ``[n, dim]``; ``progress``: an open
+        tqdm bar to advance instead of a new one."""
         if self.doc_cache is None or not all(isinstance(text, str) for text in texts):  # bad texts: reported there
             return self._encode(self.tokenize_docs(texts), batch_size, verbose, "encoding documents", progress)
         keys = [hashlib.sha256(text.encode()).digest() for text in texts]
@@ -208,13 +195,13 @@ class E2Rank:
     def tokenize_prompts(self, prompts: Sequence[str]) -> List[List[int]]:
         return self._tokenize(prompts, append_eos=False, max_length=self.prompt_max_tokens)
 
+    @renamed_keywords(variant="prompt_variant")
     def listwise_prompt(self, *, num_input_docs: Optional[int] = None, task: Optional[str] = None,
-                        variant: Optional[str] = None, prompt_doc_max_tokens: Optional[int] = None,
+                        prompt_variant: Optional[str] = None, prompt_doc_max_tokens: Optional[int] = None,
                         prompt_max_tokens: Optional[int] = None) -> ListwisePrompt:
-        """The prompt builder matching this model. Each setting left ``None`` comes from the checkpoint's
-        ``e2rank_prompt.json`` (the prompt it was trained with), else the paper's default; the total
-        budget defaults to the model's positions."""
-        given = {"num_input_docs": num_input_docs, "task": task, "variant": variant,
+        """The prompt builder of this model: settings left ``None`` come from the checkpoint's
+        ``e2rank_prompt.json``, else the paper's defaults; the total budget defaults to the model's positions."""
+        given = {"num_input_docs": num_input_docs, "task": task, "prompt_variant": prompt_variant,
                  "prompt_doc_max_tokens": prompt_doc_max_tokens, "prompt_max_tokens": prompt_max_tokens}
         settings = {**self.prompt_settings, **{k: v for k, v in given.items() if v is not None}}
         settings.setdefault("prompt_max_tokens", self.prompt_max_tokens)
@@ -284,8 +271,7 @@ class E2Rank:
     @contextlib.contextmanager
     def counting(self) -> Iterator[EncodeStats]:
         """``with model.counting() as stats:`` counts the forward passes this thread makes inside the block
-        (blocks nest; each counts its own). ``model.stats`` is the total of all threads since loading, so
-        a difference of it would count other threads' work too."""
+        (blocks nest); ``model.stats`` counts all threads'."""
         stats = EncodeStats()
         counters = self._open_counters()
         counters.append(stats)
@@ -302,15 +288,9 @@ class E2Rank:
 
     # ---- identity -------------------------------------------------------------------------------
     def fingerprint(self) -> dict:
-        """What a document vector depends on besides its text: every weight tensor the model loads, the
-        architecture, the tokenizer's behaviour, pooling and document formatting; nothing else
-        (``fingerprint.py`` says what counts and what does not).
-
-        Stored with an index, so that vectors of another model, of a fine-tuned copy, or of a copy whose
-        tokenizer no longer lowercases, are never mixed with this one's. The tensors are hashed from the
-        checkpoint's files, in their stored precision (``fingerprint.weights_digest``), once per model
-        object: one checkpoint matches whether stored as safetensors or ``.bin``, sharded or not, and on
-        CPU (float32) or GPU (bfloat16); weights changed in memory after loading are not seen."""
+        """What a document vector depends on besides its text: the loaded weight tensors (hashed from the
+        checkpoint's files once per model object), the architecture, the tokenizer's behaviour, pooling,
+        document formatting and ``inference``."""
         if self._fingerprint is None:
             config = self.backbone.config.to_dict()
             for key in ("_name_or_path", "architectures", "dtype", "torch_dtype", "transformers_version",
@@ -319,8 +299,6 @@ class E2Rank:
             digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
             digest.update(weights_digest(self.checkpoint_path, self.backbone,
                                          not_loaded=self.weights_not_loaded).encode())
-            # what we apply of the tokenizer ourselves: decoders get an end-of-text id appended and are cut
-            # by us; encoders are cut by the tokenizer, on its truncation side
             used = {"eos_token_id": self.eos_token_id} if self.pooling.last_token else \
                 {"truncation_side": self.tokenizer.truncation_side}
             self._fingerprint = {
@@ -338,11 +316,8 @@ class E2Rank:
         return dict(self._fingerprint)
 
     def prompt_vector_settings(self) -> dict:
-        """What the vector of a rendered listwise prompt depends on besides its text: the fingerprint, the
-        prompt token limit (a longer prompt is cut by an encoder, refused by a decoder), and how the
-        backbone computes (dtype, or an exported backbone's precision; device type; attention implementation:
-        bfloat16 and float32 vectors differ); not the model's name. The key of a prompt-vector cache
-        (``prompt_cache.PromptVectorCache``)."""
+        """What a rendered prompt's vector depends on besides its text (the key of ``PromptVectorCache``): the
+        fingerprint without the name, the prompt token limit, precision, device type and attention."""
         encoder = {k: v for k, v in self.fingerprint().items() if k != "model"}  # a copy's name does not count
         return {"encoder": encoder, "prompt_max_tokens": min(self.prompt_max_tokens, self.position_limit),
                 "dtype": self.precision, "device": self.device.type,
@@ -350,14 +325,13 @@ class E2Rank:
 
     # ---- transformer factories ------------------------------------------------------------------
     def query_encoder(self, *, batch_size: Optional[int] = None, verbose: Optional[bool] = None) -> pt.Transformer:
-        """Q frame -> adds ``query_vec`` and its tag ``query_vec_model`` (``provenance``); empty queries get no
-        rows and a warning; a ``query_vec`` of this model (a pseudo-query) is passed on, another refused."""
+        """Q frame -> + ``query_vec`` and its tag ``query_vec_model`` (``encoders.E2RankQueryEncoder``)."""
         from .encoders import E2RankQueryEncoder
         return E2RankQueryEncoder(self, batch_size=batch_size, verbose=verbose)
 
     def doc_encoder(self, *, batch_size: Optional[int] = None, verbose: Optional[bool] = None,
                     text_field: str = "text") -> pt.Transformer:
-        """D frame (``docno``, ``text``) -> adds ``doc_vec`` and its tag ``doc_vec_model`` (``provenance``)."""
+        """D frame (``docno``, ``text``) -> + ``doc_vec`` and its tag ``doc_vec_model``."""
         from .encoders import E2RankDocEncoder
         return E2RankDocEncoder(self, batch_size=batch_size, verbose=verbose, text_field=text_field)
 
@@ -379,8 +353,8 @@ class E2Rank:
 
     def retriever(self, index, *, num_results: int = 1000, batch_size: Optional[int] = None,
                   verbose: Optional[bool] = None) -> pt.Transformer:
-        """Q frame -> top ``num_results`` documents of ``index`` by exact dot product; a frame of this model's
-        pseudo-queries (``prompt_encoder()``) is searched with them (PRF re-retrieval)."""
+        """Q frame -> top ``num_results`` documents of ``index`` by exact dot product (pseudo-queries of
+        ``prompt_encoder()`` are searched as they are: PRF re-retrieval)."""
         from ..index.artifact import as_index
         index = as_index(index)
         index.check_model(self)
@@ -388,35 +362,35 @@ class E2Rank:
 
     def scorer(self, index=None, *, batch_size: Optional[int] = None, verbose: Optional[bool] = None,
                text_field: str = "text") -> pt.Transformer:
-        """Reranks candidates by plain query-document cosine (no listwise prompt)."""
+        """Reranks candidates by plain query-document cosine (no listwise prompt); vectors from ``index`` if given."""
         from ..rerank.scorer import E2RankScorer
         return E2RankScorer(self, index=index, batch_size=batch_size, verbose=verbose, text_field=text_field)
 
-    def prompt_encoder(self, num_input_docs: Optional[int] = None, *, task: Optional[str] = None,
+    @keyword_only_since("num_input_docs")
+    @renamed_keywords(variant="prompt_variant")
+    def prompt_encoder(self, *, num_input_docs: Optional[int] = None, task: Optional[str] = None,
                        prompt_variant: Optional[str] = None, prompt_doc_max_tokens: Optional[int] = None,
                        prompt_max_tokens: Optional[int] = None, batch_size: Optional[int] = None,
                        verbose: Optional[bool] = None, text_field: str = "text", cache=None) -> pt.Transformer:
-        """R frame -> Q frame ``qid, query, query_vec, query_vec_model``: the listwise prompt's embedding,
-        E2Rank's pseudo-query, tagged with this model (``provenance``). ``>> index.retriever()`` (or
-        ``>> model.retriever(index)``) is PRF re-retrieval. ``cache``: a directory for the prompt vectors
-        (``prompt_cache.py``: keyed by the rendered prompt and every setting that changes its vector;
-        stored as raw float32)."""
+        """R frame -> Q frame ``qid, query, query_vec, query_vec_model``: E2Rank's pseudo-query. Prompt settings
+        as ``listwise_prompt``; ``cache``: a directory for the prompt vectors (``prompt_cache.py``)."""
         from ..rerank.prompt_encoder import E2RankPromptEncoder
-        prompt = self.listwise_prompt(num_input_docs=num_input_docs, task=task, variant=prompt_variant,
+        prompt = self.listwise_prompt(num_input_docs=num_input_docs, task=task, prompt_variant=prompt_variant,
                                       prompt_doc_max_tokens=prompt_doc_max_tokens, prompt_max_tokens=prompt_max_tokens)
         return E2RankPromptEncoder(self, prompt, batch_size=batch_size, verbose=verbose, text_field=text_field,
                                    cache=cache)
 
-    def reranker(self, num_input_docs: Optional[int] = None, index=None, *, task: Optional[str] = None,
+    @keyword_only_since("num_input_docs", "index")
+    @renamed_keywords(variant="prompt_variant")
+    def reranker(self, index=None, *, num_input_docs: Optional[int] = None, task: Optional[str] = None,
                  prompt_variant: Optional[str] = None, window: Optional[int] = None, stride: Optional[int] = None,
                  prompt_doc_max_tokens: Optional[int] = None, prompt_max_tokens: Optional[int] = None,
                  batch_size: Optional[int] = None, verbose: Optional[bool] = None,
                  text_field: str = "text", cache=None) -> pt.Transformer:
         """The listwise PRF reranker (pt_docs/specification.rst §6): ``prompt_encoder`` >> the candidates'
-        vectors >> dot product; with ``index``, one forward pass per query. Prompt settings left ``None`` are the
-        model's (``listwise_prompt``)."""
+        vectors (from ``index`` if given: one forward pass per query) >> dot product."""
         from ..rerank.reranker import E2RankReranker
-        prompt = self.listwise_prompt(num_input_docs=num_input_docs, task=task, variant=prompt_variant,
+        prompt = self.listwise_prompt(num_input_docs=num_input_docs, task=task, prompt_variant=prompt_variant,
                                       prompt_doc_max_tokens=prompt_doc_max_tokens, prompt_max_tokens=prompt_max_tokens)
         return E2RankReranker(self, prompt, index=index, window=window, stride=stride, batch_size=batch_size,
                               verbose=verbose, text_field=text_field, cache=cache)

@@ -1,5 +1,4 @@
-"""Query and document encoders: frames in, the same frames with ``query_vec``/``doc_vec`` out, each vector
-tagged with the model that made it (``query_vec_model``/``doc_vec_model``: see ``provenance``)."""
+"""Query and document encoders: frames in, the same frames with ``query_vec``/``doc_vec`` and their tags out."""
 from typing import Optional
 
 import pandas as pd
@@ -11,16 +10,10 @@ from ..checks import require_text, validate_frame, without_empty_queries
 
 
 class E2RankQueryEncoder(EqualBySettings, pt.Transformer):
-    """Adds ``query_vec`` (instructed, normalised; ``[dim]`` float32 per row) and its tag ``query_vec_model``
-    to a query frame, or to a result frame (each distinct query encoded once), so
-    ``bm25 >> model.query_encoder() >> index.gar(...)`` works.
-
-    Rows whose query is empty or missing are dropped with one warning naming their qids (as PyTerrier's
-    own retrievers do), so ``model.retriever(index)`` gives them no results. A ``query_vec`` the frame
-    already carries is never replaced: one this model made (its own, or a pseudo-query of
-    ``prompt_encoder()``: ``model.prompt_encoder() >> model.retriever(index)`` is PRF re-retrieval) is
-    passed on; one of another model raises ``IndexModelMismatch``, one of unknown origin or made with
-    another instruction a ``ValueError``, each naming the column and the fix."""
+    """Adds ``query_vec`` (instructed, normalised) and its tag ``query_vec_model`` to a Q or R frame (each
+    distinct query encoded once). Empty queries are dropped with one warning. A ``query_vec`` this model made
+    from the row's query (or a pseudo-query of it) is passed on; another raises ``IndexModelMismatch``
+    (another model) or ``ValueError`` (unknown origin, another instruction or text)."""
 
     def __init__(self, model, *, batch_size: Optional[int] = None, verbose: Optional[bool] = None):
         self.model = model
@@ -52,10 +45,8 @@ class E2RankQueryEncoder(EqualBySettings, pt.Transformer):
 
 
 class E2RankDocEncoder(EqualBySettings, pt.Transformer):
-    """Adds ``doc_vec`` (normalised, text cut to the model's word limit; ``[dim]`` float32 per row) and its
-    tag ``doc_vec_model`` to a document frame. A ``doc_vec`` the frame already carries is passed on if this
-    model made it, else refused (``IndexModelMismatch`` for another model's, ``ValueError`` for one of
-    unknown origin), never replaced."""
+    """Adds ``doc_vec`` and its tag ``doc_vec_model`` to a document frame; a ``doc_vec`` it carries is passed on
+    if this model made it, else refused as by ``E2RankQueryEncoder``."""
 
     def __init__(self, model, *, batch_size: Optional[int] = None, verbose: Optional[bool] = None,
                  text_field: str = "text"):

@@ -1,31 +1,7 @@
-"""Model identity: the parts of a checkpoint that decide its vectors, as digests (``E2Rank.fingerprint``).
-
-The identity covers exactly what changes a vector, and nothing that does not:
-
-- ``weights_digest``: the weight tensors the embedding model loads, hashed from the weight files in their
-  stored precision, under the names the model gives them, with one spelling of each dtype. So one
-  checkpoint has one identity however it is stored: safetensors or PyTorch ``.bin`` (their dtypes,
-  ``F32`` and ``torch.float32``, are both ``float32`` here), sharded or not, saved from a task model
-  (tensors under ``model.``/``bert.``, a language-model head) or from the base model, with or without
-  buffers the model computes itself (BERT's ``position_ids``), tied tensors stored once or twice; and it
-  runs in float32 or bfloat16 alike. Tensors the model did not load (a head) are left out; any other
-  stored tensor counts under its stored name (never a silent omission).
-- ``tokenizer_digest``: how the tokenizer turns text into ids, as loaded: normalizer (lowercasing,
-  accents), pre-tokenizer, vocabulary and merges, added and special tokens, post-processor; so
-  ``do_lower_case`` in ``tokenizer_config.json`` counts (it rewrites the normalizer), and a copy holding
-  only ``vocab.txt`` equals one holding ``tokenizer.json``. The decoder, and the padding and truncation
-  state stored in ``tokenizer.json``, never reach an id we embed and are left out. (0.4 s for Qwen3's
-  151,000-token vocabulary; each part is hashed in its own serialisation, never parsed.)
-- the architecture (config), pooling and document settings: in ``E2Rank.fingerprint``.
-
-Cost (sha256 of the raw tensor bytes, memory-mapped): see ``benchmarks/fingerprint.py``; for
-checkpoints of 1 GiB and more the weights' digest is cached beside them in ``.e2rank-fingerprint.json``
-(skipped where the directory is read-only), keyed by each weight file's name, device, inode, size,
-mtime and ctime. ``cp -p``, ``rsync -t`` and ``tar -x`` restore a replaced file's mtime, but nothing
-but the kernel sets ctime (to the current time, on every write and on every change of the mtime), and
-a file written anew under the old name is a new inode or a new ctime: a replaced weight file is hashed
-again.
-"""
+"""Model identity (``E2Rank.fingerprint``): the weight tensors the model loads and the tokenizer's behaviour, as
+digests of exactly what changes a vector (one checkpoint, one identity, however it is stored or run). A weights
+digest of 1 GiB or more is cached beside the files (``CACHE_FILE``), keyed by each file's device, inode, size,
+mtime and ctime."""
 import contextlib
 import hashlib
 import json
@@ -35,10 +11,8 @@ import struct
 from pathlib import Path
 from typing import Callable, Collection, Dict, List, Optional
 
-#: Weight files from this size on have their digest cached beside them.
 CACHE_FROM_BYTES = 1 << 30
 CACHE_FILE = ".e2rank-fingerprint.json"
-#: 2: the weight files' stamps hold device, inode and ctime, and the digest its tensor selection.
 _CACHE_FORMAT = 2
 
 #: safetensors' dtype codes, in torch's spelling (``torch.float32`` -> ``float32``).
@@ -47,11 +21,9 @@ _SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF
                        "U16": "uint16", "U32": "uint32", "U64": "uint64", "BOOL": "bool",
                        "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
 
-#: The parts of a fast tokenizer's backend that turn a text into ids (its decoder turns ids into text, and
-#: its padding and truncation state is set by ``E2Rank`` per call).
+#: The parts of a fast tokenizer that turn a text into ids (``E2Rank`` sets padding and truncation per call).
 _TOKENIZER_PARTS = ("normalizer", "pre_tokenizer", "model", "post_processor")
-#: Settings of a Python (slow) tokenizer that say where and how it was loaded, or what it does beyond
-#: text to ids (decoding, padding, truncating: ``E2Rank`` pads, and records the length limits itself).
+#: Settings of a slow tokenizer that do not turn text into ids.
 _UNUSED_TOKENIZER_SETTINGS = ("name_or_path", "vocab_file", "merges_file", "tokenizer_file", "special_tokens_map_file",
                               "is_local", "local_files_only", "backend", "cache_dir", "revision", "token",
                               "trust_remote_code", "use_fast", "_commit_hash", "model_max_length",
@@ -77,13 +49,9 @@ def weight_files(directory: Path) -> List[Path]:
 
 
 def weights_digest(path: str, model, *, not_loaded: Collection[str] = ()) -> str:
-    """sha256 over the name, dtype, shape and bytes of each tensor that ``model`` (the ``nn.Module``
-    loaded from ``path``) is made of, in name order, read from the weight files of ``path``.
-
-    Names are the model's own (a stored ``model.layers.0...`` of a task model counts as ``layers.0...``;
-    of tied tensors, the first name); ``not_loaded``: stored names that loading reported unused
-    (transformers' ``unexpected_keys``, e.g. ``lm_head.weight``); they and the model's own non-persistent
-    buffers are left out. Raises ``FileNotFoundError`` without weight files."""
+    """sha256 over the name (the model's own), dtype, shape and bytes of each tensor ``model`` (loaded from
+    ``path``) is made of, read from the weight files in name order; ``not_loaded``: stored names loading left
+    unused (a head). Raises ``FileNotFoundError`` without weight files."""
     directory = local_checkpoint_dir(path)
     files = weight_files(directory)
     name_of = _model_names(model, not_loaded)
@@ -111,11 +79,9 @@ def weights_digest(path: str, model, *, not_loaded: Collection[str] = ()) -> str
 
 
 def tokenizer_digest(tokenizer, **used) -> str:
-    """sha256 of how ``tokenizer`` (as loaded) turns text into ids, and of ``used``: the settings of it
-    that the caller applies (the end-of-text id appended, the side truncation cuts).
-
-    A fast tokenizer: its backend's normalizer, pre-tokenizer, model (vocabulary, merges), added tokens
-    and post-processor. A slow one: its class, vocabulary, added tokens and settings."""
+    """sha256 of how ``tokenizer`` turns text into ids (a fast one's normalizer, pre-tokenizer, model, added
+    tokens and post-processor; a slow one's class, vocabulary, added tokens and settings) and of ``used``, the
+    settings of it the caller applies."""
     if tokenizer.is_fast:  # each part's own serialisation (the model's lists its vocabulary and merges by id)
         backend = tokenizer.backend_tokenizer
         parts = {name: getattr(backend, name) for name in _TOKENIZER_PARTS}
@@ -148,9 +114,7 @@ def _model_names(model, not_loaded: Collection[str]) -> Callable[[str], Optional
 
 
 def _tensor_entries(file: Path, open_files: contextlib.ExitStack):
-    """``(name, dtype, shape, read)`` of each tensor, ``read()`` giving its bytes one tensor at a time
-    (a checkpoint is never held in memory whole); safetensors are read without torch. ``dtype`` is
-    spelled as torch spells it, without ``torch.``, whatever the file format."""
+    """``(name, dtype, shape, read)`` of each tensor, ``read()`` giving its bytes (dtype in torch's spelling)."""
     if file.suffix != ".safetensors":
         import torch
         state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
@@ -185,7 +149,7 @@ def _read_cache(directory: Path, stamp, selection: str) -> Optional[str]:
 
 
 def _write_cache(directory: Path, stamp, selection: str, value: str) -> None:
-    """Best effort: a read-only directory (a shared hub cache) just means hashing again next time."""
+    """Best effort: a read-only directory means hashing again next time."""
     try:
         tmp = directory / f"{CACHE_FILE}.{os.getpid()}.tmp"
         tmp.write_text(json.dumps({"format": _CACHE_FORMAT, "files": stamp, "selection": selection,

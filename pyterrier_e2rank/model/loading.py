@@ -1,9 +1,4 @@
-"""From a model name to a tokenizer, a backbone and the way its vectors are pooled.
-
-Decoder models (E2Rank, Qwen3-Embedding) use last-token pooling with ``<|endoftext|>`` appended and
-left padding. Encoder models with a sentence-transformers configuration (all-MiniLM-L6-v2) keep their
-own pooling, normalisation and ``max_seq_length``.
-"""
+"""From a model name to a checkpoint directory, its pooling and its saved prompt settings."""
 import json
 import os
 import re
@@ -25,8 +20,7 @@ DECODER_MODEL_TYPES = {"qwen2", "qwen3", "llama", "mistral", "gemma", "gemma2", 
 
 def resolve_model_path(name_or_path: str) -> str:
     """A local directory for an embedded model's short name, else the name itself (a path or hub id).
-
-    A name that looks like a local path but does not exist is refused here, with a clear message."""
+    Raises ``FileNotFoundError`` for a name that is neither an existing directory nor a hub id."""
     package = EMBEDDED_MODELS.get(str(name_or_path).lower())
     if package is not None:
         try:
@@ -57,12 +51,8 @@ class ModelChoice(NamedTuple):
 def pick_model(preferred: str = PREFERRED_MODEL, fallback: str = FALLBACK_MODEL, *, variable: str = MODEL_VARIABLE,
                timeout: float = 5.0) -> ModelChoice:
     """The model to run: ``$E2RANK_MODEL`` when set; else ``preferred`` when a GPU is present and it can be
-    loaded (a local directory, the local Hugging Face cache, or the hub answering ``model_info`` within
-    ``timeout`` seconds); else ``fallback`` (embedded, offline). Only ``preferred``'s configuration is looked
-    up, nothing is downloaded. Without a GPU, ``preferred`` is not tried: E2Rank-0.6B would take hours on a
-    CPU to index SciFact; set the variable to run it anyway.
-
-    Raises FileNotFoundError when the variable names a path that does not exist (``resolve_model_path``)."""
+    loaded (locally, or the hub answering within ``timeout`` seconds; nothing is downloaded); else ``fallback``.
+    Raises ``FileNotFoundError`` when the variable names a path that does not exist."""
     chosen = os.environ.get(variable, "").strip()
     if chosen:
         resolve_model_path(chosen)
@@ -94,16 +84,6 @@ def _unavailable(name: str, timeout: float) -> Optional[str]:
         return f"not in the local cache, and the hub did not answer: {type(e).__name__}: {str(e)[:120]}"
 
 
-def read_pooling(path: str, config) -> Pooling:
-    """The pooling of a sentence-transformers directory, else last-token for decoders, else mean."""
-    st = _sentence_transformers_config(path)
-    if st is not None:
-        return st
-    if config.model_type in DECODER_MODEL_TYPES or any(a.endswith("ForCausalLM") for a in (config.architectures or [])):
-        return Pooling("lasttoken", normalize=True, max_length=None)
-    return Pooling("mean", normalize=True, max_length=None)
-
-
 #: The sentence-transformers Pooling flag of each mode, in the order they are read.
 _POOLING_FLAGS = {"lasttoken": "pooling_mode_lasttoken", "cls": "pooling_mode_cls_token",
                   "mean": "pooling_mode_mean_tokens"}
@@ -131,10 +111,13 @@ def write_pooling(path, mode: str) -> None:
     settings_file.write_text(json.dumps(settings, indent=2))
 
 
-def _sentence_transformers_config(path: str) -> Optional[Pooling]:
+def read_pooling(path: str, config) -> Pooling:
+    """The pooling of a sentence-transformers directory, else last-token for decoders, else mean."""
     modules_file = Path(path) / "modules.json"
     if not modules_file.is_file():
-        return None
+        decoder = config.model_type in DECODER_MODEL_TYPES or any(
+            a.endswith("ForCausalLM") for a in (config.architectures or []))
+        return Pooling("lasttoken" if decoder else "mean", normalize=True, max_length=None)
     modules = json.loads(modules_file.read_text())
     mode = "mean"
     settings_file = pooling_settings_file(path)
@@ -153,11 +136,12 @@ def _sentence_transformers_config(path: str) -> Optional[Pooling]:
 
 #: The prompt a checkpoint was trained with, written by the trainer, read as the model's defaults.
 PROMPT_SETTINGS_FILE = "e2rank_prompt.json"
-PROMPT_SETTING_NAMES = ("num_input_docs", "task", "variant", "prompt_doc_max_tokens", "prompt_max_tokens")
+PROMPT_SETTING_NAMES = ("num_input_docs", "task", "prompt_variant", "prompt_doc_max_tokens", "prompt_max_tokens")
 
 
 def read_prompt_settings(path) -> dict:
-    """The listwise-prompt settings saved with a checkpoint (``{}`` for a model trained elsewhere)."""
+    """The listwise-prompt settings saved with a checkpoint (``{}`` for a model trained elsewhere); the key
+    ``variant`` of 0.3's files is read as ``prompt_variant``."""
     settings_file = Path(path) / PROMPT_SETTINGS_FILE
     if not settings_file.is_file():
         return {}
@@ -165,9 +149,12 @@ def read_prompt_settings(path) -> dict:
         settings = json.loads(settings_file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise ValueError(f"{settings_file}: not a prompt settings file ({e})") from None
+    if isinstance(settings, dict) and "variant" in settings and "prompt_variant" not in settings:
+        settings["prompt_variant"] = settings.pop("variant")
     unknown = set(settings) - set(PROMPT_SETTING_NAMES) if isinstance(settings, dict) else None
     if unknown is None or unknown:
-        raise ValueError(f"{settings_file}: expected an object with keys among {PROMPT_SETTING_NAMES}, got {settings!r}")
+        raise ValueError(f"{settings_file}: expected an object with keys among {PROMPT_SETTING_NAMES}, "
+                         f"got {settings!r}")
     return {k: v for k, v in settings.items() if v is not None}
 
 

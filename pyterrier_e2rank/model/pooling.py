@@ -1,8 +1,4 @@
-"""Token ids to vectors: how a model pools (``Pooling``, read from a checkpoint by ``loading.read_pooling``),
-padding a batch and pooling its hidden states.
-
-Shared by inference (``E2Rank``) and training (``training/``), so both embed texts the same way.
-"""
+"""Token ids to vectors, for inference and training alike: ``Pooling``, padding a batch, pooling it."""
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 

@@ -1,30 +1,9 @@
-"""Provenance of vectors: which model made each ``query_vec``/``doc_vec``, and from what, checked wherever
-vectors are used.
-
-Every frame our stages output carries, beside a vector column ``c``, the column ``c_model``
-(``query_vec_model``, ``doc_vec_model``) holding each vector's tag ``"<model> #<space> <recipe>"``:
-``space`` is a digest of ``model.fingerprint()`` without the model's name (the vector space: one
-checkpoint, one space, however it is named or stored); ``recipe`` says how the vector was made and from
-what text: ``query-<instruction>:<query>``, ``prompt:<query>`` (a pseudo-query), ``doc:<text>`` (each a
-digest), or ``doc`` (an index's stored vector, by docno). A column, not ``DataFrame.attrs``: it survives
-merges, concatenations and the record dicts of PyTerrier's indexing pipelines (``doc_encoder() >>
-indexer``), and it is per row, so a frame mixing two models' vectors is seen.
-
-The rules (another model's vectors raise ``IndexModelMismatch`` naming both models):
-
-- where vectors meet an index, a tagged vector must be of the index's space: a ``query_vec`` in every
-  transformer the index hands out (``retriever.IndexStage``: ours and pyterrier-dr's searches, scorers,
-  loaders), a ``doc_vec`` in ``model.indexer``/``write_faiss_index`` and ``index.vec_loader()``; the
-  index's own vectors leave it tagged (``vec_loader()``, ``get_corpus_iter()``);
-- ``vectors.DotProduct`` (so every reranker): a frame's ``query_vec`` and ``doc_vec`` must be of one space;
-- an encoder never replaces a vector column a frame carries: it passes it on when made in its own space
-  from the row's current text (the query encoder takes its own query vectors and pseudo-queries, so
-  ``prompt_encoder() >> model.retriever(index)`` is PRF re-retrieval), and refuses it otherwise (another
-  model; unknown origin; a query rewritten or another instruction since), naming the column and the fix;
-- untagged vectors (no ``c_model`` column, or an empty tag) are the user's own: used as given by a
-  search, the indexer and the scorers, never replaced by an encoder. A frame mixing two spaces is refused.
-
-A user who replaces a vector column replaces (or drops) its tag column with it.
+"""Provenance of vectors: beside a vector column ``c`` (``query_vec``, ``doc_vec``) our stages write ``c_model``,
+each row's tag ``"<model> #<space> <recipe>"``: ``space`` digests the model's fingerprint without its name,
+``recipe`` says from what the vector was made (``query-<instruction>:<query>``, ``prompt:<query>``,
+``doc:<text>``, each a digest, or ``doc``: an index's stored vector). Vectors of another space raise
+``IndexModelMismatch`` where they meet an index or another model's vectors; an encoder passes on a column of its
+own space made from the row's current text and refuses any other; untagged vectors are the user's own.
 """
 import hashlib
 import json
@@ -40,14 +19,13 @@ class IndexModelMismatch(ValueError):
 
 
 def fingerprint_differences(stored: dict, current: dict) -> list:
-    """The settings (weights, pooling, lengths...) in which two model fingerprints differ; the model's name
-    alone does not count (a local copy of a hub model is the same model)."""
+    """The settings in which two model fingerprints differ; the model's name does not count."""
     return [k for k in sorted(set(stored) | set(current)) if k != "model" and stored.get(k) != current.get(k)]
 
 
 def describe_differences(a: dict, b: dict) -> str:
-    """``key A vs B`` for each setting in which fingerprint ``a`` differs from ``b`` (digests cut to 12
-    characters), then, when they differ in ``inference``, the backend arguments that compute like ``a``."""
+    """``key A vs B`` for each setting in which fingerprint ``a`` differs from ``b``, and the backend arguments that
+    compute like ``a`` when they differ in ``inference``."""
     def short(value) -> str:
         return repr(value[:12] + "...") if isinstance(value, str) and len(value) > 40 else repr(value)
     differ = fingerprint_differences(a, b)
@@ -58,8 +36,8 @@ def describe_differences(a: dict, b: dict) -> str:
 
 
 def check_fingerprint(stored: Optional[dict], current: dict, what: str) -> None:
-    """Refuse the model of fingerprint ``current`` (``model.fingerprint()``) on vectors made by the model of
-    ``stored`` (``None``: made by an unknown one)."""
+    """Raise ``IndexModelMismatch`` unless ``current`` (``model.fingerprint()``) made the vectors of ``what``,
+    made by the model of ``stored`` (``None``: an unknown one)."""
     if stored is None:
         raise IndexModelMismatch(f"{what} carries no E2Rank model fingerprint, so the model that made its vectors "
                                  f"is unknown; build it with model.indexer(path) (or write_faiss_index)")
@@ -80,13 +58,11 @@ _KNOWN: Dict[str, dict] = {}
 
 
 def tag_column(column: str) -> str:
-    """The column holding the tags of the vectors in ``column``."""
     return f"{column}_model"
 
 
 def space(fingerprint: dict) -> str:
-    """The digest of a model fingerprint without its ``model`` name (a local copy of a hub model is the same
-    model); 16 hex digits."""
+    """16 hex digits of a model fingerprint without its ``model`` name."""
     content = {k: v for k, v in fingerprint.items() if k != "model"}
     digest = hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
     _KNOWN.setdefault(digest, dict(fingerprint))
@@ -94,22 +70,18 @@ def space(fingerprint: dict) -> str:
 
 
 def text_digest(text) -> str:
-    """12 hex digits of the text a vector was made from."""
     return hashlib.sha256(str(text).encode("utf-8", "surrogatepass")).hexdigest()[:12]
 
 
 def query_recipe(model, query) -> str:
-    """The recipe of the query encoder's vector of ``query``: the instruction shapes it beyond the fingerprint."""
     return f"query-{text_digest(model.query_task)[:8]}:{text_digest(query)}"
 
 
 def prompt_recipe(query) -> str:
-    """The recipe of a pseudo-query of ``query`` (from its candidates' listwise prompt)."""
     return f"prompt:{text_digest(query)}"
 
 
 def doc_recipe(text) -> str:
-    """The recipe of the document encoder's vector of ``text``."""
     return f"doc:{text_digest(text)}"
 
 
@@ -123,16 +95,17 @@ def make_tag(fingerprint: dict, recipe: str) -> str:
 
 def tagged(frame: pd.DataFrame, column: str, fingerprint: Optional[dict],
            recipes: Union[str, Sequence[str]]) -> pd.DataFrame:
-    """``frame`` with the tag of every vector of ``column``, made by the model of ``fingerprint`` (``None``:
-    an index without one, whose vectors stay untagged) by ``recipes`` (one for all rows, or one per row)."""
+    """``frame`` with the tags of ``column``, made by the model of ``fingerprint`` (``None``: untagged) by
+    ``recipes`` (one for all rows, or one per row)."""
     recipes = [recipes] * len(frame) if isinstance(recipes, str) else list(recipes)
-    values = [None if fingerprint is None else make_tag(fingerprint, recipe) for recipe in recipes]
+    prefix = None if fingerprint is None else make_tag(fingerprint, "")
+    values = [None if prefix is None else prefix + recipe for recipe in recipes]
     return frame.assign(**{tag_column(column): pd.Series(values, index=frame.index, dtype=object)})
 
 
 def prompt_vectors_tagged(frame: pd.DataFrame, model) -> pd.DataFrame:
-    """``frame`` with the tag of its ``query_vec`` pseudo-queries: made by ``model`` from each row's
-    ``query`` (a frame of prompts alone: from its ``prompt``)."""
+    """``frame`` with the tags of its ``query_vec`` pseudo-queries, made by ``model`` from each row's ``query``
+    (else ``prompt``)."""
     sources = frame["query"] if "query" in frame.columns else frame["prompt"]
     return tagged(frame, "query_vec", model.fingerprint(), [prompt_recipe(q) for q in sources])
 
@@ -156,12 +129,11 @@ def tags(frame: pd.DataFrame, column: str) -> List[Optional[str]]:
 
 
 def record_tag(record: dict, column: str) -> Optional[str]:
-    """The tag of a record's vector in ``column`` (``None``: untagged)."""
     return _tag(record.get(tag_column(column)))
 
 
 def _tag(value) -> Optional[str]:
-    """A tag cell as a tag; ``None``, NaN and the empty string are no tag."""
+    """``None``, NaN and the empty string are no tag."""
     return value if isinstance(value, str) and value else None
 
 
@@ -177,8 +149,7 @@ def _parts(tag: str):
 
 
 def _spaces(values: Sequence[Optional[str]], names: Sequence, what: str) -> Dict[str, list]:
-    """The first row of each distinct tag, by space ``{space: [(name, model)...]}``; more than one space is
-    refused."""
+    """``{space: [(first row's name, model)...]}`` of the tags; more than one space is refused."""
     first: Dict[str, object] = {}
     for name, value in zip(names, values):
         if value is not None:
@@ -201,16 +172,13 @@ def _differing(a: str, b: str) -> str:
     return ""
 
 
-#: What to do about vectors of another model, unless a caller knows better.
 FIX = "make the vectors with the model of the index (or search an index built with the vectors' model)"
 
 
 def check_tags(values: Sequence[Optional[str]], names: Sequence, fingerprint: Optional[dict], what: str,
                where: str, *, fix: str = FIX) -> None:
-    """Refuse tagged vectors (``values``, one per row named by ``names``) not made in the space of
-    ``fingerprint`` (the model of ``where``, an index or a model; ``None``: an index without a fingerprint,
-    which tagged vectors cannot be checked against), with an ``IndexModelMismatch`` naming both models and
-    ``fix``. Untagged rows are accepted; rows of two spaces are refused."""
+    """Raise ``IndexModelMismatch`` (naming both models and ``fix``) for tags (``values``, rows named by ``names``)
+    of another space than ``fingerprint``'s (the model of ``where``; ``None``: unknown) or of two spaces."""
     found = _spaces(values, names, what)
     if not found:
         return
@@ -227,10 +195,8 @@ def check_tags(values: Sequence[Optional[str]], names: Sequence, fingerprint: Op
 
 def check_frame(frame: pd.DataFrame, column: str, fingerprint: Optional[dict], where: str, *, key: str,
                 text: Optional[str] = None, fix: str = FIX) -> None:
-    """``check_tags`` for the vectors of ``column`` in ``frame``, rows named by ``key`` (qid, docno); and,
-    where the frame has the ``text`` column they were made from (``query``, ``text``), that each tagged
-    vector was made from the row's current text (a ``ValueError`` names the rows whose text changed since,
-    e.g. a query rewritten after it was encoded)."""
+    """``check_tags`` for ``column`` of ``frame``, rows named by ``key``; with the ``text`` column the vectors
+    were made from, a ``ValueError`` names the rows whose text changed since they were encoded."""
     values, names = tags(frame, column), frame[key].tolist()
     check_tags(values, names, fingerprint, f"{column} of {key}", where, fix=fix)
     if text is None or text not in frame.columns:
@@ -253,10 +219,9 @@ def check_one_space(frame: pd.DataFrame, columns: Sequence[str], *, key: str) ->
 
 def carried(frame: pd.DataFrame, column: str, fingerprint: dict, accepts: Callable[[int, str], bool], who, *,
             key: str, fix: str) -> bool:
-    """Whether ``frame`` already carries ``column``, made in the space of ``fingerprint`` by a recipe that
-    ``accepts(row position, recipe)``: then ``who`` passes it on instead of replacing it. A column of
-    unknown origin, of another model, or made otherwise (from another text, with another instruction) is
-    refused, naming the column and ``fix``; ``False`` when the frame has no such column."""
+    """Whether ``frame`` carries ``column`` made in ``fingerprint``'s space by recipes ``accepts(row, recipe)``
+    (``who`` passes it on); a column of unknown origin, another model or another recipe is refused naming
+    ``fix``."""
     if column not in frame.columns:
         return False
     values = tags(frame, column)

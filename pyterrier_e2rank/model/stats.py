@@ -1,5 +1,4 @@
-"""``EncodeStats``: the work of a model's forward passes, counted by the model (``E2Rank.stats``,
-``E2Rank.counting``) and by the transformers that run it (``E2RankReranker.stats``)."""
+"""``EncodeStats``: the work of a model's forward passes (``E2Rank.stats``, ``E2Rank.counting``)."""
 import threading
 from dataclasses import dataclass, fields
 
@@ -31,7 +30,6 @@ class EncodeStats:
 
 
 def add_stats(owner, work: EncodeStats) -> None:
-    """``owner.stats = owner.stats + work``, atomic across threads; a new record each time, so a
-    ``before = owner.stats`` taken earlier keeps its values."""
+    """``owner.stats = owner.stats + work``, atomic across threads (a new record each time)."""
     with _STATS_LOCK:
         owner.stats = owner.stats + work

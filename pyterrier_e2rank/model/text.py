@@ -1,9 +1,5 @@
-"""How texts are written before they reach the model (pt_docs/specification.rst §3-§4).
-
-Everything E2Rank reads passes through here: the task texts (the retrieval instruction of queries and the
-reranking task of the listwise prompt), the instructed query, the truncated document and the title/text join
-for BEIR-style collections. The listwise prompt's layout lives in ``prompt.py``.
-"""
+"""How texts are written before they reach the model: task texts, instructed queries, truncated documents
+(pt_docs/specification.rst §3-§4)."""
 from typing import Optional
 
 #: The retrieval instruction E2Rank uses when a dataset has none of its own.
@@ -30,9 +26,7 @@ DATASET_QUERY_TASKS = {
 #: Candidates are cut to their first 1024 whitespace-separated words, in the prompt and when embedded.
 DOC_MAX_WORDS = 1024
 
-#: Tokens per word allowed before the token cap cuts a document: a safety net for unspaced text (a
-#: 200,000-character "word" would otherwise reach the model as ~40,000 tokens). Normal text stays far
-#: below it: no SciFact or MS MARCO document changes (tests/test_reliability.py).
+#: Tokens per word before the token cap cuts a document: a safety net for unspaced text.
 TOKENS_PER_WORD_CAP = 4
 
 

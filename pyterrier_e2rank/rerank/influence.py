@@ -1,15 +1,11 @@
-"""What each feedback document contributes to E2Rank's pseudo-query: leave it out of the prompt and watch.
-
-``feedback_influence`` renders, for every query, the reranker's prompt and one prompt per feedback document
-with that document left out (the others in their order), encodes them all in batches, and compares the
-pseudo-queries and the rankings they give to the same candidates.
-"""
+"""What each feedback document contributes to E2Rank's pseudo-query: leave it out of the prompt and watch."""
 from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
 from ..checks import require_text, validate_frame
+from ..deprecation import keyword_only_since
 from .prompt_encoder import in_current_order, query_groups
 
 #: The columns ``feedback_influence`` returns, in order.
@@ -17,15 +13,13 @@ INFLUENCE_COLUMNS = ("qid", "docno", "prompt_position", "pseudo_query_shift", "k
                      "rank", "rank_without", "rank_change")
 
 
-def feedback_influence(model, frame: pd.DataFrame, num_input_docs: Optional[int] = None, index=None, *,
+@keyword_only_since("num_input_docs", "index")
+def feedback_influence(model, frame: pd.DataFrame, index=None, *, num_input_docs: Optional[int] = None,
                        rbo_p: float = 0.9, batch_size: Optional[int] = None, verbose: Optional[bool] = None,
                        text_field: str = "text", **prompt_settings) -> pd.DataFrame:
-    """Leave-one-out influence of each document of the listwise prompt, per query.
-
-    For a query with ``n`` candidates, the reranker's prompt holds the top ``k = min(num_input_docs, n)``;
-    for each of them, the prompt is rendered again from the other ``k - 1`` documents, in their order and
-    with the same settings (with a token budget, as for MiniLM, the remaining documents may keep more of
-    their text), and its pseudo-query ``q_i`` is compared with the full one ``q``:
+    """Leave-one-out influence of each document of the listwise prompt, per query: for each of the top
+    ``k = min(num_input_docs, n)`` candidates, the prompt rendered without it gives a pseudo-query ``q_i``,
+    compared with the full prompt's ``q``:
 
     - ``pseudo_query_shift``: ``1 - cos(q, q_i)``, how far the pseudo-query moves without the document;
     - ``kendall_tau``: Kendall's tau-b between the ``n`` candidates' scores under ``q`` and under ``q_i``
@@ -37,21 +31,13 @@ def feedback_influence(model, frame: pd.DataFrame, num_input_docs: Optional[int]
 
     Args:
         model: an ``E2Rank``.
-        frame: an R frame as the reranker takes (``qid, query, docno, text`` and ``rank`` or ``score``);
-            checked by ``checks.validate_frame`` and ``in_current_order`` as the reranker checks it.
-        num_input_docs, index, batch_size, verbose, text_field, prompt_settings: as ``model.reranker``
-            (``task``, ``prompt_variant``, ``prompt_doc_max_tokens``, ``prompt_max_tokens``); the candidates'
-            vectors come from ``index``, else are encoded from ``text_field``.
-        rbo_p: RBO's persistence, in (0, 1): the top ``1 / (1 - rbo_p)`` ranks carry most of the weight.
+        frame: an R frame as the reranker takes (``qid, query, docno, text`` and ``rank`` or ``score``).
+        index, num_input_docs, batch_size, verbose, text_field, prompt_settings: as ``model.reranker``.
+        rbo_p: RBO's persistence, in (0, 1).
 
     Returns:
-        One row per (query, prompt document), ``sum_q k_q`` rows, the columns ``INFLUENCE_COLUMNS``; queries
-        in input order, documents by ``prompt_position`` (1-based, the ``[i]`` of the prompt). An empty frame
-        gives an empty frame with these columns.
-
-    Cost: ``1 + k`` prompts per query, i.e. ``num_input_docs`` more than the reranker (all queries' prompts
-    are encoded together, ``batch_size`` per forward pass); candidates' vectors: none encoded with an
-    index, else each distinct docno once.
+        One row per (query, prompt document), the columns ``INFLUENCE_COLUMNS``; queries in input order,
+        documents by ``prompt_position`` (1-based, the ``[i]`` of the prompt).
 
     Raises:
         ValueError: a ``window`` setting (sliding windows have no single prompt), ``rbo_p`` outside (0, 1),
@@ -62,7 +48,7 @@ def feedback_influence(model, frame: pd.DataFrame, num_input_docs: Optional[int]
                          "have several")
     if not 0 < rbo_p < 1:
         raise ValueError(f"rbo_p must be in (0, 1), got {rbo_p!r}")
-    reranker = model.reranker(num_input_docs, index, batch_size=batch_size, verbose=verbose,
+    reranker = model.reranker(index, num_input_docs=num_input_docs, batch_size=batch_size, verbose=verbose,
                               text_field=text_field, **prompt_settings)
     validate_frame(frame, reranker, includes=["qid", "docno", "query", text_field], queries=True)
     if len(frame) == 0:

@@ -1,12 +1,11 @@
-"""The listwise prompt whose embedding is E2Rank's pseudo-relevance-feedback query.
-
-One implementation serves the reranker and the trainer, so what a model is trained on is exactly what
-it reads at inference. The default is the prompt behind the paper's numbers (pt_docs/specification.rst §5).
-"""
+"""The listwise prompt whose embedding is E2Rank's pseudo-query, for the reranker and the trainer alike
+(pt_docs/specification.rst §5)."""
+import warnings
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
 from ..checks import positive_int
+from ..deprecation import renamed_keywords
 from ..model.text import DEFAULT_RERANK_TASK, DOC_MAX_WORDS, doc_token_cap, truncate_words
 
 PROMPT_VARIANTS = ("eval", "readme")
@@ -21,28 +20,36 @@ class ListwisePrompt:
         num_input_docs: how many top candidates enter the prompt (20 in the paper).
         doc_max_words: each document is cut to this many whitespace-separated words first.
         prompt_doc_max_tokens: optional per-document token budget (for small models).
-        prompt_max_tokens: optional total budget for the prompt in tokens; when the prompt is longer, the
-            longest documents are cut first (all kept documents get the same token cap).
-        variant: ``"eval"`` is the authors' evaluation prompt (published numbers); ``"readme"`` is the
-            model card's variant (no newline before ``Search Query:``, documents carry ``<|endoftext|>``).
+        prompt_max_tokens: optional total budget in tokens; the longest documents are cut first, to one cap.
+        prompt_variant: ``"eval"``, the authors' evaluation prompt (published numbers), or ``"readme"``, the
+            model card's (no newline before ``Search Query:``, documents end with ``<|endoftext|>``).
+
+    Raises:
+        ValueError: an unknown variant, or a count that is not a positive integer.
     """
     task: str = DEFAULT_RERANK_TASK
     num_input_docs: int = 20
     doc_max_words: Optional[int] = DOC_MAX_WORDS
     prompt_doc_max_tokens: Optional[int] = None
     prompt_max_tokens: Optional[int] = None
-    variant: str = "eval"
+    prompt_variant: str = "eval"
 
     def __post_init__(self):
-        if self.variant not in PROMPT_VARIANTS:
-            raise ValueError(f"variant must be one of {PROMPT_VARIANTS}, got {self.variant!r}")
+        if self.prompt_variant not in PROMPT_VARIANTS:
+            raise ValueError(f"prompt_variant must be one of {PROMPT_VARIANTS}, got {self.prompt_variant!r}")
         positive_int(self.num_input_docs, "num_input_docs")
         for name in ("doc_max_words", "prompt_doc_max_tokens", "prompt_max_tokens"):
             positive_int(getattr(self, name), name, allow_none=True)
 
+    @property
+    def variant(self) -> str:
+        warnings.warn("ListwisePrompt.variant is deprecated and will be removed in the next release: use "
+                      "prompt_variant", DeprecationWarning, stacklevel=2)
+        return self.prompt_variant
+
     def content(self, query: str, docs: Sequence[str]) -> str:
         """The user message: task, numbered documents (as given, no truncation here), query."""
-        if self.variant == "eval":
+        if self.prompt_variant == "eval":
             listing = "\n".join(f"[{i}] {doc}" for i, doc in enumerate(docs, start=1))
             return f"{self.task}:\nDocuments:\n{listing}\nSearch Query: {query}"
         listing = "\n".join(f"[{i}] {doc}<|endoftext|>" for i, doc in enumerate(docs, start=1))
@@ -68,7 +75,8 @@ class ListwisePrompt:
         if overhead > self.prompt_max_tokens:
             raise ValueError(
                 f"the listwise prompt needs {overhead} tokens without any document text, more than its "
-                f"budget of {self.prompt_max_tokens} tokens: shorten the query or the task sentence, or raise prompt_max_tokens")
+                f"budget of {self.prompt_max_tokens} tokens: shorten the query or the task sentence, or raise "
+                f"prompt_max_tokens")
         doc_ids = [token_ids(tokenizer, doc) for doc in docs]
         cap = _water_level([len(ids) for ids in doc_ids], self.prompt_max_tokens - overhead)
         while True:
@@ -78,6 +86,9 @@ class ListwisePrompt:
             if excess <= 0 or cap == 0:
                 return prompt
             cap = max(0, cap - max(1, -(-excess // len(docs))))
+
+
+ListwisePrompt.__init__ = renamed_keywords(variant="prompt_variant")(ListwisePrompt.__init__)
 
 
 def wrap_user_message(tokenizer, content: str) -> str:

@@ -1,28 +1,7 @@
-"""The prompt-vector cache: a rendered listwise prompt's vector is computed once, ever (``cache=``).
-
-``model.reranker(cache=DIR)`` and ``model.prompt_encoder(cache=DIR)`` keep the vectors in
-``DIR/prompts-<key>/vectors.sqlite3``. ``<key>`` digests ``E2Rank.prompt_vector_settings()``: the model's
-fingerprint, its prompt token limit, dtype, device type and attention implementation, everything
-besides the prompt's text that changes its vector; so another model, or the same model with another
-setting, never meets these entries. The settings are also stored in the file and checked on opening.
-
-Why not pyterrier-caching's ``KeyValueCache`` (used before): it pickles keys and values and offers no
-other codec, so reading a cache directory copied from elsewhere runs the code its values hold (observed:
-a value planted as the pickle of ``open(path, "w")`` creates that file when the cache is read); and it
-stores its misses with a plain ``INSERT`` after the look-up, so two processes encoding the same new
-prompts into one directory race, and one dies with ``sqlite3.IntegrityError: UNIQUE constraint failed``
-(observed with two processes meeting between look-up and insert). Here:
-
-- a value is the raw little-endian float32 bytes of one vector, its length checked against the model's
-  dimension when read: reading never unpickles or runs anything;
-- a key is the sha256 of the prompt's UTF-8 bytes;
-- writers ``INSERT OR IGNORE`` (a prompt has one vector) in WAL mode with a busy timeout, on a
-  connection of their own per call (so threads and forked processes share nothing); the database is
-  created complete (tables, settings, WAL mode) in a private file and hard-linked into place, so
-  concurrent creators never see a half-made one;
-- a file that is not such a database, or holds a value of the wrong length, raises ``io.CorruptArtifact``
-  naming the directory and the fix: delete it (it holds nothing but vectors that are recomputed).
-"""
+"""The prompt-vector cache (``cache=``): a rendered prompt's vector is computed once, ever, and kept in
+``DIR/prompts-<key>/vectors.sqlite3``, ``<key>`` a digest of ``E2Rank.prompt_vector_settings()`` (also stored
+in the file and checked on opening). Values are raw float32 bytes (never unpickled); writers ``INSERT OR
+IGNORE`` in WAL mode; the database is made complete in a private file and hard-linked into place."""
 import contextlib
 import hashlib
 import json
@@ -41,27 +20,22 @@ from ..equality import EqualBySettings
 from ..io import CorruptArtifact
 
 DB_FILE = "vectors.sqlite3"
-#: Seconds a writer waits for another writer's lock before its SQLite call fails.
 BUSY_TIMEOUT_S = 600
-#: Keys per look-up statement (SQLite limits a statement's parameters, to 999 in older builds).
-LOOKUP_BATCH = 500
-#: Layout of the database file.
+LOOKUP_BATCH = 500  # keys per statement: older SQLite builds allow 999 parameters
 FORMAT = 1
 
 
 def cache_directory(cache, settings: dict) -> Path:
-    """``cache/prompts-<digest of settings>``: a prompt's vector is only valid for the settings that made it."""
+    """``cache/prompts-<digest of settings>``."""
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     return Path(cache) / f"prompts-{key}"
 
 
 class PromptVectorCache(EqualBySettings, pt.Transformer):
-    """Frame with ``prompt`` -> + ``query_vec`` (float32 ``[dim]``) and its tag ``query_vec_model``
-    (``provenance``): each distinct prompt's vector read from the cache under ``cache`` where found, else
-    computed by ``encoder`` (a ``PromptVectorEncoder``) and stored.
+    """Frame with ``prompt`` -> + ``query_vec`` and its tag ``query_vec_model``: read from the cache under
+    ``cache``, else computed by ``encoder`` (a ``PromptVectorEncoder``) and stored.
 
-    Raises ``io.CorruptArtifact`` naming the cache directory when its file is damaged, not a cache of
-    ours, of other settings, or holds a value that is not a finite ``dim``-float vector."""
+    Raises ``io.CorruptArtifact`` naming the directory for a damaged file, or one of other settings."""
 
     def __init__(self, cache, encoder: pt.Transformer):
         model = encoder.model
@@ -120,8 +94,7 @@ class PromptVectorCache(EqualBySettings, pt.Transformer):
 
     @contextlib.contextmanager
     def _database(self) -> Iterator[sqlite3.Connection]:
-        """A connection for one call. A file SQLite cannot read as a database raises ``CorruptArtifact``;
-        SQLite's other errors (locked past the timeout, read-only, I/O) keep their type, noted with the path."""
+        """A connection for one call; a file that is not a database raises ``CorruptArtifact``."""
         try:
             db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S)
             try:
@@ -135,7 +108,7 @@ class PromptVectorCache(EqualBySettings, pt.Transformer):
             raise CorruptArtifact(self._damaged(str(e))) from None
 
     def _create(self) -> None:
-        """Build the database complete in a private file, then link it into place (never over another's)."""
+        """The database made complete in a private file, then linked into place (never over another's)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{DB_FILE}.", suffix=".tmp", dir=self.directory)
         os.close(fd)

@@ -1,15 +1,6 @@
-"""The paper's one idea as a transformer: a ranked list becomes a query vector.
-
-``E2RankPromptEncoder``: R frame -> Q frame (``qid, query, query_vec``), the ``query_vec`` being the
-embedding of the listwise prompt written from the query and its top candidates. It is two stages:
-
-- ``PromptRenderer``: R frame -> Q frame with the rendered ``prompt`` (one row per query);
-- ``PromptVectorEncoder``: ``prompt`` -> ``query_vec``, each distinct prompt once, all in batches.
-
-The second is a plain function of the prompt text, so it is what may be cached (``cache=``: a
-``prompt_cache.PromptVectorCache`` keyed by ``prompt``, one subdirectory per model and prompt-vector
-settings). A listwise score itself depends on the other candidates and must never be cached per (query, docno).
-"""
+"""The paper's one idea as a transformer: a ranked list becomes a query vector. ``E2RankPromptEncoder`` is
+``PromptRenderer`` (R frame -> one rendered ``prompt`` per query) >> ``PromptVectorEncoder`` (``prompt`` ->
+``query_vec``), the second a function of the prompt's text alone, so cacheable (``prompt_cache``)."""
 import sys
 from typing import List, Optional
 
@@ -25,12 +16,8 @@ from .prompt_cache import PromptVectorCache
 
 
 class PromptRenderer(EqualBySettings, pt.Transformer):
-    """R frame (``qid, query, docno, text`` and ``rank`` or ``score``) -> Q frame ``qid, query, prompt``.
-
-    The top ``prompt.num_input_docs`` candidates of each query, in their current order, enter its
-    prompt. Ids are checked by ``checks.validate_frame`` (no docno twice in a list, one query per qid);
-    with a ``rank`` column, each query's ranks must be consecutive (``in_current_order``); a
-    per-document score cache such as ``ScorerCache`` is refused."""
+    """R frame (``qid, query, docno, text`` and ``rank`` or ``score``) -> Q frame ``qid, query, prompt``: the
+    top ``prompt.num_input_docs`` candidates of each query, in their current order (``in_current_order``)."""
 
     def __init__(self, model, prompt: ListwisePrompt, *, text_field: str = "text"):
         self.model = model
@@ -70,13 +57,12 @@ class PromptRenderer(EqualBySettings, pt.Transformer):
 
 
 class PromptVectorEncoder(EqualBySettings, pt.Transformer):
-    """Adds ``query_vec``, the embedding of each row's ``prompt`` (no ``<|endoftext|>``, as in the paper),
-    tagged ``prompt`` with the model (``query_vec_model``, see ``provenance``)."""
+    """Adds ``query_vec``, the embedding of each row's ``prompt``, and its tag ``query_vec_model``."""
 
     def __init__(self, model, *, batch_size: Optional[int] = None, verbose: Optional[bool] = None):
         self.model = model
         self.batch_size = batch_size
-        self.verbose = model.verbose if verbose is None else verbose
+        self.verbose = verbose
 
     def __repr__(self):
         return f"{self.model!r}.prompt_vec_encoder(batch_size={self.batch_size})"
@@ -93,12 +79,8 @@ class PromptVectorEncoder(EqualBySettings, pt.Transformer):
 
 
 class E2RankPromptEncoder(EqualBySettings, pt.Transformer):
-    """R frame -> Q frame ``qid, query, query_vec, query_vec_model``: E2Rank's pseudo-query (tagged with the
-    model, see ``provenance``), ready for any dense stage of the same model (``>> index.retriever()`` and
-    ``>> model.retriever(index)`` are PRF re-retrieval; with the candidates' vectors it is the reranker).
-
-    ``cache``: a directory for a ``prompt_cache.PromptVectorCache`` of prompt vectors (keyed by the
-    rendered prompt, in a subdirectory per model and prompt-vector settings), so a prompt is encoded once ever."""
+    """R frame -> Q frame ``qid, query, query_vec, query_vec_model``: E2Rank's pseudo-query (``>> index.retriever()``
+    is PRF re-retrieval); ``cache``: a directory for a ``prompt_cache.PromptVectorCache``."""
 
     def __init__(self, model, prompt: ListwisePrompt, *, batch_size: Optional[int] = None,
                  verbose: Optional[bool] = None, text_field: str = "text", cache=None):
@@ -121,16 +103,13 @@ class E2RankPromptEncoder(EqualBySettings, pt.Transformer):
         return self.encode(self.renderer(inp)).drop(columns=["prompt"])
 
     def encode(self, prompts: pd.DataFrame) -> pd.DataFrame:
-        """A frame with a ``prompt`` column -> + ``query_vec`` (through the cache, if any) and its tag
-        ``query_vec_model`` (``provenance``; both vector encoders tag what they return)."""
+        """A frame with a ``prompt`` column -> + ``query_vec`` (through the cache, if any) and its tag."""
         return self.vec_encoder(prompts)
 
 
 def in_current_order(inp: pd.DataFrame, context) -> pd.DataFrame:
-    """Rows grouped by query (first-seen order), each query's candidates by ``rank`` (else ``score``),
-    with ``_query_order``. A ``rank`` column must hold consecutive integers for every query, from any
-    start (0 from PyTerrier, 1 from ``pt.io.read_results``): a list with gaps has lost candidates its
-    prompt needs. Refused under a per-document score cache (``refuse_score_cache``)."""
+    """Rows grouped by query (first-seen order, ``_query_order``), each query's candidates by ``rank`` (else
+    ``score``). Raises ``ValueError`` for ranks that are not consecutive from any start, or non-finite keys."""
     refuse_score_cache(context)
     order_by = "rank" if "rank" in inp.columns else "score"
     if order_by not in inp.columns:
@@ -160,11 +139,8 @@ def in_current_order(inp: pd.DataFrame, context) -> pd.DataFrame:
 
 
 def refuse_score_cache(context) -> None:
-    """Refuse being called, at any depth, by a per-(query, docno) score cache (pyterrier-caching's
-    ``ScorerCache``, ``Hdf5ScorerCache``, ``Sqlite3ScorerCache``, and what they call): a listwise score
-    depends on the other candidates, so such a cache would store scores valid for one candidate list
-    and serve them, mixed with new ones, for another. Found on the caller's stack, whatever ranks the
-    cache passes on."""
+    """Raise ``ValueError`` when called, at any depth, by a per-(query, docno) score cache of pyterrier-caching:
+    a listwise score depends on the other candidates."""
     frame = sys._getframe(1)
     while frame is not None:
         owner = frame.f_locals.get("self")

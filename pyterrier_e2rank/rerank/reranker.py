@@ -1,6 +1,4 @@
-"""The E2Rank listwise PRF reranker: the pseudo-query of ``E2RankPromptEncoder`` >> the candidates' vectors
-(``vectors.CandidateVectors``) >> their dot product (``vectors.DotProduct``), the stages the plain scorer
-(``scorer.py``) shares."""
+"""The E2Rank listwise PRF reranker: ``E2RankPromptEncoder`` >> ``CandidateVectors`` >> ``DotProduct``."""
 import dataclasses
 from typing import Optional
 
@@ -18,17 +16,9 @@ from .vectors import CandidateVectors, DotProduct
 
 
 class E2RankReranker(EqualBySettings, pt.Transformer):
-    """R frame (``qid, query, docno, text`` and ``rank`` or ``score``) -> same rows, new ``score``/``rank``.
-
-    ``prompt_encoder`` (the listwise prompt of the top ``num_input_docs`` -> pseudo-query) >>
-    ``vec_loader`` (the candidates' vectors) >> ``DotProduct``. With an index, a query costs one
-    forward sequence; prompts of all queries in a frame are encoded in batches. ``stats`` (an
-    ``EncodeStats``) counts this reranker's own forward passes, in whatever threads it runs, and no other
-    transformer's (``model.counting``).
-
-    With ``window`` (and ``stride``, default ``window // 2``), RankGPT-style sliding windows run back to
-    front; each window is reordered by its own prompt, and scores become ``n - final position``.
-    """
+    """R frame (``qid, query, docno, text`` and ``rank`` or ``score``) -> same rows, new ``score``/``rank``;
+    ``stats`` counts this reranker's own forward passes. With ``window`` (and ``stride``, default
+    ``window // 2``), sliding windows run back to front and scores become ``n - final position``."""
 
     def __init__(self, model, prompt: ListwisePrompt, *, index=None, window: Optional[int] = None,
                  stride: Optional[int] = None, batch_size: Optional[int] = None, verbose: Optional[bool] = None,
@@ -66,8 +56,8 @@ class E2RankReranker(EqualBySettings, pt.Transformer):
             args.append(f"index={self.index!r}")
         if self.window is not None:
             args += [f"window={self.window}", f"stride={self.stride}"]
-        if self.prompt.variant != "eval":
-            args.append(f"prompt_variant={self.prompt.variant!r}")
+        if self.prompt.prompt_variant != "eval":
+            args.append(f"prompt_variant={self.prompt.prompt_variant!r}")
         if self.prompt_encoder.cache is not None:
             args.append(f"cache={str(self.prompt_encoder.cache)!r}")
         return f"{self.model!r}.reranker({', '.join(args)})"

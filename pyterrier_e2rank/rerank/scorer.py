@@ -1,8 +1,4 @@
-"""The plain embedding reranker: cosine between the query vector and each candidate's vector.
-
-E2Rank without the listwise prompt, i.e. dense retrieval restricted to the candidates; the baseline
-the PRF reranker must beat. ``query_encoder >> CandidateVectors >> DotProduct``.
-"""
+"""The plain embedding reranker (no listwise prompt): ``query_encoder >> CandidateVectors >> DotProduct``."""
 from typing import Optional
 
 import pandas as pd

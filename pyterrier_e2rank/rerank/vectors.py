@@ -1,6 +1,4 @@
-"""The vector stages every reranker is made of: the candidates' vectors (``CandidateVectors``: a ``doc_vec``
-column, else the index's by ``docno``, else encoded from text) and their dot product with the query's
-(``DotProduct``: the pseudo-query of ``E2RankReranker``, or the instructed query of ``E2RankScorer``)."""
+"""The vector stages every reranker is made of: the candidates' vectors and their dot product with the query's."""
 from typing import Optional
 
 import numpy as np
@@ -14,9 +12,8 @@ from ..index.artifact import as_index
 
 
 class CandidateVectors(EqualBySettings, pt.Transformer):
-    """Adds ``doc_vec`` (and its tag ``doc_vec_model``, see ``provenance``) to an R frame: kept if present
-    (``IndexModelMismatch`` if tagged by another model than ``model``; untagged vectors are the user's own),
-    else the index's by ``docno``, else encoded from ``text_field`` (each distinct docno once)."""
+    """Adds ``doc_vec`` and its tag to an R frame: kept if present (if of ``model``, or untagged), else the index's
+    by ``docno``, else encoded from ``text_field`` (each distinct docno once)."""
 
     def __init__(self, model, *, index=None, text_field: str = "text", batch_size: Optional[int] = None,
                  verbose: Optional[bool] = None):
@@ -56,10 +53,8 @@ class CandidateVectors(EqualBySettings, pt.Transformer):
 
 
 class DotProduct(EqualBySettings, pt.Transformer):
-    """R frame with ``query_vec`` and ``doc_vec`` -> ``score`` = their dot product, ``rank`` by it.
-
-    Vectors tagged by two models (``query_vec_model``, ``doc_vec_model``: see ``provenance``) raise
-    ``IndexModelMismatch`` naming both; untagged vectors are the user's own."""
+    """R frame with ``query_vec`` and ``doc_vec`` -> ``score`` = their dot product, ``rank`` by it; vectors
+    tagged by two models raise ``IndexModelMismatch``."""
 
     def __repr__(self):
         return "DotProduct()"

@@ -218,7 +218,7 @@ def test_a_fine_tuned_checkpoint_saves_the_prompt_it_was_trained_with(tiny_qwen_
     from pyterrier_e2rank.cli.main import train_main
     base = tmp_path / "base"
     shutil.copytree(tiny_qwen_dir, base)
-    write_prompt_settings(base, {"task": "Rank the abstracts for the claim", "variant": "readme"})
+    write_prompt_settings(base, {"task": "Rank the abstracts for the claim", "prompt_variant": "readme"})
     data = tmp_path / "train.jsonl"
     texts = make_docs(8, seed=5)
     data.write_text("".join(json.dumps({"query": f"gene {i}", "document": texts[i:i + 4], "ranking": [2, 1, 3, 4]})
@@ -227,7 +227,8 @@ def test_a_fine_tuned_checkpoint_saves_the_prompt_it_was_trained_with(tiny_qwen_
     assert train_main(["--stage", "2", "--model", str(base), "--data", str(data), "--output", str(output),
                        "--max-steps", "1", "--batch-size", "2"]) == 0
     prompt = E2Rank(str(output)).reranker().prompt
-    assert (prompt.task, prompt.variant, prompt.num_input_docs) == ("Rank the abstracts for the claim", "readme", 4)
+    expected = ("Rank the abstracts for the claim", "readme", 4)
+    assert (prompt.task, prompt.prompt_variant, prompt.num_input_docs) == expected
 
 
 def test_document_text_follows_an_edit_that_keeps_size_and_mtime(tmp_path):

@@ -56,7 +56,7 @@ def test_values_equal_a_direct_computation(model_name, request):
             assert row["rbo"] == pytest.approx(rbo_by_definition(order, order_without, 0.9), abs=1e-9)
             assert (row["rank"], row["rank_without"]) == (order.index(i), order_without.index(i))
             assert row["rank_change"] == order_without.index(i) - order.index(i)
-    reranked = model.reranker(3)(frame)
+    reranked = model.reranker(num_input_docs=3)(frame)
     ranks = dict(zip(reranked["docno"], reranked["rank"]))
     assert got["rank"].tolist() == [ranks[d] for d in got["docno"]]  # the full prompt is the reranker's
 
@@ -66,11 +66,11 @@ def test_costs_k_extra_prompts_per_query_fewer_candidates_than_num_input_docs_an
     index = tiny_qwen.indexer(tmp_path / "dense").index(frame.drop_duplicates("docno")[["docno", "text"]]
                                                         .to_dict("records"))
     with tiny_qwen.counting() as used:
-        got = feedback_influence(tiny_qwen, frame, 4, index)
+        got = feedback_influence(tiny_qwen, frame, index, num_input_docs=4)
     assert used.texts == (1 + 4) + (1 + 2)  # prompts only: the documents' vectors are the index's
     assert len(got) == 4 + 2
-    np.testing.assert_allclose(got["pseudo_query_shift"], feedback_influence(tiny_qwen, frame, 4)["pseudo_query_shift"],
-                               atol=1e-5)
+    without_index = feedback_influence(tiny_qwen, frame, num_input_docs=4)
+    np.testing.assert_allclose(got["pseudo_query_shift"], without_index["pseudo_query_shift"], atol=1e-5)
 
 
 def test_a_lone_candidate_leaves_the_query_alone_in_the_prompt(tiny_qwen):

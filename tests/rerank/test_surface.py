@@ -1,0 +1,62 @@
+"""One surface (issue 26, item 4): ``index`` is the one positional argument of every factory that takes one,
+every other setting a keyword; the prompt's variant is ``prompt_variant`` everywhere. The 0.3 spellings keep
+working one release, with a DeprecationWarning naming the new one."""
+import json
+
+import pandas as pd
+import pytest
+
+import pyterrier_e2rank
+from pyterrier_e2rank import ListwisePrompt, feedback_influence
+from pyterrier_e2rank.model.loading import read_prompt_settings
+from fixtures.docs import TOPIC_DOCS, TOPIC_QUERIES
+
+
+@pytest.fixture(scope="module")
+def index(tiny_qwen, tmp_path_factory):
+    return tiny_qwen.indexer(tmp_path_factory.mktemp("surface") / "dense").index(TOPIC_DOCS.to_dict("records"))
+
+
+@pytest.fixture(scope="module")
+def candidates(tiny_qwen, index):
+    return tiny_qwen.retriever(index, num_results=6)(TOPIC_QUERIES).merge(TOPIC_DOCS, on="docno")
+
+
+def test_index_is_the_first_positional_argument_of_every_factory(tiny_qwen, index, candidates):
+    assert tiny_qwen.reranker(index) == tiny_qwen.reranker(index=index)
+    assert tiny_qwen.scorer(index) == tiny_qwen.scorer(index=index)
+    pd.testing.assert_frame_equal(tiny_qwen.reranker(index, num_input_docs=4)(candidates),
+                                  tiny_qwen.reranker(num_input_docs=4)(candidates), atol=1e-5)
+    pd.testing.assert_frame_equal(feedback_influence(tiny_qwen, candidates, index, num_input_docs=3),
+                                  feedback_influence(tiny_qwen, candidates, num_input_docs=3), atol=1e-5)
+
+
+def test_settings_by_position_of_0_3_warn_and_mean_what_they_meant(tiny_qwen, index, candidates):
+    with pytest.warns(DeprecationWarning, match="num_input_docs= by keyword"):
+        assert tiny_qwen.reranker(4) == tiny_qwen.reranker(num_input_docs=4)
+    with pytest.warns(DeprecationWarning, match="num_input_docs=, index= by keyword"):
+        assert tiny_qwen.reranker(4, index) == tiny_qwen.reranker(index, num_input_docs=4)
+    with pytest.warns(DeprecationWarning, match="num_input_docs="):
+        assert tiny_qwen.prompt_encoder(4) == tiny_qwen.prompt_encoder(num_input_docs=4)
+    with pytest.warns(DeprecationWarning, match="num_input_docs=, index="):
+        old = feedback_influence(tiny_qwen, candidates, 3, index)
+    pd.testing.assert_frame_equal(old, feedback_influence(tiny_qwen, candidates, index, num_input_docs=3))
+
+
+def test_the_prompt_variant_has_one_name_and_variant_warns(tiny_qwen, tmp_path):
+    assert ListwisePrompt(prompt_variant="readme").prompt_variant == "readme"
+    with pytest.warns(DeprecationWarning, match="use prompt_variant"):
+        assert ListwisePrompt(variant="readme") == ListwisePrompt(prompt_variant="readme")
+    with pytest.warns(DeprecationWarning, match="use prompt_variant"):
+        assert ListwisePrompt(prompt_variant="readme").variant == "readme"
+    with pytest.warns(DeprecationWarning, match="use prompt_variant"):
+        assert tiny_qwen.reranker(variant="readme") == tiny_qwen.reranker(prompt_variant="readme")
+    with pytest.raises(TypeError, match="pass prompt_variant= only"):
+        tiny_qwen.listwise_prompt(variant="readme", prompt_variant="eval")
+    (tmp_path / "e2rank_prompt.json").write_text(json.dumps({"variant": "readme", "task": None}))  # a 0.3 checkpoint
+    assert read_prompt_settings(tmp_path) == {"prompt_variant": "readme"}
+
+
+def test_every_name_the_package_exports_is_importable():
+    for name in pyterrier_e2rank.__all__:
+        assert getattr(pyterrier_e2rank, name) is not None
