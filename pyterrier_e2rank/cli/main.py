@@ -1,6 +1,5 @@
-"""``e2rank``: the command line. Each module registers its own subcommands; numbers are checked by the
-types of ``arguments``. ``main`` raises (the tests call it); the installed commands (``console``) print
-what the user got wrong as ``e2rank: error: ...`` and exit 2, as argparse does for a bad option."""
+"""``e2rank``: the command line, each module registering its subcommands. ``main`` raises; the installed
+commands (``console``) print a user error as ``e2rank: error: ...`` and exit 2."""
 import argparse
 import os
 import sys
@@ -27,8 +26,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def e2rank_argv(argv: List[str]) -> List[str]:
-    """The ``e2rank`` command line of an ``e2rank-train`` one: ``build-data ...`` stays, anything else
-    is ``train ...``."""
+    """The ``e2rank`` command line of an ``e2rank-train`` one: ``build-data ...``, else ``train ...``."""
     return list(argv) if argv[:1] == ["build-data"] else ["train", *argv]
 
 
@@ -37,13 +35,12 @@ def train_main(argv: Optional[List[str]] = None) -> int:
     return main(e2rank_argv(sys.argv[1:] if argv is None else argv))
 
 
-#: What a command raises for its user's input or environment; our messages name the file:line, docno,
-#: path or argument. Anything else is a bug in the library and keeps its traceback.
+#: What a command raises for its user's input or environment; anything else is a bug and keeps its traceback.
 USER_ERRORS = (ValueError, OSError, KeyError, ImportError, ArtifactLocked)
 
 
 def _reporting_errors(command: Callable[[], int]) -> int:
-    """Run ``command``; a user error becomes one line on stderr and exit status 2 (the traceback too when
+    """Runs ``command``: a user error is one line on stderr and exit status 2 (the traceback too with
     ``E2RANK_TRACEBACK=1``), an interrupt exit status 130."""
     try:
         return command()
