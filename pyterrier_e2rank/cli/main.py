@@ -25,14 +25,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     return args.func(args)
 
 
-def e2rank_argv(argv: List[str]) -> List[str]:
-    """The ``e2rank`` command line of an ``e2rank-train`` one: ``build-data ...``, else ``train ...``."""
-    return list(argv) if argv[:1] == ["build-data"] else ["train", *argv]
-
-
 def train_main(argv: Optional[List[str]] = None) -> int:
-    """``e2rank-train``, kept for existing scripts: the ``e2rank`` parser and commands, nothing of its own."""
-    return main(e2rank_argv(sys.argv[1:] if argv is None else argv))
+    """``e2rank-train``, kept for existing scripts: ``e2rank build-data ...``, else ``e2rank train ...``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return main(argv if argv[:1] == ["build-data"] else ["train", *argv])
 
 
 #: What a command raises for its user's input or environment; anything else is a bug and keeps its traceback.
