@@ -29,9 +29,8 @@ SYSTEMS = ["bm25", "bm25>>e2rank", "dense", "dense>>e2rank", "bm25>>e2rank-prf"]
 
 
 def index_name(name) -> str:
-    """The folder name of a path or id (a corpus id, a model, a dataset as given): its letters, digits and
-    ``-_.`` (anything else ``_``, cut to 60 characters), ``-`` and 12 hex digits of the sha256 of the name
-    itself (without a trailing ``/``), so that two names never share a folder (``a b`` and ``a_b``)."""
+    """The folder name of a path or id: its letters, digits and ``-_.`` (cut to 60), ``-`` and 12 hex digits of
+    the sha256 of the name (without a trailing ``/``), so that two names never share a folder."""
     name = str(name).rstrip("/") or str(name)
     readable = "".join(c if c.isalnum() or c in "-_." else "_" for c in name.strip("/"))[:60]
     return f"{readable}-{hashlib.sha256(name.encode('utf-8', 'surrogatepass')).hexdigest()[:12]}"

@@ -51,12 +51,9 @@ def reproduce(model: Union[str, E2Rank], datasets: Sequence[str], output, *, run
     Args:
         model: a model name or path, or an ``E2Rank`` made with ``cache_doc_vectors=True``.
         datasets: ir_datasets ids (``irds:`` optional), BEIR folders or corpus files.
-        runs: ``{dataset: TREC run file}``, pinned first stages instead of PISA BM25.
-        index_dir: where the PISA (and dense) indexes are built or reused.
-        num_input_docs, rerank_task: the listwise prompt.
-        query_task: the dense rows' instruction: ``"dataset"``, ``"auto"`` or a sentence (``query_task_for``).
-        num_queries: the first N topics of each dataset.
-        skip_missing: drop and count run-file queries and documents the dataset lacks, instead of refusing them.
+        runs: ``{dataset: TREC run file}``, pinned first stages instead of PISA BM25 (built in ``index_dir``).
+        num_input_docs, rerank_task, query_task: the prompt, and the dense rows' instruction (``query_task_for``).
+        num_queries, skip_missing: the first N topics; drop and count run lines the dataset lacks.
         overwrite: discard what an earlier suite wrote to ``output`` instead of resuming it.
 
     Raises, before anything is written: ``ValueError`` for an unknown dataset id, a run file naming an unknown
