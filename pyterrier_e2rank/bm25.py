@@ -10,25 +10,21 @@ import functools
 import json
 import os
 import sys
-import warnings
 from pathlib import Path
 from typing import Optional
 
 import pyterrier as pt
 
 from .checks import without_empty_queries
-from .data import corpus_iter, corpus_stamp
+from .data import corpus_iter, corpus_stamp, must_rebuild
 from .io import CorruptArtifact, atomic_directory, writer_lock
 
 
 @contextlib.contextmanager
 def _quiet_fds():
-    """Points the process's fds 1 and 2 at /dev/null while PISA runs: its C++ log (spdlog lines on fd 1,
-    progress such as "Storing score upper bounds: N%" on fd 2) is written to the fds directly, so
-    redirecting ``sys.stdout`` cannot catch it (nor Jupyter's fd capture avoid it). Python's own output
-    keeps its place: ``sys.stdout``/``sys.stderr``, where they write to fds 1 and 2, write meanwhile to
-    copies of the original fds, so our progress bars and warnings still show. Process-wide while it
-    lasts; the fds and streams are restored on exceptions too."""
+    """Points the process's fds 1 and 2 at /dev/null while PISA's C++ log writes to them; ``sys.stdout`` and
+    ``sys.stderr`` write meanwhile to copies of the original fds, so Python's output still shows. Restored on
+    exceptions too."""
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
@@ -80,8 +76,7 @@ def _pisa_retrieve_class():
     from pyterrier_pisa import PisaRetrieve
 
     class QuietPisaRetrieve(PisaRetrieve):
-        """PisaRetrieve whose C++ log is never shown (``verbose``: our progress bars), which skips empty
-        queries with a warning naming them (``checks.without_empty_queries``), and whose rank cutoff (``% k``)
+        """PisaRetrieve without its C++ log, skipping empty queries with a warning, whose rank cutoff (``% k``)
         keeps every option (PisaRetrieve's own drops ``precompute_impact``)."""
 
         def reset_retrieval_context(self, force=False):
@@ -110,37 +105,16 @@ def pisa_bm25(index_dir: str, dataset=None, *, k1: float = 0.9, b: float = 0.4, 
               query_algorithm: str = "block_max_wand", index_encoding: str = "block_simdbp",
               precompute_impact: bool = False, threads: int = 1, rebuild_stale: bool = False,
               verbose: bool = False) -> pt.Transformer:
-    """BM25 over a PISA index at ``index_dir``, built from ``dataset``'s corpus if not there yet.
+    """BM25 over a PISA index at ``index_dir``, built (aside, with its corpus stamp) from ``dataset``'s corpus
+    if not there yet, reused if built from the same corpus (``data.must_rebuild``; without ``dataset``, as it is).
 
-    The index is built aside and moved into place when complete, with a stamp of the corpus it was
-    built from (``data.corpus_stamp``: the collection's id, and a local corpus file's content digest). An
-    existing index given a ``dataset`` is reused only if it was built from that same corpus; otherwise
-    (documents added or changed since, another collection, or an index without a stamp) a
-    ``ValueError`` names the index and both corpora, unless ``rebuild_stale=True``, which builds it again
-    in its place (entries that are not PISA's are never deleted). An index without a stamp was not built
-    here and is never replaced: ``ValueError`` names it. Without ``dataset`` the index is used
-    as it is. A dataset object that is not an ir_datasets dataset cannot be stamped: its index is reused
-    by path.
+    Args (PISA's): ``query_weighted`` (a term counts as often as it occurs in the query), ``stops``
+    (``"terrier"``, ``"lucene"`` or ``"none"``), ``stemmer`` (``"porter2"``, ``"krovetz"``, ``"none"``; fixed
+    at indexing), ``query_algorithm``, ``index_encoding``, ``precompute_impact`` (quantised scores),
+    ``threads``; ``verbose``: our progress bars (PISA's log is never shown).
 
-    Options (PISA's, keyword-only):
-
-    - ``query_weighted``: a query term counts as often as it occurs in the query, as in Pyserini and
-      Terrier; ``False`` counts each distinct term once (PISA's own default), which costs long, repetitive
-      queries dearly.
-    - ``stops``: query stopwords, ``"terrier"``, ``"lucene"`` (Pyserini's list) or ``"none"``. PISA indexes
-      every token, so stopwords still count in document lengths.
-    - ``stemmer``: ``"porter2"``, ``"krovetz"`` or ``"none"``; fixed when the index is built.
-    - ``query_algorithm``: ``"block_max_wand"`` and the other dynamic-pruning algorithms return the exact
-      top ``num_results``; ``"ranked_or"`` scores every matching document; ``*ranked_and`` need every term.
-    - ``index_encoding``: posting compression (e.g. ``"block_simdbp"``, ``"ef"``); any gives the same scores.
-    - ``precompute_impact``: search precomputed, quantised BM25 impacts: faster; scores become integers
-      on another scale, the ranking nearly the same.
-    - ``threads``: for indexing and for searching.
-    - ``verbose``: our progress bars. PISA's C++ log (hundreds of lines on fds 1 and 2) is never shown.
-
-    Unlike Lucene's ``log(1 + (N - df + 0.5) / (df + 0.5))``, PISA's idf is ``log((N - df + 0.5) / (df + 0.5))``
-    floored at 1e-6: a term in more than half of the documents adds (almost) nothing.
-    """
+    Raises ``ValueError`` for an option out of range, an index of another corpus (unless ``rebuild_stale``)
+    or without a stamp, ``FileNotFoundError`` for no index and no dataset."""
     from pyterrier_pisa import PisaIndex, PisaIndexEncoding, PisaQueryAlgorithm, PisaStemmer, PisaStopwords
     if k1 < 0:
         raise ValueError(f"k1={k1!r}: must be >= 0")
@@ -157,14 +131,16 @@ def pisa_bm25(index_dir: str, dataset=None, *, k1: float = 0.9, b: float = 0.4, 
     query_algorithm = _choice("query_algorithm", query_algorithm, PisaQueryAlgorithm)
     existing = PisaIndex(index_dir)
     if existing.built() and existing.stemmer != stemmer:  # PISA would warn, then stem queries unlike the index
-        raise ValueError(f"stemmer={stemmer.value!r}: the index at {index_dir} was built with {existing.stemmer.value!r}")
+        raise ValueError(f"stemmer={stemmer.value!r}: the index at {index_dir} was built with "
+                         f"{existing.stemmer.value!r}")
     if dataset is None and not existing.built():
         raise FileNotFoundError(f"no PISA index at {index_dir}, and no dataset to build it from")
     stamp = None if dataset is None else corpus_stamp(dataset)
     reusable = dataset is None or (existing.built() and _stored_stamp(Path(index_dir)) == stamp)  # no lock needed
     if not reusable:
         with writer_lock(index_dir):  # decided under the lock: the writer that held it may have built it since
-            if _needs_build(Path(index_dir), PisaIndex(index_dir).built(), stamp, rebuild_stale, "PISA index"):
+            if not PisaIndex(index_dir).built() or must_rebuild("PISA index", index_dir, _stored_stamp(Path(index_dir)),
+                                                                stamp, rebuild_stale=rebuild_stale):
                 with atomic_directory(index_dir, owned=_pisa_entries, overwrite=True, what="PISA index") as staging:
                     with _quiet_fds():  # the progress bar is made inside: one made before would write to /dev/null
                         PisaIndex(str(staging), **options).index(corpus_iter(dataset, verbose=verbose))
@@ -204,37 +180,16 @@ def _stored_stamp(directory: Path) -> Optional[dict]:
     return stamp
 
 
-def _needs_build(directory: Path, built: bool, stamp: Optional[dict], rebuild_stale: bool, what: str) -> bool:
-    """Whether the BM25 index at ``directory`` must be built from the corpus of ``stamp``: absent, or built
-    (stamped) from another corpus and ``rebuild_stale`` (with a warning); refused, naming both corpora,
-    otherwise, and always when it carries no stamp (not ours to replace)."""
-    if not built:
-        return True
-    stored = _stored_stamp(directory)
-    if stored == stamp:
-        return False
-    if stored is None:  # not ours: never replaced, even with rebuild_stale
-        raise ValueError(f"the {what} at {directory} carries no corpus stamp (built by hand, by another tool or "
-                         f"by an older pyterrier_e2rank), so it is not ours to replace; move or delete it, or "
-                         f"choose another index directory")
-    why = (f"the {what} at {directory} was built from the corpus {stored}, not from the one given now, {stamp}: "
-           f"documents were added, removed or changed since")
-    if not rebuild_stale:
-        raise ValueError(f"{why}; pass rebuild_stale=True to build it again, or choose another index directory")
-    warnings.warn(f"{why}; building it again", stacklevel=3)
-    return True
-
-
 def terrier_bm25(index_dir: str, dataset=None, *, k1: float = 0.9, b: float = 0.4, num_results: int = 100,
                  rebuild_stale: bool = False, verbose: bool = False) -> pt.Transformer:
-    """BM25 with Terrier (needs Java and Terrier's jars, fetched from Maven on first use). Reused, refused
-    or built again by the corpus it was built from, as ``pisa_bm25``."""
+    """BM25 with Terrier (Java; its jars fetched on first use), reused, refused or built again as ``pisa_bm25``."""
     index_dir = os.path.abspath(index_dir)
     built = os.path.exists(os.path.join(index_dir, "data.properties"))
     if dataset is None and not built:
         raise FileNotFoundError(f"no Terrier index at {index_dir}, and no dataset to build it from")
     stamp = None if dataset is None else corpus_stamp(dataset)
-    if dataset is not None and _needs_build(Path(index_dir), built, stamp, rebuild_stale, "Terrier index"):
+    if dataset is not None and (not built or must_rebuild("Terrier index", index_dir, _stored_stamp(Path(index_dir)),
+                                                          stamp, rebuild_stale=rebuild_stale)):
         indexer = pt.terrier.IterDictIndexer(index_dir, meta={"docno": 64}, overwrite=True)
         indexer.index(corpus_iter(dataset, verbose=verbose))
         _write_stamp(Path(index_dir), stamp)

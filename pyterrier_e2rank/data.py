@@ -1,20 +1,15 @@
-"""Datasets through ir_datasets: ``dataset()`` opens an ir_datasets name or the user's own files, the
-corpus as ``docno``/``text`` records and a text loader for reranking, both writing BEIR documents as
-``title + " " + text`` (``text.join_title``).
+"""Datasets through ir_datasets: ``dataset()`` opens an ir_datasets name or the user's own files; the corpus as
+``docno``/``text`` records and a text loader for reranking, BEIR titles joined (``text.join_title``).
 
-Local files become an ir_datasets dataset built from ir_datasets' own format classes (``JsonlDocs``,
-``JsonlQueries``, ``TrecQrels``, ``BeirQrels``) and registered under a name derived from the corpus
-path (``local/<name>-<hash>``), so that ``pt.get_dataset("irds:...")`` serves it and every part of the
-library (BM25, indexing, ``DocumentText``, the CLIs) takes it as it takes ``irds:beir/scifact/test``.
-ir_datasets reads the corpus and topics as the records ``core.records`` reads (the keys every command
-accepts, title joined, checked), and the qrels lines as they are checked; a malformed line is reported
-as ``file:line``."""
+Local files become an ir_datasets dataset (``local/<name>-<hash>``) made of ir_datasets' own format classes
+fed the records ``records`` reads and checks, so every part of the library takes them as an ``irds:`` name."""
 import contextlib
 import functools
 import hashlib
 import io
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional, Union
 
@@ -32,22 +27,12 @@ DatasetLike = Union[str, os.PathLike, "pt.datasets.Dataset"]
 
 
 def dataset(source: DatasetLike, *, topics=None, qrels=None, split: Optional[str] = None) -> "pt.datasets.Dataset":
-    """One dataset object from any of:
+    """A PyTerrier dataset from a ``pt.get_dataset`` name or dataset object; a BEIR folder (``split``: its
+    qrels file, default ``test`` or the only one; the topics are the queries judged in it); or a corpus file
+    (JSONL or TSV, ``.gz`` or not, ``records``) with optional ``topics`` and TREC or BEIR ``qrels`` files.
 
-    - a ``pt.get_dataset`` name (``irds:beir/scifact/test``), or a PyTerrier dataset (passed through);
-    - a BEIR folder (``corpus.jsonl[.gz]``, ``queries.jsonl``, ``qrels/<split>.tsv``): ``split`` picks the
-      qrels file (default ``test``, or the only one there) and, as BEIR and ir_datasets do, the topics
-      are the queries judged in it;
-    - a corpus file, JSONL or TSV (``docno<TAB>text``, an optional header), ``.gz`` or not, with optional
-      ``topics`` (JSONL or ``qid<TAB>query``) and ``qrels`` (TREC ``qid iter docno rel`` or BEIR ``query-id corpus-id score``
-      with its header) files. JSONL records use the keys of ``core.records.KEYS`` (the ones every
-      command accepts).
-
-    Local datasets are ir_datasets datasets named after the corpus path (``irds_ref().dataset_id()``,
-    e.g. ``local/scifact-1a2b3c4d/test``); their document store (for ``DocumentText``) is kept in the
-    ir_datasets home, rebuilt when the corpus file changes. A folder without ``corpus.jsonl[.gz]`` is a
-    ValueError naming it; a corpus or topics file is read up to its first record here, so an empty or
-    mistyped one is a ``FileFormatError`` naming it before anything is indexed."""
+    Raises ``FileNotFoundError`` for a missing path, ``ValueError`` for a folder that is not a BEIR one or
+    options that do not go with the source, ``FileFormatError`` for an empty or malformed first record."""
     if not isinstance(source, (str, os.PathLike)):
         _refuse_options(source, topics, qrels, split)
         return source
@@ -76,19 +61,15 @@ def _refuse_options(source, topics, qrels, split) -> None:
 
 
 def corpus_id(dataset: Union[str, "pt.datasets.Dataset"]) -> str:
-    """The ir_datasets id that owns the documents (``beir/scifact`` for ``irds:beir/scifact/test``; for
-    local files the corpus's own name), so that splits of one collection share their indexes."""
+    """The ir_datasets id that owns the documents (``beir/scifact`` for ``irds:beir/scifact/test``)."""
     import ir_datasets
     name = dataset if isinstance(dataset, str) else dataset.irds_ref().dataset_id()
     return ir_datasets.docs_parent_id(name.removeprefix("irds:"))
 
 
 def corpus_stamp(source) -> Optional[dict]:
-    """What an index built from the documents of ``source`` (a ``dataset()`` or what it opens) was built from,
-    stored with the index and compared when it is reused: ``{"corpus": corpus_id}`` for an ir_datasets
-    collection (its documents are fixed by its id), plus ``"sha256"`` of the corpus file's content for local files (``dataset()``), so that a
-    corpus edited in place, even with its modification time restored, gets another stamp. ``None`` for
-    a dataset object that is not an ir_datasets one: its documents cannot be told apart."""
+    """What an index of the documents of ``source`` is built from: ``{"corpus": corpus_id}``, plus the
+    ``"sha256"`` of a local corpus file's content; ``None`` for a dataset that is not an ir_datasets one."""
     ds = dataset(source)
     if not hasattr(ds, "irds_ref"):
         return None
@@ -97,26 +78,37 @@ def corpus_stamp(source) -> Optional[dict]:
     return {"corpus": name} if local is None else {"corpus": name, "sha256": _content_digest(local)}
 
 
+def must_rebuild(what: str, path, stored: Optional[dict], stamp: Optional[dict], *, rebuild_stale: bool) -> bool:
+    """Whether the built index ``what`` at ``path``, stamped ``stored``, must be built again for the corpus of
+    ``stamp`` (``corpus_stamp``): ``False`` when they agree. Another corpus: ``True`` with a warning if
+    ``rebuild_stale``, else ``ValueError`` naming both. No stamp (not built by us): always ``ValueError``."""
+    if stored == stamp:
+        return False
+    if stored is None:
+        raise ValueError(f"the {what} at {path} carries no corpus stamp (built by hand, by another tool or by an "
+                         f"older pyterrier_e2rank), so it is not ours to replace; move or delete it, or choose "
+                         f"another index directory")
+    why = (f"the {what} at {path} was built from the corpus {stored}, not from the one given now, {stamp}: "
+           f"documents were added, removed or changed since")
+    if not rebuild_stale:
+        raise ValueError(f"{why}; pass rebuild_stale=True to build it again, or choose another index directory")
+    warnings.warn(f"{why}; building it again", stacklevel=3)
+    return True
+
+
 @functools.lru_cache(maxsize=64)
 def _content_digest_of(path: str, _stat: tuple) -> str:
     return file_sha256(path)
 
 
 def _content_digest(path: Path) -> str:
-    """The sha256 of a file's bytes, computed once per version of the file in this process (a rewrite
-    changes its ctime, which no copying tool can set)."""
+    """The sha256 of a file's bytes, computed once per version (inode, size, mtime, ctime) in this process."""
     stat = path.stat()
     return _content_digest_of(str(path.resolve()), (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns))
 
 
-def _text_fields(dataset) -> list:
-    docs_cls = dataset.irds_ref().docs_cls()
-    return [f for f in ("title", "text") if f in docs_cls._fields]
-
-
 def corpus_iter(source, *, verbose: bool = False) -> Iterable[dict]:
-    """``{"docno", "text"}`` for every document of the collection of ``source`` (a ``dataset()`` or what it
-    opens); sized, so progress bars show a total."""
+    """``{"docno", "text"}`` of every document of ``source`` (``dataset``); sized, for progress bars."""
     ds = dataset(source)
     if hasattr(ds, "irds_ref") and ds.irds_ref().docs_count() is None:  # a local corpus: counted by building
         ds.irds_ref().docs_store().build()                              # its document store, once
@@ -130,7 +122,7 @@ class DocumentText(EqualBySettings, pt.Transformer):
 
     def __init__(self, source, *, verbose: bool = False):
         self.dataset = dataset(source)
-        self.fields = _text_fields(self.dataset)
+        self.fields = [f for f in ("title", "text") if f in self.dataset.irds_ref().docs_cls()._fields]
         self.loader = self.dataset.text_loader(self.fields, verbose=verbose)
 
     def __repr__(self):
@@ -150,9 +142,8 @@ class DocumentText(EqualBySettings, pt.Transformer):
 
 
 def dataset_part(ds, part: str, source) -> pd.DataFrame:
-    """``ds.get_topics()`` or ``ds.get_qrels()`` (``part``: ``"topics"`` or ``"qrels"``) of the dataset opened from
-    ``source``. Raises ``ValueError`` naming ``source`` when it has none (a BEIR folder without queries.jsonl or
-    qrels/, a corpus file given without ``topics=``/``qrels=``), instead of ir_datasets' NotImplementedError."""
+    """``ds.get_topics()`` or ``ds.get_qrels()`` (``part``) of the dataset opened from ``source``; ``ValueError``
+    naming ``source`` when it has none."""
     try:
         return ds.get_topics() if part == "topics" else ds.get_qrels()
     except NotImplementedError:
@@ -199,9 +190,8 @@ class _LineStream(io.RawIOBase):
 
 
 class _CheckedFile:
-    """An ir_datasets download (``path()``, ``stream()``) of a local file, ``.gz`` or not, whose ``stream``
-    is the lines ``lines(path)`` makes of it: checked as ir_datasets reads them (its readers would name
-    neither the file nor the line of a malformed one), or records rewritten by ``core.records``."""
+    """An ir_datasets download (``path()``, ``stream()``) of a local file whose stream is ``lines(path)``:
+    its lines checked, or its records rewritten as JSON (``records``)."""
 
     def __init__(self, path: Path, lines: Callable[[Path], Iterator[str]]):
         self._path = path
@@ -218,16 +208,10 @@ class _CheckedFile:
 
 
 def _record_lines(kind: str) -> Callable[[Path], Iterator[str]]:
-    """The records ``core.records`` reads from a file, as the JSON lines ``{"id", "text"}`` ir_datasets reads."""
+    """The records ``records`` reads from a file, as the JSON lines ``{"id", "text"}`` ir_datasets reads."""
     def lines(path: Path) -> Iterator[str]:
         return (json.dumps(record, ensure_ascii=False) for _, record in read_records(path, kind))
     return lines
-
-
-def _first_record(path: Path, kind: str) -> None:
-    """Reads a file's first record when the dataset is opened: an empty or mistyped corpus or topics file is
-    refused naming it (``core.records``) before anything is indexed, not deep inside ir_datasets."""
-    next(read_records(path, kind))
 
 
 def _first_line(path: Path, error=FileFormatError) -> str:
@@ -237,8 +221,7 @@ def _first_line(path: Path, error=FileFormatError) -> str:
 
 
 def _stamp(*paths) -> str:
-    """A digest of files' paths and contents: what a cached document store depends on (sizes and
-    modification times would miss an edit that keeps the size, its mtime restored by ``cp -p``)."""
+    """A digest of files' paths and contents: what a cached document store depends on."""
     digest = hashlib.sha256()
     for path in paths:
         digest.update(f"{path.resolve()}\0{_content_digest(path)}\0".encode())
@@ -249,12 +232,10 @@ _RECORD_MAPPING = {"doc_id": "id", "query_id": "id", "text": "text"}
 
 
 def _docs(path: Path):
-    """ir_datasets' ``JsonlDocs`` over the records of a corpus file (JSONL or TSV, title joined); the
-    document store in the ir_datasets home, named for the records' form (a store of another form is not
-    reused)."""
+    """ir_datasets' ``JsonlDocs`` over the records of a corpus file, its document store in the ir_datasets home."""
     import ir_datasets
     from ir_datasets.formats import GenericDoc, JsonlDocs
-    _first_record(path, "document")
+    next(read_records(path, "document"))  # an empty or mistyped file is refused when the dataset is opened
     store = ir_datasets.util.home_path() / "local" / _stamp(path) / "records.pklz4"
     return JsonlDocs(_CheckedFile(path, _record_lines("document")), doc_cls=GenericDoc,
                      mapping={f: _RECORD_MAPPING[f] for f in GenericDoc._fields}, docstore_path=str(store))
@@ -263,7 +244,7 @@ def _docs(path: Path):
 def _queries(path: Path):
     """ir_datasets' ``JsonlQueries`` over the records of a topics file (JSONL or TSV)."""
     from ir_datasets.formats import GenericQuery, JsonlQueries
-    _first_record(path, "query")
+    next(read_records(path, "query"))  # an empty or mistyped file is refused when the dataset is opened
     return JsonlQueries(_CheckedFile(path, _record_lines("query")),
                         mapping={f: _RECORD_MAPPING[f] for f in GenericQuery._fields})
 
@@ -354,10 +335,8 @@ _CORPUS_FILES = {}
 
 
 class _LocalFiles:
-    """What ir_datasets' registry holds for a local dataset's name: its ``has`` and component methods
-    (``docs_iter``, ``queries_iter``, ...) are those of the components made for the current version of
-    its files (``_REGISTERED``). ir_datasets' registry refuses a name given twice and has no public way
-    to replace one, so a name is registered once and its files' new versions are swapped in here."""
+    """What ir_datasets' registry holds for a local dataset's name: the component methods of the current
+    version of its files (``_REGISTERED``); the registry refuses a name given twice, so versions swap here."""
 
     def __init__(self, name: str):
         self.name = name
@@ -376,9 +355,8 @@ class _LocalFiles:
 
 
 def _register(name: str, stamp: str, components: Callable[[], tuple]) -> str:
-    """Registers ``components()`` (``None`` skipped) under ``name`` in ir_datasets' registry, unless the
-    same files are registered there already; files changed since are made again and served under the
-    same name (``_LocalFiles``)."""
+    """Registers ``components()`` under ``name`` in ir_datasets' registry unless the same files (``stamp``)
+    are there already; returns ``name``."""
     import ir_datasets
     if name not in _REGISTERED or _REGISTERED[name][0] != stamp:
         _REGISTERED[name] = (stamp, components())
@@ -388,6 +366,5 @@ def _register(name: str, stamp: str, components: Callable[[], tuple]) -> str:
 
 
 def _registered_components(name: str) -> tuple:
-    """The components of a registered name: a split shares its collection's document handler, which
-    ``ir_datasets.docs_parent_id`` (hence ``corpus_id``) compares by identity."""
+    """The components of a registered name (a split shares its collection's, as ``corpus_id`` needs)."""
     return _REGISTERED[name][1]

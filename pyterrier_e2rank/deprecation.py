@@ -1,6 +1,6 @@
 """Old spellings kept for one release, each served with a ``DeprecationWarning`` naming the new one: renamed
-keywords (``renamed_keywords``), settings once passed by position (``keyword_only_since``), an argument whose value moved to another (``renamed_argument``) and moved modules
-(``MOVED_MODULES``, served by an import hook)."""
+keywords (``renamed_keywords``), settings once passed by position (``keyword_only_since``), an argument whose
+value moved to another (``renamed_argument``) and moved modules (``MOVED_MODULES``, served by an import hook)."""
 import functools
 import importlib
 import importlib.abc

@@ -1,9 +1,5 @@
-"""E2Rank for Pyserini users: encoders, FAISS indexes, and reranking of Pyserini hits.
-
-Importing this module starts no JVM and needs no Pyserini: the encoders follow Pyserini's interfaces
-by duck typing (``FaissSearcher`` only calls ``encode``), and Pyserini itself (``faiss``, Lucene) is
-imported inside the functions that need it. Works with Pyserini 0.2x and 1.x (see README).
-"""
+"""E2Rank for Pyserini users: encoders, FAISS indexes, and reranking of Pyserini hits. Importing it starts
+no JVM and needs no Pyserini: the encoders follow Pyserini's interfaces by duck typing."""
 import contextlib
 import json
 import os
@@ -30,27 +26,23 @@ _FAISS_META = "e2rank_meta.json"
 _FAISS_FILES = frozenset({"index", "docid", _FAISS_META})
 
 
-def _as_model(model, options: dict):
-    """An ``E2Rank`` as given, or loaded from a name or directory (Pyserini's constructor style)."""
-    from .model.e2rank import E2Rank
-    if isinstance(model, E2Rank):
-        if options:
-            raise TypeError(f"model options {sorted(options)} apply to a model name or directory, not to a loaded {model!r}")
-        return model
-    return E2Rank(model, **options)
-
-
-class E2RankPyseriniQueryEncoder:
-    """Pyserini's query-encoder interface: ``encode(query) -> [d]``, ``encode_batch(queries) -> [n, d]``.
-
-    ``E2RankPyseriniQueryEncoder("Alibaba-NLP/E2Rank-0.6B", device="cuda")`` (as Pyserini's encoders are built)
-    or ``E2RankPyseriniQueryEncoder(model)`` with a loaded ``E2Rank``."""
+class _Encoder:
+    """An encoder of a loaded ``E2Rank``, or of one loaded from a name or directory with ``model_options``
+    (Pyserini's constructor style); ``TypeError`` for options given with a loaded model."""
 
     def __init__(self, model, **model_options):
-        self.model = _as_model(model, model_options)
+        from .model.e2rank import E2Rank
+        if isinstance(model, E2Rank) and model_options:
+            raise TypeError(f"model options {sorted(model_options)} apply to a model name or directory, not to a "
+                            f"loaded {model!r}")
+        self.model = model if isinstance(model, E2Rank) else E2Rank(model, **model_options)
 
     def __repr__(self):
-        return f"E2RankPyseriniQueryEncoder({self.model!r})"
+        return f"{type(self).__name__}({self.model!r})"
+
+
+class E2RankPyseriniQueryEncoder(_Encoder):
+    """Pyserini's query-encoder interface: ``encode(query) -> [d]``, ``encode_batch(queries) -> [n, d]``."""
 
     def encode(self, query: str, **kwargs) -> np.ndarray:
         return self.model.encode_queries([query])[0]
@@ -59,19 +51,9 @@ class E2RankPyseriniQueryEncoder:
         return self.model.encode_queries(list(queries))
 
 
-class E2RankPyseriniDocumentEncoder:
-    """Pyserini's document-encoder interface: ``encode(texts, titles=None, **kwargs) -> [n, d]``.
-
-    ``titles`` are joined as ``title + " " + text`` (as in the PyTerrier path); Pyserini's other keyword
-    arguments (``max_length``, ``fp16``, ...) are accepted and ignored: the model's own settings hold.
-    Built from a model name or directory (``E2RankPyseriniDocumentEncoder("Alibaba-NLP/E2Rank-0.6B")``) or a
-    loaded ``E2Rank``."""
-
-    def __init__(self, model, **model_options):
-        self.model = _as_model(model, model_options)
-
-    def __repr__(self):
-        return f"E2RankPyseriniDocumentEncoder({self.model!r})"
+class E2RankPyseriniDocumentEncoder(_Encoder):
+    """Pyserini's document-encoder interface: ``encode(texts, titles=None, **kwargs) -> [n, d]``, titles joined;
+    Pyserini's other keyword arguments (``max_length``, ``fp16``, ...) are ignored: the model's settings hold."""
 
     def encode(self, texts: Sequence[str], titles: Optional[Sequence[str]] = None, **kwargs) -> np.ndarray:
         if titles is not None:
@@ -82,10 +64,8 @@ class E2RankPyseriniDocumentEncoder:
 # ---- collections and FAISS indexes ---------------------------------------------------------------
 
 def read_jsonl_collection(path: Union[str, os.PathLike]) -> Iterator[dict]:
-    """``{"docno", "text"}`` from a Pyserini collection: a file, or a directory of ``.jsonl[.gz]`` files,
-    each read by ``core.records`` (the keys every command accepts: ``id``/``_id``/``docid``/...,
-    ``contents`` or ``text``, a ``title`` joined). A bad record is reported as ``file:line``; a docid
-    repeated in another file of the directory is refused when indexed (``write_faiss_index``)."""
+    """``{"docno", "text"}`` from a Pyserini collection, a file or a directory of ``.jsonl[.gz]`` files
+    (``records``: a bad record raises naming ``file:line``)."""
     path = Path(path)
     files = sorted(p for p in path.iterdir() if is_jsonl(p)) if path.is_dir() else [path]
     if not files:
@@ -98,14 +78,10 @@ def read_jsonl_collection(path: Union[str, os.PathLike]) -> Iterator[dict]:
 def write_faiss_index(model, collection: Union[str, os.PathLike, Iterable[dict]], output_dir, *,
                       pyterrier_index=None, overwrite: bool = False, chunk_size: int = 4096,
                       verbose: bool = False) -> str:
-    """Encode a collection once into a FAISS directory (``index`` + ``docid`` + the encoder's
-    fingerprint) that ``FaissSearcher`` opens, and, if ``pyterrier_index`` is a path, into an
-    ``E2RankIndex`` from the same vectors.
-
-    Both are built aside and swapped in only when complete: a failure (a docid with whitespace, which
-    would shift every later docid onto another document's vector; a repeated docid) leaves any old
-    index as it was. An existing index is replaced only with ``overwrite``; a directory holding other
-    files is never replaced."""
+    """Encodes a collection once into a FAISS directory (``index``, ``docid``, the encoder's fingerprint) that
+    ``FaissSearcher`` opens and, given ``pyterrier_index``, an ``E2RankIndex`` of the same vectors; both built
+    aside and swapped in when complete. Returns ``output_dir``. Raises ``ValueError`` for a bad or repeated
+    docid, ``FileExistsError`` for an existing index without ``overwrite`` or a directory of other files."""
     import faiss
     import pyterrier as pt
     if isinstance(collection, (str, os.PathLike)):
@@ -145,10 +121,8 @@ def write_faiss_index(model, collection: Union[str, os.PathLike, Iterable[dict]]
 
 
 class FaissVectors:
-    """Document vectors of a FAISS directory written by ``write_faiss_index``, looked up by docid.
-
-    With a model, the directory must carry the fingerprint of the encoder that made its vectors
-    (``e2rank_meta.json``) and it must match: vectors of another model would rerank silently wrong."""
+    """Document vectors of a FAISS directory written by ``write_faiss_index``, looked up by docid; with a
+    ``model``, its stored encoder fingerprint must be the model's. Raises ``CorruptArtifact`` naming bad files."""
 
     def __init__(self, index_dir, model=None):
         import faiss
@@ -157,7 +131,15 @@ class FaissVectors:
             if not (self.index_dir / name).is_file():
                 raise FileNotFoundError(f"no FAISS index at {self.index_dir} (missing {name!r})")
         meta_file = self.index_dir / _FAISS_META
-        stored = _read_faiss_meta(meta_file) if meta_file.exists() else None
+        stored = None
+        if meta_file.exists():
+            try:
+                stored = json.loads(meta_file.read_text(encoding="utf-8"))["encoder"]
+                if not isinstance(stored, dict):
+                    raise TypeError(f"the 'encoder' fingerprint is a {type(stored).__name__}, not an object")
+            except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+                raise CorruptArtifact(f"{meta_file} is not an E2Rank FAISS meta file with an 'encoder' fingerprint "
+                                      f"({type(e).__name__}: {e}); rebuild the index") from None
         if model is not None:
             check_fingerprint(stored, model.fingerprint(), f"the FAISS index at {self.index_dir}")
         self.index = faiss.read_index(str(self.index_dir / "index"))
@@ -179,24 +161,10 @@ class FaissVectors:
             np.empty((0, self.index.d), dtype=np.float32)
 
 
-def _read_faiss_meta(meta_file: Path) -> dict:
-    """The stored encoder fingerprint; ``CorruptArtifact`` naming the file if it cannot be read."""
-    try:
-        encoder = json.loads(meta_file.read_text(encoding="utf-8"))["encoder"]
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
-        raise CorruptArtifact(f"{meta_file} is not an E2Rank FAISS meta file with an 'encoder' fingerprint "
-                              f"({type(e).__name__}: {e}); rebuild the index") from None
-    if not isinstance(encoder, dict):
-        raise CorruptArtifact(f"{meta_file}: the 'encoder' fingerprint is a {type(encoder).__name__}, not an object")
-    return encoder
-
-
 def search_batch(searcher, encoder: E2RankPyseriniQueryEncoder, queries: Sequence[str], qids: Sequence[str],
                  k: int = 10, threads: int = 1) -> Dict[str, list]:
-    """``FaissSearcher.batch_search`` with the queries encoded in batches (Pyserini 0.2x encodes them one
-    by one when given strings). Pyserini sets FAISS's OpenMP thread count to ``threads`` for the whole
-    process, which is also torch's CPU thread count: it is put back afterwards, so a search never leaves
-    the model's encoding single-threaded."""
+    """``FaissSearcher.batch_search`` with the queries encoded in batches, FAISS's OpenMP thread count (which
+    Pyserini sets for the whole process) put back afterwards."""
     import faiss
     vectors = encoder.encode_batch(queries)
     before = faiss.omp_get_max_threads()
@@ -220,9 +188,8 @@ TextSource = Union["LuceneSearcher", str, os.PathLike, Callable[[str], str], Dic
 
 
 def text_lookup(source: TextSource) -> Callable[[str], str]:
-    """docid -> text, from a Lucene searcher or index directory (its stored raw documents), a JSONL
-    collection (file or directory), a dict, or a callable. A docid the source lacks raises a KeyError
-    naming the docid and the source."""
+    """docid -> text from a Lucene searcher or index directory (raw documents stored), a JSONL collection, a
+    dict or a callable; a docid the source lacks raises a ``KeyError`` naming it and the source."""
     if isinstance(source, dict):
         return _naming_missing(source.__getitem__, f"the text dict ({len(source)} documents)")
     if isinstance(source, (str, os.PathLike)):
@@ -263,15 +230,9 @@ def _lucene_text(searcher, docid: str) -> str:
 
 
 class HitReranker:
-    """Reranks Pyserini hits with the E2Rank PRF reranker.
-
-    Args:
-        model: an ``E2Rank``.
-        text: where candidate text comes from (see ``text_lookup``).
-        vectors: stored document vectors: an ``E2RankIndex`` (or its path), or a FAISS directory written
-            by ``write_faiss_index``; then a query costs one forward pass. ``None`` encodes candidates.
-        **reranker_options: passed to ``model.reranker`` (``num_input_docs``, ``window``, ...).
-    """
+    """Reranks Pyserini hits with ``model``'s PRF reranker (``reranker_options``), the candidates' text from
+    ``text`` (``text_lookup``), their vectors from ``vectors`` (an ``E2RankIndex`` or its path, or a FAISS
+    directory of ``write_faiss_index``) or, with ``None``, encoded."""
 
     def __init__(self, model, text: TextSource, *, vectors=None, **reranker_options):
         self.text = text_lookup(text)
@@ -289,11 +250,8 @@ class HitReranker:
         return reranked
 
     def rerank_batch(self, queries: Sequence[Tuple[str, str, Sequence]]) -> Dict[str, List[RerankedHit]]:
-        """``[(qid, query, hits), ...]`` -> ``{qid: reranked hits}``; prompts are encoded in batches.
-
-        Qids and docids are ``checks.identifier``s (ints as ``str(int)``); a qid given twice (its hit
-        lists would merge into one candidate list) and a docid repeated in one query's hits (it would
-        fill two prompt slots and come out twice) are refused, naming them."""
+        """``[(qid, query, hits), ...]`` -> ``{qid: reranked hits}``, prompts encoded in batches; ``ValueError``
+        naming a qid given twice or a docid repeated in one query's hits."""
         qids = [identifier(qid, "qid", f"queries[{i}]") for i, (qid, _, _) in enumerate(queries)]
         repeated = sorted(qid for qid, count in Counter(qids).items() if count > 1)
         if repeated:

@@ -1,24 +1,13 @@
-"""Document and query files, one reader for every command: the corpus a dataset, an index, a Pyserini
-FAISS index or a text lookup is built from, and the topics of ``rerank-run`` and of a local dataset.
-
-A file is JSONL when its name ends in ``.jsonl`` or ``.json`` (``.gz`` or not), else TSV. ``KEYS`` is
-the one table of the keys a JSONL record may use (BEIR, Pyserini, PyTerrier and ir_datasets spellings)::
+"""Document and query files, one reader for every command and dataset: JSONL when the name ends in ``.jsonl``
+or ``.json`` (``.gz`` or not), else TSV. ``KEYS`` is the one table of the keys a JSONL record may use::
 
     documents  id: _id | id | docno | docid | doc_id     text: text | contents   (+ title, optional)
     queries    id: _id | id | qid | query_id             text: text | query
 
-A TSV file holds ``docno<TAB>text`` lines (an optional header naming an id key) or ``qid<TAB>query``
-lines (no header). Every record of either form is checked as it is read, and refused naming
-``file:line``: a line that is not a JSON object, a record with no id key or no text key, two id keys
-(or two text keys) that disagree, an id that ``checks.identifier`` refuses (ints become ``str(int)``;
-whitespace, empty ids and other types are refused), a missing (null) text or one that is not a string
-(a null title is no title), an empty query, and an id repeated in the file (naming the line of its first
-use); a file of no records is refused too. A document's title is joined to its text
-here (``text.join_title``), so every reader gives a document the same text.
-
-ir_datasets, Pyserini and PyTerrier each read some of these spellings, each a different set, and none
-names the line of a bad record; the local datasets of ``data.dataset`` are ir_datasets datasets fed the
-records read here (``data``), so the table is this module's alone."""
+A TSV file holds ``docno<TAB>text`` lines (an optional header) or ``qid<TAB>query`` lines. A bad record
+is refused naming ``file:line``: not a JSON object, no id or text key, keys that disagree, an id that
+``checks.identifier`` refuses, a text that is null or not a string, an empty query, a repeated id, no record.
+A document's title is joined to its text here (``text.join_title``)."""
 import json
 from typing import Dict, Iterator, Optional, Tuple, Type
 
@@ -42,9 +31,8 @@ def is_jsonl(path) -> bool:
 
 
 def read_records(path, kind: str, *, error: Type[ValueError] = FileFormatError) -> Iterator[Tuple[int, dict]]:
-    """``(line number, {"id": str, "text": str})`` of every record of a document (``kind="document"``)
-    or query (``kind="query"``) file, JSONL or TSV, ``.gz`` or not, in file order; a bad record raises
-    ``error`` naming ``file:line`` (see the module docstring)."""
+    """``(line number, {"id": str, "text": str})`` of every record of a ``kind`` (``"document"`` or ``"query"``)
+    file in file order; a bad record raises ``error`` naming ``file:line``."""
     if kind not in KEYS:
         raise ValueError(f"kind={kind!r}: records are {sorted(KEYS)}")
     first: Dict[str, int] = {}

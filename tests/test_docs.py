@@ -126,7 +126,7 @@ def test_the_specification_keeps_its_section_numbers_and_labels():
 
 def test_the_specification_states_the_code_word_for_word():
     """The dataset instructions, the task sentences and the paper's figures, as the code holds them."""
-    from pyterrier_e2rank.cli.reproduce import PAPER_COLUMNS, PAPER_FIGURES
+    from pyterrier_e2rank.cli.paper import PAPER_COLUMNS, PAPER_FIGURES
     from pyterrier_e2rank.model.text import DATASET_QUERY_TASKS, DEFAULT_QUERY_TASK, DEFAULT_RERANK_TASK
 
     text = spec_text()

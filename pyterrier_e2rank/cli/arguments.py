@@ -1,29 +1,25 @@
-"""argparse types shared by every ``e2rank`` subcommand, so that a count of 0, a negative rate or ``nan``
-is refused while the command line is parsed, in one wording: argparse names the flag and the type the
-value (``argument --top-k: must be an integer >= 1, got '0'``)."""
+"""argparse types and options shared by every ``e2rank`` subcommand: a count of 0, a negative rate or ``nan`` is
+refused while the command line is parsed (``argument --top-k: must be an integer >= 1, got '0'``)."""
 import argparse
 import math
 from typing import Callable
 
 from ..model.backends import BACKENDS, PROMISED_COSINE, QUANTIZATIONS
+from ..model.e2rank import E2Rank
 from ..checks import positive_int
+from .sharding import is_main_process, process_device
 
 #: The seeds ``accelerate.utils.set_seed`` accepts (NumPy's range).
 MAX_SEED = 2**32 - 1
 
 
 class Checked:
-    """An argparse type made of an integer check of ``core.checks`` (``Checked(positive_int)``), so that a
-    command line and a call of the library refuse a value alike: the text as an integer, else refused in the
-    check's words, naming the text as typed (``must be an integer >= 1, got '0'``)."""
+    """An argparse type made of an integer check of ``checks`` (``Checked(positive_int)``): the command line
+    refuses a value as the library does, naming the text as typed."""
 
     def __init__(self, check: Callable[..., int], **limits):
         self.check = check
         self.limits = limits
-
-    def __repr__(self):
-        limits = "".join(f", {key}={value!r}" for key, value in self.limits.items())
-        return f"Checked({self.check.__name__}{limits})"
 
     def __call__(self, text: str) -> int:
         try:
@@ -66,8 +62,7 @@ def fraction(text: str) -> float:
 
 
 def add_model_run_options(parser: argparse.ArgumentParser) -> None:
-    """``--batch-size``, ``--device`` and the backend options of a command that runs the model on queries
-    (experiment, rerank-run, reproduce): one wording, one default."""
+    """``--batch-size``, ``--device`` and the backend options of a command that runs the model on queries."""
     parser.add_argument("--batch-size", type=Checked(positive_int), default=32, help="texts per forward pass")
     parser.add_argument("--device", default=None,
                         help="cuda or cpu (default: cuda when available; under torchrun each process's "
@@ -76,8 +71,7 @@ def add_model_run_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_prompt_budget_options(parser: argparse.ArgumentParser) -> None:
-    """``--prompt-doc-max-tokens`` and ``--prompt-max-tokens``: the listwise prompt's token budgets (training
-    and its evaluation; ``ListwisePrompt``'s ``prompt_doc_max_tokens``/``prompt_max_tokens``)."""
+    """``--prompt-doc-max-tokens`` and ``--prompt-max-tokens``: the listwise prompt's token budgets."""
     parser.add_argument("--prompt-doc-max-tokens", type=Checked(positive_int),
                         help="per-document token budget inside the prompt")
     parser.add_argument("--prompt-max-tokens", type=Checked(positive_int),
@@ -85,8 +79,7 @@ def add_prompt_budget_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_backend_options(parser: argparse.ArgumentParser) -> None:
-    """``--backend`` and ``--quantize``: how the backbone runs (``E2Rank(backend=..., quantize=...)``); read
-    back by ``backend_options``."""
+    """``--backend`` and ``--quantize``: how the backbone runs (read back by ``backend_options``)."""
     parser.add_argument("--backend", choices=BACKENDS, default="torch",
                         help="how the backbone runs: torch (default), or on the CPU (the [cpu] extra) openvino, "
                              f"3-4x float32 torch on a CPU with bfloat16, about 2x without, vectors within cosine "
@@ -99,4 +92,11 @@ def add_backend_options(parser: argparse.ArgumentParser) -> None:
 def backend_options(args: argparse.Namespace) -> dict:
     """The ``E2Rank`` keyword arguments of ``add_backend_options``'s flags."""
     return {"backend": args.backend, "quantize": args.quantize}
+
+
+def load_model(args: argparse.Namespace, **options) -> E2Rank:
+    """The ``E2Rank`` of ``--model`` and ``add_model_run_options``' flags, on this process's device, verbose on
+    process 0."""
+    return E2Rank(args.model, device=process_device(args.device), batch_size=args.batch_size,
+                  verbose=is_main_process(), **backend_options(args), **options)
 

@@ -12,7 +12,7 @@ from ir_measures import R, nDCG
 
 from ..bm25 import BM25_ENGINES
 from .. import data
-from ..data import DocumentText, corpus_id, corpus_iter, corpus_stamp, is_beir_folder
+from ..data import DocumentText, corpus_id, corpus_iter, corpus_stamp, is_beir_folder, must_rebuild
 from ..index.artifact import E2RankIndex
 from ..io import atomic_file, refuse_output_as_input, writer_lock
 from ..model.e2rank import E2Rank
@@ -20,7 +20,7 @@ from ..model.provenance import fingerprint_differences
 from ..checks import positive_int
 from ..model.text import dataset_query_task
 from . import arguments
-from .sharding import is_main_process, main_process_first, process_device, transform_by_query
+from .sharding import is_main_process, main_process_first, transform_by_query
 
 #: Measures of the systems' runs, evaluated by ``pt.Experiment``; the results add ``mrt`` (run time per topic).
 RUN_MEASURES = [nDCG @ 10, R @ 100]
@@ -29,72 +29,51 @@ SYSTEMS = ["bm25", "bm25>>e2rank", "dense", "dense>>e2rank", "bm25>>e2rank-prf"]
 
 
 def index_name(name) -> str:
-    """The folder name of a path or id (a corpus id, a model, a dataset as given): its letters, digits and
-    ``-_.`` (anything else ``_``, cut to 60 characters), ``-`` and 12 hex digits of the sha256 of the name
-    itself (without a trailing ``/``), so that two names never share a folder (``a b`` and ``a_b``)."""
+    """The folder name of a path or id: its letters, digits and ``-_.`` (cut to 60), ``-`` and 12 hex digits of
+    the sha256 of the name (without a trailing ``/``), so that two names never share a folder."""
     name = str(name).rstrip("/") or str(name)
     readable = "".join(c if c.isalnum() or c in "-_." else "_" for c in name.strip("/"))[:60]
     return f"{readable}-{hashlib.sha256(name.encode('utf-8', 'surrogatepass')).hexdigest()[:12]}"
 
 
 def dense_index_for(model: E2Rank, dataset, index_dir: str, *, verbose: bool = True) -> E2RankIndex:
-    """The dataset's dense index for this model under ``index_dir``, built on first use with the stamp of
-    its corpus (``data.corpus_stamp``). An index it built (stamped) from another corpus (documents added or
-    changed since) or by other weights at the model's path is built again, with a warning naming it and
-    why; an index it did not build (no corpus stamp) is never replaced: ``FileExistsError`` names it."""
+    """The dataset's dense index for ``model`` under ``index_dir``, built on first use with its corpus stamp,
+    and built again (with a warning) when its corpus or the weights at the model's path changed since.
+    Raises ``ValueError`` for an index it did not build (no stamp: ``data.must_rebuild``)."""
     ds = data.dataset(dataset)
     stamp = corpus_stamp(ds)
     index = E2RankIndex(Path(index_dir) / index_name(corpus_id(ds)) / f"dense.{index_name(model.model_name_or_path)}")
-    stale = _stale(index, model, stamp) if index.built() else None
-    if stale is not None:
-        warnings.warn(f"the dense index at {index.path} {stale}; building it again", stacklevel=2)
-    if stale is not None or not index.built():
-        mode = "create" if stale is None else "overwrite"
-        model.indexer(index, verbose=verbose, mode=mode, corpus_stamp=stamp).index(corpus_iter(ds))
+    built = index.built()
+    rebuild = built and must_rebuild("dense index", index.path, index.corpus_stamp, stamp, rebuild_stale=True)
+    if built and not rebuild and (index.fingerprint is None
+                                  or fingerprint_differences(index.fingerprint, model.fingerprint())):
+        warnings.warn(f"the dense index at {index.path} was built with other weights or settings than "
+                      f"{model.model_name_or_path!r} has now; building it again", stacklevel=2)
+        rebuild = True
+    if rebuild or not built:
+        model.indexer(index, verbose=verbose, mode="overwrite" if rebuild else "create", corpus_stamp=stamp).index(corpus_iter(ds))
         index = E2RankIndex(index.path)  # not the object that read the old version
     index.check_model(model)
     return index
 
 
-def _stale(index: E2RankIndex, model: E2Rank, stamp) -> Optional[str]:
-    """Why ``index`` is not this model's index of the corpus of ``stamp``; ``None`` when it is."""
-    if index.corpus_stamp is None and stamp is not None:
-        raise FileExistsError(f"the dense index at {index.path} carries no corpus stamp: not built by e2rank "
-                              f"experiment or reproduce, so it is not replaced; move it, or choose another "
-                              f"--index-dir")
-    if index.corpus_stamp != stamp:
-        return f"was built from the corpus {index.corpus_stamp}, not from the one given now, {stamp}"
-    if index.fingerprint is None or fingerprint_differences(index.fingerprint, model.fingerprint()):
-        return f"was built with other weights or settings than {model.model_name_or_path!r} has now"
-    return None
-
-
 def run_experiment(dataset, model: E2Rank, *, index_dir: str = "indexes", top_k: int = 100,
                    num_input_docs: Optional[int] = None, bm25: str = "pisa", num_queries: Optional[int] = None,
                    verbose: bool = True) -> Optional[dict]:
-    """Build (or reuse, if built from the same corpus: ``dense_index_for``, ``bm25.pisa_bm25``) the BM25 and
-    dense indexes, then evaluate the five systems: BM25, dense, E2Rank reranking of both, and E2Rank PRF
-    re-retrieval (BM25's top ``num_input_docs`` -> the listwise prompt's vector -> a search of the whole
-    dense index, so recall can exceed BM25's).
+    """Builds or reuses (``dense_index_for``, ``bm25.pisa_bm25``) the BM25 and dense indexes and evaluates
+    ``SYSTEMS``: BM25, dense, E2Rank reranking of both, and E2Rank PRF re-retrieval of the dense index.
 
-    ``num_input_docs`` left ``None`` is the model's (its checkpoint's prompt settings, else the paper's 20).
-    ``num_queries`` keeps the first N topics (a quick look). Returns ``{system: {"nDCG@10", "R@100",
-    "mrt"}}`` plus ``"_timings"`` (index build seconds) and ``"_prompt"`` (``num_input_docs`` reranked with);
-    ``mrt`` is the wall time of the system's run in milliseconds per topic.
-
-    Under ``torchrun``/``accelerate launch`` the indexes are built once (BM25 by process 0 while the others
-    wait; the dense index sharded by ``E2RankIndexer``; ``index_dir`` on a file system all processes see),
-    each system's topics are split across the processes (``sharding.transform_by_query``), and process 0
-    evaluates the merged runs (the same as one process's) and returns the results; the others ``None``."""
+    ``num_input_docs``: ``None`` is the model's (its checkpoint's, else 20); ``num_queries``: the first N
+    topics. Returns ``{system: {"nDCG@10", "R@100", "mrt"}}`` (``mrt``: milliseconds per topic) with
+    ``"_timings"`` and ``"_prompt"``; under a launcher (``sharding``) process 0 returns them, the others ``None``."""
     ds = data.dataset(dataset)
     all_topics, qrels = (data.dataset_part(ds, part, dataset) for part in ("topics", "qrels"))  # before indexing
     root = Path(index_dir) / index_name(corpus_id(ds))
     timings = {}
 
     started = time.perf_counter()
-    with main_process_first():  # one process builds it; the others open it
-        first_stage = BM25_ENGINES[bm25](str(root / f"bm25.{bm25}"), ds, num_results=top_k, rebuild_stale=True,
-                                         verbose=verbose)
+    first_stage = main_process_first(lambda: BM25_ENGINES[bm25](str(root / f"bm25.{bm25}"), ds, num_results=top_k,
+                                                                 rebuild_stale=True, verbose=verbose))
     timings["bm25_index_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -128,14 +107,26 @@ def run_experiment(dataset, model: E2Rank, *, index_dir: str = "indexes", top_k:
     return results
 
 
-def _dataset_name(source: str) -> str:
-    """The name the authors' per-dataset tasks are keyed by: a BEIR folder is ``beir/<its name>``."""
-    return f"beir/{Path(source).resolve().name}" if is_beir_folder(source) else source
+def dataset_name(source: str) -> str:
+    """The name the authors' tasks and the paper's columns are keyed by: an ir_datasets id without ``irds:``,
+    ``beir/<folder name>`` for a BEIR folder, else the file's name."""
+    if Path(source).exists():
+        return f"beir/{Path(source).resolve().name}" if is_beir_folder(source) else Path(source).name
+    return source.removeprefix("irds:")
+
+
+def query_task_for(setting: str, default: Optional[str], source: str) -> Optional[str]:
+    """The retrieval instruction of ``--query-task`` on the dataset ``source``: ``"dataset"``, the authors' one
+    for it if the model is instructed (``default`` not ``None``); ``"auto"``, ``default``; else ``setting``."""
+    if setting == "auto" or (setting == "dataset" and default is None):
+        return default
+    if setting == "dataset":
+        return dataset_query_task(dataset_name(source)) or default
+    return setting
 
 
 def main(args) -> int:
-    """``e2rank experiment``: the output, when given, is locked from before the indexes are built until the
-    results are written; an output that is an input (the dataset, the model, the index directory) is refused."""
+    """``e2rank experiment``: refuses an output that is an input; locks it from before the indexes are built."""
     if args.output:
         refuse_output_as_input(args.output, dataset=args.dataset, model=args.model, index_dir=args.index_dir)
     with writer_lock(args.output) if args.output and is_main_process() else contextlib.nullcontext():
@@ -144,11 +135,8 @@ def main(args) -> int:
 
 def _experiment(args) -> int:
     main_process = is_main_process()
-    model = E2Rank(args.model, device=process_device(args.device), batch_size=args.batch_size,
-                   query_task="auto" if args.query_task == "dataset" else args.query_task, verbose=main_process,
-                   **arguments.backend_options(args))
-    if args.query_task == "dataset" and model.query_task is not None:  # instructed models only
-        model.query_task = dataset_query_task(_dataset_name(args.dataset)) or model.query_task
+    model = arguments.load_model(args)
+    model.query_task = query_task_for(args.query_task, model.query_task, args.dataset)
     results = run_experiment(args.dataset, model, index_dir=args.index_dir, top_k=args.top_k,
                              num_input_docs=args.num_input_docs, bm25=args.bm25, num_queries=args.num_queries,
                              verbose=main_process)

@@ -4,17 +4,15 @@
     torchrun --nproc-per-node 8 -m pyterrier_e2rank.cli.main index --dataset irds:msmarco-passage \\
         --model Alibaba-NLP/E2Rank-0.6B --output indexes/msmarco.e2rank --batch-size 128
 
-Under torchrun each process encodes its shard of the corpus on its own GPU (``LOCAL_RANK``) and
-commits it in chunks; a killed job started again with the same command resumes after its last
-committed chunks (``indexing.E2RankIndexer``). ``--append`` adds a corpus's documents to an existing index
-(built aside and swapped in the same way; a docno already in the index is refused by name).
+Under torchrun each process encodes its shard on its own GPU; a killed job started again resumes after its
+last committed chunk (``index.indexer.E2RankIndexer``).
 """
 import contextlib
-import os
 
 from ..checks import positive_int
 from ..io import refuse_output_as_input, writer_lock
 from . import arguments
+from .sharding import is_main_process, process_device
 
 
 def _index_command(args) -> int:
@@ -22,19 +20,16 @@ def _index_command(args) -> int:
     from ..model.e2rank import E2Rank
     from ..pyserini import read_jsonl_collection
     refuse_output_as_input(args.output, dataset=args.dataset, collection=args.collection, model=args.model)
-    device = args.device
-    if device is None and "LOCAL_RANK" in os.environ:
-        import torch
-        device = f"cuda:{os.environ['LOCAL_RANK']}" if torch.cuda.is_available() else "cpu"
+    device = process_device(args.device)
     with contextlib.ExitStack() as held:
-        if int(os.environ.get("RANK", "0")) == 0:  # the indexer's lock, taken before the model loads: a second
+        if is_main_process():  # the indexer's lock, taken before the model loads: a second
             held.enter_context(writer_lock(args.output))  # writer is refused at once
         model = E2Rank(args.model, device=device, batch_size=args.batch_size, **arguments.backend_options(args))
         records = corpus_iter(args.dataset) if args.dataset else read_jsonl_collection(args.collection)
         mode = "append" if args.append else "overwrite" if args.overwrite else "create"
         index = model.indexer(args.output, mode=mode, chunk_size=args.chunk_size, verbose=not args.quiet,
                               corpus_stamp=corpus_stamp(args.dataset) if args.dataset else None).index(records)
-    if int(os.environ.get("RANK", "0")) == 0:
+    if is_main_process():
         print(f"appended to {args.output}, which now holds {len(index)} documents" if args.append else
               f"indexed {len(index)} documents into {args.output}")
     return 0

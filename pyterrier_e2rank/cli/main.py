@@ -1,6 +1,5 @@
-"""``e2rank``: the command line. Each module registers its own subcommands; numbers are checked by the
-types of ``arguments``. ``main`` raises (the tests call it); the installed commands (``console``) print
-what the user got wrong as ``e2rank: error: ...`` and exit 2, as argparse does for a bad option."""
+"""``e2rank``: the command line, each module registering its subcommands. ``main`` raises; the installed
+commands (``console``) print a user error as ``e2rank: error: ...`` and exit 2."""
 import argparse
 import os
 import sys
@@ -26,24 +25,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     return args.func(args)
 
 
-def e2rank_argv(argv: List[str]) -> List[str]:
-    """The ``e2rank`` command line of an ``e2rank-train`` one: ``build-data ...`` stays, anything else
-    is ``train ...``."""
-    return list(argv) if argv[:1] == ["build-data"] else ["train", *argv]
-
-
 def train_main(argv: Optional[List[str]] = None) -> int:
-    """``e2rank-train``, kept for existing scripts: the ``e2rank`` parser and commands, nothing of its own."""
-    return main(e2rank_argv(sys.argv[1:] if argv is None else argv))
+    """``e2rank-train``, kept for existing scripts: ``e2rank build-data ...``, else ``e2rank train ...``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return main(argv if argv[:1] == ["build-data"] else ["train", *argv])
 
 
-#: What a command raises for its user's input or environment; our messages name the file:line, docno,
-#: path or argument. Anything else is a bug in the library and keeps its traceback.
+#: What a command raises for its user's input or environment; anything else is a bug and keeps its traceback.
 USER_ERRORS = (ValueError, OSError, KeyError, ImportError, ArtifactLocked)
 
 
 def _reporting_errors(command: Callable[[], int]) -> int:
-    """Run ``command``; a user error becomes one line on stderr and exit status 2 (the traceback too when
+    """Runs ``command``: a user error is one line on stderr and exit status 2 (the traceback too with
     ``E2RANK_TRACEBACK=1``), an interrupt exit status 130."""
     try:
         return command()

@@ -1,23 +1,13 @@
 """TREC run files shared by PyTerrier and Pyserini users: read, write, rerank with E2Rank, evaluate.
 
-A run line is ``qid Q0 docid rank score tag``. Ranks are 1-based in files and 0-based in frames
-(PyTerrier's convention). Qids and docnos are strings throughout, so that a topics file and a run file
-always merge on the same keys.
-
-The formats are read and written by the libraries that define them: run lines are parsed by
-``ir_measures.read_trec_run`` and written by ``pt.io.write_results``; qrels are read by ir_datasets
-(``data.read_qrels_file``); topics and document files by ``core.records`` (the keys every command
-accepts; ``pt.io.read_topics`` reads SGML/XML topics, not these). What this module adds on top is what
-those readers do not check, each refused naming ``file:line`` (a run read by them would be silently
-wrong, or fail with a bare traceback naming neither): a line that is not UTF-8 or has another number of
-fields, a rank that is not an integer, a score that is not a finite number (nan sorts anywhere), a docid
-repeated for a query, ids kept as the exact strings of the file (never numbers), and the rank order of
-ties (the file's ranks). Writing refuses ids with whitespace and non-finite scores, and replaces the file
-atomically.
+A run line is ``qid Q0 docid rank score tag``; ranks are 1-based in files, 0-based in frames, and ids are
+the exact strings of the file. Every reader refuses, naming ``file:line``, a line that is not UTF-8 or has
+another number of fields, a rank that is not an integer, a score that is not finite and a docid repeated for
+a query; ``write_run`` refuses ids with whitespace and non-finite scores, and replaces the file atomically.
 """
 import math
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import ir_measures
 import pandas as pd
@@ -28,56 +18,36 @@ from ..checks import identifier, positive_int
 from ..io import FileFormatError, atomic_file, numbered_lines, refuse_output_as_input, split_fields
 from ..records import read_records
 from . import arguments
-from .sharding import is_main_process, process_device, transform_by_query
+from .sharding import is_main_process, transform_by_query
 
 
 class RunFormatError(FileFormatError):
     """A run, topics or qrels file line that cannot be read; the message names file and line."""
 
 
-class _Lines:
-    """A text file object over checked lines (each ending in ``\n``), for ``ir_measures``' readers: they
-    take an object with ``read`` for a file, and iterate its lines."""
-
-    def __init__(self, lines: Iterator[str]):
-        self._lines = lines
-
-    def read(self) -> str:
-        return "".join(self._lines)
-
-    def __iter__(self) -> Iterator[str]:
-        return self._lines
-
-
 def read_run(path) -> pd.DataFrame:
-    """``qid, docno, score, rank`` (rank from 0, in score order; ties keep the file's ranks). The lines,
-    checked here, are parsed by ``ir_measures.read_trec_run``."""
-    file_ranks, seen = [], {}
-
-    def checked() -> Iterator[str]:
-        for number, line in numbered_lines(path, error=RunFormatError):
-            qid, _, docno, rank, score, _ = split_fields(line, 6, where=f"{path}:{number}",
-                                                         form="qid Q0 docid rank score tag", error=RunFormatError)
-            try:
-                file_ranks.append(int(rank))
-                value = float(score)
-            except ValueError:
-                raise RunFormatError(f"{path}:{number}: rank must be an integer and score a number: "
-                                     f"{line!r}") from None
-            if not math.isfinite(value):  # nan would sort anywhere, inf above every real score
-                raise RunFormatError(f"{path}:{number}: score {score!r} of docid {docno!r} is not a finite number")
-            first = seen.setdefault((qid, docno), number)
-            if first != number:
-                raise RunFormatError(f"{path}:{number}: docid {docno!r} repeated for query {qid!r} "
-                                     f"(first on line {first})")
-            yield f"{line}\n"
-
-    scored = list(zip(*ir_measures.read_trec_run(_Lines(checked()))))  # query_id, doc_id, score columns
-    if not scored:  # it would evaluate to 0 and rerank into an empty run, silently
+    """``qid, docno, score, rank`` of a TREC run file (rank from 0, in score order; ties keep the file's ranks);
+    ``RunFormatError`` naming file:line for a line the module docstring refuses."""
+    columns, seen = {"qid": [], "docno": [], "score": [], "file_rank": []}, {}
+    for number, line in numbered_lines(path, error=RunFormatError):
+        qid, _, docno, rank, score, _ = split_fields(line, 6, where=f"{path}:{number}",
+                                                     form="qid Q0 docid rank score tag", error=RunFormatError)
+        try:
+            columns["file_rank"].append(int(rank))
+            columns["score"].append(float(score))
+        except ValueError:
+            raise RunFormatError(f"{path}:{number}: rank must be an integer and score a number: {line!r}") from None
+        if not math.isfinite(columns["score"][-1]):  # nan would sort anywhere, inf above every real score
+            raise RunFormatError(f"{path}:{number}: score {score!r} of docid {docno!r} is not a finite number")
+        first = seen.setdefault((qid, docno), number)
+        if first != number:
+            raise RunFormatError(f"{path}:{number}: docid {docno!r} repeated for query {qid!r} (first on line {first})")
+        columns["qid"].append(qid)
+        columns["docno"].append(docno)
+    if not seen:  # it would evaluate to 0 and rerank into an empty run, silently
         raise RunFormatError(f"{path}: no run lines (the file is empty)")
-    builder = DataFrameBuilder(["qid", "docno", "score", "file_rank"])
-    builder.extend({"qid": list(scored[0]), "docno": list(scored[1]), "score": list(scored[2]),
-                        "file_rank": file_ranks})
+    builder = DataFrameBuilder(list(columns))
+    builder.extend(columns)
     frame = builder.to_df()
     frame["_order"] = pd.factorize(frame["qid"])[0]
     frame = frame.sort_values(["_order", "score", "file_rank"], ascending=[True, False, True], kind="stable")
@@ -86,11 +56,9 @@ def read_run(path) -> pd.DataFrame:
 
 
 def write_run(frame: pd.DataFrame, path, tag: str = "e2rank") -> None:
-    """Writes ``qid Q0 docno rank+1 score tag`` lines in rank order, atomically: a refused or failed
-    write leaves any old file as it was. A qid, docno or tag with whitespace (it would shift the
-    line's fields) and a non-finite score are refused, naming them. Scores are written exactly (the
-    shortest text that reads back as the same float): trec_eval and ir-measures order a run by score
-    and break ties by docno, so scores rounded to a few decimals would tie and reorder close documents."""
+    """Writes ``qid Q0 docno rank+1 score tag`` lines in rank order, atomically, scores exactly (the shortest
+    text of the same float). Raises ``ValueError`` naming a qid, docno or tag with whitespace or a
+    non-finite score."""
     tag = identifier(tag, "the run tag", "tag")
     qids = [identifier(q, "qid", f"row {i}") for i, q in enumerate(frame["qid"])]
     docnos = [identifier(d, "docno", f"row {i} (qid {q!r})") for i, (q, d) in enumerate(zip(qids, frame["docno"]))]
@@ -110,14 +78,12 @@ def _is_dataset(source) -> bool:
 
 
 def _is_folder_or_dataset(source) -> bool:
-    """A topics or qrels source that ``data.dataset`` opens: a folder that is not a BEIR one is refused there,
-    naming it, not read as a file (``IsADirectoryError``)."""
+    """A topics or qrels source for ``data.dataset``, which refuses a folder that is not a BEIR one by name."""
     return _is_dataset(source) or Path(source).is_dir()
 
 
 def read_topics(source: str) -> pd.DataFrame:
-    """``qid, query`` from ``irds:<dataset>``, a BEIR folder (its test split), or a query file read by
-    ``core.records`` (``qid<TAB>query`` or JSONL with the keys of ``core.records.KEYS``), ``.gz`` or not."""
+    """``qid, query`` from ``irds:<dataset>``, a BEIR folder (its test split), or a query file (``records``)."""
     from ..data import dataset, dataset_part
     if _is_folder_or_dataset(source):
         return dataset_part(dataset(source), "topics", source)
@@ -127,8 +93,8 @@ def read_topics(source: str) -> pd.DataFrame:
 
 
 def read_qrels(source: str) -> pd.DataFrame:
-    """``query_id, doc_id, relevance`` from ``irds:<dataset>``, a BEIR folder (its test split), or a qrels
-    file: TREC (``qid iter docid relevance``) or BEIR (``query-id corpus-id score``, with its header)."""
+    """``query_id, doc_id, relevance`` from ``irds:<dataset>``, a BEIR folder (its test split), or a TREC or
+    BEIR qrels file."""
     from ..data import dataset, dataset_part, read_qrels_file
     if _is_folder_or_dataset(source):
         qrels = dataset_part(dataset(source), "qrels", source)
@@ -137,9 +103,8 @@ def read_qrels(source: str) -> pd.DataFrame:
 
 
 def parse_measure(measure) -> "ir_measures.Measure":
-    """An ir-measures measure from its name (``nDCG@10``, ``P(rel=2)@5``) or a measure object, with its
-    parameters checked. A name ir-measures cannot read, a parameter the measure does not take, or a
-    cutoff below 1 (pytrec_eval aborts the whole process on ``R@0``) is a ValueError naming the measure."""
+    """An ir-measures measure from its name (``nDCG@10``, ``P(rel=2)@5``) or a measure object; ``ValueError``
+    naming it for a name ir-measures cannot read, a parameter the measure does not take, or a cutoff below 1."""
     try:
         parsed = ir_measures.parse_measure(measure) if isinstance(measure, str) else measure
         parsed.validate_params()  # AssertionError naming the parameter
@@ -157,8 +122,7 @@ def parse_measure(measure) -> "ir_measures.Measure":
 
 
 def _string_ids(frame: pd.DataFrame, name: str, **columns: str) -> pd.DataFrame:
-    """``frame`` with its id columns (``column=what``) as the strings a run file holds: ints become
-    ``str(int)`` (``checks.identifier``), anything else not a string is refused naming ``name``'s row."""
+    """``frame`` with its id columns (``column=what``) as strings (``checks.identifier``: ints as ``str(int)``)."""
     converted = {}
     for column, what in columns.items():
         values = frame[column].tolist()
@@ -168,12 +132,9 @@ def _string_ids(frame: pd.DataFrame, name: str, **columns: str) -> pd.DataFrame:
 
 
 def evaluate_run(run: pd.DataFrame, qrels: pd.DataFrame, measures) -> dict:
-    """``{measure name: aggregate value}`` of a run frame, in the order of ``measures`` (ir-measures names
-    like ``nDCG@10``, or measure objects; each checked by ``parse_measure``, a repeated one kept once).
-    A frame without its columns (run: ``qid, docno, score``; qrels: ``query_id, doc_id, relevance``)
-    raises ``pt.validate``'s ``InputValidationError`` (a KeyError) naming them. Ids are compared as strings
-    (int ids become ``str(int)``; other types are a ValueError naming the row); a run none of whose queries is
-    in the qrels is a ValueError (it would evaluate to 0)."""
+    """``{measure name: aggregate value}`` of a run frame (``qid, docno, score``) against qrels (``query_id,
+    doc_id, relevance``), ids compared as strings, in the order of ``measures`` (``parse_measure``).
+    Raises ``KeyError`` naming missing columns, ``ValueError`` for a run of no judged query."""
     measures = list(dict.fromkeys(parse_measure(m) for m in measures))
     pt.validate.result_frame(run, extra_columns=["score"])
     pt.validate.columns(qrels, includes=["query_id", "doc_id", "relevance"])
@@ -191,18 +152,11 @@ def evaluate_run(run: pd.DataFrame, qrels: pd.DataFrame, measures) -> dict:
 
 def rerank_run(model, run: pd.DataFrame, topics: pd.DataFrame, docs: str, *, index=None, top_k: int = 100,
                num_input_docs: Optional[int] = None, verbose: bool = False) -> Optional[pd.DataFrame]:
-    """The top ``top_k`` of each query of ``run``, reranked by E2Rank. ``docs`` is ``irds:<dataset>``, a JSONL
-    collection, a BEIR folder or a Lucene index directory (Pyserini, raw documents stored).
-    ``num_input_docs`` left ``None`` is the model's (its checkpoint's prompt settings, else the paper's 20).
-
-    Qids of both frames are compared as strings (topics with int qids meet a run read from a file), and
-    a run query without a topic, or a topic given twice, is refused rather than dropped or doubled; a
-    frame without its columns (run: ``qid, docno, rank``; topics: ``qid, query``) raises ``pt.validate``'s
-    ``InputValidationError`` (a KeyError) naming them.
-
-    Under ``torchrun``/``accelerate launch`` the queries are split across the processes (documents are
-    looked up and reranked by the process of their query: ``sharding.transform_by_query``); process 0
-    returns the whole reranked run, the same as one process's, and the others ``None``."""
+    """The top ``top_k`` of each query of ``run`` (``qid, docno, rank``), reranked by E2Rank, with the
+    ``topics`` (``qid, query``; qids compared as strings) and the text of ``docs``: ``irds:<dataset>``, a BEIR
+    folder, a JSONL collection or a Lucene index with raw documents. ``num_input_docs``: ``None`` is the
+    model's. Raises ``KeyError`` for missing columns or a run query without a topic, ``ValueError`` for a
+    topic given twice. Under a launcher (``sharding``) process 0 returns the run, the others ``None``."""
     top_k = positive_int(top_k, "top_k")
     if num_input_docs is not None:
         num_input_docs = positive_int(num_input_docs, "num_input_docs")
@@ -230,10 +184,8 @@ def rerank_run(model, run: pd.DataFrame, topics: pd.DataFrame, docs: str, *, ind
 
 def _rerank_command(args) -> int:
     refuse_output_as_input(args.output, run=args.run, topics=args.topics, docs=args.docs, index=args.index)
-    from ..model.e2rank import E2Rank
     main = is_main_process()
-    model = E2Rank(args.model, device=process_device(args.device), batch_size=args.batch_size, verbose=main,
-                   **arguments.backend_options(args))
+    model = arguments.load_model(args)
     reranked = rerank_run(model, read_run(args.run), read_topics(args.topics), args.docs, index=args.index,
                           top_k=args.top_k, num_input_docs=args.num_input_docs, verbose=main)
     if not main:  # process 0 writes the merged run
@@ -254,8 +206,10 @@ def _eval_command(args) -> int:
 def register(subparsers) -> None:
     p = subparsers.add_parser("rerank-run", help="rerank a TREC run file with E2Rank, write a TREC run file")
     p.add_argument("--run", required=True, help="TREC run: qid Q0 docid rank score tag")
-    p.add_argument("--topics", required=True, help="irds:<dataset>, a BEIR folder, qid<TAB>query file, or JSONL queries")
-    p.add_argument("--docs", required=True, help="irds:<dataset>, a BEIR folder, JSONL collection, or Lucene index (stored raw)")
+    p.add_argument("--topics", required=True,
+                   help="irds:<dataset>, a BEIR folder, qid<TAB>query file, or JSONL queries")
+    p.add_argument("--docs", required=True,
+                   help="irds:<dataset>, a BEIR folder, JSONL collection, or Lucene index (stored raw)")
     p.add_argument("--model", default="all-minilm-l6-v2")
     p.add_argument("--index", help="an E2Rank index of the collection (one forward pass per query)")
     p.add_argument("--output", required=True)

@@ -1,34 +1,26 @@
-"""Commands on many processes (``torchrun``, ``accelerate launch``; one machine or several): the QUERIES of a
-frame are split across the processes, each runs its block on its own device, process 0 merges.
-
-In one process everything here is the plain call. The process context (rank, world size, barrier) is the
-one ``core.indexing.distributed_context`` gives, which sharded indexing uses too; frames travel between
-processes through a gloo process group of their own (CPU memory, over TCP between machines), whatever
-backend the default group uses.
+"""Commands on many processes (``torchrun``, ``accelerate launch``): the queries of a frame are split across
+the processes, each runs its block on its own device, process 0 merges. In one process everything here is the
+plain call. Frames and errors travel through a gloo process group of their own (``_object_group``).
 """
-import contextlib
 import datetime
 import os
 import pickle
-from typing import Callable, Iterator, List, Optional, TypeVar
+from typing import Callable, List, Optional, TypeVar
 
 import numpy as np
 import pandas as pd
 
 from ..index.indexer import distributed_context
 
-#: How long a process waits for the others to finish their blocks, or for process 0 to build an index: a
-#: block of one process can take much longer than another's (long queries, a slower device) without that
-#: being a hang.
+#: How long a process waits for the others' blocks, or for process 0 to build an index.
 GATHER_TIMEOUT = datetime.timedelta(hours=12)
 T = TypeVar("T")
 _groups = {}
 
 
 def process_device(device: Optional[str]) -> Optional[str]:
-    """This process's device: under a launcher (``LOCAL_RANK`` set) with CUDA, ``None`` or ``"cuda"`` is
-    ``cuda:LOCAL_RANK``, so that each process of a machine has a GPU of its own; any other value (``cpu``,
-    ``cuda:3``) is the user's and kept, and without a launcher or CUDA ``device`` is returned as given."""
+    """This process's device: under a launcher with CUDA, ``None`` or ``"cuda"`` is ``cuda:LOCAL_RANK``;
+    anything else is returned as given."""
     local_rank = os.environ.get("LOCAL_RANK")
     if local_rank is None or device not in (None, "cuda"):
         return device
@@ -41,33 +33,9 @@ def is_main_process() -> bool:
     return distributed_context()[0] == 0
 
 
-@contextlib.contextmanager
-def main_process_first() -> Iterator[None]:
-    """Process 0 runs the block first (building an artifact: an index, a download) while the others wait;
-    then the others run it (finding the artifact built). An exception of process 0's block is raised in
-    every process, the others not running the block, so that none waits for process 0 in vain. The
-    artifact's directory must be on a file system every process sees."""
-    rank, world, _ = distributed_context()
-    if world == 1:
-        yield
-        return
-    if rank == 0:
-        try:
-            yield
-        except Exception as e:
-            _from_main_process(error=e)
-            raise
-        _from_main_process()
-    else:
-        _from_main_process()
-        yield
-
-
 def main_process_decides(function: Callable[[], T]) -> T:
-    """``function()`` called by process 0 alone, its value (picklable) returned in every process, or its
-    exception raised in every process: for a decision every process must take alike (which outputs a
-    resumed command finds done, whether it may write at all) from files that process 0 alone writes. In
-    one process: ``function()``."""
+    """``function()`` called by process 0 alone: its value (picklable) returned, or its exception raised, in
+    every process; for a decision all must take alike from files process 0 alone writes."""
     rank, world, _ = distributed_context()
     if world == 1:
         return function()
@@ -81,9 +49,16 @@ def main_process_decides(function: Callable[[], T]) -> T:
     return _from_main_process(value)
 
 
+def main_process_first(function: Callable[[], T]) -> T:
+    """``function()`` run by process 0 first (building an index, a download), then by the others (finding it
+    built, on a file system every process sees); an exception of process 0 is raised in every process."""
+    done = []
+    main_process_decides(lambda: done.append(function()))
+    return done[0] if done else function()
+
+
 def _from_main_process(value=None, error: Optional[Exception] = None):
-    """Process 0's ``value`` in every process, or its ``error`` (with a note naming process 0) raised in
-    the others; process 0 passes them, the others' arguments are ignored."""
+    """Process 0's ``value`` in every process, or its ``error`` raised in the others (a note naming process 0)."""
     import torch.distributed as dist
     rank, world, _ = distributed_context()
     if rank == 0 and error is not None:
@@ -96,8 +71,7 @@ def _from_main_process(value=None, error: Optional[Exception] = None):
 
 
 def gather_to_main_process(value) -> Optional[list]:
-    """Every process's ``value`` (picklable), in process order, in process 0; ``None`` in the others. In
-    one process: ``[value]``."""
+    """Every process's ``value`` (picklable), in process order, in process 0; ``None`` in the others."""
     rank, world, _ = distributed_context()
     if world == 1:
         return [value]
@@ -109,26 +83,18 @@ def gather_to_main_process(value) -> Optional[list]:
 
 def query_blocks(qids, world: int) -> List[list]:
     """The distinct ``qids`` in order of first appearance, cut into ``world`` contiguous blocks whose sizes
-    differ by at most one (the first ones larger); a block is empty when there are fewer queries than
-    processes."""
+    differ by at most one (the first ones larger; empty ones when there are fewer queries than processes)."""
     distinct = pd.unique(pd.Series(qids, dtype=object))
     return [block.tolist() for block in np.array_split(distinct, world)]
 
 
 def transform_by_query(transformer, frame: pd.DataFrame, *, verbose: bool = False) -> Optional[pd.DataFrame]:
-    """``transformer(frame)``, its queries split across the processes of a launcher.
+    """``transformer(frame)``, the queries split across the processes of a launcher.
 
-    In one process: ``transformer(frame)``. Under ``torchrun``/``accelerate launch`` (``WORLD_SIZE`` > 1),
-    every process calls this with the same ``frame`` (any columns, one ``qid`` per row); process ``r``
-    transforms the rows of its contiguous block of distinct qids (``query_blocks``), and process 0 returns
-    the blocks' results concatenated in process order -- for a transformer that treats each query on its
-    own, the frame one process returns, its queries in input order. The other processes return ``None``.
-    A process without queries (fewer queries than processes) does not call ``transformer``; an empty
-    ``frame`` is transformed by process 0 alone.
-
-    An error in any process is raised in every process (the original exception, with a note naming the
-    process and its first qid), so that none waits for the others' results. A frame without a ``qid``
-    column is a ``ValueError``. ``verbose`` prints each process's share of the queries."""
+    Every process calls this with the same ``frame``; each transforms its block of qids (``query_blocks``)
+    and process 0 returns the blocks' results concatenated in process order, the others ``None``. An error
+    in any process is raised in every process, with a note naming the process and its first qid. Raises
+    ``ValueError`` for a frame without ``qid``. ``verbose`` prints each process's share of the queries."""
     if "qid" not in frame.columns:
         raise ValueError(f"transform_by_query splits a frame by its 'qid' column; it has {list(frame.columns)}")
     rank, world, _ = distributed_context()
@@ -160,7 +126,7 @@ def transform_by_query(transformer, frame: pd.DataFrame, *, verbose: bool = Fals
 
 
 def _object_group():
-    """The gloo group frames and errors travel by (created once per default group, by every process)."""
+    """The gloo group frames and errors travel by, whatever the default group's backend (one per default group)."""
     import torch.distributed as dist
     key = id(dist.group.WORLD)
     if key not in _groups:

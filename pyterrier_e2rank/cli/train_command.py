@@ -5,11 +5,9 @@
     e2rank build-data rankllm --input llm4ranking_listwise_train.jsonl --output msmarco.jsonl
     e2rank build-data pairs --input flagembedding_msmarco.jsonl --output pairs.jsonl
 
-``e2rank-train`` (``app.cli.train_main``) is the same two commands under their older spelling. The command
-line of the training library (``training``), which knows nothing of it. An output that is
-one of the inputs is refused before anything is read; an existing checkpoint is replaced only with
-``--overwrite``, and only once the new one is complete; each output is locked from before the first byte the
-command writes (``build-data dataset``: its BM25 index) until the last.
+``e2rank-train`` (``main.train_main``) is the same two commands under their older spelling. An output that is
+an input is refused before anything is read, and locked from before the first byte written; an existing
+checkpoint is replaced only with ``--overwrite``, once the new one is complete.
 """
 from dataclasses import fields
 

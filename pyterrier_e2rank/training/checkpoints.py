@@ -1,18 +1,9 @@
 """What a training run writes: resumable states every ``save_every`` steps, and the checkpoint at the end.
 
-States are accelerate's own: ``project_configuration`` turns on its automatic naming and rotation
-(``.<output>.state/checkpoints/checkpoint_<step>``), and ``Accelerator.save_state``/``load_state`` write
-and read the weights, optimizer, scheduler and every process's RNG. accelerate writes a state in place
-and would resume from whatever folder is newest; what we add is the proof that a state is whole: its
-record (``STATE_RECORD``: config, data digest, position in the data, log, and the size and SHA-256 of
-every other file) is written last, once every file is fsync'd, and moved into place (``atomic_file``). A
-folder without a record is a killed save's, removed before resuming; a state whose files differ from
-its record is named in a warning and the one before it resumed from.
-
-The checkpoint is built in a private directory beside ``output`` (``atomic_directory``) and swapped into
-place only when it is complete: a run that fails or is killed leaves the previous checkpoint as it was.
-The main process holds the output's lock from before it reads a state until the checkpoint is in place and
-the states are removed, so a second run of the same output gets ``ArtifactLocked`` at any moment.
+States are accelerate's own (``save_state``/``load_state``, named and rotated by it) plus our record
+(``STATE_RECORD``), written last, once every file is fsync'd: a state without one is a killed save's, one
+whose files differ from it is damaged. The checkpoint is built aside and swapped into place when complete
+(``io.atomic_directory``); the main process holds the output's lock throughout.
 """
 import contextlib
 import json
@@ -39,18 +30,15 @@ SENTENCE_TRANSFORMERS_FILES = ["modules.json", "sentence_bert_config.json", "con
 #: The training record of a checkpoint; its ``"files"`` name the checkpoint's own top-level entries.
 TRAINING_RECORD = "e2rank_training.json"
 
-#: The record of a resumable state, which marks it complete: config, data digest, position, log, and the
-#: size and SHA-256 of every other file of the state.
+#: The record that marks a resumable state complete: config, data digest, position, log, each file's size and SHA-256.
 STATE_RECORD = "e2rank_state.json"
 
-#: Complete states kept while the next one is written: the newest, and one before it in case the newest's
-#: storage is damaged. accelerate's ``total_limit`` counts the one being written too.
+#: Complete states kept while the next one is written (accelerate's ``total_limit`` counts that one too).
 KEEP_STATES = 2
 
 
 def project_configuration(config: TrainConfig):
-    """accelerate's ``ProjectConfiguration`` of a run: states in ``config.state_dir``, named and rotated
-    by accelerate; trackers' files in ``config.logging_dir`` (default ``<output>.logs``)."""
+    """accelerate's ``ProjectConfiguration``: states in ``config.state_dir``, trackers' files in ``logging_dir``."""
     from accelerate.utils import ProjectConfiguration
     return ProjectConfiguration(project_dir=str(config.state_dir), logging_dir=config.logging_dir or
                                 f"{config.output}.logs", automatic_checkpoint_naming=True,
@@ -58,9 +46,8 @@ def project_configuration(config: TrainConfig):
 
 
 def checkpoint_files(directory: Path) -> Set[str]:
-    """The top-level entries of an existing directory that belong to a checkpoint this trainer wrote
-    (listed in its training record, plus the fingerprint cache written beside large weights later);
-    none for any other directory, which is then never replaced."""
+    """The top-level entries of a checkpoint this trainer wrote (its training record's, and the fingerprint
+    cache); none for any other directory, which is then never replaced."""
     try:
         files = json.loads((Path(directory) / TRAINING_RECORD).read_text(encoding="utf-8"))["files"]
     except (OSError, ValueError, KeyError, TypeError):
@@ -71,11 +58,9 @@ def checkpoint_files(directory: Path) -> Set[str]:
 
 
 def claim_output(accelerator, config: TrainConfig, data_digest: str, stack: contextlib.ExitStack):
-    """The main process locks ``config.output`` (held by ``stack`` until, once it closes without an error,
-    the checkpoint is swapped in and the states are removed), opens the staging directory the checkpoint is
-    built in and finds the state to resume from; ``(staging, state)``, ``staging`` being ``None`` on the
-    other processes, which never write the checkpoint. If the output may not be written, or the state does
-    not belong to this run, every process raises its error now, before the model is even loaded."""
+    """``(staging directory, state to resume from)``: the main process locks ``config.output`` and opens the
+    staging directory (held by ``stack``; ``None`` on the other processes). An output that may not be written
+    or a state of another run is raised in every process, before the model is loaded."""
     staging, state, error = None, None, None
     if accelerator.is_main_process:
         try:
@@ -96,8 +81,7 @@ def claim_output(accelerator, config: TrainConfig, data_digest: str, stack: cont
 
 @contextlib.contextmanager
 def _states_removed_once_saved(config: TrainConfig):
-    """Removes the run's states when the block ends without an error (the checkpoint is in place); a failed
-    run keeps them to resume from."""
+    """Removes the run's states when the block ends without an error; a failed run keeps them."""
     yield
     shutil.rmtree(config.state_dir, ignore_errors=True)
 
@@ -109,11 +93,9 @@ def _state_folders(config: TrainConfig) -> List[Path]:
 
 
 def _resumable_state(config: TrainConfig, data_digest: str, processes: int) -> Optional[str]:
-    """The newest intact state when resuming (``None`` when there is none yet): a damaged one (an empty
-    record or file after a power loss, a file whose checksum differs) is named in a warning and the one
-    before it is used; ``CorruptArtifact`` names them all when none is intact. A state left by another
-    run is refused, naming the settings that differ. Called with the output's lock held, so a dead
-    writer's incomplete states (no record) are removed here."""
+    """The newest intact state (``None`` when there is none yet; incomplete ones are removed), a damaged one
+    skipped with a warning. Raises ``FileExistsError`` for a state without ``resume``, ``CorruptArtifact``
+    when none is intact, ``ValueError`` naming the settings of another run's state."""
     states = []
     for folder in _state_folders(config):
         if (folder / STATE_RECORD).is_file():
@@ -151,8 +133,8 @@ def _resumable_state(config: TrainConfig, data_digest: str, processes: int) -> O
 
 
 def _checked_state(state: Path) -> dict:
-    """The record of ``state``, once every file it lists has its recorded size and SHA-256;
-    ``CorruptArtifact`` naming the first file that does not (or the record that cannot be read)."""
+    """The record of ``state``; ``CorruptArtifact`` naming it or the first file without its recorded size
+    and SHA-256."""
     record = state / STATE_RECORD
     try:
         saved = json.loads(record.read_text(encoding="utf-8"))
@@ -182,11 +164,9 @@ def _manifest(state: Path) -> dict:
 
 
 def save_state(accelerator, config: TrainConfig, record: dict) -> None:
-    """accelerate's state after step ``record["step"]`` (every process writes its part: ZeRO-3 shards,
-    its RNG) in the folder accelerate names ``checkpoint_<step>``, dropping the oldest beyond
-    ``KEEP_STATES``; then our record, with the size and SHA-256 of every file, once they are all fsync'd.
-    A folder of that name already there is a damaged state of the run resumed (newer than the state it
-    resumed from) and is replaced, as accelerate would refuse to write over it."""
+    """accelerate's state after step ``record["step"]`` (every process writes its part), then our record of
+    it once its files are fsync'd. A folder of that name already there (a damaged state, newer than the one
+    resumed from) is replaced."""
     state = Path(accelerator.project_dir) / "checkpoints" / f"checkpoint_{record['step']}"
     if accelerator.is_main_process:
         shutil.rmtree(state, ignore_errors=True)
@@ -204,15 +184,9 @@ def save_state(accelerator, config: TrainConfig, record: dict) -> None:
 
 def save_checkpoint(accelerator, backbone, model: E2Rank, prompt: ListwisePrompt, config: TrainConfig,
                     log: list, output: Optional[Path]) -> None:
-    """A plain Hugging Face directory (LoRA merged), with the tokenizer and the base model's
-    sentence-transformers files, so that pooling and lengths are those of the base model (the pooling
-    is the one trained with when ``config.pooling`` changed it), and the settings of the prompt trained
-    with (``e2rank_prompt.json``: also those the base checkpoint brought, or the whole list's length,
-    where the user gave none), which the checkpoint reranks with by default. The training record lists the
-    entries written, so that a later ``overwrite`` replaces this checkpoint and nothing else.
-
-    Every process takes part (DeepSpeed ZeRO-3 gathers the sharded weights); the main one writes
-    (``output``, the staging directory, is ``None`` on the others)."""
+    """A Hugging Face directory in ``output`` (LoRA merged) with the tokenizer, the base model's
+    sentence-transformers files (the pooling trained with), the prompt settings trained with and the
+    training record listing its entries. Every process takes part; the main one writes."""
     accelerator.wait_for_everyone()
     lora = bool(config.lora_rank)
     state_dict = None if lora else accelerator.get_state_dict(backbone)

@@ -67,8 +67,7 @@ class TrainConfig:
     logging_dir: Optional[str] = None  # the trackers' files; default ``<output>.logs`` beside the output
 
     def __post_init__(self):
-        """The CLI's ranges, so that the Python API cannot train 0 steps, a whole epoch for
-        ``max_steps=0``, or without LoRA for ``lora_rank=0``, either."""
+        """The CLI's ranges; ``ValueError`` naming the setting."""
         if self.stage not in (1, 2):
             raise ValueError(f"stage must be 1 or 2, got {self.stage}")
         if self.pooling not in (None, *ENCODER_POOLINGS):
@@ -93,7 +92,7 @@ class TrainConfig:
 
     @property
     def state_dir(self) -> Path:
-        """Where resumable states live: hidden, beside the output, removed once the checkpoint is in place."""
+        """Where resumable states live: hidden, beside the output."""
         output = Path(self.output)
         return output.parent / f".{output.name}.state"
 

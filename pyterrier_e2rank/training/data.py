@@ -1,13 +1,8 @@
 """Training data: the authors' stage-II records, stage-I pairs, and the converters that make them.
 
-Stage II (one JSON object a line)::
-
-    {"query": str, "document": [str, ...], "ranking": [1-based permutation, best first], "source": str}
-
-``document`` is the candidates' first-stage order (the order they take in the listwise prompt);
-``ranking`` is the teacher's. Stage I (FlagEmbedding format): ``{"query", "pos": [...], "neg": [...]}``.
-Every reader reports a bad record, or a line that is not UTF-8 text, with its file and line number;
-fields are taken as they are typed, never coerced (a string is not a list of characters, 2.7 is not 2).
+Stage II (JSONL): ``{"query", "document": [first-stage order], "ranking": [1-based, best first], "source"}``;
+stage I (FlagEmbedding): ``{"query", "pos": [...], "neg": [...]}``. Every reader refuses a bad record, naming
+its file and line; fields are never coerced (a string is not a list of characters, 2.7 is not 2).
 """
 import json
 import re
@@ -114,8 +109,7 @@ def read_pairs(path) -> List[PairExample]:
 
 
 def write_jsonl(examples: Iterable, path) -> int:
-    """Write records one a line; ``path`` is replaced only once all are written (a failure while
-    building them, hours into ``build-data dataset``, leaves the previous file as it was)."""
+    """Writes records one a line, replacing ``path`` only once all are written; returns their number."""
     count = 0
     with atomic_file(path) as out:
         for example in examples:
@@ -154,8 +148,7 @@ def from_rankllm(path) -> List[ListwiseExample]:
 
 
 def from_pairs(path, *, slate: Optional[int] = None) -> List[ListwiseExample]:
-    """Stage-I pairs as records for the trainer: the first positive, then the hard negatives (their
-    order in the file stands in for a ranking; stage I uses only the positive)."""
+    """Stage-I pairs as records: the first positive, then the hard negatives in file order."""
     slate = positive_int(slate, "slate", allow_none=True)
     examples = []
     for pair in read_pairs(path):
@@ -166,9 +159,8 @@ def from_pairs(path, *, slate: Optional[int] = None) -> List[ListwiseExample]:
 
 def from_run(topics: pd.DataFrame, run: pd.DataFrame, qrels: pd.DataFrame, *, slate: int = 16,
              source: str = "run") -> Iterator[ListwiseExample]:
-    """Listwise records from a first-stage run with text: the top ``slate`` documents of each query in
-    first-stage order; ranking = judged-relevant documents first (by label, then first-stage order),
-    then the rest in first-stage order. Queries without a relevant document in the slate are skipped."""
+    """Records of the top ``slate`` of each query of a run with text, ranked relevant first (by label), then
+    in first-stage order; queries without a relevant document in the slate are skipped."""
     slate = positive_int(slate, "slate")
     labels = {(str(q), str(d)): int(label) for q, d, label in qrels[["qid", "docno", "label"]].itertuples(index=False)}
     queries = dict(zip(topics["qid"].astype(str), topics["query"]))
@@ -183,8 +175,7 @@ def from_run(topics: pd.DataFrame, run: pd.DataFrame, qrels: pd.DataFrame, *, sl
 
 
 def build_from_dataset(dataset: str, *, bm25_index_dir: str, slate: int = 16) -> List[ListwiseExample]:
-    """``from_run`` over a PyTerrier/ir_datasets split: BM25 (PISA) top ``slate`` of each training query,
-    labels from the split's qrels, BEIR text as ``title + " " + text``."""
+    """``from_run`` over a dataset: BM25 (PISA) top ``slate`` of each query, labels from its qrels."""
     slate = positive_int(slate, "slate")
     from pyterrier_e2rank.bm25 import pisa_bm25
     from pyterrier_e2rank import data

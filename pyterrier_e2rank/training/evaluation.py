@@ -13,12 +13,9 @@ from .losses import listwise_loss
 
 
 def evaluate(model: E2Rank, prompt: ListwisePrompt, examples: List[ListwiseExample], config: TrainConfig) -> dict:
-    """``eval_loss`` (and its parts) as in training, and ``eval_ndcg_10``: nDCG@10 of the PRF reranker
-    (``E2RankReranker`` with the prompt trained on, the documents in their given order as its first
-    stage) with the teacher ranking as graded relevance (rank 1 of n gets n, the last 1).
-
-    Every process evaluates every list: the forward passes stay in step across processes (as DeepSpeed
-    ZeRO-3 needs) and InfoNCE sees each list's batch once; keep the held-out slice small."""
+    """``eval_loss`` (and its parts) as in training, and ``eval_ndcg_10``: nDCG@10 of the PRF reranker with
+    ``prompt`` on the lists in their given order, the teacher ranking as graded relevance (rank 1 of n gets
+    n). Every process evaluates every list (in step, as DeepSpeed ZeRO-3 needs)."""
     import ir_measures
     import pandas as pd
     from ir_measures import nDCG

@@ -17,20 +17,15 @@ RANKNET_SCALE = 10.0
 
 def info_nce(queries: torch.Tensor, docs: torch.Tensor, positive_index: torch.Tensor,
              temperature: float = INFONCE_TEMPERATURE) -> torch.Tensor:
-    """Contrastive loss of each query against all documents of the (gathered) batch.
-
-    ``queries [q, d]`` and ``docs [n, d]`` are normalised; ``positive_index [q]`` is the row of each
-    query's positive in ``docs``. Every other row is a negative: the query's hard negatives and the
-    other queries' documents (in-batch negatives)."""
+    """Contrastive loss of normalised ``queries [q, d]`` against all ``docs [n, d]`` of the (gathered) batch,
+    ``positive_index [q]`` the row of each query's positive; every other row is a negative."""
     logits = queries @ docs.T / temperature
     return F.cross_entropy(logits, positive_index)
 
 
 def ranknet(scores: torch.Tensor, relevance: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """RankNet over all ordered pairs (i, j) with ``relevance_i > relevance_j`` among real documents.
-
-    ``scores``, ``relevance`` and ``mask`` are ``[q, slate]``; masked positions (lists shorter than the
-    longest) enter no pair. Returns the mean of ``log(1 + exp(-(s_i - s_j)))`` over pairs."""
+    """The mean of ``log(1 + exp(-(s_i - s_j)))`` over pairs with ``relevance_i > relevance_j``; ``scores``,
+    ``relevance`` and ``mask`` are ``[q, slate]``, masked positions entering no pair."""
     pairs = (relevance.unsqueeze(2) > relevance.unsqueeze(1)) & mask.unsqueeze(2) & mask.unsqueeze(1)
     differences = scores.unsqueeze(2) - scores.unsqueeze(1)
     losses = F.softplus(-differences)
@@ -38,10 +33,8 @@ def ranknet(scores: torch.Tensor, relevance: torch.Tensor, mask: torch.Tensor) -
 
 
 def gather_with_grad(tensor: torch.Tensor):
-    """All processes' rows (in-batch negatives across GPUs), keeping this process's gradient.
-
-    Returns ``(rows, offset)``: the concatenated rows and where this process's rows start. Processes
-    may hold different numbers of rows (lists of mixed lengths)."""
+    """``(rows, offset)``: all processes' rows (any number each), keeping this process's gradient, and where
+    this process's rows start."""
     import torch.distributed as dist
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return tensor, 0
@@ -59,10 +52,8 @@ def gather_with_grad(tensor: torch.Tensor):
 
 def listwise_loss(model: E2Rank, prompt: ListwisePrompt, batch: List[ListwiseExample], config: TrainConfig, *,
                   gather: bool = True):
-    """Stage I: InfoNCE. Stage II: InfoNCE + weight x RankNet on 10 x cos(pseudo-query, document).
-
-    ``gather=False`` keeps InfoNCE's negatives to this process's batch (evaluation, where every process
-    scores the same lists). Returns ``(loss, parts)`` with the unweighted parts for logging."""
+    """``(loss, unweighted parts)``: stage I InfoNCE, stage II InfoNCE + weight x RankNet on 10 x
+    cos(pseudo-query, document). ``gather=False`` keeps InfoNCE's negatives to this process's batch."""
     queries = model.embed(model.tokenize_queries([e.query for e in batch], max_length=config.query_max_length))
     flat = [doc for e in batch for doc in e.document]
     ids = model.tokenize_docs(flat, max_length=config.doc_max_length)

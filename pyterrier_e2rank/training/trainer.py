@@ -1,18 +1,6 @@
-"""The training loop, on Hugging Face ``accelerate``: the same code runs on CPU, one GPU, or many
-(``accelerate launch`` / ``torchrun``, DeepSpeed through an accelerate config).
-
-Texts are tokenised and embedded by ``E2Rank`` itself (``tokenize_*``, ``embed``), and the listwise
-prompt is rendered by ``ListwisePrompt``: what is trained is exactly what the reranker reads. The run is
-given by ``config.TrainConfig``; its losses are in ``losses``, its evaluation in ``evaluation``, and what
-it writes (the checkpoint, resumable states) in ``checkpoints``. The output is locked and checked when
-``train`` starts, not after hours of training.
-
-A preempted run resumes: ``save_every`` saves accelerate's full state (weights, optimizer, scheduler,
-RNG) with the step, the data position and a checksum of every file, and ``resume`` continues from the
-newest intact one, refusing one made with other settings or data. The loop is our own on accelerate
-rather than Hugging Face's ``Trainer``: that one brings its own (non-atomic) checkpoint layout and
-saving, batches of tensors and a metric loop for classification, while what we need beyond accelerate
-(atomic output, LoRA merge, sentence-transformers files, the PRF reranker's nDCG) stays ours.
+"""The training loop, on Hugging Face ``accelerate``: CPU, one GPU, or many (``accelerate launch``,
+``torchrun``, DeepSpeed). Texts are tokenised and embedded by ``E2Rank`` and the prompt rendered by
+``ListwisePrompt``, as the reranker reads them. The output is checked and locked when ``train`` starts.
 """
 import contextlib
 import hashlib
@@ -38,14 +26,9 @@ from .losses import listwise_loss
 
 
 def train(config: TrainConfig, examples: List[ListwiseExample]) -> Path:
-    """Trains and saves a Hugging Face directory that ``E2Rank(config.output)`` loads.
-
-    ``config.batch_size`` is per process; a step is one optimizer update (``gradient_accumulation``
-    batches). ``epochs``/``max_steps`` count steps of this process's shard, so ``torchrun`` with N
-    processes sees each example once per epoch, in N times fewer steps.
-
-    An existing checkpoint at ``config.output`` is replaced only with ``config.overwrite``; a directory
-    that is not a checkpoint, or the model itself, never."""
+    """Trains on ``examples`` and saves a Hugging Face directory that ``E2Rank(config.output)`` loads; returns
+    its path. ``batch_size`` is per process, a step one optimizer update, ``epochs``/``max_steps`` count steps
+    of this process's shard. Raises ``FileExistsError`` for an existing output without ``config.overwrite``."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
@@ -66,9 +49,8 @@ def train(config: TrainConfig, examples: List[ListwiseExample]) -> Path:
 
 
 def _split(config: TrainConfig, examples: List[ListwiseExample]):
-    """``(training, evaluation)`` lists: ``eval_data``'s records, or ``eval_fraction`` of the training
-    records held out, chosen by ``seed`` alone, so that every process and every resumed run holds out
-    the same ones."""
+    """``(training, evaluation)`` lists: ``eval_data``'s records, or ``eval_fraction`` of the training records
+    held out, chosen by ``seed`` alone (the same in every process and resumed run)."""
     if config.eval_data is not None:
         return examples, read_listwise(config.eval_data)
     if config.eval_fraction is None:
@@ -92,8 +74,7 @@ def _digest(examples: List[ListwiseExample]) -> str:
 
 
 class _EpochShuffle(torch.utils.data.Sampler):
-    """A permutation drawn from ``seed + epoch`` alone, so a resumed run replays the same order; the
-    epoch is set by the loop (not ``set_epoch``, which accelerate calls with its own counting)."""
+    """A permutation drawn from ``seed + epoch`` alone (a resumed run replays it); the loop sets ``epoch``."""
 
     def __init__(self, size: int, seed: int):
         self.size, self.seed, self.epoch = size, seed, 0
@@ -155,7 +136,10 @@ def _train(accelerator, config: TrainConfig, examples: List[ListwiseExample], ev
         if accelerator.is_main_process:
             print(f"resuming from {resume_from} (step {step} of {total_steps})", flush=True)
     accelerator.init_trackers(Path(config.output).name, config=hyperparameters(config))
-    progress = _progress(total_steps, step, accelerator)
+    progress = None
+    if accelerator.is_main_process:
+        from tqdm.auto import tqdm
+        progress = tqdm(total=total_steps, initial=step, desc="training", unit="step")
     micro_losses, micro_parts = [], []
     while step < total_steps:
         sampler.epoch = epoch
@@ -203,11 +187,3 @@ def _train(accelerator, config: TrainConfig, examples: List[ListwiseExample], ev
         progress.close()
     accelerator.end_training()
     save_checkpoint(accelerator, backbone, model, prompt, config, log, staging)
-
-
-
-def _progress(total: int, done: int, accelerator):
-    if not accelerator.is_main_process:
-        return None
-    from tqdm.auto import tqdm
-    return tqdm(total=total, initial=done, desc="training", unit="step")

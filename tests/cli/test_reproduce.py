@@ -1,5 +1,6 @@
 """``e2rank reproduce``: the same numbers as ``e2rank experiment`` and ``rerank-run`` on the same candidates,
-each distinct candidate encoded once, a killed suite resumed, and bad input named (app/reproduce.py)."""
+each distinct candidate encoded once, a killed suite resumed, and bad input named (cli/reproduce.py, suite.py,
+paper.py)."""
 import json
 import os
 import signal
@@ -11,9 +12,11 @@ import pytest
 
 from pyterrier_e2rank.cli import main as cli
 from pyterrier_e2rank.cli.experiment import index_name, run_experiment
-from pyterrier_e2rank.cli.reproduce import DatasetUnavailable, _Dataset, paper_row, reproduce, resolve_dataset, results_table
+from pyterrier_e2rank.cli.paper import DatasetUnavailable, SuiteDataset, paper_row, resolve_dataset, results_table
+from pyterrier_e2rank.cli import suite
+from pyterrier_e2rank.cli.reproduce import reproduce
 from pyterrier_e2rank.cli.runs import evaluate_run, read_qrels, read_run, rerank_run, write_run
-from pyterrier_e2rank.io import ArtifactLocked
+from pyterrier_e2rank.io import ArtifactLocked, file_sha256
 
 from fixtures.writers import held_by_another_process
 
@@ -102,7 +105,8 @@ def test_killed_suite_resumes_after_the_finished_dataset(small_scifact, minilm_d
     assert results[SCIFACT] == json.loads(second.read_text())["results"]
 
 
-def test_unavailable_dataset_is_skipped_and_missing_run_lines_named(cached_minilm, small_scifact, tmp_path):
+def test_unavailable_dataset_is_skipped_and_missing_run_lines_named(cached_minilm, small_scifact, tmp_path,
+                                                                    monkeypatch):
     folder = str(small_scifact)
     qid, docno = read_qrels(folder)[["query_id", "doc_id"]].iloc[0]
     run = tmp_path / "pinned.run"
@@ -114,9 +118,12 @@ def test_unavailable_dataset_is_skipped_and_missing_run_lines_named(cached_minil
         reproduce(cached_minilm, [folder], tmp_path / "b", runs={folder: str(run)}, verbose=False)
 
     robust = "irds:disks45/nocr/trec-robust-2004"  # its documents are a manual download
+    hashed = []
+    monkeypatch.setattr(suite, "file_sha256", lambda path: hashed.append(str(path)) or file_sha256(path))
     results = reproduce(cached_minilm, [robust, folder], tmp_path / "c", runs={folder: str(run)},
                         skip_missing=True, verbose=False)
     assert list(results) == [folder]
+    assert hashed.count(str(run)) == 1  # the pinned run is hashed once, however many places record its digest
     table = (tmp_path / "c" / "results.md").read_text()
     assert "0 queries and 1 documents the dataset lacks" in table
     assert f"skipped {robust}: FileNotFoundError" in table  # with ir_datasets' instructions:
@@ -145,7 +152,7 @@ def test_bad_arguments_are_named(cached_minilm, small_scifact, tmp_path):
 
 def test_table_puts_the_paper_figures_beside_ours():
     assert paper_row("Alibaba-NLP/E2Rank-4B") == "E2Rank-4B" and paper_row("all-minilm-l6-v2") is None
-    datasets = [_Dataset(SCIFACT, SCIFACT, "beir/scifact/test"), _Dataset("mine", "mine", "beir/mine")]
+    datasets = [SuiteDataset(SCIFACT, SCIFACT, "beir/scifact/test"), SuiteDataset("mine", "mine", "beir/mine")]
     finished = {d.label: {"results": {"bm25": {"nDCG@10": 0.7}, "bm25>>e2rank": {"nDCG@10": 0.75}},
                           "record": {"first_stage": {}}} for d in datasets}
     table = results_table("Alibaba-NLP/E2Rank-0.6B", datasets, finished, {"robust04": "robust04: not here"})
@@ -153,3 +160,16 @@ def test_table_puts_the_paper_figures_beside_ours():
     assert "| BM25 >> E2Rank-0.6B | 75.00 (73.43, +1.57) | 75.00 | 75.00 (73.43, +1.57) |" in table
     assert "BEIR avg (1 of 8)" in table and "skipped robust04: not here" in table
     assert "(" not in results_table("my-model", datasets, finished, {}).splitlines()[3].split("|")[2]
+
+
+def test_query_task_is_read_alike_by_experiment_and_reproduce():
+    """``--query-task``: 'dataset' is the authors' instruction for an instructed model, 'auto' the model's own."""
+    from pyterrier_e2rank.cli.experiment import query_task_for
+    from pyterrier_e2rank.model.text import dataset_query_task
+    scifact_task = dataset_query_task("beir/scifact")
+    assert scifact_task is not None
+    assert query_task_for("dataset", "the default", SCIFACT) == scifact_task
+    assert query_task_for("dataset", "the default", "corpus.tsv") == "the default"
+    assert query_task_for("dataset", None, SCIFACT) is None  # an encoder without instructions
+    assert query_task_for("auto", "the default", SCIFACT) == "the default"
+    assert query_task_for("Find the claim", None, SCIFACT) == "Find the claim"

@@ -196,14 +196,19 @@ import json, os, sys
 from pyterrier_e2rank.cli.sharding import main_process_decides, main_process_first
 
 rank = int(os.environ["RANK"])
+
+
+def build():
+    raise KeyError(f"built by process {rank}")
+
+
 report = {"decided": main_process_decides(lambda: f"process {rank}'s decision"), "errors": []}
 for block in ("decides", "first"):
     try:
         if block == "decides":
             main_process_decides(lambda: int(f"not a number in process {rank}"))
         else:
-            with main_process_first():
-                raise KeyError(f"built by process {rank}")
+            main_process_first(build)
         report["errors"].append(None)
     except (ValueError, KeyError) as e:
         report["errors"].append([type(e).__name__, str(e), getattr(e, "__notes__", [])])
