@@ -30,6 +30,8 @@ HUB_MODEL = '"Alibaba-NLP/E2Rank-0.6B"'
 SCIFACT = 'pt.get_dataset("irds:beir/scifact/test")'
 BEIR_FOLDER = '"path/to/my-beir-folder"'
 LUCENE = '"indexes/lucene"'
+#: Leave-one-out influence renders a prompt per prompt document: 5 documents instead of 20 make it 16x cheaper.
+INFLUENCE = "feedback_influence(model, candidates, index=index)"
 #: The pages whose blocks read SciFact (the small BEIR folder stands in for it).
 ON_SCIFACT = {"retrieval-and-reranking.rst", "indexing.rst", "datasets-and-bm25.rst"}
 #: Blocks marked ``.. test: ...`` (not run), by page and first line: none today.
@@ -136,7 +138,7 @@ def test_every_substitution_meets_its_text():
     """The texts the block runner replaces are still in the pages (else a block would reach for the hub)."""
     text = {page: (DOCS / page).read_text() for page in PAGES}
     assert all(SCIFACT in text[page] or BEIR_FOLDER in text[page] for page in ON_SCIFACT)
-    assert LUCENE in text["pyserini.rst"]
+    assert LUCENE in text["pyserini.rst"] and INFLUENCE in text["retrieval-and-reranking.rst"]
     assert [page for page in PAGES if HUB_MODEL in text[page] and rst_python_blocks(text[page])]
 
 
@@ -154,7 +156,7 @@ def run_blocks(page: str, replacements: dict) -> dict:
     return namespace
 
 
-#: Pages whose blocks take minutes here (whole pipelines with 20-document prompts): in the slow tier.
+#: Pages whose blocks take a minute or more here (a whole pt.Experiment with 20-document prompts): the slow tier.
 SLOW = {"retrieval-and-reranking.rst"}
 
 
@@ -167,7 +169,7 @@ def test_every_python_block_of_the_page_runs(page, tiny_qwen_dir, tmp_path, monk
     if page in ON_SCIFACT:
         folder = request.getfixturevalue("small_scifact")
         replacements |= {SCIFACT: f"__import__('pyterrier_e2rank').dataset({str(folder)!r})",
-                         BEIR_FOLDER: repr(str(folder))}
+                         BEIR_FOLDER: repr(str(folder)), INFLUENCE: INFLUENCE[:-1] + ", num_input_docs=5)"}
     namespace = run_blocks(page, replacements)
     if page == "index.rst":
         assert "what do antibodies do" in capsys.readouterr().out  # the quick start printed its rankings
