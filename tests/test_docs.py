@@ -156,7 +156,7 @@ def run_blocks(page: str, replacements: dict) -> dict:
     return namespace
 
 
-#: Pages whose blocks take a minute or more here (a whole pt.Experiment with 20-document prompts): the slow tier.
+#: Pages whose blocks run a whole pt.Experiment with 20-document prompts (35-45 s on 2 shared cores): slow tier.
 SLOW = {"retrieval-and-reranking.rst"}
 
 
