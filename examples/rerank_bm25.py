@@ -2,8 +2,8 @@
 
     python examples/rerank_bm25.py --model all-minilm-l6-v2 --num-queries 50
 
-No dense index here: the reranker encodes each query's candidates itself (see README for the indexed,
-one-forward-pass-per-query version).
+No dense index here: the reranker encodes each query's candidates itself (see pyterrier_e2rank/pt_docs/retrieval-and-reranking.rst
+for the indexed, one-forward-pass-per-query version).
 """
 import argparse
 

@@ -1,12 +1,17 @@
-"""The PyTerrier documentation pages (``pyterrier_e2rank/pt_docs/``): they build with Sphinx without a warning,
-every ``.. code-block:: python`` of them runs, the specification's numbered sections (cited in code as
-``pt_docs/specification.rst §N``) keep their numbers, what it states agrees with the constants of the code, and
-the pages ship in the wheel and the sdist, where PyTerrier's documentation build finds them.
+"""The PyTerrier documentation pages (``pyterrier_e2rank/pt_docs/``): they build with Sphinx without a warning (the
+API page from the docstrings, by autodoc), every ``.. code-block:: python`` of them runs, the specification's
+numbered sections (cited in code as ``pt_docs/specification.rst §N``) keep their numbers, what it states agrees
+with the constants of the code, and the pages ship in the wheel and the sdist, where PyTerrier's documentation
+build finds them.
 
 Blocks run as ``test_readme.py`` runs the README's: those of one page share a namespace, in a temporary
-directory, with the hub model replaced by the tiny Qwen3 (which carries the real Qwen3 tokenizer and chat
-template). A block that cannot run here is marked in the page by the comment ``.. test: why`` right before it;
-the set of marked blocks is asserted, so a new one is a deliberate choice."""
+directory, offline: the hub model is the tiny Qwen3 (which carries the real Qwen3 tokenizer and chat template),
+SciFact is a BEIR folder of its first documents plus those judged for three test queries, and the Pyserini page
+gets the JSONL collection and Lucene index it expects. A block that cannot run here is marked in the page by the
+comment ``.. test: why`` right before it; the set of marked blocks is asserted, so a new one is a deliberate
+choice."""
+import json
+import os
 import re
 import subprocess
 import sys
@@ -18,8 +23,17 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).resolve().parents[1] / "pyterrier_e2rank" / "pt_docs"
-PAGES = ("index.rst", "specification.rst")
+PAGES = ("index.rst", "retrieval-and-reranking.rst", "indexing.rst", "efficiency.rst", "datasets-and-bm25.rst",
+         "pyserini.rst", "training.rst", "command-lines.rst", "reproducing.rst", "guarantees.rst",
+         "specification.rst", "api.rst")
 HUB_MODEL = '"Alibaba-NLP/E2Rank-0.6B"'
+SCIFACT = 'pt.get_dataset("irds:beir/scifact/test")'
+BEIR_FOLDER = '"path/to/my-beir-folder"'
+LUCENE = '"indexes/lucene"'
+#: Leave-one-out influence renders a prompt per prompt document: 5 documents instead of 20 make it 16x cheaper.
+INFLUENCE = "feedback_influence(model, candidates, index=index)"
+#: The pages whose blocks read SciFact (the small BEIR folder stands in for it).
+ON_SCIFACT = {"retrieval-and-reranking.rst", "indexing.rst", "datasets-and-bm25.rst"}
 #: Blocks marked ``.. test: ...`` (not run), by page and first line: none today.
 MARKED = set()
 #: The specification's sections. Code cites them by number, so a number never changes meaning: a new section
@@ -87,34 +101,90 @@ def spec_text() -> str:
     return (DOCS / "specification.rst").read_text()
 
 
-def test_the_pages_build_with_sphinx_without_a_warning(tmp_path):
+def test_the_pages_build_with_sphinx_without_a_warning(repo_dir, tmp_path):
+    """As PyTerrier's documentation builds them: autodoc reads the Google-style docstrings (napoleon); type hints
+    stay out of the signatures, whose targets (pandas, torch) no page of this package defines."""
     if find_spec("sphinx") is None:
         pytest.skip("Sphinx is not installed (it is in the [test] extra: pip install -e '.[test]')")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(repo_dir), os.environ.get("PYTHONPATH")]))}
     result = subprocess.run([sys.executable, "-m", "sphinx", "-W", "--keep-going", "-n", "-q", "-b", "html",
                              "-C", "-D", "root_doc=index", "-D", "project=pyterrier-e2rank",
+                             "-D", "extensions=sphinx.ext.autodoc,sphinx.ext.napoleon", "-D", "autodoc_typehints=none",
                              "-d", str(tmp_path / "doctrees"), str(DOCS), str(tmp_path / "html")],
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert {page.removesuffix(".rst") for page in PAGES} <= {p.stem for p in (tmp_path / "html").glob("*.html")}
+    api = (tmp_path / "html" / "api.html").read_text()
+    assert "pyterrier_e2rank.E2Rank.reranker" in api and "pyterrier_e2rank.pyserini.HitReranker" in api
 
 
-def test_every_python_block_of_the_pages_runs(tiny_qwen_dir, tmp_path, monkeypatch, capsys):
+@pytest.fixture(scope="module")
+def pyserini_inputs(small_scifact, tmp_path_factory):
+    """``collection/`` (Pyserini JSONL) and ``indexes/lucene`` (stored raw), as the Pyserini page expects."""
+    pytest.importorskip("pyserini", reason="Pyserini is not installed (scripts/install-pyserini.sh installs it)")
+    root = tmp_path_factory.mktemp("pyserini")
+    (root / "collection").mkdir()
+    with open(small_scifact / "corpus.jsonl") as corpus, open(root / "collection" / "docs.jsonl", "w") as out:
+        for doc in map(json.loads, corpus):
+            out.write(json.dumps({"id": doc["_id"], "contents": f"{doc['title']} {doc['text']}"}) + "\n")
+    subprocess.run([sys.executable, "-m", "pyserini.index.lucene", "--collection", "JsonCollection",
+                    "--input", str(root / "collection"), "--index", str(root / "indexes" / "lucene"),
+                    "--generator", "DefaultLuceneDocumentGenerator", "--threads", "1", "--storeRaw"],
+                   check=True, capture_output=True)
+    return root
+
+
+def test_every_substitution_meets_its_text():
+    """The texts the block runner replaces are still in the pages (else a block would reach for the hub)."""
+    text = {page: (DOCS / page).read_text() for page in PAGES}
+    assert all(SCIFACT in text[page] or BEIR_FOLDER in text[page] for page in ON_SCIFACT)
+    assert LUCENE in text["pyserini.rst"] and INFLUENCE in text["retrieval-and-reranking.rst"]
+    assert [page for page in PAGES if HUB_MODEL in text[page] and rst_python_blocks(text[page])]
+
+
+def run_blocks(page: str, replacements: dict) -> dict:
+    """Runs the page's unmarked blocks in one namespace, which it returns; asserts the marked ones."""
+    namespace, marked = {"__name__": "pt_docs"}, set()
+    for first, code, mark in rst_python_blocks((DOCS / page).read_text()):
+        if mark:
+            marked.add((page, first))
+            continue
+        for old, new in replacements.items():
+            code = code.replace(old, new)
+        exec(compile(code, f"pt_docs/{page} (block: {first})", "exec"), namespace)
+    assert marked == {(p, first) for p, first in MARKED if p == page}
+    return namespace
+
+
+#: Pages whose blocks run a whole pt.Experiment with 20-document prompts (35-45 s on 2 shared cores): slow tier.
+SLOW = {"retrieval-and-reranking.rst"}
+
+
+@pytest.mark.parametrize("page", [pytest.param(page, marks=[pytest.mark.slow] if page in SLOW else [])
+                                  for page in PAGES if page != "pyserini.rst"])
+def test_every_python_block_of_the_page_runs(page, tiny_qwen_dir, tmp_path, monkeypatch, capsys, request):
     monkeypatch.chdir(tmp_path)
-    marked, ran, replaced = set(), [], False
-    for page in PAGES:
-        namespace = {"__name__": "pt_docs"}
-        for first, code, mark in rst_python_blocks((DOCS / page).read_text()):
-            if mark:
-                marked.add((page, first))
-                continue
-            replaced |= HUB_MODEL in code
-            code = code.replace(HUB_MODEL, repr(str(tiny_qwen_dir)))
-            exec(compile(code, f"pt_docs/{page} (block: {first})", "exec"), namespace)
-            ran.append((page, first))
-    assert marked == MARKED
-    assert replaced  # the substitution still meets its text in the pages
-    assert {page for page, _ in ran} == set(PAGES)
-    assert "what do antibodies do" in capsys.readouterr().out  # the quick start printed its rankings
+    monkeypatch.setenv("E2RANK_CACHE", str(tmp_path / "cache"))  # exported backbones: not the user's cache
+    replacements = {HUB_MODEL: repr(str(tiny_qwen_dir))}
+    if page in ON_SCIFACT:
+        folder = request.getfixturevalue("small_scifact")
+        replacements |= {SCIFACT: f"__import__('pyterrier_e2rank').dataset({str(folder)!r})",
+                         BEIR_FOLDER: repr(str(folder)), INFLUENCE: INFLUENCE[:-1] + ", num_input_docs=5)"}
+    namespace = run_blocks(page, replacements)
+    if page == "index.rst":
+        assert "what do antibodies do" in capsys.readouterr().out  # the quick start printed its rankings
+    if page == "retrieval-and-reranking.rst":
+        assert len(namespace["results"]) == 5 and len(namespace["influence"]) > 0
+
+
+@pytest.mark.slow
+def test_the_pyserini_page_runs(tiny_qwen_dir, pyserini_inputs, monkeypatch, capsys):
+    monkeypatch.chdir(pyserini_inputs)
+    # the JVM resolves relative paths against its own start directory, not the test's
+    namespace = run_blocks("pyserini.rst", {HUB_MODEL: repr(str(tiny_qwen_dir)),
+                                            LUCENE: repr(str(pyserini_inputs / "indexes" / "lucene"))})
+    assert len(namespace["reranked"]) > 0
+    assert "[(" in capsys.readouterr().out  # it printed its top 5
 
 
 def test_the_specification_keeps_its_section_numbers_and_labels():
@@ -144,7 +214,7 @@ def test_the_pages_ship_in_the_wheel_and_the_sdist(repo_dir, tmp_path):
     """Built from a copy of what makes the distribution, so the repository gains no build/ or egg-info."""
     source = tmp_path / "source"
     source.mkdir()
-    for name in ("setup.cfg", "pyproject.toml", "MANIFEST.in", "README.md"):
+    for name in ("setup.cfg", "pyproject.toml", "MANIFEST.in", "README.md", "CHANGELOG.md", "CONTRIBUTING.md"):
         if (repo_dir / name).exists():
             (source / name).write_bytes((repo_dir / name).read_bytes())
     for path in (repo_dir / "pyterrier_e2rank").rglob("*"):
@@ -158,8 +228,8 @@ def test_the_pages_ship_in_the_wheel_and_the_sdist(repo_dir, tmp_path):
     with zipfile.ZipFile(wheel) as archive:
         in_wheel = {name for name in archive.namelist() if "/pt_docs/" in name}
     with tarfile.open(sdist) as archive:
-        in_sdist = {name.split("/", 1)[1] for name in archive.getnames() if "/pt_docs/" in name}
+        in_sdist = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
     expected = {f"pyterrier_e2rank/pt_docs/{page}" for page in PAGES}
     assert {p.name for p in DOCS.glob("*.rst")} == set(PAGES)
     assert in_wheel == expected
-    assert in_sdist >= expected
+    assert in_sdist >= expected | {"CHANGELOG.md", "CONTRIBUTING.md"}
