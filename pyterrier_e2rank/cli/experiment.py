@@ -51,7 +51,8 @@ def dense_index_for(model: E2Rank, dataset, index_dir: str, *, verbose: bool = T
                       f"{model.model_name_or_path!r} has now; building it again", stacklevel=2)
         rebuild = True
     if rebuild or not built:
-        model.indexer(index, verbose=verbose, mode="overwrite" if rebuild else "create", corpus_stamp=stamp).index(corpus_iter(ds))
+        mode = "overwrite" if rebuild else "create"
+        model.indexer(index, verbose=verbose, mode=mode, corpus_stamp=stamp).index(corpus_iter(ds))
         index = E2RankIndex(index.path)  # not the object that read the old version
     index.check_model(model)
     return index

@@ -49,7 +49,8 @@ def register(subparsers) -> None:
                    "cuda when available)")
     arguments.add_backend_options(p)
     write = p.add_mutually_exclusive_group()
-    write.add_argument("--overwrite", action="store_true", help="replace an existing index once the new one is complete")
+    write.add_argument("--overwrite", action="store_true",
+                       help="replace an existing index once the new one is complete")
     write.add_argument("--append", action="store_true",
                        help="add the documents (new docnos only) to the existing index, swapped in once complete")
     p.add_argument("--quiet", action="store_true", help="no progress bar (shown by default, on process 0)")
