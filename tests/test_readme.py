@@ -68,7 +68,8 @@ def test_every_python_block_of_the_readme_runs(repo_dir, small_scifact, pyserini
     assert {first for _, first, _, mark in blocks if mark} == MARKED
     replacements = {
         README_MODEL: repr(str(tiny_qwen_dir)),
-        'pt.get_dataset("irds:beir/scifact/test")': f"__import__('pyterrier_e2rank.data').data.dataset({str(small_scifact)!r})",
+        'pt.get_dataset("irds:beir/scifact/test")':
+            f"__import__('pyterrier_e2rank.data').data.dataset({str(small_scifact)!r})",
         "dataset.get_topics()": f"dataset.get_topics().head({NUM_QUERIES})",
         '"path/to/my-beir-folder"': repr(str(small_scifact)),
         # the JVM resolves relative paths against its own start directory, not the test's
