@@ -92,9 +92,10 @@ def test_every_python_block_of_the_readme_runs(repo_dir, small_scifact, pyserini
 
 def test_one_version_everywhere(repo_dir):
     """The version is written once (``pyterrier_e2rank.__version__``): the installed metadata and the
-    README's changelog ("this version") say the same."""
+    changelog ("this version"; CHANGELOG.md, else README.md) say the same."""
     from importlib.metadata import version
 
     import pyterrier_e2rank
     assert version("pyterrier-e2rank") == pyterrier_e2rank.__version__
-    assert f"**{pyterrier_e2rank.__version__}** (this version" in (repo_dir / "README.md").read_text()
+    changelog = next(path for path in (repo_dir / "CHANGELOG.md", repo_dir / "README.md") if path.exists())
+    assert f"**{pyterrier_e2rank.__version__}** (this version" in changelog.read_text()
