@@ -18,31 +18,12 @@ import numpy as np
 import pandas as pd
 
 from pyterrier_e2rank.cli.experiment import index_name
-from pyterrier_e2rank.index.indexer import IndexWriter
+from pyterrier_e2rank.testing import build_clustered_index, clustered
 
 SCIFACT_INDEX = (Path(__file__).resolve().parents[1] / "indexes" / index_name("beir/scifact")
                  / f"dense.{index_name('all-minilm-l6-v2')}")
 RECALL_GOAL = 0.95
 DOCS_PER_CENTRE = 500
-
-
-def clustered(rng, n: int, dim: int, centres: np.ndarray) -> np.ndarray:
-    x = centres[rng.integers(0, len(centres), n)] + rng.standard_normal((n, dim), dtype=np.float32) / np.sqrt(dim)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    return x.astype(np.float32)
-
-
-def build_clustered_index(path: Path, *, num_docs: int, dim: int, num_centres: int, seed: int = 0,
-                          chunk: int = 100_000):
-    """An index of ``num_docs`` clustered unit vectors, and the mixture's centres (to draw queries)."""
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((num_centres, dim), dtype=np.float32)
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    with IndexWriter(path, dim, {"model": "synthetic-clustered", "dim": dim}, overwrite=True) as writer:
-        for start in range(0, num_docs, chunk):
-            n = min(chunk, num_docs - start)
-            writer.add([str(i) for i in range(start, start + n)], clustered(rng, n, dim, centres))
-        return writer.finish(), centres
 
 
 def _timed(retriever, frame: pd.DataFrame):

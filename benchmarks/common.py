@@ -1,5 +1,5 @@
-"""What the benchmarks share: the machine, timers, SciFact candidates; the Qwen3-shaped backbone comes from the
-tests' fixtures (``tests/fixtures/qwen3.py``)."""
+"""What the benchmarks share: the machine, timers, SciFact candidates, the Qwen3 tokenizer of the random
+Qwen3-shaped backbones (``pyterrier_e2rank.testing.qwen3_shaped``)."""
 import os
 import platform
 import time
@@ -7,6 +7,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+
+#: The real Qwen3 tokenizer (in the team's ``../shared`` folder), for realistic token counts.
+QWEN3_TOKENIZER = Path(__file__).resolve().parents[2] / "shared" / "models" / "qwen3-tokenizer"
 
 
 def machine() -> dict:

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from benchmarks.common import bm25_candidates
-from tests.fixtures.qwen3 import qwen3_shaped
+from benchmarks.common import QWEN3_TOKENIZER, bm25_candidates
+from pyterrier_e2rank.testing import qwen3_shaped
 from pyterrier_e2rank import E2Rank
 from pyterrier_e2rank.data import corpus_iter
 
@@ -47,7 +47,7 @@ def _ndcg(model: E2Rank, candidates: pd.DataFrame, pool: pd.DataFrame, topics: p
 
 def run(workdir, *, num_docs: int, qwen_layers: int, num_queries: int, batch_size: int = 16) -> dict:
     texts = [d["text"] for d in itertools.islice(corpus_iter("irds:beir/scifact/test"), num_docs)]
-    qwen = str(qwen3_shaped(workdir / f"qwen3-0.6b-shape-{qwen_layers}l", qwen_layers))
+    qwen = str(qwen3_shaped(workdir / f"qwen3-0.6b-shape-{qwen_layers}l", QWEN3_TOKENIZER, qwen_layers))
     by_model = {}
     for label, path in (("all-minilm-l6-v2", "all-minilm-l6-v2"), ("qwen3-0.6b-shaped", qwen)):
         base, reference = _docs_per_s(E2Rank(path, device="cpu", batch_size=batch_size), texts)

@@ -4,7 +4,8 @@ bfloat16, random weights: the size is what matters)."""
 import time
 from pathlib import Path
 
-from tests.fixtures.qwen3 import qwen3_shaped
+from benchmarks.common import QWEN3_TOKENIZER
+from pyterrier_e2rank.testing import qwen3_shaped
 
 
 def measure(model_dir: str, label: str) -> dict:
@@ -36,6 +37,6 @@ def measure(model_dir: str, label: str) -> dict:
 def run(workdir: Path, *, minilm: str = "all-minilm-l6-v2") -> dict:
     from pyterrier_e2rank.model.loading import resolve_model_path
     import torch
-    shaped = qwen3_shaped(Path(workdir) / "e2rank-0.6b-shape", num_layers=28, dtype=torch.bfloat16)
+    shaped = qwen3_shaped(Path(workdir) / "e2rank-0.6b-shape", QWEN3_TOKENIZER, num_layers=28, dtype=torch.bfloat16)
     return {"minilm": measure(resolve_model_path(minilm), minilm),
             "e2rank_0.6b_shape": measure(str(shaped), "E2Rank-0.6B shape (28 layers, bf16, random)")}

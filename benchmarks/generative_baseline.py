@@ -26,8 +26,9 @@ class GenerativeSlidingWindow:
                 "search query. All the passages should be included and listed using identifiers, in descending "
                 "order of relevance. The output format should be [] > [], e.g., [2] > [1], Only respond with the "
                 "ranking results, do not say any word or explain.")
-        return self.tokenizer.apply_chat_template([{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}],
-                                                  tokenize=False, add_generation_prompt=True, enable_thinking=False)
+        messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                                  enable_thinking=False)
 
     @torch.inference_mode()
     def permutation(self, query: str, passages: List[str]) -> List[int]:

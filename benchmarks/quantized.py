@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.ann import _recall, build_clustered_index, clustered, ndcg10, scifact_index, DOCS_PER_CENTRE
+from benchmarks.ann import _recall, ndcg10, scifact_index, DOCS_PER_CENTRE
+from pyterrier_e2rank.testing import build_clustered_index, clustered
 
 INT8_RESCORE = 200
 BINARY_RESCORE = 1000

@@ -6,20 +6,20 @@ import time
 import numpy as np
 
 from pyterrier_e2rank import E2Rank
+from pyterrier_e2rank.testing import qwen3_shaped
 
-from tests.fixtures.qwen3 import qwen3_shaped
-
-from .common import bm25_candidates
+from .common import QWEN3_TOKENIZER, bm25_candidates
 from .generative_baseline import GenerativeSlidingWindow
 
 
 def run(workdir, *, num_layers: int, num_queries: int, top_k: int = 100, max_words: int = 60) -> dict:
     candidates = bm25_candidates(num_queries, top_k, workdir, max_words=max_words)
-    model = E2Rank(str(qwen3_shaped(workdir / f"qwen3-{num_layers}l", num_layers)), batch_size=8)
+    model = E2Rank(str(qwen3_shaped(workdir / f"qwen3-{num_layers}l", QWEN3_TOKENIZER, num_layers)), batch_size=8)
     index = model.indexer(workdir / "dense.qwen3", overwrite=True).index(
         candidates.drop_duplicates("docno")[["docno", "text"]].to_dict("records"))
     e2rank, e2rank_reencode = model.reranker(index=index), model.reranker()
-    generative = GenerativeSlidingWindow(qwen3_shaped(workdir / f"qwen3-{num_layers}l-lm", num_layers, causal_lm=True))
+    generative = GenerativeSlidingWindow(qwen3_shaped(workdir / f"qwen3-{num_layers}l-lm", QWEN3_TOKENIZER, num_layers,
+                                                     causal_lm=True))
     times = {"e2rank": [], "e2rank_reencode": [], "generative": []}
     for _, query in candidates.groupby("qid", sort=False):
         for name, reranker in [("e2rank", e2rank), ("e2rank_reencode", e2rank_reencode)]:

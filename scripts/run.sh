@@ -10,7 +10,8 @@ venv="$repo/.venv"
 if [ ! -x "$venv/bin/python" ]; then
   python3.11 -m venv "$venv" 2>/dev/null || python3 -m venv "$venv"
 fi
-stamp="$venv/.installed-$(cat setup.cfg pyproject.toml pyterrier_e2rank/__init__.py scripts/*.sh | sha1sum | cut -c1-12)"
+inputs="setup.cfg pyproject.toml pyterrier_e2rank/__init__.py scripts/*.sh"
+stamp="$venv/.installed-$(cat $inputs | sha1sum | cut -c1-12)"
 if [ ! -e "$stamp" ]; then
   # torch is named here so that pip takes the local CPU build instead of a multi-GB CUDA one
   "$venv/bin/pip" install -q --upgrade pip

@@ -1,8 +1,9 @@
 """Shared fixtures: the repository, the team's ``../shared`` folder (tests that need it are skipped, naming
-what is absent), the tiny random Qwen3 from the benchmarks' builder, MiniLM, and SciFact.
+what is absent), the tiny random Qwen3 (``pyterrier_e2rank.testing``), MiniLM, and SciFact.
 
-The repository and ``tests/`` go on ``sys.path`` so tests import ``benchmarks`` and the pure helpers in
-``tests/fixtures/`` the same way under any import mode; no test imports another test module or this file."""
+The repository and ``tests/`` go on ``sys.path`` so tests import the package, ``benchmarks`` (only
+``tests/test_benchmarks*.py``) and the pure helpers in ``tests/fixtures/`` the same way under any import mode;
+no test imports another test module or this file."""
 import gzip
 import json
 import subprocess
@@ -45,11 +46,11 @@ def shared_path():
 def make_tiny_qwen3():
     """``make_tiny_qwen3(directory, seed=0, num_layers=2, causal_lm=False)``: a random tiny Qwen3 with the
     real Qwen3 tokenizer and chat template, from the one builder the benchmarks use too."""
-    from fixtures.qwen3 import TINY_SHAPE, qwen3_shaped
-    _shared("models", "qwen3-tokenizer")
+    from pyterrier_e2rank.testing import TINY_SHAPE, qwen3_shaped
+    tokenizer = _shared("models", "qwen3-tokenizer")
 
     def make(directory: Path, seed: int = 0, num_layers: int = 2, causal_lm: bool = False) -> Path:
-        return qwen3_shaped(directory, num_layers, shape=TINY_SHAPE, causal_lm=causal_lm, seed=seed)
+        return qwen3_shaped(directory, tokenizer, num_layers, shape=TINY_SHAPE, causal_lm=causal_lm, seed=seed)
     return make
 
 
@@ -67,6 +68,23 @@ def other_tiny_qwen_dir(tmp_path_factory, make_tiny_qwen3) -> Path:
 def tiny_qwen(tiny_qwen_dir):
     from pyterrier_e2rank import E2Rank
     return E2Rank(str(tiny_qwen_dir), batch_size=4)
+
+
+@pytest.fixture(scope="session")
+def fine_tuned_qwen_dir(tmp_path_factory, tiny_qwen_dir) -> Path:
+    """The tiny Qwen3 after one listwise training step (``e2rank train --stage 2``) on lists of 4 documents,
+    with ``--num-input-docs 3 --prompt-doc-max-tokens 8``: other weights, and prompt settings of its own."""
+    from fixtures.docs import TOPIC_DOCS
+
+    from pyterrier_e2rank.cli.main import train_main
+    root = tmp_path_factory.mktemp("fine-tuned")
+    texts = TOPIC_DOCS["text"].tolist()
+    (root / "train.jsonl").write_text("".join(json.dumps({"query": f"gene {i}", "document": texts[i:i + 4],
+                                                          "ranking": [2, 1, 3, 4]}) + "\n" for i in range(4)))
+    assert train_main(["--stage", "2", "--model", str(tiny_qwen_dir), "--data", str(root / "train.jsonl"),
+                       "--output", str(root / "trained"), "--max-steps", "1", "--batch-size", "2",
+                       "--num-input-docs", "3", "--prompt-doc-max-tokens", "8"]) == 0
+    return root / "trained"
 
 
 @pytest.fixture(scope="session")

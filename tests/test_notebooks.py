@@ -1,7 +1,7 @@
 """The course notebooks (``examples/0*.ipynb``) run from top to bottom in a reduced form: the tiny random
 Qwen3, SciFact cut small (``small_scifact``: two queries), indexes and checkpoints in a temporary folder
-(shared by the notebooks, so the BM25 and dense indexes are built once). Each must show its tables and at least one figure. Nothing is
-written back into the notebooks."""
+(shared by the notebooks, so the BM25 and dense indexes are built once). Each must show its tables and at least
+one figure. Nothing is written back into the notebooks."""
 import os
 
 import pytest

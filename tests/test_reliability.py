@@ -51,15 +51,8 @@ def test_fingerprint_sees_one_changed_weight_and_not_the_load_dtype(tiny_qwen_di
     assert in_bf16.fingerprint() == tiny_qwen.fingerprint()
 
 
-def test_one_step_fine_tuned_checkpoint_is_refused_on_the_base_index(tiny_qwen_dir, tiny_qwen, built, tmp_path):
-    data = tmp_path / "train.jsonl"
-    data.write_text("".join(json.dumps({"query": f"gene {i}", "document": [d["text"] for d in DOCS[i:i + 4]],
-                                        "ranking": [2, 1, 3, 4]}) + "\n" for i in range(4)))
-    output = tmp_path / "tuned"
-    subprocess.run([sys.executable, "-m", "pyterrier_e2rank.cli.main", "train", "--stage", "2", "--model", str(tiny_qwen_dir),
-                    "--data", str(data), "--output", str(output), "--max-steps", "1", "--batch-size", "2",
-                    "--lr", "1e-4"], check=True, capture_output=True)
-    tuned = E2Rank(str(output))
+def test_one_step_fine_tuned_checkpoint_is_refused_on_the_base_index(fine_tuned_qwen_dir, built):
+    tuned = E2Rank(str(fine_tuned_qwen_dir))
     with pytest.raises(IndexModelMismatch, match="weights_sha256"):
         tuned.reranker(index=E2RankIndex(built[0]))
     with pytest.raises(IndexModelMismatch):

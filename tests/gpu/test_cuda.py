@@ -52,12 +52,11 @@ def test_batch_size_does_not_move_scores_beyond_bf16(models):
 
 
 @pytest.mark.parametrize("batch_size", [32, 128])
-def test_peak_memory_of_an_e2rank_06b_shaped_model(tmp_path_factory, batch_size):
-    from fixtures.qwen3 import qwen3_shaped
-
+def test_peak_memory_of_an_e2rank_06b_shaped_model(tmp_path_factory, shared_path, batch_size):
     from pyterrier_e2rank import E2Rank
-    directory = qwen3_shaped(tmp_path_factory.getbasetemp() / "e2rank-0.6b-shape", num_layers=28,
-                             dtype=torch.bfloat16)
+    from pyterrier_e2rank.testing import qwen3_shaped
+    directory = qwen3_shaped(tmp_path_factory.getbasetemp() / "e2rank-0.6b-shape",
+                             shared_path("models", "qwen3-tokenizer"), num_layers=28, dtype=torch.bfloat16)
     model = E2Rank(str(directory), device="cuda", batch_size=batch_size)
     docs = [" ".join(["protein cell gene therapy trial"] * 100)] * batch_size  # ~500 tokens each
     torch.cuda.reset_peak_memory_stats()

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmarks.ann import build_clustered_index, clustered
+from pyterrier_e2rank.testing import build_clustered_index, clustered
 from pyterrier_e2rank.index.indexer import IndexWriter
 
 pytest.importorskip("faiss")

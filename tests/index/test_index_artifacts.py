@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from pyterrier_dr import FlexIndex
 
-from benchmarks.ann import build_clustered_index, clustered
+from pyterrier_e2rank.testing import build_clustered_index, clustered
 from pyterrier_e2rank.index import ann
 from pyterrier_e2rank.index import artifact as index_module
 from pyterrier_e2rank.index.artifact import E2RankIndex, IndexReplaced

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from pyterrier_dr import FlexIndex
 
-from benchmarks.ann import build_clustered_index
+from pyterrier_e2rank.testing import build_clustered_index
 from pyterrier_e2rank import IndexModelMismatch
 from pyterrier_e2rank.model import provenance
 from pyterrier_e2rank.index.artifact import NOT_TRANSFORMERS, E2RankIndex, serve_methods

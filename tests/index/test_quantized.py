@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmarks.ann import build_clustered_index, clustered
+from pyterrier_e2rank.testing import build_clustered_index, clustered
 from pyterrier_e2rank.model import provenance
 from pyterrier_e2rank.index.artifact import E2RankIndex
 from pyterrier_e2rank.model.provenance import IndexModelMismatch

@@ -187,16 +187,8 @@ def test_the_moved_modules_warn_and_give_the_module_they_moved_to(old, new):
 
 # ---- 5. prompt settings are data of the model -----------------------------------------------------
 
-def test_a_trained_checkpoint_brings_its_prompt_settings(tiny_qwen_dir, tmp_path):
-    from pyterrier_e2rank.cli.main import train_main
-    data = tmp_path / "train.jsonl"
-    data.write_text("".join(json.dumps({"query": f"gene {i}", "document": DOCS["text"].tolist()[i:i + 4],
-                                        "ranking": [2, 1, 3, 4]}) + "\n" for i in range(4)))
-    output = tmp_path / "trained"
-    assert train_main(["--stage", "2", "--model", str(tiny_qwen_dir), "--data", str(data), "--output", str(output),
-                       "--max-steps", "1", "--batch-size", "2", "--num-input-docs", "3",
-                       "--prompt-doc-max-tokens", "8"]) == 0
-    trained = E2Rank(str(output))
+def test_a_trained_checkpoint_brings_its_prompt_settings(tiny_qwen_dir, fine_tuned_qwen_dir):
+    trained = E2Rank(str(fine_tuned_qwen_dir))
     prompt = trained.reranker().prompt
     assert (prompt.num_input_docs, prompt.prompt_doc_max_tokens) == (3, 8)
     assert trained.reranker(num_input_docs=7).prompt.num_input_docs == 7  # explicit arguments win
