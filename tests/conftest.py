@@ -6,8 +6,11 @@ The repository and ``tests/`` go on ``sys.path`` so tests import the package, ``
 no test imports another test module or this file."""
 import gzip
 import json
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,16 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 sys.path[:0] = [str(path) for path in (REPO, REPO / "tests") if str(path) not in sys.path]
+
+
+def pytest_configure(config):
+    """Exported CPU models are saved once per test run, in a folder of the run (and its child processes), never in
+    the user's cache."""
+    os.environ["E2RANK_CACHE"] = tempfile.mkdtemp(prefix="e2rank-test-cache-")
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(os.environ.pop("E2RANK_CACHE", ""), ignore_errors=True)
 
 
 def _shared(*parts) -> Path:
