@@ -30,33 +30,27 @@ class Checked:
             raise argparse.ArgumentTypeError(str(error).strip()) from None
 
 
-def _number(text: str, wanted: str, accept) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}") from None
-    if not math.isfinite(value) or not accept(value):
-        raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}")
-    return value
+def _number(wanted: str, accept: Callable[[float], bool]) -> Callable[[str], float]:
+    """An argparse type: a finite number that ``accept`` takes, else an error saying it must be ``wanted``."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or not accept(value):
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}")
+        return value
+    return parse
 
 
 #: A random seed: an integer from 0 to ``MAX_SEED``.
 seed = Checked(positive_int, minimum=0, maximum=MAX_SEED)
-
-
-def positive_float(text: str) -> float:
-    """A finite number > 0: learning rates, temperatures, epochs."""
-    return _number(text, "a finite number > 0", lambda value: value > 0)
-
-
-def non_negative_float(text: str) -> float:
-    """A finite number >= 0: loss weights (0 switches a loss off)."""
-    return _number(text, "a finite number >= 0", lambda value: value >= 0)
-
-
-def fraction(text: str) -> float:
-    """A number from 0 to 1: ratios such as the warm-up share of the steps."""
-    return _number(text, "a number from 0 to 1", lambda value: 0 <= value <= 1)
+#: Learning rates, temperatures, epochs.
+positive_float = _number("a finite number > 0", lambda value: value > 0)
+#: Loss weights (0 switches a loss off).
+non_negative_float = _number("a finite number >= 0", lambda value: value >= 0)
+#: Ratios such as the warm-up share of the steps.
+fraction = _number("a number from 0 to 1", lambda value: 0 <= value <= 1)
 
 
 #: Options several commands take, by flag; ``add_options`` adds them, a command changing a setting or two.

@@ -7,7 +7,6 @@ from typing import Optional
 import ir_measures
 import pandas as pd
 import pyterrier as pt
-from pyterrier_alpha import DataFrameBuilder
 
 from ..checks import identifier, positive_int
 from ..data import DocumentText, dataset, dataset_part, is_beir_folder, read_qrels_file
@@ -44,9 +43,7 @@ def read_run(path) -> pd.DataFrame:
         columns["docno"].append(docno)
     if not seen:  # it would evaluate to 0 and rerank into an empty run, silently
         raise RunFormatError(f"{path}: no run lines (the file is empty)")
-    builder = DataFrameBuilder(list(columns))
-    builder.extend(columns)
-    frame = builder.to_df()
+    frame = pd.DataFrame(columns)
     frame["_order"] = pd.factorize(frame["qid"])[0]
     frame = frame.sort_values(["_order", "score", "file_rank"], ascending=[True, False, True], kind="stable")
     frame["rank"] = frame.groupby("qid", sort=False).cumcount()

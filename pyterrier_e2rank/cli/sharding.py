@@ -79,7 +79,7 @@ def gather_to_main_process(value) -> Optional[list]:
 
 def query_blocks(qids, world: int) -> List[list]:
     """The distinct ``qids`` in order of first appearance, cut into ``world`` contiguous blocks of sizes differing
-    by at most one (the first ones larger)."""
+    by at most one (the first ones larger; empty ones when there are fewer queries than processes)."""
     distinct = pd.unique(pd.Series(qids, dtype=object))
     return [block.tolist() for block in np.array_split(distinct, world)]
 
