@@ -123,9 +123,10 @@ class Suite:
 
     def run(self, dataset: SuiteDataset) -> Optional[dict]:
         """One dataset's results and record (``datasets/<folder>/results.json``, read back when finished
-        before); ``None`` in the processes other than 0."""
+        before; its folder begun by ``prepare``); ``None`` in the processes other than 0."""
         folder = self.output / "datasets" / dataset.folder
-        finished = main_process_decides(lambda: self.resumed(dataset, folder))
+        done = folder / "results.json"
+        finished = main_process_decides(lambda: json.loads(done.read_text(encoding="utf-8")) if done.exists() else None)
         if finished is not None:
             return finished
         timings, started = {}, time.perf_counter()
@@ -156,16 +157,6 @@ class Suite:
             json.dump(finished, out, indent=2)
         _remove_chunks(folder / "reranked")
         return finished
-
-    def resumed(self, dataset: SuiteDataset, folder: Path) -> Optional[dict]:
-        """The dataset's finished results and record, ``None`` when not finished; ``folder/made-from.json``
-        (checked by ``prepare``) written before anything else of the folder."""
-        if not (folder / "made-from.json").exists():
-            folder.mkdir(parents=True, exist_ok=True)
-            with atomic_file(folder / "made-from.json") as out:
-                json.dump(self.made_from(dataset), out)
-        done = folder / "results.json"
-        return json.loads(done.read_text(encoding="utf-8")) if done.exists() else None
 
     def made_from(self, dataset: SuiteDataset) -> dict:
         """The dataset (``origin``) and the first stage (PISA, or the pinned run file by its digest)."""
@@ -240,9 +231,9 @@ class Suite:
         return {"dense": evaluate_run(dense, qrels, MEASURES), "dense>>e2rank": evaluate_run(reranked, qrels, MEASURES)}
 
     def prepare(self, datasets: List[SuiteDataset], overwrite: bool) -> None:
-        """Before anything is written: refuses names of reproduce's that it did not write and, unless ``overwrite``
-        (which removes what an earlier suite wrote), a suite of other settings or a dataset folder begun from
-        another dataset or first stage."""
+        """Refuses names of reproduce's that it did not write and, unless ``overwrite`` (which removes what an
+        earlier suite wrote), a suite of other settings or a dataset folder begun from another dataset or first
+        stage; then writes the marks: ``settings.json``, each dataset folder's ``made-from.json``."""
         path, settings = self.output / "settings.json", self.settings()
         if not path.exists():
             _refuse_foreign(self.output, FILES, "settings.json of e2rank reproduce")
@@ -268,6 +259,12 @@ class Suite:
             _remove_written(self.output)
         with atomic_file(path) as out:
             json.dump(settings, out, indent=2, default=str)
+        for dataset in datasets:  # each folder's mark, before anything else of it
+            mark = self.output / "datasets" / dataset.folder / "made-from.json"
+            if not mark.exists():
+                mark.parent.mkdir(parents=True, exist_ok=True)
+                with atomic_file(mark) as out:
+                    json.dump(self.made_from(dataset), out)
 
     def write_outputs(self, datasets: List[SuiteDataset], finished: dict, unavailable: dict) -> None:
         """``results.json``, ``run_record.json`` and ``results.md`` of the datasets ``finished`` so far."""
