@@ -1,5 +1,4 @@
-"""argparse types and options shared by every ``e2rank`` subcommand: a count of 0, a negative rate or ``nan`` is
-refused while the command line is parsed (``argument --top-k: must be an integer >= 1, got '0'``)."""
+"""argparse types and options shared by the ``e2rank`` subcommands; a bad value is refused while parsing."""
 import argparse
 import math
 from typing import Callable
@@ -14,8 +13,7 @@ MAX_SEED = 2**32 - 1
 
 
 class Checked:
-    """An argparse type made of an integer check of ``checks`` (``Checked(positive_int)``): the command line
-    refuses a value as the library does, naming the text as typed."""
+    """An argparse type of an integer check of ``checks`` (``Checked(positive_int)``), naming the text as typed."""
 
     def __init__(self, check: Callable[..., int], **limits):
         self.check = check
@@ -32,42 +30,62 @@ class Checked:
             raise argparse.ArgumentTypeError(str(error).strip()) from None
 
 
-def _number(text: str, wanted: str, accept) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}") from None
-    if not math.isfinite(value) or not accept(value):
-        raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}")
-    return value
+def _number(wanted: str, accept: Callable[[float], bool]) -> Callable[[str], float]:
+    """An argparse type: a finite number that ``accept`` takes, else an error saying it must be ``wanted``."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or not accept(value):
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}")
+        return value
+    return parse
 
 
 #: A random seed: an integer from 0 to ``MAX_SEED``.
 seed = Checked(positive_int, minimum=0, maximum=MAX_SEED)
+#: Learning rates, temperatures, epochs.
+positive_float = _number("a finite number > 0", lambda value: value > 0)
+#: Loss weights (0 switches a loss off).
+non_negative_float = _number("a finite number >= 0", lambda value: value >= 0)
+#: Ratios such as the warm-up share of the steps.
+fraction = _number("a number from 0 to 1", lambda value: 0 <= value <= 1)
 
 
-def positive_float(text: str) -> float:
-    """A finite number > 0: learning rates, temperatures, epochs."""
-    return _number(text, "a finite number > 0", lambda value: value > 0)
+#: Options several commands take, by flag; ``add_options`` adds them, a command changing a setting or two.
+OPTIONS = {
+    "--model": dict(default="all-minilm-l6-v2", help="model directory, hub id or embedded name"),
+    "--index-dir": dict(default="indexes", help="where BM25 (and dense) indexes are built or reused (default: "
+                                                "indexes/ in the current directory)"),
+    "--top-k": dict(type=Checked(positive_int), default=100, help="candidates reranked per query"),
+    "--num-input-docs": dict(type=Checked(positive_int),
+                             help="documents in the listwise prompt (default: the checkpoint's, else 20)"),
+    "--num-queries": dict(type=Checked(positive_int), help="evaluate only the first N topics (of each dataset)"),
+    "--query-task": dict(default="dataset", help="retrieval instruction: 'dataset' (the authors' per-dataset task "
+                                                 "for instructed models), 'auto' (the model's default), or a sentence"),
+}
 
 
-def non_negative_float(text: str) -> float:
-    """A finite number >= 0: loss weights (0 switches a loss off)."""
-    return _number(text, "a finite number >= 0", lambda value: value >= 0)
-
-
-def fraction(text: str) -> float:
-    """A number from 0 to 1: ratios such as the warm-up share of the steps."""
-    return _number(text, "a number from 0 to 1", lambda value: 0 <= value <= 1)
+def add_options(parser: argparse.ArgumentParser, *flags: str, **changes: dict) -> None:
+    """Adds the ``OPTIONS`` of ``flags``; ``changes`` by destination (``model={"required": True}``)."""
+    for flag in flags:
+        parser.add_argument(flag, **{**OPTIONS[flag], **changes.get(flag[2:].replace("-", "_"), {})})
 
 
 def add_model_run_options(parser: argparse.ArgumentParser) -> None:
-    """``--batch-size``, ``--device`` and the backend options of a command that runs the model on queries."""
+    """``--batch-size``, ``--device``, ``--backend`` and ``--quantize``: how ``load_model`` runs the model."""
     parser.add_argument("--batch-size", type=Checked(positive_int), default=32, help="texts per forward pass")
     parser.add_argument("--device", default=None,
-                        help="cuda or cpu (default: cuda when available; under torchrun each process's "
+                        help="cuda, cuda:N or cpu (default: cuda when available; under torchrun each process's "
                              "cuda:LOCAL_RANK)")
-    add_backend_options(parser)
+    parser.add_argument("--backend", choices=BACKENDS, default="torch",
+                        help="how the backbone runs: torch (default), or on the CPU (the [cpu] extra) openvino, "
+                             f"3-4x float32 torch on a CPU with bfloat16, about 2x without, vectors within cosine "
+                             f"{PROMISED_COSINE['openvino']}; or onnx (float32)")
+    parser.add_argument("--quantize", choices=sorted({q for qs in QUANTIZATIONS.values() for q in qs if q}),
+                        help=f"int8 with --backend onnx: 2-3x float32 torch, vectors within cosine "
+                             f"{PROMISED_COSINE['onnx-int8']}")
 
 
 def add_prompt_budget_options(parser: argparse.ArgumentParser) -> None:
@@ -78,25 +96,12 @@ def add_prompt_budget_options(parser: argparse.ArgumentParser) -> None:
                         help="total prompt budget (default: the model's positions)")
 
 
-def add_backend_options(parser: argparse.ArgumentParser) -> None:
-    """``--backend`` and ``--quantize``: how the backbone runs (read back by ``backend_options``)."""
-    parser.add_argument("--backend", choices=BACKENDS, default="torch",
-                        help="how the backbone runs: torch (default), or on the CPU (the [cpu] extra) openvino, "
-                             f"3-4x float32 torch on a CPU with bfloat16, about 2x without, vectors within cosine "
-                             f"{PROMISED_COSINE['openvino']}; or onnx (float32)")
-    parser.add_argument("--quantize", choices=sorted({q for qs in QUANTIZATIONS.values() for q in qs if q}),
-                        help=f"int8 with --backend onnx: 2-3x float32 torch, vectors within cosine "
-                             f"{PROMISED_COSINE['onnx-int8']}")
-
-
-def backend_options(args: argparse.Namespace) -> dict:
-    """The ``E2Rank`` keyword arguments of ``add_backend_options``'s flags."""
-    return {"backend": args.backend, "quantize": args.quantize}
+def model_options(args: argparse.Namespace) -> dict:
+    """The ``E2Rank`` keyword arguments of ``add_model_run_options``' flags, on this process's device."""
+    return {"device": process_device(args.device), "batch_size": args.batch_size, "backend": args.backend,
+            "quantize": args.quantize}
 
 
 def load_model(args: argparse.Namespace, **options) -> E2Rank:
-    """The ``E2Rank`` of ``--model`` and ``add_model_run_options``' flags, on this process's device, verbose on
-    process 0."""
-    return E2Rank(args.model, device=process_device(args.device), batch_size=args.batch_size,
-                  verbose=is_main_process(), **backend_options(args), **options)
-
+    """The ``E2Rank`` of ``--model`` and ``model_options`` (verbose on process 0, unless ``options`` say)."""
+    return E2Rank(args.model, **{"verbose": is_main_process(), **model_options(args), **options})

@@ -1,5 +1,4 @@
 """The main job: BM25, dense retrieval, and E2Rank reranking of both, compared with ``pt.Experiment``."""
-import contextlib
 import hashlib
 import json
 import time
@@ -14,13 +13,12 @@ from ..bm25 import BM25_ENGINES
 from .. import data
 from ..data import DocumentText, corpus_id, corpus_iter, corpus_stamp, is_beir_folder, must_rebuild
 from ..index.artifact import E2RankIndex
-from ..io import atomic_file, refuse_output_as_input, writer_lock
+from ..io import atomic_file, refuse_output_as_input
 from ..model.e2rank import E2Rank
 from ..model.provenance import fingerprint_differences
-from ..checks import positive_int
 from ..model.text import dataset_query_task
 from . import arguments
-from .sharding import is_main_process, main_process_first, transform_by_query
+from .sharding import is_main_process, main_process_first, main_process_lock, transform_by_query
 
 #: Measures of the systems' runs, evaluated by ``pt.Experiment``; the results add ``mrt`` (run time per topic).
 RUN_MEASURES = [nDCG @ 10, R @ 100]
@@ -61,12 +59,10 @@ def dense_index_for(model: E2Rank, dataset, index_dir: str, *, verbose: bool = T
 def run_experiment(dataset, model: E2Rank, *, index_dir: str = "indexes", top_k: int = 100,
                    num_input_docs: Optional[int] = None, bm25: str = "pisa", num_queries: Optional[int] = None,
                    verbose: bool = True) -> Optional[dict]:
-    """Builds or reuses (``dense_index_for``, ``bm25.pisa_bm25``) the BM25 and dense indexes and evaluates
-    ``SYSTEMS``: BM25, dense, E2Rank reranking of both, and E2Rank PRF re-retrieval of the dense index.
-
-    ``num_input_docs``: ``None`` is the model's (its checkpoint's, else 20); ``num_queries``: the first N
-    topics. Returns ``{system: {"nDCG@10", "R@100", "mrt"}}`` (``mrt``: milliseconds per topic) with
-    ``"_timings"`` and ``"_prompt"``; under a launcher (``sharding``) process 0 returns them, the others ``None``."""
+    """``SYSTEMS`` (BM25, dense, E2Rank reranking of both, E2Rank PRF re-retrieval) evaluated on ``dataset``, the
+    indexes built or reused under ``index_dir``; ``num_input_docs=None``: the model's. Returns ``{system:
+    {"nDCG@10", "R@100", "mrt"}}`` (``mrt``: ms per topic) with ``"_timings"`` and ``"_prompt"`` in process 0,
+    ``None`` in the others."""
     ds = data.dataset(dataset)
     all_topics, qrels = (data.dataset_part(ds, part, dataset) for part in ("topics", "qrels"))  # before indexing
     root = Path(index_dir) / index_name(corpus_id(ds))
@@ -130,29 +126,24 @@ def main(args) -> int:
     """``e2rank experiment``: refuses an output that is an input; locks it from before the indexes are built."""
     if args.output:
         refuse_output_as_input(args.output, dataset=args.dataset, model=args.model, index_dir=args.index_dir)
-    with writer_lock(args.output) if args.output and is_main_process() else contextlib.nullcontext():
-        return _experiment(args)
-
-
-def _experiment(args) -> int:
-    main_process = is_main_process()
-    model = arguments.load_model(args)
-    model.query_task = query_task_for(args.query_task, model.query_task, args.dataset)
-    results = run_experiment(args.dataset, model, index_dir=args.index_dir, top_k=args.top_k,
-                             num_input_docs=args.num_input_docs, bm25=args.bm25, num_queries=args.num_queries,
-                             verbose=main_process)
-    if results is None:  # process 0 prints and writes the results
-        return 0
-    timings, prompt = results.pop("_timings"), results.pop("_prompt")
-    print(f"\n{args.dataset} with {args.model} (indexes: BM25 {timings['bm25_index_s']:.1f}s, "
-          f"dense {timings['dense_index_s']:.1f}s; E2Rank prompt: {prompt['num_input_docs']} documents)")
-    print(f"{'system':<16}" + "".join(f"{str(m):>12}" for m in MEASURES))
-    for name, scores in results.items():
-        print(f"{name:<16}" + "".join(f"{v:>12.4f}" for v in scores.values()))
-    if args.output:
-        with atomic_file(args.output) as out:
-            json.dump(results, out, indent=2)
-        print(f"written to {args.output}")
+    with main_process_lock(args.output):
+        model = arguments.load_model(args)
+        model.query_task = query_task_for(args.query_task, model.query_task, args.dataset)
+        results = run_experiment(args.dataset, model, index_dir=args.index_dir, top_k=args.top_k,
+                                 num_input_docs=args.num_input_docs, bm25=args.bm25, num_queries=args.num_queries,
+                                 verbose=is_main_process())
+        if results is None:  # process 0 prints and writes the results
+            return 0
+        timings, prompt = results.pop("_timings"), results.pop("_prompt")
+        print(f"\n{args.dataset} with {args.model} (indexes: BM25 {timings['bm25_index_s']:.1f}s, "
+              f"dense {timings['dense_index_s']:.1f}s; E2Rank prompt: {prompt['num_input_docs']} documents)")
+        print(f"{'system':<16}" + "".join(f"{str(m):>12}" for m in MEASURES))
+        for name, scores in results.items():
+            print(f"{name:<16}" + "".join(f"{v:>12.4f}" for v in scores.values()))
+        if args.output:
+            with atomic_file(args.output) as out:
+                json.dump(results, out, indent=2)
+            print(f"written to {args.output}")
     return 0
 
 
@@ -160,18 +151,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("experiment", help="BM25 / dense / E2Rank reranking on a dataset, via pt.Experiment")
     p.add_argument("--dataset", default="irds:beir/scifact/test",
                    help="irds:<dataset>, a BEIR folder, or a corpus file (see data.dataset)")
-    p.add_argument("--model", default="all-minilm-l6-v2", help="model directory, hub id or embedded name")
     p.add_argument("--output", help="write the results as JSON here")
-    p.add_argument("--index-dir", default="indexes",
-                   help="where BM25 and dense indexes are built or reused (default: indexes/ in the current directory)")
-    p.add_argument("--top-k", type=arguments.Checked(positive_int), default=100, help="candidates reranked per query")
-    p.add_argument("--num-input-docs", type=arguments.Checked(positive_int),
-                   help="documents in the listwise prompt (default: the checkpoint's, else 20)")
-    p.add_argument("--num-queries", type=arguments.Checked(positive_int),
-                   help="evaluate only the first N topics (a quick look)")
+    arguments.add_options(p, "--model", "--index-dir", "--top-k", "--num-input-docs", "--num-queries", "--query-task")
     arguments.add_model_run_options(p)
     p.add_argument("--bm25", choices=sorted(BM25_ENGINES), default="pisa", help="BM25 engine (terrier needs Java)")
-    p.add_argument("--query-task", default="dataset",
-                   help="retrieval instruction: 'dataset' (the authors' per-dataset task for instructed models), "
-                        "'auto' (model default), or a sentence")
     p.set_defaults(func=main)

@@ -1,30 +1,17 @@
-"""``e2rank index``: encode a corpus into an E2Rank index, in one process or many.
-
-    e2rank index --dataset irds:beir/scifact/test --model all-minilm-l6-v2 --output indexes/scifact.e2rank
-    torchrun --nproc-per-node 8 -m pyterrier_e2rank.cli.main index --dataset irds:msmarco-passage \\
-        --model Alibaba-NLP/E2Rank-0.6B --output indexes/msmarco.e2rank --batch-size 128
-
-Under torchrun each process encodes its shard on its own GPU; a killed job started again resumes after its
-last committed chunk (``index.indexer.E2RankIndexer``).
-"""
-import contextlib
-
+"""``e2rank index``: encode a corpus into an E2Rank index, in one process or under torchrun (a shard per
+process; a killed job started again resumes after its last committed chunk)."""
 from ..checks import positive_int
-from ..io import refuse_output_as_input, writer_lock
+from ..io import refuse_output_as_input
 from . import arguments
-from .sharding import is_main_process, process_device
+from .sharding import is_main_process, main_process_lock
 
 
 def _index_command(args) -> int:
     from ..data import corpus_iter, corpus_stamp
-    from ..model.e2rank import E2Rank
     from ..pyserini import read_jsonl_collection
     refuse_output_as_input(args.output, dataset=args.dataset, collection=args.collection, model=args.model)
-    device = process_device(args.device)
-    with contextlib.ExitStack() as held:
-        if is_main_process():  # the indexer's lock, taken before the model loads: a second
-            held.enter_context(writer_lock(args.output))  # writer is refused at once
-        model = E2Rank(args.model, device=device, batch_size=args.batch_size, **arguments.backend_options(args))
+    with main_process_lock(args.output):  # before the model loads: a second writer is refused at once
+        model = arguments.load_model(args, verbose=False)
         records = corpus_iter(args.dataset) if args.dataset else read_jsonl_collection(args.collection)
         mode = "append" if args.append else "overwrite" if args.overwrite else "create"
         index = model.indexer(args.output, mode=mode, chunk_size=args.chunk_size, verbose=not args.quiet,
@@ -40,14 +27,11 @@ def register(subparsers) -> None:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--dataset", help="a pt.get_dataset name, e.g. irds:beir/scifact/test")
     source.add_argument("--collection", help="a Pyserini JSONL collection (file or directory)")
-    p.add_argument("--model", required=True, help="model directory, hub id or embedded name")
+    arguments.add_options(p, "--model", model={"required": True})
     p.add_argument("--output", required=True, help="the index directory")
-    p.add_argument("--batch-size", type=arguments.Checked(positive_int), default=32, help="texts per forward pass")
     p.add_argument("--chunk-size", type=arguments.Checked(positive_int), default=4096,
                    help="documents per committed chunk (what a restart may encode again)")
-    p.add_argument("--device", help="cuda, cuda:N or cpu (default: this process's GPU under torchrun, else "
-                   "cuda when available)")
-    arguments.add_backend_options(p)
+    arguments.add_model_run_options(p)
     write = p.add_mutually_exclusive_group()
     write.add_argument("--overwrite", action="store_true",
                        help="replace an existing index once the new one is complete")

@@ -29,8 +29,6 @@ PAPER_SUITE = ("irds:msmarco-passage/trec-dl-2019/judged", "irds:msmarco-passage
                "irds:beir/trec-covid", "irds:beir/nfcorpus/test", "irds:beir/webis-touche2020/v2",
                "irds:beir/dbpedia-entity/test", "irds:beir/scifact/test", "signal1m", "trec-news", "robust04")
 LOCAL_ONLY = {"signal1m": "Signal", "trec-news": "News", "robust04": "Robust04"}
-SYSTEMS = ("bm25", "bm25>>e2rank")
-DENSE_SYSTEMS = ("dense", "dense>>e2rank")
 
 
 class DatasetUnavailable(RuntimeError):
@@ -96,11 +94,10 @@ def _cell(ours: Optional[float], paper: Optional[float]) -> str:
 def results_table(model_name: str, datasets: List[SuiteDataset], finished: dict, unavailable: dict) -> str:
     """The Markdown table of nDCG@10 x 100: a row per system run, a column per dataset and the BEIR average,
     the paper's figure and our difference beside ours where it has one; notes on what was skipped or dropped."""
-    row_of = paper_row(model_name)
-    systems = [s for s in (*SYSTEMS, *DENSE_SYSTEMS) if any(s in finished[d.label]["results"] for d in datasets)]
     names = {"bm25": "BM25", "bm25>>e2rank": f"BM25 >> {Path(str(model_name).rstrip('/')).name}",
              "dense": "dense", "dense>>e2rank": "dense >> E2Rank"}
-    paper_rows = {"bm25": "BM25", "bm25>>e2rank": row_of}
+    systems = [s for s in names if any(s in finished[d.label]["results"] for d in datasets)]
+    paper_rows = {"bm25": "BM25", "bm25>>e2rank": paper_row(model_name)}
     beir = [d for d in datasets if d.column in BEIR_COLUMNS]
     lines = ["| system | " + " | ".join(d.label for d in datasets) + f" | BEIR avg ({len(beir)} of 8) |",
              "|---" * (len(datasets) + 2) + "|"]

@@ -1,14 +1,5 @@
-"""``e2rank reproduce``: the paper's evaluation in one command (pt_docs/specification.rst §7).
-
-    e2rank reproduce --model Alibaba-NLP/E2Rank-0.6B --suite paper --output runs/e2rank-0.6b
-    e2rank reproduce --model my-model --dataset irds:beir/scifact/test --run irds:beir/scifact/test=bm25.run \\
-        --output runs/mine
-
-Per dataset: BM25 top 100 (PISA, or a pinned TREC run file) reranked by E2Rank with the published listwise
-prompt; with ``dense``, dense retrieval and its reranking too (``suite.Suite``). ``output`` holds
-``results.json``, ``results.md`` (beside the paper's figures: ``paper``), ``run_record.json`` and a folder per
-dataset; the same command started again resumes.
-"""
+"""``e2rank reproduce``: the paper's evaluation in one command (pt_docs/specification.rst §7), a ``suite.Suite``
+run on each dataset, the results beside the paper's figures (``paper``); started again, it resumes."""
 import contextlib
 import sys
 from pathlib import Path
@@ -24,8 +15,8 @@ from .sharding import is_main_process, main_process_decides, process_device
 from .suite import FILES, Suite
 
 
-def parse_runs(pairs: Sequence[str], labels: Sequence[str]) -> Dict[str, str]:
-    """``["D=PATH", ...]`` -> ``{D: PATH}``; D must be one of ``labels`` (the ``--dataset`` arguments), once."""
+def parse_runs(pairs: Sequence[str]) -> Dict[str, str]:
+    """``["D=PATH", ...]`` -> ``{D: PATH}``, one run file per dataset D (as given to ``--dataset``)."""
     runs = {}
     for pair in pairs:
         label, sep, path = pair.partition("=")  # a path may hold "="; the datasets' names do not
@@ -33,10 +24,6 @@ def parse_runs(pairs: Sequence[str], labels: Sequence[str]) -> Dict[str, str]:
             raise ValueError(f"--run {pair!r}: expected DATASET=PATH, DATASET as given to --dataset")
         if label in runs:
             raise ValueError(f"--run: two run files for dataset {label!r} ({runs[label]} and {path}); give one")
-        if label not in labels:
-            raise ValueError(f"--run {pair!r}: {label!r} is not one of the datasets {list(labels)}")
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"--run {pair!r}: no such file {path}")
         runs[label] = path
     return runs
 
@@ -44,22 +31,24 @@ def parse_runs(pairs: Sequence[str], labels: Sequence[str]) -> Dict[str, str]:
 def reproduce(model: Union[str, E2Rank], datasets: Sequence[str], output, *, runs: Optional[Dict[str, str]] = None,
               index_dir="indexes", top_k: int = 100, num_input_docs: int = 20, rerank_task: str = DEFAULT_RERANK_TASK,
               query_task: str = "dataset", dense: bool = False, num_queries: Optional[int] = None,
-              skip_missing: bool = False, overwrite: bool = False, verbose: bool = True) -> Optional[dict]:
+              skip_missing: bool = False, overwrite: bool = False, verbose: bool = True,
+              model_options: Optional[dict] = None) -> Optional[dict]:
     """Runs the paper's protocol on ``datasets``, writes ``output`` and returns ``{dataset: {system: {measure:
-    value}}}`` (under a launcher: in process 0, ``None`` in the others).
+    value}}}`` in process 0 (``None`` in the others).
 
     Args:
-        model: a model name or path, or an ``E2Rank`` made with ``cache_doc_vectors=True``.
+        model: a model name or path (loaded with ``model_options``), or an ``E2Rank`` made with
+            ``cache_doc_vectors=True``.
         datasets: ir_datasets ids (``irds:`` optional), BEIR folders or corpus files.
         runs: ``{dataset: TREC run file}``, pinned first stages instead of PISA BM25 (built in ``index_dir``).
-        num_input_docs, rerank_task, query_task: the prompt, and the dense rows' instruction (``query_task_for``).
+        query_task: the dense rows' instruction (``experiment.query_task_for``).
         num_queries, skip_missing: the first N topics; drop and count run lines the dataset lacks.
         overwrite: discard what an earlier suite wrote to ``output`` instead of resuming it.
 
-    Raises, before anything is written: ``ValueError`` for an unknown dataset id, a run file naming an unknown
-    query or document (file:line), ``output`` holding a suite of other settings or a dataset folder made from
-    another dataset or first stage, an input inside the output; ``FileExistsError`` for reproduce's names in a
-    folder it did not write; ``ArtifactLocked``. A dataset that cannot be had is skipped, said in the notes."""
+    Raises, before anything is written: ``ValueError`` for an unknown dataset or run file, a run line naming an
+    unknown query or document (file:line), ``output`` begun with other settings, datasets or first stages, or
+    holding an input; ``FileExistsError`` for reproduce's names in a folder it did not write; ``ArtifactLocked``.
+    A dataset that cannot be had is skipped, said in the notes."""
     output, runs = Path(output), dict(runs or {})
     for name in FILES:  # what reproduce replaces or adds to is none of its inputs
         refuse_output_as_input(output / name, model=model if isinstance(model, str) else None, index_dir=index_dir,
@@ -73,9 +62,15 @@ def reproduce(model: Union[str, E2Rank], datasets: Sequence[str], output, *, run
             unavailable[source] = str(e)
     given = {d.column for d in checked}  # a BEIR folder given for a suite entry ir_datasets does not serve
     unavailable = {k: why for k, why in unavailable.items() if LOCAL_ONLY.get(k.removeprefix("irds:")) not in given}
-    parse_runs([f"{k}={v}" for k, v in runs.items()], [d.label for d in checked])
+    labels = [d.label for d in checked]
+    for label, path in runs.items():
+        if label not in labels:
+            raise ValueError(f"--run {f'{label}={path}'!r}: {label!r} is not one of the datasets {labels}")
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"--run {f'{label}={path}'!r}: no such file {path}")
     if isinstance(model, str):
-        model = E2Rank(model, device=process_device(None), cache_doc_vectors=True, verbose=verbose and main)
+        model = E2Rank(model, **{"device": process_device(None), **(model_options or {})}, cache_doc_vectors=True,
+                       verbose=verbose and main)
     elif model.doc_cache is None:
         raise ValueError(f"{model!r}: reproduce encodes each distinct candidate once through the model's "
                          f"document cache; load it with cache_doc_vectors=True, or pass its name")
@@ -109,20 +104,17 @@ def main(args) -> int:
     datasets = list(PAPER_SUITE if args.suite == "paper" else ()) + list(args.dataset or [])
     if not datasets:
         raise ValueError("give --dataset (repeatable) or --suite paper")
-    labels = [resolve_dataset(d).label for d in datasets if d.removeprefix("irds:") not in LOCAL_ONLY]
-    runs = parse_runs(args.run or [], labels)
-    model = arguments.load_model(args, doc_max_words=args.doc_max_words, cache_doc_vectors=True)
-    reproduce(model, datasets, args.output, runs=runs, index_dir=args.index_dir, top_k=args.top_k,
-              num_input_docs=args.num_input_docs, rerank_task=args.rerank_task, query_task=args.query_task,
-              dense=args.dense, num_queries=args.num_queries, skip_missing=args.skip_missing,
-              overwrite=args.overwrite, verbose=is_main_process())
+    reproduce(args.model, datasets, args.output, runs=parse_runs(args.run or []), index_dir=args.index_dir,
+              top_k=args.top_k, num_input_docs=args.num_input_docs, rerank_task=args.rerank_task,
+              query_task=args.query_task, dense=args.dense, num_queries=args.num_queries,
+              skip_missing=args.skip_missing, overwrite=args.overwrite, verbose=is_main_process(),
+              model_options=dict(arguments.model_options(args), doc_max_words=args.doc_max_words))
     return 0
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("reproduce", help="the paper's evaluation: BM25 top 100 reranked by E2Rank on a suite "
                                                 "of datasets, one table with the paper's figures")
-    p.add_argument("--model", required=True, help="model directory, hub id or embedded name")
     p.add_argument("--dataset", action="append",
                    help="irds:<id> (or the bare id), a BEIR folder, or a corpus file; repeatable")
     p.add_argument("--suite", choices=["paper"], help="the paper's ten datasets (DL19, DL20 and eight of BEIR)")
@@ -132,20 +124,11 @@ def register(subparsers) -> None:
     p.add_argument("--skip-missing", action="store_true",
                    help="drop run-file queries and documents the dataset lacks (counted in the notes), not an error")
     p.add_argument("--dense", action="store_true", help="add dense retrieval rows (builds or reuses the dense index)")
-    p.add_argument("--index-dir", default="indexes",
-                   help="where BM25 (and dense) indexes are built or reused (default: indexes/ in the current "
-                        "directory)")
-    p.add_argument("--top-k", type=arguments.Checked(positive_int), default=100, help="candidates reranked per query")
-    p.add_argument("--num-input-docs", type=arguments.Checked(positive_int), default=20, help="documents in the prompt")
+    arguments.add_options(p, "--model", "--index-dir", "--top-k", "--num-input-docs", "--num-queries", "--query-task",
+                          model={"required": True}, num_input_docs={"default": 20})
     p.add_argument("--rerank-task", default=DEFAULT_RERANK_TASK, help="the listwise prompt's task sentence")
-    p.add_argument("--query-task", default="dataset",
-                   help="retrieval instruction of the dense rows: 'dataset' (the authors' per dataset), "
-                        "'auto' (the model's default) or a sentence")
     p.add_argument("--doc-max-words", type=arguments.Checked(positive_int), default=DOC_MAX_WORDS,
                    help="documents are cut to this many words")
-    p.add_argument("--num-queries", type=arguments.Checked(positive_int),
-                   help="only the first N topics of each dataset")
     arguments.add_model_run_options(p)
     p.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming what --output holds")
     p.set_defaults(func=main)
-

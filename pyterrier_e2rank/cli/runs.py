@@ -1,10 +1,5 @@
-"""TREC run files shared by PyTerrier and Pyserini users: read, write, rerank with E2Rank, evaluate.
-
-A run line is ``qid Q0 docid rank score tag``; ranks are 1-based in files, 0-based in frames, and ids are
-the exact strings of the file. Every reader refuses, naming ``file:line``, a line that is not UTF-8 or has
-another number of fields, a rank that is not an integer, a score that is not finite and a docid repeated for
-a query; ``write_run`` refuses ids with whitespace and non-finite scores, and replaces the file atomically.
-"""
+"""TREC run files (``qid Q0 docid rank score tag``; ranks from 1 in files, from 0 in frames; ids the exact
+strings of the file): read, written, reranked with E2Rank, evaluated."""
 import math
 from pathlib import Path
 from typing import Optional
@@ -12,10 +7,11 @@ from typing import Optional
 import ir_measures
 import pandas as pd
 import pyterrier as pt
-from pyterrier_alpha import DataFrameBuilder
 
 from ..checks import identifier, positive_int
+from ..data import DocumentText, dataset, dataset_part, is_beir_folder, read_qrels_file
 from ..io import FileFormatError, atomic_file, numbered_lines, refuse_output_as_input, split_fields
+from ..pyserini import text_lookup
 from ..records import read_records
 from . import arguments
 from .sharding import is_main_process, transform_by_query
@@ -26,8 +22,9 @@ class RunFormatError(FileFormatError):
 
 
 def read_run(path) -> pd.DataFrame:
-    """``qid, docno, score, rank`` of a TREC run file (rank from 0, in score order; ties keep the file's ranks);
-    ``RunFormatError`` naming file:line for a line the module docstring refuses."""
+    """``qid, docno, score, rank`` of a TREC run file (rank from 0, in score order; ties keep the file's ranks).
+    Raises ``RunFormatError`` naming file:line for a line that is not UTF-8 or has another number of fields, a
+    rank not an integer, a score not finite, a docid repeated for a query; and for an empty file."""
     columns, seen = {"qid": [], "docno": [], "score": [], "file_rank": []}, {}
     for number, line in numbered_lines(path, error=RunFormatError):
         qid, _, docno, rank, score, _ = split_fields(line, 6, where=f"{path}:{number}",
@@ -46,9 +43,7 @@ def read_run(path) -> pd.DataFrame:
         columns["docno"].append(docno)
     if not seen:  # it would evaluate to 0 and rerank into an empty run, silently
         raise RunFormatError(f"{path}: no run lines (the file is empty)")
-    builder = DataFrameBuilder(list(columns))
-    builder.extend(columns)
-    frame = builder.to_df()
+    frame = pd.DataFrame(columns)
     frame["_order"] = pd.factorize(frame["qid"])[0]
     frame = frame.sort_values(["_order", "score", "file_rank"], ascending=[True, False, True], kind="stable")
     frame["rank"] = frame.groupby("qid", sort=False).cumcount()
@@ -56,9 +51,8 @@ def read_run(path) -> pd.DataFrame:
 
 
 def write_run(frame: pd.DataFrame, path, tag: str = "e2rank") -> None:
-    """Writes ``qid Q0 docno rank+1 score tag`` lines in rank order, atomically, scores exactly (the shortest
-    text of the same float). Raises ``ValueError`` naming a qid, docno or tag with whitespace or a
-    non-finite score."""
+    """Writes ``qid Q0 docno rank+1 score tag`` lines in rank order, atomically, scores exactly. Raises
+    ``ValueError`` naming a qid, docno or tag with whitespace or a non-finite score."""
     tag = identifier(tag, "the run tag", "tag")
     qids = [identifier(q, "qid", f"row {i}") for i, q in enumerate(frame["qid"])]
     docnos = [identifier(d, "docno", f"row {i} (qid {q!r})") for i, (q, d) in enumerate(zip(qids, frame["docno"]))]
@@ -73,7 +67,6 @@ def write_run(frame: pd.DataFrame, path, tag: str = "e2rank") -> None:
 
 def _is_dataset(source) -> bool:
     """``irds:<dataset>`` or a BEIR folder: sources read through ``data.dataset``."""
-    from ..data import is_beir_folder
     return str(source).startswith("irds:") or is_beir_folder(source)
 
 
@@ -84,7 +77,6 @@ def _is_folder_or_dataset(source) -> bool:
 
 def read_topics(source: str) -> pd.DataFrame:
     """``qid, query`` from ``irds:<dataset>``, a BEIR folder (its test split), or a query file (``records``)."""
-    from ..data import dataset, dataset_part
     if _is_folder_or_dataset(source):
         return dataset_part(dataset(source), "topics", source)
     records = [record for _, record in read_records(source, "query", error=RunFormatError)]
@@ -95,7 +87,6 @@ def read_topics(source: str) -> pd.DataFrame:
 def read_qrels(source: str) -> pd.DataFrame:
     """``query_id, doc_id, relevance`` from ``irds:<dataset>``, a BEIR folder (its test split), or a TREC or
     BEIR qrels file."""
-    from ..data import dataset, dataset_part, read_qrels_file
     if _is_folder_or_dataset(source):
         qrels = dataset_part(dataset(source), "qrels", source)
         return qrels.rename(columns={"qid": "query_id", "docno": "doc_id", "label": "relevance"})
@@ -152,11 +143,10 @@ def evaluate_run(run: pd.DataFrame, qrels: pd.DataFrame, measures) -> dict:
 
 def rerank_run(model, run: pd.DataFrame, topics: pd.DataFrame, docs: str, *, index=None, top_k: int = 100,
                num_input_docs: Optional[int] = None, verbose: bool = False) -> Optional[pd.DataFrame]:
-    """The top ``top_k`` of each query of ``run`` (``qid, docno, rank``), reranked by E2Rank, with the
-    ``topics`` (``qid, query``; qids compared as strings) and the text of ``docs``: ``irds:<dataset>``, a BEIR
-    folder, a JSONL collection or a Lucene index with raw documents. ``num_input_docs``: ``None`` is the
-    model's. Raises ``KeyError`` for missing columns or a run query without a topic, ``ValueError`` for a
-    topic given twice. Under a launcher (``sharding``) process 0 returns the run, the others ``None``."""
+    """The top ``top_k`` of each query of ``run`` (``qid, docno, rank``) reranked with the ``topics`` (``qid,
+    query``) and the text of ``docs`` (``irds:<dataset>``, a BEIR folder, a JSONL collection or a Lucene index with
+    raw documents), in process 0 (``None`` in the others). Raises ``KeyError`` for missing columns or a run query
+    without a topic, ``ValueError`` for a topic given twice."""
     top_k = positive_int(top_k, "top_k")
     if num_input_docs is not None:
         num_input_docs = positive_int(num_input_docs, "num_input_docs")
@@ -172,10 +162,8 @@ def rerank_run(model, run: pd.DataFrame, topics: pd.DataFrame, docs: str, *, ind
         raise KeyError(f"{len(missing)} run queries have no topic: {missing[:5]}")
     candidates = run[run["rank"] < top_k].merge(topics[["qid", "query"]], on="qid")
     if _is_dataset(docs):
-        from ..data import DocumentText
         text = DocumentText(docs)
     else:
-        from ..pyserini import text_lookup
         lookup = text_lookup(docs)
         text = pt.apply.generic(lambda frame: frame.assign(text=[lookup(d) for d in frame["docno"]]))
     reranker = model.reranker(num_input_docs=num_input_docs, index=index, verbose=verbose)
@@ -210,13 +198,10 @@ def register(subparsers) -> None:
                    help="irds:<dataset>, a BEIR folder, qid<TAB>query file, or JSONL queries")
     p.add_argument("--docs", required=True,
                    help="irds:<dataset>, a BEIR folder, JSONL collection, or Lucene index (stored raw)")
-    p.add_argument("--model", default="all-minilm-l6-v2")
     p.add_argument("--index", help="an E2Rank index of the collection (one forward pass per query)")
     p.add_argument("--output", required=True)
     p.add_argument("--tag", default="e2rank")
-    p.add_argument("--top-k", type=arguments.Checked(positive_int), default=100)
-    p.add_argument("--num-input-docs", type=arguments.Checked(positive_int),
-                   help="documents in the listwise prompt (default: the checkpoint's, else 20)")
+    arguments.add_options(p, "--model", "--top-k", "--num-input-docs")
     arguments.add_model_run_options(p)
     p.set_defaults(func=_rerank_command)
 

@@ -1,7 +1,6 @@
-"""Commands on many processes (``torchrun``, ``accelerate launch``): the queries of a frame are split across
-the processes, each runs its block on its own device, process 0 merges. In one process everything here is the
-plain call. Frames and errors travel through a gloo process group of their own (``_object_group``).
-"""
+"""Commands on many processes (``torchrun``, ``accelerate launch``): each process runs its block of the queries on
+its own device, process 0 merges and writes; frames and errors travel by a gloo group. One process: plain calls."""
+import contextlib
 import datetime
 import os
 import pickle
@@ -11,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..index.indexer import distributed_context
+from ..io import writer_lock
 
 #: How long a process waits for the others' blocks, or for process 0 to build an index.
 GATHER_TIMEOUT = datetime.timedelta(hours=12)
@@ -19,8 +19,7 @@ _groups = {}
 
 
 def process_device(device: Optional[str]) -> Optional[str]:
-    """This process's device: under a launcher with CUDA, ``None`` or ``"cuda"`` is ``cuda:LOCAL_RANK``;
-    anything else is returned as given."""
+    """``device``, or under a launcher with CUDA for ``None`` or ``"cuda"``: ``cuda:LOCAL_RANK``."""
     local_rank = os.environ.get("LOCAL_RANK")
     if local_rank is None or device not in (None, "cuda"):
         return device
@@ -33,41 +32,38 @@ def is_main_process() -> bool:
     return distributed_context()[0] == 0
 
 
+def main_process_lock(output) -> contextlib.AbstractContextManager:
+    """``writer_lock(output)`` taken by process 0, the one writer; nothing in the others, or without ``output``."""
+    return writer_lock(output) if output and is_main_process() else contextlib.nullcontext()
+
+
 def main_process_decides(function: Callable[[], T]) -> T:
-    """``function()`` called by process 0 alone: its value (picklable) returned, or its exception raised, in
-    every process; for a decision all must take alike from files process 0 alone writes."""
+    """``function()`` called by process 0 alone, its (picklable) value returned or its exception raised in every
+    process: a decision all take alike from files process 0 writes."""
     rank, world, _ = distributed_context()
     if world == 1:
         return function()
-    if rank != 0:
-        return _from_main_process()
-    try:
-        value = function()
-    except Exception as e:
-        _from_main_process(error=e)
-        raise
-    return _from_main_process(value)
+    import torch.distributed as dist
+    value, error = None, None
+    if rank == 0:
+        try:
+            value = function()
+        except Exception as e:
+            e.add_note(f"(raised by process 0 of {world})")
+            error = e
+    outcome = [value, _picklable(error)]
+    dist.broadcast_object_list(outcome, src=0, group=_object_group())
+    if error is not None or outcome[1] is not None:
+        raise error or outcome[1]
+    return outcome[0]
 
 
 def main_process_first(function: Callable[[], T]) -> T:
-    """``function()`` run by process 0 first (building an index, a download), then by the others (finding it
-    built, on a file system every process sees); an exception of process 0 is raised in every process."""
+    """``function()`` run by process 0 (building an index, a download), then by the others (finding it done);
+    an exception of process 0 is raised in every process."""
     done = []
     main_process_decides(lambda: done.append(function()))
     return done[0] if done else function()
-
-
-def _from_main_process(value=None, error: Optional[Exception] = None):
-    """Process 0's ``value`` in every process, or its ``error`` raised in the others (a note naming process 0)."""
-    import torch.distributed as dist
-    rank, world, _ = distributed_context()
-    if rank == 0 and error is not None:
-        error.add_note(f"(raised by process 0 of {world})")
-    outcome = [value, _picklable(error)] if rank == 0 else [None, None]
-    dist.broadcast_object_list(outcome, src=0, group=_object_group())
-    if rank != 0 and outcome[1] is not None:
-        raise outcome[1]
-    return outcome[0]
 
 
 def gather_to_main_process(value) -> Optional[list]:
@@ -82,19 +78,17 @@ def gather_to_main_process(value) -> Optional[list]:
 
 
 def query_blocks(qids, world: int) -> List[list]:
-    """The distinct ``qids`` in order of first appearance, cut into ``world`` contiguous blocks whose sizes
-    differ by at most one (the first ones larger; empty ones when there are fewer queries than processes)."""
+    """The distinct ``qids`` in order of first appearance, cut into ``world`` contiguous blocks of sizes differing
+    by at most one (the first ones larger; empty ones when there are fewer queries than processes)."""
     distinct = pd.unique(pd.Series(qids, dtype=object))
     return [block.tolist() for block in np.array_split(distinct, world)]
 
 
 def transform_by_query(transformer, frame: pd.DataFrame, *, verbose: bool = False) -> Optional[pd.DataFrame]:
-    """``transformer(frame)``, the queries split across the processes of a launcher.
-
-    Every process calls this with the same ``frame``; each transforms its block of qids (``query_blocks``)
-    and process 0 returns the blocks' results concatenated in process order, the others ``None``. An error
-    in any process is raised in every process, with a note naming the process and its first qid. Raises
-    ``ValueError`` for a frame without ``qid``. ``verbose`` prints each process's share of the queries."""
+    """``transformer(frame)``, each process (all given the same ``frame``) transforming its block of qids
+    (``query_blocks``): process 0 returns the blocks' results in process order, the others ``None``. An error in
+    any process is raised in every process, with a note naming the process and its first qid; ``ValueError`` for
+    a frame without ``qid``. ``verbose`` prints each process's share."""
     if "qid" not in frame.columns:
         raise ValueError(f"transform_by_query splits a frame by its 'qid' column; it has {list(frame.columns)}")
     rank, world, _ = distributed_context()
@@ -126,7 +120,7 @@ def transform_by_query(transformer, frame: pd.DataFrame, *, verbose: bool = Fals
 
 
 def _object_group():
-    """The gloo group frames and errors travel by, whatever the default group's backend (one per default group)."""
+    """The gloo group frames and errors travel by (one per default group, whatever its backend)."""
     import torch.distributed as dist
     key = id(dist.group.WORLD)
     if key not in _groups:

@@ -1,13 +1,10 @@
-"""A run of ``e2rank reproduce`` (``reproduce.reproduce``): its settings, its output folder, and one dataset at
-a time: opened, first stage, reranked in committed chunks (a killed suite resumes after the last), evaluated.
-
-Reproduce writes, replaces or removes only the names of ``FILES`` in ``output`` (``settings.json`` first, its
-mark), ``DATASET_FILES`` in each ``datasets/<folder>/`` (``made-from.json`` first, its mark) and the chunks of
-its ``reranked/``; the rest is the user's. Under a launcher every process calls each method; process 0 alone
-decides what is done and writes.
+"""A run of ``e2rank reproduce`` (``reproduce.reproduce``), one dataset at a time: opened, first stage, reranked
+in committed chunks (a killed suite resumes after the last), evaluated. It writes or removes only ``FILES`` in
+``output``, ``DATASET_FILES`` in ``datasets/<folder>/`` and the chunks of ``reranked/``; process 0 alone writes.
 """
 import contextlib
 import dataclasses
+import importlib
 import json
 import logging
 import logging.handlers
@@ -42,8 +39,7 @@ _CHUNK = re.compile(r"\d{5}\.run")
 
 @contextlib.contextmanager
 def _ir_datasets_log():
-    """ir_datasets' log records of the block: a manual download's instructions are logged, then a bare
-    ``FileNotFoundError`` raised."""
+    """ir_datasets' log records of the block (where it tells how to download a collection by hand)."""
     handler, logger = logging.handlers.BufferingHandler(10_000), logging.getLogger("ir_datasets")
     handler.setLevel(logging.INFO)
     level = logger.level
@@ -57,8 +53,8 @@ def _ir_datasets_log():
 
 
 def _open(dataset: SuiteDataset, num_queries: Optional[int]):
-    """The dataset, its topics, the topics evaluated (the first ``num_queries``) and their qrels;
-    ``DatasetUnavailable`` with ir_datasets' last message when its files cannot be had."""
+    """The dataset, its topics, the first ``num_queries`` of them and their qrels; ``DatasetUnavailable`` with
+    ir_datasets' last message when its files cannot be had."""
     with _ir_datasets_log() as records:
         try:
             ds = data.dataset(dataset.source)
@@ -117,8 +113,7 @@ class Suite:
         self.run_digests = {label: file_sha256(path) for label, path in runs.items()}  # each pinned run, once
 
     def settings(self) -> dict:
-        """What the results depend on besides the datasets and their first stages; a resumed suite must have
-        the same."""
+        """What the results depend on besides the datasets and first stages: a resumed suite's must be the same."""
         return {"model_fingerprint": self.model.fingerprint(), "prompt": dataclasses.asdict(self.reranker.prompt),
                 "top_k": self.top_k, "num_queries": self.num_queries, "query_task": self.query_task,
                 "dense": self.dense, "skip_missing": self.skip_missing, "dtype": str(self.model.dtype)}
@@ -128,9 +123,10 @@ class Suite:
 
     def run(self, dataset: SuiteDataset) -> Optional[dict]:
         """One dataset's results and record (``datasets/<folder>/results.json``, read back when finished
-        before); ``None`` in the processes other than 0."""
+        before; its folder begun by ``prepare``); ``None`` in the processes other than 0."""
         folder = self.output / "datasets" / dataset.folder
-        finished = main_process_decides(lambda: self.resumed(dataset, folder))
+        done = folder / "results.json"
+        finished = main_process_decides(lambda: json.loads(done.read_text(encoding="utf-8")) if done.exists() else None)
         if finished is not None:
             return finished
         timings, started = {}, time.perf_counter()
@@ -162,43 +158,15 @@ class Suite:
         _remove_chunks(folder / "reranked")
         return finished
 
-    def resumed(self, dataset: SuiteDataset, folder: Path) -> Optional[dict]:
-        """The dataset's finished results and record, ``None`` when not finished; ``folder/made-from.json``
-        checked (``check_made_from``), or written before anything else of the folder."""
-        if self.check_made_from(dataset, folder):
-            folder.mkdir(parents=True, exist_ok=True)
-            with atomic_file(folder / "made-from.json") as out:
-                json.dump(self.made_from(dataset), out)
-        done = folder / "results.json"
-        return json.loads(done.read_text(encoding="utf-8")) if done.exists() else None
-
     def made_from(self, dataset: SuiteDataset) -> dict:
         """The dataset (``origin``) and the first stage (PISA, or the pinned run file by its digest)."""
         digest = self.run_digests.get(dataset.label)
         first_stage = {"kind": "pisa"} if digest is None else {"kind": "run file", "sha256": digest}
         return {"dataset": dataset.origin, "first_stage": first_stage}
 
-    def check_made_from(self, dataset: SuiteDataset, folder: Path, *, overwrite: bool = False) -> bool:
-        """Whether ``folder`` is new (no ``made-from.json``; names reproduce writes there are refused, naming
-        them). Else, unless ``overwrite``, its ``made-from.json`` must be ``made_from(dataset)``: a
-        ``ValueError`` names another dataset or first stage."""
-        path, made_from = folder / "made-from.json", self.made_from(dataset)
-        if not path.exists():
-            _refuse_foreign(folder, DATASET_FILES, "made-from.json of e2rank reproduce")
-            return True
-        if overwrite:
-            return False
-        before = json.loads(path.read_text(encoding="utf-8"))
-        for key, what in (("dataset", "dataset"), ("first_stage", "first stage")):
-            if before.get(key) != made_from[key]:
-                raise ValueError(f"{path}: {dataset.label} was begun from another {what} ({json.dumps(before.get(key))}"
-                                 f", now {json.dumps(made_from[key])}); pass --overwrite to start afresh, or choose "
-                                 f"another --output")
-        return False
-
     def first_stage(self, dataset: SuiteDataset, ds, all_topics, topics, folder: Path) -> tuple:
         """``(run, provenance)``: the top ``top_k`` of ``topics`` from the pinned run file or PISA, written once
-        to ``first-stage.run`` and read back from it (one set of candidates however often the suite starts)."""
+        to ``first-stage.run`` and read back (the same candidates however often the suite starts)."""
         path = folder / "first-stage.run"
         if dataset.label in self.runs:
             source = self.runs[dataset.label]
@@ -221,8 +189,7 @@ class Suite:
 
     def rerank(self, ds, topics: pd.DataFrame, run: pd.DataFrame, chunks: Path) -> tuple:
         """``(reranked run, work)``: ``run`` reranked ``QUERIES_PER_CHUNK`` queries at a time, each chunk
-        committed to ``chunks/`` (a killed suite resumes after it), its queries split across the processes;
-        ``(None, None)`` in the processes other than 0."""
+        committed to ``chunks/``, its queries split across the processes; ``(None, None)`` in the others than 0."""
         text = DocumentText(ds)
         retrieved = set(run["qid"])
         qids = [q for q in topics["qid"] if q in retrieved]
@@ -246,8 +213,7 @@ class Suite:
         return reranked, sum(works, EncodeStats())
 
     def dense_systems(self, dataset: SuiteDataset, ds, topics, qrels) -> dict:
-        """``dense`` and ``dense>>e2rank`` with the dataset's retrieval instruction (``{}`` in the processes
-        other than 0); the model's instruction and document cache are restored afterwards."""
+        """``dense`` and ``dense>>e2rank`` with the dataset's retrieval instruction (``{}`` in the others than 0)."""
         task, self.model.query_task = self.model.query_task, self.task_of(dataset)
         cache, self.model.doc_cache = self.model.doc_cache, None  # the corpus's vectors go to the index, not here
         try:
@@ -265,8 +231,9 @@ class Suite:
         return {"dense": evaluate_run(dense, qrels, MEASURES), "dense>>e2rank": evaluate_run(reranked, qrels, MEASURES)}
 
     def prepare(self, datasets: List[SuiteDataset], overwrite: bool) -> None:
-        """Before anything is written: refuses a suite of other settings or datasets (unless ``overwrite``, which
-        removes what an earlier suite wrote) and names of reproduce's that an earlier suite did not write."""
+        """Refuses names of reproduce's that it did not write and, unless ``overwrite`` (which removes what an
+        earlier suite wrote), a suite of other settings or a dataset folder begun from another dataset or first
+        stage; then writes the marks: ``settings.json``, each dataset folder's ``made-from.json``."""
         path, settings = self.output / "settings.json", self.settings()
         if not path.exists():
             _refuse_foreign(self.output, FILES, "settings.json of e2rank reproduce")
@@ -278,11 +245,26 @@ class Suite:
                 raise ValueError(f"{self.output} holds a suite run with other settings ({', '.join(differ)}); pass "
                                  f"--overwrite to start it afresh, or choose another --output")
         for dataset in datasets:
-            self.check_made_from(dataset, self.output / "datasets" / dataset.folder, overwrite=overwrite)
+            mark, made_from = self.output / "datasets" / dataset.folder / "made-from.json", self.made_from(dataset)
+            if not mark.exists():
+                _refuse_foreign(mark.parent, DATASET_FILES, "made-from.json of e2rank reproduce")
+            elif not overwrite:
+                before = json.loads(mark.read_text(encoding="utf-8"))
+                for key, what in (("dataset", "dataset"), ("first_stage", "first stage")):
+                    if before.get(key) != made_from[key]:
+                        raise ValueError(f"{mark}: {dataset.label} was begun from another {what} ("
+                                         f"{json.dumps(before.get(key))}, now {json.dumps(made_from[key])}); pass "
+                                         f"--overwrite to start afresh, or choose another --output")
         if overwrite:
             _remove_written(self.output)
         with atomic_file(path) as out:
             json.dump(settings, out, indent=2, default=str)
+        for dataset in datasets:  # each folder's mark, before anything else of it
+            mark = self.output / "datasets" / dataset.folder / "made-from.json"
+            if not mark.exists():
+                mark.parent.mkdir(parents=True, exist_ok=True)
+                with atomic_file(mark) as out:
+                    json.dump(self.made_from(dataset), out)
 
     def write_outputs(self, datasets: List[SuiteDataset], finished: dict, unavailable: dict) -> None:
         """``results.json``, ``run_record.json`` and ``results.md`` of the datasets ``finished`` so far."""
@@ -343,11 +325,7 @@ def _is_folder(path: Path) -> bool:
 
 
 def _versions() -> dict:
-    import ir_datasets
-    import pyterrier
-    import torch
-    import transformers
     from .. import __version__
-    return {"pyterrier_e2rank": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "pyterrier": pyterrier.__version__, "ir_datasets": ir_datasets.__version__,
-            "python": platform.python_version()}
+    return {"pyterrier_e2rank": __version__, "python": platform.python_version(),
+            **{name: importlib.import_module(name).__version__ for name in
+               ("torch", "transformers", "pyterrier", "ir_datasets")}}

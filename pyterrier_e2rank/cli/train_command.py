@@ -1,14 +1,5 @@
-"""``e2rank train`` and ``e2rank build-data``: train a stage, or build training data.
-
-    e2rank train --stage 2 --model all-minilm-l6-v2 --data train.jsonl --output runs/minilm-stage2 [--overwrite]
-    e2rank build-data dataset --dataset irds:beir/scifact/train --output scifact-train.jsonl
-    e2rank build-data rankllm --input llm4ranking_listwise_train.jsonl --output msmarco.jsonl
-    e2rank build-data pairs --input flagembedding_msmarco.jsonl --output pairs.jsonl
-
-``e2rank-train`` (``main.train_main``) is the same two commands under their older spelling. An output that is
-an input is refused before anything is read, and locked from before the first byte written; an existing
-checkpoint is replaced only with ``--overwrite``, once the new one is complete.
-"""
+"""``e2rank train`` (a stage) and ``e2rank build-data`` (training data from a dataset, RankLLM examples or
+pairs); an output that is an input is refused before anything is read, and locked before the first byte."""
 from dataclasses import fields
 
 from ..checks import positive_int

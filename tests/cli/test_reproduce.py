@@ -150,6 +150,18 @@ def test_bad_arguments_are_named(cached_minilm, small_scifact, tmp_path):
         reproduce(cached_minilm, [folder], tmp_path / "locked", verbose=False)
 
 
+def test_a_bad_run_argument_is_refused_before_the_model_loads(small_scifact, tmp_path):
+    """``reproduce`` takes the model by name from the command line and checks ``--run`` before loading it."""
+    run, folder = tmp_path / "x.run", str(small_scifact)
+    run.write_text("1 Q0 d 1 1.0 x\n")
+    command = ["reproduce", "--model", "no-such-model", "--dataset", folder, "--output", str(tmp_path / "o")]
+    with pytest.raises(ValueError, match="is not one of the datasets"):
+        cli.main(command + ["--run", f"{SCIFACT}={run}"])
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        cli.main(command + ["--run", f"{folder}={tmp_path / 'missing.run'}"])
+    assert not (tmp_path / "o").exists()
+
+
 def test_table_puts_the_paper_figures_beside_ours():
     assert paper_row("Alibaba-NLP/E2Rank-4B") == "E2Rank-4B" and paper_row("all-minilm-l6-v2") is None
     datasets = [SuiteDataset(SCIFACT, SCIFACT, "beir/scifact/test"), SuiteDataset("mine", "mine", "beir/mine")]
