@@ -46,6 +46,7 @@ class E2Rank:
             ``max_seq_length``, else the model's position limit).
         prompt_max_tokens: token budget of the listwise prompt (default: the model's position limit).
         doc_max_words: documents are cut to this many words before embedding (1024, as in the paper).
+        attn_implementation: transformers' attention (e.g. ``"sdpa"``, ``"flash_attention_2"``; default: its choice).
         cache_doc_vectors: keep each document vector computed, keyed by its text (``clear_doc_cache()``).
         backend: ``"torch"``, or on the CPU the backbone exported to ONNX (once per model identity, saved under
             ``backends.export_cache()``) and run by ``"openvino"`` or ``"onnx"`` (ONNX Runtime).
@@ -86,7 +87,6 @@ class E2Rank:
         self.backbone.to(self.device).eval()
         self.weights_not_loaded = frozenset(loading["unexpected_keys"])  # e.g. a causal LM's head
         self.backend, self.quantize, self.requested_dtype = backend, quantize, dtype
-        self.exported = None
         self.pooling: Pooling = read_pooling(path, config)
         if self.pooling.last_token:
             self.tokenizer.padding_side = "left"
@@ -110,9 +110,8 @@ class E2Rank:
         self.stats = EncodeStats()
         self._counters = threading.local()
         self.doc_cache: Optional[dict] = {} if cache_doc_vectors else None
-        if backend != "torch":
-            self.exported = ExportedBackbone(backend, self.backbone, quantize=quantize, dtype=dtype,
-                                             identity=self.fingerprint())
+        self.exported = None if backend == "torch" else ExportedBackbone(
+            backend, self.backbone, quantize=quantize, dtype=dtype, identity=self.fingerprint())
 
     def _identity(self) -> tuple:
         """What makes two model objects interchangeable: the checkpoint and every setting that shapes a vector."""
