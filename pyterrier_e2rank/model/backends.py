@@ -71,15 +71,6 @@ def backend_arguments(inference: Optional[str]) -> str:
     return f"backend={backend!r}" + (f", quantize={quantize!r}" if quantize else "")
 
 
-def exported_backbone(backend: str, backbone: torch.nn.Module, *, quantize: Optional[str],
-                      dtype: Optional[torch.dtype], identity: dict):
-    """The runner of ``backbone`` for an exporting ``backend`` (checked by ``check_backend``), from the export
-    saved for ``identity`` (the model's fingerprint), made first if there is none (``saved_export``)."""
-    if backend == "onnx":
-        return OnnxBackbone(backbone, quantize, identity)
-    return OpenVinoBackbone(backbone, dtype, identity)
-
-
 def export_cache() -> Path:
     """The directory of saved exports: ``$E2RANK_CACHE``, else ``$XDG_CACHE_HOME/pyterrier_e2rank``."""
     if os.environ.get(CACHE_VARIABLE):
@@ -122,21 +113,20 @@ def _export(backbone: torch.nn.Module, quantize: Optional[str], directory: Path,
                              per_channel=True)
         finally:
             root.removeFilter(_no_preprocessing_advice)
-    files = {p.name: [p.stat().st_size, file_sha256(p)] for p in sorted(directory.iterdir())}
-    (directory / MANIFEST).write_text(json.dumps({"key": key, "files": files}, default=str))
+    (directory / MANIFEST).write_text(_manifest(directory, key))
+
+
+def _manifest(directory: Path, key: dict) -> str:
+    """The manifest of an export for ``key``: its files (but the manifest), with their sizes and sha256."""
+    files = {p.name: [p.stat().st_size, file_sha256(p)] for p in sorted(directory.iterdir()) if p.name != MANIFEST}
+    return json.dumps({"key": key, "files": files}, default=str)
 
 
 def _intact(directory: Path, key: dict) -> bool:
     """Whether ``directory`` holds a complete export for ``key``: its manifest's files, sizes and digests."""
     try:
-        manifest = json.loads((directory / MANIFEST).read_text())
-        files = manifest["files"]
-        present = {p.name for p in directory.iterdir()} - {MANIFEST}
-        return (json.dumps(manifest["key"], sort_keys=True) == json.dumps(key, sort_keys=True, default=str)
-                and present == set(files)
-                and all(list(files[name]) == [(directory / name).stat().st_size, file_sha256(directory / name)]
-                        for name in files))
-    except (OSError, ValueError, KeyError, TypeError):
+        return (directory / MANIFEST).read_text() == _manifest(directory, key)
+    except (OSError, ValueError):
         return False
 
 
@@ -166,59 +156,43 @@ def export_onnx(backbone: torch.nn.Module, directory: Path) -> Path:
     return path
 
 
-class _Exported:
-    """An exported backbone run outside PyTorch: ``(input_ids, attention_mask)`` -> ``last_hidden_state``
-    (float32), like the PyTorch backbone's. Subclasses set ``precision`` (``"f32"``, ``"bf16"``, ``"int8"``)
-    and ``run`` (numpy inputs by name -> the hidden states)."""
-    precision: str
-
-    def __init__(self, backbone: torch.nn.Module, quantize: Optional[str], identity: dict):
-        self.directory, self._keep = saved_export(backbone, quantize, identity)
-        self.onnx_path = self.directory / ("model.onnx" if quantize is None else f"model.{quantize}.onnx")
-
-    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.run({"input_ids": input_ids.cpu().numpy().astype(np.int64),
-                           "attention_mask": attention_mask.cpu().numpy().astype(np.int64)})
-        return torch.from_numpy(np.asarray(hidden, dtype=np.float32))
-
-
 def _no_preprocessing_advice(record: logging.LogRecord) -> bool:
     """A logging filter: drops ONNX Runtime's advice to pre-process a graph before quantizing it."""
     return not record.getMessage().startswith("Please consider to run pre-processing before quantization")
 
 
-class OnnxBackbone(_Exported):
-    """ONNX Runtime on the CPU, float32 or dynamic int8, with as many threads as PyTorch uses."""
+class ExportedBackbone:
+    """The backbone exported to ONNX (``saved_export``) and run on the CPU by ``backend``, with as many threads as
+    PyTorch uses: ``(input_ids, attention_mask)`` -> float32 ``last_hidden_state``, like the PyTorch backbone's.
+    ``"onnx"``: ONNX Runtime, float32 or ``quantize="int8"``; ``"openvino"``: OpenVINO in the precision ``dtype``
+    asks (``None``: its choice for this CPU). ``precision``: ``"f32"``, ``"bf16"``, ``"int8"``, as computed."""
 
-    def __init__(self, backbone: torch.nn.Module, quantize: Optional[str], identity: dict):
-        import onnxruntime
-        super().__init__(backbone, quantize, identity)
-        self.precision = quantize or "f32"
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        self.session = onnxruntime.InferenceSession(str(self.onnx_path), options, providers=["CPUExecutionProvider"])
-
-    def run(self, inputs: dict) -> np.ndarray:
-        return self.session.run(None, inputs)[0]
-
-
-class OpenVinoBackbone(_Exported):
-    """OpenVINO on the CPU, in the precision ``dtype`` asks (``None``: OpenVINO's choice for this CPU), one
-    stream of as many threads as PyTorch uses; ``precision`` is read back from OpenVINO."""
-
-    def __init__(self, backbone: torch.nn.Module, dtype: Optional[torch.dtype], identity: dict):
-        import openvino
-        core = openvino.Core()
-        if dtype == torch.bfloat16 and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
-            cpu = core.get_property("CPU", "FULL_DEVICE_NAME")
-            raise ValueError(f"backend='openvino', dtype={dtype}: this CPU ({cpu}) has no bfloat16 arithmetic "
-                             f"(AVX-512 BF16 or AMX); pass dtype=None or torch.float32")
-        super().__init__(backbone, None, identity)
+    def __init__(self, backend: str, backbone: torch.nn.Module, *, quantize: Optional[str],
+                 dtype: Optional[torch.dtype], identity: dict):
+        if backend == "openvino":
+            import openvino
+            core = openvino.Core()
+            if dtype == torch.bfloat16 and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+                cpu = core.get_property("CPU", "FULL_DEVICE_NAME")
+                raise ValueError(f"backend='openvino', dtype={dtype}: this CPU ({cpu}) has no bfloat16 arithmetic "
+                                 f"(AVX-512 BF16 or AMX); pass dtype=None or torch.float32")
+        self.directory, self._keep = saved_export(backbone, quantize, identity)
+        onnx_path = str(self.directory / ("model.onnx" if quantize is None else f"model.{quantize}.onnx"))
+        if backend == "onnx":
+            import onnxruntime
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads = torch.get_num_threads()
+            self.session = onnxruntime.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
+            self.run, self.precision = lambda inputs: self.session.run(None, inputs)[0], quantize or "f32"
+            return
         config = {"INFERENCE_NUM_THREADS": torch.get_num_threads(), "PERFORMANCE_HINT": "LATENCY"}
         if dtype is not None:
             config["INFERENCE_PRECISION_HINT"] = OPENVINO_PRECISIONS[dtype]
-        self.compiled = core.compile_model(core.read_model(str(self.onnx_path)), "CPU", config)
+        self.compiled = core.compile_model(core.read_model(onnx_path), "CPU", config)
+        self.run = lambda inputs: self.compiled(inputs)[0]
         self.precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
 
-    def run(self, inputs: dict) -> np.ndarray:
-        return self.compiled(inputs)[0]
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.run({"input_ids": input_ids.cpu().numpy().astype(np.int64),
+                           "attention_mask": attention_mask.cpu().numpy().astype(np.int64)})
+        return torch.from_numpy(np.asarray(hidden, dtype=np.float32))

@@ -9,17 +9,16 @@ import numpy as np
 import pyterrier as pt
 import torch
 
-from .backends import check_backend, exported_backbone, inference_name
+from .backends import ExportedBackbone, check_backend, inference_name
 from ..checks import check_encodable, check_finite, positive_int
 from ..deprecation import keyword_only_since, renamed_keywords
 from .fingerprint import tokenizer_digest, weights_digest
-from .loading import read_pooling, read_prompt_settings, resolve_model_path
+from .loading import DEFAULT_MODEL, read_pooling, read_prompt_settings, resolve_model_path
 from .pooling import Pooling, pad_batch, pool
 from ..rerank.prompt import ListwisePrompt
 from .stats import EncodeStats, add_stats
 from .text import DEFAULT_QUERY_TASK, DOC_MAX_WORDS, doc_token_cap, format_query, truncate_words
 
-DEFAULT_MODEL = "Alibaba-NLP/E2Rank-0.6B"
 FINGERPRINT_VERSION = 3
 _AUTO = "auto"
 
@@ -47,6 +46,7 @@ class E2Rank:
             ``max_seq_length``, else the model's position limit).
         prompt_max_tokens: token budget of the listwise prompt (default: the model's position limit).
         doc_max_words: documents are cut to this many words before embedding (1024, as in the paper).
+        attn_implementation: transformers' attention (e.g. ``"sdpa"``, ``"flash_attention_2"``; default: its choice).
         cache_doc_vectors: keep each document vector computed, keyed by its text (``clear_doc_cache()``).
         backend: ``"torch"``, or on the CPU the backbone exported to ONNX (once per model identity, saved under
             ``backends.export_cache()``) and run by ``"openvino"`` or ``"onnx"`` (ONNX Runtime).
@@ -87,7 +87,6 @@ class E2Rank:
         self.backbone.to(self.device).eval()
         self.weights_not_loaded = frozenset(loading["unexpected_keys"])  # e.g. a causal LM's head
         self.backend, self.quantize, self.requested_dtype = backend, quantize, dtype
-        self.exported = None
         self.pooling: Pooling = read_pooling(path, config)
         if self.pooling.last_token:
             self.tokenizer.padding_side = "left"
@@ -111,9 +110,8 @@ class E2Rank:
         self.stats = EncodeStats()
         self._counters = threading.local()
         self.doc_cache: Optional[dict] = {} if cache_doc_vectors else None
-        if backend != "torch":
-            self.exported = exported_backbone(backend, self.backbone, quantize=quantize, dtype=dtype,
-                                              identity=self.fingerprint())
+        self.exported = None if backend == "torch" else ExportedBackbone(
+            backend, self.backbone, quantize=quantize, dtype=dtype, identity=self.fingerprint())
 
     def _identity(self) -> tuple:
         """What makes two model objects interchangeable: the checkpoint and every setting that shapes a vector."""
@@ -264,7 +262,7 @@ class E2Rank:
             hidden = self.exported(input_ids, mask)
         work = EncodeStats(1, len(batch), int(mask.sum()), mask.numel())
         add_stats(self, work)
-        for counter in self._open_counters():
+        for counter in getattr(self._counters, "open", ()):
             counter.add(work)
         return pool(hidden, mask, self.pooling)
 
@@ -273,18 +271,12 @@ class E2Rank:
         """``with model.counting() as stats:`` counts the forward passes this thread makes inside the block
         (blocks nest); ``model.stats`` counts all threads'."""
         stats = EncodeStats()
-        counters = self._open_counters()
+        counters = self._counters.__dict__.setdefault("open", [])
         counters.append(stats)
         try:
             yield stats
         finally:
             del counters[next(i for i, counter in enumerate(counters) if counter is stats)]
-
-    def _open_counters(self) -> List[EncodeStats]:
-        """This thread's open ``counting`` records."""
-        if not hasattr(self._counters, "open"):
-            self._counters.open = []
-        return self._counters.open
 
     # ---- identity -------------------------------------------------------------------------------
     def fingerprint(self) -> dict:
@@ -339,13 +331,10 @@ class E2Rank:
                 text_field: str = "text", mode: str = "create", chunk_size: int = 4096,
                 missing_text: str = "error", corpus_stamp: Optional[dict] = None,
                 overwrite: Optional[bool] = None) -> pt.Indexer:
-        """Indexes records with text (encoded here) or ``doc_vec`` (from ``doc_encoder()``) into ``index`` (an
-        ``E2RankIndex``, a FlexIndex or a path): ``mode`` is ``"create"`` (an existing index is refused),
-        ``"overwrite"`` or ``"append"`` (new docnos only); built aside and swapped in when complete, in committed
-        chunks of ``chunk_size`` documents (a restarted build resumes), sharded under torchrun
-        (``index.indexer.E2RankIndexer``). A missing text (None/NaN) is an error unless ``missing_text="empty"``;
-        ``corpus_stamp`` (``data.corpus_stamp(dataset)``) is stored with the index. ``overwrite=True``:
-        deprecated spelling of ``mode="overwrite"``."""
+        """Indexes records with text or ``doc_vec`` into ``index`` (an ``E2RankIndex``, a FlexIndex or a path), in
+        chunks of ``chunk_size`` (pt_docs/indexing.rst): ``mode`` ``"create"``, ``"overwrite"`` or ``"append"``; a
+        missing text is an error unless ``missing_text="empty"``; ``corpus_stamp`` (``data.corpus_stamp(dataset)``)
+        is stored with the index. ``overwrite=True``: the deprecated spelling of ``mode="overwrite"``."""
         from ..index.indexer import E2RankIndexer
         return E2RankIndexer(self, index, batch_size=batch_size, verbose=verbose, text_field=text_field, mode=mode,
                              chunk_size=chunk_size, missing_text=missing_text, corpus_stamp=corpus_stamp,

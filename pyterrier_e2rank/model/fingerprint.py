@@ -3,23 +3,20 @@ digests of exactly what changes a vector (one checkpoint, one identity, however 
 digest of 1 GiB or more is cached beside the files (``CACHE_FILE``), keyed by each file's device, inode, size,
 mtime and ctime."""
 import contextlib
+import functools
 import hashlib
 import json
-import mmap
 import os
-import struct
 from pathlib import Path
 from typing import Callable, Collection, Dict, List, Optional
+
+import torch
+
+from ..io import ArtifactLocked, atomic_file
 
 CACHE_FROM_BYTES = 1 << 30
 CACHE_FILE = ".e2rank-fingerprint.json"
 _CACHE_FORMAT = 2
-
-#: safetensors' dtype codes, in torch's spelling (``torch.float32`` -> ``float32``).
-_SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
-                       "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
-                       "U16": "uint16", "U32": "uint32", "U64": "uint64", "BOOL": "bool",
-                       "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
 
 #: The parts of a fast tokenizer that turn a text into ids (``E2Rank`` sets padding and truncation per call).
 _TOKENIZER_PARTS = ("normalizer", "pre_tokenizer", "model", "post_processor")
@@ -63,15 +60,16 @@ def weights_digest(path: str, model, *, not_loaded: Collection[str] = ()) -> str
         return cached
     digest = hashlib.sha256()
     with contextlib.ExitStack() as open_files:
-        tensors: Dict[str, tuple] = {}
+        tensors: Dict[str, Callable[[], torch.Tensor]] = {}
         for file in files:
-            for stored, dtype, shape, read in _tensor_entries(file, open_files):
+            for stored, read in _tensors(file, open_files).items():
                 name = name_of(stored)
                 if name is not None:
-                    tensors.setdefault(name, (dtype, shape, read))  # a tied tensor stored twice counts once
-        for name, (dtype, shape, read) in sorted(tensors.items()):
-            digest.update(json.dumps([name, dtype, shape]).encode())
-            digest.update(read())
+                    tensors.setdefault(name, read)  # a tied tensor stored twice counts once
+        for name, read in sorted(tensors.items()):
+            tensor = read().contiguous()
+            digest.update(json.dumps([name, str(tensor.dtype).removeprefix("torch."), list(tensor.shape)]).encode())
+            digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())
     value = digest.hexdigest()
     if sum(file.stat().st_size for file in files) >= CACHE_FROM_BYTES:
         _write_cache(directory, stamp, selection, value)
@@ -113,22 +111,14 @@ def _model_names(model, not_loaded: Collection[str]) -> Callable[[str], Optional
     return name_of
 
 
-def _tensor_entries(file: Path, open_files: contextlib.ExitStack):
-    """``(name, dtype, shape, read)`` of each tensor, ``read()`` giving its bytes (dtype in torch's spelling)."""
+def _tensors(file: Path, open_files: contextlib.ExitStack) -> Dict[str, Callable[[], torch.Tensor]]:
+    """Each tensor's stored name and a reader of it, from a safetensors or PyTorch ``.bin`` file."""
     if file.suffix != ".safetensors":
-        import torch
         state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
-        return [(name, str(t.dtype).removeprefix("torch."), list(t.shape),
-                 lambda t=t: t.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-                for name, t in state.items()]
-    handle = open_files.enter_context(open(file, "rb"))
-    data = open_files.enter_context(mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ))
-    (header_size,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + header_size])
-    start = 8 + header_size
-    return [(name, _SAFETENSORS_DTYPES.get(entry["dtype"], entry["dtype"].lower()), entry["shape"],
-             lambda b=entry["data_offsets"]: data[start + b[0]:start + b[1]])
-            for name, entry in header.items() if name != "__metadata__"]
+        return {name: (lambda t=t: t) for name, t in state.items()}
+    from safetensors import safe_open
+    handle = open_files.enter_context(safe_open(file, "pt"))
+    return {name: functools.partial(handle.get_tensor, name) for name in handle.keys()}
 
 
 def _stamp(file: Path) -> list:
@@ -140,20 +130,13 @@ def _stamp(file: Path) -> list:
 def _read_cache(directory: Path, stamp, selection: str) -> Optional[str]:
     try:
         cached = json.loads((directory / CACHE_FILE).read_text())
-    except (OSError, ValueError):
+        return cached["sha256"] if [cached.get(k) for k in ("format", "files", "selection")] == [
+            _CACHE_FORMAT, stamp, selection] else None
+    except (OSError, ValueError, AttributeError, KeyError):
         return None
-    if not isinstance(cached, dict) or [cached.get(k) for k in ("format", "files", "selection")] != \
-            [_CACHE_FORMAT, stamp, selection]:
-        return None
-    return cached.get("sha256")
 
 
 def _write_cache(directory: Path, stamp, selection: str, value: str) -> None:
-    """Best effort: a read-only directory means hashing again next time."""
-    try:
-        tmp = directory / f"{CACHE_FILE}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps({"format": _CACHE_FORMAT, "files": stamp, "selection": selection,
-                                   "sha256": value}))
-        os.replace(tmp, directory / CACHE_FILE)
-    except OSError:
-        pass
+    """Best effort: a read-only directory, or another writer, means hashing again next time."""
+    with contextlib.suppress(OSError, ArtifactLocked), atomic_file(directory / CACHE_FILE) as out:
+        json.dump({"format": _CACHE_FORMAT, "files": stamp, "selection": selection, "sha256": value}, out)

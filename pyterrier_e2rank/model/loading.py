@@ -36,8 +36,9 @@ def resolve_model_path(name_or_path: str) -> str:
         f"('organisation/name'). Embedded short names: {sorted(EMBEDDED_MODELS)}")
 
 
-#: The model the course notebooks prefer, the one they fall back to, and the variable that overrides both.
-PREFERRED_MODEL = "Alibaba-NLP/E2Rank-0.6B"
+#: The E2Rank checkpoint of the paper: ``E2Rank()``'s default, and the model the course notebooks prefer.
+DEFAULT_MODEL = "Alibaba-NLP/E2Rank-0.6B"
+#: The model the notebooks fall back to, and the variable that overrides both.
 FALLBACK_MODEL = "all-minilm-l6-v2"
 MODEL_VARIABLE = "E2RANK_MODEL"
 
@@ -48,7 +49,7 @@ class ModelChoice(NamedTuple):
     reason: str
 
 
-def pick_model(preferred: str = PREFERRED_MODEL, fallback: str = FALLBACK_MODEL, *, variable: str = MODEL_VARIABLE,
+def pick_model(preferred: str = DEFAULT_MODEL, fallback: str = FALLBACK_MODEL, *, variable: str = MODEL_VARIABLE,
                timeout: float = 5.0) -> ModelChoice:
     """The model to run: ``$E2RANK_MODEL`` when set; else ``preferred`` when a GPU is present and it can be
     loaded (locally, or the hub answering within ``timeout`` seconds; nothing is downloaded); else ``fallback``.
@@ -89,15 +90,16 @@ _POOLING_FLAGS = {"lasttoken": "pooling_mode_lasttoken", "cls": "pooling_mode_cl
                   "mean": "pooling_mode_mean_tokens"}
 
 
+def _modules(path) -> Optional[list]:
+    """The modules of a sentence-transformers directory (its ``modules.json``); ``None`` for another checkpoint."""
+    modules_file = Path(path) / "modules.json"
+    return json.loads(modules_file.read_text()) if modules_file.is_file() else None
+
+
 def pooling_settings_file(path) -> Optional[Path]:
     """The ``config.json`` of a sentence-transformers directory's Pooling module; ``None`` without one."""
-    modules_file = Path(path) / "modules.json"
-    if not modules_file.is_file():
-        return None
-    for module in json.loads(modules_file.read_text()):
-        if module.get("type", "").endswith("Pooling"):
-            return Path(path) / module["path"] / "config.json"
-    return None
+    return next((Path(path) / module["path"] / "config.json" for module in _modules(path) or []
+                 if module.get("type", "").endswith("Pooling")), None)
 
 
 def write_pooling(path, mode: str) -> None:
@@ -113,25 +115,20 @@ def write_pooling(path, mode: str) -> None:
 
 def read_pooling(path: str, config) -> Pooling:
     """The pooling of a sentence-transformers directory, else last-token for decoders, else mean."""
-    modules_file = Path(path) / "modules.json"
-    if not modules_file.is_file():
+    modules = _modules(path)
+    if modules is None:
         decoder = config.model_type in DECODER_MODEL_TYPES or any(
             a.endswith("ForCausalLM") for a in (config.architectures or []))
         return Pooling("lasttoken" if decoder else "mean", normalize=True, max_length=None)
-    modules = json.loads(modules_file.read_text())
-    mode = "mean"
     settings_file = pooling_settings_file(path)
-    if settings_file is not None:
-        settings = json.loads(settings_file.read_text())
-        mode = next((name for name, flag in _POOLING_FLAGS.items() if settings.get(flag)), None)
-        if mode is None:
-            raise ValueError(f"unsupported sentence-transformers pooling in {path}: {settings}")
-    normalize = any(module.get("type", "").endswith("Normalize") for module in modules)
-    max_length = None
+    settings = {"pooling_mode_mean_tokens": True} if settings_file is None else json.loads(settings_file.read_text())
+    mode = next((name for name, flag in _POOLING_FLAGS.items() if settings.get(flag)), None)
+    if mode is None:
+        raise ValueError(f"unsupported sentence-transformers pooling in {path}: {settings}")
     bert_config = Path(path) / "sentence_bert_config.json"
-    if bert_config.is_file():
-        max_length = json.loads(bert_config.read_text()).get("max_seq_length")
-    return Pooling(mode, normalize=normalize, max_length=max_length)
+    max_length = json.loads(bert_config.read_text()).get("max_seq_length") if bert_config.is_file() else None
+    return Pooling(mode, normalize=any(module.get("type", "").endswith("Normalize") for module in modules),
+                   max_length=max_length)
 
 
 #: The prompt a checkpoint was trained with, written by the trainer, read as the model's defaults.
