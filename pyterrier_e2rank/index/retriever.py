@@ -36,9 +36,6 @@ class IndexStage(pt.Transformer):
         check_queries(self.index, inp)
         return self.serve(inp)
 
-    def serve(self, inp: pd.DataFrame) -> pd.DataFrame:
-        raise NotImplementedError
-
 
 def served(index, result):
     """What an ``index`` method returned, as the index hands it out: any transformer that is not an
@@ -51,9 +48,6 @@ def served(index, result):
 class VectorSearch(IndexStage):
     """Q frame with ``query_vec`` -> ranked documents (without ``query_vec``), from ``self.search(vectors) ->
     (scores, rows)`` (rows of the index, best first; -1 where a structure found fewer)."""
-
-    def search(self, query_vectors: np.ndarray):
-        raise NotImplementedError
 
     def serve(self, inp: pd.DataFrame) -> pd.DataFrame:
         pt.validate.query_frame(inp, extra_columns=["query_vec"], context=self)
@@ -110,16 +104,10 @@ class E2RankRetriever(EqualBySettings, VectorSearch):
         if self.verbose:
             starts = pt.tqdm(starts, desc="dense search", unit="block")
         for start in starts:
-            block = np.asarray(vectors[start:start + self.block_size])
-            scores = query_vectors @ block.T
-            if scores.shape[1] > k:
-                part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-                scores = np.take_along_axis(scores, part, axis=1)
-                rows = part + start
-            else:
-                rows = np.broadcast_to(np.arange(start, start + scores.shape[1]), scores.shape)
+            scores = query_vectors @ np.asarray(vectors[start:start + self.block_size]).T
             best_scores = np.concatenate([best_scores, scores], axis=1)
-            best_rows = np.concatenate([best_rows, rows], axis=1)
+            best_rows = np.concatenate([best_rows, np.broadcast_to(np.arange(start, start + scores.shape[1]),
+                                                                   scores.shape)], axis=1)
             if best_scores.shape[1] > k:
                 part = np.argpartition(-best_scores, k - 1, axis=1)[:, :k]
                 best_scores = np.take_along_axis(best_scores, part, axis=1)
@@ -128,7 +116,7 @@ class E2RankRetriever(EqualBySettings, VectorSearch):
         return np.take_along_axis(best_scores, order, axis=1), np.take_along_axis(best_rows, order, axis=1)
 
 
-class FlexStage(IndexStage):
+class FlexStage(EqualBySettings, IndexStage):
     """A transformer of pyterrier-dr's that an ``E2RankIndex`` hands out (FAISS, NumPy and PyTorch retrievers
     and scorers, GAR, LADR, MMR), another model's ``query_vec`` refused. pyterrier-dr 0.8's bugs worked around
     here: its ``DataFrameBuilder`` leaves one-element arrays in the cells of a single result, float32/int32
@@ -147,11 +135,8 @@ class FlexStage(IndexStage):
     def __repr__(self):
         return repr(self.transformer)
 
-    def __eq__(self, other):
-        return isinstance(other, FlexStage) and (self.index, self.transformer) == (other.index, other.transformer)
-
-    def __hash__(self):
-        return hash((FlexStage, self.index, self.transformer))
+    def _settings(self) -> tuple:
+        return (self.index, self.transformer)
 
     def fuse_rank_cutoff(self, k: int):
         fused = self.transformer.fuse_rank_cutoff(k) if hasattr(self.transformer, "fuse_rank_cutoff") else None
