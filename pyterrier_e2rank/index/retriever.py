@@ -12,10 +12,6 @@ from ..equality import EqualBySettings
 from ..checks import positive_int, stack_vectors, validate_frame
 
 
-#: What to do about query vectors of another model than the index's.
-QUERY_FIX = "encode the queries with the index's model, or search an index of the queries' model"
-
-
 def check_queries(index, frame: pd.DataFrame) -> None:
     """Refuse a frame whose ``query_vec`` another model than ``index``'s made (``IndexModelMismatch``), or made
     from another ``query`` than the row holds (``ValueError``); untagged vectors pass."""
@@ -23,7 +19,8 @@ def check_queries(index, frame: pd.DataFrame) -> None:
         return
     named = frame if "qid" in frame.columns else frame.assign(qid=[f"row {i}" for i in range(len(frame))])
     provenance.check_frame(named, "query_vec", index.fingerprint, f"the index at {index.path}", key="qid",
-                           text="query", fix=QUERY_FIX)
+                           text="query", fix="encode the queries with the index's model, or search an index of "
+                                             "the queries' model")
 
 
 class IndexStage(pt.Transformer):
