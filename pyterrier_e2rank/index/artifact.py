@@ -94,7 +94,7 @@ def serve_methods(cls):
 
 
 @serve_methods
-class E2RankIndex(AnnSearch, FlexIndex):
+class E2RankIndex(EqualBySettings, AnnSearch, FlexIndex):
     """A FlexIndex of E2Rank document vectors, opened at first use from one version of the directory, its files
     checked against each other (``CorruptArtifact`` naming the path); its searches (``ann.AnnSearch``) and
     FlexIndex's scorers refuse another model's query vectors."""
@@ -106,11 +106,8 @@ class E2RankIndex(AnnSearch, FlexIndex):
     def __repr__(self):
         return f"E2RankIndex({str(self.path)!r})"
 
-    def __eq__(self, other):
-        return isinstance(other, E2RankIndex) and Path(self.path).resolve() == Path(other.path).resolve()
-
-    def __hash__(self):
-        return hash((E2RankIndex, Path(self.path).resolve()))
+    def _settings(self) -> tuple:
+        return (Path(self.path).resolve(),)
 
     def built(self) -> bool:
         return (Path(self.path) / META).is_file()
@@ -152,8 +149,6 @@ class E2RankIndex(AnnSearch, FlexIndex):
         """The stored vectors of ``docnos``, shape ``(len(docnos), dim)``; a KeyError names the docnos that
         are not in the index (exactly: ``"007"`` is not ``"7"``)."""
         docnos = [str(d) for d in docnos]
-        if not docnos:
-            return np.empty((0, self.dim), dtype=np.float32)
         lookup, vectors = self.payload(return_dvecs=True, return_docnos=True)[:2]
         return np.asarray(vectors[lookup.inv[docnos]])
 
@@ -299,10 +294,7 @@ class _Version:
     def __del__(self):
         self.close()
 
-    def __copy__(self):  # one descriptor, closed once: copies of an index share it
-        return self
-
-    def __deepcopy__(self, memo):
+    def __deepcopy__(self, _memo):  # one descriptor, closed once: copies of an index share it
         return self
 
 

@@ -20,6 +20,10 @@ class EncodedChunk(NamedTuple):
     digest: str
 
 
+class OtherChunk(CorruptArtifact):
+    """A committed chunk of other documents, or of another model or settings, than the one asked for."""
+
+
 class ChunkStore:
     """Encoded chunks of one build, committed one by one (``chunk-N.f4``, then ``chunk-N.json``, each atomically),
     reused only for the same content and ``plan`` and when intact; each process locks its shard until the end."""
@@ -49,18 +53,14 @@ class ChunkStore:
     def has(self, chunk_id: int, digest: str) -> bool:
         """Whether the chunk is committed with this content under this plan, and intact; a damaged one is
         removed, named in a warning, so that it is encoded again."""
-        record, vector_file = self._paths(chunk_id)
-        if not record.exists():
-            return False
         try:
-            saved = self._record(chunk_id)
-            if (saved["digest"], saved["plan"]) != (digest, self._plan_digest):
-                return False  # other documents, or another model or settings: encoded again
-            self._vectors(chunk_id, saved)
+            self._read(chunk_id, digest)
             return True
+        except (FileNotFoundError, OtherChunk):  # never committed, or other documents, model or settings
+            return False
         except CorruptArtifact as damaged:
             warnings.warn(f"{damaged}; encoding chunk {chunk_id} again", stacklevel=2)
-            for path in (record, vector_file):
+            for path in self._paths(chunk_id):
                 path.unlink(missing_ok=True)
             return False
 
@@ -77,25 +77,19 @@ class ChunkStore:
         """The chunk's docnos and vectors ``(n, dim)``: ``FileNotFoundError`` for a chunk never committed,
         ``CorruptArtifact`` naming the file for a damaged one, or one of other content than ``digest`` or of
         another plan."""
-        record, _ = self._paths(chunk_id)
-        if not record.exists():
-            raise FileNotFoundError(f"chunk {chunk_id} of the build in {self.directory} is missing: did a process "
-                                    f"fail? Start the build again: committed chunks are kept")
         try:
-            saved = self._record(chunk_id)
-            if saved["plan"] != self._plan_digest:
-                raise CorruptArtifact(f"the chunk record {record} was written for another model or other settings")
-            if saved["digest"] != digest:
-                raise CorruptArtifact(f"the chunk record {record} holds other documents than chunk {chunk_id} of this "
-                                      f"build (digest {saved['digest'][:12]}, not {digest[:12]}): another build's")
-            return saved["docnos"], self._vectors(chunk_id, saved)
+            return self._read(chunk_id, digest)
         except CorruptArtifact as damaged:
             raise CorruptArtifact(f"{damaged}; nothing was written. Start the build again: this chunk is encoded "
                                   f"again, the intact ones are kept") from None
 
-    def _record(self, chunk_id: int) -> dict:
-        """The record of a committed chunk; ``CorruptArtifact`` naming it when it cannot be read."""
-        record = self._paths(chunk_id)[0]
+    def _read(self, chunk_id: int, digest: str) -> Tuple[List[str], np.ndarray]:
+        """``load``'s docnos and vectors; ``OtherChunk`` for other content or plan, ``CorruptArtifact`` naming
+        a damaged file."""
+        record, vector_file = self._paths(chunk_id)
+        if not record.exists():
+            raise FileNotFoundError(f"chunk {chunk_id} of the build in {self.directory} is missing: did a process "
+                                    f"fail? Start the build again: committed chunks are kept")
         try:
             saved = json.loads(record.read_text(encoding="utf-8"))
             if not isinstance(saved["docnos"], list) or not all(isinstance(saved[k], str)
@@ -103,12 +97,11 @@ class ChunkStore:
                 raise TypeError("docnos, digest, plan or sha256 of another type")
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise CorruptArtifact(f"the chunk record {record} is damaged ({type(e).__name__}: {e})") from None
-        return saved
-
-    def _vectors(self, chunk_id: int, saved: dict) -> np.ndarray:
-        """The chunk's vectors ``(n, dim)`` once their size and checksum are the recorded ones; else
-        ``CorruptArtifact`` naming the file."""
-        record, vector_file = self._paths(chunk_id)
+        if saved["plan"] != self._plan_digest:
+            raise OtherChunk(f"the chunk record {record} was written for another model or other settings")
+        if saved["digest"] != digest:
+            raise OtherChunk(f"the chunk record {record} holds other documents than chunk {chunk_id} of this "
+                             f"build (digest {saved['digest'][:12]}, not {digest[:12]}): another build's")
         try:
             data = vector_file.read_bytes()
         except OSError as e:
@@ -120,7 +113,7 @@ class ChunkStore:
         if docnos_digest(hashlib.sha256(data), saved["docnos"]) != saved["sha256"]:
             raise CorruptArtifact(f"the chunk vectors {vector_file} (or the docnos of {record.name}) do not match "
                                   f"the checksum in that record: the file is damaged")
-        return np.frombuffer(data, dtype=np.float32).reshape(shape)
+        return saved["docnos"], np.frombuffer(data, dtype=np.float32).reshape(shape)
 
     def remove(self) -> None:
         """Delete the committed chunks (and a dead writer's temporary files), not the processes' lock files."""

@@ -101,15 +101,9 @@ class UniqueIds:
 
 
 class IndexWriter:
-    """Writes (docnos, vectors) of the model of fingerprint ``encoder`` into a new index at ``path``, built
-    aside under a lock and swapped in by ``finish()`` (an existing one replaced only with ``overwrite``)::
-
-        with IndexWriter(path, dim, model.fingerprint()) as writer:
-            writer.add(docnos, vectors)   # as often as needed
-            index = writer.finish()
-
-    Leaving the block without ``finish()`` leaves any old index as it was; the metadata records ``corpus_stamp``
-    and the ``digest`` of the vectors and docnos."""
+    """A context manager writing ``add(docnos, vectors)`` of the model of fingerprint ``encoder`` into a new index
+    at ``path``, built aside under a lock; ``finish()`` swaps it in (an existing one replaced only with
+    ``overwrite``) and returns it; leaving the block without it keeps the old index."""
 
     def __init__(self, path, dim: int, encoder: dict, *, overwrite: bool = False,
                  corpus_stamp: Optional[dict] = None):
@@ -158,12 +152,8 @@ class IndexWriter:
 
 
 class E2RankIndexer(pt.Indexer):
-    """Indexes records with ``docno`` and text (encoded here) or ``doc_vec`` (from ``doc_encoder()``) into a new
-    index (``mode="create"``, refusing an existing one), a replacement (``"overwrite"``) or the existing one
-    (``"append"``: new docnos only, else ValueError; an index of another model or dimension raises
-    ``IndexModelMismatch``). Encoded in chunks of ``chunk_size`` committed beside the index (``ChunkStore``), so
-    a restarted build resumes; sharded across processes under torchrun. ``overwrite=True`` is the deprecated
-    spelling of ``mode="overwrite"``."""
+    """``model.indexer(index, ...)`` (its arguments there); an existing index is refused at construction unless
+    ``mode`` is ``"overwrite"`` or ``"append"``."""
 
     def __init__(self, model, index, *, batch_size: Optional[int] = None, verbose: Optional[bool] = None,
                  text_field: str = "text", mode: str = "create", chunk_size: int = 4096,
@@ -187,6 +177,14 @@ class E2RankIndexer(pt.Indexer):
         self.chunk_size = positive_int(chunk_size, "chunk_size")
         self.missing_text = missing_text
         self.corpus_stamp = corpus_stamp
+        self.check_target()  # before any document is read
+
+    def check_target(self) -> None:
+        """FileExistsError naming the modes if an index exists at the path and the mode is ``"create"``, or if
+        the directory holds files that are not the index's own."""
+        check_replaceable(Path(self.index_.path), own_entries, overwrite=self.mode != "create", what="E2Rank index",
+                          fix="pass mode='overwrite' (--overwrite) to replace it, or mode='append' (--append) to "
+                              "add documents to it")
 
     def __repr__(self):
         return f"{self.model!r}.indexer({self.index_!r}, text_field={self.text_field!r}, mode={self.mode!r})"
@@ -217,8 +215,7 @@ class E2RankIndexer(pt.Indexer):
             if self.mode == "append":
                 base = appendable(target, self.model)
                 it = new_documents(it, base)
-            check_replaceable(target, own_entries, overwrite=self.mode != "create", what="E2Rank index",
-                              fix="pass mode='overwrite' (--overwrite) to replace it")  # before any work
+            self.check_target()  # again under the lock, before any work
             store = held.enter_context(self.chunk_store(rank=rank))
             total = len(it) if hasattr(it, "__len__") else None
             progress = None
@@ -242,8 +239,7 @@ class E2RankIndexer(pt.Indexer):
                 with IndexWriter(target, self.model.dim, store.plan["encoder"] if base is None else base.fingerprint,
                                  overwrite=self.mode != "create",
                                  corpus_stamp=self.corpus_stamp) as writer:
-                    if base is not None:
-                        base.check_current()  # no rebuild since the append opened it
+                    if base is not None:  # opened under the lock held since: no rebuild meanwhile
                         copy_index(base, writer)
                     for chunk_id, digest in enumerate(digests):
                         writer.add(*store.load(chunk_id, digest))
@@ -265,7 +261,6 @@ def appendable(path: Path, model) -> E2RankIndex:
     if not (path / META).is_file():
         raise FileNotFoundError(f"no E2Rank index at {path} to append to; build it first with model.indexer(path)")
     base = as_index(path)
-    base.payload(return_dvecs=False, return_docnos=False)
     if base.dim != model.dim:
         raise provenance.IndexModelMismatch(f"the index at {path} holds vectors of dimension {base.dim}; "
                                  f"{model.model_name_or_path!r} makes vectors of dimension {model.dim}: append with "

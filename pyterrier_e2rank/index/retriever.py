@@ -12,10 +12,6 @@ from ..equality import EqualBySettings
 from ..checks import positive_int, stack_vectors, validate_frame
 
 
-#: What to do about query vectors of another model than the index's.
-QUERY_FIX = "encode the queries with the index's model, or search an index of the queries' model"
-
-
 def check_queries(index, frame: pd.DataFrame) -> None:
     """Refuse a frame whose ``query_vec`` another model than ``index``'s made (``IndexModelMismatch``), or made
     from another ``query`` than the row holds (``ValueError``); untagged vectors pass."""
@@ -23,7 +19,8 @@ def check_queries(index, frame: pd.DataFrame) -> None:
         return
     named = frame if "qid" in frame.columns else frame.assign(qid=[f"row {i}" for i in range(len(frame))])
     provenance.check_frame(named, "query_vec", index.fingerprint, f"the index at {index.path}", key="qid",
-                           text="query", fix=QUERY_FIX)
+                           text="query", fix="encode the queries with the index's model, or search an index of "
+                                             "the queries' model")
 
 
 class IndexStage(pt.Transformer):
@@ -35,9 +32,6 @@ class IndexStage(pt.Transformer):
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
         check_queries(self.index, inp)
         return self.serve(inp)
-
-    def serve(self, inp: pd.DataFrame) -> pd.DataFrame:
-        raise NotImplementedError
 
 
 def served(index, result):
@@ -51,9 +45,6 @@ def served(index, result):
 class VectorSearch(IndexStage):
     """Q frame with ``query_vec`` -> ranked documents (without ``query_vec``), from ``self.search(vectors) ->
     (scores, rows)`` (rows of the index, best first; -1 where a structure found fewer)."""
-
-    def search(self, query_vectors: np.ndarray):
-        raise NotImplementedError
 
     def serve(self, inp: pd.DataFrame) -> pd.DataFrame:
         pt.validate.query_frame(inp, extra_columns=["query_vec"], context=self)
@@ -110,16 +101,10 @@ class E2RankRetriever(EqualBySettings, VectorSearch):
         if self.verbose:
             starts = pt.tqdm(starts, desc="dense search", unit="block")
         for start in starts:
-            block = np.asarray(vectors[start:start + self.block_size])
-            scores = query_vectors @ block.T
-            if scores.shape[1] > k:
-                part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-                scores = np.take_along_axis(scores, part, axis=1)
-                rows = part + start
-            else:
-                rows = np.broadcast_to(np.arange(start, start + scores.shape[1]), scores.shape)
+            scores = query_vectors @ np.asarray(vectors[start:start + self.block_size]).T
             best_scores = np.concatenate([best_scores, scores], axis=1)
-            best_rows = np.concatenate([best_rows, rows], axis=1)
+            best_rows = np.concatenate([best_rows, np.broadcast_to(np.arange(start, start + scores.shape[1]),
+                                                                   scores.shape)], axis=1)
             if best_scores.shape[1] > k:
                 part = np.argpartition(-best_scores, k - 1, axis=1)[:, :k]
                 best_scores = np.take_along_axis(best_scores, part, axis=1)
@@ -128,7 +113,7 @@ class E2RankRetriever(EqualBySettings, VectorSearch):
         return np.take_along_axis(best_scores, order, axis=1), np.take_along_axis(best_rows, order, axis=1)
 
 
-class FlexStage(IndexStage):
+class FlexStage(EqualBySettings, IndexStage):
     """A transformer of pyterrier-dr's that an ``E2RankIndex`` hands out (FAISS, NumPy and PyTorch retrievers
     and scorers, GAR, LADR, MMR), another model's ``query_vec`` refused. pyterrier-dr 0.8's bugs worked around
     here: its ``DataFrameBuilder`` leaves one-element arrays in the cells of a single result, float32/int32
@@ -147,11 +132,8 @@ class FlexStage(IndexStage):
     def __repr__(self):
         return repr(self.transformer)
 
-    def __eq__(self, other):
-        return isinstance(other, FlexStage) and (self.index, self.transformer) == (other.index, other.transformer)
-
-    def __hash__(self):
-        return hash((FlexStage, self.index, self.transformer))
+    def _settings(self) -> tuple:
+        return (self.index, self.transformer)
 
     def fuse_rank_cutoff(self, k: int):
         fused = self.transformer.fuse_rank_cutoff(k) if hasattr(self.transformer, "fuse_rank_cutoff") else None

@@ -1,6 +1,7 @@
 """FAISS structures derived from an index's vectors: built once, stored in the index (``E2RankIndex.derived``),
 and searched by ``FaissAnnRetriever``; the plumbing that the ANN (``ann``) and compressed (``quantized``)
 searches share."""
+import copy
 from pathlib import Path
 from typing import Optional
 
@@ -8,10 +9,12 @@ import numpy as np
 import pyterrier as pt
 
 from ..checks import positive_int
+from ..equality import EqualBySettings
 from ..io import CorruptArtifact
 from .retriever import VectorSearch
 
 BLOCK = 65536  # vectors added per call while building: bounded memory on any corpus size
+QUERY_BATCH = 64  # queries searched at once: bounds the memory of the candidates rescored
 
 
 def faiss_module():
@@ -23,7 +26,7 @@ def faiss_module():
     return faiss
 
 
-class FaissAnnRetriever(VectorSearch):
+class FaissAnnRetriever(EqualBySettings, VectorSearch):
     """Q frame with ``query_vec`` -> the top ``num_results`` documents (``docno``, ``score``, ``rank``, best first)
     of the FAISS structure ``name`` of the index, made by ``build()`` on first use; ``rescore``: that many
     candidates ranked again by the exact dot product with the stored vectors."""
@@ -31,15 +34,12 @@ class FaissAnnRetriever(VectorSearch):
     binary = False  # the structure is a FAISS binary index
 
     def __init__(self, index, name: str, build, *, method: str, num_results: int, n_probe: Optional[int] = None,
-                 ef_search: Optional[int] = None, rescore: Optional[int] = None, gpu: Optional[bool] = None,
-                 qbatch: int = 64):
+                 ef_search: Optional[int] = None, rescore: Optional[int] = None, gpu: Optional[bool] = None):
         self.index = index
         self.name = name
         self.method = method
         self.num_results = positive_int(num_results, "num_results")
         self.n_probe, self.ef_search, self.rescore = n_probe, ef_search, rescore
-        self.qbatch = positive_int(qbatch, "qbatch")
-        self._build = build
         faiss = faiss_module()
         if gpu and faiss.get_num_gpus() == 0:
             raise ValueError("gpu=True, but FAISS sees no GPU (faiss-gpu not installed, or no device)")
@@ -65,27 +65,23 @@ class FaissAnnRetriever(VectorSearch):
         options = ", ".join(f"{k}={v}" for k, v in self._options())
         return f"{self.index!r}.{self.method}({self.name!r}, {options})"
 
-    def __eq__(self, other):
-        return isinstance(other, FaissAnnRetriever) and (self.index, self.name, self._options(), self.gpu) == \
-            (other.index, other.name, other._options(), other.gpu)
-
-    def __hash__(self):
-        return hash((FaissAnnRetriever, self.index, self.name, self._options(), self.gpu))
+    def _settings(self) -> tuple:
+        return (self.index, self.name, self._options(), self.gpu)
 
     def fuse_rank_cutoff(self, k: int) -> Optional[pt.Transformer]:
         """``retriever % k`` asks for fewer results instead of cutting them afterwards."""
         if k >= self.num_results:
             return None
-        return type(self)(self.index, self.name, self._build, method=self.method, num_results=k,
-                          n_probe=self.n_probe, ef_search=self.ef_search, rescore=self.rescore, gpu=self.gpu,
-                          qbatch=self.qbatch)
+        fused = copy.copy(self)  # the same structure
+        fused.num_results = k
+        return fused
 
     def search(self, query_vectors: np.ndarray):
         """Top-k (scores, row ids; -1 for none) for each query, best first."""
         query_vectors = np.ascontiguousarray(query_vectors, dtype=np.float32)
         k = min(self.rescore or self.num_results, self.index.meta["doc_count"])
-        parts = [self._search_batch(query_vectors[i:i + self.qbatch], k)
-                 for i in range(0, len(query_vectors), self.qbatch)]
+        parts = [self._search_batch(query_vectors[i:i + QUERY_BATCH], k)
+                 for i in range(0, len(query_vectors), QUERY_BATCH)]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def _search_batch(self, queries: np.ndarray, k: int):

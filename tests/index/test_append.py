@@ -111,6 +111,13 @@ def test_overwrite_true_is_the_deprecated_spelling_of_mode_overwrite(tiny_qwen, 
     assert list(indexer.index([{"docno": "a", "text": "x"}, {"docno": "b", "text": "y"}]).docnos()) == ["a", "b"]
 
 
+def test_an_existing_index_is_refused_when_the_indexer_is_made_naming_both_modes(tiny_qwen, base):
+    with pytest.raises(FileExistsError, match=r"already exists at .*; pass mode='overwrite' \(--overwrite\) to "
+                                              r"replace it, or mode='append' \(--append\)"):
+        tiny_qwen.indexer(base.path)  # before any document is read
+    assert tiny_qwen.indexer(base.path, mode="append").mode == "append"
+
+
 def test_a_failed_append_leaves_the_index_and_resumes_after_its_committed_chunks(tiny_qwen, base):
     documents = [{"docno": f"n{i}", "text": f"new document {i} about virus {i % 3}"} for i in range(NEW)]
 
