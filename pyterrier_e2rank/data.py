@@ -25,7 +25,9 @@ from .model.text import join_title
 
 BEIR_QRELS_HEADER = "query-id\tcorpus-id\tscore"
 
-def dataset(source: Union[str, os.PathLike, "pt.datasets.Dataset"], *, topics=None, qrels=None, split: Optional[str] = None) -> "pt.datasets.Dataset":
+
+def dataset(source: Union[str, os.PathLike, "pt.datasets.Dataset"], *, topics=None, qrels=None,
+            split: Optional[str] = None) -> "pt.datasets.Dataset":
     """A PyTerrier dataset from a ``pt.get_dataset`` name or dataset object; a BEIR folder (``split``: its
     qrels file, default ``test`` or the only one; the topics are the queries judged in it); or a corpus file
     (JSONL or TSV, ``.gz`` or not, ``records``) with optional ``topics`` and TREC or BEIR ``qrels`` files.
