@@ -99,12 +99,11 @@ def write_faiss_index(model, collection: Union[str, os.PathLike, Iterable[dict]]
         unique = UniqueIds("docid", "collection")
         progress = build.enter_context(pt.tqdm(desc="encoding collection", unit="doc")) if verbose else None
         for chunk in encode_corpus(model, docs, chunk_size=chunk_size, progress=progress):
-            ids, vectors = chunk.docnos, chunk.vectors
-            unique.add(ids)
-            faiss_index.add(vectors)
-            docids.extend(ids)
+            unique.add(chunk.docnos)
+            faiss_index.add(chunk.vectors)
+            docids.extend(chunk.docnos)
             if writer is not None:
-                writer.add(ids, vectors)
+                writer.add(chunk.docnos, chunk.vectors)
         if not docids:
             raise ValueError("nothing to index: the collection was empty")
         faiss.write_index(faiss_index, str(staging / "index"))
@@ -147,8 +146,7 @@ class FaissVectors:
         missing = [d for d in docids if d not in self.row_of]
         if missing:
             raise KeyError(f"{len(missing)} docid(s) are not in the FAISS index at {self.index_dir}: {missing[:5]}")
-        return np.stack([self.index.reconstruct(self.row_of[d]) for d in docids]) if docids else \
-            np.empty((0, self.index.d), dtype=np.float32)
+        return self.index.reconstruct_batch([self.row_of[d] for d in docids])
 
 
 def search_batch(searcher, encoder: E2RankPyseriniQueryEncoder, queries: Sequence[str], qids: Sequence[str],
