@@ -18,9 +18,7 @@ from .io import atomic_directory, read_json_object, writer_lock
 
 @contextlib.contextmanager
 def _quiet_fds():
-    """Points the process's fds 1 and 2 at /dev/null while PISA's C++ log writes to them; ``sys.stdout`` and
-    ``sys.stderr`` write meanwhile to copies of the original fds, so Python's output still shows. Restored on
-    exceptions too."""
+    """fds 1 and 2 at /dev/null, ``sys.stdout``/``sys.stderr`` on copies of them (pt_docs/datasets-and-bm25.rst)."""
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
