@@ -1,9 +1,5 @@
-"""BM25 first stages: PISA (no Java; the default) or Terrier (for users with Java and its jars).
-
-Pyserini's BEIR setting is k1=0.9, b=0.4. Like Pyserini and Terrier, ``pisa_bm25`` counts a query term
-as often as it occurs in the query (PISA alone would count it once); PISA uses porter2 stemming and, by
-default, Terrier's stopword list.
-"""
+"""BM25 first stages: PISA (no Java; the default) or Terrier, with Pyserini's BEIR setting k1=0.9, b=0.4
+(pt_docs/datasets-and-bm25.rst)."""
 import contextlib
 import ctypes
 import functools
@@ -17,14 +13,12 @@ import pyterrier as pt
 
 from .checks import without_empty_queries
 from .data import corpus_iter, corpus_stamp, must_rebuild
-from .io import CorruptArtifact, atomic_directory, writer_lock
+from .io import atomic_directory, read_json_object, writer_lock
 
 
 @contextlib.contextmanager
 def _quiet_fds():
-    """Points the process's fds 1 and 2 at /dev/null while PISA's C++ log writes to them; ``sys.stdout`` and
-    ``sys.stderr`` write meanwhile to copies of the original fds, so Python's output still shows. Restored on
-    exceptions too."""
+    """fds 1 and 2 at /dev/null, ``sys.stdout``/``sys.stderr`` on copies of them (pt_docs/datasets-and-bm25.rst)."""
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
@@ -107,23 +101,16 @@ def pisa_bm25(index_dir: str, dataset=None, *, k1: float = 0.9, b: float = 0.4, 
               verbose: bool = False) -> pt.Transformer:
     """BM25 over a PISA index at ``index_dir``, built (aside, with its corpus stamp) from ``dataset``'s corpus
     if not there yet, reused if built from the same corpus (``data.must_rebuild``; without ``dataset``, as it is).
-
-    Args (PISA's): ``query_weighted`` (a term counts as often as it occurs in the query), ``stops``
-    (``"terrier"``, ``"lucene"`` or ``"none"``), ``stemmer`` (``"porter2"``, ``"krovetz"``, ``"none"``; fixed
-    at indexing), ``query_algorithm``, ``index_encoding``, ``precompute_impact`` (quantised scores),
-    ``threads``; ``verbose``: our progress bars (PISA's log is never shown).
+    The other arguments are PISA's (pt_docs/datasets-and-bm25.rst); ``verbose`` shows our progress bars only.
 
     Raises ``ValueError`` for an option out of range, an index of another corpus (unless ``rebuild_stale``)
     or without a stamp, ``FileNotFoundError`` for no index and no dataset."""
     from pyterrier_pisa import PisaIndex, PisaIndexEncoding, PisaQueryAlgorithm, PisaStemmer, PisaStopwords
-    if k1 < 0:
-        raise ValueError(f"k1={k1!r}: must be >= 0")
-    if not 0 <= b <= 1:
-        raise ValueError(f"b={b!r}: must be in [0, 1]")
-    if num_results < 1:
-        raise ValueError(f"num_results={num_results!r}: must be >= 1")
-    if threads < 1:
-        raise ValueError(f"threads={threads!r}: must be >= 1")
+    for name, value, valid, wanted in (("k1", k1, k1 >= 0, ">= 0"), ("b", b, 0 <= b <= 1, "in [0, 1]"),
+                                       ("num_results", num_results, num_results >= 1, ">= 1"),
+                                       ("threads", threads, threads >= 1, ">= 1")):
+        if not valid:
+            raise ValueError(f"{name}={value!r}: must be {wanted}")
     stemmer = _choice("stemmer", stemmer, PisaStemmer)
     options = dict(text_field="text", stemmer=stemmer, threads=threads,
                    index_encoding=_choice("index_encoding", index_encoding, PisaIndexEncoding),
@@ -136,11 +123,11 @@ def pisa_bm25(index_dir: str, dataset=None, *, k1: float = 0.9, b: float = 0.4, 
     if dataset is None and not existing.built():
         raise FileNotFoundError(f"no PISA index at {index_dir}, and no dataset to build it from")
     stamp = None if dataset is None else corpus_stamp(dataset)
-    reusable = dataset is None or (existing.built() and _stored_stamp(Path(index_dir)) == stamp)  # no lock needed
+    reusable = dataset is None or (existing.built() and _stored_stamp(index_dir) == stamp)  # no lock needed
     if not reusable:
         with writer_lock(index_dir):  # decided under the lock: the writer that held it may have built it since
-            if not PisaIndex(index_dir).built() or must_rebuild("PISA index", index_dir, _stored_stamp(Path(index_dir)),
-                                                                stamp, rebuild_stale=rebuild_stale):
+            if not PisaIndex(index_dir).built() or must_rebuild(
+                    "PISA index", index_dir, _stored_stamp(index_dir), stamp, rebuild_stale=rebuild_stale):
                 with atomic_directory(index_dir, owned=_pisa_entries, overwrite=True, what="PISA index") as staging:
                     with _quiet_fds():  # the progress bar is made inside: one made before would write to /dev/null
                         PisaIndex(str(staging), **options).index(corpus_iter(dataset, verbose=verbose))
@@ -166,18 +153,8 @@ def _write_stamp(directory: Path, stamp: Optional[dict]) -> None:
         (Path(directory) / CORPUS_STAMP_FILE).write_text(json.dumps(stamp, indent=2), encoding="utf-8")
 
 
-def _stored_stamp(directory: Path) -> Optional[dict]:
-    """The corpus stamp of an index directory (``None`` without one); ``CorruptArtifact`` naming the file."""
-    path = directory / CORPUS_STAMP_FILE
-    if not path.exists():
-        return None
-    try:
-        stamp = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CorruptArtifact(f"{path} is not a corpus stamp ({e}); rebuild the index") from None
-    if not isinstance(stamp, dict):
-        raise CorruptArtifact(f"{path} is not a corpus stamp (a {type(stamp).__name__}); rebuild the index")
-    return stamp
+def _stored_stamp(directory) -> Optional[dict]:
+    return read_json_object(Path(directory) / CORPUS_STAMP_FILE, "a corpus stamp")
 
 
 def terrier_bm25(index_dir: str, dataset=None, *, k1: float = 0.9, b: float = 0.4, num_results: int = 100,
@@ -188,7 +165,7 @@ def terrier_bm25(index_dir: str, dataset=None, *, k1: float = 0.9, b: float = 0.
     if dataset is None and not built:
         raise FileNotFoundError(f"no Terrier index at {index_dir}, and no dataset to build it from")
     stamp = None if dataset is None else corpus_stamp(dataset)
-    if dataset is not None and (not built or must_rebuild("Terrier index", index_dir, _stored_stamp(Path(index_dir)),
+    if dataset is not None and (not built or must_rebuild("Terrier index", index_dir, _stored_stamp(index_dir),
                                                           stamp, rebuild_stale=rebuild_stale)):
         indexer = pt.terrier.IterDictIndexer(index_dir, meta={"docno": 64}, overwrite=True)
         indexer.index(corpus_iter(dataset, verbose=verbose))

@@ -3,7 +3,7 @@ import math
 import numbers
 import re
 import warnings
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple, Type
 
 import numpy as np
 import pandas as pd
@@ -49,9 +49,8 @@ MISSING_TEXT = ("error", "empty")
 def document_texts(docnos: Sequence[str], texts: Sequence, *,
                    missing_text: str = "error") -> Tuple[List[str], List[str]]:
     """The texts to embed (an empty or whitespace-only one as the empty text), and the docnos of the empty ones;
-    a missing one (``None``, NaN) is a ValueError naming the docnos, unless ``missing_text="empty"``."""
-    if missing_text not in MISSING_TEXT:
-        raise ValueError(f"missing_text={missing_text!r}: expected one of {list(MISSING_TEXT)}")
+    a missing one (``None``, NaN) is a ValueError naming the docnos, unless ``missing_text="empty"`` (one of
+    ``MISSING_TEXT``, checked by the indexer)."""
     out, empty, missing = [], [], []
     for docno, text in zip(docnos, texts):
         if text is None or (isinstance(text, float) and math.isnan(text)):
@@ -94,28 +93,28 @@ def check_finite(vectors: np.ndarray, names: Sequence, what: str) -> None:
 _UNKEEPABLE = re.compile(r"[\s\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
-def identifier(value, what: str, where) -> str:
+def identifier(value, what: str, where, *, error: Type[ValueError] = ValueError) -> str:
     """A docno or qid as the string stored and written (ints as ``str(int)``); ``None``, NaN, floats, arrays,
-    lists, empty strings and strings with whitespace or control characters are a ValueError naming ``where``."""
+    lists, empty strings and strings with whitespace or control characters are an ``error`` naming ``where``."""
     if isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{what} at {where} is a boolean ({value!r}), not an identifier")
+        raise error(f"{what} at {where} is a boolean ({value!r}), not an identifier")
     if isinstance(value, numbers.Integral):
         return str(int(value))
     if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-        raise ValueError(f"{what} at {where} is missing ({value!r})")
+        raise error(f"{what} at {where} is missing ({value!r})")
     if isinstance(value, (list, tuple, np.ndarray, pd.Series)):
-        raise ValueError(f"{what} at {where} is a {type(value).__name__} ({str(value)[:60]}), not one identifier: "
+        raise error(f"{what} at {where} is a {type(value).__name__} ({str(value)[:60]}), not one identifier: "
                          f"a cell holds one {what}")
     if not isinstance(value, str):
-        raise ValueError(f"{what} at {where} is a {type(value).__name__} ({value!r}); give identifiers as "
+        raise error(f"{what} at {where} is a {type(value).__name__} ({value!r}); give identifiers as "
                          f"strings (or ints)")
     bad = _UNKEEPABLE.search(value)
     if not value or (bad and bad.group().isspace()):
-        raise ValueError(f"{what} {value!r} at {where} is empty or holds whitespace, which a TREC run file "
+        raise error(f"{what} {value!r} at {where} is empty or holds whitespace, which a TREC run file "
                          f"or a FAISS docid file cannot keep")
     if bad:
         kind = "a lone surrogate" if "\ud800" <= bad.group() <= "\udfff" else "a control character"
-        raise ValueError(f"{what} {value!r} at {where} holds {kind} ({bad.group()!r} at character {bad.start()}), "
+        raise error(f"{what} {value!r} at {where} holds {kind} ({bad.group()!r} at character {bad.start()}), "
                          f"which a TREC run file or a FAISS docid file cannot keep")
     return value
 

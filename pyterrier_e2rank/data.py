@@ -1,8 +1,5 @@
-"""Datasets through ir_datasets: ``dataset()`` opens an ir_datasets name or the user's own files; the corpus as
-``docno``/``text`` records and a text loader for reranking, BEIR titles joined (``text.join_title``).
-
-Local files become an ir_datasets dataset (``local/<name>-<hash>``) made of ir_datasets' own format classes
-fed the records ``records`` reads and checks, so every part of the library takes them as an ``irds:`` name."""
+"""Datasets through ir_datasets: ``dataset()`` opens an ir_datasets name or the user's own files (registered as
+``local/<name>-<hash>``, pt_docs/datasets-and-bm25.rst); the corpus as records and a text loader, titles joined."""
 import contextlib
 import functools
 import hashlib
@@ -13,8 +10,13 @@ import warnings
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional, Union
 
+import ir_datasets
 import pandas as pd
 import pyterrier as pt
+from ir_datasets.datasets.base import FilteredQueries
+from ir_datasets.datasets.beir import BeirQrels, qid_filter
+from ir_datasets.formats import GenericDoc, JsonlDocs, JsonlQueries, TrecQrels
+from ir_datasets.util import IterStream
 
 from .equality import EqualBySettings
 from .io import FileFormatError, file_sha256, numbered_lines, split_fields
@@ -23,10 +25,9 @@ from .model.text import join_title
 
 BEIR_QRELS_HEADER = "query-id\tcorpus-id\tscore"
 
-DatasetLike = Union[str, os.PathLike, "pt.datasets.Dataset"]
 
-
-def dataset(source: DatasetLike, *, topics=None, qrels=None, split: Optional[str] = None) -> "pt.datasets.Dataset":
+def dataset(source: Union[str, os.PathLike, "pt.datasets.Dataset"], *, topics=None, qrels=None,
+            split: Optional[str] = None) -> "pt.datasets.Dataset":
     """A PyTerrier dataset from a ``pt.get_dataset`` name or dataset object; a BEIR folder (``split``: its
     qrels file, default ``test`` or the only one; the topics are the queries judged in it); or a corpus file
     (JSONL or TSV, ``.gz`` or not, ``records``) with optional ``topics`` and TREC or BEIR ``qrels`` files.
@@ -62,7 +63,6 @@ def _refuse_options(source, topics, qrels, split) -> None:
 
 def corpus_id(dataset: Union[str, "pt.datasets.Dataset"]) -> str:
     """The ir_datasets id that owns the documents (``beir/scifact`` for ``irds:beir/scifact/test``)."""
-    import ir_datasets
     name = dataset if isinstance(dataset, str) else dataset.irds_ref().dataset_id()
     return ir_datasets.docs_parent_id(name.removeprefix("irds:"))
 
@@ -74,8 +74,9 @@ def corpus_stamp(source) -> Optional[dict]:
     if not hasattr(ds, "irds_ref"):
         return None
     name = corpus_id(ds)
-    local = _CORPUS_FILES.get(name)
-    return {"corpus": name} if local is None else {"corpus": name, "sha256": _content_digest(local)}
+    if name not in _REGISTERED:
+        return {"corpus": name}
+    return {"corpus": name, "sha256": _content_digest(Path(ds.irds_ref().docs_handler().docs_path()))}
 
 
 def must_rebuild(what: str, path, stored: Optional[dict], stamp: Optional[dict], *, rebuild_stale: bool) -> bool:
@@ -167,33 +168,10 @@ def read_qrels_file(path, *, error=FileFormatError) -> pd.DataFrame:
 
 # ---- local files as ir_datasets components ---------------------------------------------------------
 
-class _LineStream(io.RawIOBase):
-    """A binary stream over an iterator of byte strings, for readers that want a file object."""
-
-    def __init__(self, chunks: Iterator[bytes]):
-        self._chunks = chunks
-        self._pending = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        while not self._pending:
-            self._pending = next(self._chunks, None)
-            if self._pending is None:
-                self._pending = b""
-                return 0
-        size = min(len(buffer), len(self._pending))
-        buffer[:size] = self._pending[:size]
-        self._pending = self._pending[size:]
-        return size
-
-
 class _CheckedFile:
-    """An ir_datasets download (``path()``, ``stream()``) of a local file whose stream is ``lines(path)``:
-    its lines checked, or its records rewritten as JSON (``records``)."""
+    """An ir_datasets download (``path()``, ``stream()``) of a local file whose stream is ``lines()``."""
 
-    def __init__(self, path: Path, lines: Callable[[Path], Iterator[str]]):
+    def __init__(self, path: Path, lines: Callable[[], Iterator[str]]):
         self._path = path
         self._lines = lines
 
@@ -204,20 +182,14 @@ class _CheckedFile:
 
     @contextlib.contextmanager
     def stream(self):
-        yield io.BufferedReader(_LineStream(f"{line}\n".encode("utf-8") for line in self._lines(self._path)))
+        yield io.BufferedReader(IterStream(f"{line}\n".encode("utf-8") for line in self._lines()))
 
 
-def _record_lines(kind: str) -> Callable[[Path], Iterator[str]]:
-    """The records ``records`` reads from a file, as the JSON lines ``{"id", "text"}`` ir_datasets reads."""
-    def lines(path: Path) -> Iterator[str]:
-        return (json.dumps(record, ensure_ascii=False) for _, record in read_records(path, kind))
-    return lines
-
-
-def _first_line(path: Path, error=FileFormatError) -> str:
-    for _, line in numbered_lines(path, error=error):
-        return line
-    raise error(f"{path}: the file is empty")
+def _records_file(path: Path, kind: str) -> _CheckedFile:
+    """The records of a ``kind`` file (``records``) as the JSON lines ``{"id", "text"}`` ir_datasets reads; an
+    empty or mistyped file is refused now, when the dataset is opened."""
+    next(read_records(path, kind))
+    return _CheckedFile(path, lambda: (json.dumps(r, ensure_ascii=False) for _, r in read_records(path, kind)))
 
 
 def _stamp(*paths) -> str:
@@ -228,47 +200,33 @@ def _stamp(*paths) -> str:
     return digest.hexdigest()[:16]
 
 
-_RECORD_MAPPING = {"doc_id": "id", "query_id": "id", "text": "text"}
-
-
-def _docs(path: Path):
-    """ir_datasets' ``JsonlDocs`` over the records of a corpus file, its document store in the ir_datasets home."""
-    import ir_datasets
-    from ir_datasets.formats import GenericDoc, JsonlDocs
-    next(read_records(path, "document"))  # an empty or mistyped file is refused when the dataset is opened
+def _docs(path: Path) -> JsonlDocs:
     store = ir_datasets.util.home_path() / "local" / _stamp(path) / "records.pklz4"
-    return JsonlDocs(_CheckedFile(path, _record_lines("document")), doc_cls=GenericDoc,
-                     mapping={f: _RECORD_MAPPING[f] for f in GenericDoc._fields}, docstore_path=str(store))
+    return JsonlDocs(_records_file(path, "document"), doc_cls=GenericDoc, mapping={"doc_id": "id", "text": "text"},
+                     docstore_path=str(store))
 
 
-def _queries(path: Path):
-    """ir_datasets' ``JsonlQueries`` over the records of a topics file (JSONL or TSV)."""
-    from ir_datasets.formats import GenericQuery, JsonlQueries
-    next(read_records(path, "query"))  # an empty or mistyped file is refused when the dataset is opened
-    return JsonlQueries(_CheckedFile(path, _record_lines("query")),
-                        mapping={f: _RECORD_MAPPING[f] for f in GenericQuery._fields})
+def _queries(path: Path) -> JsonlQueries:
+    return JsonlQueries(_records_file(path, "query"), mapping={"query_id": "id", "text": "text"})
 
 
 def _qrels(path: Path, error=FileFormatError):
     """ir_datasets' ``BeirQrels`` (a ``query-id corpus-id score`` header) or ``TrecQrels``, by the first line."""
-    from ir_datasets.datasets.beir import BeirQrels
-    from ir_datasets.formats import TrecQrels
-    beir = _first_line(path, error).strip() == BEIR_QRELS_HEADER
+    first = next(numbered_lines(path, error=error), None)
+    if first is None:
+        raise error(f"{path}: the file is empty")
+    beir = first[1].strip() == BEIR_QRELS_HEADER
     columns, form = (3, "query-id corpus-id score") if beir else (4, "qid iter docid relevance")
 
-    def check(number: int, line: str) -> None:
-        if beir and number == 1:
-            return
-        relevance = split_fields(line, columns, where=f"{path}:{number}", form=form, error=error)[-1]
-        if not relevance.lstrip("-").isdigit():
-            raise error(f"{path}:{number}: expected '{form}' with an integer relevance, got {relevance!r}: {line!r}")
-
-    def lines(source: Path) -> Iterator[str]:
-        for number, line in numbered_lines(source, error=error):
-            check(number, line)
+    def lines() -> Iterator[str]:
+        for number, line in numbered_lines(path, error=error):
+            if not (beir and number == 1):
+                relevance = split_fields(line, columns, where=f"{path}:{number}", form=form, error=error)[-1]
+                if not relevance.lstrip("-").isdigit():
+                    raise error(f"{path}:{number}: expected '{form}' with an integer relevance, got {relevance!r}: "
+                                f"{line!r}")
             yield line
-    checked = _CheckedFile(path, lines)
-    return BeirQrels(checked, {}) if beir else TrecQrels(checked, {})
+    return BeirQrels(_CheckedFile(path, lines), {}) if beir else TrecQrels(_CheckedFile(path, lines), {})
 
 
 def _first_existing(folder: Path, name: str) -> Optional[Path]:
@@ -276,32 +234,28 @@ def _first_existing(folder: Path, name: str) -> Optional[Path]:
 
 
 def _beir_folder(folder: Path, split: Optional[str]) -> "pt.datasets.Dataset":
-    from ir_datasets.datasets.base import FilteredQueries
-    from ir_datasets.datasets.beir import qid_filter
     corpus = _first_existing(folder, "corpus.jsonl")
     if corpus is None:
         raise ValueError(f"dataset {str(folder)!r} is a folder but not a BEIR folder: it has no corpus.jsonl (or "
                          f"corpus.jsonl.gz); give a BEIR folder, a corpus file or an ir_datasets name")
-    queries_file = _first_existing(folder, "queries.jsonl")
+    queries = _first_existing(folder, "queries.jsonl")
     splits = sorted(p.name.removesuffix(".gz").removesuffix(".tsv") for p in (folder / "qrels").glob("*.tsv*"))
     if split is None and splits:
         split = "test" if "test" in splits or len(splits) != 1 else splits[0]
     if split is not None and split not in splits:
         raise FileNotFoundError(f"{folder / 'qrels' / (split + '.tsv')}: no such qrels file (split={split!r}); "
                                 f"the folder has {splits or 'no qrels'}")
-    files = [corpus] + ([] if queries_file is None else [queries_file])
+    files = [corpus] + ([] if queries is None else [queries])
     base = _register(_local_name(folder), _stamp(*files),
-                     lambda: (_docs(corpus), None if queries_file is None else _queries(queries_file)))
-    _CORPUS_FILES[base] = corpus
+                     lambda: (_docs(corpus), None if queries is None else _queries(queries)))
     if split is None:
         return pt.get_dataset(f"irds:{base}")
     qrels_file = _first_existing(folder / "qrels", f"{split}.tsv")
 
-    def components():
-        docs, queries = _registered_components(base)
+    def components(docs, queries):
         qrels = _qrels(qrels_file)
         return docs, None if queries is None else FilteredQueries(queries, qid_filter(qrels)), qrels
-    return pt.get_dataset(f"irds:{_register(f'{base}/{split}', _stamp(*files, qrels_file), components)}")
+    return _split(base, split, _stamp(*files, qrels_file), components)
 
 
 def _corpus_files(corpus: Path, topics, qrels) -> "pt.datasets.Dataset":
@@ -310,16 +264,12 @@ def _corpus_files(corpus: Path, topics, qrels) -> "pt.datasets.Dataset":
         if not path.is_file():
             raise FileNotFoundError(f"{what}={str(path)!r}: no such file")
     base = _register(_local_name(corpus), _stamp(corpus), lambda: (_docs(corpus),))
-    _CORPUS_FILES[base] = corpus
     if not extra:
         return pt.get_dataset(f"irds:{base}")
-
-    def components():
-        docs, = _registered_components(base)
-        return (docs, _queries(extra["topics"]) if "topics" in extra else None,
-                _qrels(extra["qrels"]) if "qrels" in extra else None)
     files = hashlib.sha256("\0".join(str(p.resolve()) for p in extra.values()).encode()).hexdigest()[:8]
-    return pt.get_dataset(f"irds:{_register(f'{base}/{files}', _stamp(corpus, *extra.values()), components)}")
+    return _split(base, files, _stamp(corpus, *extra.values()), lambda docs: (
+        docs, _queries(extra["topics"]) if "topics" in extra else None,
+        _qrels(extra["qrels"]) if "qrels" in extra else None))
 
 
 def _local_name(source: Path) -> str:
@@ -330,8 +280,6 @@ def _local_name(source: Path) -> str:
 
 #: ``{name: (stamp of its files, its components)}`` of the local datasets registered by this process.
 _REGISTERED = {}
-#: ``{corpus id: its corpus file}`` of the local datasets registered by this process (for ``corpus_stamp``).
-_CORPUS_FILES = {}
 
 
 class _LocalFiles:
@@ -342,7 +290,6 @@ class _LocalFiles:
         self.name = name
 
     def has(self, etype) -> bool:
-        import ir_datasets
         return hasattr(self, f"{ir_datasets.EntityType(etype).value}_handler")
 
     def __getattr__(self, attr: str):
@@ -357,7 +304,6 @@ class _LocalFiles:
 def _register(name: str, stamp: str, components: Callable[[], tuple]) -> str:
     """Registers ``components()`` under ``name`` in ir_datasets' registry unless the same files (``stamp``)
     are there already; returns ``name``."""
-    import ir_datasets
     if name not in _REGISTERED or _REGISTERED[name][0] != stamp:
         _REGISTERED[name] = (stamp, components())
     if name not in ir_datasets.registry:
@@ -365,6 +311,7 @@ def _register(name: str, stamp: str, components: Callable[[], tuple]) -> str:
     return name
 
 
-def _registered_components(name: str) -> tuple:
-    """The components of a registered name (a split shares its collection's, as ``corpus_id`` needs)."""
-    return _REGISTERED[name][1]
+def _split(base: str, part: str, stamp: str, components: Callable[..., tuple]) -> "pt.datasets.Dataset":
+    """The dataset ``base/part`` of ``components(*base's components)``: its documents are its collection's, as
+    ``corpus_id`` needs."""
+    return pt.get_dataset(f"irds:{_register(f'{base}/{part}', stamp, lambda: components(*_REGISTERED[base][1]))}")

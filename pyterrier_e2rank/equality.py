@@ -1,6 +1,5 @@
-"""Transformer equality by settings (pyterrier-dr's convention): two transformers of the same class with
-equal settings and an equal model are equal and hash alike, so ``pt.Experiment(plan="tree")`` runs a
-prefix that several systems share once."""
+"""Transformer equality by settings (pyterrier-dr's convention), so ``pt.Experiment(plan="tree")`` runs a shared
+prefix once."""
 
 
 class EqualBySettings:

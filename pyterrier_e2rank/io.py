@@ -7,6 +7,7 @@ import errno
 import fcntl
 import gzip
 import hashlib
+import json
 import os
 import secrets
 import shutil
@@ -59,6 +60,21 @@ def numbered_lines(path, *, error: Type[ValueError] = FileFormatError, skip_blan
                         f"the right file?") from None
 
 
+def read_json_object(path, what: str) -> Optional[dict]:
+    """The JSON object in the file ``path``, ``None`` if there is none; ``CorruptArtifact`` naming the file when it
+    is not ``what`` (a JSON object)."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CorruptArtifact(f"{path} is not {what} ({e}); rebuild the index") from None
+    if not isinstance(value, dict):
+        raise CorruptArtifact(f"{path} is not {what} (a {type(value).__name__}); rebuild the index")
+    return value
+
+
 def split_fields(line: str, count: int, *, where: str, form: str, sep: Optional[str] = None,
                  error: Type[ValueError] = FileFormatError) -> List[str]:
     """The ``count`` fields of a line, split at each ``sep`` (``None``: runs of whitespace); a line with more or
@@ -87,9 +103,9 @@ def refuse_output_as_input(output, **inputs) -> None:
 
 _THREAD_LOCKS: Dict[Tuple[int, int, str], threading.RLock] = {}
 
-#: How many ``writer_lock`` blocks of each target the thread holding its ``thread_lock`` is inside (read and
-#: changed only by that thread): the outermost one holds the ``flock``, the inner ones reuse it.
-_WRITING: Dict[Tuple[int, int, str], int] = {}
+#: The targets whose outermost ``writer_lock`` block holds the ``flock`` (changed only by the thread holding the
+#: target's ``thread_lock``); inner blocks reuse it.
+_WRITING: Set[Tuple[int, int, str]] = set()
 
 
 def _lock_key(target: Path) -> Tuple[int, int, str]:
@@ -116,16 +132,14 @@ def writer_lock(target) -> Iterator[None]:
         raise ArtifactLocked(f"another thread of this process is writing {target}; wait for it to finish, or write "
                              f"elsewhere")
     try:
-        depth = _WRITING.get(key, 0)
-        with contextlib.nullcontext() if depth else _process_lock(target):
-            _WRITING[key] = depth + 1
+        outermost = key not in _WRITING
+        with _process_lock(target) if outermost else contextlib.nullcontext():
+            _WRITING.add(key)
             try:
                 yield
             finally:
-                if depth:
-                    _WRITING[key] = depth
-                else:
-                    del _WRITING[key]
+                if outermost:
+                    _WRITING.discard(key)
     finally:
         in_process.release()
 
@@ -281,13 +295,17 @@ def _rename_exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
+def _fsync(path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _fsync_directory(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    with contextlib.suppress(OSError):  # not every file system syncs a directory
+        _fsync(path)
 
 
 def file_sha256(path) -> str:
@@ -300,9 +318,5 @@ def fsync_tree(path) -> None:
     """fsync every file and directory under ``path`` (and ``path`` itself), deepest first."""
     for root, _, files in os.walk(path, topdown=False):
         for name in files:
-            fd = os.open(os.path.join(root, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _fsync(os.path.join(root, name))
         _fsync_directory(Path(root))

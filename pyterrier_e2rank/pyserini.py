@@ -17,7 +17,7 @@ from pyterrier_dr import FlexIndex
 
 from .index.artifact import as_index
 from .index.indexer import IndexWriter, UniqueIds, encode_corpus
-from .io import CorruptArtifact, atomic_directory, numbered_lines, refuse_output_as_input
+from .io import CorruptArtifact, atomic_directory, numbered_lines, read_json_object, refuse_output_as_input
 from .model.provenance import check_fingerprint
 from .records import is_jsonl, jsonl_record, read_records
 from .model.text import join_title
@@ -84,16 +84,11 @@ def write_faiss_index(model, collection: Union[str, os.PathLike, Iterable[dict]]
     docid, ``FileExistsError`` for an existing index without ``overwrite`` or a directory of other files."""
     import faiss
     import pyterrier as pt
-    if isinstance(collection, (str, os.PathLike)):
-        refuse_output_as_input(output_dir, collection=collection)
-        if pyterrier_index is not None:
-            refuse_output_as_input(pyterrier_index, collection=collection)
-        docs = read_jsonl_collection(collection)
-    else:
-        docs = collection
+    path = collection if isinstance(collection, (str, os.PathLike)) else None
+    refuse_output_as_input(output_dir, collection=path, pyterrier_index=pyterrier_index)
     if pyterrier_index is not None:
-        refuse_output_as_input(output_dir, pyterrier_index=pyterrier_index)
-        refuse_output_as_input(pyterrier_index, faiss_index=output_dir)
+        refuse_output_as_input(pyterrier_index, collection=path, faiss_index=output_dir)
+    docs = collection if path is None else read_jsonl_collection(path)
     with contextlib.ExitStack() as build:
         staging = build.enter_context(atomic_directory(output_dir, owned=lambda _: _FAISS_FILES,
                                                        overwrite=overwrite, what="FAISS index"))
@@ -104,12 +99,11 @@ def write_faiss_index(model, collection: Union[str, os.PathLike, Iterable[dict]]
         unique = UniqueIds("docid", "collection")
         progress = build.enter_context(pt.tqdm(desc="encoding collection", unit="doc")) if verbose else None
         for chunk in encode_corpus(model, docs, chunk_size=chunk_size, progress=progress):
-            ids, vectors = chunk.docnos, chunk.vectors
-            unique.add(ids)
-            faiss_index.add(vectors)
-            docids.extend(ids)
+            unique.add(chunk.docnos)
+            faiss_index.add(chunk.vectors)
+            docids.extend(chunk.docnos)
             if writer is not None:
-                writer.add(ids, vectors)
+                writer.add(chunk.docnos, chunk.vectors)
         if not docids:
             raise ValueError("nothing to index: the collection was empty")
         faiss.write_index(faiss_index, str(staging / "index"))
@@ -130,16 +124,11 @@ class FaissVectors:
         for name in ("index", "docid"):
             if not (self.index_dir / name).is_file():
                 raise FileNotFoundError(f"no FAISS index at {self.index_dir} (missing {name!r})")
-        meta_file = self.index_dir / _FAISS_META
-        stored = None
-        if meta_file.exists():
-            try:
-                stored = json.loads(meta_file.read_text(encoding="utf-8"))["encoder"]
-                if not isinstance(stored, dict):
-                    raise TypeError(f"the 'encoder' fingerprint is a {type(stored).__name__}, not an object")
-            except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
-                raise CorruptArtifact(f"{meta_file} is not an E2Rank FAISS meta file with an 'encoder' fingerprint "
-                                      f"({type(e).__name__}: {e}); rebuild the index") from None
+        meta = read_json_object(self.index_dir / _FAISS_META, "an E2Rank FAISS meta file")
+        stored = None if meta is None else meta.get("encoder")
+        if meta is not None and not isinstance(stored, dict):
+            raise CorruptArtifact(f"{self.index_dir / _FAISS_META} is not an E2Rank FAISS meta file: its 'encoder' "
+                                  f"fingerprint is {stored!r}, not an object; rebuild the index")
         if model is not None:
             check_fingerprint(stored, model.fingerprint(), f"the FAISS index at {self.index_dir}")
         self.index = faiss.read_index(str(self.index_dir / "index"))
@@ -157,8 +146,7 @@ class FaissVectors:
         missing = [d for d in docids if d not in self.row_of]
         if missing:
             raise KeyError(f"{len(missing)} docid(s) are not in the FAISS index at {self.index_dir}: {missing[:5]}")
-        return np.stack([self.index.reconstruct(self.row_of[d]) for d in docids]) if docids else \
-            np.empty((0, self.index.d), dtype=np.float32)
+        return self.index.reconstruct_batch([self.row_of[d] for d in docids])
 
 
 def search_batch(searcher, encoder: E2RankPyseriniQueryEncoder, queries: Sequence[str], qids: Sequence[str],

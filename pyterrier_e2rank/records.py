@@ -1,13 +1,6 @@
-"""Document and query files, one reader for every command and dataset: JSONL when the name ends in ``.jsonl``
-or ``.json`` (``.gz`` or not), else TSV. ``KEYS`` is the one table of the keys a JSONL record may use::
-
-    documents  id: _id | id | docno | docid | doc_id     text: text | contents   (+ title, optional)
-    queries    id: _id | id | qid | query_id             text: text | query
-
-A TSV file holds ``docno<TAB>text`` lines (an optional header) or ``qid<TAB>query`` lines. A bad record
-is refused naming ``file:line``: not a JSON object, no id or text key, keys that disagree, an id that
-``checks.identifier`` refuses, a text that is null or not a string, an empty query, a repeated id, no record.
-A document's title is joined to its text here (``text.join_title``)."""
+"""Document and query files, one reader for every command and dataset: JSONL (``.jsonl``, ``.json``, ``.gz`` or
+not) with the keys of ``KEYS``, else TSV (``docno<TAB>text``, an optional header; ``qid<TAB>query``). A bad
+record is refused naming ``file:line`` (pt_docs/datasets-and-bm25.rst, "Files every command reads")."""
 import json
 from typing import Dict, Iterator, Optional, Tuple, Type
 
@@ -55,13 +48,6 @@ def read_records(path, kind: str, *, error: Type[ValueError] = FileFormatError) 
         raise error(f"{path}: the file holds no {kind} (it is empty)")
 
 
-def _checked_id(value, kind: str, where: str, error) -> str:
-    try:
-        return identifier(value, _ID_NAMES[kind], where)
-    except ValueError as e:
-        raise error(str(e)) from None
-
-
 def _one_value(record: dict, keys: Tuple[str, ...], field: str, kind: str, where: str, error):
     """The value of ``field`` from whichever of ``keys`` the record uses; several must agree."""
     given = {k: record[k] for k in keys if k in record}
@@ -69,7 +55,7 @@ def _one_value(record: dict, keys: Tuple[str, ...], field: str, kind: str, where
         raise error(f"{where}: a {kind} needs one of the keys {list(keys)} for its {field}; the record has "
                     f"{sorted(record)}")
     if field == "id":
-        given = {k: _checked_id(v, kind, where, error) for k, v in given.items()}
+        given = {k: identifier(v, _ID_NAMES[kind], where, error=error) for k, v in given.items()}
     values = [v for i, v in enumerate(given.values()) if v not in list(given.values())[:i]]  # a list is unhashable
     if len(values) > 1:
         raise error(f"{where}: the {kind}'s {field} keys disagree: {given}; give one, or equal ones")
@@ -104,4 +90,4 @@ def _tsv_record(line: str, kind: str, where: str, error, header_allowed: bool) -
             return None
         raise error(f"{where}: a header line; a {kind} TSV file is '{_TSV_FORMS[kind]}' lines"
                     + ("" if kind == "query" else ", an optional header first"))
-    return {"id": _checked_id(identifier_, kind, where, error), "text": text}
+    return {"id": identifier(identifier_, _ID_NAMES[kind], where, error=error), "text": text}
