@@ -65,7 +65,7 @@ def feedback_influence(model, frame: pd.DataFrame, index=None, *, num_input_docs
         texts = require_text(ordered.iloc[top], text_field, key="docno")
         prompts += [prompt.render(model.tokenizer, query, texts[:i] + texts[i + 1:]) for i in range(len(top))]
         feedback.append(top)
-    vectors = np.stack(reranker.prompt_encoder.encode(pd.DataFrame({"prompt": prompts}))["query_vec"].to_numpy())
+    vectors = np.stack(reranker.prompt_encoder.vec_encoder(pd.DataFrame({"prompt": prompts}))["query_vec"].to_numpy())
     documents = np.stack(ordered["doc_vec"].to_numpy()).astype(np.float32)
     out, start = [], 0
     for rows, top in zip(query_groups(ordered), feedback):

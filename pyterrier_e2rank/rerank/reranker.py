@@ -7,18 +7,19 @@ import pandas as pd
 import pyterrier as pt
 
 from ..model import provenance
-from ..equality import EqualBySettings
 from ..checks import positive_int, validate_frame
 from .prompt import ListwisePrompt
 from .prompt_encoder import E2RankPromptEncoder, in_current_order, query_groups
+from ..model.encoders import ModelTransformer
 from ..model.stats import EncodeStats, add_stats
 from .vectors import CandidateVectors, DotProduct
 
 
-class E2RankReranker(EqualBySettings, pt.Transformer):
+class E2RankReranker(ModelTransformer):
     """R frame (``qid, query, docno, text`` and ``rank`` or ``score``) -> same rows, new ``score``/``rank``;
     ``stats`` counts this reranker's own forward passes. With ``window`` (and ``stride``, default
     ``window // 2``), sliding windows run back to front and scores become ``n - final position``."""
+    SETTINGS = ("prompt_encoder", "vec_loader", "window", "stride")
 
     def __init__(self, model, prompt: ListwisePrompt, *, index=None, window: Optional[int] = None,
                  stride: Optional[int] = None, batch_size: Optional[int] = None, verbose: Optional[bool] = None,
@@ -62,9 +63,6 @@ class E2RankReranker(EqualBySettings, pt.Transformer):
             args.append(f"cache={str(self.prompt_encoder.cache)!r}")
         return f"{self.model!r}.reranker({', '.join(args)})"
 
-    def _settings(self) -> tuple:
-        return (self.prompt_encoder, self.vec_loader, self.window, self.stride)
-
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
         validate_frame(inp, self, includes=["qid", "docno", "query", self.prompt_encoder.renderer.text_field],
                        queries=True)
@@ -101,7 +99,7 @@ class E2RankReranker(EqualBySettings, pt.Transformer):
         while active:
             prompts = pd.DataFrame({"prompt": [renderer.render(frame, rankings[q][spans[q][0]:spans[q][1]])
                                                for q in active]})
-            pseudo_queries = np.stack(self.prompt_encoder.encode(prompts)["query_vec"].to_numpy())
+            pseudo_queries = np.stack(self.prompt_encoder.vec_encoder(prompts)["query_vec"].to_numpy())
             still_active = []
             for q, pseudo_query in zip(active, pseudo_queries):
                 start, end = spans[q]

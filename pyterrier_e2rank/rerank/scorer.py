@@ -6,13 +6,13 @@ import pyterrier as pt
 
 from ..model import provenance
 from ..checks import validate_frame
-from ..equality import EqualBySettings
-from ..model.encoders import E2RankQueryEncoder
+from ..model.encoders import E2RankQueryEncoder, ModelTransformer
 from .vectors import CandidateVectors, DotProduct
 
 
-class E2RankScorer(EqualBySettings, pt.Transformer):
+class E2RankScorer(ModelTransformer):
     """R frame (``qid, query, docno`` and ``text`` unless vectors are stored) -> same rows, new score/rank."""
+    SETTINGS = ("query_encoder", "vec_loader")
 
     def __init__(self, model, *, index=None, batch_size: Optional[int] = None, verbose: Optional[bool] = None,
                  text_field: str = "text"):
@@ -27,9 +27,6 @@ class E2RankScorer(EqualBySettings, pt.Transformer):
 
     def __repr__(self):
         return f"{self.model!r}.scorer(index={self.index!r})"
-
-    def _settings(self) -> tuple:
-        return (self.query_encoder, self.vec_loader)
 
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
         validate_frame(inp, self, includes=["qid", "docno", "query"], queries=True)

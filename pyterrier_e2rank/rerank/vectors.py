@@ -9,27 +9,21 @@ from ..model import provenance
 from ..checks import require_text, stack_vectors, validate_frame
 from ..equality import EqualBySettings
 from ..index.artifact import as_index
+from ..model.encoders import ModelTransformer
 
 
-class CandidateVectors(EqualBySettings, pt.Transformer):
+class CandidateVectors(ModelTransformer):
     """Adds ``doc_vec`` and its tag to an R frame: kept if present (if of ``model``, or untagged), else the index's
     by ``docno``, else encoded from ``text_field`` (each distinct docno once)."""
+    SETTINGS = ("index", "text_field")
 
     def __init__(self, model, *, index=None, text_field: str = "text", batch_size: Optional[int] = None,
                  verbose: Optional[bool] = None):
-        self.model = model
+        super().__init__(model, batch_size=batch_size, verbose=verbose)
         self.index = None if index is None else as_index(index)
         if self.index is not None:
             self.index.check_model(model)
         self.text_field = text_field
-        self.batch_size = batch_size
-        self.verbose = model.verbose if verbose is None else verbose
-
-    def __repr__(self):
-        return f"CandidateVectors({self.model!r}, index={self.index!r}, text_field={self.text_field!r})"
-
-    def _settings(self) -> tuple:
-        return (self.model, self.index, self.text_field)
 
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
         encoded = "doc_vec" not in inp.columns and self.index is None
