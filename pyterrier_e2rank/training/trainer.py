@@ -18,7 +18,7 @@ from ..model.e2rank import E2Rank
 from pyterrier_e2rank.io import refuse_output_as_input
 from pyterrier_e2rank.model.loading import pooling_settings_file, resolve_model_path
 
-from .checkpoints import STATE_RECORD, claim_output, project_configuration, save_checkpoint, save_state
+from .checkpoints import claim_output, project_configuration, save_checkpoint, save_state
 from .config import TrainConfig, hyperparameters
 from .data import ListwiseExample, read_listwise
 from .evaluation import evaluate
@@ -42,8 +42,8 @@ def train(config: TrainConfig, examples: List[ListwiseExample]) -> Path:
                               project_config=project_configuration(config))
     data_digest = _digest(examples)
     with contextlib.ExitStack() as stack:
-        staging, resume_from = claim_output(accelerator, config, data_digest, stack)
-        _train(accelerator, config, examples, eval_examples, staging, resume_from, data_digest)
+        staging, resumed = claim_output(accelerator, config, data_digest, stack)
+        _train(accelerator, config, examples, eval_examples, staging, resumed, data_digest)
     accelerator.wait_for_everyone()  # every process returns once the checkpoint is in place, the states removed
     return Path(config.output)
 
@@ -72,7 +72,6 @@ def _digest(examples: List[ListwiseExample]) -> str:
     return hashed.hexdigest()
 
 
-
 class _EpochShuffle(torch.utils.data.Sampler):
     """A permutation drawn from ``seed + epoch`` alone (a resumed run replays it); the loop sets ``epoch``."""
 
@@ -87,7 +86,7 @@ class _EpochShuffle(torch.utils.data.Sampler):
 
 
 def _train(accelerator, config: TrainConfig, examples: List[ListwiseExample], eval_examples: List[ListwiseExample],
-           staging: Optional[Path], resume_from: Optional[str], data_digest: str) -> None:
+           staging: Optional[Path], resumed: Optional[dict], data_digest: str) -> None:
     """The training loop on every process; the main one saves the checkpoint into ``staging``."""
     from accelerate.utils import set_seed
     from transformers import get_linear_schedule_with_warmup
@@ -129,12 +128,11 @@ def _train(accelerator, config: TrainConfig, examples: List[ListwiseExample], ev
     accelerator.register_for_checkpointing(scheduler)
 
     log, step, epoch, done = [], 0, 0, 0  # done: batches of ``epoch`` already trained on
-    if resume_from is not None:
-        accelerator.load_state(resume_from)
-        saved = json.loads((Path(resume_from) / STATE_RECORD).read_text(encoding="utf-8"))
-        log, step, epoch, done = saved["log"], saved["step"], saved["epoch"], saved["batches"]
+    if resumed is not None:
+        accelerator.load_state(resumed["state"])
+        log, step, epoch, done = resumed["log"], resumed["step"], resumed["epoch"], resumed["batches"]
         if accelerator.is_main_process:
-            print(f"resuming from {resume_from} (step {step} of {total_steps})", flush=True)
+            print(f"resuming from {resumed['state']} (step {step} of {total_steps})", flush=True)
     accelerator.init_trackers(Path(config.output).name, config=hyperparameters(config))
     progress = None
     if accelerator.is_main_process:
