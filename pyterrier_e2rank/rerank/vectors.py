@@ -46,6 +46,23 @@ class CandidateVectors(ModelTransformer):
                                  [provenance.doc_recipe(text) for text in inp[self.text_field]])
 
 
+class VectorReranker(ModelTransformer):
+    """A reranker: R frame with the columns ``includes`` -> the same rows, ``score``/``rank`` new, from
+    ``_scored`` of the frame; ``doc_vec`` is kept only where the input had it. ``vec_loader``: its candidates."""
+    includes = ("qid", "docno", "query")
+
+    @property
+    def index(self):
+        return self.vec_loader.index
+
+    def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
+        validate_frame(inp, self, includes=self.includes, queries=True)
+        if len(inp) == 0:
+            return inp.assign(score=pd.Series(dtype=float), rank=pd.Series(dtype=int))
+        out = self._scored(inp)
+        return out if "doc_vec" in inp.columns else provenance.without(out, "doc_vec")
+
+
 class DotProduct(EqualBySettings, pt.Transformer):
     """R frame with ``query_vec`` and ``doc_vec`` -> ``score`` = their dot product, ``rank`` by it; vectors
     tagged by two models raise ``IndexModelMismatch``."""

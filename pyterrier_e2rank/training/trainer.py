@@ -1,7 +1,5 @@
-"""The training loop, on Hugging Face ``accelerate``: CPU, one GPU, or many (``accelerate launch``,
-``torchrun``, DeepSpeed). Texts are tokenised and embedded by ``E2Rank`` and the prompt rendered by
-``ListwisePrompt``, as the reranker reads them. The output is checked and locked when ``train`` starts.
-"""
+"""The training loop, on Hugging Face ``accelerate`` (CPU, one GPU, or many); texts are tokenised and embedded by
+``E2Rank`` and the prompt rendered by ``ListwisePrompt``, as the reranker reads them."""
 import contextlib
 import hashlib
 import json
