@@ -1,4 +1,5 @@
-"""Query and document encoders: frames in, the same frames with ``query_vec``/``doc_vec`` and their tags out."""
+"""Query and document encoders (frames in, the same frames with ``query_vec``/``doc_vec`` and their tags out), and
+``ModelTransformer``, the base of every transformer of one E2Rank model."""
 from typing import Optional
 
 import pandas as pd
