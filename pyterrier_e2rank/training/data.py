@@ -1,9 +1,6 @@
-"""Training data: the authors' stage-II records, stage-I pairs, and the converters that make them.
-
-Stage II (JSONL): ``{"query", "document": [first-stage order], "ranking": [1-based, best first], "source"}``;
-stage I (FlagEmbedding): ``{"query", "pos": [...], "neg": [...]}``. Every reader refuses a bad record, naming
-its file and line; fields are never coerced (a string is not a list of characters, 2.7 is not 2).
-"""
+"""Training data (JSONL): stage-II records ``{"query", "document": [first-stage order], "ranking": [1-based, best
+first], "source"}``, stage-I pairs ``{"query", "pos": [...], "neg": [...]}`` (FlagEmbedding), and converters. A bad
+record is refused naming its file and line; fields are never coerced (a string is not a list, 2.7 is not 2)."""
 import json
 import re
 from dataclasses import asdict, dataclass, field
