@@ -32,8 +32,7 @@ def train(config: TrainConfig, examples: List[ListwiseExample]) -> Path:
 
     refuse_output_as_input(config.output, model=resolve_model_path(config.model), eval_data=config.eval_data)
     examples, eval_examples = _split(config, examples)
-    # accelerate pins mixed precision for the life of a process; a second ``train()`` in the same
-    # process (a notebook, the tests) may ask for another. The process group itself is kept.
+    # accelerate pins mixed precision per process; a second train() here may ask for another (the process group stays)
     AcceleratorState._reset_state()
     accelerator = Accelerator(gradient_accumulation_steps=config.gradient_accumulation,
                               mixed_precision="bf16" if config.bf16 else "no", log_with=config.log_with,
@@ -110,8 +109,7 @@ def _train(accelerator, config: TrainConfig, examples: List[ListwiseExample], ev
     backbone.train()
 
     sampler = _EpochShuffle(len(examples), config.seed)
-    # its own generator: starting to iterate draws a seed from it, and drawing from the global one instead
-    # would shift dropout's random numbers wherever a resumed run starts iterating (mid-epoch)
+    # its own generator: iterating draws a seed, which from the global one would shift dropout after a resume
     loader = torch.utils.data.DataLoader(examples, batch_size=config.batch_size, sampler=sampler, collate_fn=list,
                                          generator=torch.Generator().manual_seed(config.seed))
     optimizer = torch.optim.AdamW([p for p in backbone.parameters() if p.requires_grad], lr=config.lr,
