@@ -1,4 +1,5 @@
-"""Query and document encoders: frames in, the same frames with ``query_vec``/``doc_vec`` and their tags out."""
+"""Query and document encoders (frames in, the same frames with ``query_vec``/``doc_vec`` and their tags out), and
+``ModelTransformer``, the base of every transformer of one E2Rank model."""
 from typing import Optional
 
 import pandas as pd
@@ -9,11 +10,11 @@ from ..equality import EqualBySettings
 from ..checks import require_text, validate_frame, without_empty_queries
 
 
-class E2RankQueryEncoder(EqualBySettings, pt.Transformer):
-    """Adds ``query_vec`` (instructed, normalised) and its tag ``query_vec_model`` to a Q or R frame (each
-    distinct query encoded once). Empty queries are dropped with one warning. A ``query_vec`` this model made
-    from the row's query (or a pseudo-query of it) is passed on; another raises ``IndexModelMismatch``
-    (another model) or ``ValueError`` (unknown origin, another instruction or text)."""
+class ModelTransformer(EqualBySettings, pt.Transformer):
+    """A transformer of one E2Rank ``model``: equal to another of its class with an equal model and equal
+    ``SETTINGS`` (attribute names), and shown as the model's ``FACTORY`` call that makes it (else the class's)."""
+    FACTORY: Optional[str] = None
+    SETTINGS = ("batch_size",)
 
     def __init__(self, model, *, batch_size: Optional[int] = None, verbose: Optional[bool] = None):
         self.model = model
@@ -21,10 +22,21 @@ class E2RankQueryEncoder(EqualBySettings, pt.Transformer):
         self.verbose = verbose
 
     def __repr__(self):
-        return f"{self.model!r}.query_encoder(batch_size={self.batch_size}, verbose={self.verbose})"
+        settings = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.SETTINGS)
+        if self.FACTORY is None:
+            return f"{type(self).__name__}({self.model!r}, {settings})"
+        return f"{self.model!r}.{self.FACTORY}({settings})"
 
     def _settings(self) -> tuple:
-        return (self.model, self.batch_size)
+        return (self.model, *(getattr(self, name) for name in self.SETTINGS))
+
+
+class E2RankQueryEncoder(ModelTransformer):
+    """Adds ``query_vec`` (instructed, normalised) and its tag ``query_vec_model`` to a Q or R frame (each
+    distinct query encoded once). Empty queries are dropped with one warning. A ``query_vec`` this model made
+    from the row's query (or a pseudo-query of it) is passed on; another raises ``IndexModelMismatch``
+    (another model) or ``ValueError`` (unknown origin, another instruction or text)."""
+    FACTORY = "query_encoder"
 
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
         validate_frame(inp, self, includes=["qid", "query"], queries=True)
@@ -44,23 +56,16 @@ class E2RankQueryEncoder(EqualBySettings, pt.Transformer):
                                  [provenance.query_recipe(self.model, query) for query in encoded["query"]])
 
 
-class E2RankDocEncoder(EqualBySettings, pt.Transformer):
+class E2RankDocEncoder(ModelTransformer):
     """Adds ``doc_vec`` and its tag ``doc_vec_model`` to a document frame; a ``doc_vec`` it carries is passed on
     if this model made it, else refused as by ``E2RankQueryEncoder``."""
+    FACTORY = "doc_encoder"
+    SETTINGS = ("batch_size", "text_field")
 
     def __init__(self, model, *, batch_size: Optional[int] = None, verbose: Optional[bool] = None,
                  text_field: str = "text"):
-        self.model = model
-        self.batch_size = batch_size
-        self.verbose = verbose
+        super().__init__(model, batch_size=batch_size, verbose=verbose)
         self.text_field = text_field
-
-    def __repr__(self):
-        return (f"{self.model!r}.doc_encoder(batch_size={self.batch_size}, verbose={self.verbose}, "
-                f"text_field={self.text_field!r})")
-
-    def _settings(self) -> tuple:
-        return (self.model, self.batch_size, self.text_field)
 
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
         validate_frame(inp, self, includes=["docno", self.text_field])

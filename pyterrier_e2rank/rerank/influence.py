@@ -17,17 +17,8 @@ INFLUENCE_COLUMNS = ("qid", "docno", "prompt_position", "pseudo_query_shift", "k
 def feedback_influence(model, frame: pd.DataFrame, index=None, *, num_input_docs: Optional[int] = None,
                        rbo_p: float = 0.9, batch_size: Optional[int] = None, verbose: Optional[bool] = None,
                        text_field: str = "text", **prompt_settings) -> pd.DataFrame:
-    """Leave-one-out influence of each document of the listwise prompt, per query: for each of the top
-    ``k = min(num_input_docs, n)`` candidates, the prompt rendered without it gives a pseudo-query ``q_i``,
-    compared with the full prompt's ``q``:
-
-    - ``pseudo_query_shift``: ``1 - cos(q, q_i)``, how far the pseudo-query moves without the document;
-    - ``kendall_tau``: Kendall's tau-b between the ``n`` candidates' scores under ``q`` and under ``q_i``
-      (1: the same order; NaN for a single candidate);
-    - ``rbo``: rank-biased overlap (extrapolated, Webber et al. 2010, persistence ``rbo_p``) of the two
-      rankings (1: identical; it weighs the top most);
-    - ``rank``, ``rank_without``: the left-out document's own rank (0-based, as PyTerrier's) under ``q`` and
-      under ``q_i``; ``rank_change = rank_without - rank`` (positive: it falls when it is not in the prompt).
+    """Leave-one-out influence of each of the top ``k = min(num_input_docs, n)`` candidates of each query's
+    listwise prompt: the prompt without it is compared with the full one (pt_docs/retrieval-and-reranking.rst).
 
     Args:
         model: an ``E2Rank``.
@@ -40,8 +31,8 @@ def feedback_influence(model, frame: pd.DataFrame, index=None, *, num_input_docs
         documents by ``prompt_position`` (1-based, the ``[i]`` of the prompt).
 
     Raises:
-        ValueError: a ``window`` setting (sliding windows have no single prompt), ``rbo_p`` outside (0, 1),
-            and every frame the reranker refuses (naming the qid or docno); KeyError: a missing column.
+        ValueError: a ``window`` setting, ``rbo_p`` outside (0, 1), and every frame the reranker refuses;
+            KeyError: a missing column.
     """
     if "window" in prompt_settings or "stride" in prompt_settings:
         raise ValueError("feedback_influence compares one prompt per query: sliding windows (window, stride) "
@@ -65,19 +56,20 @@ def feedback_influence(model, frame: pd.DataFrame, index=None, *, num_input_docs
         texts = require_text(ordered.iloc[top], text_field, key="docno")
         prompts += [prompt.render(model.tokenizer, query, texts[:i] + texts[i + 1:]) for i in range(len(top))]
         feedback.append(top)
-    vectors = np.stack(reranker.prompt_encoder.encode(pd.DataFrame({"prompt": prompts}))["query_vec"].to_numpy())
+    vectors = np.stack(reranker.prompt_encoder.vec_encoder(pd.DataFrame({"prompt": prompts}))["query_vec"].to_numpy())
     documents = np.stack(ordered["doc_vec"].to_numpy()).astype(np.float32)
     out, start = [], 0
     for rows, top in zip(query_groups(ordered), feedback):
         full, left_out = vectors[start], vectors[start + 1:start + 1 + len(top)]
         start += 1 + len(top)
+        shifts = 1.0 - left_out @ full / (np.linalg.norm(left_out, axis=1) * np.linalg.norm(full))
         scores = documents[rows] @ full
         rank = _ranks(scores)
         for i, vector in enumerate(left_out):
             scores_without = documents[rows] @ vector
             rank_without = _ranks(scores_without)
             out.append({"qid": ordered["qid"].iat[top[i]], "docno": ordered["docno"].iat[top[i]],
-                        "prompt_position": i + 1, "pseudo_query_shift": 1.0 - _cosine(full, vector),
+                        "prompt_position": i + 1, "pseudo_query_shift": float(shifts[i]),
                         "kendall_tau": _kendall_tau(scores, scores_without),
                         "rbo": rank_biased_overlap(np.argsort(rank).tolist(), np.argsort(rank_without).tolist(),
                                                    p=rbo_p),
@@ -88,8 +80,7 @@ def feedback_influence(model, frame: pd.DataFrame, index=None, *, num_input_docs
 
 def rank_biased_overlap(first: Sequence, second: Sequence, *, p: float = 0.9) -> float:
     """Extrapolated rank-biased overlap (Webber, Moffat and Zobel 2010, eq. 32) of two rankings of the same
-    length without repeats (best first): ``A_k p^k + (1 - p) / p * sum_{d <= k} A_d p^d``, with ``A_d`` the
-    fraction of the top ``d`` the two share. 1 for identical rankings, 0 for disjoint ones."""
+    length without repeats (best first): 1 for identical rankings, 0 for disjoint ones."""
     if len(first) != len(second):
         raise ValueError(f"rankings of different lengths ({len(first)} and {len(second)})")
     if len(first) == 0:
@@ -108,10 +99,6 @@ def _ranks(scores: np.ndarray) -> np.ndarray:
     ranks = np.empty(len(scores), dtype=np.int64)
     ranks[np.argsort(-scores, kind="stable")] = np.arange(len(scores))
     return ranks
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 def _kendall_tau(a: np.ndarray, b: np.ndarray) -> float:

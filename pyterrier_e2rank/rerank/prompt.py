@@ -1,11 +1,10 @@
 """The listwise prompt whose embedding is E2Rank's pseudo-query, for the reranker and the trainer alike
 (pt_docs/specification.rst §5)."""
-import warnings
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
 from ..checks import positive_int
-from ..deprecation import renamed_keywords
+from ..deprecation import renamed_argument, renamed_keywords
 from ..model.text import DEFAULT_RERANK_TASK, DOC_MAX_WORDS, doc_token_cap, truncate_words
 
 PROMPT_VARIANTS = ("eval", "readme")
@@ -43,8 +42,7 @@ class ListwisePrompt:
 
     @property
     def variant(self) -> str:
-        warnings.warn("ListwisePrompt.variant is deprecated and will be removed in the next release: use "
-                      "prompt_variant", DeprecationWarning, stacklevel=2)
+        renamed_argument("ListwisePrompt.variant", "prompt_variant")  # warns where it is read
         return self.prompt_variant
 
     def content(self, query: str, docs: Sequence[str]) -> str:

@@ -1,7 +1,5 @@
 """The prompt-vector cache (``cache=``): a rendered prompt's vector is computed once, ever, and kept in
-``DIR/prompts-<key>/vectors.sqlite3``, ``<key>`` a digest of ``E2Rank.prompt_vector_settings()`` (also stored
-in the file and checked on opening). Values are raw float32 bytes (never unpickled); writers ``INSERT OR
-IGNORE`` in WAL mode; the database is made complete in a private file and hard-linked into place."""
+``DIR/prompts-<key>/vectors.sqlite3`` (pt_docs/retrieval-and-reranking.rst)."""
 import contextlib
 import hashlib
 import json
@@ -16,8 +14,8 @@ import pandas as pd
 import pyterrier as pt
 
 from ..model import provenance
-from ..equality import EqualBySettings
 from ..io import CorruptArtifact
+from ..model.encoders import ModelTransformer
 
 DB_FILE = "vectors.sqlite3"
 BUSY_TIMEOUT_S = 600
@@ -31,29 +29,24 @@ def cache_directory(cache, settings: dict) -> Path:
     return Path(cache) / f"prompts-{key}"
 
 
-class PromptVectorCache(EqualBySettings, pt.Transformer):
+class PromptVectorCache(ModelTransformer):
     """Frame with ``prompt`` -> + ``query_vec`` and its tag ``query_vec_model``: read from the cache under
     ``cache``, else computed by ``encoder`` (a ``PromptVectorEncoder``) and stored.
 
     Raises ``io.CorruptArtifact`` naming the directory for a damaged file, or one of other settings."""
+    SETTINGS = ("directory", "encoder")
 
     def __init__(self, cache, encoder: pt.Transformer):
-        model = encoder.model
+        self.model = encoder.model
         self.encoder = encoder
-        self.dim = model.dim
-        self.stored = {"format": FORMAT, "dim": self.dim, "settings": model.prompt_vector_settings()}
+        self.dim = self.model.dim
+        self.stored = {"format": FORMAT, "dim": self.dim, "settings": self.model.prompt_vector_settings()}
         self.directory = cache_directory(cache, self.stored["settings"])
         self.path = self.directory / DB_FILE
         if not self.path.exists():
             self._create()
         with self._database() as db:
             self._check(db)
-
-    def __repr__(self):
-        return f"PromptVectorCache({str(self.directory)!r}, {self.encoder!r})"
-
-    def _settings(self) -> tuple:
-        return (self.directory, self.encoder)
 
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
         pt.validate.columns(inp, includes=["prompt"], context=self)
@@ -74,7 +67,7 @@ class PromptVectorCache(EqualBySettings, pt.Transformer):
             rows = [(keys[i], vectors[i].astype("<f4").tobytes()) for i in missing]
             with self._database() as db, db:  # one transaction
                 db.executemany("INSERT OR IGNORE INTO vectors (key, vector) VALUES (?, ?)", rows)
-        return provenance.prompt_vectors_tagged(inp.assign(query_vec=list(vectors[codes])), self.encoder.model)
+        return provenance.prompt_vectors_tagged(inp.assign(query_vec=list(vectors[codes])), self.model)
 
     def _lookup(self, db: sqlite3.Connection, keys: List[bytes]) -> Dict[bytes, np.ndarray]:
         found = {}

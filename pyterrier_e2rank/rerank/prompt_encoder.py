@@ -9,26 +9,21 @@ import pandas as pd
 import pyterrier as pt
 
 from ..model import provenance
-from ..equality import EqualBySettings
 from ..checks import is_text, require_text, validate_frame
+from ..model.encoders import ModelTransformer
 from .prompt import ListwisePrompt
 from .prompt_cache import PromptVectorCache
 
 
-class PromptRenderer(EqualBySettings, pt.Transformer):
+class PromptRenderer(ModelTransformer):
     """R frame (``qid, query, docno, text`` and ``rank`` or ``score``) -> Q frame ``qid, query, prompt``: the
     top ``prompt.num_input_docs`` candidates of each query, in their current order (``in_current_order``)."""
+    SETTINGS = ("prompt", "text_field")
 
     def __init__(self, model, prompt: ListwisePrompt, *, text_field: str = "text"):
         self.model = model
         self.prompt = prompt
         self.text_field = text_field
-
-    def __repr__(self):
-        return f"PromptRenderer({self.model!r}, {self.prompt!r}, text_field={self.text_field!r})"
-
-    def _settings(self) -> tuple:
-        return (self.model, self.prompt, self.text_field)
 
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
         validate_frame(inp, self, includes=["qid", "docno", "query", self.text_field], queries=True)
@@ -56,19 +51,8 @@ class PromptRenderer(EqualBySettings, pt.Transformer):
         return self.prompt.render(self.model.tokenizer, query, texts)
 
 
-class PromptVectorEncoder(EqualBySettings, pt.Transformer):
+class PromptVectorEncoder(ModelTransformer):
     """Adds ``query_vec``, the embedding of each row's ``prompt``, and its tag ``query_vec_model``."""
-
-    def __init__(self, model, *, batch_size: Optional[int] = None, verbose: Optional[bool] = None):
-        self.model = model
-        self.batch_size = batch_size
-        self.verbose = verbose
-
-    def __repr__(self):
-        return f"{self.model!r}.prompt_vec_encoder(batch_size={self.batch_size})"
-
-    def _settings(self) -> tuple:
-        return (self.model, self.batch_size)
 
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
         pt.validate.columns(inp, includes=["prompt"], context=self)
@@ -78,9 +62,10 @@ class PromptVectorEncoder(EqualBySettings, pt.Transformer):
         return provenance.prompt_vectors_tagged(inp.assign(query_vec=list(vectors[codes])), self.model)
 
 
-class E2RankPromptEncoder(EqualBySettings, pt.Transformer):
+class E2RankPromptEncoder(ModelTransformer):
     """R frame -> Q frame ``qid, query, query_vec, query_vec_model``: E2Rank's pseudo-query (``>> index.retriever()``
     is PRF re-retrieval); ``cache``: a directory for a ``prompt_cache.PromptVectorCache``."""
+    SETTINGS = ("renderer", "cache")  # the vector encoder is a cache exactly when ``cache`` is given
 
     def __init__(self, model, prompt: ListwisePrompt, *, batch_size: Optional[int] = None,
                  verbose: Optional[bool] = None, text_field: str = "text", cache=None):
@@ -96,15 +81,8 @@ class E2RankPromptEncoder(EqualBySettings, pt.Transformer):
         cache = f", cache={str(self.cache)!r}" if self.cache is not None else ""
         return f"{self.model!r}.prompt_encoder({self.prompt!r}{cache})"
 
-    def _settings(self) -> tuple:
-        return (self.renderer, self.vec_encoder.__class__, self.cache)
-
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
-        return self.encode(self.renderer(inp)).drop(columns=["prompt"])
-
-    def encode(self, prompts: pd.DataFrame) -> pd.DataFrame:
-        """A frame with a ``prompt`` column -> + ``query_vec`` (through the cache, if any) and its tag."""
-        return self.vec_encoder(prompts)
+        return self.vec_encoder(self.renderer(inp)).drop(columns=["prompt"])
 
 
 def in_current_order(inp: pd.DataFrame, context) -> pd.DataFrame:

@@ -7,18 +7,18 @@ import pandas as pd
 import pyterrier as pt
 
 from ..model import provenance
-from ..equality import EqualBySettings
-from ..checks import positive_int, validate_frame
+from ..checks import positive_int
 from .prompt import ListwisePrompt
 from .prompt_encoder import E2RankPromptEncoder, in_current_order, query_groups
 from ..model.stats import EncodeStats, add_stats
-from .vectors import CandidateVectors, DotProduct
+from .vectors import CandidateVectors, DotProduct, VectorReranker
 
 
-class E2RankReranker(EqualBySettings, pt.Transformer):
+class E2RankReranker(VectorReranker):
     """R frame (``qid, query, docno, text`` and ``rank`` or ``score``) -> same rows, new ``score``/``rank``;
     ``stats`` counts this reranker's own forward passes. With ``window`` (and ``stride``, default
     ``window // 2``), sliding windows run back to front and scores become ``n - final position``."""
+    SETTINGS = ("prompt_encoder", "vec_loader", "window", "stride")
 
     def __init__(self, model, prompt: ListwisePrompt, *, index=None, window: Optional[int] = None,
                  stride: Optional[int] = None, batch_size: Optional[int] = None, verbose: Optional[bool] = None,
@@ -33,6 +33,7 @@ class E2RankReranker(EqualBySettings, pt.Transformer):
         elif stride is not None:
             raise ValueError("stride is only meaningful with window")
         self.model = model
+        self.includes = ("qid", "docno", "query", text_field)
         self.vec_loader = CandidateVectors(model, index=index, text_field=text_field, batch_size=batch_size,
                                            verbose=verbose)
         self.prompt_encoder = E2RankPromptEncoder(model, prompt, batch_size=batch_size, verbose=verbose,
@@ -46,10 +47,6 @@ class E2RankReranker(EqualBySettings, pt.Transformer):
     def prompt(self) -> ListwisePrompt:
         return self.prompt_encoder.prompt
 
-    @property
-    def index(self):
-        return self.vec_loader.index
-
     def __repr__(self):
         args = [f"num_input_docs={self.prompt.num_input_docs}"]
         if self.index is not None:
@@ -62,33 +59,20 @@ class E2RankReranker(EqualBySettings, pt.Transformer):
             args.append(f"cache={str(self.prompt_encoder.cache)!r}")
         return f"{self.model!r}.reranker({', '.join(args)})"
 
-    def _settings(self) -> tuple:
-        return (self.prompt_encoder, self.vec_loader, self.window, self.stride)
-
-    def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
-        validate_frame(inp, self, includes=["qid", "docno", "query", self.prompt_encoder.renderer.text_field],
-                       queries=True)
-        if len(inp) == 0:
-            return inp.assign(score=pd.Series(dtype=float), rank=pd.Series(dtype=int))
+    def _scored(self, inp: pd.DataFrame) -> pd.DataFrame:
         with self.model.counting() as work:
-            out = self._rerank(inp)
+            frame = self.vec_loader(in_current_order(inp, self))
+            if self.window is None:
+                pseudo_queries = self.prompt_encoder(provenance.without(frame, "doc_vec"))
+                of_query = frame["_query_order"].to_numpy()
+                frame["query_vec"] = pseudo_queries["query_vec"].to_numpy()[of_query]
+                frame["query_vec_model"] = pseudo_queries["query_vec_model"].to_numpy()[of_query]
+                out = provenance.without(self.dot_product(frame), "query_vec")
+            else:
+                frame["score"] = self._sliding_windows(frame)
+                out = pt.model.add_ranks(frame)
         add_stats(self, work)
         return out.sort_values(["_query_order", "rank"]).drop(columns=["_query_order"]).reset_index(drop=True)
-
-    def _rerank(self, inp: pd.DataFrame) -> pd.DataFrame:
-        frame = in_current_order(inp, self)
-        had_vectors = "doc_vec" in frame.columns
-        frame = self.vec_loader(frame)
-        if self.window is None:
-            pseudo_queries = self.prompt_encoder(provenance.without(frame, "doc_vec"))
-            of_query = frame["_query_order"].to_numpy()
-            frame["query_vec"] = pseudo_queries["query_vec"].to_numpy()[of_query]
-            frame["query_vec_model"] = pseudo_queries["query_vec_model"].to_numpy()[of_query]
-            out = provenance.without(self.dot_product(frame), "query_vec")
-        else:
-            frame["score"] = self._sliding_windows(frame)
-            out = pt.model.add_ranks(frame)
-        return out if had_vectors else provenance.without(out, "doc_vec")
 
     def _sliding_windows(self, frame: pd.DataFrame) -> np.ndarray:
         """Back-to-front windows; the same window step of all queries is encoded as one batch."""
@@ -101,7 +85,7 @@ class E2RankReranker(EqualBySettings, pt.Transformer):
         while active:
             prompts = pd.DataFrame({"prompt": [renderer.render(frame, rankings[q][spans[q][0]:spans[q][1]])
                                                for q in active]})
-            pseudo_queries = np.stack(self.prompt_encoder.encode(prompts)["query_vec"].to_numpy())
+            pseudo_queries = np.stack(self.prompt_encoder.vec_encoder(prompts)["query_vec"].to_numpy())
             still_active = []
             for q, pseudo_query in zip(active, pseudo_queries):
                 start, end = spans[q]

@@ -2,17 +2,15 @@
 from typing import Optional
 
 import pandas as pd
-import pyterrier as pt
 
 from ..model import provenance
-from ..checks import validate_frame
-from ..equality import EqualBySettings
 from ..model.encoders import E2RankQueryEncoder
-from .vectors import CandidateVectors, DotProduct
+from .vectors import CandidateVectors, DotProduct, VectorReranker
 
 
-class E2RankScorer(EqualBySettings, pt.Transformer):
+class E2RankScorer(VectorReranker):
     """R frame (``qid, query, docno`` and ``text`` unless vectors are stored) -> same rows, new score/rank."""
+    SETTINGS = ("query_encoder", "vec_loader")
 
     def __init__(self, model, *, index=None, batch_size: Optional[int] = None, verbose: Optional[bool] = None,
                  text_field: str = "text"):
@@ -21,21 +19,9 @@ class E2RankScorer(EqualBySettings, pt.Transformer):
         self.vec_loader = CandidateVectors(model, index=index, text_field=text_field, batch_size=batch_size,
                                            verbose=verbose)
 
-    @property
-    def index(self):
-        return self.vec_loader.index
-
     def __repr__(self):
         return f"{self.model!r}.scorer(index={self.index!r})"
 
-    def _settings(self) -> tuple:
-        return (self.query_encoder, self.vec_loader)
-
-    def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
-        validate_frame(inp, self, includes=["qid", "docno", "query"], queries=True)
-        if len(inp) == 0:
-            return inp.assign(score=pd.Series(dtype=float), rank=pd.Series(dtype=int))
-        had_vectors = "doc_vec" in inp.columns
+    def _scored(self, inp: pd.DataFrame) -> pd.DataFrame:
         frame = self.vec_loader(self.query_encoder(inp.reset_index(drop=True)))
-        out = provenance.without(DotProduct()(frame), "query_vec")
-        return out if had_vectors else provenance.without(out, "doc_vec")
+        return provenance.without(DotProduct()(frame), "query_vec")

@@ -9,27 +9,21 @@ from ..model import provenance
 from ..checks import require_text, stack_vectors, validate_frame
 from ..equality import EqualBySettings
 from ..index.artifact import as_index
+from ..model.encoders import ModelTransformer
 
 
-class CandidateVectors(EqualBySettings, pt.Transformer):
+class CandidateVectors(ModelTransformer):
     """Adds ``doc_vec`` and its tag to an R frame: kept if present (if of ``model``, or untagged), else the index's
     by ``docno``, else encoded from ``text_field`` (each distinct docno once)."""
+    SETTINGS = ("index", "text_field")
 
     def __init__(self, model, *, index=None, text_field: str = "text", batch_size: Optional[int] = None,
                  verbose: Optional[bool] = None):
-        self.model = model
+        super().__init__(model, batch_size=batch_size, verbose=verbose)
         self.index = None if index is None else as_index(index)
         if self.index is not None:
             self.index.check_model(model)
         self.text_field = text_field
-        self.batch_size = batch_size
-        self.verbose = model.verbose if verbose is None else verbose
-
-    def __repr__(self):
-        return f"CandidateVectors({self.model!r}, index={self.index!r}, text_field={self.text_field!r})"
-
-    def _settings(self) -> tuple:
-        return (self.model, self.index, self.text_field)
 
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
         encoded = "doc_vec" not in inp.columns and self.index is None
@@ -50,6 +44,23 @@ class CandidateVectors(EqualBySettings, pt.Transformer):
         codes = pd.Index(unique["docno"]).get_indexer(inp["docno"])
         return provenance.tagged(inp.assign(doc_vec=list(encoded[codes])), "doc_vec", self.model.fingerprint(),
                                  [provenance.doc_recipe(text) for text in inp[self.text_field]])
+
+
+class VectorReranker(ModelTransformer):
+    """A reranker: R frame with the columns ``includes`` -> the same rows, ``score``/``rank`` new, from
+    ``_scored`` of the frame; ``doc_vec`` is kept only where the input had it. ``vec_loader``: its candidates."""
+    includes = ("qid", "docno", "query")
+
+    @property
+    def index(self):
+        return self.vec_loader.index
+
+    def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
+        validate_frame(inp, self, includes=self.includes, queries=True)
+        if len(inp) == 0:
+            return inp.assign(score=pd.Series(dtype=float), rank=pd.Series(dtype=int))
+        out = self._scored(inp)
+        return out if "doc_vec" in inp.columns else provenance.without(out, "doc_vec")
 
 
 class DotProduct(EqualBySettings, pt.Transformer):

@@ -1,10 +1,5 @@
-"""What a training run writes: resumable states every ``save_every`` steps, and the checkpoint at the end.
-
-States are accelerate's own (``save_state``/``load_state``, named and rotated by it) plus our record
-(``STATE_RECORD``), written last, once every file is fsync'd: a state without one is a killed save's, one
-whose files differ from it is damaged. The checkpoint is built aside and swapped into place when complete
-(``io.atomic_directory``); the main process holds the output's lock throughout.
-"""
+"""What a training run writes: resumable states every ``save_every`` steps (accelerate's, completed by our
+record ``STATE_RECORD``), and the checkpoint at the end, built aside and swapped into place (pt_docs/training.rst)."""
 import contextlib
 import json
 import shutil
@@ -58,9 +53,9 @@ def checkpoint_files(directory: Path) -> Set[str]:
 
 
 def claim_output(accelerator, config: TrainConfig, data_digest: str, stack: contextlib.ExitStack):
-    """``(staging directory, state to resume from)``: the main process locks ``config.output`` and opens the
-    staging directory (held by ``stack``; ``None`` on the other processes). An output that may not be written
-    or a state of another run is raised in every process, before the model is loaded."""
+    """``(staging directory, record of the state to resume from)``: the main process locks ``config.output`` and
+    opens the staging directory (held by ``stack``; ``None`` on the other processes). An output that may not be
+    written or a state of another run is raised in every process, before the model is loaded."""
     staging, state, error = None, None, None
     if accelerator.is_main_process:
         try:
@@ -92,10 +87,10 @@ def _state_folders(config: TrainConfig) -> List[Path]:
     return sorted((p for p in found if p.name.split("_")[1].isdigit()), key=lambda p: int(p.name.split("_")[1]))
 
 
-def _resumable_state(config: TrainConfig, data_digest: str, processes: int) -> Optional[str]:
-    """The newest intact state (``None`` when there is none yet; incomplete ones are removed), a damaged one
-    skipped with a warning. Raises ``FileExistsError`` for a state without ``resume``, ``CorruptArtifact``
-    when none is intact, ``ValueError`` naming the settings of another run's state."""
+def _resumable_state(config: TrainConfig, data_digest: str, processes: int) -> Optional[dict]:
+    """The record of the newest intact state, its folder as ``"state"`` (``None`` when there is none yet;
+    incomplete ones are removed), a damaged one skipped with a warning. Raises ``FileExistsError`` for a state
+    without ``resume``, ``CorruptArtifact`` when none is intact, ``ValueError`` naming another run's settings."""
     states = []
     for folder in _state_folders(config):
         if (folder / STATE_RECORD).is_file():
@@ -129,7 +124,7 @@ def _resumable_state(config: TrainConfig, data_digest: str, processes: int) -> O
     if differ:
         raise ValueError(f"cannot resume from {newest}: it was made with other settings: {'; '.join(differ)}. "
                          f"Pass the same ones, or delete {config.state_dir} to start over")
-    return str(newest)
+    return {**saved, "state": str(newest)}
 
 
 def _checked_state(state: Path) -> dict:
@@ -138,11 +133,7 @@ def _checked_state(state: Path) -> dict:
     record = state / STATE_RECORD
     try:
         saved = json.loads(record.read_text(encoding="utf-8"))
-        files = saved["files"]
-        missing = [key for key in ("config", "data", "processes", "step", "epoch", "batches", "log")
-                   if key not in saved]
-        if not isinstance(files, dict) or missing:
-            raise KeyError(", ".join(missing) or "files")
+        files = dict(saved["files"])
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise CorruptArtifact(f"the state record {record} is damaged ({type(e).__name__}: {e})") from None
     found = _manifest(state)
@@ -160,7 +151,6 @@ def _manifest(state: Path) -> dict:
     for path in sorted(p for p in state.rglob("*") if p.is_file() and p.name != STATE_RECORD):
         manifest[str(path.relative_to(state))] = {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
     return manifest
-
 
 
 def save_state(accelerator, config: TrainConfig, record: dict) -> None:
@@ -207,8 +197,6 @@ def save_checkpoint(accelerator, backbone, model: E2Rank, prompt: ListwisePrompt
     if config.pooling is not None:
         write_pooling(output, model.pooling.mode)
     settings = {name: getattr(prompt, name) for name in PROMPT_SETTING_NAMES}
-    # the whole prompt's budget defaults to the model's positions: saved only where it was chosen, so that a
-    # later E2Rank(checkpoint, prompt_max_tokens=...) is not overridden by a limit nobody set
     settings["prompt_max_tokens"] = config.prompt_max_tokens or model.prompt_settings.get("prompt_max_tokens")
     write_prompt_settings(output, settings)
     files = sorted({p.name for p in output.iterdir()} | {TRAINING_RECORD})

@@ -21,6 +21,10 @@ RESUMABLE_CHANGES = {"output", "overwrite", "resume", "save_every", "log_every",
 _POSITIVE_INTS = ("batch_size", "gradient_accumulation", "embed_batch_size", "log_every")
 _OPTIONAL_POSITIVE_INTS = ("max_steps", "query_max_length", "doc_max_length", "prompt_doc_max_tokens",
                            "prompt_max_tokens", "num_input_docs", "lora_rank", "save_every", "eval_every")
+#: Number settings, each with the range it must lie in (``eval_fraction`` may also be None).
+_RANGES = {"epochs": ("> 0", lambda v: v > 0), "lr": ("> 0", lambda v: v > 0), "temperature": ("> 0", lambda v: v > 0),
+           "warmup_ratio": ("between 0 and 1", lambda v: 0 <= v <= 1), "max_grad_norm": (">= 0", lambda v: v >= 0),
+           "eval_fraction": ("> 0 and < 1", lambda v: 0 < v < 1)}
 
 
 @dataclass
@@ -76,15 +80,11 @@ class TrainConfig:
             setattr(self, name, positive_int(getattr(self, name), name))
         for name in _OPTIONAL_POSITIVE_INTS:
             setattr(self, name, positive_int(getattr(self, name), name, allow_none=True))
-        for name in ("epochs", "lr", "temperature"):
-            if not _positive_number(getattr(self, name)):
-                raise ValueError(f"{name} must be a number > 0, got {getattr(self, name)!r}")
-        if not _number(self.warmup_ratio) or not 0 <= self.warmup_ratio <= 1:
-            raise ValueError(f"warmup_ratio must be between 0 and 1, got {self.warmup_ratio!r}")
-        if not _number(self.max_grad_norm) or self.max_grad_norm < 0:
-            raise ValueError(f"max_grad_norm must be a number >= 0, got {self.max_grad_norm!r}")
-        if self.eval_fraction is not None and (not _number(self.eval_fraction) or not 0 < self.eval_fraction < 1):
-            raise ValueError(f"eval_fraction must be a number > 0 and < 1, got {self.eval_fraction!r}")
+        for name, (wanted, accept) in _RANGES.items():
+            value = getattr(self, name)
+            number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            if not (number and accept(value)) and not (name == "eval_fraction" and value is None):
+                raise ValueError(f"{name} must be a number {wanted}, got {value!r}")
         if self.eval_data is not None and self.eval_fraction is not None:
             raise ValueError("give eval_data or eval_fraction, not both")
         if (self.eval_every is None) != (self.eval_data is None and self.eval_fraction is None):
@@ -95,14 +95,6 @@ class TrainConfig:
         """Where resumable states live: hidden, beside the output."""
         output = Path(self.output)
         return output.parent / f".{output.name}.state"
-
-
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _positive_number(value) -> bool:
-    return _number(value) and value > 0
 
 
 def hyperparameters(config: TrainConfig) -> dict:

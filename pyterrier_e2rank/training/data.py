@@ -1,9 +1,6 @@
-"""Training data: the authors' stage-II records, stage-I pairs, and the converters that make them.
-
-Stage II (JSONL): ``{"query", "document": [first-stage order], "ranking": [1-based, best first], "source"}``;
-stage I (FlagEmbedding): ``{"query", "pos": [...], "neg": [...]}``. Every reader refuses a bad record, naming
-its file and line; fields are never coerced (a string is not a list of characters, 2.7 is not 2).
-"""
+"""Training data (JSONL): stage-II records ``{"query", "document": [first-stage order], "ranking": [1-based, best
+first], "source"}``, stage-I pairs ``{"query", "pos": [...], "neg": [...]}`` (FlagEmbedding), and converters. A bad
+record is refused naming its file and line; fields are never coerced (a string is not a list, 2.7 is not 2)."""
 import json
 import re
 from dataclasses import asdict, dataclass, field
@@ -19,13 +16,16 @@ class DataError(FileFormatError):
     """A training record that cannot be used; the message names the file and line."""
 
 
-def _texts(value, name: str) -> None:
-    """A list of strings, or a ValueError: a bare string would otherwise be iterated as characters."""
+def _texts(value, name: str, empty: Optional[str] = None) -> None:
+    """A list of strings, or a ValueError (a bare string would otherwise be iterated as characters); with
+    ``empty``, the message that refuses an empty list."""
     if not isinstance(value, list):
         raise ValueError(f"{name!r} must be a list of strings, got a {type(value).__name__} ({value!r:.60})")
     bad = [i + 1 for i, v in enumerate(value) if not is_text(v)]
     if bad:
         raise ValueError(f"empty {name} text (or not a string) at positions {bad}")
+    if empty is not None and not value:
+        raise ValueError(empty)
 
 
 @dataclass
@@ -37,11 +37,7 @@ class ListwiseExample:
     source: str = ""
 
     def check(self) -> None:
-        if not is_text(self.query):
-            raise ValueError("empty query")
-        _texts(self.document, "document")
-        if not self.document:
-            raise ValueError("no documents")
+        _texts(self.document, "document", "no documents")
         if not isinstance(self.ranking, list) or any(type(r) is not int for r in self.ranking):
             raise ValueError(f"'ranking' must be a list of integers (1-based document numbers), "
                              f"got {self.ranking!r:.80}")
@@ -72,11 +68,7 @@ class PairExample:
     neg: List[str] = field(default_factory=list)
 
     def check(self) -> None:
-        if not is_text(self.query):
-            raise ValueError("empty query")
-        _texts(self.pos, "pos")
-        if not self.pos:
-            raise ValueError("needs at least one positive passage")
+        _texts(self.pos, "pos", "needs at least one positive passage")
         _texts(self.neg, "neg")
 
 
@@ -88,6 +80,8 @@ def _read(path, make) -> List:
             if not isinstance(record, dict):
                 raise ValueError(f"expected a JSON object, got a {type(record).__name__}")
             example = make(record)
+            if not is_text(example.query):
+                raise ValueError("empty query")
             example.check()
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             detail = f"missing field {e}" if isinstance(e, KeyError) else str(e)

@@ -1,9 +1,11 @@
 """The losses of E2Rank training (pt_docs/specification.rst §9): InfoNCE and RankNet, and ``listwise_loss``,
 which computes them for a batch of training lists the way the reranker reads them."""
+import itertools
 from typing import List
 
 import torch
 import torch.nn.functional as F
+from torch.nn.utils.rnn import pad_sequence
 
 from ..model.e2rank import E2Rank
 from pyterrier_e2rank.rerank.prompt import ListwisePrompt
@@ -60,9 +62,8 @@ def listwise_loss(model: E2Rank, prompt: ListwisePrompt, batch: List[ListwiseExa
     docs = torch.cat([model.embed(ids[i:i + config.embed_batch_size])
                       for i in range(0, len(ids), config.embed_batch_size)])
     all_docs, offset = gather_with_grad(docs) if gather else (docs, 0)
-    starts = [0]
-    for e in batch[:-1]:
-        starts.append(starts[-1] + len(e.document))
+    sizes = [len(e.document) for e in batch]
+    starts = list(itertools.accumulate(sizes[:-1], initial=0))
     positives = torch.tensor([offset + s + e.ranking[0] - 1 for s, e in zip(starts, batch)], device=docs.device)
     contrastive = info_nce(queries, all_docs, positives, config.temperature)
     parts = {"infonce": float(contrastive.detach())}
@@ -71,15 +72,10 @@ def listwise_loss(model: E2Rank, prompt: ListwisePrompt, batch: List[ListwiseExa
 
     rendered = [prompt.render(model.tokenizer, e.query, e.document) for e in batch]
     pseudo_queries = model.embed(model.tokenize_prompts(rendered))
-    slate = max(len(e.document) for e in batch)
-    scores = torch.zeros((len(batch), slate), device=docs.device)
-    relevance = torch.zeros((len(batch), slate), device=docs.device)
-    mask = torch.zeros((len(batch), slate), dtype=torch.bool, device=docs.device)
-    for row, (start, e) in enumerate(zip(starts, batch)):
-        n = len(e.document)
-        scores[row, :n] = RANKNET_SCALE * (docs[start:start + n] @ pseudo_queries[row])
-        relevance[row, :n] = torch.tensor(e.relevance(), device=docs.device)
-        mask[row, :n] = True
+    lists = [docs[start:start + n] @ query for start, n, query in zip(starts, sizes, pseudo_queries)]
+    scores = RANKNET_SCALE * pad_sequence(lists, batch_first=True)  # padded positions are masked out of every pair
+    relevance = pad_sequence([torch.tensor(e.relevance(), device=docs.device) for e in batch], batch_first=True)
+    mask = pad_sequence([torch.ones(n, dtype=torch.bool, device=docs.device) for n in sizes], batch_first=True)
     pairwise = ranknet(scores, relevance, mask)
     parts["ranknet"] = float(pairwise.detach())
     return config.infonce_weight * contrastive + config.ranknet_weight * pairwise, parts

@@ -1,7 +1,5 @@
-"""The training loop, on Hugging Face ``accelerate``: CPU, one GPU, or many (``accelerate launch``,
-``torchrun``, DeepSpeed). Texts are tokenised and embedded by ``E2Rank`` and the prompt rendered by
-``ListwisePrompt``, as the reranker reads them. The output is checked and locked when ``train`` starts.
-"""
+"""The training loop, on Hugging Face ``accelerate`` (CPU, one GPU, or many); texts are tokenised and embedded by
+``E2Rank`` and the prompt rendered by ``ListwisePrompt``, as the reranker reads them."""
 import contextlib
 import hashlib
 import json
@@ -18,7 +16,7 @@ from ..model.e2rank import E2Rank
 from pyterrier_e2rank.io import refuse_output_as_input
 from pyterrier_e2rank.model.loading import pooling_settings_file, resolve_model_path
 
-from .checkpoints import STATE_RECORD, claim_output, project_configuration, save_checkpoint, save_state
+from .checkpoints import claim_output, project_configuration, save_checkpoint, save_state
 from .config import TrainConfig, hyperparameters
 from .data import ListwiseExample, read_listwise
 from .evaluation import evaluate
@@ -34,16 +32,15 @@ def train(config: TrainConfig, examples: List[ListwiseExample]) -> Path:
 
     refuse_output_as_input(config.output, model=resolve_model_path(config.model), eval_data=config.eval_data)
     examples, eval_examples = _split(config, examples)
-    # accelerate pins mixed precision for the life of a process; a second ``train()`` in the same
-    # process (a notebook, the tests) may ask for another. The process group itself is kept.
+    # accelerate pins mixed precision per process; a second train() here may ask for another (the process group stays)
     AcceleratorState._reset_state()
     accelerator = Accelerator(gradient_accumulation_steps=config.gradient_accumulation,
                               mixed_precision="bf16" if config.bf16 else "no", log_with=config.log_with,
                               project_config=project_configuration(config))
     data_digest = _digest(examples)
     with contextlib.ExitStack() as stack:
-        staging, resume_from = claim_output(accelerator, config, data_digest, stack)
-        _train(accelerator, config, examples, eval_examples, staging, resume_from, data_digest)
+        staging, resumed = claim_output(accelerator, config, data_digest, stack)
+        _train(accelerator, config, examples, eval_examples, staging, resumed, data_digest)
     accelerator.wait_for_everyone()  # every process returns once the checkpoint is in place, the states removed
     return Path(config.output)
 
@@ -72,7 +69,6 @@ def _digest(examples: List[ListwiseExample]) -> str:
     return hashed.hexdigest()
 
 
-
 class _EpochShuffle(torch.utils.data.Sampler):
     """A permutation drawn from ``seed + epoch`` alone (a resumed run replays it); the loop sets ``epoch``."""
 
@@ -87,7 +83,7 @@ class _EpochShuffle(torch.utils.data.Sampler):
 
 
 def _train(accelerator, config: TrainConfig, examples: List[ListwiseExample], eval_examples: List[ListwiseExample],
-           staging: Optional[Path], resume_from: Optional[str], data_digest: str) -> None:
+           staging: Optional[Path], resumed: Optional[dict], data_digest: str) -> None:
     """The training loop on every process; the main one saves the checkpoint into ``staging``."""
     from accelerate.utils import set_seed
     from transformers import get_linear_schedule_with_warmup
@@ -113,8 +109,7 @@ def _train(accelerator, config: TrainConfig, examples: List[ListwiseExample], ev
     backbone.train()
 
     sampler = _EpochShuffle(len(examples), config.seed)
-    # its own generator: starting to iterate draws a seed from it, and drawing from the global one instead
-    # would shift dropout's random numbers wherever a resumed run starts iterating (mid-epoch)
+    # its own generator: iterating draws a seed, which from the global one would shift dropout after a resume
     loader = torch.utils.data.DataLoader(examples, batch_size=config.batch_size, sampler=sampler, collate_fn=list,
                                          generator=torch.Generator().manual_seed(config.seed))
     optimizer = torch.optim.AdamW([p for p in backbone.parameters() if p.requires_grad], lr=config.lr,
@@ -129,12 +124,11 @@ def _train(accelerator, config: TrainConfig, examples: List[ListwiseExample], ev
     accelerator.register_for_checkpointing(scheduler)
 
     log, step, epoch, done = [], 0, 0, 0  # done: batches of ``epoch`` already trained on
-    if resume_from is not None:
-        accelerator.load_state(resume_from)
-        saved = json.loads((Path(resume_from) / STATE_RECORD).read_text(encoding="utf-8"))
-        log, step, epoch, done = saved["log"], saved["step"], saved["epoch"], saved["batches"]
+    if resumed is not None:
+        accelerator.load_state(resumed["state"])
+        log, step, epoch, done = resumed["log"], resumed["step"], resumed["epoch"], resumed["batches"]
         if accelerator.is_main_process:
-            print(f"resuming from {resume_from} (step {step} of {total_steps})", flush=True)
+            print(f"resuming from {resumed['state']} (step {step} of {total_steps})", flush=True)
     accelerator.init_trackers(Path(config.output).name, config=hyperparameters(config))
     progress = None
     if accelerator.is_main_process:
