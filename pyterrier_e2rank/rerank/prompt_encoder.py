@@ -10,6 +10,7 @@ import pyterrier as pt
 
 from ..model import provenance
 from ..checks import is_text, require_text, validate_frame
+from ..deprecation import renamed_argument
 from ..model.encoders import ModelTransformer
 from .prompt import ListwisePrompt
 from .prompt_cache import PromptVectorCache
@@ -83,6 +84,11 @@ class E2RankPromptEncoder(ModelTransformer):
 
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
         return self.vec_encoder(self.renderer(inp)).drop(columns=["prompt"])
+
+    def encode(self, prompts: pd.DataFrame) -> pd.DataFrame:
+        """Deprecated (0.4.0): ``prompt_encoder.vec_encoder(prompts)``, a ``prompt`` frame -> + ``query_vec``."""
+        renamed_argument("E2RankPromptEncoder.encode(prompts)", "E2RankPromptEncoder.vec_encoder(prompts)")
+        return self.vec_encoder(prompts)
 
 
 def in_current_order(inp: pd.DataFrame, context) -> pd.DataFrame:

@@ -57,6 +57,15 @@ def test_the_prompt_variant_has_one_name_and_variant_warns(tiny_qwen, tmp_path):
     assert read_prompt_settings(tmp_path) == {"prompt_variant": "readme"}
 
 
+def test_the_prompt_encoders_encode_of_0_3_warns_and_gives_what_vec_encoder_gives(tiny_qwen):
+    prompts = pd.DataFrame({"qid": ["q1"], "query": ["a query"], "prompt": ["a listwise prompt"]})
+    encoder = tiny_qwen.prompt_encoder(num_input_docs=2)
+    with pytest.warns(DeprecationWarning, match=r"use E2RankPromptEncoder.vec_encoder\(prompts\)") as caught:
+        old = encoder.encode(prompts)
+    assert caught[0].filename == __file__
+    pd.testing.assert_frame_equal(old, encoder.vec_encoder(prompts))
+
+
 def test_every_name_the_package_exports_is_importable():
     for name in pyterrier_e2rank.__all__:
         assert getattr(pyterrier_e2rank, name) is not None
