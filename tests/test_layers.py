@@ -4,7 +4,8 @@ it lies in the tree: ``model/``, ``rerank/``, ``index/`` and the shared top-leve
 ``pyserini``, ``testing``) the integrations; ``cli/`` the application (every command line); ``training/`` the
 training library; the package's ``__init__`` is the surface, which re-exports what the docs teach. No layer imports one
 above it, and no modules import each other in a cycle, counting every import (inside functions too, relative or
-absolute). An import names a module, or the package's ``__init__`` when it names a package."""
+absolute). An import names a module, or the package's ``__init__`` when it names a package; the modules the
+surface's ``_EXPORTS`` table names are its imports too (made on first use, PEP 562)."""
 import ast
 from pathlib import Path
 from typing import Dict, List, NamedTuple
@@ -16,6 +17,8 @@ ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 #: The layers by folder; the top-level modules are the integrations but ``__init__`` and the shared helpers.
 FOLDERS = {"model": "core", "rerank": "core", "index": "core", "cli": "application", "training": "training"}
 SHARED = {"io", "checks", "equality", "deprecation"}
+#: The surface's table of the modules it imports names from on first use.
+LAZY_TABLE = "_EXPORTS"
 FORBIDDEN = {"core": {"integration", "application", "training", "surface"},
              "integration": {"application", "training", "surface"},
              "training": {"application", "surface"},
@@ -82,6 +85,10 @@ def imports_of(module: str) -> List[Import]:
                 anchor = module.split(".")[:len(module.split(".")) - node.level + is_package]
                 base = ".".join(anchor + ([node.module] if node.module else []))
             targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else _named_module(base) for a in node.names]
+        elif module == PACKAGE and isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == LAZY_TABLE:
+            found.extend(Import(module, f"{PACKAGE}.{ast.literal_eval(key)}", key.lineno, False)
+                         for key in node.value.keys)
+            targets = []
         else:
             targets = []
         found.extend(Import(module, target, node.lineno, at_load) for target in dict.fromkeys(targets)
@@ -102,6 +109,7 @@ def test_every_layer_and_integration_is_found():
     integrations = ("data", "bm25", "pyserini", "records", "testing")
     assert {m for m in MODULES if layer(m) == "integration"} == {f"{PACKAGE}.{name}" for name in integrations}
     assert any(imp.at_load for imp in IMPORTS) and any(not imp.at_load for imp in IMPORTS)
+    assert {imp.target for imp in IMPORTS if imp.source == PACKAGE} >= {f"{PACKAGE}.model.e2rank", f"{PACKAGE}.data"}
 
 
 @pytest.mark.parametrize("lower", sorted(FORBIDDEN))

@@ -1,27 +1,46 @@
 """``e2rank``: the command line, each module registering its subcommands. ``main`` raises; the installed
 commands (``console``) print a user error as ``e2rank: error: ...`` and exit 2."""
 import argparse
+import importlib
 import os
 import sys
 from typing import Callable, List, Optional
 
 from ..io import ArtifactLocked
-from . import experiment, index_command, reproduce, runs, train_command
+
+#: Each subcommand: the module that registers (and runs) it, and its line in ``e2rank --help``. Only the module of
+#: the command given is imported, so ``e2rank --help`` or a mistyped command answers without loading torch.
+COMMANDS = {
+    "experiment": ("experiment", "BM25 / dense / E2Rank reranking on a dataset, via pt.Experiment"),
+    "index": ("index_command", "encode a corpus into an E2Rank index (torchrun: one shard per process)"),
+    "rerank-run": ("runs", "rerank a TREC run file with E2Rank, write a TREC run file"),
+    "eval-run": ("runs", "evaluate a TREC run file with ir-measures"),
+    "reproduce": ("reproduce", "the paper's evaluation: BM25 top 100 reranked by E2Rank on a suite of datasets, one "
+                               "table with the paper's figures"),
+    "train": ("train_command", "train E2Rank (stage 1: InfoNCE; stage 2: InfoNCE + RankNet on listwise prompts), on "
+                               "CPU, one GPU or many (accelerate launch)"),
+    "build-data": ("train_command", "make stage-II JSONL records for 'train'"),
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands=tuple(COMMANDS)) -> argparse.ArgumentParser:
+    """The parser of ``commands`` (by default every subcommand); any other subcommand is only listed."""
     parser = argparse.ArgumentParser(prog="e2rank", description="E2Rank retrieval, listwise reranking and training")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    experiment.register(subparsers)
-    index_command.register(subparsers)
-    runs.register(subparsers)
-    reproduce.register(subparsers)
-    train_command.register(subparsers)
+    modules = {COMMANDS[command][0] for command in commands}
+    for name, (module, helptext) in COMMANDS.items():
+        if name in subparsers.choices:
+            continue
+        if module in modules:
+            importlib.import_module(f".{module}", __package__).register(subparsers)
+        else:
+            subparsers.add_parser(name, help=helptext)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser([arg for arg in argv if arg in COMMANDS][:1]).parse_args(argv)
     return args.func(args)
 
 

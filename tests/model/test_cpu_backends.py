@@ -38,6 +38,20 @@ def models(request, minilm_dir, tiny_qwen_dir):
             "torch-bfloat16": E2Rank(path, device="cpu", batch_size=8, dtype=torch.bfloat16), **built}
 
 
+@pytest.fixture(scope="module")
+def pytorch_docs(models):
+    """``pytorch_docs(texts, batch_size=None)``: float32 PyTorch's vectors of ``texts``, computed once per
+    checkpoint (the reference every backend is compared with)."""
+    computed = {}
+
+    def encode(texts, batch_size=None):
+        key = (tuple(texts), batch_size)
+        if key not in computed:
+            computed[key] = models["torch"].encode_docs(texts, batch_size=batch_size)
+        return computed[key]
+    return encode
+
+
 #: Two batches of 16 whole SciFact documents (256 MiniLM tokens each): those of the two whose MiniLM int8 vectors
 #: were farthest from float32's over the whole corpus encoded in batches of 16 (length-sorted, as ``E2Rank``
 #: batches: cosine 0.98814 for 30861948, 0.98951 for 13777138). An int8 vector depends on its batch mates.
@@ -60,10 +74,10 @@ def scifact_batches(shared_path) -> list:
 
 
 @pytest.mark.parametrize("name", sorted(PROMISED_COSINE))
-def test_the_promised_cosines_hold_on_scifact_documents(models, scifact_batches, name):
+def test_the_promised_cosines_hold_on_scifact_documents(models, pytorch_docs, scifact_batches, name):
     """README, docstrings and --quantize help promised int8 vectors within cosine 0.99 where SciFact gave 0.9881."""
     for batch in scifact_batches:
-        reference = models["torch"].encode_docs(batch, batch_size=16)
+        reference = pytorch_docs(batch, batch_size=16)
         cosines = (models[name].encode_docs(batch, batch_size=16) * reference).sum(1)
         assert cosines.min() >= PROMISED_COSINE[name], cosines.min()
 
@@ -77,11 +91,11 @@ def _close(got: np.ndarray, expected: np.ndarray, bound: dict) -> None:
 
 
 @pytest.mark.parametrize("name", EXPORTED)
-def test_exported_vectors_match_pytorch(models, name):
+def test_exported_vectors_match_pytorch(models, pytorch_docs, name):
     reference, exported = models["torch"], models[name]
     docs = make_docs(40, seed=3)  # lengths 3 to 1024 words: padding on the model's side in every batch
     bound = EXPORTED[name][1]
-    _close(exported.encode_docs(docs), reference.encode_docs(docs), bound)
+    _close(exported.encode_docs(docs), pytorch_docs(docs), bound)
     queries = ["gene therapy for cancer", "virus"]
     _close(exported.encode_queries(queries), reference.encode_queries(queries), bound)
 

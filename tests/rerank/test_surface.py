@@ -69,3 +69,15 @@ def test_the_prompt_encoders_encode_of_0_3_warns_and_gives_what_vec_encoder_give
 def test_every_name_the_package_exports_is_importable():
     for name in pyterrier_e2rank.__all__:
         assert getattr(pyterrier_e2rank, name) is not None
+
+
+def test_the_package_imports_its_names_on_first_use():
+    """``import pyterrier_e2rank`` (and its light modules) loads no torch; a name is imported when first used."""
+    import subprocess
+    import sys
+    code = ("import sys, pyterrier_e2rank, pyterrier_e2rank.io\n"
+            "heavy = {'torch', 'pyterrier_dr', 'sentence_transformers'} & set(sys.modules)\n"
+            "assert not heavy, heavy\nassert set(pyterrier_e2rank.__all__) <= set(dir(pyterrier_e2rank))")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    with pytest.raises(AttributeError, match="has no attribute 'NoSuchName'"):
+        pyterrier_e2rank.NoSuchName

@@ -45,12 +45,9 @@ def data(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, tiny_qwen_dir):
-    """A checkpoint trained once; tests copy it."""
-    root = tmp_path_factory.mktemp("checkpoint")
-    data = _write(root / "train.jsonl", RECORDS)
-    assert train_main(_train_args(tiny_qwen_dir, data, root / "ckpt")) == 0
-    return root / "ckpt"
+def checkpoint(fine_tuned_qwen_dir):
+    """A checkpoint ``e2rank train`` wrote, trained once for the whole run; tests copy it."""
+    return fine_tuned_qwen_dir
 
 
 # ---- records ------------------------------------------------------------------------------------
