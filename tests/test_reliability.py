@@ -83,6 +83,7 @@ model.indexer(sys.argv[2], mode="overwrite", verbose=False).index(corpus())
 """
 
 
+@pytest.mark.slow
 def test_sigkill_during_an_overwrite_leaves_the_old_index(tiny_qwen_dir, tiny_qwen, built):
     path, before = built
     expected = _retrieves(tiny_qwen, path)
@@ -151,6 +152,7 @@ print("finished")
 """
 
 
+@pytest.mark.slow
 def test_a_second_concurrent_writer_is_refused(tiny_qwen_dir, tiny_qwen, tmp_path):
     path = tmp_path / "shared-index"
     first = subprocess.Popen([sys.executable, "-c", _SLOW_WRITER, str(tiny_qwen_dir), str(path), str(tmp_path)],

@@ -66,6 +66,7 @@ def test_experiment_counts_are_refused_naming_the_option(option, value, capsys):
     assert f"argument {option}: must be an integer >= 1, got '{value}'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_installed_command_prints_a_user_error_as_one_line_and_exits_2(files):
     """The file named, no Python traceback; E2RANK_TRACEBACK=1 brings it back."""
     import os

@@ -177,6 +177,7 @@ with open(os.path.join(sys.argv[1], f"rank-{report['rank']}.json"), "w") as out:
 """
 
 
+@pytest.mark.slow
 def test_an_error_in_one_process_is_raised_in_every_process(tmp_path):
     """q4 is in process 1's block: process 0 does not wait for its frame, both raise the KeyError, with a
     note naming process 1."""
@@ -217,6 +218,7 @@ with open(os.path.join(sys.argv[1], f"rank-{rank}.json"), "w") as out:
 """
 
 
+@pytest.mark.slow
 def test_process_0_decides_for_every_process_and_its_errors_are_raised_in_each(tmp_path):
     """Every process gets process 0's decision, or its error: none waits for process 0 in vain, and the
     others do not run the block that failed in process 0."""

@@ -51,6 +51,7 @@ def _snapshot(directory: Path) -> dict:
             for p in sorted(directory.rglob("*"))}
 
 
+@pytest.mark.slow
 def test_an_append_started_while_another_merges_is_refused_at_once_and_changes_nothing(tiny_qwen_dir, tiny_qwen,
                                                                                         tmp_path):
     """The reported case: B appended while A merged; B's chunks replaced A's in the store, A merged half of

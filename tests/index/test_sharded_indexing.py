@@ -52,6 +52,7 @@ def _same_index(a: E2RankIndex, b: E2RankIndex) -> None:
     np.testing.assert_allclose(a.np_vecs(), b.np_vecs(), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_killed_build_resumes_after_its_last_committed_chunk(tiny_qwen_dir, tiny_qwen, one_process, tmp_path):
     path = tmp_path / "index"
     killed = subprocess.run([sys.executable, "-c", _KILLED_AFTER_THREE_CHUNKS, str(tiny_qwen_dir), str(path)],

@@ -124,6 +124,7 @@ def test_document_encoder_accepts_pyserini_keywords(tiny_qwen):
     assert E2RankPyseriniQueryEncoder(tiny_qwen).encode_batch(["q", "r"]).shape == (2, tiny_qwen.dim)
 
 
+@pytest.mark.slow
 def test_importing_the_adapter_starts_no_jvm():
     code = ("import sys, pyterrier_e2rank, pyterrier_e2rank.pyserini; "
             "assert 'jnius' not in sys.modules and 'pyserini' not in sys.modules")

@@ -196,6 +196,7 @@ def test_a_damaged_prompt_cache_is_named_with_the_fix(tiny_qwen, tmp_path, damag
         tiny_qwen.reranker(cache=tmp_path / "cache")
 
 
+@pytest.mark.slow
 def test_two_processes_writing_the_same_new_prompts_into_one_cache_both_succeed(tiny_qwen_dir, tiny_qwen, tmp_path):
     from fixtures.prompt_cache_writer import write_prompts
     context = multiprocessing.get_context("spawn")
