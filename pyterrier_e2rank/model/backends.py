@@ -80,11 +80,12 @@ def export_cache() -> Path:
 
 def saved_export(backbone: torch.nn.Module, quantize: Optional[str], identity: dict):
     """``(directory, keep)``: the ONNX export of ``backbone`` under ``export_cache()/exports/<key>``, the key a
-    digest of ``identity``, ``quantize`` and the exporter's version. Reused when its manifest and files match
+    digest of ``identity`` (but its name and backend: ONNX Runtime and OpenVINO run one float32 export),
+    ``quantize`` and the exporter's version. Reused when its manifest and files match
     (sizes and sha256), else exported there (``io.atomic_directory``: complete or absent). While another
     process writes it, or where the cache is read-only, exported to a private temporary directory (``keep``
     holds it) instead."""
-    key = {"identity": {k: v for k, v in identity.items() if k != "model"}, "quantize": quantize,
+    key = {"identity": {k: v for k, v in identity.items() if k not in ("model", "inference")}, "quantize": quantize,
            "torch": torch.__version__}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
     target = export_cache() / "exports" / digest
@@ -93,24 +94,27 @@ def saved_export(backbone: torch.nn.Module, quantize: Optional[str], identity: d
     try:
         with atomic_directory(target, owned=lambda d: {p.name for p in d.iterdir()}, overwrite=True,
                               what="exported model") as staging:
-            _export(backbone, quantize, staging, key)
+            _export(backbone, quantize, staging, key, identity)
         return target, None
     except (ArtifactLocked, PermissionError):  # another writer, or a read-only cache: a private export
         keep = tempfile.TemporaryDirectory(prefix="e2rank-export-")
-        _export(backbone, quantize, Path(keep.name), key)
+        _export(backbone, quantize, Path(keep.name), key, identity)
         return Path(keep.name), keep
 
 
-def _export(backbone: torch.nn.Module, quantize: Optional[str], directory: Path, key: dict) -> None:
-    """The export (and its int8 quantization) into ``directory``, the manifest last."""
-    onnx_path = export_onnx(backbone, directory)
-    if quantize == "int8":
+def _export(backbone: torch.nn.Module, quantize: Optional[str], directory: Path, key: dict, identity: dict) -> None:
+    """The float32 export, or its int8 quantization (of the saved float32 export), into ``directory``, the
+    manifest last."""
+    if quantize is None:
+        export_onnx(backbone, directory)
+    else:
         from onnxruntime.quantization import QuantType, quantize_dynamic
+        source, _keep = saved_export(backbone, None, identity)
         root = logging.getLogger()  # it logs there its advice to pre-process a graph: none is needed here
         root.addFilter(_no_preprocessing_advice)
         try:
-            quantize_dynamic(str(onnx_path), str(directory / "model.int8.onnx"), weight_type=QuantType.QInt8,
-                             per_channel=True)
+            quantize_dynamic(str(source / "model.onnx"), str(directory / f"model.{quantize}.onnx"),
+                             weight_type=QuantType.QInt8, per_channel=True)
         finally:
             root.removeFilter(_no_preprocessing_advice)
     (directory / MANIFEST).write_text(_manifest(directory, key))

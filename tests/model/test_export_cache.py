@@ -6,6 +6,7 @@ import pytest
 
 from fixtures.writers import held_by_another_process
 from pyterrier_e2rank import E2Rank
+from pyterrier_e2rank.model import backends
 from pyterrier_e2rank.model.backends import MANIFEST
 
 pytest.importorskip("onnxruntime")
@@ -26,8 +27,13 @@ def test_the_second_construction_reuses_the_export_and_a_damaged_one_is_made_aga
     assert second.exported.directory == saved and stamps(saved) == before  # not exported again
     expected = first.encode_docs(["a saved export computes what the first one did"])
     assert (second.encode_docs(["a saved export computes what the first one did"]) == expected).all()
+    traced = []
+    monkeypatch.setattr(backends, "export_onnx", lambda *args: traced.append(args))
     other = E2Rank(str(minilm_dir), device="cpu", backend="onnx", quantize="int8")
-    assert other.exported.directory != saved  # another quantization is another export
+    assert other.exported.directory != saved  # another quantization is another export,
+    assert not traced and stamps(saved) == before  # quantized from the saved float32 export, not traced again
+    monkeypatch.undo()
+    monkeypatch.setenv("E2RANK_CACHE", str(tmp_path))
     with open(saved / "model.onnx", "r+b") as onnx_file:  # damaged: one byte changed, size kept
         onnx_file.seek(100)
         byte = onnx_file.read(1)

@@ -132,6 +132,7 @@ def _same_run(root, reference) -> None:
     assert sorted(p.name for p in root.iterdir()) == ["out", "train.jsonl"]  # the state is gone once finished
 
 
+@pytest.mark.slow  # the killed run is another Python process
 def test_killed_run_resumes_to_the_same_weights(tmp_path, dropout_qwen_dir, reference, killed, capsys):
     reference, _ = reference
     root = shutil.copytree(killed, tmp_path / "run")
@@ -140,6 +141,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, dropout_qwen_dir, refe
     _same_run(root, reference)  # steps 1-3 from the state, 4-6 retrained after a mid-epoch resume point
 
 
+@pytest.mark.slow  # the killed run is another Python process
 @pytest.mark.parametrize("damage", ["vectors", "record"])
 def test_a_damaged_newest_state_falls_back_to_the_one_before(tmp_path, dropout_qwen_dir, reference, killed, damage):
     """A file of the newest state damaged in place (same size), or its record left empty by a power loss:
@@ -159,6 +161,7 @@ def test_a_damaged_newest_state_falls_back_to_the_one_before(tmp_path, dropout_q
     _same_run(root, reference)  # from step 2: steps 3-6 retrained
 
 
+@pytest.mark.slow  # the killed run is another Python process
 def test_no_intact_state_is_refused_naming_the_files(tmp_path, dropout_qwen_dir, killed):
     root = shutil.copytree(killed, tmp_path / "run")
     (root / ".out.state" / "checkpoints" / "checkpoint_3" / "e2rank_state.json").write_bytes(b"")
@@ -206,6 +209,7 @@ def test_evaluation_is_logged_in_the_record_and_tensorboard(reference):
         [(r["step"], pytest.approx(r["eval_ndcg_10"])) for r in evaluated]
 
 
+@pytest.mark.slow  # the killed run is another Python process
 def test_resume_is_refused_with_other_settings_or_data(tmp_path, dropout_qwen_dir, killed):
     root = shutil.copytree(killed, tmp_path / "run")
     with pytest.raises(ValueError, match=r"other settings: lr 0\.001 \(saved\) vs 0\.002 \(now\)\. Pass"):
