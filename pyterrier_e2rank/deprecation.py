@@ -21,7 +21,7 @@ _OLD = {
     "scorer": "rerank.scorer", "vectors": "rerank.vectors", "prompt_cache": "rerank.prompt_cache",
     "influence": "rerank.influence",
     "index": "index.artifact", "indexing": "index.indexer", "docnos": "index.docnos", "retriever": "index.retriever",
-    "ann": "index.ann", "quantized": "index.quantized",
+    "ann": "index.ann", "quantized": "index.ann",
 }
 MOVED_MODULES = {f"pyterrier_e2rank.core.{old}": f"pyterrier_e2rank.{new}" for old, new in _OLD.items()}
 MOVED_MODULES.update({f"pyterrier_e2rank.app.{old}": f"pyterrier_e2rank.cli.{old}" for old in

@@ -1,7 +1,7 @@
 """The dense index: pyterrier-dr's FlexIndex layout (``pt_meta.json``, ``vecs.f4``, ``docnos.npids``) carrying the
 fingerprint of the model that made its vectors and their digest, and the structures derived from them (each
 file named by that digest); ``E2RankIndex`` opens it, refuses another model's vectors, and serves every search
-through ``retriever.served``."""
+through ``serve_methods``."""
 import functools
 import hashlib
 import inspect
@@ -22,7 +22,7 @@ from .ann import AnnSearch
 from .docnos import DocnoLookup
 from ..equality import EqualBySettings
 from ..io import CorruptArtifact, atomic_directory, atomic_file, thread_lock
-from .retriever import E2RankRetriever, IndexStage, served
+from .retriever import E2RankRetriever, FlexStage, IndexStage
 
 META = "pt_meta.json"
 VECTORS = "vecs.f4"
@@ -52,29 +52,27 @@ class IndexReplaced(RuntimeError):
     """The index directory was replaced by a rebuild since this ``E2RankIndex`` opened it."""
 
 
-#: The public attributes of an ``E2RankIndex`` (FlexIndex's, pyterrier-dr 0.8.1, and ours) that hand out no
+#: The public methods of an ``E2RankIndex`` (FlexIndex's, pyterrier-dr 0.8.1, and ours) that hand out no
 #: transformer of the index: every other public method is served (``serve_methods``).
 NOT_TRANSFORMERS = frozenset({
     # data (metadata, docnos, vectors; get_corpus_iter's records tagged with the index's model) and checks
-    "ARTIFACT_FORMAT", "ARTIFACT_TYPE", "NO_PATH", "name", "built", "payload", "docnos", "np_vecs", "torch_vecs",
-    "get_corpus_iter", "meta", "dim", "fingerprint", "corpus_stamp", "source", "vectors", "check_model",
+    "built", "payload", "docnos", "np_vecs", "torch_vecs", "get_corpus_iter", "vectors", "check_model",
     "check_current", "derived", "structures", "structure_path",
-    # corpus graphs (checked structures: ann.AnnSearch) and the ILS measure, which reads no query vector
-    "corpus_graph", "faiss_hnsw_graph", "ILS",
+    # corpus graphs (checked structures: ann.AnnSearch)
+    "corpus_graph", "faiss_hnsw_graph",
     # indexing: refused (an E2Rank index is built by model.indexer)
     "index", "indexer", "index_inputs", "transform_iter",
     # the index itself as a transformer: index(frame) is retriever() or scorer(), both served
     "transform", "transform_gen", "search", "compile", "parallel", "get_parameter", "set_parameter",
-    # classes' constructors, not transformers of this index
-    "load", "example", "from_dataset", "from_hf", "from_p2p", "from_url", "from_zenodo", "from_df", "identity",
+    # packaging the artifact
     "build_package", "to_hf", "to_p2p", "to_zenodo",
 })
 
 
 def serve_methods(cls):
     """``cls`` with each public method not in ``NOT_TRANSFORMERS`` (its own and FlexIndex's, a later
-    pyterrier-dr's too) handing out what it returns through ``retriever.served``; a transformer passed to such a
-    method (LADR's ``dense_scorer``) must be one this index handed out, else ValueError."""
+    pyterrier-dr's too) handing out a transformer that is no ``IndexStage`` wrapped in ``FlexStage``; a transformer
+    passed to such a method (LADR's ``dense_scorer``) must be one this index handed out, else ValueError."""
     def serve(name, method):
         @functools.wraps(method)
         def method_served(self, *args, **options):
@@ -83,7 +81,9 @@ def serve_methods(cls):
                     raise ValueError(f"{self!r}.{name}() was given {value!r}, which is not a transformer "
                                      f"of this index: it would score this index's rows with other vectors; pass one "
                                      f"this index hands out (e.g. dense_scorer={self!r}.scorer()), or leave it out")
-            return served(self, method(self, *args, **options))
+            result = method(self, *args, **options)
+            return FlexStage(self, result) if isinstance(result, pt.Transformer) and not isinstance(
+                result, IndexStage) else result
         method_served.served = True
         return method_served
     for name in dir(cls):
@@ -222,8 +222,6 @@ class E2RankIndex(EqualBySettings, AnnSearch, FlexIndex):
     def indexer(self, *args, **kwargs):
         raise TypeError(f"an E2Rank index records the model that made its vectors: build {self.path} with "
                         f"model.indexer(path) (it also takes doc_vec frames from model.doc_encoder())")
-
-
 
 
 def index_path(index: Union[str, os.PathLike, FlexIndex]) -> Path:

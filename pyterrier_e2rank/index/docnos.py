@@ -40,15 +40,16 @@ def build_docnos(path: Path, docnos: Iterable[str]) -> None:
 
 
 class DocnoLookup:
-    """The docnos of an index (an npids ``Lookup``) whose docno -> row lookups, ``inv[docnos]``, are exact: each
-    row's docno checked to be the one asked for, a ``KeyError`` naming those not in the index. ``fwd[rows]`` is
-    npids'; ``lookup[key]`` routes as npids does (docnos to ``inv``, rows to ``fwd``)."""
+    """The docnos of an index (an npids ``Lookup``) whose docno -> row lookups, ``inv[docnos]`` (rows, int64) and
+    ``inv[docno]`` (a row), are exact: each row's docno checked to be the one asked for, a ``KeyError`` naming
+    those not in the index. ``fwd[rows]`` is npids'; ``lookup[key]`` routes as npids does (docnos to ``inv``, rows
+    to ``fwd``)."""
 
     def __init__(self, lookup: Lookup, path: Path):
         self._lookup = lookup
         self.path = path
         self.fwd = lookup.fwd
-        self.inv = _ExactRows(self)
+        self.inv = self  # routes docnos to ``rows``
 
     def __len__(self) -> int:
         return len(self._lookup)
@@ -64,8 +65,11 @@ class DocnoLookup:
         return True
 
     def __getitem__(self, key):
-        first = key if isinstance(key, str) or np.ndim(key) == 0 else next(iter(key), None)
-        return self.inv[key] if isinstance(first, str) else self.fwd[key]
+        if isinstance(key, str):
+            return int(self.rows([key])[0])
+        if np.ndim(key) == 0 or not isinstance(next(iter(key), ""), str):
+            return self.fwd[key]
+        return self.rows(key)
 
     def rows(self, docnos: Sequence[str]) -> np.ndarray:
         """The rows (int64) of ``docnos``; a KeyError names those not in the index (or not strings)."""
@@ -89,23 +93,7 @@ class DocnoLookup:
         try:
             return np.asarray(self._lookup.inv[docnos], dtype=np.int64)
         except (ValueError, OverflowError):
-            rows = []
-            for docno in docnos:
-                try:
-                    rows.append(self._lookup.inv[[docno]][0])
-                except (ValueError, OverflowError):
-                    rows.append(-1)
-            return np.asarray(rows, dtype=np.int64)
+            if len(docnos) == 1:
+                return np.array([-1], dtype=np.int64)
+            return np.concatenate([self._npids_rows([docno]) for docno in docnos])
 
-
-class _ExactRows:
-    """``DocnoLookup.inv``: ``inv[docnos]`` (rows, int64) and ``inv[docno]`` (a row, int), exact."""
-
-    def __init__(self, lookup: DocnoLookup):
-        self._lookup = lookup
-
-    def __getitem__(self, docnos):
-        return int(self._lookup.rows([docnos])[0]) if isinstance(docnos, str) else self._lookup.rows(docnos)
-
-    def __contains__(self, docno) -> bool:
-        return docno in self._lookup

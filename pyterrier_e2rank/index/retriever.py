@@ -1,6 +1,6 @@
 """The transformers an ``E2RankIndex`` hands out: ours (``IndexStage``: exact search, ``VectorSearch`` for every
 dense search of ours) and pyterrier-dr's, wrapped in ``FlexStage``, the one place its results are fixed. Each
-refuses another model's ``query_vec`` (``check_queries``) before it runs."""
+refuses another model's ``query_vec`` before it runs."""
 from typing import Optional
 
 import numpy as np
@@ -12,34 +12,20 @@ from ..equality import EqualBySettings
 from ..checks import positive_int, stack_vectors, validate_frame
 
 
-def check_queries(index, frame: pd.DataFrame) -> None:
-    """Refuse a frame whose ``query_vec`` another model than ``index``'s made (``IndexModelMismatch``), or made
-    from another ``query`` than the row holds (``ValueError``); untagged vectors pass."""
-    if "query_vec" not in frame.columns:
-        return
-    named = frame if "qid" in frame.columns else frame.assign(qid=[f"row {i}" for i in range(len(frame))])
-    provenance.check_frame(named, "query_vec", index.fingerprint, f"the index at {index.path}", key="qid",
-                           text="query", fix="encode the queries with the index's model, or search an index of "
-                                             "the queries' model")
-
-
 class IndexStage(pt.Transformer):
-    """A transformer an ``E2RankIndex`` hands out: ``transform`` refuses another model's ``query_vec``
-    (``check_queries``), then runs ``serve``."""
+    """A transformer an ``E2RankIndex`` hands out: ``transform`` refuses a ``query_vec`` another model than the
+    index's made (``IndexModelMismatch``), or made from another ``query`` than the row holds (``ValueError``;
+    untagged vectors pass), then runs ``serve``."""
 
     index = None
 
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
-        check_queries(self.index, inp)
+        if "query_vec" in inp.columns:
+            named = inp if "qid" in inp.columns else inp.assign(qid=[f"row {i}" for i in range(len(inp))])
+            provenance.check_frame(named, "query_vec", self.index.fingerprint, f"the index at {self.index.path}",
+                                   key="qid", text="query", fix="encode the queries with the index's model, or "
+                                                                "search an index of the queries' model")
         return self.serve(inp)
-
-
-def served(index, result):
-    """What an ``index`` method returned, as the index hands it out: any transformer that is not an
-    ``IndexStage`` wrapped in ``FlexStage``; anything else as it is."""
-    if isinstance(result, pt.Transformer) and not isinstance(result, IndexStage):
-        return FlexStage(index, result)
-    return result
 
 
 class VectorSearch(IndexStage):
