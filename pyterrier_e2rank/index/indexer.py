@@ -160,8 +160,8 @@ class E2RankIndexer(pt.Indexer):
                  missing_text: str = "error", corpus_stamp: Optional[dict] = None, overwrite: Optional[bool] = None):
         if missing_text not in MISSING_TEXT:
             raise ValueError(f"missing_text={missing_text!r}: expected one of {list(MISSING_TEXT)}")
-        if mode not in INDEXER_MODES:
-            raise ValueError(f"mode={mode!r}: expected one of {list(INDEXER_MODES)}")
+        if mode not in ("create", "overwrite", "append"):  # a new index, a replacement of one, or documents added
+            raise ValueError(f"mode={mode!r}: expected one of ['create', 'overwrite', 'append']")
         if overwrite is not None:
             renamed_argument(f"overwrite={overwrite}", 'mode="overwrite"' if overwrite else f"mode={mode!r}",
                              stacklevel=5)  # blames the caller of model.indexer
@@ -212,8 +212,17 @@ class E2RankIndexer(pt.Indexer):
             if rank == 0:
                 held.enter_context(writer_lock(target))
             base = None
-            if self.mode == "append":
-                base = appendable(target, self.model)
+            if self.mode == "append":  # to an index of this model's vectors
+                if not (target / META).is_file():
+                    raise FileNotFoundError(f"no E2Rank index at {target} to append to; build it first with "
+                                            f"model.indexer(path)")
+                base = as_index(target)
+                if base.dim != self.model.dim:
+                    raise provenance.IndexModelMismatch(
+                        f"the index at {target} holds vectors of dimension {base.dim}; the model "
+                        f"{self.model.model_name_or_path!r} makes vectors of dimension {self.model.dim}: append with "
+                        f"the model that built the index")
+                base.check_model(self.model)
                 it = new_documents(it, base)
             self.check_target()  # again under the lock, before any work
             store = held.enter_context(self.chunk_store(rank=rank))
@@ -244,29 +253,14 @@ class E2RankIndexer(pt.Indexer):
                     for chunk_id, digest in enumerate(digests):
                         writer.add(*store.load(chunk_id, digest))
                     if base is not None:
-                        writer.corpus_stamp = append_stamp(base, self.corpus_stamp, writer.docnos[len(base):])
+                        added = writer.docnos[len(base):]
+                        writer.corpus_stamp = {"appended_to": base.corpus_stamp, "appended": {
+                            "corpus": self.corpus_stamp, "doc_count": len(added),
+                            "first_docno": added[0] if added else None, "last_docno": added[-1] if added else None}}
                     writer.finish()
                 store.remove()
             barrier()  # every process keeps its lock until the index is in place and the chunks are gone
         return E2RankIndex(target)
-
-
-#: ``E2RankIndexer``'s modes: a new index, a replacement of one, or documents added to one.
-INDEXER_MODES = ("create", "overwrite", "append")
-
-
-def appendable(path: Path, model) -> E2RankIndex:
-    """The index at ``path``, opened, to which ``model`` may append: ``FileNotFoundError`` when there is none,
-    ``IndexModelMismatch`` when its vectors are another model's or of another dimension."""
-    if not (path / META).is_file():
-        raise FileNotFoundError(f"no E2Rank index at {path} to append to; build it first with model.indexer(path)")
-    base = as_index(path)
-    if base.dim != model.dim:
-        raise provenance.IndexModelMismatch(f"the index at {path} holds vectors of dimension {base.dim}; "
-                                 f"{model.model_name_or_path!r} makes vectors of dimension {model.dim}: append with "
-                                 f"the model that built the index")
-    base.check_model(model)
-    return base
 
 
 def new_documents(records: Iterable[dict], base: E2RankIndex) -> Iterator[dict]:
@@ -281,14 +275,6 @@ def new_documents(records: Iterable[dict], base: E2RankIndex) -> Iterator[dict]:
                                  f"index at {base.path}: an append adds new documents only; nothing was written")
             unique.add([docno])
         yield record
-
-
-def append_stamp(base: E2RankIndex, corpus_stamp: Optional[dict], docnos: List[str]) -> dict:
-    """The corpus stamp of ``base`` after an append of ``docnos`` from the corpus ``corpus_stamp``:
-    ``{"appended_to": <base's stamp>, "appended": {"corpus", "doc_count", "first_docno", "last_docno"}}``."""
-    return {"appended_to": base.corpus_stamp, "appended": {"corpus": corpus_stamp, "doc_count": len(docnos),
-                                                           "first_docno": docnos[0] if docnos else None,
-                                                           "last_docno": docnos[-1] if docnos else None}}
 
 
 def copy_index(base: E2RankIndex, writer: "IndexWriter", *, block: int = 65536) -> None:
