@@ -1,7 +1,6 @@
 """Approximate nearest-neighbour search over an E2Rank index with FAISS, every method of it in ``AnnSearch``:
 what FlexIndex lacks (IVF-PQ, float16 storage, GPU search of both; int8 and sign-bit copies searched exhaustively),
 and FlexIndex's own FAISS searches and corpus graphs, over structures stored through ``E2RankIndex.derived``."""
-import copy
 import math
 import re
 import warnings
@@ -74,14 +73,6 @@ class FaissAnnRetriever(EqualBySettings, VectorSearch):
 
     def _settings(self) -> tuple:
         return (self.index, self.name, self._options(), self.gpu)
-
-    def fuse_rank_cutoff(self, k: int) -> Optional[pt.Transformer]:
-        """``retriever % k`` asks for fewer results instead of cutting them afterwards."""
-        if k >= self.num_results:
-            return None
-        fused = copy.copy(self)  # the same structure
-        fused.num_results = k
-        return fused
 
     def search(self, query_vectors: np.ndarray):
         """Top-k (scores, row ids; -1 for none) for each query, best first."""
@@ -243,11 +234,8 @@ class AnnSearch:
         return FaissAnnRetriever(self, "binary.faiss", build, method="binary_retriever", num_results=num_results,
                                  rescore=rescore, gpu=False, binary=True)
 
-    # ---- FlexIndex's (pyterrier-dr 0.8.1, flex/faiss_retr.py and corpus_graph.py): its structures made here from
-    # the vectors the index opened, stored through ``E2RankIndex.derived`` and put in the cache FlexIndex serves
-    # them from. Its bugs worked around here: it writes its structures in place (a killed build leaves a truncated
-    # file), its faiss_flat reads vecs.f4 by path (after a rebuild, another version's vectors), and its GPU flat
-    # search reads an attribute it never sets.
+    # ---- FlexIndex's (pyterrier-dr 0.8.1): its structures made here from the vectors the index opened, stored
+    # through ``E2RankIndex.derived`` and put in the cache FlexIndex serves them from.
 
     def faiss_flat_retriever(self, *, gpu: bool = False, **options) -> pt.Transformer:
         """FlexIndex's exhaustive FAISS search, over the vectors this object opened."""

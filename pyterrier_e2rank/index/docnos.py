@@ -1,12 +1,5 @@
-"""The docno store of an index: npids (FlexIndex's), its bugs worked around here, in one place (npids 0.1.3 has
-them all; ``tests/test_ids.py`` checks; delete each workaround when npids fixes it):
-
-- lookups (``DocnoLookup``): npids parses digit strings (``inv["007"]`` is the row of ``"7"``), gives -1 (the last
-  row) for an absent docno, raises on a docno of another form than its codec's, and its hexdigest codec fails on
-  an empty list of rows;
-- building (``build_docnos``): its hexdigest codec encodes a later docno of a shorter hex part, misaligning the
-  store (``"20000000"`` then ``"4983"``), and it fails on a store of one docno.
-"""
+"""The docno store of an index: npids (FlexIndex's), with exact lookups (``DocnoLookup``) and a builder that keeps
+every docno as given (``build_docnos``)."""
 from pathlib import Path
 from typing import Iterable, List, Sequence
 

@@ -1,6 +1,7 @@
 """The transformers an ``E2RankIndex`` hands out: ours (``IndexStage``: exact search, ``VectorSearch`` for every
 dense search of ours) and pyterrier-dr's, wrapped in ``FlexStage``, the one place its results are fixed. Each
 refuses another model's ``query_vec`` before it runs."""
+import copy
 from typing import Optional
 
 import numpy as np
@@ -29,8 +30,16 @@ class IndexStage(pt.Transformer):
 
 
 class VectorSearch(IndexStage):
-    """Q frame with ``query_vec`` -> ranked documents (without ``query_vec``), from ``self.search(vectors) ->
-    (scores, rows)`` (rows of the index, best first; -1 where a structure found fewer)."""
+    """Q frame with ``query_vec`` -> the top ``num_results`` documents (without ``query_vec``), from
+    ``self.search(vectors) -> (scores, rows)`` (rows of the index, best first; -1 where a structure found fewer)."""
+
+    def fuse_rank_cutoff(self, k: int) -> Optional[pt.Transformer]:
+        """``search % k`` asks for fewer results instead of cutting them afterwards."""
+        if k >= self.num_results:
+            return None
+        fused = copy.copy(self)  # the same index and structure
+        fused.num_results = k
+        return fused
 
     def serve(self, inp: pd.DataFrame) -> pd.DataFrame:
         pt.validate.query_frame(inp, extra_columns=["query_vec"], context=self)
@@ -72,11 +81,6 @@ class E2RankRetriever(EqualBySettings, VectorSearch):
     def _settings(self) -> tuple:
         return (self.index, self.num_results, self.block_size)
 
-    def fuse_rank_cutoff(self, k: int) -> Optional[pt.Transformer]:
-        """``retriever % k`` asks for fewer results instead of cutting them afterwards."""
-        return E2RankRetriever(self.index, num_results=min(k, self.num_results), verbose=self.verbose,
-                               block_size=self.block_size)
-
     def search(self, query_vectors: np.ndarray):
         """Top-k (scores, row ids) for each query, best first, over all vectors."""
         vectors = self.index.payload(return_docnos=False)[0]
@@ -101,10 +105,8 @@ class E2RankRetriever(EqualBySettings, VectorSearch):
 
 class FlexStage(EqualBySettings, IndexStage):
     """A transformer of pyterrier-dr's that an ``E2RankIndex`` hands out (FAISS, NumPy and PyTorch retrievers
-    and scorers, GAR, LADR, MMR), another model's ``query_vec`` refused. pyterrier-dr 0.8's bugs worked around
-    here: its ``DataFrameBuilder`` leaves one-element arrays in the cells of a single result, float32/int32
-    otherwise (here one ``docno`` str, ``docid``/``rank`` int, ``score`` float per cell); it drops a vector
-    (``drop_query_vec``) but not its tag."""
+    and scorers, GAR, LADR, MMR), another model's ``query_vec`` refused; its results one ``docno`` str,
+    ``docid``/``rank`` int and ``score`` float per cell, and no tag without its vector."""
 
     def __init__(self, index, transformer: pt.Transformer):
         self.index = index
