@@ -8,6 +8,7 @@ import inspect
 import json
 import os
 import re
+import weakref
 from pathlib import Path
 from typing import Any, Callable, List, Sequence, Union
 
@@ -273,6 +274,7 @@ class _Version:
 
     def __init__(self, path: Path):
         self.fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        self.close = weakref.finalize(self, os.close, self.fd)  # closes it once: when called, or with the object
         self.base = Path(f"/proc/self/fd/{self.fd}") if os.path.isdir("/proc/self/fd") else path
         self.source = None
 
@@ -283,14 +285,6 @@ class _Version:
             return False
         opened = os.fstat(self.fd)
         return (now.st_dev, now.st_ino) == (opened.st_dev, opened.st_ino)
-
-    def close(self, _close=os.close) -> None:
-        if self.fd is not None:
-            _close(self.fd)
-            self.fd = None
-
-    def __del__(self):
-        self.close()
 
     def __deepcopy__(self, _memo):  # one descriptor, closed once: copies of an index share it
         return self

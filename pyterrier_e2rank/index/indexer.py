@@ -100,7 +100,7 @@ class UniqueIds:
                                  f"{position} of the {self.source}; nothing was written")
 
 
-class IndexWriter:
+class IndexWriter(contextlib.ExitStack):
     """A context manager writing ``add(docnos, vectors)`` of the model of fingerprint ``encoder`` into a new index
     at ``path``, built aside under a lock; ``finish()`` swaps it in (an existing one replaced only with
     ``overwrite``) and returns it; leaving the block without it keeps the old index."""
@@ -113,17 +113,11 @@ class IndexWriter:
         self.dim = positive_int(dim, "dim")
         self.docnos: List[str] = []
         self._unique = UniqueIds("docno", "corpus")
-        self._build = contextlib.ExitStack()
-        self._staging = self._build.enter_context(
+        super().__init__()  # its exit without finish(): the new files are discarded, the old index kept
+        self._staging = self.enter_context(
             atomic_directory(self.path, owned=own_entries, overwrite=overwrite, what="E2Rank index"))
-        self._vectors = self._build.enter_context(open(self._staging / VECTORS, "wb"))
+        self._vectors = self.enter_context(open(self._staging / VECTORS, "wb"))
         self._digest = hashlib.sha256()
-
-    def __enter__(self) -> "IndexWriter":
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._build.__exit__(*exc_info)  # without finish(): the new files are discarded, the old index kept
 
     def add(self, docnos: Sequence[str], vectors: np.ndarray) -> None:
         if vectors.shape != (len(docnos), self.dim):
@@ -147,7 +141,7 @@ class IndexWriter:
         if self.corpus_stamp is not None:
             meta["e2rank"]["corpus"] = self.corpus_stamp
         (self._staging / META).write_text(json.dumps(meta, indent=2))
-        self._build.close()  # swaps the complete index into place
+        self.close()  # swaps the complete index into place
         return E2RankIndex(self.path)
 
 
