@@ -34,7 +34,7 @@ def faiss_module():
 
 class FaissAnnRetriever(EqualBySettings, VectorSearch):
     """Q frame with ``query_vec`` -> the top ``num_results`` documents (``docno``, ``score``, ``rank``, best first)
-    of the FAISS structure ``name`` of the index, made by ``build()`` on first use; ``rescore``: that many
+    of the FAISS structure ``name`` of the index, made by ``build(faiss)`` on first use; ``rescore``: that many
     candidates ranked again by the exact dot product with the stored vectors."""
 
     def __init__(self, index, name: str, build, *, method: str, num_results: int, n_probe: Optional[int] = None,
@@ -45,14 +45,15 @@ class FaissAnnRetriever(EqualBySettings, VectorSearch):
         self.name = name
         self.method = method
         self.num_results = positive_int(num_results, "num_results")
-        self.n_probe, self.ef_search, self.rescore = n_probe, ef_search, rescore
+        self.n_probe, self.ef_search = n_probe, ef_search
+        self.rescore = positive_int(rescore, "rescore", minimum=self.num_results, allow_none=True)
         faiss = faiss_module()
         if gpu and faiss.get_num_gpus() == 0:
             raise ValueError("gpu=True, but FAISS sees no GPU (faiss-gpu not installed, or no device)")
         self.gpu = faiss.get_num_gpus() > 0 if gpu is None else bool(gpu)
         key = ("e2rank_ann", name, self.gpu)
         if key not in index._cache:  # stored once, built from the index's vectors (``E2RankIndex.derived``)
-            structure = index.derived(name, lambda out: write(build(), out, binary=self.binary),
+            structure = index.derived(name, lambda out: write(build(faiss), out, binary=self.binary),
                                       load=lambda path: read(index, path, binary=self.binary))
             index._cache[key] = faiss.index_cpu_to_all_gpus(structure) if self.gpu else structure
         self.structure = index._cache[key]
@@ -128,7 +129,6 @@ class AnnSearch:
         of ``nbits`` bits, trained on ``train_sample`` vectors (default 39 per centroid, at most N), ``n_probe``
         lists searched per query (default 16); ``rescore``: that many candidates rescored exactly from the
         stored vectors; ``gpu``: None = when FAISS sees one. Raises ValueError naming a bad argument."""
-        faiss = faiss_module()
         count, dim = self.meta["doc_count"], self.dim
         if n_list is None:
             n_list = max(1, min(count, 1 << round(math.log2(4 * math.sqrt(count)))))
@@ -148,10 +148,8 @@ class AnnSearch:
         train_sample = min(count, advised) if train_sample is None else train_sample
         train_sample = in_range(train_sample, "train_sample", max(n_list, 2 ** nbits), count)
         n_probe = in_range(min(16, n_list) if n_probe is None else n_probe, "n_probe", 1, n_list)
-        num_results = positive_int(num_results, "num_results")
-        rescore = positive_int(rescore, "rescore", minimum=num_results, allow_none=True)
 
-        def build():
+        def build(faiss):
             structure = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, n_list, m, nbits, faiss.METRIC_INNER_PRODUCT)
             if train_sample < advised:  # FAISS would print this once per k-means: for each of the m sub-quantizers
                 remedy = (f"pass a larger train_sample (up to {count:,})" if train_sample < count else
@@ -169,10 +167,8 @@ class AnnSearch:
 
     def faiss_flat_fp16_retriever(self, *, num_results: int = 1000, gpu: Optional[bool] = None) -> FaissAnnRetriever:
         """Exhaustive search over float16 copies of the vectors: half the RAM of float32, scores off by ~1e-3."""
-        faiss = faiss_module()
-        num_results = positive_int(num_results, "num_results")
 
-        def build():
+        def build(faiss):
             structure = faiss.IndexScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
             add_all(self, structure)
             return structure
@@ -183,13 +179,11 @@ class AnnSearch:
                                   num_results: int = 1000) -> FaissAnnRetriever:
         """HNSW over float16 copies of the vectors (on CPU): ``neighbours`` links per node, built with
         ``ef_construction``, searched with ``ef_search``."""
-        faiss = faiss_module()
         neighbours = positive_int(neighbours, "neighbours", minimum=2)
         ef_construction = positive_int(ef_construction, "ef_construction")
         ef_search = positive_int(ef_search, "ef_search")
-        num_results = positive_int(num_results, "num_results")
 
-        def build():
+        def build(faiss):
             structure = faiss.IndexHNSWSQ(self.dim, faiss.ScalarQuantizer.QT_fp16, neighbours,
                                           faiss.METRIC_INNER_PRODUCT)
             structure.hnsw.efConstruction = ef_construction
@@ -204,14 +198,11 @@ class AnnSearch:
         """Exhaustive search over int8 codes of the vectors, their per-dimension ranges taken from ``train_sample``
         vectors (default all, at most ``INT8_TRAIN_SAMPLE``); ``rescore``: that many candidates (>= ``num_results``)
         rescored exactly from the stored vectors. Raises ValueError naming a bad argument."""
-        faiss = faiss_module()
         count = self.meta["doc_count"]
-        num_results = positive_int(num_results, "num_results")
-        rescore = positive_int(rescore, "rescore", minimum=num_results, allow_none=True)
         train_sample = in_range(min(count, INT8_TRAIN_SAMPLE) if train_sample is None else train_sample,
                                 "train_sample", 1, count)
 
-        def build():
+        def build(faiss):
             structure = faiss.IndexScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
             structure.train(sample(self, train_sample))
             add_all(self, structure)
@@ -223,11 +214,8 @@ class AnnSearch:
         """Exhaustive Hamming search over sign bits of the vectors, scored ``dim - 2 * hamming``; ``rescore``: that
         many candidates (>= ``num_results``) rescored exactly from the stored vectors. Raises ValueError naming a
         bad argument."""
-        faiss = faiss_module()
-        num_results = positive_int(num_results, "num_results")
-        rescore = positive_int(rescore, "rescore", minimum=num_results, allow_none=True)
 
-        def build():
+        def build(faiss):
             structure = faiss.IndexBinaryFlat(-(-self.dim // 8) * 8)
             add_all(self, structure, sign_codes)
             return structure
