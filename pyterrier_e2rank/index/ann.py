@@ -34,12 +34,13 @@ def faiss_module():
 
 class FaissAnnRetriever(EqualBySettings, VectorSearch):
     """Q frame with ``query_vec`` -> the top ``num_results`` documents (``docno``, ``score``, ``rank``, best first)
-    of the FAISS structure ``name`` of the index, made by ``build(faiss)`` on first use; ``rescore``: that many
-    candidates ranked again by the exact dot product with the stored vectors."""
+    of the FAISS structure ``name`` of the index, made on first use by ``make(faiss)``, trained on
+    ``train_sample`` vectors, filled with all (their sign bits if ``binary``); ``rescore``: that many candidates
+    ranked again by the exact dot product with the stored vectors."""
 
-    def __init__(self, index, name: str, build, *, method: str, num_results: int, n_probe: Optional[int] = None,
+    def __init__(self, index, name: str, make, *, method: str, num_results: int, n_probe: Optional[int] = None,
                  ef_search: Optional[int] = None, rescore: Optional[int] = None, gpu: Optional[bool] = None,
-                 binary: bool = False):
+                 binary: bool = False, train_sample: Optional[int] = None):
         self.index = index
         self.binary = binary
         self.name = name
@@ -52,9 +53,15 @@ class FaissAnnRetriever(EqualBySettings, VectorSearch):
             raise ValueError("gpu=True, but FAISS sees no GPU (faiss-gpu not installed, or no device)")
         self.gpu = faiss.get_num_gpus() > 0 if gpu is None else bool(gpu)
         key = ("e2rank_ann", name, self.gpu)
+
+        def build(out):
+            structure = make(faiss)
+            if train_sample is not None:
+                structure.train(sample(index, train_sample))
+            add_all(index, structure, sign_codes if binary else None)
+            return write(structure, out, binary=binary)
         if key not in index._cache:  # stored once, built from the index's vectors (``E2RankIndex.derived``)
-            structure = index.derived(name, lambda out: write(build(faiss), out, binary=self.binary),
-                                      load=lambda path: read(index, path, binary=self.binary))
+            structure = index.derived(name, build, load=lambda path: read(index, path, binary=binary))
             index._cache[key] = faiss.index_cpu_to_all_gpus(structure) if self.gpu else structure
         self.structure = index._cache[key]
 
@@ -149,7 +156,7 @@ class AnnSearch:
         train_sample = in_range(train_sample, "train_sample", max(n_list, 2 ** nbits), count)
         n_probe = in_range(min(16, n_list) if n_probe is None else n_probe, "n_probe", 1, n_list)
 
-        def build(faiss):
+        def make(faiss):
             structure = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, n_list, m, nbits, faiss.METRIC_INNER_PRODUCT)
             if train_sample < advised:  # FAISS would print this once per k-means: for each of the m sub-quantizers
                 remedy = (f"pass a larger train_sample (up to {count:,})" if train_sample < count else
@@ -158,22 +165,18 @@ class AnnSearch:
                               f"({_POINTS_PER_CENTROID} per centroid of n_list={n_list} or 2**nbits={2 ** nbits}): "
                               f"expect lower recall; {remedy}")
                 structure.cp.min_points_per_centroid = structure.pq.cp.min_points_per_centroid = 1  # warning only
-            structure.train(sample(self, train_sample))
-            add_all(self, structure)
             return structure
         name = f"ivfpq_nlist-{n_list}_m-{m}_nbits-{nbits}_train-{train_sample}.faiss"
-        return FaissAnnRetriever(self, name, build, method="faiss_ivfpq_retriever", num_results=num_results,
-                                 n_probe=n_probe, rescore=rescore, gpu=gpu)
+        return FaissAnnRetriever(self, name, make, method="faiss_ivfpq_retriever", num_results=num_results,
+                                 n_probe=n_probe, rescore=rescore, gpu=gpu, train_sample=train_sample)
 
     def faiss_flat_fp16_retriever(self, *, num_results: int = 1000, gpu: Optional[bool] = None) -> FaissAnnRetriever:
         """Exhaustive search over float16 copies of the vectors: half the RAM of float32, scores off by ~1e-3."""
-
-        def build(faiss):
-            structure = faiss.IndexScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
-            add_all(self, structure)
-            return structure
-        return FaissAnnRetriever(self, "flat_fp16.faiss", build, method="faiss_flat_fp16_retriever",
-                                 num_results=num_results, gpu=gpu)
+        return FaissAnnRetriever(
+            self, "flat_fp16.faiss",
+            lambda faiss: faiss.IndexScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_fp16,
+                                                     faiss.METRIC_INNER_PRODUCT),
+            method="faiss_flat_fp16_retriever", num_results=num_results, gpu=gpu)
 
     def faiss_hnsw_fp16_retriever(self, *, neighbours: int = 32, ef_construction: int = 100, ef_search: int = 128,
                                   num_results: int = 1000) -> FaissAnnRetriever:
@@ -183,14 +186,13 @@ class AnnSearch:
         ef_construction = positive_int(ef_construction, "ef_construction")
         ef_search = positive_int(ef_search, "ef_search")
 
-        def build(faiss):
+        def make(faiss):
             structure = faiss.IndexHNSWSQ(self.dim, faiss.ScalarQuantizer.QT_fp16, neighbours,
                                           faiss.METRIC_INNER_PRODUCT)
             structure.hnsw.efConstruction = ef_construction
-            add_all(self, structure)
             return structure
         name = f"hnsw-fp16_n-{neighbours}_ef-{ef_construction}.faiss"
-        return FaissAnnRetriever(self, name, build, method="faiss_hnsw_fp16_retriever", num_results=num_results,
+        return FaissAnnRetriever(self, name, make, method="faiss_hnsw_fp16_retriever", num_results=num_results,
                                  ef_search=ef_search, gpu=False)
 
     def int8_retriever(self, *, num_results: int = 1000, rescore: Optional[int] = None,
@@ -201,26 +203,19 @@ class AnnSearch:
         count = self.meta["doc_count"]
         train_sample = in_range(min(count, INT8_TRAIN_SAMPLE) if train_sample is None else train_sample,
                                 "train_sample", 1, count)
-
-        def build(faiss):
-            structure = faiss.IndexScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
-            structure.train(sample(self, train_sample))
-            add_all(self, structure)
-            return structure
-        return FaissAnnRetriever(self, f"sq8_train-{train_sample}.faiss", build, method="int8_retriever",
-                                 num_results=num_results, rescore=rescore, gpu=False)
+        return FaissAnnRetriever(
+            self, f"sq8_train-{train_sample}.faiss",
+            lambda faiss: faiss.IndexScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_8bit,
+                                                     faiss.METRIC_INNER_PRODUCT),
+            method="int8_retriever", num_results=num_results, rescore=rescore, gpu=False, train_sample=train_sample)
 
     def binary_retriever(self, *, num_results: int = 1000, rescore: Optional[int] = None) -> FaissAnnRetriever:
         """Exhaustive Hamming search over sign bits of the vectors, scored ``dim - 2 * hamming``; ``rescore``: that
         many candidates (>= ``num_results``) rescored exactly from the stored vectors. Raises ValueError naming a
         bad argument."""
-
-        def build(faiss):
-            structure = faiss.IndexBinaryFlat(-(-self.dim // 8) * 8)
-            add_all(self, structure, sign_codes)
-            return structure
-        return FaissAnnRetriever(self, "binary.faiss", build, method="binary_retriever", num_results=num_results,
-                                 rescore=rescore, gpu=False, binary=True)
+        return FaissAnnRetriever(self, "binary.faiss", lambda faiss: faiss.IndexBinaryFlat(-(-self.dim // 8) * 8),
+                                 method="binary_retriever", num_results=num_results, rescore=rescore, gpu=False,
+                                 binary=True)
 
     # ---- FlexIndex's (pyterrier-dr 0.8.1): its structures made here from the vectors the index opened, stored
     # through ``E2RankIndex.derived`` and put in the cache FlexIndex serves them from.
