@@ -1,4 +1,4 @@
-"""vectors and append: the compressed vector formats (``pyterrier_e2rank.index.quantized``) against exact
+"""vectors and append: the compressed vector formats (``pyterrier_e2rank.index.ann``) against exact
 search, and the cost of appending documents to an index against rebuilding it.
 
 vectors: on the clustered synthetic vectors of ``benchmarks/ann.py`` (same mixture, queries and recall

@@ -1,4 +1,4 @@
-"""int8 and binary copies of the vectors (``pyterrier_e2rank.index.quantized``) on a small clustered index
+"""int8 and binary copies of the vectors (``pyterrier_e2rank.index.ann``) on a small clustered index
 (4,000 x 32): close to exact search, exact once rescored, 4x and 32x smaller than float32, stored for their
 vectors only, bad parameters and another model's queries refused."""
 import os
