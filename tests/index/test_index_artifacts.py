@@ -219,10 +219,10 @@ def test_threads_asking_for_one_structure_wait_for_one_build(tmp_path, monkeypat
         asked.release()
         return thread_lock(target)
 
-    def build_when_all_asked(idx, structure):  # the first builder waits until every thread asked for the lock
+    def build_when_all_asked(idx, structure, encode):  # the first builder waits until every thread asked for the lock
         for _ in range(threads_count):
             assert asked.acquire(timeout=60)
-        add_all(idx, structure)
+        add_all(idx, structure, encode)
     monkeypatch.setattr(index_module, "thread_lock", counted_lock)
     monkeypatch.setattr(ann, "add_all", build_when_all_asked)
     results, errors = {}, {}
