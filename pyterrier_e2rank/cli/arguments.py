@@ -8,9 +8,6 @@ from ..model.e2rank import E2Rank
 from ..checks import positive_int
 from .sharding import is_main_process, process_device
 
-#: The seeds ``accelerate.utils.set_seed`` accepts (NumPy's range).
-MAX_SEED = 2**32 - 1
-
 
 class Checked:
     """An argparse type of an integer check of ``checks`` (``Checked(positive_int)``), naming the text as typed."""
@@ -43,8 +40,8 @@ def _number(wanted: str, accept: Callable[[float], bool]) -> Callable[[str], flo
     return parse
 
 
-#: A random seed: an integer from 0 to ``MAX_SEED``.
-seed = Checked(positive_int, minimum=0, maximum=MAX_SEED)
+#: A random seed: what ``accelerate.utils.set_seed`` accepts (NumPy's range).
+seed = Checked(positive_int, minimum=0, maximum=2**32 - 1)
 #: Learning rates, temperatures, epochs.
 positive_float = _number("a finite number > 0", lambda value: value > 0)
 #: Loss weights (0 switches a loss off).

@@ -147,8 +147,8 @@ def main(args) -> int:
     return 0
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser("experiment", help="BM25 / dense / E2Rank reranking on a dataset, via pt.Experiment")
+def register(parsers: dict) -> None:
+    p = parsers["experiment"]
     p.add_argument("--dataset", default="irds:beir/scifact/test",
                    help="irds:<dataset>, a BEIR folder, or a corpus file (see data.dataset)")
     p.add_argument("--output", help="write the results as JSON here")

@@ -22,8 +22,8 @@ def _index_command(args) -> int:
     return 0
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser("index", help="encode a corpus into an E2Rank index (torchrun: one shard per process)")
+def register(parsers: dict) -> None:
+    p = parsers["index"]
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--dataset", help="a pt.get_dataset name, e.g. irds:beir/scifact/test")
     source.add_argument("--collection", help="a Pyserini JSONL collection (file or directory)")

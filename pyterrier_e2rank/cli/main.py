@@ -27,14 +27,9 @@ def build_parser(commands=tuple(COMMANDS)) -> argparse.ArgumentParser:
     """The parser of ``commands`` (by default every subcommand); any other subcommand is only listed."""
     parser = argparse.ArgumentParser(prog="e2rank", description="E2Rank retrieval, listwise reranking and training")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    modules = {COMMANDS[command][0] for command in commands}
-    for name, (module, helptext) in COMMANDS.items():
-        if name in subparsers.choices:
-            continue
-        if module in modules:
-            importlib.import_module(f".{module}", __package__).register(subparsers)
-        else:
-            subparsers.add_parser(name, help=helptext)
+    parsers = {name: subparsers.add_parser(name, help=helptext) for name, (_, helptext) in COMMANDS.items()}
+    for module in dict.fromkeys(COMMANDS[command][0] for command in commands):
+        importlib.import_module(f".{module}", __package__).register(parsers)
     return parser
 
 

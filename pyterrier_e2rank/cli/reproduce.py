@@ -112,9 +112,8 @@ def main(args) -> int:
     return 0
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser("reproduce", help="the paper's evaluation: BM25 top 100 reranked by E2Rank on a suite "
-                                                "of datasets, one table with the paper's figures")
+def register(parsers: dict) -> None:
+    p = parsers["reproduce"]
     p.add_argument("--dataset", action="append",
                    help="irds:<id> (or the bare id), a BEIR folder, or a corpus file; repeatable")
     p.add_argument("--suite", choices=["paper"], help="the paper's ten datasets (DL19, DL20 and eight of BEIR)")

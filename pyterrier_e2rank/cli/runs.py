@@ -99,9 +99,7 @@ def parse_measure(measure) -> "ir_measures.Measure":
     try:
         parsed = ir_measures.parse_measure(measure) if isinstance(measure, str) else measure
         parsed.validate_params()  # AssertionError naming the parameter
-        cutoff = parsed.params.get(parsed.AT_PARAM)
-        if cutoff is not None and not (isinstance(cutoff, int) and not isinstance(cutoff, bool) and cutoff >= 1):
-            raise ValueError(f"its cutoff must be an integer >= 1, got {cutoff!r}")
+        positive_int(parsed.params.get(parsed.AT_PARAM), "its cutoff", allow_none=True)
         return parsed
     except NameError:  # ir-measures' "measure not found"
         reason = f"ir-measures has no measure called {str(measure).split('@')[0].split('(')[0]!r}"
@@ -148,8 +146,7 @@ def rerank_run(model, run: pd.DataFrame, topics: pd.DataFrame, docs: str, *, ind
     raw documents), in process 0 (``None`` in the others). Raises ``KeyError`` for missing columns or a run query
     without a topic, ``ValueError`` for a topic given twice."""
     top_k = positive_int(top_k, "top_k")
-    if num_input_docs is not None:
-        num_input_docs = positive_int(num_input_docs, "num_input_docs")
+    num_input_docs = positive_int(num_input_docs, "num_input_docs", allow_none=True)
     pt.validate.result_frame(run, extra_columns=["rank"])  # an InputValidationError naming the missing columns
     pt.validate.query_frame(topics, extra_columns=["query"])
     run = _string_ids(run, "run", qid="qid", docno="docno")
@@ -191,8 +188,8 @@ def _eval_command(args) -> int:
     return 0
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser("rerank-run", help="rerank a TREC run file with E2Rank, write a TREC run file")
+def register(parsers: dict) -> None:
+    p = parsers["rerank-run"]
     p.add_argument("--run", required=True, help="TREC run: qid Q0 docid rank score tag")
     p.add_argument("--topics", required=True,
                    help="irds:<dataset>, a BEIR folder, qid<TAB>query file, or JSONL queries")
@@ -205,7 +202,7 @@ def register(subparsers) -> None:
     arguments.add_model_run_options(p)
     p.set_defaults(func=_rerank_command)
 
-    p = subparsers.add_parser("eval-run", help="evaluate a TREC run file with ir-measures")
+    p = parsers["eval-run"]
     p.add_argument("--run", required=True)
     p.add_argument("--qrels", required=True, help="irds:<dataset>, a BEIR folder, or a TREC or BEIR qrels file")
     p.add_argument("--metrics", nargs="+", default=["nDCG@10", "R@100"])

@@ -87,10 +87,8 @@ def query_blocks(qids, world: int) -> List[list]:
 def transform_by_query(transformer, frame: pd.DataFrame, *, verbose: bool = False) -> Optional[pd.DataFrame]:
     """``transformer(frame)``, each process (all given the same ``frame``) transforming its block of qids
     (``query_blocks``): process 0 returns the blocks' results in process order, the others ``None``. An error in
-    any process is raised in every process, with a note naming the process and its first qid; ``ValueError`` for
-    a frame without ``qid``. ``verbose`` prints each process's share."""
-    if "qid" not in frame.columns:
-        raise ValueError(f"transform_by_query splits a frame by its 'qid' column; it has {list(frame.columns)}")
+    any process is raised in every process, with a note naming the process and its first qid. ``verbose`` prints
+    each process's share."""
     rank, world, _ = distributed_context()
     if world == 1:
         return transformer(frame)

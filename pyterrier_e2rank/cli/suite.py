@@ -1,6 +1,6 @@
 """A run of ``e2rank reproduce`` (``reproduce.reproduce``), one dataset at a time: opened, first stage, reranked
 in committed chunks (a killed suite resumes after the last), evaluated. It writes or removes only ``FILES`` in
-``output``, ``DATASET_FILES`` in ``datasets/<folder>/`` and the chunks of ``reranked/``; process 0 alone writes.
+``output`` and ``DATASET_FILES`` in ``datasets/<folder>/``; process 0 alone writes.
 """
 import contextlib
 import dataclasses
@@ -9,7 +9,6 @@ import json
 import logging
 import logging.handlers
 import platform
-import re
 import time
 from pathlib import Path
 from typing import List, Optional
@@ -33,8 +32,7 @@ MEASURES = ("nDCG@10", "R@100")
 #: Queries reranked and committed together: what a killed suite may rerank again.
 QUERIES_PER_CHUNK = 32
 FILES = ("settings.json", "results.json", "results.md", "run_record.json", "datasets")
-DATASET_FILES = ("made-from.json", "first-stage.run", "reranked", "bm25-e2rank.run", "results.json")
-_CHUNK = re.compile(r"\d{5}\.run")
+DATASET_FILES = ("made-from.json", "first-stage.run", "bm25-e2rank.run", "results.json")
 
 
 @contextlib.contextmanager
@@ -136,7 +134,7 @@ class Suite:
         run, first_stage = main_process_decides(lambda: self.first_stage(dataset, ds, all_topics, topics, folder))
         timings["first_stage_s"] = time.perf_counter() - started
         started = time.perf_counter()
-        reranked, work = self.rerank(ds, topics, run, folder / "reranked")
+        reranked, work = self.rerank(ds, topics, run, folder / "bm25-e2rank.run")
         timings["rerank_s"] = time.perf_counter() - started
         dense = {}
         if self.dense:
@@ -147,7 +145,6 @@ class Suite:
             return None
         results = {"bm25": evaluate_run(run, qrels, MEASURES), "bm25>>e2rank": evaluate_run(reranked, qrels, MEASURES),
                    **dense}
-        write_run(reranked, folder / "bm25-e2rank.run", tag="e2rank")
         record = {"source": dataset.source, "paper_column": dataset.column, "queries": int(topics["qid"].nunique()),
                   "first_stage": first_stage, "query_task": self.task_of(dataset),
                   "texts_encoded": work.texts, "forward_passes": work.forward_passes, "tokens": work.tokens,
@@ -155,7 +152,6 @@ class Suite:
         finished = {"results": results, "record": record}
         with atomic_file(folder / "results.json") as out:
             json.dump(finished, out, indent=2)
-        _remove_chunks(folder / "reranked")
         return finished
 
     def made_from(self, dataset: SuiteDataset) -> dict:
@@ -187,30 +183,29 @@ class Suite:
         provenance["written"] = {"path": str(path), "sha256": file_sha256(path)}
         return run, provenance
 
-    def rerank(self, ds, topics: pd.DataFrame, run: pd.DataFrame, chunks: Path) -> tuple:
-        """``(reranked run, work)``: ``run`` reranked ``QUERIES_PER_CHUNK`` queries at a time, each chunk
-        committed to ``chunks/``, its queries split across the processes; ``(None, None)`` in the others than 0."""
+    def rerank(self, ds, topics: pd.DataFrame, run: pd.DataFrame, path: Path) -> tuple:
+        """``(reranked run, work)``: ``run`` reranked ``QUERIES_PER_CHUNK`` queries at a time (split across the
+        processes), ``path`` rewritten with every query reranked so far after each chunk, so that a resumed suite
+        goes on after them; ``(None, None)`` in the others than 0."""
         text = DocumentText(ds)
-        retrieved = set(run["qid"])
+        committed = main_process_decides(lambda: read_run(path) if path.exists() else None)
+        done = set() if committed is None else set(committed["qid"])
+        retrieved = set(run["qid"]) - done
         qids = [q for q in topics["qid"] if q in retrieved]
-        paths = [chunks / f"{number:05d}.run" for number in range(-(-len(qids) // QUERIES_PER_CHUNK))]
-        pending = main_process_decides(lambda: [number for number, path in enumerate(paths) if not path.exists()])
         work = EncodeStats()
-        for number in pending:
-            start = number * QUERIES_PER_CHUNK
+        for start in range(0, len(qids), QUERIES_PER_CHUNK):
             chunk = run[run["qid"].isin(qids[start:start + QUERIES_PER_CHUNK])]
             candidates = text(chunk.merge(topics[["qid", "query"]], on="qid"))
             with self.model.counting() as counted:
                 reranked = transform_by_query(self.reranker, candidates)
             work.add(counted)
-            if reranked is not None:  # process 0 writes the merged chunk
-                write_run(reranked, paths[number], tag="e2rank")
+            if reranked is not None:  # process 0 commits the merged chunk
+                write_run(pd.concat([committed, reranked], ignore_index=True), path, tag="e2rank")
+                committed = read_run(path)
         works = gather_to_main_process(work)
         if works is None:
             return None, None
-        parts = [read_run(path) for path in paths]
-        reranked = pd.concat(parts, ignore_index=True) if parts else run.iloc[:0]
-        return reranked, sum(works, EncodeStats())
+        return (run.iloc[:0] if committed is None else committed), sum(works, EncodeStats())
 
     def dense_systems(self, dataset: SuiteDataset, ds, topics, qrels) -> dict:
         """``dense`` and ``dense>>e2rank`` with the dataset's retrieval instruction (``{}`` in the others than 0)."""
@@ -235,26 +230,10 @@ class Suite:
         earlier suite wrote), a suite of other settings or a dataset folder begun from another dataset or first
         stage; then writes the marks: ``settings.json``, each dataset folder's ``made-from.json``."""
         path, settings = self.output / "settings.json", self.settings()
-        if not path.exists():
-            _refuse_foreign(self.output, FILES, "settings.json of e2rank reproduce")
-        elif not overwrite:
-            before = json.loads(path.read_text(encoding="utf-8"))
-            now = json.loads(json.dumps(settings, default=str))  # as stored
-            differ = [k for k in now if before.get(k) != now[k]]
-            if differ:
-                raise ValueError(f"{self.output} holds a suite run with other settings ({', '.join(differ)}); pass "
-                                 f"--overwrite to start it afresh, or choose another --output")
+        _check_mark(path, settings, FILES, overwrite, f"{self.output} (a suite run)")
         for dataset in datasets:
-            mark, made_from = self.output / "datasets" / dataset.folder / "made-from.json", self.made_from(dataset)
-            if not mark.exists():
-                _refuse_foreign(mark.parent, DATASET_FILES, "made-from.json of e2rank reproduce")
-            elif not overwrite:
-                before = json.loads(mark.read_text(encoding="utf-8"))
-                for key, what in (("dataset", "dataset"), ("first_stage", "first stage")):
-                    if before.get(key) != made_from[key]:
-                        raise ValueError(f"{mark}: {dataset.label} was begun from another {what} ("
-                                         f"{json.dumps(before.get(key))}, now {json.dumps(made_from[key])}); pass "
-                                         f"--overwrite to start afresh, or choose another --output")
+            mark = self.output / "datasets" / dataset.folder / "made-from.json"
+            _check_mark(mark, self.made_from(dataset), DATASET_FILES, overwrite, f"{mark}: {dataset.label}")
         if overwrite:
             _remove_written(self.output)
         with atomic_file(path) as out:
@@ -285,12 +264,22 @@ class Suite:
                                     unavailable))
 
 
-def _refuse_foreign(folder: Path, names, marker: str) -> None:
-    """``FileExistsError`` naming the ``names`` that ``folder`` holds without ``marker``: not ours to replace."""
-    found = [name for name in names if (folder / name).exists() or (folder / name).is_symlink()]
-    if found:
-        raise FileExistsError(f"{folder} holds {', '.join(found)} but no {marker}: not written by it, so not "
-                              f"replaced; nothing was written. Move them, or choose another --output")
+def _check_mark(mark: Path, now: dict, names, overwrite: bool, what: str) -> None:
+    """Refuses ``mark``'s folder holding any of ``names`` without ``mark`` (not reproduce's to replace), or, unless
+    ``overwrite``, a ``mark`` of other values than ``now``."""
+    if not mark.exists():
+        found = [name for name in names if (mark.parent / name).exists() or (mark.parent / name).is_symlink()]
+        if found:
+            raise FileExistsError(f"{mark.parent} holds {', '.join(found)} but no {mark.name} of e2rank reproduce: "
+                                  f"not written by it, so not replaced; nothing was written. Move them, or choose "
+                                  f"another --output")
+    elif not overwrite:
+        before, now = json.loads(mark.read_text(encoding="utf-8")), json.loads(json.dumps(now, default=str))
+        differ = [key for key in now if before.get(key) != now[key]]
+        if differ:
+            was, then = json.dumps([before.get(k) for k in differ]), json.dumps([now[k] for k in differ])
+            raise ValueError(f"{what} was begun with other {', '.join(differ)} ({was}, now {then}); pass "
+                             f"--overwrite to start afresh, or choose another --output")
 
 
 def _remove_written(output: Path) -> None:
@@ -299,16 +288,9 @@ def _remove_written(output: Path) -> None:
     datasets = output / "datasets"
     for folder in (datasets.iterdir() if _is_folder(datasets) else ()):
         if (folder / "made-from.json").is_file():
-            _remove_chunks(folder / "reranked")
             _remove(folder, DATASET_FILES)
     _remove(datasets, ())
     _remove(output, FILES, keep_folder=True)
-
-
-def _remove_chunks(reranked: Path) -> None:
-    """Removes the chunks in ``reranked`` (``00000.run``, ...), and the folder if then empty."""
-    if _is_folder(reranked):
-        _remove(reranked, [chunk.name for chunk in reranked.iterdir() if _CHUNK.fullmatch(chunk.name)])
 
 
 def _remove(folder: Path, names, *, keep_folder: bool = False) -> None:

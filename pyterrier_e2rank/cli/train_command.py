@@ -43,9 +43,8 @@ def _build_data_command(args) -> int:
     return 0
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser("train", help="train E2Rank (stage 1: InfoNCE; stage 2: InfoNCE + RankNet on "
-                              "listwise prompts), on CPU, one GPU or many (accelerate launch)")
+def register(parsers: dict) -> None:
+    p = parsers["train"]
     p.add_argument("--stage", type=int, choices=[1, 2], default=2)
     p.add_argument("--model", required=True, help="the model to start from (stage 2: the stage-1 model)")
     p.add_argument("--data", required=True, help="stage-II JSONL records (stage 1 also takes {query,pos,neg} pairs)")
@@ -94,7 +93,7 @@ def register(subparsers) -> None:
     p.add_argument("--logging-dir", help="the trackers' files (default: <output>.logs)")
     p.set_defaults(func=_train_command)
 
-    p = subparsers.add_parser("build-data", help="make stage-II JSONL records for 'train'")
+    p = parsers["build-data"]
     sources = p.add_subparsers(dest="source", required=True)
     d = sources.add_parser("dataset", help="BM25 top-k of a split's queries, labels from its qrels")
     d.add_argument("--dataset", required=True, help="e.g. irds:beir/scifact/train")

@@ -151,7 +151,7 @@ def test_a_dataset_folder_refuses_another_dataset_of_the_same_label(cached_minil
     monkeypatch.chdir(tmp_path / "x")
     reproduce(cached_minilm, ["data"], tmp_path / "out", index_dir=tmp_path / "indexes", **SUITE)
     monkeypatch.chdir(tmp_path / "y")
-    with pytest.raises(ValueError, match=r"data was begun from another dataset .*x/data.*y/data.*--overwrite"):
+    with pytest.raises(ValueError, match=r"data was begun with other dataset .*x/data.*y/data.*--overwrite"):
         reproduce(cached_minilm, ["data"], tmp_path / "out", index_dir=tmp_path / "indexes", **SUITE)
 
 

@@ -75,9 +75,26 @@ def test_suite_matches_experiment_and_rerank_run(cached_minilm, scifact, small_s
     assert reproduce(cached_minilm, [folder, SCIFACT], out, runs={SCIFACT: str(scifact_run)},
                      index_dir=tmp_path / "indexes", top_k=TOP_K, num_queries=2, verbose=False) == results
     assert cached_minilm.stats.texts == before  # finished datasets are read back, nothing encoded again
-    with pytest.raises(ValueError, match=r"other settings \(top_k\).*--overwrite"):
+    with pytest.raises(ValueError, match=r"suite run\) was begun with other top_k \(\[10\], now \[5\]\).*--overwrite"):
         reproduce(cached_minilm, [folder], out, index_dir=tmp_path / "indexes", top_k=5, num_queries=2,
                   verbose=False)
+
+
+def test_a_resumed_dataset_reranks_only_the_queries_not_committed(cached_minilm, small_scifact, tmp_path,
+                                                                   monkeypatch):
+    monkeypatch.setattr(suite, "QUERIES_PER_CHUNK", 1)
+    folder, out = str(small_scifact), tmp_path / "out"
+    settings = dict(index_dir=tmp_path / "indexes", top_k=5, num_queries=2, verbose=False)
+    first = reproduce(cached_minilm, [folder], out, **settings)
+    done = out / "datasets" / index_name(folder)
+    committed = done / "bm25-e2rank.run"
+    whole, lines = committed.read_bytes(), committed.read_text().splitlines(keepends=True)
+    (done / "results.json").unlink()  # killed after the first query's chunk was committed:
+    committed.write_text("".join(line for line in lines if line.split()[0] == lines[0].split()[0]))
+    assert reproduce(cached_minilm, [folder], out, **settings) == first
+    assert committed.read_bytes() == whole
+    record = json.loads((out / "run_record.json").read_text())["datasets"][folder]
+    assert record["texts_encoded"] == 1 + 5  # the second query and its candidates
 
 
 @pytest.mark.slow
@@ -128,7 +145,7 @@ def test_unavailable_dataset_is_skipped_and_missing_run_lines_named(cached_minil
     assert "0 queries and 1 documents the dataset lacks" in table
     assert f"skipped {robust}: FileNotFoundError" in table  # with ir_datasets' instructions:
     assert "ir_datasets said: The TREC Robust document collection is from TREC disks 4 and 5" in table
-    with pytest.raises(ValueError, match=r"begun from another first stage.*--overwrite"):  # PISA now, not the run
+    with pytest.raises(ValueError, match=r"begun with other first_stage.*--overwrite"):  # PISA now, not the run
         reproduce(cached_minilm, [folder], tmp_path / "c", skip_missing=True, verbose=False)
 
 
