@@ -109,7 +109,7 @@ _WRITING: Set[Path] = set()
 
 
 def thread_lock(target) -> threading.RLock:
-    """The lock of ``target`` (in an existing directory) shared by the threads of this process (``flock`` tells
+    """The lock of ``target`` shared by the threads of this process (``flock`` tells
     processes apart, not threads); a thread holding it may take ``writer_lock(target)``."""
     return _THREAD_LOCKS.setdefault(Path(target).resolve(), threading.RLock())
 
