@@ -21,32 +21,30 @@ def _quiet_fds():
     """fds 1 and 2 at /dev/null, ``sys.stdout``/``sys.stderr`` on copies of them (pt_docs/datasets-and-bm25.rst)."""
     sys.stdout.flush()
     sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
+    saved = {1: os.dup(1), 2: os.dup(2)}
     devnull = os.open(os.devnull, os.O_WRONLY)
-    originals, replacements = {}, {}
+    swapped = {}  # name: (the stream, its replacement)
     try:
-        os.dup2(devnull, 1)
-        os.dup2(devnull, 2)
-        for name, copy in (("stdout", saved[0]), ("stderr", saved[1])):
+        for fd, name in ((1, "stdout"), (2, "stderr")):
+            os.dup2(devnull, fd)
             stream = getattr(sys, name)
-            if _fileno(stream) == (1 if name == "stdout" else 2):
-                originals[name] = stream
-                replacements[name] = open(os.dup(copy), "w", buffering=1, encoding=stream.encoding,
-                                          errors=stream.errors)
-                setattr(sys, name, replacements[name])
+            if _fileno(stream) == fd:
+                swapped[name] = stream, open(os.dup(saved[fd]), "w", buffering=1, encoding=stream.encoding,
+                                             errors=stream.errors)
+                setattr(sys, name, swapped[name][1])
         yield
     finally:
         ctypes.CDLL(None).fflush(None)  # C stdio buffers go to /dev/null, not out after the restore
-        for name, replacement in replacements.items():
+        for name, (stream, replacement) in swapped.items():
             replacement.close()  # flushes; a progress bar still holding it is disabled by tqdm, not broken
             if getattr(sys, name) is replacement:
-                setattr(sys, name, originals[name])
+                setattr(sys, name, stream)
         sys.stdout.flush()
         sys.stderr.flush()
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for fd in (*saved, devnull):
-            os.close(fd)
+        for fd, copy in saved.items():
+            os.dup2(copy, fd)
+            os.close(copy)
+        os.close(devnull)
 
 
 def _fileno(stream) -> Optional[int]:

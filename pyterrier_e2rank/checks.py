@@ -34,11 +34,10 @@ def require_text(frame: pd.DataFrame, column: str, *, key: str) -> List[str]:
     values = frame[column].tolist()
     bad = [i for i, v in enumerate(values) if not is_text(v)]
     if bad:
-        keys = frame[key].iloc[bad[:5]].tolist() if key in frame.columns else bad[:5]
-        raise ValueError(f"{len(bad)} row(s) have a missing or empty {column!r} ({key}: {keys}; "
-                         f"first value: {values[bad[0]]!r})")
+        raise ValueError(f"{len(bad)} row(s) have a missing or empty {column!r} ({key}: "
+                         f"{frame[key].iloc[bad[:5]].tolist()}; first value: {values[bad[0]]!r})")
     for i, value in enumerate(values):
-        check_encodable(value, f"the {column!r} of {key} {frame[key].iat[i] if key in frame.columns else i!r}")
+        check_encodable(value, f"the {column!r} of {key} {frame[key].iat[i]!r}")
     return values
 
 

@@ -23,8 +23,6 @@ from .io import FileFormatError, file_sha256, numbered_lines, split_fields
 from .records import read_records
 from .model.text import join_title
 
-BEIR_QRELS_HEADER = "query-id\tcorpus-id\tscore"
-
 
 def dataset(source: Union[str, os.PathLike, "pt.datasets.Dataset"], *, topics=None, qrels=None,
             split: Optional[str] = None) -> "pt.datasets.Dataset":
@@ -215,7 +213,7 @@ def _qrels(path: Path, error=FileFormatError):
     first = next(numbered_lines(path, error=error), None)
     if first is None:
         raise error(f"{path}: the file is empty")
-    beir = first[1].strip() == BEIR_QRELS_HEADER
+    beir = first[1].strip() == "query-id\tcorpus-id\tscore"
     columns, form = (3, "query-id corpus-id score") if beir else (4, "qid iter docid relevance")
 
     def lines() -> Iterator[str]:

@@ -30,7 +30,9 @@ MOVED_MODULES["pyterrier_e2rank.app.cli"] = "pyterrier_e2rank.cli.main"
 _OLD_PACKAGES = {"pyterrier_e2rank.core", "pyterrier_e2rank.app"}
 
 
-def _warn(old: str, new: str, stacklevel: int = 3) -> None:
+def renamed_argument(old: str, new: str, stacklevel: int = 3) -> None:
+    """Warn that the spelling ``old`` is deprecated, naming ``new``; ``stacklevel`` 3 blames the caller of the
+    function that calls this one (one more per function in between)."""
     warnings.warn(f"{old} is deprecated and will be removed in the next release: use {new}", DeprecationWarning,
                   stacklevel=stacklevel)
 
@@ -46,7 +48,7 @@ class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def create_module(self, spec):
         if spec.name in _OLD_PACKAGES:
             return None
-        _warn(spec.name, MOVED_MODULES[spec.name])
+        renamed_argument(spec.name, MOVED_MODULES[spec.name])
         module = importlib.import_module(MOVED_MODULES[spec.name])
         self._real_spec = module.__spec__  # importlib sets __spec__ to the old name's; put it back in exec_module
         return module
@@ -72,7 +74,7 @@ def renamed_keywords(**renamed: str) -> Callable:
                 if old in kwargs:
                     if new in kwargs:
                         raise TypeError(f"{function.__qualname__}() got {old}= and {new}=: pass {new}= only")
-                    _warn(f"{function.__qualname__}({old}=...)", f"{new}=")
+                    renamed_argument(f"{function.__qualname__}({old}=...)", f"{new}=")
                     kwargs[new] = kwargs.pop(old)
             return function(*args, **kwargs)
         return wrapper
@@ -93,15 +95,9 @@ def keyword_only_since(*old: str) -> Callable:
             old_call = given and len(given) <= len(old) and isinstance(given[0], numbers.Integral)
             if old_call and not isinstance(given[0], bool):
                 names = old[:len(given)]
-                _warn(f"{function.__qualname__}() with {', '.join(names)} by position",
+                renamed_argument(f"{function.__qualname__}() with {', '.join(names)} by position",
                       f"{', '.join(f'{name}=' for name in names)} by keyword (index is the one positional argument)")
                 return function(*args[:fixed], **dict(zip(names, given)), **kwargs)
             return function(*args, **kwargs)
         return wrapper
     return decorate
-
-
-def renamed_argument(old: str, new: str, stacklevel: int = 4) -> None:
-    """Warn that the argument spelling ``old`` is deprecated, naming ``new``; ``stacklevel`` 4 blames the caller
-    of the function that took the argument (one more per factory in between)."""
-    _warn(old, new, stacklevel=stacklevel)

@@ -101,22 +101,17 @@ def refuse_output_as_input(output, **inputs) -> None:
                              f"writing it would destroy what is being read; choose another output path")
 
 
-_THREAD_LOCKS: Dict[Tuple[int, int, str], threading.RLock] = {}
+_THREAD_LOCKS: Dict[Path, threading.RLock] = {}
 
 #: The targets whose outermost ``writer_lock`` block holds the ``flock`` (changed only by the thread holding the
 #: target's ``thread_lock``); inner blocks reuse it.
-_WRITING: Set[Tuple[int, int, str]] = set()
-
-
-def _lock_key(target: Path) -> Tuple[int, int, str]:
-    directory = os.stat(target.parent)
-    return directory.st_dev, directory.st_ino, target.name
+_WRITING: Set[Path] = set()
 
 
 def thread_lock(target) -> threading.RLock:
-    """The lock of ``target`` (in an existing directory) shared by the threads of this process (``flock`` tells
+    """The lock of ``target`` shared by the threads of this process (``flock`` tells
     processes apart, not threads); a thread holding it may take ``writer_lock(target)``."""
-    return _THREAD_LOCKS.setdefault(_lock_key(Path(target)), threading.RLock())
+    return _THREAD_LOCKS.setdefault(Path(target).resolve(), threading.RLock())
 
 
 @contextlib.contextmanager
@@ -126,7 +121,7 @@ def writer_lock(target) -> Iterator[None]:
     the outermost block ends."""
     target = artifact_path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    key = _lock_key(target)
+    key = target.resolve()
     in_process = thread_lock(target)
     if not in_process.acquire(blocking=False):
         raise ArtifactLocked(f"another thread of this process is writing {target}; wait for it to finish, or write "
@@ -211,7 +206,15 @@ def atomic_directory(target, *, owned: Callable[[Path], Set[str]], overwrite: bo
             yield staging
             check_replaceable(target, owned, overwrite=overwrite, what=what)  # nothing foreign appeared meanwhile
             _keep_mode(staging, target)
-            _swap_into_place(staging, target)
+            fsync_tree(staging)  # every file of the new artifact on disk before the swap publishes it
+            if not target.exists():
+                os.rename(staging, target)
+            elif not _rename_exchange(staging, target):  # afterwards staging holds the old artifact
+                old = staging.with_name(staging.name + "-old")
+                os.rename(target, old)
+                os.rename(staging, target)
+                os.rename(old, staging)
+            _fsync_directory(target.parent)
         finally:
             shutil.rmtree(staging, ignore_errors=True)  # the new artifact's temp dir, or the old artifact
 
@@ -223,8 +226,8 @@ def artifact_path(target) -> Path:
 
 
 def _create_beside(target: Path, template: str, create: Callable[[Path], object]) -> Tuple[Path, object]:
-    """A new hidden path beside ``target``, named by ``template`` (``{name}``, ``{token}``: random), made by
-    ``create`` (the umask's mode, not ``mkstemp``'s ``0600``), and what ``create`` returned."""
+    """A new path beside ``target`` named by ``template`` (``{name}``, ``{token}``), made by ``create``; returns
+    the path and what ``create`` returned."""
     while True:
         path = target.with_name(template.format(name=target.name, token=secrets.token_hex(4)))
         try:
@@ -237,11 +240,6 @@ def _keep_mode(new: Path, target: Path) -> None:
     """Give ``new`` the permission bits of the ``target`` it is about to replace, if there is one."""
     with contextlib.suppress(FileNotFoundError):
         os.chmod(new, stat.S_IMODE(os.stat(target).st_mode))
-
-
-def _article(noun: str) -> str:
-    """"an" before a vowel sound as written ("an E2Rank index"), else "a"."""
-    return "an" if noun[:1].lower() in "aeio" else "a"
 
 
 def check_replaceable(target: Path, owned, *, overwrite: bool, what: str,
@@ -261,20 +259,8 @@ def check_replaceable(target: Path, owned, *, overwrite: bool, what: str,
                               f"{', ...' if len(foreign) > 5 else ''}); nothing was written. Move them, or "
                               f"choose another path")
     if not overwrite:
-        raise FileExistsError(f"{_article(what)} {what} already exists at {target}; {fix}")
-
-
-def _swap_into_place(staging: Path, target: Path) -> None:
-    """Exchange ``staging`` and ``target`` atomically; afterwards ``staging`` holds the old artifact."""
-    fsync_tree(staging)  # every file of the new artifact on disk before the swap publishes it
-    if not target.exists():
-        os.rename(staging, target)
-    elif not _rename_exchange(staging, target):
-        old = staging.with_name(staging.name + "-old")
-        os.rename(target, old)
-        os.rename(staging, target)
-        os.rename(old, staging)
-    _fsync_directory(target.parent)
+        article = "an" if what[:1].lower() in "aeio" else "a"
+        raise FileExistsError(f"{article} {what} already exists at {target}; {fix}")
 
 
 _RENAME_EXCHANGE = 2

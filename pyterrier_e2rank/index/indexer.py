@@ -158,7 +158,7 @@ class E2RankIndexer(pt.Indexer):
             raise ValueError(f"mode={mode!r}: expected one of ['create', 'overwrite', 'append']")
         if overwrite is not None:
             renamed_argument(f"overwrite={overwrite}", 'mode="overwrite"' if overwrite else f"mode={mode!r}",
-                             stacklevel=5)  # blames the caller of model.indexer
+                             stacklevel=4)  # blames the caller of model.indexer
             if overwrite and mode != "create":
                 raise ValueError(f"overwrite=True means mode='overwrite', and mode={mode!r} was given: choose one")
             mode = "overwrite" if overwrite else mode
