@@ -41,7 +41,9 @@ def train(config: TrainConfig, examples: List[ListwiseExample]) -> Path:
                                   project_dir=str(config.state_dir), automatic_checkpoint_naming=True,
                                   logging_dir=config.logging_dir or f"{config.output}.logs",
                                   total_limit=KEEP_STATES + 1))
-    data_digest = _digest(examples)
+    # the training records, in order: a state is resumed only on the same data
+    data_digest = hashlib.sha256("".join(json.dumps([e.query, e.document, e.ranking]) + "\n" for e in examples)
+                                 .encode()).hexdigest()
     with contextlib.ExitStack() as stack:
         staging, resumed = claim_output(accelerator, config, data_digest, stack)
         _train(accelerator, config, examples, eval_examples, staging, resumed, data_digest)
@@ -61,14 +63,6 @@ def _split(config: TrainConfig, examples: List[ListwiseExample]):
         raise ValueError(f"eval_fraction {config.eval_fraction} of {len(examples)} records leaves none to train on")
     chosen = set(random.Random(config.seed).sample(range(len(examples)), held))
     return ([e for i, e in enumerate(examples) if i not in chosen], [e for i, e in enumerate(examples) if i in chosen])
-
-
-def _digest(examples: List[ListwiseExample]) -> str:
-    """SHA-256 of the training records, in order: a state is resumed only on the same data."""
-    hashed = hashlib.sha256()
-    for e in examples:
-        hashed.update(json.dumps([e.query, e.document, e.ranking]).encode() + b"\n")
-    return hashed.hexdigest()
 
 
 class _EpochShuffle(torch.utils.data.Sampler):
