@@ -3,6 +3,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy.stats import kendalltau, rankdata
 
 from ..checks import require_text, validate_frame
 from ..deprecation import keyword_only_since
@@ -43,9 +44,7 @@ def feedback_influence(model, frame: pd.DataFrame, index=None, *, num_input_docs
                               text_field=text_field, **prompt_settings)
     validate_frame(frame, reranker, includes=["qid", "docno", "query", text_field], queries=True)
     if len(frame) == 0:
-        return pd.DataFrame({name: pd.Series(dtype=float) for name in INFLUENCE_COLUMNS}).astype(
-            {"qid": object, "docno": object, "prompt_position": int, "rank": int, "rank_without": int,
-             "rank_change": int})
+        return pd.DataFrame(columns=list(INFLUENCE_COLUMNS))
     ordered = reranker.vec_loader(in_current_order(frame, reranker))
     renderer, prompt = reranker.prompt_encoder.renderer, reranker.prompt
     prompts, feedback = [], []
@@ -64,13 +63,14 @@ def feedback_influence(model, frame: pd.DataFrame, index=None, *, num_input_docs
         start += 1 + len(top)
         shifts = 1.0 - left_out @ full / (np.linalg.norm(left_out, axis=1) * np.linalg.norm(full))
         scores = documents[rows] @ full
-        rank = _ranks(scores)
+        rank = rankdata(-scores, method="ordinal") - 1  # ties in the given order, as pt.model.add_ranks
         for i, vector in enumerate(left_out):
             scores_without = documents[rows] @ vector
-            rank_without = _ranks(scores_without)
+            rank_without = rankdata(-scores_without, method="ordinal") - 1
             out.append({"qid": ordered["qid"].iat[top[i]], "docno": ordered["docno"].iat[top[i]],
                         "prompt_position": i + 1, "pseudo_query_shift": float(shifts[i]),
-                        "kendall_tau": _kendall_tau(scores, scores_without),
+                        "kendall_tau": float(kendalltau(scores, scores_without).statistic) if len(rows) > 1
+                        else float("nan"),
                         "rbo": rank_biased_overlap(np.argsort(rank).tolist(), np.argsort(rank_without).tolist(),
                                                    p=rbo_p),
                         "rank": int(rank[i]), "rank_without": int(rank_without[i]),
@@ -93,14 +93,3 @@ def rank_biased_overlap(first: Sequence, second: Sequence, *, p: float = 0.9) ->
         total += shared / depth * p ** depth
     return float(shared / depth * p ** depth + (1 - p) / p * total)
 
-
-def _ranks(scores: np.ndarray) -> np.ndarray:
-    """0-based rank of each score, best first; ties in the given order (as ``pt.model.add_ranks`` sorts)."""
-    ranks = np.empty(len(scores), dtype=np.int64)
-    ranks[np.argsort(-scores, kind="stable")] = np.arange(len(scores))
-    return ranks
-
-
-def _kendall_tau(a: np.ndarray, b: np.ndarray) -> float:
-    from scipy.stats import kendalltau
-    return float(kendalltau(a, b).statistic) if len(a) > 1 else float("nan")

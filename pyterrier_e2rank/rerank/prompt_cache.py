@@ -40,8 +40,9 @@ class PromptVectorCache(ModelTransformer):
         self.model = encoder.model
         self.encoder = encoder
         self.dim = self.model.dim
-        self.stored = {"format": FORMAT, "dim": self.dim, "settings": self.model.prompt_vector_settings()}
-        self.directory = cache_directory(cache, self.stored["settings"])
+        settings = self.model.prompt_vector_settings()
+        self.stored = json.dumps({"format": FORMAT, "dim": self.dim, "settings": settings}, sort_keys=True)
+        self.directory = cache_directory(cache, settings)
         self.path = self.directory / DB_FILE
         if not self.path.exists():
             self._create()
@@ -110,7 +111,7 @@ class PromptVectorCache(ModelTransformer):
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("CREATE TABLE settings (settings TEXT NOT NULL)")
                 db.execute("CREATE TABLE vectors (key BLOB PRIMARY KEY, vector BLOB NOT NULL) WITHOUT ROWID")
-                db.execute("INSERT INTO settings (settings) VALUES (?)", (json.dumps(self.stored, sort_keys=True),))
+                db.execute("INSERT INTO settings (settings) VALUES (?)", (self.stored,))
                 db.commit()
             with contextlib.suppress(FileExistsError):
                 os.link(tmp, self.path)
@@ -122,12 +123,8 @@ class PromptVectorCache(ModelTransformer):
         if tables != {"settings", "vectors"}:
             raise CorruptArtifact(self._damaged(f"it holds the tables {sorted(tables)}, not a prompt-vector cache's"))
         rows = db.execute("SELECT settings FROM settings").fetchall()
-        try:
-            stored = [json.loads(settings) for (settings,) in rows]
-        except (TypeError, ValueError):
-            stored = rows
-        if stored != [self.stored]:
-            raise CorruptArtifact(self._damaged(f"it holds the vectors of other settings ({str(stored)[:200]}) "
+        if rows != [(self.stored,)]:
+            raise CorruptArtifact(self._damaged(f"it holds the vectors of other settings ({str(rows)[:200]}) "
                                                 f"than its name says ({self.stored})"))
 
     def _damaged(self, what: str) -> str:

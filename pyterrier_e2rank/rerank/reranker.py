@@ -64,9 +64,7 @@ class E2RankReranker(VectorReranker):
             frame = self.vec_loader(in_current_order(inp, self))
             if self.window is None:
                 pseudo_queries = self.prompt_encoder(provenance.without(frame, "doc_vec"))
-                of_query = frame["_query_order"].to_numpy()
-                frame["query_vec"] = pseudo_queries["query_vec"].to_numpy()[of_query]
-                frame["query_vec_model"] = pseudo_queries["query_vec_model"].to_numpy()[of_query]
+                frame = frame.merge(pseudo_queries[["qid", "query_vec", "query_vec_model"]], on="qid", how="left")
                 out = provenance.without(self.dot_product(frame), "query_vec")
             else:
                 frame["score"] = self._sliding_windows(frame)

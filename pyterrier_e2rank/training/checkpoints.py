@@ -32,14 +32,6 @@ STATE_RECORD = "e2rank_state.json"
 KEEP_STATES = 2
 
 
-def project_configuration(config: TrainConfig):
-    """accelerate's ``ProjectConfiguration``: states in ``config.state_dir``, trackers' files in ``logging_dir``."""
-    from accelerate.utils import ProjectConfiguration
-    return ProjectConfiguration(project_dir=str(config.state_dir), logging_dir=config.logging_dir or
-                                f"{config.output}.logs", automatic_checkpoint_naming=True,
-                                total_limit=KEEP_STATES + 1)
-
-
 def checkpoint_files(directory: Path) -> Set[str]:
     """The top-level entries of a checkpoint this trainer wrote (its training record's, and the fingerprint
     cache); none for any other directory, which is then never replaced."""

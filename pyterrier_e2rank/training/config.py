@@ -1,7 +1,7 @@
 """What a training run is given: ``TrainConfig``, its ranges checked when it is made, and which of its
 settings a resumed run may change (the rest are carried by every resumable state and checkpoint record)."""
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
@@ -76,10 +76,8 @@ class TrainConfig:
             raise ValueError(f"stage must be 1 or 2, got {self.stage}")
         if self.pooling not in (None, *ENCODER_POOLINGS):
             raise ValueError(f"pooling must be one of {ENCODER_POOLINGS}, got {self.pooling!r}")
-        for name in _POSITIVE_INTS:
-            setattr(self, name, positive_int(getattr(self, name), name))
-        for name in _OPTIONAL_POSITIVE_INTS:
-            setattr(self, name, positive_int(getattr(self, name), name, allow_none=True))
+        for name in _POSITIVE_INTS + _OPTIONAL_POSITIVE_INTS:
+            setattr(self, name, positive_int(getattr(self, name), name, allow_none=name in _OPTIONAL_POSITIVE_INTS))
         for name, (wanted, accept) in _RANGES.items():
             value = getattr(self, name)
             number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
@@ -95,8 +93,3 @@ class TrainConfig:
         """Where resumable states live: hidden, beside the output."""
         output = Path(self.output)
         return output.parent / f".{output.name}.state"
-
-
-def hyperparameters(config: TrainConfig) -> dict:
-    """The config as trackers take it (TensorBoard's hparams: numbers, strings and booleans only)."""
-    return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in asdict(config).items()}

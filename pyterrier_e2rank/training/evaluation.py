@@ -32,8 +32,7 @@ def evaluate(model: E2Rank, prompt: ListwisePrompt, examples: List[ListwiseExamp
                 loss, batch_parts = listwise_loss(model, prompt, batch, config, gather=False)
                 losses += [float(loss)] * len(batch)
                 parts += [batch_parts] * len(batch)
-        frame = pd.DataFrame([{"qid": str(q), "query": e.query, "docno": str(d), "text": text, "rank": d,
-                               "score": -float(d)}
+        frame = pd.DataFrame([{"qid": str(q), "query": e.query, "docno": str(d), "text": text, "rank": d}
                               for q, e in enumerate(examples) for d, text in enumerate(e.document)])
         ranked = E2RankReranker(model, prompt, verbose=False)(frame)
     finally:

@@ -16,8 +16,8 @@ from ..model.e2rank import E2Rank
 from pyterrier_e2rank.io import refuse_output_as_input
 from pyterrier_e2rank.model.loading import pooling_settings_file, resolve_model_path
 
-from .checkpoints import claim_output, project_configuration, save_checkpoint, save_state
-from .config import TrainConfig, hyperparameters
+from .checkpoints import KEEP_STATES, claim_output, save_checkpoint, save_state
+from .config import TrainConfig
 from .data import ListwiseExample, read_listwise
 from .evaluation import evaluate
 from .losses import listwise_loss
@@ -29,6 +29,7 @@ def train(config: TrainConfig, examples: List[ListwiseExample]) -> Path:
     of this process's shard. Raises ``FileExistsError`` for an existing output without ``config.overwrite``."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
+    from accelerate.utils import ProjectConfiguration
 
     refuse_output_as_input(config.output, model=resolve_model_path(config.model), eval_data=config.eval_data)
     examples, eval_examples = _split(config, examples)
@@ -36,8 +37,13 @@ def train(config: TrainConfig, examples: List[ListwiseExample]) -> Path:
     AcceleratorState._reset_state()
     accelerator = Accelerator(gradient_accumulation_steps=config.gradient_accumulation,
                               mixed_precision="bf16" if config.bf16 else "no", log_with=config.log_with,
-                              project_config=project_configuration(config))
-    data_digest = _digest(examples)
+                              project_config=ProjectConfiguration(
+                                  project_dir=str(config.state_dir), automatic_checkpoint_naming=True,
+                                  logging_dir=config.logging_dir or f"{config.output}.logs",
+                                  total_limit=KEEP_STATES + 1))
+    # the training records, in order: a state is resumed only on the same data
+    data_digest = hashlib.sha256("".join(json.dumps([e.query, e.document, e.ranking]) + "\n" for e in examples)
+                                 .encode()).hexdigest()
     with contextlib.ExitStack() as stack:
         staging, resumed = claim_output(accelerator, config, data_digest, stack)
         _train(accelerator, config, examples, eval_examples, staging, resumed, data_digest)
@@ -55,18 +61,8 @@ def _split(config: TrainConfig, examples: List[ListwiseExample]):
     held = max(1, round(config.eval_fraction * len(examples)))
     if held >= len(examples):
         raise ValueError(f"eval_fraction {config.eval_fraction} of {len(examples)} records leaves none to train on")
-    order = list(range(len(examples)))
-    random.Random(config.seed).shuffle(order)
-    chosen = set(order[:held])
+    chosen = set(random.Random(config.seed).sample(range(len(examples)), held))
     return ([e for i, e in enumerate(examples) if i not in chosen], [e for i, e in enumerate(examples) if i in chosen])
-
-
-def _digest(examples: List[ListwiseExample]) -> str:
-    """SHA-256 of the training records, in order: a state is resumed only on the same data."""
-    hashed = hashlib.sha256()
-    for e in examples:
-        hashed.update(json.dumps([e.query, e.document, e.ranking]).encode() + b"\n")
-    return hashed.hexdigest()
 
 
 class _EpochShuffle(torch.utils.data.Sampler):
@@ -86,6 +82,7 @@ def _train(accelerator, config: TrainConfig, examples: List[ListwiseExample], ev
            staging: Optional[Path], resumed: Optional[dict], data_digest: str) -> None:
     """The training loop on every process; the main one saves the checkpoint into ``staging``."""
     from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
     set_seed(config.seed)
@@ -129,11 +126,11 @@ def _train(accelerator, config: TrainConfig, examples: List[ListwiseExample], ev
         log, step, epoch, done = resumed["log"], resumed["step"], resumed["epoch"], resumed["batches"]
         if accelerator.is_main_process:
             print(f"resuming from {resumed['state']} (step {step} of {total_steps})", flush=True)
-    accelerator.init_trackers(Path(config.output).name, config=hyperparameters(config))
-    progress = None
-    if accelerator.is_main_process:
-        from tqdm.auto import tqdm
-        progress = tqdm(total=total_steps, initial=step, desc="training", unit="step")
+    # TensorBoard's hparams take numbers, strings and booleans only
+    accelerator.init_trackers(Path(config.output).name, config={
+        k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in asdict(config).items()})
+    progress = tqdm(total=total_steps, initial=step, desc="training", unit="step",
+                    disable=not accelerator.is_main_process)
     micro_losses, micro_parts = [], []
     while step < total_steps:
         sampler.epoch = epoch
@@ -162,9 +159,8 @@ def _train(accelerator, config: TrainConfig, examples: List[ListwiseExample], ev
                 record.update(evaluate(model, prompt, eval_examples, config))
             log.append(record)
             accelerator.log({k: v for k, v in record.items() if k != "step"}, step=step)
-            if progress is not None:
-                progress.update(1)
-                progress.set_postfix(loss=f"{record['loss']:.4f}")
+            progress.update(1)
+            progress.set_postfix(loss=f"{record['loss']:.4f}")
             if accelerator.is_main_process and (step % config.log_every == 0 or step == total_steps
                                                 or "eval_loss" in record):
                 print(json.dumps(record), flush=True)
@@ -177,7 +173,6 @@ def _train(accelerator, config: TrainConfig, examples: List[ListwiseExample], ev
                                                  "epoch": epoch + at_end, "batches": 0 if at_end else done,
                                                  "log": log})
         epoch, done = epoch + 1, 0
-    if progress is not None:
-        progress.close()
+    progress.close()
     accelerator.end_training()
     save_checkpoint(accelerator, backbone, model, prompt, config, log, staging)
