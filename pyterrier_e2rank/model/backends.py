@@ -97,12 +97,15 @@ def _export(backbone: torch.nn.Module, quantize: Optional[str], directory: Path,
         from onnxruntime.quantization import QuantType, quantize_dynamic
         source, _keep = saved_export(backbone, None, identity)
         root = logging.getLogger()  # it logs there its advice to pre-process a graph: none is needed here
-        root.addFilter(_no_preprocessing_advice)
+
+        def no_advice(record: logging.LogRecord) -> bool:
+            return not record.getMessage().startswith("Please consider to run pre-processing before quantization")
+        root.addFilter(no_advice)
         try:
             quantize_dynamic(str(source / "model.onnx"), str(directory / f"model.{quantize}.onnx"),
                              weight_type=QuantType.QInt8, per_channel=True)
         finally:
-            root.removeFilter(_no_preprocessing_advice)
+            root.removeFilter(no_advice)
     (directory / MANIFEST).write_text(_manifest(directory, key))
 
 
@@ -144,11 +147,6 @@ def export_onnx(backbone: torch.nn.Module, directory: Path) -> Path:
                           input_names=["input_ids", "attention_mask"], output_names=["hidden"],
                           dynamic_axes=axes, opset_version=17)
     return path
-
-
-def _no_preprocessing_advice(record: logging.LogRecord) -> bool:
-    """A logging filter: drops ONNX Runtime's advice to pre-process a graph before quantizing it."""
-    return not record.getMessage().startswith("Please consider to run pre-processing before quantization")
 
 
 class ExportedBackbone:
