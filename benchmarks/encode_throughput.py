@@ -13,7 +13,7 @@ def _timed_batches(model, ids, batch_size):
     started = time.perf_counter()
     with torch.inference_mode(), model.counting() as stats:
         for start in range(0, len(ids), batch_size):
-            model._forward(ids[start:start + batch_size])
+            model.embed(ids[start:start + batch_size]).cpu()
     return time.perf_counter() - started, stats
 
 

@@ -128,7 +128,7 @@ class FlexStage(EqualBySettings, IndexStage):
         return None if fused is None else FlexStage(self.index, fused)
 
     def serve(self, inp: pd.DataFrame) -> pd.DataFrame:
-        out = provenance.without_orphan_tags(self.transformer(inp))
+        out = provenance.without(self.transformer(inp))
         for column, kind in (("docno", str), ("docid", np.int64), ("rank", np.int64), ("score", np.float64)):
             if column in out.columns:
                 values = out[column].tolist()

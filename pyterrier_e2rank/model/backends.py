@@ -35,38 +35,27 @@ def check_backend(backend: str, quantize: Optional[str], *, device: torch.device
                   model_type: str) -> None:
     """Refuse a backend/quantization that cannot run ``model_type`` here, naming both; a missing package is
     named with its pip line (``ImportError``). ``dtype``: what the user asked for (``None``: the default)."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend={backend!r} is not supported (model type {model_type!r}, quantize={quantize!r}); "
-                         f"choose one of {BACKENDS}")
-    if quantize not in QUANTIZATIONS[backend]:
-        offered = [f"backend={b!r}, quantize={q!r}" for b, qs in QUANTIZATIONS.items() for q in qs if q]
-        raise ValueError(f"quantize={quantize!r} is not supported for backend={backend!r} (model type "
-                         f"{model_type!r}); offered: {', '.join(offered)}")
+    what = f"backend={backend!r}, quantize={quantize!r} (model type {model_type!r})"
+    if quantize not in QUANTIZATIONS.get(backend, ()):
+        offered = "; ".join(f"backend={b!r}, quantize={q!r}" for b, qs in QUANTIZATIONS.items() for q in qs)
+        raise ValueError(f"{what} is not supported; offered: {offered}")
     if backend == "torch":
         return
     if device.type != "cpu":
-        raise ValueError(f"backend={backend!r}, quantize={quantize!r} (model type {model_type!r}) runs on the CPU "
-                         f"only, not on device {str(device)!r}: pass device='cpu' (--device cpu), or keep "
-                         f"backend='torch' on a GPU")
+        raise ValueError(f"{what} runs on the CPU only, not on device {str(device)!r}: pass device='cpu' "
+                         f"(--device cpu), or keep backend='torch' on a GPU")
     allowed = (torch.float32,) if backend == "onnx" else tuple(OPENVINO_PRECISIONS)
     if dtype is not None and dtype not in allowed:
-        raise ValueError(f"backend={backend!r}, quantize={quantize!r} (model type {model_type!r}) computes in "
-                         f"{' or '.join(map(str, allowed))}, not in dtype={dtype}: pass no dtype (its default) or "
-                         f"one of those")
+        raise ValueError(f"{what} computes in {' or '.join(map(str, allowed))}, not in dtype={dtype}: pass no "
+                         f"dtype (its default) or one of those")
     missing = [name for name in PACKAGES[backend] if importlib.util.find_spec(name) is None]
     if missing:
         raise ImportError(f"backend={backend!r}, quantize={quantize!r} needs the package(s) {missing}: "
                           f"pip install 'pyterrier-e2rank[cpu]'  (or: pip install {' '.join(PACKAGES[backend])})")
 
 
-def inference_name(backend: str, quantize: Optional[str]) -> str:
-    """What a fingerprint records of an exported backend: ``"onnx"``, ``"onnx-int8"``, ``"openvino"``."""
-    return backend if quantize is None else f"{backend}-{quantize}"
-
-
 def backend_arguments(inference: Optional[str]) -> str:
-    """The ``E2Rank`` arguments that compute vectors marked ``inference`` (``inference_name``'s; None:
-    PyTorch)."""
+    """The ``E2Rank`` arguments that compute vectors marked ``inference`` (``E2Rank.inference``; None: PyTorch)."""
     backend, _, quantize = (inference or "torch").partition("-")
     return f"backend={backend!r}" + (f", quantize={quantize!r}" if quantize else "")
 
@@ -79,12 +68,9 @@ def export_cache() -> Path:
 
 
 def saved_export(backbone: torch.nn.Module, quantize: Optional[str], identity: dict):
-    """``(directory, keep)``: the ONNX export of ``backbone`` under ``export_cache()/exports/<key>``, the key a
-    digest of ``identity`` (but its name and backend: ONNX Runtime and OpenVINO run one float32 export),
-    ``quantize`` and the exporter's version. Reused when its manifest and files match
-    (sizes and sha256), else exported there (``io.atomic_directory``: complete or absent). While another
-    process writes it, or where the cache is read-only, exported to a private temporary directory (``keep``
-    holds it) instead."""
+    """``(directory, keep)``: the ONNX export of ``backbone`` under ``export_cache()/exports/<digest of identity
+    but name and backend, quantize, torch version>``, reused when its manifest's files match, else exported there;
+    while another process writes it, or in a read-only cache, into a private temporary directory (``keep``)."""
     key = {"identity": {k: v for k, v in identity.items() if k not in ("model", "inference")}, "quantize": quantize,
            "torch": torch.__version__}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
@@ -111,12 +97,15 @@ def _export(backbone: torch.nn.Module, quantize: Optional[str], directory: Path,
         from onnxruntime.quantization import QuantType, quantize_dynamic
         source, _keep = saved_export(backbone, None, identity)
         root = logging.getLogger()  # it logs there its advice to pre-process a graph: none is needed here
-        root.addFilter(_no_preprocessing_advice)
+
+        def no_advice(record: logging.LogRecord) -> bool:
+            return not record.getMessage().startswith("Please consider to run pre-processing before quantization")
+        root.addFilter(no_advice)
         try:
             quantize_dynamic(str(source / "model.onnx"), str(directory / f"model.{quantize}.onnx"),
                              weight_type=QuantType.QInt8, per_channel=True)
         finally:
-            root.removeFilter(_no_preprocessing_advice)
+            root.removeFilter(no_advice)
     (directory / MANIFEST).write_text(_manifest(directory, key))
 
 
@@ -158,11 +147,6 @@ def export_onnx(backbone: torch.nn.Module, directory: Path) -> Path:
                           input_names=["input_ids", "attention_mask"], output_names=["hidden"],
                           dynamic_axes=axes, opset_version=17)
     return path
-
-
-def _no_preprocessing_advice(record: logging.LogRecord) -> bool:
-    """A logging filter: drops ONNX Runtime's advice to pre-process a graph before quantizing it."""
-    return not record.getMessage().startswith("Please consider to run pre-processing before quantization")
 
 
 class ExportedBackbone:

@@ -9,7 +9,7 @@ import numpy as np
 import pyterrier as pt
 import torch
 
-from .backends import ExportedBackbone, check_backend, inference_name
+from .backends import ExportedBackbone, check_backend
 from ..checks import check_encodable, check_finite, positive_int
 from ..deprecation import keyword_only_since, renamed_keywords
 from .fingerprint import tokenizer_digest, weights_digest
@@ -21,13 +21,6 @@ from .text import DEFAULT_QUERY_TASK, DOC_MAX_WORDS, doc_token_cap, format_query
 
 FINGERPRINT_VERSION = 3
 _AUTO = "auto"
-
-
-def _default_dtype(backend: str, device: torch.device) -> Optional[torch.dtype]:
-    """What ``dtype=None`` means: bfloat16 on CUDA, float32 on a CPU; None (the runtime's choice) when exported."""
-    if backend != "torch":
-        return None
-    return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
 class E2Rank:
@@ -74,7 +67,8 @@ class E2Rank:
         self._fingerprint: Optional[dict] = None
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         # an exported backbone is exported from float32 weights; ``dtype`` is then the export's precision
-        self.dtype = (dtype or _default_dtype(backend, self.device)) if backend == "torch" else torch.float32
+        default = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        self.dtype = (dtype or default) if backend == "torch" else torch.float32
         try:
             config = AutoConfig.from_pretrained(path)
             check_backend(backend, quantize, device=self.device, dtype=dtype, model_type=config.model_type)
@@ -126,13 +120,11 @@ class E2Rank:
         return hash(self._identity())
 
     def __repr__(self):
-        cache = ", cache_doc_vectors=True" if self.doc_cache is not None else ""
-        inference = "".join(f", {k}={v!r}" for k, v in (("backend", self.backend), ("quantize", self.quantize))
-                            if v not in ("torch", None))
-        if self.requested_dtype not in (None, _default_dtype(self.backend, self.device)):
-            inference += f", dtype={self.requested_dtype}"
+        given = {"backend": None if self.backend == "torch" else self.backend, "quantize": self.quantize,
+                 "dtype": self.requested_dtype, "cache_doc_vectors": True if self.doc_cache is not None else None}
+        options = "".join(f", {k}={v!r}" for k, v in given.items() if v is not None)
         return (f"E2Rank({self.model_name_or_path!r}, device={str(self.device)!r}, batch_size={self.batch_size}"
-                f"{inference}{cache})")
+                f"{options})")
 
     @property
     def dim(self) -> int:
@@ -140,8 +132,9 @@ class E2Rank:
 
     @property
     def inference(self) -> Optional[str]:
-        """How vectors are computed when not by PyTorch (the fingerprint's ``inference``), else None."""
-        return None if self.backend == "torch" else inference_name(self.backend, self.quantize)
+        """How vectors are computed when not by PyTorch (the fingerprint's ``inference``: ``"onnx"``, ``"onnx-int8"``,
+        ``"openvino"``), else None."""
+        return None if self.backend == "torch" else "-".join(filter(None, (self.backend, self.quantize)))
 
     @property
     def precision(self) -> str:
@@ -239,16 +232,13 @@ class E2Rank:
         with torch.inference_mode():
             for start in range(0, len(ids), batch_size):
                 rows = order[start:start + batch_size]
-                out[rows] = self._forward([ids[i] for i in rows])
+                out[rows] = self.embed([ids[i] for i in rows]).cpu().numpy()
                 if progress is not None:
                     progress.update(len(rows))
         if own_progress:
             progress.close()
         check_finite(out, range(len(out)), f"{desc}: the model's vector of the text at position")
         return out
-
-    def _forward(self, batch: List[List[int]]) -> np.ndarray:
-        return self.embed(batch).cpu().numpy()
 
     def embed(self, batch: List[List[int]]) -> torch.Tensor:
         """Pooled (normalised) vectors of one batch of token ids; differentiable outside inference mode."""

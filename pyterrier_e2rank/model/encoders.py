@@ -47,11 +47,10 @@ class E2RankQueryEncoder(ModelTransformer):
                                   "search with it by index.retriever() on an index of the model that made it"):
             return inp
         inp = without_empty_queries(inp, self)
-        codes, _ = pd.factorize(inp["qid"])
-        first = pd.Series(range(len(inp))).groupby(codes).first().to_numpy() if len(inp) else []
-        queries = require_text(inp.iloc[first], "query", key="qid")
-        vectors = self.model.encode_queries(queries, batch_size=self.batch_size, verbose=self.verbose)
-        encoded = inp.assign(query_vec=list(vectors[codes]) if len(inp) else [])
+        unique = inp.drop_duplicates("qid")
+        vectors = self.model.encode_queries(require_text(unique, "query", key="qid"), batch_size=self.batch_size,
+                                            verbose=self.verbose)
+        encoded = inp.assign(query_vec=list(vectors[pd.Index(unique["qid"]).get_indexer(inp["qid"])]))
         return provenance.tagged(encoded, "query_vec", fingerprint,
                                  [provenance.query_recipe(self.model, query) for query in encoded["query"]])
 

@@ -16,7 +16,6 @@ from ..io import ArtifactLocked, atomic_file
 
 CACHE_FROM_BYTES = 1 << 30
 CACHE_FILE = ".e2rank-fingerprint.json"
-_CACHE_FORMAT = 2
 
 #: The parts of a fast tokenizer that turn a text into ids (``E2Rank`` sets padding and truncation per call).
 _TOKENIZER_PARTS = ("normalizer", "pre_tokenizer", "model", "post_processor")
@@ -54,10 +53,11 @@ def weights_digest(path: str, model, *, not_loaded: Collection[str] = ()) -> str
     name_of = _model_names(model, not_loaded)
     selection = hashlib.sha256(json.dumps([model.base_model_prefix, sorted(not_loaded),
                                            sorted(model.state_dict())]).encode()).hexdigest()
-    stamp = [_stamp(file) for file in files]
-    cached = _read_cache(directory, stamp, selection)
-    if cached is not None:
-        return cached
+    key = {"format": 2, "files": [_stamp(file) for file in files], "selection": selection}
+    with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+        cached = json.loads((directory / CACHE_FILE).read_text())
+        if cached["key"] == key:
+            return cached["sha256"]
     digest = hashlib.sha256()
     with contextlib.ExitStack() as open_files:
         tensors: Dict[str, Callable[[], torch.Tensor]] = {}
@@ -71,8 +71,9 @@ def weights_digest(path: str, model, *, not_loaded: Collection[str] = ()) -> str
             digest.update(json.dumps([name, str(tensor.dtype).removeprefix("torch."), list(tensor.shape)]).encode())
             digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())
     value = digest.hexdigest()
-    if sum(file.stat().st_size for file in files) >= CACHE_FROM_BYTES:
-        _write_cache(directory, stamp, selection, value)
+    if sum(file.stat().st_size for file in files) >= CACHE_FROM_BYTES:  # best effort: read-only, another writer
+        with contextlib.suppress(OSError, ArtifactLocked), atomic_file(directory / CACHE_FILE) as out:
+            json.dump({"key": key, "sha256": value}, out)
     return value
 
 
@@ -125,18 +126,3 @@ def _stamp(file: Path) -> list:
     """What copying a file over ``file`` cannot keep: ctime, and the inode of a file created anew."""
     status = file.stat()
     return [file.name, status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns]
-
-
-def _read_cache(directory: Path, stamp, selection: str) -> Optional[str]:
-    try:
-        cached = json.loads((directory / CACHE_FILE).read_text())
-        return cached["sha256"] if [cached.get(k) for k in ("format", "files", "selection")] == [
-            _CACHE_FORMAT, stamp, selection] else None
-    except (OSError, ValueError, AttributeError, KeyError):
-        return None
-
-
-def _write_cache(directory: Path, stamp, selection: str, value: str) -> None:
-    """Best effort: a read-only directory, or another writer, means hashing again next time."""
-    with contextlib.suppress(OSError, ArtifactLocked), atomic_file(directory / CACHE_FILE) as out:
-        json.dump({"format": _CACHE_FORMAT, "files": stamp, "selection": selection, "sha256": value}, out)

@@ -3,6 +3,7 @@ from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 
 @dataclass(frozen=True)
@@ -19,13 +20,10 @@ class Pooling:
 
 def pad_batch(batch: List[List[int]], pad_token_id: int, *, left: bool) -> Tuple[torch.Tensor, torch.Tensor]:
     """``input_ids`` and ``attention_mask`` for variable-length id lists (left padding for decoders)."""
-    width = max(len(x) for x in batch)
-    input_ids = torch.full((len(batch), width), pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for row, x in enumerate(batch):
-        span = slice(width - len(x), width) if left else slice(0, len(x))
-        input_ids[row, span] = torch.tensor(x, dtype=torch.long)
-        mask[row, span] = 1
+    side = "left" if left else "right"
+    input_ids = pad_sequence([torch.tensor(x, dtype=torch.long) for x in batch], batch_first=True,
+                             padding_value=pad_token_id, padding_side=side)
+    mask = pad_sequence([torch.ones(len(x), dtype=torch.long) for x in batch], batch_first=True, padding_side=side)
     return input_ids, mask
 
 

@@ -111,12 +111,8 @@ def prompt_vectors_tagged(frame: pd.DataFrame, model) -> pd.DataFrame:
 
 
 def without(frame: pd.DataFrame, *columns: str) -> pd.DataFrame:
-    """``frame`` without the vector ``columns`` and their tags."""
-    return frame.drop(columns=[c for column in columns for c in (column, tag_column(column)) if c in frame.columns])
-
-
-def without_orphan_tags(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` without the tag columns of vector columns (``query_vec``, ``doc_vec``) it no longer has."""
+    """``frame`` without the vector ``columns`` and the tags of the vectors (``query_vec``, ``doc_vec``) it lacks."""
+    frame = frame.drop(columns=[column for column in columns if column in frame.columns])
     return frame.drop(columns=[tag_column(c) for c in ("query_vec", "doc_vec")
                                if tag_column(c) in frame.columns and c not in frame.columns])
 

@@ -26,13 +26,10 @@ DATASET_QUERY_TASKS = {
 #: Candidates are cut to their first 1024 whitespace-separated words, in the prompt and when embedded.
 DOC_MAX_WORDS = 1024
 
-#: Tokens per word before the token cap cuts a document: a safety net for unspaced text.
-TOKENS_PER_WORD_CAP = 4
-
-
 def doc_token_cap(max_words: int) -> int:
-    """The most tokens a document cut to ``max_words`` words may keep (4 per word: 4,096 for 1,024)."""
-    return TOKENS_PER_WORD_CAP * max_words
+    """The most tokens a document cut to ``max_words`` words may keep (4 per word: 4,096 for 1,024), a safety net
+    for unspaced text."""
+    return 4 * max_words
 
 
 def format_query(query: str, task: Optional[str]) -> str:

@@ -123,7 +123,10 @@ def test_weights_replaced_with_their_mtime_restored_are_hashed_again(tiny_qwen_d
     monkeypatch.setattr(fingerprint, "CACHE_FROM_BYTES", 0)
     copy = _copy_checkpoint(tiny_qwen_dir, tmp_path / "copy")
     before = E2Rank(str(copy)).fingerprint()["weights_sha256"]
-    assert (copy / fingerprint.CACHE_FILE).exists()
+    cache = (copy / fingerprint.CACHE_FILE).read_text()
+    (copy / fingerprint.CACHE_FILE).write_text(cache.replace('"sha256": "', '"sha256": "planted'))
+    assert E2Rank(str(copy)).fingerprint()["weights_sha256"] != before  # a hit is read, not hashed again
+    (copy / fingerprint.CACHE_FILE).write_text(cache)
     weights = copy / "model.safetensors"
     old = weights.stat()
     shutil.copy2(other_tiny_qwen_dir / "model.safetensors", weights)  # as cp -p / rsync -t / tar -x do
