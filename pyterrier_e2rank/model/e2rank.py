@@ -297,6 +297,12 @@ class E2Rank:
             }
         return dict(self._fingerprint)
 
+    def save_sentence_transformers(self, path, *, overwrite: bool = False):
+        """Write this model to ``path`` for ``SentenceTransformer(path)``: the same query and document vectors,
+        and ``E2Rank(path)``'s fingerprint is this one's (``sentence_transformers_export``). Returns the path."""
+        from .sentence_transformers_export import save_sentence_transformers
+        return save_sentence_transformers(self, path, overwrite=overwrite)
+
     def prompt_vector_settings(self) -> dict:
         """What a rendered prompt's vector depends on besides its text (the key of ``PromptVectorCache``): the
         fingerprint without the name, the prompt token limit, precision, device type and attention."""

@@ -93,7 +93,7 @@ def test_e2rank_help_lists_every_subcommand_without_loading_torch():
     shown = " ".join(done.stdout.split())
     assert shown.endswith("torch: False exit status 0")
     listed = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))._choices_actions
-    assert len(listed) == 7 and all(f"{line.dest} {' '.join(line.help.split())}" in shown for line in listed)
+    assert len(listed) == 8 and all(f"{line.dest} {' '.join(line.help.split())}" in shown for line in listed)
 
 
 def test_a_bug_keeps_its_traceback(monkeypatch, capsys):
