@@ -10,9 +10,8 @@ def _export_command(args) -> int:
     return 0
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser("export", help="write a model as a sentence-transformers directory (its vectors, its "
-                                             "identity)")
+def register(parsers: dict) -> None:
+    p = parsers["export"]
     arguments.add_options(p, "--model", model={"required": True})
     p.add_argument("--output", required=True, help="the directory to write")
     p.add_argument("--query-task", help="the retrieval instruction of the 'query' prompt (default: the model's)")
