@@ -9,11 +9,13 @@ from .sharding import is_main_process, main_process_lock
 def _index_command(args) -> int:
     from ..data import corpus_iter, corpus_stamp
     from ..pyserini import read_jsonl_collection
+    from ..index.indexer import check_target
     refuse_output_as_input(args.output, dataset=args.dataset, collection=args.collection, model=args.model)
+    mode = "append" if args.append else "overwrite" if args.overwrite else "create"
     with main_process_lock(args.output):  # before the model loads: a second writer is refused at once
+        check_target(args.output, mode, fix="pass --overwrite to replace it, or --append to add documents to it")
         model = arguments.load_model(args, verbose=False)
         records = corpus_iter(args.dataset) if args.dataset else read_jsonl_collection(args.collection)
-        mode = "append" if args.append else "overwrite" if args.overwrite else "create"
         index = model.indexer(args.output, mode=mode, chunk_size=args.chunk_size, verbose=not args.quiet,
                               corpus_stamp=corpus_stamp(args.dataset) if args.dataset else None).index(records)
     if is_main_process():

@@ -174,11 +174,7 @@ class E2RankIndexer(pt.Indexer):
         self.check_target()  # before any document is read
 
     def check_target(self) -> None:
-        """FileExistsError naming the modes if an index exists at the path and the mode is ``"create"``, or if
-        the directory holds files that are not the index's own."""
-        check_replaceable(Path(self.index_.path), own_entries, overwrite=self.mode != "create", what="E2Rank index",
-                          fix="pass mode='overwrite' (--overwrite) to replace it, or mode='append' (--append) to "
-                              "add documents to it")
+        check_target(self.index_.path, self.mode)
 
     def __repr__(self):
         return f"{self.model!r}.indexer({self.index_!r}, text_field={self.text_field!r}, mode={self.mode!r})"
@@ -297,3 +293,10 @@ def _destroy_process_groups():
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def check_target(path, mode: str, *, fix: str = "pass mode='overwrite' to replace it, or mode='append' to add "
+                                               "documents to it") -> None:
+    """FileExistsError saying ``fix`` if an index exists at ``path`` and ``mode`` is ``"create"``; also if the
+    directory holds files that are not the index's own."""
+    check_replaceable(Path(path), own_entries, overwrite=mode != "create", what="E2Rank index", fix=fix)

@@ -146,6 +146,20 @@ def test_index_command_stamps_its_index(tmp_path, minilm_dir):
     assert E2RankIndex(tmp_path / "index").corpus_stamp == corpus_stamp(folder)
 
 
+
+def test_index_command_refuses_an_existing_index_before_loading_the_model(tmp_path, minilm_dir, monkeypatch):
+    from pyterrier_e2rank.cli import arguments
+    from pyterrier_e2rank.cli.main import main
+    folder = beir_folder(tmp_path / "corpus", make_docs(12, seed=5))
+    command = ["index", "--dataset", str(folder), "--model", str(minilm_dir), "--output", str(tmp_path / "index"),
+               "--quiet"]
+    assert main(command) == 0
+    loaded = []
+    monkeypatch.setattr(arguments, "load_model", lambda *a, **k: loaded.append(1))
+    with pytest.raises(FileExistsError, match=r"already exists at .*; pass --overwrite to replace it, or --append"):
+        main(command)
+    assert loaded == []
+
 # ---- a checkpoint's prompt settings are the default everywhere -------------------------------------
 
 @pytest.fixture(scope="module")
