@@ -65,6 +65,14 @@ def test_index_path_that_does_not_exist(tmp_path):
         E2RankIndex(tmp_path / "missing").meta
 
 
+
+@pytest.mark.parametrize("make", [lambda m: m.indexer(123), lambda m: m.retriever(123),
+                                  lambda m: m.reranker(index=123), lambda m: m.scorer(index=[1])])
+def test_an_index_that_is_not_an_index_or_a_path_is_refused_naming_index(tiny_qwen, make):
+    with pytest.raises(TypeError, match=r"index must be an E2RankIndex, a FlexIndex or the path of its directory, "
+                                        r"got (123|\[1\])"):
+        make(tiny_qwen)
+
 def test_empty_and_duplicate_corpora_are_refused(tiny_qwen, tmp_path):
     with pytest.raises(ValueError, match="empty"):
         tiny_qwen.indexer(tmp_path / "e").index([])

@@ -226,7 +226,9 @@ class E2RankIndex(EqualBySettings, AnnSearch, FlexIndex):
 
 
 def index_path(index: Union[str, os.PathLike, FlexIndex]) -> Path:
-    """The directory of an index given as an index, a FlexIndex or a path."""
+    """The directory of an index given as an index, a FlexIndex or a path; TypeError for anything else."""
+    if not isinstance(index, (str, os.PathLike, FlexIndex)):
+        raise TypeError(f"index must be an E2RankIndex, a FlexIndex or the path of its directory, got {index!r}")
     return Path(index.index_path if isinstance(index, FlexIndex) else index)
 
 
