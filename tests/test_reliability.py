@@ -123,7 +123,7 @@ def test_failing_corpus_iterator_leaves_the_old_index_intact(tiny_qwen, built):
 
 def test_an_existing_index_needs_overwrite_and_foreign_files_are_never_deleted(tiny_qwen, built):
     path, before = built
-    with pytest.raises(FileExistsError, match=r"pass mode=.overwrite. \(--overwrite\)"):
+    with pytest.raises(FileExistsError, match=r"pass mode=.overwrite. to replace it"):
         tiny_qwen.indexer(path).index(DOCS[:3])
     (path / "my-notes.txt").write_text("mine")
     (path / "bm25.pisa").mkdir()
