@@ -47,7 +47,8 @@ _OWN = re.compile(rf"\.?{DERIVED.format('[0-9a-f]{16}', '.+')}|{_STRUCTURE}"
 
 def own_entries(directory: Path) -> set:
     """The entries of an index directory that belong to the index (an overwrite replaces them)."""
-    return {META, VECTORS, DOCNOS, *TEXT_FILES, *LEGACY_FILES} | {p.name for p in directory.iterdir() if _OWN.fullmatch(p.name)}
+    return {META, VECTORS, DOCNOS, *TEXT_FILES, *LEGACY_FILES} | {p.name for p in directory.iterdir()
+                                                                   if _OWN.fullmatch(p.name)}
 
 
 class IndexReplaced(RuntimeError):
@@ -57,9 +58,10 @@ class IndexReplaced(RuntimeError):
 #: The public methods of an ``E2RankIndex`` (FlexIndex's, pyterrier-dr 0.8.1, and ours) that hand out no
 #: transformer of the index: every other public method is served (``serve_methods``).
 NOT_TRANSFORMERS = frozenset({
-    # data (metadata, docnos, vectors; get_corpus_iter's records tagged with the index's model) and checks
+    # data (metadata, docnos, vectors, texts and their loader; get_corpus_iter's records tagged with the index's
+    # model) and checks
     "built", "payload", "docnos", "np_vecs", "torch_vecs", "get_corpus_iter", "vectors", "texts", "text_field",
-    "check_model",
+    "text_loader", "check_model",
     "check_current", "derived", "structures", "structure_path",
     # corpus graphs (checked structures: ann.AnnSearch)
     "corpus_graph", "faiss_hnsw_graph",

@@ -26,7 +26,7 @@ from ..io import atomic_directory, check_replaceable, writer_lock
 def encode_corpus(model, records: Iterable[dict], *, text_field: str = "text", chunk_size: int = 4096,
                   batch_size: Optional[int] = None, progress=None,
                   wanted: Optional[Callable[[int, str], bool]] = None,
-                  missing_text: str = "error", store_text: Optional[bool] = False) -> Iterator[EncodedChunk]:
+                  missing_text: str = "error", store_text: Optional[bool] = None) -> Iterator[EncodedChunk]:
     """An ``EncodedChunk`` per ``chunk_size`` records: a record's ``doc_vec`` as is (untagged, or tagged by
     ``model``: else ``IndexModelMismatch``), else its ``text_field`` encoded; identifiers, texts and vectors
     checked, naming the record's position. Empty texts are embedded as such (one warning counts them); missing

@@ -13,7 +13,6 @@ import pyterrier as pt
 
 from ..equality import EqualBySettings
 from ..io import CorruptArtifact
-from .retriever import IndexStage
 
 TEXT = "text.utf8"
 OFFSETS = "text.offsets"
@@ -78,7 +77,7 @@ class TextStore:
             raise self._corrupt(f"{TEXT} is not UTF-8 at the offsets of {OFFSETS} ({e})") from None
 
 
-class TextLoader(EqualBySettings, IndexStage):
+class TextLoader(EqualBySettings, pt.Transformer):
     """Adds the text the index stores (its one field, ``field``) to each row by ``docno``, replacing a column of
     that name; an unknown docno is a ValueError naming it."""
     schematic = {"label": "TextLoader"}
@@ -98,7 +97,7 @@ class TextLoader(EqualBySettings, IndexStage):
     def _settings(self) -> tuple:
         return (self.index,)
 
-    def serve(self, inp: pd.DataFrame) -> pd.DataFrame:
+    def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
         pt.validate.columns(inp, includes=["docno"], context=self)
         docnos = inp["docno"].tolist()
         texts = self.index.texts(pt.tqdm(docnos, desc="loading text", unit="d") if self.verbose else docnos)
