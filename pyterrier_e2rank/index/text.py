@@ -61,9 +61,6 @@ class TextStore:
                                 f"{int(self.offsets[-1]) if len(self.offsets) else None}, not {doc_count} + 1 "
                                 f"ending at the {size} bytes of {TEXT}")
 
-    def __deepcopy__(self, _memo):  # read-only maps: copies of an index share them
-        return self
-
     def _corrupt(self, what: str) -> CorruptArtifact:
         return CorruptArtifact(f"the index at {self.where} is damaged: {what}; rebuild it (model.indexer(path, "
                                f"mode='overwrite'))")
