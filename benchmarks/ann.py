@@ -134,8 +134,9 @@ def scifact_index(workdir, *, index_path: Path = SCIFACT_INDEX, name: str = "sci
     shutil.rmtree(copy, ignore_errors=True)
     if (index_path / "pt_meta.json").exists():
         copy.mkdir(parents=True)
-        for file in ("pt_meta.json", "vecs.f4", "docnos.npids"):
-            shutil.copy(index_path / file, copy / file)
+        for file in ("pt_meta.json", "vecs.f4", "docnos.npids", "text.utf8", "text.offsets"):
+            if (index_path / file).exists():  # an index kept without its text has no text files
+                shutil.copy(index_path / file, copy / file)
         index = E2RankIndex(copy)
     else:
         index = model.indexer(str(copy)).index(corpus_iter(dataset))

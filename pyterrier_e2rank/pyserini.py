@@ -79,8 +79,8 @@ def write_faiss_index(model, collection: Union[str, os.PathLike, Iterable[dict]]
                       pyterrier_index=None, overwrite: bool = False, chunk_size: int = 4096,
                       verbose: bool = False) -> str:
     """Encodes a collection once into a FAISS directory (``index``, ``docid``, the encoder's fingerprint) that
-    ``FaissSearcher`` opens and, given ``pyterrier_index``, an ``E2RankIndex`` of the same vectors; both built
-    aside and swapped in when complete. Returns ``output_dir``. Raises ``ValueError`` for a bad or repeated
+    ``FaissSearcher`` opens and, given ``pyterrier_index``, an ``E2RankIndex`` of the same vectors (and text); both
+    built aside and swapped in when complete. Returns ``output_dir``. Raises ``ValueError`` for a bad or repeated
     docid, ``FileExistsError`` for an existing index without ``overwrite`` or a directory of other files."""
     import faiss
     import pyterrier as pt
@@ -103,7 +103,7 @@ def write_faiss_index(model, collection: Union[str, os.PathLike, Iterable[dict]]
             faiss_index.add(chunk.vectors)
             docids.extend(chunk.docnos)
             if writer is not None:
-                writer.add(chunk.docnos, chunk.vectors)
+                writer.add(chunk.docnos, chunk.vectors, chunk.texts)
         if not docids:
             raise ValueError("nothing to index: the collection was empty")
         faiss.write_index(faiss_index, str(staging / "index"))

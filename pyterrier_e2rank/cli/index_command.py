@@ -17,7 +17,8 @@ def _index_command(args) -> int:
         model = arguments.load_model(args, verbose=False)
         records = corpus_iter(args.dataset) if args.dataset else read_jsonl_collection(args.collection)
         index = model.indexer(args.output, mode=mode, chunk_size=args.chunk_size, verbose=not args.quiet,
-                              corpus_stamp=corpus_stamp(args.dataset) if args.dataset else None).index(records)
+                              corpus_stamp=corpus_stamp(args.dataset) if args.dataset else None,
+                              store_text=False if args.no_text else None).index(records)
     if is_main_process():
         print(f"appended to {args.output}, which now holds {len(index)} documents" if args.append else
               f"indexed {len(index)} documents into {args.output}")
@@ -39,5 +40,7 @@ def register(parsers: dict) -> None:
                        help="replace an existing index once the new one is complete")
     write.add_argument("--append", action="store_true",
                        help="add the documents (new docnos only) to the existing index, swapped in once complete")
+    p.add_argument("--no-text", action="store_true",
+                   help="keep no document text in the index (store_text=False; kept by default)")
     p.add_argument("--quiet", action="store_true", help="no progress bar (shown by default, on process 0)")
     p.set_defaults(func=_index_command)

@@ -24,6 +24,7 @@ from .docnos import DocnoLookup
 from ..equality import EqualBySettings
 from ..io import CorruptArtifact, atomic_directory, atomic_file, thread_lock
 from .retriever import E2RankRetriever, FlexStage, IndexStage
+from .text import TEXT_FILES, TextLoader, TextStore
 
 META = "pt_meta.json"
 VECTORS = "vecs.f4"
@@ -46,7 +47,8 @@ _OWN = re.compile(rf"\.?{DERIVED.format('[0-9a-f]{16}', '.+')}|{_STRUCTURE}"
 
 def own_entries(directory: Path) -> set:
     """The entries of an index directory that belong to the index (an overwrite replaces them)."""
-    return {META, VECTORS, DOCNOS, *LEGACY_FILES} | {p.name for p in directory.iterdir() if _OWN.fullmatch(p.name)}
+    return {META, VECTORS, DOCNOS, *TEXT_FILES, *LEGACY_FILES} | {p.name for p in directory.iterdir()
+                                                                   if _OWN.fullmatch(p.name)}
 
 
 class IndexReplaced(RuntimeError):
@@ -56,8 +58,10 @@ class IndexReplaced(RuntimeError):
 #: The public methods of an ``E2RankIndex`` (FlexIndex's, pyterrier-dr 0.8.1, and ours) that hand out no
 #: transformer of the index: every other public method is served (``serve_methods``).
 NOT_TRANSFORMERS = frozenset({
-    # data (metadata, docnos, vectors; get_corpus_iter's records tagged with the index's model) and checks
-    "built", "payload", "docnos", "np_vecs", "torch_vecs", "get_corpus_iter", "vectors", "check_model",
+    # data (metadata, docnos, vectors, texts and their loader; get_corpus_iter's records tagged with the index's
+    # model) and checks
+    "built", "payload", "docnos", "np_vecs", "torch_vecs", "get_corpus_iter", "vectors", "texts", "text_field",
+    "text_loader", "check_model",
     "check_current", "derived", "structures", "structure_path",
     # corpus graphs (checked structures: ann.AnnSearch)
     "corpus_graph", "faiss_hnsw_graph",
@@ -152,6 +156,31 @@ class E2RankIndex(EqualBySettings, AnnSearch, FlexIndex):
         docnos = [str(d) for d in docnos]
         lookup, vectors = self.payload(return_dvecs=True, return_docnos=True)[:2]
         return np.asarray(vectors[lookup.inv[docnos]])
+
+    def text_field(self) -> str:
+        """The field whose text the index keeps (``model.indexer(path, store_text=...)``); ValueError naming the
+        ways to give the text when it keeps none."""
+        text = self.meta.get("e2rank", {}).get("text")
+        if not isinstance(text, dict) or not isinstance(text.get("field"), str):
+            raise ValueError(f"the index at {self.path} keeps no document text (built with store_text=False, or "
+                             f"before pyterrier_e2rank kept it): add a 'text' column before this stage (e.g. "
+                             f"pt.text.get_text(dataset, 'text') or pyterrier_e2rank.DocumentText(dataset)), or "
+                             f"rebuild the index with its text: model.indexer(path, mode='overwrite')")
+        return text["field"]
+
+    def texts(self, docnos: Sequence[str]) -> List[str]:
+        """The stored texts of ``docnos`` (the index's version this object opened); ValueError naming the docnos
+        not in the index, or (``text_field``) when it keeps no text."""
+        self.text_field()
+        try:
+            rows = self.docnos().rows([str(d) for d in docnos])
+        except KeyError as e:
+            raise ValueError(e.args[0]) from None
+        return self._version.text.texts(rows)
+
+    def text_loader(self, fields: Union[str, List[str]] = "*", *, verbose: bool = False) -> pt.Transformer:
+        """PyTerrier's text loader (``pt.text.get_text(index)``): adds the stored text by ``docno``."""
+        return TextLoader(self, fields, verbose=verbose)
 
     def _load_docids(self, inp: pd.DataFrame) -> np.ndarray:
         """Rows of the index for a frame's ``docno``, for FlexIndex's scorers: pyterrier-dr 0.8's prefer an
@@ -278,7 +307,7 @@ class _Version:
         self.fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
         self.close = weakref.finalize(self, os.close, self.fd)  # closes it once: when called, or with the object
         self.base = Path(f"/proc/self/fd/{self.fd}") if os.path.isdir("/proc/self/fd") else path
-        self.source = None
+        self.source = self.text = None
 
     def is_at(self, path: Path) -> bool:
         try:
@@ -340,6 +369,8 @@ def _read_verified(path: Path, version: _Version):
             raise corrupt(f"{VECTORS} has {vector_stat.st_size} bytes, not doc_count x vec_size x 4 = {count} x {dim} "
                           f"x 4 = {count * dim * 4}")
         vectors = np.memmap(vector_file, dtype=np.float32, mode="r", shape=(count, dim))
+    if isinstance(meta.get("e2rank"), dict) and "text" in meta["e2rank"]:
+        version.text = TextStore(base, count, path)
     digest = meta.get("e2rank", {}).get("digest") if isinstance(meta.get("e2rank"), dict) else None
     if isinstance(digest, str) and re.fullmatch("[0-9a-f]{64}", digest):
         version.source = f"sha256:{digest}"

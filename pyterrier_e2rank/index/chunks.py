@@ -6,7 +6,7 @@ import json
 import re
 import warnings
 from pathlib import Path
-from typing import List, NamedTuple, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -18,6 +18,7 @@ class EncodedChunk(NamedTuple):
     docnos: List[str]
     vectors: np.ndarray
     digest: str
+    texts: Optional[List[str]] = None  # kept in the index, when it keeps text
 
 
 class OtherChunk(CorruptArtifact):
@@ -71,10 +72,11 @@ class ChunkStore:
             out.write(data)
         with atomic_file(record) as out:  # last: the chunk is committed once its vectors are on disk
             out.write(json.dumps({"docnos": chunk.docnos, "digest": chunk.digest, "plan": self._plan_digest,
-                                  "sha256": docnos_digest(hashlib.sha256(data), chunk.docnos)}))
+                                  "texts": chunk.texts, "sha256": _checksum(data, chunk.docnos, chunk.texts)}))
 
-    def load(self, chunk_id: int, digest: str) -> Tuple[List[str], np.ndarray]:
-        """The chunk's docnos and vectors ``(n, dim)``: ``FileNotFoundError`` for a chunk never committed,
+    def load(self, chunk_id: int, digest: str) -> Tuple[List[str], np.ndarray, Optional[List[str]]]:
+        """The chunk's docnos, vectors ``(n, dim)`` and texts (or ``None``): ``FileNotFoundError`` for a chunk
+        never committed,
         ``CorruptArtifact`` naming the file for a damaged one, or one of other content than ``digest`` or of
         another plan."""
         try:
@@ -83,7 +85,7 @@ class ChunkStore:
             raise CorruptArtifact(f"{damaged}; nothing was written. Start the build again: this chunk is encoded "
                                   f"again, the intact ones are kept") from None
 
-    def _read(self, chunk_id: int, digest: str) -> Tuple[List[str], np.ndarray]:
+    def _read(self, chunk_id: int, digest: str) -> Tuple[List[str], np.ndarray, Optional[List[str]]]:
         """``load``'s docnos and vectors; ``OtherChunk`` for other content or plan, ``CorruptArtifact`` naming
         a damaged file."""
         record, vector_file = self._paths(chunk_id)
@@ -92,9 +94,9 @@ class ChunkStore:
                                     f"fail? Start the build again: committed chunks are kept")
         try:
             saved = json.loads(record.read_text(encoding="utf-8"))
-            if not isinstance(saved["docnos"], list) or not all(isinstance(saved[k], str)
-                                                                 for k in ("digest", "plan", "sha256")):
-                raise TypeError("docnos, digest, plan or sha256 of another type")
+            if not isinstance(saved["docnos"], list) or not isinstance(saved.get("texts"), (list, type(None))) or \
+                    not all(isinstance(saved[k], str) for k in ("digest", "plan", "sha256")):
+                raise TypeError("docnos, texts, digest, plan or sha256 of another type")
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise CorruptArtifact(f"the chunk record {record} is damaged ({type(e).__name__}: {e})") from None
         if saved["plan"] != self._plan_digest:
@@ -110,16 +112,24 @@ class ChunkStore:
         if len(data) != 4 * shape[0] * shape[1]:
             raise CorruptArtifact(f"the chunk vectors {vector_file} hold {len(data)} bytes, not the {shape[0]} x "
                                   f"{shape[1]} float32 its record {record.name} lists")
-        if docnos_digest(hashlib.sha256(data), saved["docnos"]) != saved["sha256"]:
-            raise CorruptArtifact(f"the chunk vectors {vector_file} (or the docnos of {record.name}) do not match "
-                                  f"the checksum in that record: the file is damaged")
-        return saved["docnos"], np.frombuffer(data, dtype=np.float32).reshape(shape)
+        if _checksum(data, saved["docnos"], saved.get("texts")) != saved["sha256"]:
+            raise CorruptArtifact(f"the chunk vectors {vector_file} (or the docnos or texts of {record.name}) do not "
+                                  f"match the checksum in that record: the file is damaged")
+        return saved["docnos"], np.frombuffer(data, dtype=np.float32).reshape(shape), saved.get("texts")
 
     def remove(self) -> None:
         """Delete the committed chunks (and a dead writer's temporary files), not the processes' lock files."""
         for entry in self.directory.iterdir():
             if not re.fullmatch(r"\.process-\d+\.lock", entry.name):
                 entry.unlink(missing_ok=True)
+
+
+def _checksum(data: bytes, docnos: List[str], texts: Optional[List[str]]) -> str:
+    """A committed chunk's checksum: of its vectors' bytes, its texts (if any) and its docnos."""
+    digest = hashlib.sha256(data)
+    for text in texts or ():
+        digest.update(str(text).encode("utf-8", "surrogatepass") + b"\0")
+    return docnos_digest(digest, docnos)
 
 
 def docnos_digest(digest, docnos: List[str]) -> str:

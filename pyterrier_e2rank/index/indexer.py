@@ -19,20 +19,22 @@ from ..checks import MISSING_TEXT, check_finite, document_texts, identifier, pos
 from .docnos import build_docnos
 from .chunks import ChunkStore, EncodedChunk, docnos_digest
 from .artifact import DOCNOS, META, VECTORS, E2RankIndex, as_index, index_path, own_entries
+from .text import TextWriter
 from ..io import atomic_directory, check_replaceable, writer_lock
 
 
 def encode_corpus(model, records: Iterable[dict], *, text_field: str = "text", chunk_size: int = 4096,
                   batch_size: Optional[int] = None, progress=None,
                   wanted: Optional[Callable[[int, str], bool]] = None,
-                  missing_text: str = "error") -> Iterator[EncodedChunk]:
+                  missing_text: str = "error", store_text: Optional[bool] = None) -> Iterator[EncodedChunk]:
     """An ``EncodedChunk`` per ``chunk_size`` records: a record's ``doc_vec`` as is (untagged, or tagged by
     ``model``: else ``IndexModelMismatch``), else its ``text_field`` encoded; identifiers, texts and vectors
     checked, naming the record's position. Empty texts are embedded as such (one warning counts them); missing
-    ones are refused unless ``missing_text="empty"``. ``wanted(chunk_id, digest)`` may skip a chunk; ``digest``
-    covers its docnos and content."""
+    ones are refused unless ``missing_text="empty"``. The chunk's ``texts`` are kept with ``store_text=True``
+    (every record must carry ``text_field``) or ``None`` (if the first chunk's records all do; then all must).
+    ``wanted(chunk_id, digest)`` may skip a chunk; ``digest`` covers its docnos and content."""
     chunk_size = positive_int(chunk_size, "chunk_size")
-    position, empty = 0, []
+    position, empty, keep = 0, [], store_text
     records = iter(records)
     for chunk_id, chunk in enumerate(iter(lambda: list(itertools.islice(records, chunk_size)), [])):
         docnos, texts, given, given_tags = [], [], [], []
@@ -56,18 +58,31 @@ def encode_corpus(model, records: Iterable[dict], *, text_field: str = "text", c
         provenance.check_tags(given_tags, docnos, model.fingerprint(), "doc_vec of docno",
                               f"the indexer of {model.model_name_or_path!r}",
                               fix="index the vectors with the indexer of the model that made them, or give text")
-        digest = _digest(docnos, texts, given)
+        carried = [record[text_field] for record in chunk if text_field in record] if store_text is not False else []
+        keep = len(carried) == len(chunk) if keep is None else keep  # the first chunk decides
+        if keep and len(carried) < len(chunk):
+            first = next(d for d, record in zip(docnos, chunk) if text_field not in record)
+            raise ValueError(f"docno {first!r} has no {text_field!r} to keep in the index, and "
+                             f"{'store_text=True was given' if store_text else 'the documents before it had'}: an "
+                             f"index keeps the text of all its documents or of none; give every document its "
+                             f"text, or pass store_text=False")
+        if store_text is None and not keep and carried:
+            raise ValueError(f"of documents 0..{position - 1}, some carry {text_field!r} and some only 'doc_vec': an "
+                             f"index keeps the text of all its documents or of none; give every document its text, "
+                             f"or pass store_text=False")
+        digest = _digest(docnos, carried if keep else texts, given)
         if wanted is not None and not wanted(chunk_id, digest):
             continue
         if given:
             vectors = stack_vectors(pd.Series(given), docnos, model.dim, "doc_vec of docno")
+            texts = document_texts(docnos, carried, missing_text=missing_text)[0] if keep else None
             if progress is not None:
                 progress.update(len(docnos))
         else:
             texts, chunk_empty = document_texts(docnos, texts, missing_text=missing_text)
             empty.extend(chunk_empty)
             vectors = model.encode_docs(texts, batch_size=batch_size, verbose=False, progress=progress)
-        yield EncodedChunk(chunk_id, docnos, vectors, digest)
+        yield EncodedChunk(chunk_id, docnos, vectors, digest, texts if keep else None)
     if empty:
         warnings.warn(f"{len(empty)} document(s) with empty {text_field!r} were indexed as the empty text "
                       f"(docnos {empty[:5]}{' ...' if len(empty) > 5 else ''})", stacklevel=2)
@@ -101,15 +116,18 @@ class UniqueIds:
 
 
 class IndexWriter(contextlib.ExitStack):
-    """A context manager writing ``add(docnos, vectors)`` of the model of fingerprint ``encoder`` into a new index
-    at ``path``, built aside under a lock; ``finish()`` swaps it in (an existing one replaced only with
-    ``overwrite``) and returns it; leaving the block without it keeps the old index."""
+    """A context manager writing ``add(docnos, vectors, texts)`` of the model of fingerprint ``encoder`` into a new
+    index at ``path``, built aside under a lock; ``finish()`` swaps it in (an existing one replaced only with
+    ``overwrite``) and returns it; leaving the block without it keeps the old index. Texts, kept as the field
+    ``text_field``, are given with every ``add`` or with none."""
 
     def __init__(self, path, dim: int, encoder: dict, *, overwrite: bool = False,
-                 corpus_stamp: Optional[dict] = None):
+                 corpus_stamp: Optional[dict] = None, text_field: str = "text"):
         self.path = Path(path)
         self.encoder = encoder
         self.corpus_stamp = corpus_stamp
+        self.text_field = text_field
+        self._texts: Optional[TextWriter] = None
         self.dim = positive_int(dim, "dim")
         self.docnos: List[str] = []
         self._unique = UniqueIds("docno", "corpus")
@@ -119,15 +137,31 @@ class IndexWriter(contextlib.ExitStack):
         self._vectors = self.enter_context(open(self._staging / VECTORS, "wb"))
         self._digest = hashlib.sha256()
 
-    def add(self, docnos: Sequence[str], vectors: np.ndarray) -> None:
+    def add(self, docnos: Sequence[str], vectors: np.ndarray, texts: Optional[Sequence[str]] = None) -> None:
         if vectors.shape != (len(docnos), self.dim):
             raise ValueError(f"expected vectors of shape ({len(docnos)}, {self.dim}), got {vectors.shape}")
         docnos = [identifier(d, "docno", f"document {len(self.docnos) + i}") for i, d in enumerate(docnos)]
         check_finite(vectors, docnos, "the vector of docno")
+        if not self.docnos and texts is not None:
+            self._texts = TextWriter(self._staging, hashlib.sha256())
+            self.callback(self._texts.close)
+        if (texts is None) != (self._texts is None):
+            raise ValueError(f"documents {len(self.docnos)}..{len(self.docnos) + len(docnos) - 1} come "
+                             f"{'without' if texts is None else 'with'} text, the documents before them "
+                             f"{'with' if texts is None else 'without'}: an index keeps the text of all its "
+                             f"documents or of none")
+        if texts is not None:
+            texts = list(texts)
+            bad = [d for d, text in zip(docnos, texts) if not isinstance(text, str)]
+            if bad or len(texts) != len(docnos):
+                raise ValueError(f"expected a text (str) for each of the {len(docnos)} documents; got {len(texts)} "
+                                 f"texts{f', not a str for docnos {bad[:5]}' if bad else ''}")
         self._unique.add(docnos)
         data = np.ascontiguousarray(vectors, dtype=np.float32).tobytes()
         self._vectors.write(data)
         self._digest.update(data)
+        if texts is not None:
+            self._texts.add(texts)
         self.docnos.extend(docnos)
 
     def finish(self) -> E2RankIndex:
@@ -135,9 +169,14 @@ class IndexWriter(contextlib.ExitStack):
             raise ValueError("nothing to index: the corpus iterator was empty")
         self._vectors.close()
         build_docnos(self._staging / DOCNOS, self.docnos)
+        if self._texts is not None:  # the digest covers the texts too
+            self._texts.close()
+            self._digest.update(b"text\0" + self._texts.hash.digest())
         meta = {"type": "dense_index", "format": "flex", "vec_size": self.dim, "doc_count": len(self.docnos),
                 "package_hint": "pyterrier-e2rank", "e2rank": {"encoder": self.encoder,
                                                                "digest": docnos_digest(self._digest, self.docnos)}}
+        if self._texts is not None:
+            meta["e2rank"]["text"] = {"field": self.text_field}
         if self.corpus_stamp is not None:
             meta["e2rank"]["corpus"] = self.corpus_stamp
         (self._staging / META).write_text(json.dumps(meta, indent=2))
@@ -151,7 +190,10 @@ class E2RankIndexer(pt.Indexer):
 
     def __init__(self, model, index, *, batch_size: Optional[int] = None, verbose: Optional[bool] = None,
                  text_field: str = "text", mode: str = "create", chunk_size: int = 4096,
-                 missing_text: str = "error", corpus_stamp: Optional[dict] = None, overwrite: Optional[bool] = None):
+                 missing_text: str = "error", corpus_stamp: Optional[dict] = None, overwrite: Optional[bool] = None,
+                 store_text: Optional[bool] = None):
+        if store_text not in (None, True, False):
+            raise ValueError(f"store_text={store_text!r}: expected True, False or None")
         if missing_text not in MISSING_TEXT:
             raise ValueError(f"missing_text={missing_text!r}: expected one of {list(MISSING_TEXT)}")
         if mode not in ("create", "overwrite", "append"):  # a new index, a replacement of one, or documents added
@@ -171,23 +213,25 @@ class E2RankIndexer(pt.Indexer):
         self.chunk_size = positive_int(chunk_size, "chunk_size")
         self.missing_text = missing_text
         self.corpus_stamp = corpus_stamp
+        self.store_text = store_text
         self.check_target()  # before any document is read
 
     def check_target(self) -> None:
         check_target(self.index_.path, self.mode)
 
     def __repr__(self):
-        return f"{self.model!r}.indexer({self.index_!r}, text_field={self.text_field!r}, mode={self.mode!r})"
+        store = "" if self.store_text is None else f", store_text={self.store_text}"
+        return f"{self.model!r}.indexer({self.index_!r}, text_field={self.text_field!r}, mode={self.mode!r}{store})"
 
     def index_inputs(self):
         return [["docno", self.text_field], ["docno", "doc_vec"]]
 
-    def chunk_store(self, *, rank: int = 0) -> "ChunkStore":
+    def chunk_store(self, *, rank: int = 0, store_text: Optional[bool] = None) -> "ChunkStore":
         """The store of process ``rank``'s committed chunks (``.<name>.chunks/`` beside the index), under the
-        plan of this indexer: the model's fingerprint and every setting that changes what is encoded."""
+        plan of this indexer: the model's fingerprint and every setting that changes what is encoded or kept."""
         target = Path(self.index_.path)
         plan = {"encoder": self.model.fingerprint(), "dim": self.model.dim, "chunk_size": self.chunk_size,
-                "text_field": self.text_field, "missing_text": self.missing_text}
+                "text_field": self.text_field, "missing_text": self.missing_text, "store_text": store_text}
         return ChunkStore(target.parent / f".{target.name}.chunks", plan, rank=rank)
 
     def index(self, it: Iterable[dict]) -> E2RankIndex:
@@ -201,7 +245,7 @@ class E2RankIndexer(pt.Indexer):
         with contextlib.ExitStack() as held:
             if rank == 0:
                 held.enter_context(writer_lock(target))
-            base = None
+            base, keep_text = None, self.store_text
             if self.mode == "append":  # to an index of this model's vectors
                 if not (target / META).is_file():
                     raise FileNotFoundError(f"no E2Rank index at {target} to append to; build it first with "
@@ -213,9 +257,14 @@ class E2RankIndexer(pt.Indexer):
                         f"{self.model.model_name_or_path!r} makes vectors of dimension {self.model.dim}: append with "
                         f"the model that built the index")
                 base.check_model(self.model)
+                keep_text = keeps_text(base) if keep_text is None else keep_text
+                if keep_text and not keeps_text(base):
+                    raise ValueError(f"store_text=True: the index at {target} keeps no text, so its appended "
+                                     f"documents cannot have theirs; rebuild it with its text (mode='overwrite'), or "
+                                     f"append with store_text=False")
                 it = new_documents(it, base)
             self.check_target()  # again under the lock, before any work
-            store = held.enter_context(self.chunk_store(rank=rank))
+            store = held.enter_context(self.chunk_store(rank=rank, store_text=keep_text))
             total = len(it) if hasattr(it, "__len__") else None
             progress = None
             if self.verbose and rank == 0:
@@ -229,17 +278,17 @@ class E2RankIndexer(pt.Indexer):
 
             for chunk in encode_corpus(self.model, it, text_field=self.text_field, chunk_size=self.chunk_size,
                                        batch_size=self.batch_size, progress=progress, wanted=mine_and_not_committed,
-                                       missing_text=self.missing_text):
+                                       missing_text=self.missing_text, store_text=keep_text):
                 store.commit(chunk)
             if progress is not None:
                 progress.close()
             barrier()
             if rank == 0:
                 with IndexWriter(target, self.model.dim, store.plan["encoder"] if base is None else base.fingerprint,
-                                 overwrite=self.mode != "create",
-                                 corpus_stamp=self.corpus_stamp) as writer:
+                                 overwrite=self.mode != "create", corpus_stamp=self.corpus_stamp,
+                                 text_field=self.text_field) as writer:
                     if base is not None:  # opened under the lock held since: no rebuild meanwhile
-                        copy_index(base, writer)
+                        copy_index(base, writer, texts=keep_text)
                     for chunk_id, digest in enumerate(digests):
                         writer.add(*store.load(chunk_id, digest))
                     if base is not None:
@@ -267,12 +316,22 @@ def new_documents(records: Iterable[dict], base: E2RankIndex) -> Iterator[dict]:
         yield record
 
 
-def copy_index(base: E2RankIndex, writer: "IndexWriter", *, block: int = 65536) -> None:
-    """Every docno and vector of ``base`` (the version it opened), in order, added to ``writer``."""
+def copy_index(base: E2RankIndex, writer: "IndexWriter", *, texts: bool = False, block: int = 65536) -> None:
+    """Every docno and vector of ``base`` (the version it opened), and with ``texts`` its texts, in order, added
+    to ``writer``."""
     lookup, vectors = base.payload(return_dvecs=True, return_docnos=True)[:2]
     for start in range(0, len(vectors), block):
-        rows = np.arange(start, min(start + block, len(vectors)))
-        writer.add([str(d) for d in lookup.fwd[rows]], np.asarray(vectors[start:start + block]))
+        docnos = [str(d) for d in lookup.fwd[np.arange(start, min(start + block, len(vectors)))]]
+        writer.add(docnos, np.asarray(vectors[start:start + block]), base.texts(docnos) if texts else None)
+
+
+def keeps_text(index: E2RankIndex) -> bool:
+    """Whether ``index`` keeps its documents' text."""
+    try:
+        index.text_field()
+    except ValueError:
+        return False
+    return True
 
 
 def distributed_context():

@@ -326,15 +326,17 @@ class E2Rank:
     def indexer(self, index, *, batch_size: Optional[int] = None, verbose: Optional[bool] = None,
                 text_field: str = "text", mode: str = "create", chunk_size: int = 4096,
                 missing_text: str = "error", corpus_stamp: Optional[dict] = None,
-                overwrite: Optional[bool] = None) -> pt.Indexer:
+                overwrite: Optional[bool] = None, store_text: Optional[bool] = None) -> pt.Indexer:
         """Indexes records with text or ``doc_vec`` into ``index`` (an ``E2RankIndex``, a FlexIndex or a path), in
         chunks of ``chunk_size`` (pt_docs/indexing.rst): ``mode`` ``"create"``, ``"overwrite"`` or ``"append"``; a
         missing text is an error unless ``missing_text="empty"``; ``corpus_stamp`` (``data.corpus_stamp(dataset)``)
-        is stored with the index. ``overwrite=True``: the deprecated spelling of ``mode="overwrite"``."""
+        is stored with the index. ``store_text``: keep the documents' text for ``index.text_loader()`` (default:
+        when they carry it, and for an append when the index keeps it; ``False``: never). ``overwrite=True``: the
+        deprecated spelling of ``mode="overwrite"``."""
         from ..index.indexer import E2RankIndexer
         return E2RankIndexer(self, index, batch_size=batch_size, verbose=verbose, text_field=text_field, mode=mode,
                              chunk_size=chunk_size, missing_text=missing_text, corpus_stamp=corpus_stamp,
-                             overwrite=overwrite)
+                             overwrite=overwrite, store_text=store_text)
 
     def retriever(self, index, *, num_results: int = 1000, batch_size: Optional[int] = None,
                   verbose: Optional[bool] = None) -> pt.Transformer:
@@ -356,14 +358,16 @@ class E2Rank:
     def prompt_encoder(self, *, num_input_docs: Optional[int] = None, task: Optional[str] = None,
                        prompt_variant: Optional[str] = None, prompt_doc_max_tokens: Optional[int] = None,
                        prompt_max_tokens: Optional[int] = None, batch_size: Optional[int] = None,
-                       verbose: Optional[bool] = None, text_field: str = "text", cache=None) -> pt.Transformer:
+                       verbose: Optional[bool] = None, text_field: str = "text", cache=None,
+                       index=None) -> pt.Transformer:
         """R frame -> Q frame ``qid, query, query_vec, query_vec_model``: E2Rank's pseudo-query. Prompt settings
-        as ``listwise_prompt``; ``cache``: a directory for the prompt vectors (``prompt_cache.py``)."""
+        as ``listwise_prompt``; ``cache``: a directory for the prompt vectors (``prompt_cache.py``); ``index``:
+        an index keeping the text of frames without a ``text_field`` column."""
         from ..rerank.prompt_encoder import E2RankPromptEncoder
         prompt = self.listwise_prompt(num_input_docs=num_input_docs, task=task, prompt_variant=prompt_variant,
                                       prompt_doc_max_tokens=prompt_doc_max_tokens, prompt_max_tokens=prompt_max_tokens)
         return E2RankPromptEncoder(self, prompt, batch_size=batch_size, verbose=verbose, text_field=text_field,
-                                   cache=cache)
+                                   cache=cache, index=index)
 
     @keyword_only_since("num_input_docs", "index")
     @renamed_keywords(variant="prompt_variant")
@@ -373,7 +377,8 @@ class E2Rank:
                  batch_size: Optional[int] = None, verbose: Optional[bool] = None,
                  text_field: str = "text", cache=None) -> pt.Transformer:
         """The listwise PRF reranker (pt_docs/specification.rst §6): ``prompt_encoder`` >> the candidates'
-        vectors (from ``index`` if given: one forward pass per query) >> dot product."""
+        vectors (from ``index`` if given: one forward pass per query, and the text of a frame without it) >> dot
+        product."""
         from ..rerank.reranker import E2RankReranker
         prompt = self.listwise_prompt(num_input_docs=num_input_docs, task=task, prompt_variant=prompt_variant,
                                       prompt_doc_max_tokens=prompt_doc_max_tokens, prompt_max_tokens=prompt_max_tokens)

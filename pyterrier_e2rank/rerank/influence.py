@@ -42,11 +42,11 @@ def feedback_influence(model, frame: pd.DataFrame, index=None, *, num_input_docs
         raise ValueError(f"rbo_p must be in (0, 1), got {rbo_p!r}")
     reranker = model.reranker(index, num_input_docs=num_input_docs, batch_size=batch_size, verbose=verbose,
                               text_field=text_field, **prompt_settings)
-    validate_frame(frame, reranker, includes=["qid", "docno", "query", text_field], queries=True)
+    renderer, prompt = reranker.prompt_encoder.renderer, reranker.prompt
+    validate_frame(frame, reranker, includes=renderer.includes, queries=True)
     if len(frame) == 0:
         return pd.DataFrame(columns=list(INFLUENCE_COLUMNS))
-    ordered = reranker.vec_loader(in_current_order(frame, reranker))
-    renderer, prompt = reranker.prompt_encoder.renderer, reranker.prompt
+    ordered = renderer.with_text(reranker.vec_loader(in_current_order(frame, reranker)))
     prompts, feedback = [], []
     for rows in query_groups(ordered):
         top = rows[:prompt.num_input_docs]

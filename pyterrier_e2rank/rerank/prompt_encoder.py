@@ -11,6 +11,7 @@ import pyterrier as pt
 from ..model import provenance
 from ..checks import is_text, require_text, validate_frame
 from ..deprecation import renamed_argument
+from ..index.artifact import as_index
 from ..model.encoders import ModelTransformer
 from .prompt import ListwisePrompt
 from .prompt_cache import PromptVectorCache
@@ -18,20 +19,39 @@ from .prompt_cache import PromptVectorCache
 
 class PromptRenderer(ModelTransformer):
     """R frame (``qid, query, docno, text`` and ``rank`` or ``score``) -> Q frame ``qid, query, prompt``: the
-    top ``prompt.num_input_docs`` candidates of each query, in their current order (``in_current_order``)."""
-    SETTINGS = ("prompt", "text_field")
+    top ``prompt.num_input_docs`` candidates of each query, in their current order (``in_current_order``); a
+    frame without ``text`` takes it from ``index`` (``with_text``)."""
+    SETTINGS = ("prompt", "text_field", "index")
 
-    def __init__(self, model, prompt: ListwisePrompt, *, text_field: str = "text"):
+    def __init__(self, model, prompt: ListwisePrompt, *, text_field: str = "text", index=None):
         self.model = model
         self.prompt = prompt
         self.text_field = text_field
+        self.index = None if index is None else as_index(index)
+
+    @property
+    def includes(self) -> List[str]:
+        """The columns a frame must have."""
+        return ["qid", "docno", "query"] + ([self.text_field] if self.index is None else [])
+
+    def with_text(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """``frame`` with its ``text_field`` column as given, else the index's texts of its docnos; a ValueError
+        (``E2RankIndex.text_field``) when the index keeps none."""
+        if self.text_field in frame.columns or self.index is None:
+            return frame
+        try:
+            texts = self.index.texts(frame["docno"].tolist())
+        except ValueError as e:
+            raise ValueError(f"the listwise prompt needs the documents' text: the frame has no {self.text_field!r} "
+                             f"column, and {e}") from None
+        return frame.assign(**{self.text_field: pd.Series(texts, index=frame.index, dtype=object)})
 
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
-        validate_frame(inp, self, includes=["qid", "docno", "query", self.text_field], queries=True)
+        validate_frame(inp, self, includes=self.includes, queries=True)
         if len(inp) == 0:
             return pd.DataFrame({"qid": pd.Series(dtype=object), "query": pd.Series(dtype=str),
                                  "prompt": pd.Series(dtype=str)})
-        frame = in_current_order(inp, self)
+        frame = self.with_text(in_current_order(inp, self))
         groups = query_groups(frame)
         prompts = [self.render(frame, rows) for rows in groups]
         first = [rows[0] for rows in groups]
@@ -65,22 +85,24 @@ class PromptVectorEncoder(ModelTransformer):
 
 class E2RankPromptEncoder(ModelTransformer):
     """R frame -> Q frame ``qid, query, query_vec, query_vec_model``: E2Rank's pseudo-query (``>> index.retriever()``
-    is PRF re-retrieval); ``cache``: a directory for a ``prompt_cache.PromptVectorCache``."""
+    is PRF re-retrieval); ``cache``: a directory for a ``prompt_cache.PromptVectorCache``; ``index``: where
+    the text of a frame without it is found."""
     SETTINGS = ("renderer", "cache")  # the vector encoder is a cache exactly when ``cache`` is given
 
     def __init__(self, model, prompt: ListwisePrompt, *, batch_size: Optional[int] = None,
-                 verbose: Optional[bool] = None, text_field: str = "text", cache=None):
+                 verbose: Optional[bool] = None, text_field: str = "text", cache=None, index=None):
         self.model = model
         self.prompt = prompt
-        self.renderer = PromptRenderer(model, prompt, text_field=text_field)
+        self.renderer = PromptRenderer(model, prompt, text_field=text_field, index=index)
         self.vec_encoder = PromptVectorEncoder(model, batch_size=batch_size, verbose=verbose)
         self.cache = cache
         if cache is not None:
             self.vec_encoder = PromptVectorCache(cache, self.vec_encoder)
 
     def __repr__(self):
+        index = f", index={self.renderer.index!r}" if self.renderer.index is not None else ""
         cache = f", cache={str(self.cache)!r}" if self.cache is not None else ""
-        return f"{self.model!r}.prompt_encoder({self.prompt!r}{cache})"
+        return f"{self.model!r}.prompt_encoder({self.prompt!r}{index}{cache})"
 
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
         return self.vec_encoder(self.renderer(inp)).drop(columns=["prompt"])

@@ -15,9 +15,9 @@ from .vectors import CandidateVectors, DotProduct, VectorReranker
 
 
 class E2RankReranker(VectorReranker):
-    """R frame (``qid, query, docno, text`` and ``rank`` or ``score``) -> same rows, new ``score``/``rank``;
-    ``stats`` counts this reranker's own forward passes. With ``window`` (and ``stride``, default
-    ``window // 2``), sliding windows run back to front and scores become ``n - final position``."""
+    """R frame (``qid, query, docno``, ``text`` unless ``index`` keeps it, and ``rank`` or ``score``) -> same rows,
+    new ``score``/``rank``; ``stats`` counts this reranker's own forward passes. With ``window`` (and ``stride``,
+    default ``window // 2``), sliding windows run back to front and scores become ``n - final position``."""
     SETTINGS = ("prompt_encoder", "vec_loader", "window", "stride")
 
     def __init__(self, model, prompt: ListwisePrompt, *, index=None, window: Optional[int] = None,
@@ -33,11 +33,11 @@ class E2RankReranker(VectorReranker):
         elif stride is not None:
             raise ValueError("stride is only meaningful with window")
         self.model = model
-        self.includes = ("qid", "docno", "query", text_field)
         self.vec_loader = CandidateVectors(model, index=index, text_field=text_field, batch_size=batch_size,
                                            verbose=verbose)
         self.prompt_encoder = E2RankPromptEncoder(model, prompt, batch_size=batch_size, verbose=verbose,
-                                                  text_field=text_field, cache=cache)
+                                                  text_field=text_field, cache=cache, index=self.vec_loader.index)
+        self.includes = tuple(self.prompt_encoder.renderer.includes)
         self.dot_product = DotProduct()
         self.window = window
         self.stride = stride
@@ -77,6 +77,7 @@ class E2RankReranker(VectorReranker):
         groups = query_groups(frame)
         vectors = np.stack(frame["doc_vec"].to_numpy())
         renderer = self.prompt_encoder.renderer
+        frame = renderer.with_text(frame)
         rankings = [list(rows) for rows in groups]
         spans = [(max(0, len(rows) - self.window), len(rows)) for rows in groups]
         active = list(range(len(groups)))

@@ -14,7 +14,7 @@ import pytest
 from pyterrier_e2rank import E2Rank
 from pyterrier_e2rank.cli.experiment import dense_index_for, index_name, run_experiment
 from pyterrier_e2rank.bm25 import CORPUS_STAMP_FILE, pisa_bm25
-from pyterrier_e2rank.data import corpus_id, corpus_stamp, dataset
+from pyterrier_e2rank.data import DocumentText, corpus_id, corpus_stamp, dataset
 from pyterrier_e2rank.index.artifact import E2RankIndex
 from pyterrier_e2rank.model.loading import write_prompt_settings
 
@@ -138,12 +138,18 @@ def test_corpus_stamp_sees_an_edit_that_keeps_size_and_mtime(tmp_path):
     assert corpus_stamp("irds:beir/scifact/test") == {"corpus": "beir/scifact"}  # a published collection: its id
 
 
-def test_index_command_stamps_its_index(tmp_path, minilm_dir):
+def test_index_command_stamps_its_index_and_keeps_its_text_unless_told(tmp_path, minilm_dir):
     from pyterrier_e2rank.cli.main import main
     folder = beir_folder(tmp_path / "corpus", make_docs(12, seed=5))
     assert main(["index", "--dataset", str(folder), "--model", str(minilm_dir), "--output",
                  str(tmp_path / "index"), "--quiet"]) == 0
-    assert E2RankIndex(tmp_path / "index").corpus_stamp == corpus_stamp(folder)
+    index = E2RankIndex(tmp_path / "index")
+    assert index.corpus_stamp == corpus_stamp(folder)
+    assert index.texts(["d0"]) == DocumentText(folder)(pd.DataFrame({"docno": ["d0"]}))["text"].tolist()
+    assert main(["index", "--dataset", str(folder), "--model", str(minilm_dir), "--output",
+                 str(tmp_path / "index"), "--quiet", "--overwrite", "--no-text"]) == 0
+    with pytest.raises(ValueError, match="keeps no document text"):
+        E2RankIndex(tmp_path / "index").texts(["d0"])
 
 
 

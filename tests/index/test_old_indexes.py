@@ -71,4 +71,16 @@ def test_an_overwrite_removes_its_03_structures(tiny_qwen, old):
     with pytest.raises(FileExistsError, match="mode='overwrite'"):
         tiny_qwen.indexer(old).index(DOCS[:3])
     tiny_qwen.indexer(old, mode="overwrite").index(DOCS[:3])
-    assert sorted(os.listdir(old)) == INDEX_FILES
+    assert sorted(os.listdir(old)) == sorted(INDEX_FILES + ["text.offsets", "text.utf8"])  # now with its text
+
+
+def test_it_keeps_no_text_and_says_how_to_give_it(tiny_qwen, old):
+    index = E2RankIndex(old)
+    with pytest.raises(ValueError, match=r"keeps no document text.*get_text.*DocumentText.*mode='overwrite'"):
+        index.text_loader()
+    candidates = tiny_qwen.retriever(index, num_results=5)(pd.DataFrame({"qid": ["q1"], "query": ["virus"]}))
+    with pytest.raises(ValueError, match="the frame has no 'text' column, and the index .* keeps no document text"):
+        tiny_qwen.reranker(index)(candidates)
+    texts = {d["docno"]: d["text"] for d in DOCS}
+    reranked = tiny_qwen.reranker(index)(candidates.assign(text=candidates["docno"].map(texts)))
+    assert sorted(reranked["docno"]) == sorted(candidates["docno"])  # the frame's text serves as before

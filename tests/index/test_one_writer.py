@@ -33,11 +33,11 @@ from pyterrier_e2rank import E2Rank
 from pyterrier_e2rank.index import indexer as indexing
 here = pathlib.Path(sys.argv[3])
 copy_index = indexing.copy_index
-def copy_when_told(base, writer):
+def copy_when_told(base, writer, **options):
     (here / "merging").write_text("merging")
     while not (here / "go").exists():
         time.sleep(0.05)
-    copy_index(base, writer)
+    copy_index(base, writer, **options)
 indexing.copy_index = copy_when_told
 mine = [{"docno": f"a{i}", "text": f"A's document {i} about gene {i % 3}"} for i in range(20)]
 E2Rank(sys.argv[1], batch_size=4).indexer(sys.argv[2], mode="append", chunk_size=10, verbose=False).index(mine)

@@ -84,9 +84,9 @@ def test_a_changed_chunk_is_encoded_again(tiny_qwen, one_process, tmp_path):
 
 
 @pytest.mark.parametrize("damage, message", [
-    ("same size", r"\(or the docnos of chunk-0000001.json\) do not match the checksum in that record: the file is "
-                  "damaged"),
-    ("docno in record", r"\(or the docnos of chunk-0000001.json\) do not match the checksum"),
+    ("same size", r"\(or the docnos or texts of chunk-0000001.json\) do not match the checksum in that record: the "
+                  "file is damaged"),
+    ("docno in record", r"\(or the docnos or texts of chunk-0000001.json\) do not match the checksum"),
     ("empty vectors", "hold 0 bytes, not the 8 x 64 float32 its record chunk-0000001.json lists"),
     ("empty record", r"is damaged \(JSONDecodeError: Expecting value: line 1 column 1"),
     ("truncated record", r"is damaged \(JSONDecodeError: Unterminated string")],

@@ -10,7 +10,7 @@ EXPECTED = {
     "query_encoder": ([["qid", "query"]], [["qid", "query"] + VECTORS]),
     "doc_encoder": ([["docno", "text"]], [["docno", "text", "doc_vec", "doc_vec_model"]]),
     "prompt_encoder": ([["qid", "docno", "query", "text"]], [["qid", "query"] + VECTORS]),
-    "reranker": ([["qid", "docno", "query", "text"]], [["qid", "docno", "query", "text", "score", "rank"]]),
+    "reranker": ([["qid", "docno", "query"]], [["qid", "docno", "query", "score", "rank"]]),  # text: the index's
     "retriever": ([["qid", "query"]], [["qid", "query", "docno", "score", "rank"]]),
     "scorer": ([["qid", "docno", "query"]], [["qid", "docno", "query", "score", "rank"]]),
 }

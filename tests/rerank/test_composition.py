@@ -108,7 +108,8 @@ def test_an_index_in_the_old_layout_says_how_to_move_on(tiny_qwen, tmp_path):
     with pytest.raises(CorruptArtifact, match="0.1's own layout.*mode='overwrite'"):
         tiny_qwen.reranker(index=old)
     rebuilt = tiny_qwen.indexer(old, mode="overwrite").index(DOCS.head(3).to_dict("records"))
-    assert len(rebuilt) == 3 and sorted(p.name for p in old.iterdir()) == ["docnos.npids", "pt_meta.json", "vecs.f4"]
+    assert len(rebuilt) == 3 and sorted(p.name for p in old.iterdir()) == ["docnos.npids", "pt_meta.json",
+                                                                           "text.offsets", "text.utf8", "vecs.f4"]
 
 
 # ---- 3. caches that cannot lie ---------------------------------------------------------------------
