@@ -135,9 +135,9 @@ class IndexWriter(contextlib.ExitStack):
             raise ValueError("nothing to index: the corpus iterator was empty")
         self._vectors.close()
         build_docnos(self._staging / DOCNOS, self.docnos)
-        meta = {"type": "dense_index", "format": "flex", "vec_size": self.dim, "doc_count": len(self.docnos),
-                "package_hint": "pyterrier-e2rank", "e2rank": {"encoder": self.encoder,
-                                                               "digest": docnos_digest(self._digest, self.docnos)}}
+        meta = {"type": E2RankIndex.ARTIFACT_TYPE, "format": E2RankIndex.ARTIFACT_FORMAT, "vec_size": self.dim,
+                "doc_count": len(self.docnos), "package_hint": E2RankIndex.ARTIFACT_PACKAGE_HINT,
+                "e2rank": {"encoder": self.encoder, "digest": docnos_digest(self._digest, self.docnos)}}
         if self.corpus_stamp is not None:
             meta["e2rank"]["corpus"] = self.corpus_stamp
         (self._staging / META).write_text(json.dumps(meta, indent=2))
