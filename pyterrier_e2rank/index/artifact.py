@@ -102,7 +102,13 @@ def serve_methods(cls):
 class E2RankIndex(EqualBySettings, AnnSearch, FlexIndex):
     """A FlexIndex of E2Rank document vectors, opened at first use from one version of the directory, its files
     checked against each other (``CorruptArtifact`` naming the path); its searches (``ann.AnnSearch``) and
-    FlexIndex's scorers refuse another model's query vectors."""
+    FlexIndex's scorers refuse another model's query vectors. ``pt.Artifact.load`` and ``from_url``/``from_hf``
+    open it as an ``E2RankIndex`` (the ``pyterrier.artifact`` entry point of its type and format)."""
+
+    ARTIFACT_TYPE = "dense_index"
+    #: pyterrier-dr's ``"flex"`` layout with the model's record, under a format of its own for ``pt.Artifact.load``.
+    ARTIFACT_FORMAT = "e2rank_flex"
+    ARTIFACT_PACKAGE_HINT = "pyterrier-e2rank"
 
     def __init__(self, path, *, verbose: bool = False):
         super().__init__(path, sim_fn="dot", verbose=verbose)
@@ -253,6 +259,21 @@ class E2RankIndex(EqualBySettings, AnnSearch, FlexIndex):
         raise TypeError(f"an E2Rank index records the model that made its vectors: build {self.path} with "
                         f"model.indexer(path) (it also takes doc_vec frames from model.doc_encoder())")
 
+    def _package_files(self):
+        """What ``build_package`` (and ``to_hf``) packs: the files of the version this object opened that the index
+        reads (its own entries but 0.1 and 0.3 leftovers, locks, temporary files and structures of other vectors),
+        as ``(relative path, path)``; never a file that is not the index's own."""
+        prefix = self._version_path("").name
+        base = self._version.base
+        for name in sorted(own_entries(base)):
+            if (name.startswith(".") or name in LEGACY_FILES or re.fullmatch(_STRUCTURE, name)
+                    or (re.fullmatch(DERIVED.format("[0-9a-f]{16}", ".+"), name) and not name.startswith(prefix))):
+                continue
+            if (base / name).is_dir():
+                yield from ((str(p.relative_to(base)), str(p)) for p in sorted((base / name).rglob("*")) if p.is_file())
+            elif (base / name).is_file():
+                yield name, str(base / name)
+
 
 def index_path(index: Union[str, os.PathLike, FlexIndex]) -> Path:
     """The directory of an index given as an index, a FlexIndex or a path; TypeError for anything else."""
@@ -350,10 +371,11 @@ def _read_verified(path: Path, version: _Version):
         meta = json.loads(raw_meta.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
         raise corrupt(f"{META} is not valid JSON ({e})") from None
-    if not isinstance(meta, dict) or meta.get("format") != "flex" or any(
+    if not isinstance(meta, dict) or meta.get("format") not in ("flex", E2RankIndex.ARTIFACT_FORMAT) or any(
             not isinstance(meta.get(k), int) or isinstance(meta.get(k), bool) or meta[k] < 1
             for k in ("doc_count", "vec_size")):
-        raise corrupt(f"{META} is not a FlexIndex's (format 'flex' with positive 'doc_count' and 'vec_size')")
+        raise corrupt(f"{META} is not a FlexIndex's (format 'flex' or {E2RankIndex.ARTIFACT_FORMAT!r} with positive "
+                      f"'doc_count' and 'vec_size')")
     count, dim = meta["doc_count"], meta["vec_size"]
     try:
         docnos = DocnoLookup(Lookup(base / DOCNOS), path)

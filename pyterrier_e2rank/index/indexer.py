@@ -172,9 +172,9 @@ class IndexWriter(contextlib.ExitStack):
         if self._texts is not None:  # the digest covers the texts too
             self._texts.close()
             self._digest.update(b"text\0" + self._texts.hash.digest())
-        meta = {"type": "dense_index", "format": "flex", "vec_size": self.dim, "doc_count": len(self.docnos),
-                "package_hint": "pyterrier-e2rank", "e2rank": {"encoder": self.encoder,
-                                                               "digest": docnos_digest(self._digest, self.docnos)}}
+        meta = {"type": E2RankIndex.ARTIFACT_TYPE, "format": E2RankIndex.ARTIFACT_FORMAT, "vec_size": self.dim,
+                "doc_count": len(self.docnos), "package_hint": E2RankIndex.ARTIFACT_PACKAGE_HINT,
+                "e2rank": {"encoder": self.encoder, "digest": docnos_digest(self._digest, self.docnos)}}
         if self._texts is not None:
             meta["e2rank"]["text"] = {"field": self.text_field}
         if self.corpus_stamp is not None:

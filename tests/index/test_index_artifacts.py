@@ -2,6 +2,7 @@
 were built from and never written into another version of the directory, docnos looked up exactly,
 FlexIndex's retrievers giving one value per cell, an overwrite that keeps the user's files, and the errors of
 an open racing a rebuild, threads asking for one structure and IVF-PQ on a tiny corpus."""
+import json
 import os
 import re
 import threading
@@ -64,6 +65,8 @@ def test_an_index_opened_before_a_rebuild_never_stores_its_stale_structure(tmp_p
 def test_a_structure_pyterrier_dr_stored_beside_the_vectors_is_never_used_and_overwritten(tmp_path):
     rng = np.random.default_rng(0)
     index = _write(tmp_path / "index", [f"d{i}" for i in range(300)], rng.standard_normal((300, DIM)).astype("f4"))
+    meta = index.index_path / "pt_meta.json"  # as 0.3 wrote it, in pyterrier-dr's own format, which FlexIndex opens
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "format": "flex"}))
     FlexIndex(index.index_path, verbose=False).faiss_hnsw_retriever()  # pyterrier-dr itself, on our index
     (index.index_path / "hnsw_n-32_ef-40.faiss").write_bytes(b"not FAISS")  # would fail if it were read
     queries = _queries(3)

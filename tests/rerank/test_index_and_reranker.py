@@ -1,4 +1,7 @@
 """The dense index, retrieval, and reranking with stored vectors (one forward pass per query)."""
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -128,12 +131,15 @@ def test_existing_index_is_not_overwritten_silently(tiny_qwen, index):
         tiny_qwen.indexer(index.path).index(DOCS.to_dict("records"))
 
 
-def test_index_is_a_flex_index_for_pyterrier_dr(tiny_qwen, index):
-    """pyterrier-dr opens it as its own FlexIndex (same vectors, same top 10), and every place that
-    takes an index takes that FlexIndex too."""
-    import pyterrier as pt
+def test_index_is_a_flex_index_for_pyterrier_dr(tiny_qwen, index, tmp_path):
+    """pyterrier-dr opens it in 0.3's format ("flex", its own) as its own FlexIndex (same vectors, same top 10),
+    and every place that takes an index takes that FlexIndex too."""
+    import shutil
     from pyterrier_dr import FlexIndex
-    loaded = pt.Artifact.load(str(index.path))
+    old = Path(shutil.copytree(index.path, tmp_path / "old.e2rank"))
+    meta = json.loads((old / "pt_meta.json").read_text())
+    (old / "pt_meta.json").write_text(json.dumps({**meta, "format": "flex"}))
+    loaded = FlexIndex(str(old))
     assert type(loaded) is FlexIndex and len(loaded) == 40
     ours = tiny_qwen.retriever(index, num_results=10)(QUERIES)
     theirs = (tiny_qwen.query_encoder() >> loaded.np_retriever(num_results=10))(QUERIES)
