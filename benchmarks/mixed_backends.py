@@ -1,5 +1,6 @@
 """mixed_backends: SciFact nDCG@10 of one all-MiniLM-L6-v2 index built with float32 PyTorch, queried and reranked
-by float32 PyTorch and by each CPU backend that shares its identity (``backends.SHARES_PYTORCH_IDENTITY``), as
+by float32 PyTorch, by its bfloat16 and by each CPU backend that shares its identity
+(``backends.SHARES_PYTORCH_IDENTITY``), as
 ``e2rank experiment`` runs them (``bm25 % 100 >> reranker``, ``dense % 100 >> reranker``; the reranker takes the
 candidates' vectors from the index); each backend's difference from PyTorch alone.
 
@@ -28,8 +29,9 @@ from pyterrier_e2rank.io import atomic_file  # noqa: E402
 
 DATASET = "irds:beir/scifact/test"
 MODEL = "all-minilm-l6-v2"
-#: The backends that query and rerank the PyTorch index, by name (``torch``: the reference).
-BACKENDS = {"torch": {}, "openvino": {"backend": "openvino"},
+#: The backends that query and rerank the PyTorch index, by name (``torch``: the reference; PyTorch's bfloat16, which
+#: has always shared its identity, the yardstick).
+BACKENDS = {"torch": {}, "torch-bfloat16": {"dtype": torch.bfloat16}, "openvino": {"backend": "openvino"},
             "openvino-f32": {"backend": "openvino", "dtype": torch.float32}, "onnx": {"backend": "onnx"}}
 SYSTEMS = ("dense", "dense>>e2rank", "bm25>>e2rank")
 #: The issue's bar: nDCG@10 within this of PyTorch alone.
