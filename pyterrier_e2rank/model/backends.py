@@ -28,7 +28,10 @@ OPENVINO_PRECISIONS = {torch.float32: "f32", torch.bfloat16: "bf16"}
 CACHE_VARIABLE = "E2RANK_CACHE"
 MANIFEST = "export.json"
 #: The smallest cosine of a document vector to its float32 PyTorch vector that the docs promise, by option.
-PROMISED_COSINE = {"openvino": 0.9999, "torch-bfloat16": 0.9999, "onnx-int8": 0.98}
+PROMISED_COSINE = {"openvino": 0.9999, "onnx": 0.9999, "torch-bfloat16": 0.9999, "onnx-int8": 0.98}
+#: Whether vectors computed as ``E2Rank.inference`` says share PyTorch's identity (the fingerprint's
+#: ``inference`` is then not compared): those promised as close to float32 PyTorch as its bfloat16 do.
+SHARES_PYTORCH_IDENTITY = {"openvino": True, "onnx": True, "onnx-int8": False}
 
 
 def check_backend(backend: str, quantize: Optional[str], *, device: torch.device, dtype: Optional[torch.dtype],

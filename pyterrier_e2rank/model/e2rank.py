@@ -133,7 +133,7 @@ class E2Rank:
     @property
     def inference(self) -> Optional[str]:
         """How vectors are computed when not by PyTorch (the fingerprint's ``inference``: ``"onnx"``, ``"onnx-int8"``,
-        ``"openvino"``), else None."""
+        ``"openvino"``), else None; compared only where ``backends.SHARES_PYTORCH_IDENTITY`` says it differs."""
         return None if self.backend == "torch" else "-".join(filter(None, (self.backend, self.quantize)))
 
     @property

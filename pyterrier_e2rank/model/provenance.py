@@ -1,5 +1,5 @@
 """Provenance of vectors: beside a vector column ``c`` (``query_vec``, ``doc_vec``) our stages write ``c_model``,
-each row's tag ``"<model> #<space> <recipe>"``: ``space`` digests the model's fingerprint without its name,
+each row's tag ``"<model> #<space> <recipe>"``: ``space`` digests the model's fingerprint's ``identity``,
 ``recipe`` says from what the vector was made (``query-<instruction>:<query>``, ``prompt:<query>``,
 ``doc:<text>``, each a digest, or ``doc``: an index's stored vector). Vectors of another space raise
 ``IndexModelMismatch`` where they meet an index or another model's vectors; an encoder passes on a column of its
@@ -11,16 +11,24 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import pandas as pd
 
-from .backends import backend_arguments
+from .backends import SHARES_PYTORCH_IDENTITY, backend_arguments
 
 
 class IndexModelMismatch(ValueError):
     """The index was built with another model or other document settings than the one in use."""
 
 
+def identity(fingerprint: dict) -> dict:
+    """What vectors must share to meet: the fingerprint without the model's name, and without an ``inference``
+    that shares PyTorch's identity (``backends.SHARES_PYTORCH_IDENTITY``)."""
+    return {k: v for k, v in fingerprint.items()
+            if k != "model" and not (k == "inference" and SHARES_PYTORCH_IDENTITY.get(v, False))}
+
+
 def fingerprint_differences(stored: dict, current: dict) -> list:
-    """The settings in which two model fingerprints differ; the model's name does not count."""
-    return [k for k in sorted(set(stored) | set(current)) if k != "model" and stored.get(k) != current.get(k)]
+    """The settings in which the identities of two model fingerprints differ."""
+    a, b = identity(stored), identity(current)
+    return [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
 def describe_differences(a: dict, b: dict) -> str:
@@ -62,9 +70,8 @@ def tag_column(column: str) -> str:
 
 
 def space(fingerprint: dict) -> str:
-    """16 hex digits of a model fingerprint without its ``model`` name."""
-    content = {k: v for k, v in fingerprint.items() if k != "model"}
-    digest = hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """16 hex digits of a model fingerprint's ``identity``."""
+    digest = hashlib.sha256(json.dumps(identity(fingerprint), sort_keys=True, default=str).encode()).hexdigest()[:16]
     _KNOWN.setdefault(digest, dict(fingerprint))
     return digest
 

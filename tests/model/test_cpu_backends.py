@@ -2,8 +2,9 @@
 ``backend="onnx"`` (float32) and ``backend="onnx", quantize="int8"`` compute the PyTorch vectors (float32
 within 1e-4, bfloat16 within cosine 0.999, int8 close; on SciFact documents the cosines
 ``backends.PROMISED_COSINE`` promises), for encoders and for Qwen3 decoders (left padding,
-last-token pooling, listwise prompts); their vectors are marked in the fingerprint and never mixed with
-PyTorch's; unsupported combinations are refused naming both, a missing package with its pip line."""
+last-token pooling, listwise prompts); their vectors are marked in the fingerprint, and those as close to
+float32 PyTorch as its bfloat16 share PyTorch's identity (int8 stays apart); unsupported combinations are
+refused naming both, a missing package with its pip line."""
 import importlib.util
 
 import numpy as np
@@ -12,8 +13,8 @@ import pytest
 import torch
 
 from fixtures.docs import make_docs
-from pyterrier_e2rank import E2Rank
-from pyterrier_e2rank.model.backends import PROMISED_COSINE
+from pyterrier_e2rank import E2Rank, E2RankIndex
+from pyterrier_e2rank.model.backends import PROMISED_COSINE, SHARES_PYTORCH_IDENTITY
 from pyterrier_e2rank.model.provenance import IndexModelMismatch
 
 pytest.importorskip("onnx")
@@ -122,7 +123,17 @@ def test_exported_reranker_scores_like_pytorch(models, name, tolerance):
     assert np.abs(got - expected).max() < tolerance
 
 
-def test_exported_vectors_are_marked_and_never_mixed_with_pytorch(models, tmp_path):
+def test_the_identity_rule_follows_the_promised_cosines():
+    """An inference method shares PyTorch's identity exactly when its vectors are promised (and tested above)
+    as close to float32 PyTorch's as PyTorch's own bfloat16."""
+    bfloat16 = PROMISED_COSINE["torch-bfloat16"]
+    assert SHARES_PYTORCH_IDENTITY == {name: PROMISED_COSINE[name] >= bfloat16 for name in SHARES_PYTORCH_IDENTITY}
+    assert set(SHARES_PYTORCH_IDENTITY) == {name.removesuffix("-f32") for name in EXPORTED}
+
+
+def test_backends_as_close_as_bfloat16_share_pytorchs_identity_and_int8_stays_apart(models, tmp_path):
+    """A PyTorch index serves OpenVINO's and ONNX Runtime's float32 queries and vectors, and an OpenVINO index
+    PyTorch's; int8 vectors are refused both ways. Fingerprints still record how the vectors were computed."""
     reference = models["torch"]
     assert "inference" not in reference.fingerprint()  # float32 PyTorch indexes keep their identity
     assert {name: models[name].fingerprint()["inference"] for name in EXPORTED} == {
@@ -130,23 +141,42 @@ def test_exported_vectors_are_marked_and_never_mixed_with_pytorch(models, tmp_pa
     compiled = models["openvino"].exported.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
     assert (models["openvino"].precision, models["openvino-f32"].precision, models["torch"].precision) == (
         compiled, "f32", "float32")
-    assert reference != models["onnx-int8"] and models["openvino-f32"] != models["onnx"]
+    assert reference != models["onnx-int8"] and models["openvino-f32"] != models["onnx"] != reference
     assert (models["openvino"] == models["openvino-f32"]) == (compiled == "f32")  # equal: interchangeable
-    docs = pd.DataFrame({"docno": ["a", "b", "c", "d"], "text": make_docs(4, seed=1)})
-    reference.indexer(tmp_path / "index").index(docs.to_dict("records"))
+    docs = pd.DataFrame({"docno": [f"d{i}" for i in range(6)], "text": make_docs(6, seed=1)})
+    torch_index = _index_of(reference, docs, tmp_path / "index")
+    query = pd.DataFrame({"qid": ["q"], "query": [docs["text"][4][:200]]})
+    expected = reference.reranker(num_input_docs=2, index=torch_index)(_retrieved(reference, torch_index, query, docs))
+    for name in ("onnx", "openvino", "openvino-f32"):
+        retrieved = _retrieved(models[name], torch_index, query, docs)
+        assert retrieved["docno"].iloc[0] == "d4", name
+        reranked = models[name].reranker(num_input_docs=2, index=torch_index)(retrieved)
+        assert np.abs(reranked.sort_values("docno")["score"].to_numpy()
+                      - expected.sort_values("docno")["score"].to_numpy()).max() < 5e-3, name
+        built = _index_of(models[name], docs, tmp_path / name)
+        assert E2RankIndex(built).fingerprint["inference"] == name.removesuffix("-f32")
+        assert _retrieved(reference, built, query, docs)["docno"].iloc[0] == "d4", name  # PyTorch queries it
+        scored = reference.scorer()(reference.query_encoder()(query).merge(models[name].doc_encoder()(docs),
+                                                                           how="cross"))
+        assert scored.sort_values("score")["docno"].iloc[-1] == "d4", name
     name = reference.model_name_or_path
-    for exported, arguments in (("onnx-int8", "backend='onnx', quantize='int8'"), ("openvino", "backend='openvino'")):
-        with pytest.raises(IndexModelMismatch, match=rf"differing, built vs now: inference None vs '{exported}'; "
-                                                     rf"vectors as '{name}''s come from E2Rank\(\.\.\., "
-                                                     rf"backend='torch'\)"):
-            models[exported].retriever(tmp_path / "index")
-        with pytest.raises(IndexModelMismatch, match=rf"inference .*E2Rank\(\.\.\., {arguments}\)"):
-            reference.retriever(_index_of(models[exported], docs, tmp_path / exported))
-    for name in ("onnx-int8", "openvino"):
-        vectors = models[name].doc_encoder()(docs)
-        with pytest.raises(IndexModelMismatch, match="inference"):
-            reference.scorer()(reference.query_encoder()(pd.DataFrame({"qid": ["q"], "query": ["gene"]}))
-                               .merge(vectors, how="cross"))
+    with pytest.raises(IndexModelMismatch, match=rf"differing, built vs now: inference None vs 'onnx-int8'; "
+                                                 rf"vectors as '{name}''s come from E2Rank\(\.\.\., "
+                                                 rf"backend='torch'\)"):
+        models["onnx-int8"].retriever(torch_index)
+    int8_index = _index_of(models["onnx-int8"], docs, tmp_path / "int8")
+    for other in ("torch", "openvino"):
+        with pytest.raises(IndexModelMismatch, match=r"inference .*E2Rank\(\.\.\., backend='onnx', "
+                                                     r"quantize='int8'\)"):
+            models[other].retriever(int8_index)
+    vectors = models["onnx-int8"].doc_encoder()(docs)
+    with pytest.raises(IndexModelMismatch, match="inference"):
+        reference.scorer()(reference.query_encoder()(query).merge(vectors, how="cross"))
+
+
+def _retrieved(model: E2Rank, index, query: pd.DataFrame, docs: pd.DataFrame) -> pd.DataFrame:
+    """The top 3 of ``index`` for ``query`` encoded by ``model``, with their text."""
+    return (model.query_encoder() >> model.retriever(index, num_results=3))(query).merge(docs, on="docno")
 
 
 def _index_of(model: E2Rank, docs: pd.DataFrame, path):
@@ -221,7 +251,6 @@ def test_the_command_lines_take_the_backend(minilm_dir, tmp_path, capsys, monkey
     """``e2rank index --backend openvino`` writes vectors marked as OpenVINO's; a quantization the backend
     does not offer is one line on stderr, exit status 2, and nothing written."""
     import sys
-    from pyterrier_e2rank import E2RankIndex
     from pyterrier_e2rank.cli.main import console
     collection = tmp_path / "docs.jsonl"
     collection.write_text("".join(f'{{"id": "d{i}", "contents": "text {i}"}}\n' for i in range(3)))
