@@ -70,6 +70,7 @@ def _pisa_retrieve_class():
     class QuietPisaRetrieve(PisaRetrieve):
         """PisaRetrieve without its C++ log, skipping empty queries with a warning, whose rank cutoff (``% k``)
         keeps every option (PisaRetrieve's own drops ``precompute_impact``)."""
+        schematic = {"label": "BM25 (PISA)"}
 
         def reset_retrieval_context(self, force=False):
             with _quiet_fds():

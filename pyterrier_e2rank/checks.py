@@ -118,13 +118,21 @@ def identifier(value, what: str, where, *, error: Type[ValueError] = ValueError)
     return value
 
 
+#: The columns of which a frame needs one for its candidates' order (``validate_frame``'s ``one_of``).
+RANKED = (("rank",), ("score",))
+
+
 def validate_frame(inp: pd.DataFrame, context, *, includes: Sequence[str], queries: bool = False,
-                   texts: Optional[str] = None) -> None:
+                   texts: Optional[str] = None, one_of: Sequence[Sequence[str]] = ((),)) -> None:
     """The input check of every transformer of ours that takes qids or docnos: the columns ``includes`` and
-    ``texts`` present (else KeyError); every ``qid`` and ``docno`` an ``identifier``; no docno twice for one
-    qid; with ``queries``, one encodable ``query`` per qid; with ``texts``, one text per docno. Raises
-    ValueError naming rows and ids."""
-    pt.validate.columns(inp, includes=list(includes) + ([texts] if texts is not None else []), context=context)
+    ``texts`` present, and those of one of the column sets ``one_of`` (else ``pt.validate.InputValidationError``,
+    a KeyError, listing each set: what ``pt.inspect`` reports as the inputs); every ``qid`` and ``docno`` an
+    ``identifier``; no docno twice for one qid; with ``queries``, one encodable ``query`` per qid; with
+    ``texts``, one text per docno. Raises ValueError naming rows and ids."""
+    required = list(includes) + ([texts] if texts is not None else [])
+    with pt.validate.any(inp, context=context) as modes:
+        for columns in one_of:
+            modes.columns(includes=required + list(columns))
     if not len(inp):
         return
     qids = _identifiers(inp, "qid") if "qid" in inp.columns else None

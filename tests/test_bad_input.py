@@ -19,7 +19,7 @@ def test_missing_columns_are_named(tiny_qwen):
         tiny_qwen.query_encoder()(pd.DataFrame({"qid": ["1"]}))
     with pytest.raises(KeyError, match="docno"):
         tiny_qwen.doc_encoder()(pd.DataFrame({"text": ["x"]}))
-    with pytest.raises(KeyError, match="rank' or 'score"):
+    with pytest.raises(KeyError, match=r"missing_columns=\['rank'\].*missing_columns=\['score'\]"):
         tiny_qwen.reranker()(results().drop(columns=["rank", "score"]))
 
 

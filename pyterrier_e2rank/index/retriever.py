@@ -7,6 +7,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 import pyterrier as pt
+from pyterrier_dr.flex.np_retr import NumpyScorer
 
 from ..model import provenance
 from ..equality import EqualBySettings
@@ -127,7 +128,17 @@ class FlexStage(EqualBySettings, IndexStage):
         fused = self.transformer.fuse_rank_cutoff(k) if hasattr(self.transformer, "fuse_rank_cutoff") else None
         return None if fused is None else FlexStage(self.index, fused)
 
+    def schematic(self, *, input_columns=None) -> dict:
+        """Drawn with the label of the transformer it serves."""
+        label = pt.schematic.transformer_schematic(self.transformer, input_columns=None).get("label")
+        return {"label": label or type(self.transformer).__name__}
+
     def serve(self, inp: pd.DataFrame) -> pd.DataFrame:
+        if isinstance(self.transformer, NumpyScorer):  # (and TorchScorer) groups by a qid it does not ask for,
+            validate_frame(inp, self, includes=["qid", "query_vec", "docno"])  # (docid: E2RankIndex._load_docids)
+            if len(inp) == 0:  # and fails on a frame without rows
+                return inp.drop(columns=["score", "rank"], errors="ignore").assign(
+                    score=pd.Series(dtype=np.float64), rank=pd.Series(dtype=np.int64))
         out = provenance.without(self.transformer(inp))
         for column, kind in (("docno", str), ("docid", np.int64), ("rank", np.int64), ("score", np.float64)):
             if column in out.columns:

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import kendalltau, rankdata
 
-from ..checks import require_text, validate_frame
+from ..checks import RANKED, require_text, validate_frame
 from ..deprecation import keyword_only_since
 from .prompt_encoder import in_current_order, query_groups
 
@@ -43,7 +43,7 @@ def feedback_influence(model, frame: pd.DataFrame, index=None, *, num_input_docs
     reranker = model.reranker(index, num_input_docs=num_input_docs, batch_size=batch_size, verbose=verbose,
                               text_field=text_field, **prompt_settings)
     renderer, prompt = reranker.prompt_encoder.renderer, reranker.prompt
-    validate_frame(frame, reranker, includes=renderer.includes, queries=True)
+    validate_frame(frame, reranker, includes=renderer.includes, queries=True, one_of=RANKED)
     if len(frame) == 0:
         return pd.DataFrame(columns=list(INFLUENCE_COLUMNS))
     ordered = renderer.with_text(reranker.vec_loader(in_current_order(frame, reranker)))

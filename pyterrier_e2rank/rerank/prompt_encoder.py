@@ -9,7 +9,7 @@ import pandas as pd
 import pyterrier as pt
 
 from ..model import provenance
-from ..checks import is_text, require_text, validate_frame
+from ..checks import RANKED, is_text, require_text, validate_frame
 from ..deprecation import renamed_argument
 from ..index.artifact import as_index
 from ..model.encoders import ModelTransformer
@@ -47,7 +47,7 @@ class PromptRenderer(ModelTransformer):
         return frame.assign(**{self.text_field: pd.Series(texts, index=frame.index, dtype=object)})
 
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
-        validate_frame(inp, self, includes=self.includes, queries=True)
+        validate_frame(inp, self, includes=self.includes, queries=True, one_of=RANKED)
         if len(inp) == 0:
             return pd.DataFrame({"qid": pd.Series(dtype=object), "query": pd.Series(dtype=str),
                                  "prompt": pd.Series(dtype=str)})
@@ -115,12 +115,10 @@ class E2RankPromptEncoder(ModelTransformer):
 
 def in_current_order(inp: pd.DataFrame, context) -> pd.DataFrame:
     """Rows grouped by query (first-seen order, ``_query_order``), each query's candidates by ``rank`` (else
-    ``score``). Raises ``ValueError`` for ranks that are not consecutive from any start, or non-finite keys."""
+    ``score``; one of them checked by ``validate_frame(..., one_of=RANKED)``). Raises ``ValueError`` for ranks that
+    are not consecutive from any start, or non-finite keys."""
     refuse_score_cache(context)
     order_by = "rank" if "rank" in inp.columns else "score"
-    if order_by not in inp.columns:
-        raise KeyError(f"{context!r} needs a 'rank' or 'score' column to know the candidates' order; "
-                       f"got {list(inp.columns)}")
     keys = pd.to_numeric(inp[order_by], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     if not np.isfinite(keys).all():
         row = int(np.flatnonzero(~np.isfinite(keys))[0])

@@ -7,7 +7,7 @@ import pandas as pd
 import pyterrier as pt
 
 from ..model import provenance
-from ..checks import positive_int
+from ..checks import RANKED, positive_int
 from .prompt import ListwisePrompt
 from .prompt_encoder import E2RankPromptEncoder, in_current_order, query_groups
 from ..model.stats import EncodeStats, add_stats
@@ -19,6 +19,7 @@ class E2RankReranker(VectorReranker):
     new ``score``/``rank``; ``stats`` counts this reranker's own forward passes. With ``window`` (and ``stride``,
     default ``window // 2``), sliding windows run back to front and scores become ``n - final position``."""
     SETTINGS = ("prompt_encoder", "vec_loader", "window", "stride")
+    one_of = RANKED
 
     def __init__(self, model, prompt: ListwisePrompt, *, index=None, window: Optional[int] = None,
                  stride: Optional[int] = None, batch_size: Optional[int] = None, verbose: Optional[bool] = None,

@@ -18,6 +18,8 @@ class E2RankScorer(VectorReranker):
         self.query_encoder = E2RankQueryEncoder(model, batch_size=batch_size, verbose=verbose)
         self.vec_loader = CandidateVectors(model, index=index, text_field=text_field, batch_size=batch_size,
                                            verbose=verbose)
+        if index is None:  # the candidates' vectors come from the frame, or are encoded from its text
+            self.one_of = ((text_field,), ("doc_vec",))
 
     def __repr__(self):
         return f"{self.model!r}.scorer(index={self.index!r})"

@@ -48,17 +48,19 @@ class CandidateVectors(ModelTransformer):
 
 class VectorReranker(ModelTransformer):
     """A reranker: R frame with the columns ``includes`` -> the same rows, ``score``/``rank`` new, from
-    ``_scored`` of the frame; ``doc_vec`` is kept only where the input had it. ``vec_loader``: its candidates."""
+    ``_scored`` of the frame; ``doc_vec`` is kept only where the input had it. ``vec_loader``: its candidates;
+    ``one_of``: column sets of which the frame needs one besides (``checks.validate_frame``)."""
     includes = ("qid", "docno", "query")
+    one_of = ((),)
 
     @property
     def index(self):
         return self.vec_loader.index
 
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
-        validate_frame(inp, self, includes=self.includes, queries=True)
+        validate_frame(inp, self, includes=self.includes, queries=True, one_of=self.one_of)
         if len(inp) == 0:
-            return inp.assign(score=pd.Series(dtype=float), rank=pd.Series(dtype=int))
+            return unscored(inp)
         out = self._scored(inp)
         return out if "doc_vec" in inp.columns else provenance.without(out, "doc_vec")
 
@@ -77,9 +79,14 @@ class DotProduct(EqualBySettings, pt.Transformer):
         validate_frame(inp, self, includes=["qid", "docno", "query_vec", "doc_vec"])
         provenance.check_one_space(inp, ["query_vec", "doc_vec"], key="qid")
         if len(inp) == 0:
-            return inp.assign(score=pd.Series(dtype=float), rank=pd.Series(dtype=int))
+            return unscored(inp)
         names = inp["docno"].tolist()
         dim = len(inp["doc_vec"].iat[0])
         documents = stack_vectors(inp["doc_vec"], names, dim, "doc_vec of docno")
         queries = stack_vectors(inp["query_vec"], inp["qid"].tolist(), dim, "query_vec of qid")
         return pt.model.add_ranks(inp.assign(score=np.einsum("nd,nd->n", documents, queries).astype(np.float64)))
+
+
+def unscored(inp: pd.DataFrame) -> pd.DataFrame:
+    """A frame without rows, with ``score`` and ``rank`` where a scored one has them (``pt.model.add_ranks``)."""
+    return pt.model.add_ranks(inp.assign(score=pd.Series(dtype=np.float64)))

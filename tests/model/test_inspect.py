@@ -1,18 +1,20 @@
-"""Every transformer the model makes declares its inputs and outputs to ``pt.inspect`` (what
-``pt.testing.TransformerTestCase.test_inspect_io`` checks), so PyTerrier can validate a pipeline before it runs.
-``TransformerTestCase`` itself is not used: its schematic check downloads PyTerrier's documentation inventory,
-which a machine without the internet cannot."""
+"""Every transformer the model makes declares the inputs and outputs below to ``pt.inspect``, so PyTerrier can
+validate a pipeline before it runs (PyTerrier's own checks of every transformer: test_transformer_conformance.py)."""
 import pyterrier as pt
 import pytest
 
 VECTORS = ["query_vec", "query_vec_model"]
+RANKED = [["qid", "docno", "query", "text", "rank"], ["qid", "docno", "query", "text", "score"]]
 EXPECTED = {
     "query_encoder": ([["qid", "query"]], [["qid", "query"] + VECTORS]),
     "doc_encoder": ([["docno", "text"]], [["docno", "text", "doc_vec", "doc_vec_model"]]),
-    "prompt_encoder": ([["qid", "docno", "query", "text"]], [["qid", "query"] + VECTORS]),
-    "reranker": ([["qid", "docno", "query"]], [["qid", "docno", "query", "score", "rank"]]),  # text: the index's
+    "prompt_encoder": (RANKED, [["qid", "query"] + VECTORS] * 2),
+    "reranker": ([["qid", "docno", "query", "rank"], ["qid", "docno", "query", "score"]],  # text: the index's
+                 [["qid", "docno", "query", "score", "rank"]] * 2),
     "retriever": ([["qid", "query"]], [["qid", "query", "docno", "score", "rank"]]),
-    "scorer": ([["qid", "docno", "query"]], [["qid", "docno", "query", "score", "rank"]]),
+    "scorer": ([["qid", "docno", "query", "text"], ["qid", "docno", "query", "doc_vec"]],
+               [["qid", "docno", "query", "text", "score", "rank"],
+                ["qid", "docno", "query", "doc_vec", "score", "rank"]]),
 }
 
 
