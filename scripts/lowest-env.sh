@@ -18,7 +18,7 @@ fi
 stamp="$venv/.installed-$(cat setup.cfg scripts/lowest-env.sh | sha1sum | cut -c1-12)"
 if [ ! -e "$stamp" ]; then
   "$venv/bin/uv" pip install -q -p "$venv/bin/python" --resolution lowest-direct -e ".[test]"
-  "$venv/bin/uv" pip freeze -p "$venv/bin/python" --exclude-editable | grep -v '^uv==' > "$venv/versions.txt"
+  "$venv/bin/uv" pip freeze -p "$venv/bin/python" --exclude-editable | grep -vE '^(uv|pip|setuptools)==' > "$venv/versions.txt"
   touch "$stamp"
 fi
 if ! diff -u requirements-lowest.txt "$venv/versions.txt"; then
