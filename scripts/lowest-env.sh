@@ -17,8 +17,9 @@ if [ ! -x "$venv/bin/uv" ]; then
 fi
 stamp="$venv/.installed-$(cat setup.cfg scripts/lowest-env.sh | sha1sum | cut -c1-12)"
 if [ ! -e "$stamp" ]; then
-  "$venv/bin/uv" pip install -q -p "$venv/bin/python" --resolution lowest-direct -e ".[test]"
-  "$venv/bin/uv" pip freeze -p "$venv/bin/python" --exclude-editable | grep -vE '^(uv|pip|setuptools)==' > "$venv/versions.txt"
+  "$venv/bin/uv" pip install -q -p "$venv/bin/python" --resolution lowest-direct -e ".[test]" \
+    "setuptools>=68" "wheel>=0.41"  # pyproject.toml's build requirements: a test builds the wheel
+  "$venv/bin/uv" pip freeze -p "$venv/bin/python" --exclude-editable | grep -vE '^(uv|pip)==' > "$venv/versions.txt"
   touch "$stamp"
 fi
 if ! diff -u requirements-lowest.txt "$venv/versions.txt"; then
