@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).resolve().parents[1] / "pyterrier_e2rank" / "pt_docs"
-PAGES = ("index.rst", "retrieval-and-reranking.rst", "indexing.rst", "efficiency.rst", "datasets-and-bm25.rst",
+PAGES = ("index.rst", "retrieval-and-reranking.rst", "indexing.rst", "sharing.rst", "efficiency.rst", "datasets-and-bm25.rst",
          "pyserini.rst", "training.rst", "command-lines.rst", "reproducing.rst", "guarantees.rst",
          "specification.rst", "api.rst")
 HUB_MODEL = '"Alibaba-NLP/E2Rank-0.6B"'
@@ -35,7 +35,7 @@ INFLUENCE = "feedback_influence(model, candidates, index=index)"
 #: The pages whose blocks read SciFact (the small BEIR folder stands in for it).
 ON_SCIFACT = {"retrieval-and-reranking.rst", "indexing.rst", "datasets-and-bm25.rst"}
 #: Blocks marked ``.. test: ...`` (not run), by page and first line: none today.
-MARKED = set()
+MARKED = {("sharing.rst", 'index.to_hf("my-name/my-docs.e2rank")')}
 #: The specification's sections. Code cites them by number, so a number never changes meaning: a new section
 #: is appended (and added here), never inserted.
 SECTIONS = {1: "Sources and what \"exact\" means", 2: "Model, pooling and scores", 3: "Queries", 4: "Documents",
@@ -165,6 +165,7 @@ SLOW = {"retrieval-and-reranking.rst"}
 def test_every_python_block_of_the_page_runs(page, tiny_qwen_dir, tmp_path, monkeypatch, capsys, request):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("E2RANK_CACHE", str(tmp_path / "cache"))  # exported backbones: not the user's cache
+    monkeypatch.setenv("PYTERRIER_HOME", str(tmp_path / "pyterrier"))  # downloaded artifacts: not the user's
     replacements = {HUB_MODEL: repr(str(tiny_qwen_dir))}
     if page in ON_SCIFACT:
         folder = request.getfixturevalue("small_scifact")
