@@ -58,11 +58,9 @@ class IndexReplaced(RuntimeError):
 #: The public methods of an ``E2RankIndex`` (FlexIndex's, pyterrier-dr 0.8.1, and ours) that hand out no
 #: transformer of the index: every other public method is served (``serve_methods``).
 NOT_TRANSFORMERS = frozenset({
-    # data (metadata, docnos, vectors, texts and their loader; get_corpus_iter's records tagged with the index's
-    # model) and checks
+    # data (get_corpus_iter's records tagged with the index's model), the text loader (it reads no vectors), checks
     "built", "payload", "docnos", "np_vecs", "torch_vecs", "get_corpus_iter", "vectors", "texts", "text_field",
-    "text_loader", "check_model",
-    "check_current", "derived", "structures", "structure_path",
+    "text_loader", "check_model", "check_current", "derived", "structures", "structure_path",
     # corpus graphs (checked structures: ann.AnnSearch)
     "corpus_graph", "faiss_hnsw_graph",
     # indexing: refused (an E2Rank index is built by model.indexer)
@@ -164,19 +162,16 @@ class E2RankIndex(EqualBySettings, AnnSearch, FlexIndex):
         return np.asarray(vectors[lookup.inv[docnos]])
 
     def text_field(self) -> str:
-        """The field whose text the index keeps (``model.indexer(path, store_text=...)``); ValueError naming the
-        ways to give the text when it keeps none."""
+        """The field whose text the index keeps; ValueError naming the ways to give the text when it keeps none."""
         text = self.meta.get("e2rank", {}).get("text")
         if not isinstance(text, dict) or not isinstance(text.get("field"), str):
-            raise ValueError(f"the index at {self.path} keeps no document text (built with store_text=False, or "
-                             f"before pyterrier_e2rank kept it): add a 'text' column before this stage (e.g. "
-                             f"pt.text.get_text(dataset, 'text') or pyterrier_e2rank.DocumentText(dataset)), or "
-                             f"rebuild the index with its text: model.indexer(path, mode='overwrite')")
+            raise ValueError(f"the index at {self.path} keeps no document text (store_text=False, or built by 0.3): "
+                             f"add a 'text' column before this stage (pt.text.get_text(dataset, 'text') or "
+                             f"DocumentText(dataset)), or rebuild it with model.indexer(path, mode='overwrite')")
         return text["field"]
 
     def texts(self, docnos: Sequence[str]) -> List[str]:
-        """The stored texts of ``docnos`` (the index's version this object opened); ValueError naming the docnos
-        not in the index, or (``text_field``) when it keeps no text."""
+        """The stored texts of ``docnos``; ValueError naming docnos not in the index, or when it keeps no text."""
         self.text_field()
         try:
             rows = self.docnos().rows([str(d) for d in docnos])

@@ -84,7 +84,7 @@ def test_store_text_false_writes_none_and_an_overwrite_removes_them(tiny_qwen, t
     tiny_qwen.indexer(path).index(DOCS)
     without = tiny_qwen.indexer(path, mode="overwrite", store_text=False).index(DOCS)
     assert sorted(os.listdir(path)) == ["docnos.npids", "pt_meta.json", "vecs.f4"]
-    with pytest.raises(ValueError, match="built with store_text=False"):
+    with pytest.raises(ValueError, match=r"\(store_text=False"):
         pt.text.get_text(without)
 
 
