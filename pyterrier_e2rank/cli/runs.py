@@ -48,10 +48,11 @@ def _doc_text(doc, where: str, docno: str):
     if not isinstance(doc, dict):
         return doc  # a string, None, or what the caller refuses
     text, title = next((doc[k] for k in DOC_TEXT_KEYS if k in doc), None), doc.get("title")
-    for name, value in (("text", text), ("title", title)):
-        if value is not None and not isinstance(value, str):
-            raise RunFormatError(f"{where}: the {name} of docid {docno!r} is a {type(value).__name__}, not a string")
-    return None if text is None else join_title(title, text)
+    if not isinstance(text, str):
+        return text
+    if title is not None and not isinstance(title, str):
+        raise RunFormatError(f"{where}: the title of docid {docno!r} is a {type(title).__name__}, not a string")
+    return join_title(title, text)
 
 
 def candidates_line(line: str, where: str) -> tuple:

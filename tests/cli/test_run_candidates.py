@@ -159,6 +159,8 @@ HIT = '{"qid": "q1", "docid": "d1", "score": 1.0, "content": "a"}'
      "holds whitespace"),
     ('{"query": {"text": "gene", "qid": "q0"}, "candidates": [{"docid": "d1", "score": 1.0, "doc": {"text": [1]}}]}',
      "the text of docid 'd1' is a list"),
+    ('{"query": {"text": "gene", "qid": "q0"}, "candidates": [{"docid": "d1", "score": 1.0, "doc": {"text": "a", '
+     '"title": 2}}]}', "the title of docid 'd1' is a int"),
     ('{"query": "gene", "hits": [' + HIT.replace("q1", "q0") + ']}', r"query 'q0' repeated \(first on line 1\)"),
 ])
 def test_malformed_candidates_are_reported_with_their_line(tmp_path, line, message):
@@ -168,8 +170,12 @@ def test_malformed_candidates_are_reported_with_their_line(tmp_path, line, messa
         read_run(tmp_path / "bad.jsonl")
 
 
-def test_a_trec_line_in_candidates_and_a_json_line_in_a_run_are_named(files, tmp_path):
+def test_the_form_is_told_by_content_and_a_line_of_the_other_is_named(files, tmp_path):
     path, _ = files
+    (tmp_path / "hits.run").write_text((path / "hits.jsonl").read_text())
+    (tmp_path / "trec.jsonl").write_text((path / "bm25.run").read_text())
+    pd.testing.assert_frame_equal(read_run(tmp_path / "hits.run"), read_run(path / "hits.jsonl"))
+    pd.testing.assert_frame_equal(read_run(tmp_path / "trec.jsonl"), read_run(path / "bm25.run"))
     (tmp_path / "a.jsonl").write_text((path / "hits.jsonl").read_text() + "q1 Q0 d1 1 2.0 x\n")
     with pytest.raises(RunFormatError, match=r"a.jsonl:3: not a JSON object"):
         read_run(tmp_path / "a.jsonl")
