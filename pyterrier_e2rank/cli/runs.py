@@ -130,7 +130,7 @@ def read_run(path) -> pd.DataFrame:
     order), and from JSONL candidates ``query`` and, when the file gives them, ``text``. Raises ``RunFormatError``
     naming file:line for a line ``run_entries`` refuses, a score not finite, a docid repeated for a query; and for
     an empty file."""
-    columns, seen = {"qid": [], "docno": [], "score": [], "file_rank": [], "query": [], "text": []}, {}
+    rows, seen = [], {}
     for number, qid, docno, file_rank, score, query, text in run_entries(path):
         if not math.isfinite(score):  # nan would sort anywhere, inf above every real score
             raise RunFormatError(f"{path}:{number}: score {score!r} of docid {docno!r} is not a finite number")
@@ -138,11 +138,10 @@ def read_run(path) -> pd.DataFrame:
             raise RunFormatError(f"{path}:{number}: docid {docno!r} repeated for query {qid!r} (first on line "
                                  f"{seen[qid, docno]})")
         seen[qid, docno] = number
-        for column, value in zip(columns, (qid, docno, score, file_rank, query, text)):
-            columns[column].append(value)
+        rows.append((qid, docno, score, file_rank, query, text))
     if not seen:  # it would evaluate to 0 and rerank into an empty run, silently
         raise RunFormatError(f"{path}: no run lines (the file is empty)")
-    frame = pd.DataFrame(columns)
+    frame = pd.DataFrame.from_records(rows, columns=["qid", "docno", "score", "file_rank", "query", "text"])
     frame = frame.drop(columns=[c for c in ("query", "text") if frame[c].isna().all()])
     frame["_order"] = pd.factorize(frame["qid"])[0]
     frame = frame.sort_values(["_order", "score", "file_rank"], ascending=[True, False, True], kind="stable")
