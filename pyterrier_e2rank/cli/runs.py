@@ -120,9 +120,10 @@ def run_entries(path) -> Iterator[tuple]:
         qid, _, docno, rank, score, _ = split_fields(line, 6, where=f"{path}:{number}",
                                                      form="qid Q0 docid rank score tag", error=RunFormatError)
         try:
-            yield number, qid, docno, int(rank), float(score), None, None
+            rank, score = int(rank), float(score)
         except ValueError:
             raise RunFormatError(f"{path}:{number}: rank must be an integer and score a number: {line!r}") from None
+        yield number, qid, docno, rank, score, None, None
 
 
 def read_run(path) -> pd.DataFrame:
