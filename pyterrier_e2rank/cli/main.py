@@ -13,8 +13,9 @@ from ..io import ArtifactLocked
 COMMANDS = {
     "experiment": ("experiment", "BM25 / dense / E2Rank reranking on a dataset, via pt.Experiment"),
     "index": ("index_command", "encode a corpus into an E2Rank index (torchrun: one shard per process)"),
-    "rerank-run": ("runs", "rerank a TREC run file with E2Rank, write a TREC run file"),
-    "eval-run": ("runs", "evaluate a TREC run file with ir-measures"),
+    "rerank-run": ("runs", "rerank a run file (TREC, or JSONL candidates with their texts) with E2Rank, write a TREC "
+                           "run file (or the JSONL form)"),
+    "eval-run": ("runs", "evaluate a run file (TREC or JSONL candidates) with ir-measures"),
     "reproduce": ("reproduce", "the paper's evaluation: BM25 top 100 reranked by E2Rank on a suite of datasets, one "
                                "table with the paper's figures"),
     "train": ("train_command", "train E2Rank (stage 1: InfoNCE; stage 2: InfoNCE + RankNet on listwise prompts), on "

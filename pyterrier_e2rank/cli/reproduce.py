@@ -40,7 +40,8 @@ def reproduce(model: Union[str, E2Rank], datasets: Sequence[str], output, *, run
         model: a model name or path (loaded with ``model_options``), or an ``E2Rank`` made with
             ``cache_doc_vectors=True``.
         datasets: ir_datasets ids (``irds:`` optional), BEIR folders or corpus files.
-        runs: ``{dataset: TREC run file}``, pinned first stages instead of PISA BM25 (built in ``index_dir``).
+        runs: ``{dataset: run file}`` (TREC or JSONL candidates, ``runs.read_run``), pinned first stages
+            instead of PISA BM25 (built in ``index_dir``).
         query_task: the dense rows' instruction (``experiment.query_task_for``).
         num_queries, skip_missing: the first N topics; drop and count run lines the dataset lacks.
         overwrite: discard what an earlier suite wrote to ``output`` instead of resuming it.
@@ -119,7 +120,8 @@ def register(parsers: dict) -> None:
     p.add_argument("--suite", choices=["paper"], help="the paper's ten datasets (DL19, DL20 and eight of BEIR)")
     p.add_argument("--output", required=True, help="directory for results.md, results.json, run_record.json")
     p.add_argument("--run", action="append", metavar="DATASET=PATH",
-                   help="a pinned TREC run file as first stage for DATASET (as given to --dataset)")
+                   help="a pinned run file (TREC, or JSONL candidates such as the authors' {dataset}_top100.jsonl) "
+                        "as first stage for DATASET (as given to --dataset)")
     p.add_argument("--skip-missing", action="store_true",
                    help="drop run-file queries and documents the dataset lacks (counted in the notes), not an error")
     p.add_argument("--dense", action="store_true", help="add dense retrieval rows (builds or reuses the dense index)")

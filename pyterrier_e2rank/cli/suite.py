@@ -19,12 +19,12 @@ from .. import data
 from ..bm25 import pisa_bm25
 from ..data import DocumentText, corpus_id, corpus_stamp
 from ..index.indexer import distributed_context
-from ..io import atomic_file, file_sha256, numbered_lines
+from ..io import atomic_file, file_sha256
 from ..model.e2rank import E2Rank
 from ..model.stats import EncodeStats
 from .experiment import dense_index_for, index_name, query_task_for
 from .paper import DatasetUnavailable, SuiteDataset, results_table
-from .runs import evaluate_run, read_run, write_run
+from .runs import evaluate_run, read_run, run_entries, write_run
 from .sharding import (gather_to_main_process, is_main_process, main_process_decides, main_process_first,
                        transform_by_query)
 
@@ -69,15 +69,15 @@ def _open(dataset: SuiteDataset, num_queries: Optional[int]):
     return ds, topics, evaluated, qrels[qrels["query_id"].astype(str).isin(evaluated["qid"])]  # as pt.Experiment
 
 
-def _first_line(path, column: int, values: set) -> tuple:
-    """``(line number, value)`` of the first line of a run file whose ``column``-th field is in ``values``."""
-    return next((number, line.split()[column]) for number, line in numbered_lines(path)
-                if line.split()[column] in values)
+def _first_line(path, field: int, values: set) -> tuple:
+    """``(line number, value)`` of a run file's first candidate whose ``field`` of ``run_entries`` is in ``values``."""
+    return next((entry[0], entry[field]) for entry in run_entries(path) if entry[field] in values)
 
 
 def _pinned_run(path: str, ds, all_topics: pd.DataFrame, *, skip_missing: bool) -> tuple:
-    """``(run, {"queries": n, "documents": n} dropped)`` of a run file: a query or document the dataset lacks
-    is a ``ValueError`` naming file:line and the id, or with ``skip_missing`` dropped and counted."""
+    """``(run, {"queries": n, "documents": n} dropped)`` of a run file (``read_run``; of JSONL candidates only the
+    ids and scores are used): a query or document the dataset lacks is a ``ValueError`` naming file:line and the
+    id, or with ``skip_missing`` dropped and counted."""
     run = read_run(path)
     missing_qids = sorted(set(run["qid"]) - set(all_topics["qid"]))
     docnos = run["docno"].unique().tolist()
@@ -85,7 +85,7 @@ def _pinned_run(path: str, ds, all_topics: pd.DataFrame, *, skip_missing: bool) 
     missing_docs = [d for d in docnos if d not in found]
     if (missing_qids or missing_docs) and not skip_missing:
         if missing_qids:
-            number, qid = _first_line(path, 0, set(missing_qids))
+            number, qid = _first_line(path, 1, set(missing_qids))
             raise ValueError(f"{path}:{number}: query {qid!r} is not a topic of the dataset "
                              f"({len(missing_qids)} such queries; --skip-missing drops them)")
         number, docno = _first_line(path, 2, set(missing_docs))

@@ -15,7 +15,7 @@ from pyterrier_e2rank.cli.experiment import index_name, run_experiment
 from pyterrier_e2rank.cli.paper import DatasetUnavailable, SuiteDataset, paper_row, resolve_dataset, results_table
 from pyterrier_e2rank.cli import suite
 from pyterrier_e2rank.cli.reproduce import reproduce
-from pyterrier_e2rank.cli.runs import evaluate_run, read_qrels, read_run, rerank_run, write_run
+from pyterrier_e2rank.cli.runs import evaluate_run, read_qrels, read_run, read_topics, rerank_run, write_run
 from pyterrier_e2rank.io import ArtifactLocked, file_sha256
 
 from fixtures.writers import held_by_another_process
@@ -147,6 +147,36 @@ def test_unavailable_dataset_is_skipped_and_missing_run_lines_named(cached_minil
     assert "ir_datasets said: The TREC Robust document collection is from TREC disks 4 and 5" in table
     with pytest.raises(ValueError, match=r"begun with other first_stage.*--overwrite"):  # PISA now, not the run
         reproduce(cached_minilm, [folder], tmp_path / "c", skip_missing=True, verbose=False)
+
+
+def test_a_pinned_run_may_be_the_authors_candidates(cached_minilm, small_scifact, tmp_path):
+    """Their ``{dataset}_top100.jsonl`` pins the same first stage as the TREC run of its ids and scores (the
+    dataset's texts are reranked); a document the dataset lacks is named by its line."""
+    folder = str(small_scifact)
+    qrels = read_qrels(folder)
+    docnos = [json.loads(line)["_id"] for line in (small_scifact / "corpus.jsonl").read_text().splitlines()[:6]]
+    lines, trec = [], []
+    for qid, query in read_topics(folder).head(2).values:
+        ranked = list(dict.fromkeys(qrels[qrels["query_id"] == qid]["doc_id"].tolist() + docnos))
+        hits = [{"qid": qid, "docid": d, "rank": r + 1, "score": 10.0 - r, "content": "not read"}
+                for r, d in enumerate(ranked)]
+        lines.append(json.dumps({"query": query, "hits": hits}) + "\n")
+        trec += [f"{qid} Q0 {h['docid']} {h['rank']} {h['score']} x\n" for h in hits]
+    (tmp_path / "top100.jsonl").write_text("".join(lines))
+    (tmp_path / "bm25.run").write_text("".join(trec))
+    settings = dict(index_dir=tmp_path / "indexes", top_k=5, num_queries=2, verbose=False)
+    results = {name: reproduce(cached_minilm, [folder], tmp_path / f"out-{name}", runs={folder: str(tmp_path / name)},
+                               **settings) for name in ("top100.jsonl", "bm25.run")}
+    assert results["top100.jsonl"] == results["bm25.run"]
+    first_stages = [(tmp_path / f"out-{name}" / "datasets" / index_name(folder) / "first-stage.run").read_bytes()
+                    for name in results]
+    assert first_stages[0] == first_stages[1] and len(first_stages[0].splitlines()) == 10
+    record = json.loads((tmp_path / "out-top100.jsonl" / "run_record.json").read_text())["datasets"][folder]
+    assert record["first_stage"]["kind"] == "run file" and record["first_stage"]["path"].endswith("top100.jsonl")
+
+    (tmp_path / "bad.jsonl").write_text(lines[0] + lines[1].replace(docnos[0], "no-such-doc"))
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: document 'no-such-doc' is not in the dataset's corpus"):
+        reproduce(cached_minilm, [folder], tmp_path / "bad", runs={folder: str(tmp_path / "bad.jsonl")}, **settings)
 
 
 def test_bad_arguments_are_named(cached_minilm, small_scifact, tmp_path):
