@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 from typing import Dict, List, Sequence
 
+from ..checks import positive_int
 from ..data import mteb_task
 from ..io import atomic_file, refuse_output_as_input, writer_lock
 from ..model.e2rank import E2Rank
@@ -75,7 +76,8 @@ def results_table(results: dict, models: Sequence[str]) -> str:
 
 
 def _mteb_command(args) -> int:
-    run_mteb(args.model, mteb_tasks(args.tasks), args.output, **arguments.model_options(args))
+    run_mteb(args.model, mteb_tasks(args.tasks), args.output, max_length=args.max_length,
+             doc_max_words=args.doc_max_words, **arguments.model_options(args))
     print((Path(args.output) / "results.md").read_text(encoding="utf-8"), end="")
     print(f"written to {Path(args.output) / 'results.json'} (mteb's files under {Path(args.output) / 'mteb'})")
     return 0
@@ -88,5 +90,9 @@ def register(parsers: dict) -> None:
     p.add_argument("--tasks", nargs="+", required=True,
                    help="mteb task names (e.g. SciFact NFCorpus), or local datasets (BEIR folders...)")
     p.add_argument("--output", required=True, help="the directory of results.json, results.md and mteb/")
+    p.add_argument("--max-length", type=arguments.Checked(positive_int),
+                   help="token limit of every text (default: the model's; the authors' MTEB runs: 8192)")
+    p.add_argument("--doc-max-words", type=arguments.Checked(positive_int),
+                   help="cut documents to this many words first (default: no cut, as the authors' MTEB runs)")
     arguments.add_model_run_options(p)
     p.set_defaults(func=_mteb_command)

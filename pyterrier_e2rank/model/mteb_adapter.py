@@ -28,6 +28,8 @@ def mteb_instruction(task_metadata, prompt_type: Optional[PromptType]) -> Option
         return TYPE_INSTRUCTIONS[kind]
     prompt = task_metadata.prompt
     task = INSTRUCTED_DOCUMENTS.get(name) or (prompt.get("query") if isinstance(prompt, dict) else prompt)
+    if name.startswith("CQADupstack"):  # the authors' table has it; mteb's subtasks have none
+        task = _CQADUPSTACK
     if "Retrieval" not in kind:
         return task or None
     if prompt_type != PromptType.query:

@@ -4,9 +4,11 @@ import json
 import pytest
 from fixtures.scifact_subset import write_scifact_subset
 
+from pyterrier_e2rank import E2Rank
 from pyterrier_e2rank.cli.main import main
 
 mteb = pytest.importorskip("mteb")
+from pyterrier_e2rank.model.mteb_adapter import E2RankMTEB  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -25,6 +27,8 @@ def test_two_models_side_by_side_from_mteb_files(tiny_qwen_dir, other_tiny_qwen_
     assert list(results) == ["scifact"] and list(results["scifact"]) == models
     files = sorted((output / "mteb").rglob("scifact.json"))
     assert len(files) == 2  # one per model: other weights, another revision
+    revision = E2RankMTEB(E2Rank(models[0], doc_max_words=None)).mteb_model_meta.revision  # no word cut by default
+    assert revision in {f.parent.name for f in files}
     kept = {json.loads(f.read_text())["scores"]["test"][0]["ndcg_at_10"] for f in files}
     assert {scores["ndcg_at_10"] for scores in results["scifact"].values()} == kept
     table = (output / "results.md").read_text()
@@ -42,4 +46,7 @@ def test_bad_input_is_refused_naming_it(tiny_qwen_dir, tmp_path):
     with pytest.raises(ValueError, match="given twice"):
         main(["mteb", "--model", str(tiny_qwen_dir), "--model", str(tiny_qwen_dir), "--tasks", "SciFact",
               "--output", str(tmp_path / "out")])
+    with pytest.raises(SystemExit):
+        main(["mteb", "--model", str(tiny_qwen_dir), "--tasks", "SciFact", "--output", str(tmp_path / "out"),
+              "--doc-max-words", "0"])
     assert not (tmp_path / "out").exists()

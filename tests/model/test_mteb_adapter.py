@@ -78,14 +78,17 @@ def test_mteb_instructs_queries_as_our_retriever_does(tiny_qwen_dir, subset, tmp
 
 def test_the_authors_instruction_rule():
     task = {name: mteb.get_task(name).metadata for name in ("SciFact", "ArguAna", "CQADupstackAndroidRetrieval",
-                                                              "STSBenchmark", "Banking77Classification")}
+                                                              "WikiSQLRetrieval", "STSBenchmark",
+                                                              "Banking77Classification")}
     query, document = mteb.types.PromptType.query, mteb.types.PromptType.document
     assert mteb_instruction(task["SciFact"], query) == SCIFACT_TASK
     assert mteb_instruction(task["SciFact"], document) is None
     assert mteb_instruction(task["ArguAna"], document) == mteb_instruction(task["ArguAna"], query) == \
         "Given a claim, find documents that refute the claim"
-    assert mteb_instruction(task["CQADupstackAndroidRetrieval"], query) == \
-        "Retrieval relevant passage for the given query."
+    assert mteb_instruction(task["CQADupstackAndroidRetrieval"], query) == "Given a question, retrieve detailed " \
+        "question descriptions from Stackexchange that are duplicates to the given question"
+    assert mteb_instruction(task["CQADupstackAndroidRetrieval"], document) is None
+    assert mteb_instruction(task["WikiSQLRetrieval"], query) == "Retrieval relevant passage for the given query."
     assert mteb_instruction(task["STSBenchmark"], None) == "Retrieve semantically similar text"
     assert mteb_instruction(task["Banking77Classification"], None) == \
         "Given a online banking query, find the corresponding intents"
