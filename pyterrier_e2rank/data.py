@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional, Union
@@ -168,11 +169,12 @@ def mteb_task(source, *, name: Optional[str] = None, query_task: Optional[str] =
     split = {"corpus": Dataset.from_list(corpus), "queries": Dataset.from_list(queries), "relevant_docs": relevant,
              "top_ranked": None}
     revision = hashlib.sha256(json.dumps([corpus, queries, relevant]).encode()).hexdigest()[:12]  # mteb's cache key
-    source_name = Path(source).name if Path(source).exists() else str(source)
+    local = isinstance(source, (str, os.PathLike)) and Path(source).exists()
+    name = name or (Path(source).name if local else re.sub(r"[^\w.-]+", "-", str(source)))  # a file name for mteb
 
     class LocalRetrieval(AbsTaskRetrieval):
         metadata = TaskMetadata(
-            name=name or source_name, description=f"the dataset {str(source)!r}", type="Retrieval",
+            name=name, description=f"the dataset {str(source)!r}", type="Retrieval",
             dataset={"path": str(source), "revision": revision}, eval_splits=["test"], eval_langs=["eng-Latn"],
             main_score="ndcg_at_10", prompt=None if query_task is None else {"query": query_task})
 

@@ -8,7 +8,7 @@ from ..checks import positive_int
 from ..data import mteb_task
 from ..io import atomic_file, refuse_output_as_input, writer_lock
 from ..model.e2rank import E2Rank
-from ..model.text import dataset_query_task
+from ..model.text import DEFAULT_QUERY_TASK, dataset_query_task
 from . import arguments
 from .experiment import dataset_name
 
@@ -18,13 +18,14 @@ RETRIEVAL_MEASURE = "ndcg_at_10"
 
 
 def mteb_tasks(names: Sequence[str]) -> list:
-    """The mteb tasks of ``--tasks``: mteb names, or local datasets (``data.mteb_task``, the authors' instruction of
-    the dataset if it has one). Raises ``ValueError`` naming an unknown one."""
+    """The mteb tasks of ``--tasks``: mteb names, or datasets (``irds:`` names, local folders and files:
+    ``data.mteb_task`` with the authors' instruction of the dataset, else the default one, as ``e2rank experiment``
+    gives them). Raises ``ValueError`` naming an unknown one."""
     import mteb
     tasks = []
     for name in names:
-        if Path(name).exists():
-            tasks.append(mteb_task(name, query_task=dataset_query_task(dataset_name(name))))
+        if Path(name).exists() or name.startswith("irds:"):
+            tasks.append(mteb_task(name, query_task=dataset_query_task(dataset_name(name)) or DEFAULT_QUERY_TASK))
             continue
         try:
             tasks.append(mteb.get_task(name))
@@ -54,7 +55,9 @@ def run_mteb(models: Sequence[str], tasks: list, output, *, verbose: bool = True
             encoder = E2RankMTEB(E2Rank(name, verbose=verbose, **model_options))
             evaluated = mteb.evaluate(encoder, tasks, cache=mteb.ResultCache(output / "mteb"),
                                       show_progress_bar=verbose)
-            for task, result in zip(tasks, evaluated.task_results):
+            by_name = {result.task_name: result for result in evaluated.task_results}
+            for task in tasks:
+                result = by_name[task.metadata.name]
                 measures = dict.fromkeys([task.metadata.main_score] + (
                     [RETRIEVAL_MEASURE] if task.metadata.type == "Retrieval" else []))
                 results[task.metadata.name][name] = {m: float(result.get_score(getter=lambda s, m=m: s[m]))

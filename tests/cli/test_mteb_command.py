@@ -18,6 +18,7 @@ def offline(monkeypatch, tmp_path):
     monkeypatch.setenv("MTEB_CACHE", str(tmp_path / "mteb-cache"))
 
 
+@pytest.mark.slow  # four model loads and two mteb runs: 10-20 s on 2 shared cores
 def test_two_models_side_by_side_from_mteb_files(tiny_qwen_dir, other_tiny_qwen_dir, shared_path, tmp_path, capsys):
     subset = write_scifact_subset(shared_path("data", "scifact"), tmp_path / "scifact", num_queries=10, num_docs=20)
     models, output = [str(tiny_qwen_dir), str(other_tiny_qwen_dir)], tmp_path / "out"
