@@ -2,7 +2,7 @@
 reused) under ``OUTPUT/mteb``, the table goes to ``results.md`` and ``results.json``."""
 import json
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, Sequence
 
 from ..checks import positive_int
 from ..data import mteb_task

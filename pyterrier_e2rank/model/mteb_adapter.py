@@ -43,15 +43,15 @@ class E2RankMTEB(AbsEncoder):
     through ``model.encode_docs``; cosine similarity. The batch size is the model's.
 
     Attributes:
-        mteb_model_meta: name ``local/<folder>`` for a local checkpoint, else its hub id; revision: a digest of the
-            model's fingerprint, so results of other weights or settings are never mixed in mteb's cache.
+        mteb_model_meta: name ``local/<its folder's name>`` for a local checkpoint, else its hub id; revision: a
+            digest of the model's fingerprint, so results of other weights or settings are never mixed in mteb's cache.
     """
 
     def __init__(self, model):
         self.model = model
         name = str(model.model_name_or_path)
         if name.count("/") != 1 or Path(name).exists():
-            name = f"local/{Path(str(model.checkpoint_path)).name}"
+            name = f"local/{Path(name).name}"  # as given: an embedded name stays itself
         identity = {k: v for k, v in model.fingerprint().items() if k != "model"} | {"query_task": model.query_task}
         revision = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
         self.mteb_model_meta = ModelMeta(
