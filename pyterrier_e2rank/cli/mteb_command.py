@@ -91,7 +91,7 @@ def register(parsers: dict) -> None:
     p.add_argument("--model", action="append", required=True,
                    help="model directory or hub id; repeat it for columns side by side (a base, a trained checkpoint)")
     p.add_argument("--tasks", nargs="+", required=True,
-                   help="mteb task names (e.g. SciFact NFCorpus), or local datasets (BEIR folders...)")
+                   help="mteb task names (e.g. SciFact NFCorpus), or datasets: irds: names, BEIR folders")
     p.add_argument("--output", required=True, help="the directory of results.json, results.md and mteb/")
     p.add_argument("--max-length", type=arguments.Checked(positive_int),
                    help="token limit of every text (default: the model's; the authors' MTEB runs: 8192)")
