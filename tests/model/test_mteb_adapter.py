@@ -50,7 +50,7 @@ def our_run(model, folder, tmp_path):
 
 
 def assert_same_evaluation(theirs, ours):
-    """The same scores for every (query, document) and the same nDCG@10 (mteb rounds its scores to 5 digits)."""
+    """The same scores for every (query, document) and the same nDCG@10 (mteb rounds its measures to 5 digits)."""
     (their_ndcg, their_scores), (our_ndcg, our_scores) = theirs, ours
     assert their_scores.keys() == our_scores.keys()
     for qid, scores in their_scores.items():
