@@ -22,6 +22,7 @@ COMMANDS = {
                                "CPU, one GPU or many (accelerate launch)"),
     "build-data": ("train_command", "make stage-II JSONL records for 'train'"),
     "export": ("export_command", "write a model as a sentence-transformers directory (its vectors, its identity)"),
+    "mteb": ("mteb_command", "evaluate models side by side on MTEB tasks (mteb), instructed as the authors' runs"),
 }
 
 

@@ -143,9 +143,10 @@ class E2Rank:
 
     # ---- encoding -------------------------------------------------------------------------------
     def encode_queries(self, queries: Sequence[str], *, batch_size: Optional[int] = None,
-                       verbose: Optional[bool] = None) -> np.ndarray:
-        """Normalised query vectors (instruction applied), shape ``[n, dim]``."""
-        return self._encode(self.tokenize_queries(queries), batch_size, verbose, "encoding queries")
+                       verbose: Optional[bool] = None, task: Optional[str] = _AUTO) -> np.ndarray:
+        """Normalised query vectors, shape ``[n, dim]``, instructed with ``task`` (``"auto"``: ``query_task``;
+        ``None``: none)."""
+        return self._encode(self.tokenize_queries(queries, task=task), batch_size, verbose, "encoding queries")
 
     def encode_docs(self, texts: Sequence[str], *, batch_size: Optional[int] = None,
                     verbose: Optional[bool] = None, progress=None) -> np.ndarray:
@@ -171,8 +172,10 @@ class E2Rank:
         return self._encode(self.tokenize_prompts(prompts), batch_size, verbose, "encoding prompts")
 
     # Token ids exactly as the model reads them; training uses these too.
-    def tokenize_queries(self, queries: Sequence[str], *, max_length: Optional[int] = None) -> List[List[int]]:
-        return self._tokenize([format_query(q, self.query_task) for q in queries], append_eos=True,
+    def tokenize_queries(self, queries: Sequence[str], *, max_length: Optional[int] = None,
+                         task: Optional[str] = _AUTO) -> List[List[int]]:
+        task = self.query_task if task == _AUTO else task
+        return self._tokenize([format_query(q, task) for q in queries], append_eos=True,
                               max_length=max_length)
 
     def tokenize_docs(self, texts: Sequence[str], *, max_length: Optional[int] = None) -> List[List[int]]:

@@ -86,14 +86,14 @@ def test_e2rank_help_lists_every_subcommand_without_loading_torch():
     """``e2rank --help`` imports no command module: it lists each subcommand with the line its module registers."""
     import subprocess
     import sys
-    from pyterrier_e2rank.cli.main import build_parser
+    from pyterrier_e2rank.cli.main import COMMANDS, build_parser
     code = ("import sys\nfrom pyterrier_e2rank.cli.main import main\ntry:\n    main(['--help'])\n"
             "except SystemExit as exit:\n    print('torch:', 'torch' in sys.modules, 'exit status', exit.code)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     shown = " ".join(done.stdout.split())
     assert shown.endswith("torch: False exit status 0")
     listed = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))._choices_actions
-    assert len(listed) == 8 and all(f"{line.dest} {' '.join(line.help.split())}" in shown for line in listed)
+    assert len(listed) == len(COMMANDS) and all(f"{line.dest} {' '.join(line.help.split())}" in shown for line in listed)
 
 
 def test_a_bug_keeps_its_traceback(monkeypatch, capsys):
