@@ -62,8 +62,8 @@ def run_experiment(dataset, model: E2Rank, *, index_dir: str = "indexes", top_k:
                    verbose: bool = True) -> Optional[dict]:
     """``SYSTEMS`` (BM25, dense, E2Rank reranking of both, E2Rank PRF re-retrieval) evaluated on ``dataset``
     (BRIGHT's excluded ids removed from every ranking), the indexes built or reused under ``index_dir``;
-    ``num_input_docs=None``: the model's. Returns ``{system: {"nDCG@10", "R@100", "mrt"}}`` (``mrt``: ms per topic) with ``"_timings"`` and ``"_prompt"`` in process 0,
-    ``None`` in the others."""
+    ``num_input_docs=None``: the model's. Returns ``{system: {"nDCG@10", "R@100", "mrt"}}`` (``mrt``: ms per
+    topic) with ``"_timings"`` and ``"_prompt"`` in process 0, ``None`` in the others."""
     ds = data.dataset(dataset)
     all_topics, qrels = (data.dataset_part(ds, part, dataset) for part in ("topics", "qrels"))  # before indexing
     root = Path(index_dir) / index_name(corpus_id(ds))
