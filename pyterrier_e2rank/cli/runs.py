@@ -171,7 +171,8 @@ def _rerank_command(args) -> int:
     refuse_output_as_input(args.output, run=args.run, topics=args.topics, docs=args.docs, index=args.index)
     main = is_main_process()
     model = arguments.load_model(args)
-    reranked = rerank_run(model, read_run(args.run), read_topics(args.topics), args.docs, index=args.index,
+    topics, docs = (arguments.bright_source(args, source) for source in (args.topics, args.docs))
+    reranked = rerank_run(model, read_run(args.run), read_topics(topics), docs, index=args.index,
                           top_k=args.top_k, num_input_docs=args.num_input_docs, verbose=main)
     if not main:  # process 0 writes the merged run
         return 0
@@ -182,7 +183,7 @@ def _rerank_command(args) -> int:
 
 def _eval_command(args) -> int:
     measures = [parse_measure(m) for m in args.metrics]  # before reading the files
-    results = evaluate_run(read_run(args.run), read_qrels(args.qrels), measures)
+    results = evaluate_run(read_run(args.run), read_qrels(arguments.bright_source(args, args.qrels)), measures)
     for name, value in results.items():
         print(f"{name}\t{value:.4f}")
     return 0
@@ -192,18 +193,21 @@ def register(parsers: dict) -> None:
     p = parsers["rerank-run"]
     p.add_argument("--run", required=True, help="TREC run: qid Q0 docid rank score tag")
     p.add_argument("--topics", required=True,
-                   help="irds:<dataset>, a BEIR folder, qid<TAB>query file, or JSONL queries")
+                   help="irds:<dataset>, a BEIR folder, bright/<domain>, qid<TAB>query file, or JSONL queries")
     p.add_argument("--docs", required=True,
-                   help="irds:<dataset>, a BEIR folder, JSONL collection, or Lucene index (stored raw)")
+                   help="irds:<dataset>, a BEIR folder, bright/<domain>, JSONL collection, or Lucene index (raw texts)")
     p.add_argument("--index", help="an E2Rank index of the collection (one forward pass per query)")
     p.add_argument("--output", required=True)
     p.add_argument("--tag", default="e2rank")
     arguments.add_options(p, "--model", "--top-k", "--num-input-docs")
     arguments.add_model_run_options(p)
+    arguments.add_bright_options(p)
     p.set_defaults(func=_rerank_command)
 
     p = parsers["eval-run"]
     p.add_argument("--run", required=True)
-    p.add_argument("--qrels", required=True, help="irds:<dataset>, a BEIR folder, or a TREC or BEIR qrels file")
+    p.add_argument("--qrels", required=True,
+                   help="irds:<dataset>, a BEIR folder, bright/<domain>, or a TREC or BEIR qrels file")
     p.add_argument("--metrics", nargs="+", default=["nDCG@10", "R@100"])
+    arguments.add_bright_options(p)
     p.set_defaults(func=_eval_command)

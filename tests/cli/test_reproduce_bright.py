@@ -26,7 +26,7 @@ def _ndcg(run, qrels) -> float:
         nDCG @ 10]
 
 
-def test_reproduce_suite_bright_removes_the_excluded_ids(tiny_qwen_dir, tmp_path):
+def test_reproduce_suite_bright_removes_the_excluded_ids(tiny_qwen_dir, tmp_path, capsys):
     copy, out = write_bright_copy(tmp_path / "copy", "parquet"), tmp_path / "out"
     assert cli.main(["reproduce", "--model", str(tiny_qwen_dir), "--suite", "bright", "--bright-dir", str(copy),
                      "--top-k", "5", "--index-dir", str(tmp_path / "indexes"), "--output", str(out),
@@ -41,6 +41,10 @@ def test_reproduce_suite_bright_removes_the_excluded_ids(tiny_qwen_dir, tmp_path
         raw = read_run(out / "datasets" / index_name(label) / "first-stage.run")  # as retrieved, excluded ids in
         kept = raw[raw["docno"] != f"{domain}/copy-0"]  # q1's excluded id, removed by hand
         assert _ndcg(raw, qrels) == pytest.approx(WITHOUT)
+        capsys.readouterr()
+        cli.main(["eval-run", "--run", str(out / "datasets" / index_name(label) / "first-stage.run"), "--qrels", label,
+                  "--bright-dir", str(copy), "--metrics", "nDCG@10"])  # as it evaluates any run: nothing removed
+        assert capsys.readouterr().out == f"nDCG@10\t{WITHOUT:.4f}\n"
         assert results[label]["bm25"]["nDCG@10"] == pytest.approx(_ndcg(kept, qrels)) == pytest.approx(WITH_EXCLUSION)
         assert record["datasets"][label]["first_stage"]["excluded_ids"]["removed"] == 1
         reranked = read_run(out / "datasets" / index_name(label) / "bm25-e2rank.run")
