@@ -1,6 +1,6 @@
-"""Datasets through ir_datasets: ``dataset()`` opens an ir_datasets name, a BRIGHT domain (registered as
-``bright/<domain>``) or the user's own files (registered as ``local/<name>-<hash>``, pt_docs/datasets-and-bm25.rst);
-the corpus as records and a text loader, titles joined."""
+"""Datasets through ir_datasets: ``dataset()`` opens an ir_datasets name, a BRIGHT domain or the user's own files
+(registered as ``local/<name>-<hash>``, pt_docs/datasets-and-bm25.rst); the corpus as records and a text loader,
+titles joined."""
 import contextlib
 import functools
 import hashlib
@@ -30,9 +30,10 @@ from .model.text import join_title
 def dataset(source: Union[str, os.PathLike, "pt.datasets.Dataset"], *, topics=None, qrels=None,
             split: Optional[str] = None) -> "pt.datasets.Dataset":
     """A PyTerrier dataset from a ``pt.get_dataset`` name or dataset object; a BRIGHT domain (``bright/biology``,
-    ``bright/biology/reasoning``: ``bright()``, the copy opened last, else the hub's); a BEIR folder (``split``: its
-    qrels file, default ``test`` or the only one; the topics are the queries judged in it); or a corpus file
-    (JSONL or TSV, ``.gz`` or not, ``records``) with optional ``topics`` and TREC or BEIR ``qrels`` files.
+    ``bright/biology/reasoning``: ``bright_dataset()``, the copy opened last, else the hub's); a BEIR folder
+    (``split``: its qrels file, default ``test`` or the only one; the topics are the queries judged in it); or a
+    corpus file (JSONL or TSV, ``.gz`` or not, ``records``) with optional ``topics`` and TREC or BEIR ``qrels``
+    files.
 
     Raises ``FileNotFoundError`` for a missing path, ``ValueError`` for a folder that is not a BEIR one or
     options that do not go with the source, ``FileFormatError`` for an empty or malformed first record."""
@@ -45,7 +46,7 @@ def dataset(source: Union[str, os.PathLike, "pt.datasets.Dataset"], *, topics=No
         found = _bright.domain_of(name)
         if found is not None:
             _refuse_options(name, topics, qrels, split)
-            return bright(found[0], bright_dir=_BRIGHT_COPIES.get(found[0]), query=found[1])
+            return bright_dataset(found[0], bright_dir=_BRIGHT_COPIES.get(found[0]), query=found[1])
         if "/" in name.split(":")[0] or name.startswith("."):  # a path, not a provider's name
             raise FileNotFoundError(f"dataset {name!r}: no such file or folder (a dataset name looks like "
                                     f"irds:beir/scifact/test)")
@@ -335,7 +336,7 @@ _BRIGHT_FILES = {}
 _BRIGHT_COPIES = {}
 
 
-def bright(domain: str, *, bright_dir=None, query: str = "query") -> "pt.datasets.Dataset":
+def bright_dataset(domain: str, *, bright_dir=None, query: str = "query") -> "pt.datasets.Dataset":
     """BRIGHT's ``domain`` (``bright.DOMAINS``) from ``bright_dir`` (the dataset card's layout, parquet or JSONL;
     ``data.dataset("bright/<domain>")`` opens it again) or the hub, registered as ``local/bright-<domain>-<hash>``
     (the ``query`` field as topics) and ``.../reasoning`` (the ``reasoning`` field), the ``gold_ids`` as qrels of

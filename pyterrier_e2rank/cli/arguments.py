@@ -4,7 +4,7 @@ import math
 from typing import Callable
 
 from ..bright import QUERY_FIELDS, domain_of
-from ..data import bright
+from ..data import bright_dataset
 from ..model.backends import BACKENDS, PROMISED_COSINE, QUANTIZATIONS
 from ..model.e2rank import E2Rank
 from ..checks import positive_int
@@ -96,12 +96,13 @@ def add_bright_options(parser: argparse.ArgumentParser) -> None:
 
 
 def bright_source(args: argparse.Namespace, source: str) -> str:
-    """``source``, or for a BRIGHT domain the dataset of ``--bright-dir`` and ``--bright-query`` (``data.bright``)."""
+    """``source``, or for a BRIGHT domain the dataset of ``--bright-dir`` and ``--bright-query``
+    (``data.bright_dataset``)."""
     found = domain_of(source)
     if found is None:
         return source
     query = args.bright_query if found[1] == "query" else found[1]
-    return f"irds:{bright(found[0], bright_dir=args.bright_dir, query=query).irds_ref().dataset_id()}"
+    return f"irds:{bright_dataset(found[0], bright_dir=args.bright_dir, query=query).irds_ref().dataset_id()}"
 
 
 def add_prompt_budget_options(parser: argparse.ArgumentParser) -> None:

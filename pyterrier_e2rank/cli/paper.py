@@ -65,7 +65,7 @@ class SuiteDataset:
 
 def resolve_dataset(source: str, *, bright_dir=None, bright_query: str = "query") -> SuiteDataset:
     """A dataset argument checked: an existing folder or file, a BRIGHT domain (``bright/<domain>``, opened by
-    ``data.bright`` from ``bright_dir`` or the hub, ``bright_query`` its query field), or an ir_datasets id
+    ``data.bright_dataset`` from ``bright_dir`` or the hub, ``bright_query`` its query field), or an ir_datasets id
     (``irds:`` optional). Raises ``ValueError`` for an unknown id (with close names) or BRIGHT domain,
     ``DatasetUnavailable`` for ``LOCAL_ONLY`` names (saying how to pass their BEIR folder) and BRIGHT domains whose
     files cannot be had (naming the folder)."""
@@ -76,7 +76,7 @@ def resolve_dataset(source: str, *, bright_dir=None, bright_query: str = "query"
     if bright is not None:
         try:
             field = bright_query if bright[1] == "query" else bright[1]
-            ds = data.bright(bright[0], bright_dir=bright_dir, query=field)
+            ds = data.bright_dataset(bright[0], bright_dir=bright_dir, query=field)
         except (OSError, RuntimeError) as e:  # a copy without the domain's files; the hub not reachable
             raise DatasetUnavailable(f"{source}: {type(e).__name__}: {e}") from None
         return SuiteDataset(source, f"irds:{ds.irds_ref().dataset_id()}", f"bright/{bright[0]}")

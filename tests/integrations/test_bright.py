@@ -1,4 +1,4 @@
-"""BRIGHT's domains through ``data.dataset`` / ``data.bright`` (pyterrier_e2rank/bright.py): a local copy in the
+"""BRIGHT's domains through ``data.dataset`` and ``data.bright_dataset``: a local copy in the
 dataset card's layout read alike from parquet and JSONL, its excluded ids, and bad copies named by file and
 column or domain."""
 import sys
@@ -21,7 +21,7 @@ def _contents(ds):
 @pytest.mark.parametrize("form", ["parquet", "jsonl"])
 def test_a_local_copy_is_a_dataset_of_its_examples_and_documents(tmp_path, form):
     root = write_bright_copy(tmp_path / "copy", form)
-    ds = data.bright("leetcode", bright_dir=root)
+    ds = data.bright_dataset("leetcode", bright_dir=root)
     topics, qrels, docs, excluded = _contents(ds)
     examples, documents = examples_and_documents("leetcode")
     assert topics.to_dict("records") == [{"qid": e["id"], "query": e["query"]} for e in examples]
@@ -40,7 +40,7 @@ def test_a_local_copy_is_a_dataset_of_its_examples_and_documents(tmp_path, form)
 
 
 def test_the_parquet_and_jsonl_copies_read_alike(tmp_path):
-    read = {form: _contents(data.bright("biology", bright_dir=write_bright_copy(tmp_path / form, form)))
+    read = {form: _contents(data.bright_dataset("biology", bright_dir=write_bright_copy(tmp_path / form, form)))
             for form in ("parquet", "jsonl")}
     for parquet, jsonl in zip(read["parquet"], read["jsonl"]):
         assert (parquet.equals(jsonl) if hasattr(parquet, "equals") else parquet == jsonl)
@@ -68,17 +68,17 @@ def test_bad_copies_are_named_by_file_and_column_or_domain(tmp_path, monkeypatch
         data.dataset("bright/physics")
     root = write_bright_copy(tmp_path / "copy", "parquet", domains=("biology",))
     with pytest.raises(FileNotFoundError, match=r"copy/examples: no pony-\*\.parquet .*lacks the domain 'pony'"):
-        data.bright("pony", bright_dir=root)
+        data.bright_dataset("pony", bright_dir=root)
     examples, documents = examples_and_documents("biology")
     write_records(root / "documents" / "biology-00000-of-00001.parquet", [{"id": d["id"]} for d in documents])
     with pytest.raises(FileFormatError, match=r"documents/biology-00000-of-00001.parquet: no column 'content'"):
-        data.bright("biology", bright_dir=root)
+        data.bright_dataset("biology", bright_dir=root)
     (root / "documents" / "biology-00000-of-00001.parquet").unlink()
     write_records(root / "documents" / "biology-00000-of-00001.jsonl", documents)
     write_records(root / "examples" / "biology-00001-of-00002.jsonl",
                   [{k: v for k, v in e.items() if k != "excluded_ids"} for e in examples])
     with pytest.raises(FileFormatError, match=r"examples/biology-00001-of-00002.jsonl:1: no column 'excluded_ids'"):
-        data.bright("biology", bright_dir=root)
+        data.bright_dataset("biology", bright_dir=root)
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)  # pyarrow not installed
     with pytest.raises(ImportError, match=r"biology-00000-of-00001.parquet: .*pip install pyterrier-e2rank\[bright\]"):
-        data.bright("biology", bright_dir=root)
+        data.bright_dataset("biology", bright_dir=root)
