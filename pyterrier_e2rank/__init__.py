@@ -10,7 +10,7 @@ from .deprecation import install_moved_modules
 #: The module each exported name is imported from, on first use (PEP 562).
 _EXPORTS = {
     "bm25": ["pisa_bm25", "terrier_bm25"],
-    "data": ["DocumentText", "corpus_id", "corpus_iter", "dataset", "mteb_task"],
+    "data": ["DocumentText", "bright_dataset", "corpus_id", "corpus_iter", "dataset", "mteb_task"],
     "index.artifact": ["E2RankIndex"],
     "model.e2rank": ["DEFAULT_MODEL", "E2Rank"],
     "model.encoders": ["E2RankDocEncoder", "E2RankQueryEncoder"],

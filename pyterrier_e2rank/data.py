@@ -1,5 +1,6 @@
-"""Datasets through ir_datasets: ``dataset()`` opens an ir_datasets name or the user's own files (registered as
-``local/<name>-<hash>``, pt_docs/datasets-and-bm25.rst); the corpus as records and a text loader, titles joined."""
+"""Datasets through ir_datasets: ``dataset()`` opens an ir_datasets name, a BRIGHT domain or the user's own files
+(registered as ``local/<name>-<hash>``, pt_docs/datasets-and-bm25.rst); the corpus as records and a text loader,
+titles joined."""
 import contextlib
 import functools
 import hashlib
@@ -9,7 +10,7 @@ import os
 import re
 import warnings
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Optional, Union
+from typing import Callable, Dict, Iterable, Iterator, Optional, Set, Union
 
 import ir_datasets
 import pandas as pd
@@ -19,6 +20,8 @@ from ir_datasets.datasets.beir import BeirQrels, qid_filter
 from ir_datasets.formats import GenericDoc, JsonlDocs, JsonlQueries, TrecQrels
 from ir_datasets.util import IterStream
 
+from . import bright as _bright
+from .checks import identifier
 from .equality import EqualBySettings
 from .io import FileFormatError, file_sha256, numbered_lines, split_fields
 from .records import read_records
@@ -27,9 +30,11 @@ from .model.text import join_title
 
 def dataset(source: Union[str, os.PathLike, "pt.datasets.Dataset"], *, topics=None, qrels=None,
             split: Optional[str] = None) -> "pt.datasets.Dataset":
-    """A PyTerrier dataset from a ``pt.get_dataset`` name or dataset object; a BEIR folder (``split``: its
-    qrels file, default ``test`` or the only one; the topics are the queries judged in it); or a corpus file
-    (JSONL or TSV, ``.gz`` or not, ``records``) with optional ``topics`` and TREC or BEIR ``qrels`` files.
+    """A PyTerrier dataset from a ``pt.get_dataset`` name or dataset object; a BRIGHT domain (``bright/biology``,
+    ``bright/biology/reasoning``: ``bright_dataset()``, the copy opened last, else the hub's); a BEIR folder
+    (``split``: its qrels file, default ``test`` or the only one; the topics are the queries judged in it); or a
+    corpus file (JSONL or TSV, ``.gz`` or not, ``records``) with optional ``topics`` and TREC or BEIR ``qrels``
+    files.
 
     Raises ``FileNotFoundError`` for a missing path, ``ValueError`` for a folder that is not a BEIR one or
     options that do not go with the source, ``FileFormatError`` for an empty or malformed first record."""
@@ -39,6 +44,10 @@ def dataset(source: Union[str, os.PathLike, "pt.datasets.Dataset"], *, topics=No
     path = Path(source)
     if not path.exists():
         name = str(source)
+        found = _bright.domain_of(name)
+        if found is not None:
+            _refuse_options(name, topics, qrels, split)
+            return bright_dataset(found[0], bright_dir=_BRIGHT_COPIES.get(found[0]), query=found[1])
         if "/" in name.split(":")[0] or name.startswith("."):  # a path, not a provider's name
             raise FileNotFoundError(f"dataset {name!r}: no such file or folder (a dataset name looks like "
                                     f"irds:beir/scifact/test)")
@@ -75,6 +84,8 @@ def corpus_stamp(source) -> Optional[dict]:
     name = corpus_id(ds)
     if name not in _REGISTERED:
         return {"corpus": name}
+    if name in _BRIGHT_FILES:  # its documents may be several files
+        return {"corpus": name, "sha256": _stamp(*_BRIGHT_FILES[name]["documents"])}
     return {"corpus": name, "sha256": _content_digest(Path(ds.irds_ref().docs_handler().docs_path()))}
 
 
@@ -231,14 +242,14 @@ def _stamp(*paths) -> str:
     return digest.hexdigest()[:16]
 
 
-def _docs(path: Path) -> JsonlDocs:
-    store = ir_datasets.util.home_path() / "local" / _stamp(path) / "records.pklz4"
-    return JsonlDocs(_records_file(path, "document"), doc_cls=GenericDoc, mapping={"doc_id": "id", "text": "text"},
-                     docstore_path=str(store))
+def _docs(records: _CheckedFile, stamp: str) -> JsonlDocs:
+    """The documents of ``{"id", "text"}`` JSON lines, their store cached under the ``stamp`` of their files."""
+    store = ir_datasets.util.home_path() / "local" / stamp / "records.pklz4"
+    return JsonlDocs(records, doc_cls=GenericDoc, mapping={"doc_id": "id", "text": "text"}, docstore_path=str(store))
 
 
-def _queries(path: Path) -> JsonlQueries:
-    return JsonlQueries(_records_file(path, "query"), mapping={"query_id": "id", "text": "text"})
+def _queries(records: _CheckedFile) -> JsonlQueries:
+    return JsonlQueries(records, mapping={"query_id": "id", "text": "text"})
 
 
 def _qrels(path: Path, error=FileFormatError):
@@ -278,7 +289,8 @@ def _beir_folder(folder: Path, split: Optional[str]) -> "pt.datasets.Dataset":
                                 f"the folder has {splits or 'no qrels'}")
     files = [corpus] + ([] if queries is None else [queries])
     base = _register(_local_name(folder), _stamp(*files),
-                     lambda: (_docs(corpus), None if queries is None else _queries(queries)))
+                     lambda: (_docs(_records_file(corpus, "document"), _stamp(corpus)),
+                             None if queries is None else _queries(_records_file(queries, "query"))))
     if split is None:
         return pt.get_dataset(f"irds:{base}")
     qrels_file = _first_existing(folder / "qrels", f"{split}.tsv")
@@ -294,12 +306,13 @@ def _corpus_files(corpus: Path, topics, qrels) -> "pt.datasets.Dataset":
     for what, path in extra.items():
         if not path.is_file():
             raise FileNotFoundError(f"{what}={str(path)!r}: no such file")
-    base = _register(_local_name(corpus), _stamp(corpus), lambda: (_docs(corpus),))
+    base = _register(_local_name(corpus), _stamp(corpus), lambda: (_docs(_records_file(corpus, "document"),
+                                                                        _stamp(corpus)),))
     if not extra:
         return pt.get_dataset(f"irds:{base}")
     files = hashlib.sha256("\0".join(str(p.resolve()) for p in extra.values()).encode()).hexdigest()[:8]
     return _split(base, files, _stamp(corpus, *extra.values()), lambda docs: (
-        docs, _queries(extra["topics"]) if "topics" in extra else None,
+        docs, _queries(_records_file(extra["topics"], "query")) if "topics" in extra else None,
         _qrels(extra["qrels"]) if "qrels" in extra else None))
 
 
@@ -346,3 +359,61 @@ def _split(base: str, part: str, stamp: str, components: Callable[..., tuple]) -
     """The dataset ``base/part`` of ``components(*base's components)``: its documents are its collection's, as
     ``corpus_id`` needs."""
     return pt.get_dataset(f"irds:{_register(f'{base}/{part}', stamp, lambda: components(*_REGISTERED[base][1]))}")
+
+
+# ---- BRIGHT ------------------------------------------------------------------------------------------
+
+#: ``{registered name: {"examples": files, "documents": files}}`` of the BRIGHT domains this process opened.
+_BRIGHT_FILES = {}
+#: ``{domain: the folder of the local copy opened last}``.
+_BRIGHT_COPIES = {}
+
+
+def bright_dataset(domain: str, *, bright_dir=None, query: str = "query") -> "pt.datasets.Dataset":
+    """BRIGHT's ``domain`` (``bright.DOMAINS``) from ``bright_dir`` (the dataset card's layout, parquet or JSONL;
+    ``data.dataset("bright/<domain>")`` opens it again) or the hub, registered as ``local/bright-<domain>-<hash>``
+    (the ``query`` field as topics) and ``.../reasoning`` (the ``reasoning`` field), the ``gold_ids`` as qrels of
+    relevance 1; returns the one of ``query``.
+
+    Raises ``ValueError`` for an unknown domain or query field, ``FileNotFoundError`` naming the folder without the
+    domain's files, ``FileFormatError`` naming a file without a column."""
+    if domain not in _bright.DOMAINS or query not in _bright.QUERY_FIELDS:
+        raise ValueError(f"BRIGHT has no domain {domain!r} or query field {query!r}: the domains are "
+                         f"{', '.join(_bright.DOMAINS)}; the query fields {', '.join(_bright.QUERY_FIELDS)}")
+    files = _bright.domain_files(domain, bright_dir)
+    for part, paths in files.items():  # columns checked now, by the first record of each file
+        for path in paths:
+            next(_bright.read_records([path], part), None)
+    examples = files["examples"]
+    base = _local_name(examples[0].parent.parent.resolve() / f"bright-{domain}")
+    _BRIGHT_FILES[base] = files
+    if bright_dir is not None:
+        _BRIGHT_COPIES[domain] = bright_dir
+
+    def texts(field):
+        return _CheckedFile(examples[0], lambda: (json.dumps({"id": str(r["id"]), "text": r[field]}, ensure_ascii=False)
+                                                  for r in _bright.read_records(examples, "examples")))
+
+    def gold() -> Iterator[str]:
+        for r in _bright.read_records(examples, "examples"):
+            qid = identifier(r["id"], "qid", f"BRIGHT {domain}", error=FileFormatError)
+            yield from (f"{qid} 0 {identifier(d, 'gold id', f'BRIGHT {domain} query {qid}', error=FileFormatError)} 1"
+                        for d in r["gold_ids"])
+
+    def components():
+        documents = _CheckedFile(files["documents"][0], lambda: (
+            json.dumps({"id": str(r["id"]), "text": r["content"]}, ensure_ascii=False)
+            for r in _bright.read_records(files["documents"], "documents")))
+        return (_docs(documents, _stamp(*files["documents"])), _queries(texts("query")),
+                TrecQrels(_CheckedFile(examples[0], gold), {1: "gold"}))
+    stamp = _stamp(*examples, *files["documents"])
+    _register(base, stamp, components)
+    reasoning = _split(base, "reasoning", stamp, lambda docs, _, qrels: (docs, _queries(texts("reasoning")), qrels))
+    return reasoning if query == "reasoning" else pt.get_dataset(f"irds:{base}")
+
+
+def excluded_ids(ds) -> Dict[str, Set[str]]:
+    """``{qid: docnos}`` BRIGHT removes from each query's ranking before evaluation, of a dataset opened by
+    ``dataset``; ``{}`` for a dataset that is not a BRIGHT domain."""
+    files = _BRIGHT_FILES.get(corpus_id(ds)) if hasattr(ds, "irds_ref") else None
+    return {} if files is None else _bright.excluded_ids(files["examples"])

@@ -3,6 +3,8 @@ import argparse
 import math
 from typing import Callable
 
+from ..bright import QUERY_FIELDS, domain_of
+from ..data import bright_dataset
 from ..model.backends import BACKENDS, PROMISED_COSINE, QUANTIZATIONS
 from ..model.e2rank import E2Rank
 from ..checks import positive_int
@@ -83,6 +85,24 @@ def add_model_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quantize", choices=sorted({q for qs in QUANTIZATIONS.values() for q in qs if q}),
                         help=f"int8 with --backend onnx: 2-3x float32 torch, vectors within cosine "
                              f"{PROMISED_COSINE['onnx-int8']}")
+
+
+def add_bright_options(parser: argparse.ArgumentParser) -> None:
+    """``--bright-dir`` and ``--bright-query``: where ``bright/<domain>`` datasets are read, and their query text."""
+    parser.add_argument("--bright-dir", help="a local copy of BRIGHT (examples/<domain>-*.parquet or .jsonl, "
+                                             "documents/<domain>-*...) for bright/<domain> (default: the hub's)")
+    parser.add_argument("--bright-query", choices=QUERY_FIELDS, default="query",
+                        help="bright/<domain>'s query text: its query field (default) or its reasoning field")
+
+
+def bright_source(args: argparse.Namespace, source: str) -> str:
+    """``source``, or for a BRIGHT domain the dataset of ``--bright-dir`` and ``--bright-query``
+    (``data.bright_dataset``)."""
+    found = domain_of(source)
+    if found is None:
+        return source
+    query = args.bright_query if found[1] == "query" else found[1]
+    return f"irds:{bright_dataset(found[0], bright_dir=args.bright_dir, query=query).irds_ref().dataset_id()}"
 
 
 def add_prompt_budget_options(parser: argparse.ArgumentParser) -> None:

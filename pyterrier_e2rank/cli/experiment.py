@@ -10,6 +10,7 @@ import pyterrier as pt
 from ir_measures import R, nDCG
 
 from ..bm25 import BM25_ENGINES
+from ..bright import excluding
 from .. import data
 from ..data import DocumentText, corpus_id, corpus_iter, corpus_stamp, is_beir_folder, must_rebuild
 from ..index.artifact import E2RankIndex
@@ -59,18 +60,18 @@ def dense_index_for(model: E2Rank, dataset, index_dir: str, *, verbose: bool = T
 def run_experiment(dataset, model: E2Rank, *, index_dir: str = "indexes", top_k: int = 100,
                    num_input_docs: Optional[int] = None, bm25: str = "pisa", num_queries: Optional[int] = None,
                    verbose: bool = True) -> Optional[dict]:
-    """``SYSTEMS`` (BM25, dense, E2Rank reranking of both, E2Rank PRF re-retrieval) evaluated on ``dataset``, the
-    indexes built or reused under ``index_dir``; ``num_input_docs=None``: the model's. Returns ``{system:
-    {"nDCG@10", "R@100", "mrt"}}`` (``mrt``: ms per topic) with ``"_timings"`` and ``"_prompt"`` in process 0,
-    ``None`` in the others."""
+    """``SYSTEMS`` (BM25, dense, E2Rank reranking of both, E2Rank PRF re-retrieval) evaluated on ``dataset``
+    (BRIGHT's excluded ids removed from every ranking), the indexes built or reused under ``index_dir``;
+    ``num_input_docs=None``: the model's. Returns ``{system: {"nDCG@10", "R@100", "mrt"}}`` (``mrt``: ms per
+    topic) with ``"_timings"`` and ``"_prompt"`` in process 0, ``None`` in the others."""
     ds = data.dataset(dataset)
     all_topics, qrels = (data.dataset_part(ds, part, dataset) for part in ("topics", "qrels"))  # before indexing
     root = Path(index_dir) / index_name(corpus_id(ds))
-    timings = {}
+    timings, excluded = {}, data.excluded_ids(ds)
 
     started = time.perf_counter()
-    first_stage = main_process_first(lambda: BM25_ENGINES[bm25](str(root / f"bm25.{bm25}"), ds, num_results=top_k,
-                                                                 rebuild_stale=True, verbose=verbose))
+    first_stage = main_process_first(lambda: excluding(lambda depth: BM25_ENGINES[bm25](
+        str(root / f"bm25.{bm25}"), ds, num_results=depth, rebuild_stale=True, verbose=verbose), excluded, top_k))
     timings["bm25_index_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -79,14 +80,14 @@ def run_experiment(dataset, model: E2Rank, *, index_dir: str = "indexes", top_k:
 
     text = DocumentText(ds)
     reranker = model.reranker(num_input_docs=num_input_docs, index=dense_index)
-    dense = model.retriever(dense_index, num_results=top_k)
+    dense = excluding(lambda depth: model.retriever(dense_index, num_results=depth), excluded, top_k)
     feedback = reranker.prompt.num_input_docs
     systems = [first_stage % top_k,
                first_stage % top_k >> text >> reranker,
                dense % top_k,
                dense % top_k >> text >> reranker,
                first_stage % feedback >> text >> model.prompt_encoder(num_input_docs=feedback)
-               >> dense_index.retriever(num_results=top_k)]
+               >> excluding(lambda depth: dense_index.retriever(num_results=depth), excluded, top_k)]
     topics = all_topics if num_queries is None else all_topics.head(num_queries)
     runs, mrt = [], {}
     for name, system in zip(SYSTEMS, systems):
@@ -126,10 +127,11 @@ def main(args) -> int:
     """``e2rank experiment``: refuses an output that is an input; locks it from before the indexes are built."""
     if args.output:
         refuse_output_as_input(args.output, dataset=args.dataset, model=args.model, index_dir=args.index_dir)
+    source = arguments.bright_source(args, args.dataset)
     with main_process_lock(args.output):
         model = arguments.load_model(args)
-        model.query_task = query_task_for(args.query_task, model.query_task, args.dataset)
-        results = run_experiment(args.dataset, model, index_dir=args.index_dir, top_k=args.top_k,
+        model.query_task = query_task_for(args.query_task, model.query_task, source)
+        results = run_experiment(source, model, index_dir=args.index_dir, top_k=args.top_k,
                                  num_input_docs=args.num_input_docs, bm25=args.bm25, num_queries=args.num_queries,
                                  verbose=is_main_process())
         if results is None:  # process 0 prints and writes the results
@@ -154,5 +156,6 @@ def register(parsers: dict) -> None:
     p.add_argument("--output", help="write the results as JSON here")
     arguments.add_options(p, "--model", "--index-dir", "--top-k", "--num-input-docs", "--num-queries", "--query-task")
     arguments.add_model_run_options(p)
+    arguments.add_bright_options(p)
     p.add_argument("--bm25", choices=sorted(BM25_ENGINES), default="pisa", help="BM25 engine (terrier needs Java)")
     p.set_defaults(func=main)

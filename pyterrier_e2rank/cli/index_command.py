@@ -15,9 +15,10 @@ def _index_command(args) -> int:
     with main_process_lock(args.output):  # before the model loads: a second writer is refused at once
         check_target(args.output, mode, fix="pass --overwrite to replace it, or --append to add documents to it")
         model = arguments.load_model(args, verbose=False)
-        records = corpus_iter(args.dataset) if args.dataset else read_jsonl_collection(args.collection)
+        source = arguments.bright_source(args, args.dataset) if args.dataset else None
+        records = corpus_iter(source) if source else read_jsonl_collection(args.collection)
         index = model.indexer(args.output, mode=mode, chunk_size=args.chunk_size, verbose=not args.quiet,
-                              corpus_stamp=corpus_stamp(args.dataset) if args.dataset else None,
+                              corpus_stamp=corpus_stamp(source) if source else None,
                               store_text=False if args.no_text else None).index(records)
     if is_main_process():
         print(f"appended to {args.output}, which now holds {len(index)} documents" if args.append else
@@ -28,13 +29,14 @@ def _index_command(args) -> int:
 def register(parsers: dict) -> None:
     p = parsers["index"]
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--dataset", help="a pt.get_dataset name, e.g. irds:beir/scifact/test")
+    source.add_argument("--dataset", help="a pt.get_dataset name, e.g. irds:beir/scifact/test, or bright/<domain>")
     source.add_argument("--collection", help="a Pyserini JSONL collection (file or directory)")
     arguments.add_options(p, "--model", model={"required": True})
     p.add_argument("--output", required=True, help="the index directory")
     p.add_argument("--chunk-size", type=arguments.Checked(positive_int), default=4096,
                    help="documents per committed chunk (what a restart may encode again)")
     arguments.add_model_run_options(p)
+    arguments.add_bright_options(p)
     write = p.add_mutually_exclusive_group()
     write.add_argument("--overwrite", action="store_true",
                        help="replace an existing index once the new one is complete")

@@ -1,10 +1,12 @@
-"""The paper's evaluation (pt_docs/specification.rst §8): its datasets and figures, the datasets a suite is
-given, and the table of our figures beside the paper's."""
+"""The paper's evaluation (pt_docs/specification.rst §8): its datasets and figures (BEIR's and BRIGHT's), the
+datasets a suite is given, and the table of our figures beside the paper's."""
 import dataclasses
 import difflib
 from pathlib import Path
 from typing import List, Optional
 
+from .. import data
+from ..bright import DOMAINS, domain_of
 from .experiment import dataset_name, index_name
 
 #: The paper's columns; the last eight are BEIR's, averaged as "BEIR avg".
@@ -29,6 +31,10 @@ PAPER_SUITE = ("irds:msmarco-passage/trec-dl-2019/judged", "irds:msmarco-passage
                "irds:beir/trec-covid", "irds:beir/nfcorpus/test", "irds:beir/webis-touche2020/v2",
                "irds:beir/dbpedia-entity/test", "irds:beir/scifact/test", "signal1m", "trec-news", "robust04")
 LOCAL_ONLY = {"signal1m": "Signal", "trec-news": "News", "robust04": "Robust04"}
+#: BRIGHT's domains; nDCG@10 x 100 averaged over the twelve, reranking BM25 top-100 (the paper's Table 22, which
+#: gives no figure per domain).
+BRIGHT_SUITE = tuple(f"bright/{domain}" for domain in DOMAINS)
+PAPER_BRIGHT = {"BM25": 13.7, "E2Rank-0.6B": 20.2, "E2Rank-4B": 22.3, "E2Rank-8B": 22.5}
 
 
 class DatasetUnavailable(RuntimeError):
@@ -57,13 +63,23 @@ class SuiteDataset:
         return self.source if self.source.startswith("irds:") else str(Path(self.source).resolve())
 
 
-def resolve_dataset(source: str) -> SuiteDataset:
-    """A dataset argument checked: an existing folder or file, or an ir_datasets id (``irds:`` optional).
-    Raises ``ValueError`` for an unknown id (with close names), ``DatasetUnavailable`` for ``LOCAL_ONLY``
-    names (saying how to pass their BEIR folder)."""
+def resolve_dataset(source: str, *, bright_dir=None, bright_query: str = "query") -> SuiteDataset:
+    """A dataset argument checked: an existing folder or file, a BRIGHT domain (``bright/<domain>``, opened by
+    ``data.bright_dataset`` from ``bright_dir`` or the hub, ``bright_query`` its query field), or an ir_datasets id
+    (``irds:`` optional). Raises ``ValueError`` for an unknown id (with close names) or BRIGHT domain,
+    ``DatasetUnavailable`` for ``LOCAL_ONLY`` names (saying how to pass their BEIR folder) and BRIGHT domains whose
+    files cannot be had (naming the folder)."""
     import ir_datasets
     if Path(source).exists():
         return SuiteDataset(source, str(Path(source)), dataset_name(source))
+    bright = domain_of(source)
+    if bright is not None:
+        try:
+            field = bright_query if bright[1] == "query" else bright[1]
+            ds = data.bright_dataset(bright[0], bright_dir=bright_dir, query=field)
+        except (OSError, RuntimeError) as e:  # a copy without the domain's files; the hub not reachable
+            raise DatasetUnavailable(f"{source}: {type(e).__name__}: {e}") from None
+        return SuiteDataset(source, f"irds:{ds.irds_ref().dataset_id()}", f"bright/{bright[0]}")
     name = dataset_name(source)
     if name in LOCAL_ONLY:
         raise DatasetUnavailable(
@@ -99,10 +115,15 @@ def results_table(model_name: str, datasets: List[SuiteDataset], finished: dict,
     systems = [s for s in names if any(s in finished[d.label]["results"] for d in datasets)]
     paper_rows = {"bm25": "BM25", "bm25>>e2rank": paper_row(model_name)}
     beir = [d for d in datasets if d.column in BEIR_COLUMNS]
-    lines = ["| system | " + " | ".join(d.label for d in datasets) + f" | BEIR avg ({len(beir)} of 8) |",
-             "|---" * (len(datasets) + 2) + "|"]
+    bright = [d for d in datasets if d.name.startswith("bright/")]
+    averages = {"BEIR": (beir, 8)} if beir or not bright else {}
+    averages.update({"BRIGHT": (bright, len(DOMAINS))} if bright else {})
+    lines = ["| system | " + " | ".join(d.label for d in datasets) + " | "
+             + " | ".join(f"{name} avg ({len(sets)} of {n})" for name, (sets, n) in averages.items()) + " |",
+             "|---" * (len(datasets) + 1 + len(averages)) + "|"]
     for system in systems:
         figures = PAPER_FIGURES.get(paper_rows.get(system))
+        bright_paper = PAPER_BRIGHT.get(paper_rows.get(system)) if len(bright) == len(DOMAINS) else None
 
         def paper(d):
             return None if figures is None or d.column is None else figures[PAPER_COLUMNS.index(d.column)]
@@ -110,13 +131,25 @@ def results_table(model_name: str, datasets: List[SuiteDataset], finished: dict,
         def ours(d):
             value = finished[d.label]["results"].get(system, {}).get("nDCG@10")
             return None if value is None else 100 * value
-        cells = [_cell(ours(d), paper(d)) for d in datasets]
-        mean = (sum(ours(d) for d in beir) / len(beir)) if beir and all(ours(d) is not None for d in beir) else None
-        mean_paper = sum(paper(d) for d in beir) / len(beir) if beir and figures is not None else None
-        lines.append(f"| {names[system]} | " + " | ".join(cells) + f" | {_cell(mean, mean_paper)} |")
+        def mean(sets, of):
+            values = [of(d) for d in sets]
+            return sum(values) / len(values) if values and None not in values else None
+        cells = [_cell(ours(d), paper(d)) for d in datasets] + [
+            _cell(mean(beir, ours), mean(beir, paper)) if name == "BEIR" else _cell(mean(bright, ours), bright_paper)
+            for name in averages]
+        lines.append(f"| {names[system]} | " + " | ".join(cells) + " |")
     notes = ["nDCG@10 x 100; in brackets the paper's figure (pyterrier_e2rank specification §8) and our difference. "
              "All measures in results.json."]
+    if bright:
+        notes.append("BRIGHT: the paper gives only the average over its 12 domains, reranking BM25 top-100 with the "
+                     "query texts (Table 22: " + ", ".join(f"{k} {v}" for k, v in PAPER_BRIGHT.items()) + "); no "
+                     "figure per domain, so only the average is compared, and only when all 12 domains ran.")
     for d in datasets:
+        excluded = finished[d.label]["record"]["first_stage"].get("excluded_ids")
+        if excluded is not None:
+            notes.append(f"{d.label}: {excluded['removed']} documents of the queries' excluded_ids removed from the "
+                         f"first stage's top {excluded['of_top']} before reranking and evaluation (BRIGHT's rule)"
+                         + ("; queries: the reasoning field" if d.source.endswith("/reasoning") else "") + ".")
         dropped = finished[d.label]["record"]["first_stage"].get("dropped")
         if dropped and any(dropped.values()):
             notes.append(f"{d.label}: run-file lines dropped (--skip-missing): {dropped['queries']} queries and "

@@ -10,7 +10,7 @@ from ..io import refuse_output_as_input, writer_lock
 from ..model.e2rank import E2Rank
 from ..model.text import DEFAULT_RERANK_TASK, DOC_MAX_WORDS
 from . import arguments
-from .paper import LOCAL_ONLY, PAPER_SUITE, DatasetUnavailable, resolve_dataset
+from .paper import BRIGHT_SUITE, LOCAL_ONLY, PAPER_SUITE, DatasetUnavailable, resolve_dataset
 from .sharding import is_main_process, main_process_decides, process_device
 from .suite import FILES, Suite
 
@@ -32,14 +32,16 @@ def reproduce(model: Union[str, E2Rank], datasets: Sequence[str], output, *, run
               index_dir="indexes", top_k: int = 100, num_input_docs: int = 20, rerank_task: str = DEFAULT_RERANK_TASK,
               query_task: str = "dataset", dense: bool = False, num_queries: Optional[int] = None,
               skip_missing: bool = False, overwrite: bool = False, verbose: bool = True,
-              model_options: Optional[dict] = None) -> Optional[dict]:
+              model_options: Optional[dict] = None, bright_dir=None, bright_query: str = "query") -> Optional[dict]:
     """Runs the paper's protocol on ``datasets``, writes ``output`` and returns ``{dataset: {system: {measure:
     value}}}`` in process 0 (``None`` in the others).
 
     Args:
         model: a model name or path (loaded with ``model_options``), or an ``E2Rank`` made with
             ``cache_doc_vectors=True``.
-        datasets: ir_datasets ids (``irds:`` optional), BEIR folders or corpus files.
+        datasets: ir_datasets ids (``irds:`` optional), BEIR folders, corpus files or BRIGHT domains
+            (``bright/<domain>``, read from ``bright_dir`` or the hub, topics of the ``bright_query`` field; each
+            query's excluded ids removed before reranking and evaluation).
         runs: ``{dataset: run file}`` (TREC or JSONL candidates, ``runs.read_run``), pinned first stages
             instead of PISA BM25 (built in ``index_dir``).
         query_task: the dense rows' instruction (``experiment.query_task_for``).
@@ -58,11 +60,11 @@ def reproduce(model: Union[str, E2Rank], datasets: Sequence[str], output, *, run
     checked, unavailable = [], {}
     for source in dict.fromkeys(datasets):
         try:
-            checked.append(resolve_dataset(source))
+            checked.append(resolve_dataset(source, bright_dir=bright_dir, bright_query=bright_query))
         except DatasetUnavailable as e:
             unavailable[source] = str(e)
     given = {d.column for d in checked}  # a BEIR folder given for a suite entry ir_datasets does not serve
-    unavailable = {k: why for k, why in unavailable.items() if LOCAL_ONLY.get(k.removeprefix("irds:")) not in given}
+    unavailable = {k: why for k, why in unavailable.items() if LOCAL_ONLY.get(k.removeprefix("irds:"), k) not in given}
     labels = [d.label for d in checked]
     for label, path in runs.items():
         if label not in labels:
@@ -102,14 +104,15 @@ def reproduce(model: Union[str, E2Rank], datasets: Sequence[str], output, *, run
 
 
 def main(args) -> int:
-    datasets = list(PAPER_SUITE if args.suite == "paper" else ()) + list(args.dataset or [])
+    datasets = list({"paper": PAPER_SUITE, "bright": BRIGHT_SUITE}.get(args.suite, ())) + list(args.dataset or [])
     if not datasets:
-        raise ValueError("give --dataset (repeatable) or --suite paper")
+        raise ValueError("give --dataset (repeatable), --suite paper or --suite bright")
     reproduce(args.model, datasets, args.output, runs=parse_runs(args.run or []), index_dir=args.index_dir,
               top_k=args.top_k, num_input_docs=args.num_input_docs, rerank_task=args.rerank_task,
               query_task=args.query_task, dense=args.dense, num_queries=args.num_queries,
               skip_missing=args.skip_missing, overwrite=args.overwrite, verbose=is_main_process(),
-              model_options=dict(arguments.model_options(args), doc_max_words=args.doc_max_words))
+              model_options=dict(arguments.model_options(args), doc_max_words=args.doc_max_words),
+              bright_dir=args.bright_dir, bright_query=args.bright_query)
     return 0
 
 
@@ -117,7 +120,8 @@ def register(parsers: dict) -> None:
     p = parsers["reproduce"]
     p.add_argument("--dataset", action="append",
                    help="irds:<id> (or the bare id), a BEIR folder, or a corpus file; repeatable")
-    p.add_argument("--suite", choices=["paper"], help="the paper's ten datasets (DL19, DL20 and eight of BEIR)")
+    p.add_argument("--suite", choices=["paper", "bright"],
+                   help="paper: the paper's ten datasets (DL19, DL20 and eight of BEIR); bright: BRIGHT's 12 domains")
     p.add_argument("--output", required=True, help="directory for results.md, results.json, run_record.json")
     p.add_argument("--run", action="append", metavar="DATASET=PATH",
                    help="a pinned run file (TREC, or JSONL candidates such as the authors' {dataset}_top100.jsonl) "
@@ -131,5 +135,6 @@ def register(parsers: dict) -> None:
     p.add_argument("--doc-max-words", type=arguments.Checked(positive_int), default=DOC_MAX_WORDS,
                    help="documents are cut to this many words")
     arguments.add_model_run_options(p)
+    arguments.add_bright_options(p)
     p.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming what --output holds")
     p.set_defaults(func=main)

@@ -310,11 +310,13 @@ def _rerank_command(args) -> int:
         raise ValueError(f"--output-format jsonl writes the JSONL candidates form of --run, and {args.run} is a "
                          f"TREC run: give --output-format trec")
     run = read_run(args.run)
-    topics = None if args.topics is None else read_topics(args.topics)
-    check_texts(run, topics, args.docs)  # before the model is loaded
+    topics, docs = (None if source is None else arguments.bright_source(args, source)
+                    for source in (args.topics, args.docs))
+    topics = None if topics is None else read_topics(topics)
+    check_texts(run, topics, docs)  # before the model is loaded
     main = is_main_process()
     model = arguments.load_model(args)
-    reranked = rerank_run(model, run, topics, args.docs, index=args.index, top_k=args.top_k,
+    reranked = rerank_run(model, run, topics, docs, index=args.index, top_k=args.top_k,
                           num_input_docs=args.num_input_docs, verbose=main)
     if not main:  # process 0 writes the merged run
         return 0
@@ -328,7 +330,7 @@ def _rerank_command(args) -> int:
 
 def _eval_command(args) -> int:
     measures = [parse_measure(m) for m in args.metrics]  # before reading the files
-    results = evaluate_run(read_run(args.run), read_qrels(args.qrels), measures)
+    results = evaluate_run(read_run(args.run), read_qrels(arguments.bright_source(args, args.qrels)), measures)
     for name, value in results.items():
         print(f"{name}\t{value:.4f}")
     return 0
@@ -338,10 +340,10 @@ def register(parsers: dict) -> None:
     p = parsers["rerank-run"]
     p.add_argument("--run", required=True, help="a TREC run (qid Q0 docid rank score tag), or JSONL candidates "
                                                 "with texts: the authors' {dataset}_top100.jsonl, rank_llm's requests")
-    p.add_argument("--topics", help="irds:<dataset>, a BEIR folder, qid<TAB>query file, or JSONL queries (default: "
-                                    "the query texts of JSONL --run)")
-    p.add_argument("--docs", help="irds:<dataset>, a BEIR folder, JSONL collection, or Lucene index (stored raw) "
-                                  "(default: the document texts of JSONL --run)")
+    p.add_argument("--topics", help="irds:<dataset>, a BEIR folder, bright/<domain>, qid<TAB>query file, or JSONL "
+                                    "queries (default: the query texts of JSONL --run)")
+    p.add_argument("--docs", help="irds:<dataset>, a BEIR folder, bright/<domain>, JSONL collection, or Lucene index "
+                                  "(raw texts) (default: the document texts of JSONL --run)")
     p.add_argument("--index", help="an E2Rank index of the collection (one forward pass per query)")
     p.add_argument("--output", required=True)
     p.add_argument("--tag", default="e2rank", help="the TREC run's tag")
@@ -349,10 +351,13 @@ def register(parsers: dict) -> None:
                    help="trec, or jsonl: the form of a JSONL --run, its candidates reordered with their new scores")
     arguments.add_options(p, "--model", "--top-k", "--num-input-docs")
     arguments.add_model_run_options(p)
+    arguments.add_bright_options(p)
     p.set_defaults(func=_rerank_command)
 
     p = parsers["eval-run"]
     p.add_argument("--run", required=True)
-    p.add_argument("--qrels", required=True, help="irds:<dataset>, a BEIR folder, or a TREC or BEIR qrels file")
+    p.add_argument("--qrels", required=True,
+                   help="irds:<dataset>, a BEIR folder, bright/<domain>, or a TREC or BEIR qrels file")
     p.add_argument("--metrics", nargs="+", default=["nDCG@10", "R@100"])
+    arguments.add_bright_options(p)
     p.set_defaults(func=_eval_command)

@@ -17,6 +17,7 @@ import pandas as pd
 
 from .. import data
 from ..bm25 import pisa_bm25
+from ..bright import drop_excluded, excluding
 from ..data import DocumentText, corpus_id, corpus_stamp
 from ..index.indexer import distributed_context
 from ..io import atomic_file, file_sha256
@@ -162,26 +163,33 @@ class Suite:
 
     def first_stage(self, dataset: SuiteDataset, ds, all_topics, topics, folder: Path) -> tuple:
         """``(run, provenance)``: the top ``top_k`` of ``topics`` from the pinned run file or PISA, written once
-        to ``first-stage.run`` and read back (the same candidates however often the suite starts)."""
+        to ``first-stage.run`` and read back (the same candidates however often the suite starts); for BRIGHT,
+        ``top_k`` more than a query's most excluded ids, those removed before the cut (and counted)."""
         path = folder / "first-stage.run"
+        excluded = data.excluded_ids(ds)
+        depth = self.top_k + max(map(len, excluded.values()), default=0)
         if dataset.label in self.runs:
             source = self.runs[dataset.label]
             run, dropped = _pinned_run(source, ds, all_topics, skip_missing=self.skip_missing)
             provenance = {"kind": "run file", "path": str(Path(source).resolve()),
                           "sha256": self.run_digests[dataset.label], "dropped": dropped}
-            run = run[run["qid"].isin(topics["qid"]) & (run["rank"] < self.top_k)]
+            run = run[run["qid"].isin(topics["qid"]) & (run["rank"] < depth)]
         else:
             index = self.index_dir / index_name(corpus_id(ds)) / "bm25.pisa"  # as e2rank experiment
             provenance = {"kind": "pisa", "index": str(index.resolve()), "k1": 0.9, "b": 0.4,
                           "corpus_stamp": corpus_stamp(ds)}
             if not path.exists():
-                retrieve = pisa_bm25(str(index), ds, num_results=self.top_k, rebuild_stale=True, verbose=self.verbose)
+                retrieve = pisa_bm25(str(index), ds, num_results=depth, rebuild_stale=True, verbose=self.verbose)
                 run = retrieve(topics[["qid", "query"]])[["qid", "docno", "score", "rank"]]
         if not path.exists():
             write_run(run, path, tag="first-stage")
         run = read_run(path)
         provenance["written"] = {"path": str(path), "sha256": file_sha256(path)}
-        return run, provenance
+        if excluded:
+            run, removed = drop_excluded(run, excluded)
+            provenance["excluded_ids"] = {"removed": removed, "of_top": depth, "rule": "each query's BRIGHT "
+                                          "excluded_ids removed from its ranking before reranking and evaluation"}
+        return run[run["rank"] < self.top_k], provenance
 
     def rerank(self, ds, topics: pd.DataFrame, run: pd.DataFrame, path: Path) -> tuple:
         """``(reranked run, work)``: ``run`` reranked ``QUERIES_PER_CHUNK`` queries at a time (split across the
@@ -213,7 +221,8 @@ class Suite:
         cache, self.model.doc_cache = self.model.doc_cache, None  # the corpus's vectors go to the index, not here
         try:
             index = dense_index_for(self.model, ds, str(self.index_dir), verbose=self.verbose)
-            retriever = self.model.retriever(index, num_results=self.top_k)
+            retriever = excluding(lambda depth: self.model.retriever(index, num_results=depth),
+                                  data.excluded_ids(ds), self.top_k)
             reranker = self.model.reranker(num_input_docs=self.reranker.prompt.num_input_docs,
                                            task=self.reranker.prompt.task, index=index)
             queries = topics[["qid", "query"]]
