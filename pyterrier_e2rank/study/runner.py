@@ -70,7 +70,7 @@ class Study:
         self.num_queries, self.measures, self.verbose = num_queries, measures, verbose
         self.prompt_docs, self.depths = tuple(prompt_docs), tuple(depths)
         self.cross_encoder, self.generative = cross_encoder, generative
-        self.depth = max(top_k, *self.depths)  # candidates kept of each first stage
+        self.depth = max([top_k, *self.depths])  # candidates kept of each first stage
         names = [Path(str(m.model_name_or_path).rstrip("/")).name for m in models]
         self.suffixes = [""] + [f"@{name}" if name != names[0] else "@model2" for name in names[1:]]
         self.run_digests = {name: file_sha256(path) for name, path in first_stages.items()}

@@ -59,6 +59,8 @@ def test_study_end_to_end_and_resumed(minilm_dir, tiny_qwen_dir, small_scifact, 
     for heading in ("### a)", "### b)", "### c)", "### d)", "### e)", "### f)"):
         assert heading in report
     assert "| bm25>>average-prf-k3 |" in report and "| given |" in report and "| dense>>rerank-e2rank |" in report
+    gain = results[folder]["bm25>>rerank-e2rank"]["nDCG@10"] - results[folder]["bm25>>rerank-embedding"]["nDCG@10"]
+    assert f"| bm25 | `{minilm_dir}` | " in report and f"| {gain:+.4f} |" in report
     assert "| k | depth 5 | depth 30 |" in report and "training's share" in report and "Give a second" not in report
     figures = sorted((out / "figures").iterdir())
     assert len(figures) == 2 and all(f.read_bytes().startswith(PNG) and f"](figures/{f.name})" in report
