@@ -23,6 +23,7 @@ def main(args) -> int:
               index_dir=args.index_dir, top_k=args.top_k, num_input_docs=args.num_input_docs,
               num_queries=args.num_queries, measures=args.measures, prompt_docs=args.grid_prompt_docs,
               depths=args.grid_depths, cross_encoder=args.cross_encoder, generative=args.generative,
+              timing_queries=args.timing_queries,
               overwrite=args.overwrite, model_options=dict(arguments.model_options(args),
                                                            doc_max_words=args.doc_max_words))
     except DatasetUnavailable as e:
@@ -49,6 +50,8 @@ def register(parsers: dict) -> None:
                    help="the grid's rerank depths")
     p.add_argument("--cross-encoder", help="a sentence-transformers CrossEncoder checkpoint to time (e)")
     p.add_argument("--generative", help="a causal LM checkpoint for the generative sliding-window baseline (e)")
+    p.add_argument("--timing-queries", type=arguments.Checked(positive_int),
+                   help="time only the first N queries (default: all)")
     p.add_argument("--doc-max-words", type=arguments.Checked(positive_int), default=DOC_MAX_WORDS,
                    help="documents are cut to this many words")
     arguments.add_model_run_options(p)

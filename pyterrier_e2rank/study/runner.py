@@ -64,12 +64,12 @@ class Study:
     """One run of ``study``: its settings, and each dataset's steps."""
 
     def __init__(self, models, output: Path, *, first_stages, index_dir, top_k, num_input_docs, num_queries,
-                 measures, prompt_docs, depths, cross_encoder, generative, verbose):
+                 measures, prompt_docs, depths, cross_encoder, generative, timing_queries, verbose):
         self.models, self.output, self.first_stages = models, output, first_stages
         self.index_dir, self.top_k, self.num_input_docs = Path(index_dir), top_k, num_input_docs
         self.num_queries, self.measures, self.verbose = num_queries, measures, verbose
         self.prompt_docs, self.depths = tuple(prompt_docs), tuple(depths)
-        self.cross_encoder, self.generative = cross_encoder, generative
+        self.cross_encoder, self.generative, self.timing_queries = cross_encoder, generative, timing_queries
         self.depth = max([top_k, *self.depths])  # candidates kept of each first stage
         names = [Path(str(m.model_name_or_path).rstrip("/")).name for m in models]
         self.suffixes = [""] + [f"@{name}" if name != names[0] else "@model2" for name in names[1:]]
@@ -80,7 +80,8 @@ class Study:
         return {"models": [m.fingerprint() for m in self.models], "dtypes": [str(m.dtype) for m in self.models],
                 "top_k": self.top_k, "num_input_docs": self.num_input_docs, "num_queries": self.num_queries,
                 "measures": self.measures, "prompt_docs": self.prompt_docs, "depths": self.depths, "prf_k": PRF_K,
-                "cross_encoder": self.cross_encoder, "generative": self.generative, "first_stages": self.run_digests}
+                "cross_encoder": self.cross_encoder, "generative": self.generative,
+                "timing_queries": self.timing_queries, "first_stages": self.run_digests}
 
     def header(self) -> dict:
         return {"models": [str(m.model_name_or_path) for m in self.models], "suffixes": self.suffixes,
@@ -134,11 +135,13 @@ class Study:
                         results[f"{name}>>{system}"] = value["measures"]
                         seconds[f"{name}>>{system}"] = value["seconds_per_query"]
             bm25 = candidates["bm25"]
+            timed = topics.head(self.timing_queries)
             grid = _step(folder / "grid.json", lambda: _records(prompt_depth_grid(
                 self.models[0], topics, bm25, qrels, index=indexes[0], prompt_docs=self.prompt_docs,
                 depths=self.depths, verbose=self.verbose)))
             timing = _step(folder / "timing.json", lambda: _records(wall_clock(
-                self.models[0], topics, bm25[bm25["rank"] < self.top_k], index=indexes[0],
+                self.models[0], timed, bm25[(bm25["rank"] < self.top_k) & bm25["qid"].isin(timed["qid"])],
+                index=indexes[0],
                 cross_encoder=self.cross_encoder, generative=self.generative, verbose=self.verbose)))
         return {"results": results, "seconds": seconds, "grid": grid, "timing": timing,
                 "first_stages": list(candidates), "queries": int(topics["qid"].nunique())}
@@ -182,7 +185,8 @@ def study(models, datasets: Sequence[str], output, *, first_stages: Optional[Dic
           index_dir="indexes", top_k: int = 100, num_input_docs: int = 20, num_queries: Optional[int] = None,
           measures: Sequence[str] = ("nDCG@10",), prompt_docs: Sequence[int] = PROMPT_DOCS,
           depths: Sequence[int] = DEPTHS, cross_encoder: Optional[str] = None, generative: Optional[str] = None,
-          overwrite: bool = False, verbose: bool = True, model_options: Optional[dict] = None) -> dict:
+          timing_queries: Optional[int] = None, overwrite: bool = False, verbose: bool = True,
+          model_options: Optional[dict] = None) -> dict:
     """Runs the study (pt_docs/study.rst) on ``datasets``, writes ``output`` (``results.json``, ``report.md``,
     ``figures/``, ``steps/``) and returns ``{dataset: {system: {measure: value}}}``.
 
@@ -192,6 +196,7 @@ def study(models, datasets: Sequence[str], output, *, first_stages: Optional[Dic
         first_stages: ``{name: TREC run file}`` beside ``bm25`` and ``dense`` (one dataset only).
         prompt_docs, depths: the grid's prompt documents and rerank depths.
         cross_encoder, generative: checkpoints timed beside E2Rank (``None``: not timed).
+        timing_queries: time the first N queries only (``None``: all).
         overwrite: discard what an earlier study wrote to ``output`` instead of resuming it.
 
     Raises, before anything is written: ``ValueError`` for a bad argument, measure, dataset or run file, or
@@ -212,6 +217,7 @@ def study(models, datasets: Sequence[str], output, *, first_stages: Optional[Dic
         raise ValueError("--first-stage: a run file is of one dataset; give one --dataset with it")
     for name, value in (("top_k", top_k), ("num_input_docs", num_input_docs), *(("depths", d) for d in depths)):
         positive_int(value, name)
+    positive_int(timing_queries, "timing_queries", allow_none=True)
     for k in prompt_docs:
         positive_int(k, "prompt_docs", minimum=0)
     measures = [str(parse_measure(m)) for m in measures]
@@ -223,7 +229,8 @@ def study(models, datasets: Sequence[str], output, *, first_stages: Optional[Dic
     models = [m if isinstance(m, E2Rank) else E2Rank(m, **(model_options or {}), verbose=verbose) for m in models]
     runner = Study(models, output, first_stages=first_stages, index_dir=index_dir, top_k=top_k,
                    num_input_docs=num_input_docs, num_queries=num_queries, measures=measures, prompt_docs=prompt_docs,
-                   depths=depths, cross_encoder=cross_encoder, generative=generative, verbose=verbose)
+                   depths=depths, cross_encoder=cross_encoder, generative=generative, timing_queries=timing_queries,
+                   verbose=verbose)
     output.mkdir(parents=True, exist_ok=True)
     with writer_lock(output):
         runner.prepare(checked, overwrite)

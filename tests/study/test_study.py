@@ -32,7 +32,8 @@ def given_run(small_scifact, tmp_path_factory):
 def test_study_end_to_end_and_resumed(minilm_dir, tiny_qwen_dir, small_scifact, given_run, tmp_path):
     folder, out = str(small_scifact), tmp_path / "study"
     options = ["--dataset", folder, "--output", str(out), "--index-dir", str(tmp_path / "indexes"), "--num-queries",
-               str(NUM_QUERIES), "--top-k", str(TOP_K), *GRID, "--first-stage", f"given={given_run}"]
+               str(NUM_QUERIES), "--top-k", str(TOP_K), *GRID, "--timing-queries", "1",
+               "--first-stage", f"given={given_run}"]
     assert cli.main(["study", "--model", str(minilm_dir), "--model", str(tiny_qwen_dir), *options]) == 0
 
     results = json.loads((out / "results.json").read_text())
@@ -67,16 +68,20 @@ def test_study_end_to_end_and_resumed(minilm_dir, tiny_qwen_dir, small_scifact, 
                                       for f in figures)
     grid = json.loads(next((out / "steps").glob("*/grid.json")).read_text())
     assert {(row["k"], row["depth"]) for row in grid} == {(k, d) for k in (0, 2, 5) for d in (5, 30)}
+    timing = json.loads(next((out / "steps").glob("*/timing.json")).read_text())
+    assert [row["queries"] for row in timing] == [1, 1] and f"| {timing[0]['system']} |" in report
 
     # resumed with the same settings: every step read back, nothing encoded
     models = [minilm, E2Rank(str(tiny_qwen_dir), batch_size=16)]
     before = sum(m.stats.texts for m in models)
     again = study(models, [folder], out, first_stages={"given": str(given_run)}, index_dir=tmp_path / "indexes",
-                  num_queries=NUM_QUERIES, top_k=TOP_K, prompt_docs=(0, 2, 5), depths=(5, 30), verbose=False)
+                  num_queries=NUM_QUERIES, top_k=TOP_K, prompt_docs=(0, 2, 5), depths=(5, 30), timing_queries=1,
+                  verbose=False)
     assert again == results and sum(m.stats.texts for m in models) == before
     with pytest.raises(ValueError, match=r"\(a study\) was begun with other top_k \(\[20\], now \[10\]\).*--overwrite"):
         study(models, [folder], out, first_stages={"given": str(given_run)}, index_dir=tmp_path / "indexes",
-              num_queries=NUM_QUERIES, top_k=10, prompt_docs=(0, 2, 5), depths=(5, 30), verbose=False)
+              num_queries=NUM_QUERIES, top_k=10, prompt_docs=(0, 2, 5), depths=(5, 30), timing_queries=1,
+              verbose=False)
 
 
 def test_study_refuses_bad_arguments_and_foreign_folders(minilm, small_scifact, given_run, tmp_path):
