@@ -1,8 +1,10 @@
 """``e2rank study``: the reviewers' questions on one command line (``study.runner.study``, pt_docs/study.rst)."""
+from pathlib import Path
+
+from ..checks import positive_int
 from ..model.text import DOC_MAX_WORDS
 from ..study.runner import DEPTHS, PROMPT_DOCS, study
 from . import arguments
-from ..checks import positive_int
 from .paper import DatasetUnavailable
 
 
@@ -28,7 +30,7 @@ def main(args) -> int:
                                                            doc_max_words=args.doc_max_words))
     except DatasetUnavailable as e:
         raise OSError(str(e)) from None
-    print((args.output.rstrip("/") + "/report.md"))
+    print(f"written: {Path(args.output) / 'report.md'}")
     return 0
 
 
