@@ -6,10 +6,10 @@ import time
 import numpy as np
 
 from pyterrier_e2rank import E2Rank
+from pyterrier_e2rank.study.generative import GenerativeSlidingWindow
 from pyterrier_e2rank.testing import qwen3_shaped
 
 from .common import QWEN3_TOKENIZER, bm25_candidates
-from .generative_baseline import GenerativeSlidingWindow
 
 
 def run(workdir, *, num_layers: int, num_queries: int, top_k: int = 100, max_words: int = 60) -> dict:

@@ -1,5 +1,5 @@
-"""The benchmarks' own machinery on tiny settings (no timings asserted): the generative baseline's
-windows and permutations, exact search at scale agreeing with brute force, and run.py's resume and sizes."""
+"""The benchmarks' own machinery on tiny settings (no timings asserted): exact search at scale agreeing with
+brute force, and run.py's resume and sizes (the generative baseline is tested in tests/study/test_timing.py)."""
 import argparse
 
 import numpy as np
@@ -7,15 +7,6 @@ import pytest
 
 from benchmarks import retrieval_scale, run
 from benchmarks.common import machine
-from benchmarks.generative_baseline import GenerativeSlidingWindow
-
-
-def test_generative_baseline_slides_back_to_front(tmp_path, make_tiny_qwen3):
-    make_tiny_qwen3(tmp_path, num_layers=1, causal_lm=True)
-    baseline = GenerativeSlidingWindow(tmp_path, tokens_per_passage=2)
-    order = baseline.rerank("gene therapy", [f"passage {i}" for i in range(30)])
-    assert sorted(order) == list(range(30))
-    assert baseline.generated_tokens == 2 * 20 * 2  # windows [10, 30) then [0, 20), forced length
 
 
 def test_retrieval_scale_matches_brute_force(tmp_path):

@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).resolve().parents[1] / "pyterrier_e2rank" / "pt_docs"
-PAGES = ("index.rst", "retrieval-and-reranking.rst", "indexing.rst", "sharing.rst", "efficiency.rst", "datasets-and-bm25.rst",
-         "pyserini.rst", "training.rst", "command-lines.rst", "reproducing.rst", "guarantees.rst",
-         "specification.rst", "api.rst")
+PAGES = ("index.rst", "retrieval-and-reranking.rst", "indexing.rst", "sharing.rst", "efficiency.rst",
+         "datasets-and-bm25.rst", "pyserini.rst", "training.rst", "command-lines.rst", "reproducing.rst", "study.rst",
+         "guarantees.rst", "specification.rst", "api.rst")
 HUB_MODEL = '"Alibaba-NLP/E2Rank-0.6B"'
 SCIFACT = 'pt.get_dataset("irds:beir/scifact/test")'
 BEIR_FOLDER = '"path/to/my-beir-folder"'
@@ -230,7 +230,7 @@ def test_the_pages_ship_in_the_wheel_and_the_sdist(repo_dir, tmp_path):
         in_wheel = {name for name in archive.namelist() if "/pt_docs/" in name}
     with tarfile.open(sdist) as archive:
         in_sdist = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
-    expected = {f"pyterrier_e2rank/pt_docs/{page}" for page in PAGES}
+    expected = {f"pyterrier_e2rank/pt_docs/{name}" for name in (*PAGES, *(p.name for p in DOCS.glob("*.png")))}
     assert {p.name for p in DOCS.glob("*.rst")} == set(PAGES)
     assert in_wheel == expected
     assert in_sdist >= expected | {"CHANGELOG.md", "CONTRIBUTING.md"}

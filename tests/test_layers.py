@@ -15,7 +15,8 @@ import pytest
 PACKAGE = "pyterrier_e2rank"
 ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 #: The layers by folder; the top-level modules are the integrations but ``__init__`` and the shared helpers.
-FOLDERS = {"model": "core", "rerank": "core", "index": "core", "cli": "application", "training": "training"}
+FOLDERS = {"model": "core", "rerank": "core", "index": "core", "cli": "application", "study": "application",
+           "training": "training"}
 SHARED = {"io", "checks", "equality", "deprecation"}
 #: The surface's table of the modules it imports names from on first use.
 LAZY_TABLE = "_EXPORTS"

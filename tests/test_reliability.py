@@ -249,11 +249,11 @@ def test_mixed_int_and_str_qids(tiny_qwen, built):
 
 @pytest.mark.parametrize("make", [
     lambda m, p: m.retriever(p, num_results=0), lambda m, p: m.retriever(p, num_results=-5),
-    lambda m, p: m.retriever(p, num_results=2.5), lambda m, p: m.reranker(num_input_docs=0),
+    lambda m, p: m.retriever(p, num_results=2.5), lambda m, p: m.reranker(num_input_docs=-1),
     lambda m, p: m.reranker(window=0), lambda m, p: m.reranker(window=10, stride=0),
     lambda m, p: m.reranker(window=10, stride=11), lambda m, p: m.reranker(window=-1),
     lambda m, p: m.reranker(prompt_doc_max_tokens=0)],
-    ids=["num_results=0", "num_results<0", "num_results=2.5", "num_input_docs=0", "window=0", "stride=0",
+    ids=["num_results=0", "num_results<0", "num_results=2.5", "num_input_docs<0", "window=0", "stride=0",
          "stride>window", "window<0", "prompt_doc_max_tokens=0"])
 def test_out_of_range_arguments_are_refused_by_name(tiny_qwen, built, make):
     with pytest.raises(ValueError, match="num_results|num_input_docs|window|stride|doc_max_tokens"):

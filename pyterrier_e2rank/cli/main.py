@@ -21,6 +21,8 @@ COMMANDS = {
     "train": ("train_command", "train E2Rank (stage 1: InfoNCE; stage 2: InfoNCE + RankNet on listwise prompts), on "
                                "CPU, one GPU or many (accelerate launch)"),
     "build-data": ("train_command", "make stage-II JSONL records for 'train'"),
+    "study": ("study_command", "the reviewers' questions: E2Rank against dense PRF, prompt size and depth, an untrained "
+                               "model, first stages, wall-clock, end to end; report.md, figures, results.json"),
     "export": ("export_command", "write a model as a sentence-transformers directory (its vectors, its identity)"),
     "mteb": ("mteb_command", "evaluate models side by side on MTEB tasks (mteb), instructed as the authors' runs"),
 }

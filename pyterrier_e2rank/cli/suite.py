@@ -273,13 +273,13 @@ class Suite:
                                     unavailable))
 
 
-def _check_mark(mark: Path, now: dict, names, overwrite: bool, what: str) -> None:
-    """Refuses ``mark``'s folder holding any of ``names`` without ``mark`` (not reproduce's to replace), or, unless
-    ``overwrite``, a ``mark`` of other values than ``now``."""
+def _check_mark(mark: Path, now: dict, names, overwrite: bool, what: str, command: str = "e2rank reproduce") -> None:
+    """Refuses ``mark``'s folder holding any of ``names`` without ``mark`` (not ``command``'s to replace), or,
+    unless ``overwrite``, a ``mark`` of other values than ``now``."""
     if not mark.exists():
         found = [name for name in names if (mark.parent / name).exists() or (mark.parent / name).is_symlink()]
         if found:
-            raise FileExistsError(f"{mark.parent} holds {', '.join(found)} but no {mark.name} of e2rank reproduce: "
+            raise FileExistsError(f"{mark.parent} holds {', '.join(found)} but no {mark.name} of {command}: "
                                   f"not written by it, so not replaced; nothing was written. Move them, or choose "
                                   f"another --output")
     elif not overwrite:

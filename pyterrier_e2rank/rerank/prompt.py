@@ -16,7 +16,8 @@ class ListwisePrompt:
 
     Args:
         task: the task sentence that opens the prompt.
-        num_input_docs: how many top candidates enter the prompt (20 in the paper).
+        num_input_docs: how many top candidates enter the prompt (20 in the paper; 0: the query alone in the
+            listwise prompt, the study's k = 0).
         doc_max_words: each document is cut to this many whitespace-separated words first.
         prompt_doc_max_tokens: optional per-document token budget (for small models).
         prompt_max_tokens: optional total budget in tokens; the longest documents are cut first, to one cap.
@@ -24,7 +25,7 @@ class ListwisePrompt:
             model card's (no newline before ``Search Query:``, documents end with ``<|endoftext|>``).
 
     Raises:
-        ValueError: an unknown variant, or a count that is not a positive integer.
+        ValueError: an unknown variant, or a count that is not a positive integer (``num_input_docs``: >= 0).
     """
     task: str = DEFAULT_RERANK_TASK
     num_input_docs: int = 20
@@ -36,7 +37,7 @@ class ListwisePrompt:
     def __post_init__(self):
         if self.prompt_variant not in PROMPT_VARIANTS:
             raise ValueError(f"prompt_variant must be one of {PROMPT_VARIANTS}, got {self.prompt_variant!r}")
-        positive_int(self.num_input_docs, "num_input_docs")
+        positive_int(self.num_input_docs, "num_input_docs", minimum=0)
         for name in ("doc_max_words", "prompt_doc_max_tokens", "prompt_max_tokens"):
             positive_int(getattr(self, name), name, allow_none=True)
 

@@ -1,9 +1,9 @@
-"""The generative listwise baseline of vs_generative: RankGPT/RankQwen3-style sliding windows
-(20 passages, stride 10, back to front) whose causal LM reads each window's prompt and greedily
-writes a permutation ``[3] > [1] > ...``. With random weights the permutation is noise, so the
-generation length is forced (``tokens_per_passage`` per passage): the cost is what is measured."""
+"""The generative listwise baseline of the study's timing and of ``benchmarks/vs_generative.py``:
+RankGPT/RankQwen3-style sliding windows (20 passages, stride 10, back to front) whose causal LM reads each
+window's prompt and greedily writes a permutation ``[3] > [1] > ...``. With random weights the permutation is
+noise, so the generation length is forced (``tokens_per_passage`` per passage): the cost is what is measured."""
 import re
-from typing import List
+from typing import List, Optional
 
 import torch
 
@@ -11,10 +11,16 @@ SYSTEM = "You are RankLLM, an intelligent assistant that can rank passages based
 
 
 class GenerativeSlidingWindow:
-    def __init__(self, model_dir, *, window: int = 20, stride: int = 10, tokens_per_passage: int = 4):
+    """The causal LM of the folder or name ``model_dir`` on ``device`` (default CUDA when present, else CPU; in
+    bfloat16 on CUDA, float32 elsewhere, as ``E2Rank``); counts its prompt and generated tokens."""
+
+    def __init__(self, model_dir, *, window: int = 20, stride: int = 10, tokens_per_passage: int = 4,
+                 device: Optional[str] = None):
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(self.device).eval()
         self.window, self.stride, self.tokens_per_passage = window, stride, tokens_per_passage
         self.prompt_tokens = self.generated_tokens = self.forward_passes = 0
 
@@ -33,6 +39,7 @@ class GenerativeSlidingWindow:
     @torch.inference_mode()
     def permutation(self, query: str, passages: List[str]) -> List[int]:
         ids = self.tokenizer(self.prompt(query, passages), return_tensors="pt", add_special_tokens=False)
+        ids = ids.to(self.device)
         length = self.tokens_per_passage * len(passages)
         out = self.model.generate(**ids, do_sample=False, max_new_tokens=length, min_new_tokens=length,
                                   pad_token_id=self.tokenizer.pad_token_id)
