@@ -10,12 +10,12 @@ from .deprecation import install_moved_modules
 #: The module each exported name is imported from, on first use (PEP 562).
 _EXPORTS = {
     "bm25": ["pisa_bm25", "terrier_bm25"],
-    "data": ["DocumentText", "bright_dataset", "corpus_id", "corpus_iter", "dataset", "mteb_task"],
+    "data": ["DocumentText", "bright_dataset", "corpus_id", "corpus_iter", "dataset"],
     "index.artifact": ["E2RankIndex"],
     "model.e2rank": ["DEFAULT_MODEL", "E2Rank"],
     "model.encoders": ["E2RankDocEncoder", "E2RankQueryEncoder"],
     "model.loading": ["pick_model"],
-    "model.mteb_adapter": ["E2RankMTEB", "mteb_instruction"],
+    "mteb_adapter": ["E2RankMTEB", "mteb_instruction", "mteb_task"],
     "model.provenance": ["IndexModelMismatch"],
     "model.stats": ["EncodeStats"],
     "model.text": ["DEFAULT_QUERY_TASK", "DEFAULT_RERANK_TASK", "format_query", "join_title", "truncate_words"],

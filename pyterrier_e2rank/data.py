@@ -7,7 +7,6 @@ import hashlib
 import io
 import json
 import os
-import re
 import warnings
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, Optional, Set, Union
@@ -161,38 +160,6 @@ def dataset_part(ds, part: str, source) -> pd.DataFrame:
         where = "queries.jsonl" if part == "topics" else "qrels/<split>.tsv"
         raise ValueError(f"dataset {str(source)!r} has no {part}: a BEIR folder needs {where}, a corpus file "
                          f"{part}=...; give a dataset with {part}") from None
-
-
-def mteb_task(source, *, name: Optional[str] = None, query_task: Optional[str] = None):
-    """An ``mteb`` retrieval task (split ``test``, main score nDCG@10) of a ``dataset`` with topics and qrels, its
-    documents titled as by ``corpus_iter``. ``name``: the task's (default: the folder or file name, or the
-    dataset name); ``query_task``: its query prompt, the instruction ``E2RankMTEB`` gives instructed models."""
-    from datasets import Dataset
-    from mteb import TaskMetadata
-    from mteb.abstasks import AbsTaskRetrieval
-    ds = dataset(source)
-    topics, qrels = dataset_part(ds, "topics", source), dataset_part(ds, "qrels", source)
-    relevant = {}
-    for qid, docno, label in qrels[["qid", "docno", "label"]].itertuples(index=False):
-        relevant.setdefault(str(qid), {})[str(docno)] = int(label)
-    corpus = [{"id": str(d["docno"]), "title": "", "text": d["text"]} for d in corpus_iter(source)]
-    queries = [{"id": str(q), "text": t} for q, t in topics[["qid", "query"]].values]
-    split = {"corpus": Dataset.from_list(corpus), "queries": Dataset.from_list(queries), "relevant_docs": relevant,
-             "top_ranked": None}
-    revision = hashlib.sha256(json.dumps([corpus, queries, relevant]).encode()).hexdigest()[:12]  # mteb's cache key
-    local = isinstance(source, (str, os.PathLike)) and Path(source).exists()
-    name = name or (Path(source).name if local else re.sub(r"[^\w.-]+", "-", str(source)))  # a file name for mteb
-
-    class LocalRetrieval(AbsTaskRetrieval):
-        metadata = TaskMetadata(
-            name=name, description=f"the dataset {str(source)!r}", type="Retrieval",
-            dataset={"path": str(source), "revision": revision}, eval_splits=["test"], eval_langs=["eng-Latn"],
-            main_score="ndcg_at_10", prompt=None if query_task is None else {"query": query_task})
-
-        def load_data(self, **kwargs) -> None:
-            self.dataset = {"default": {"test": split}}
-            self.data_loaded = True
-    return LocalRetrieval()
 
 
 def is_beir_folder(path) -> bool:

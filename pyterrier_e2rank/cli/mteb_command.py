@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Dict, Sequence
 
 from ..checks import positive_int
-from ..data import mteb_task
+from ..mteb_adapter import mteb_task
 from ..io import atomic_file, refuse_output_as_input, writer_lock
 from ..model.e2rank import E2Rank
 from ..model.text import DEFAULT_QUERY_TASK, dataset_query_task
@@ -42,7 +42,7 @@ def run_mteb(models: Sequence[str], tasks: list, output, *, verbose: bool = True
     task's main score, and nDCG@10 for a retrieval task. mteb's results of a model and task already under
     ``output/mteb`` are reused. Raises ``ValueError`` for a model given twice, ``ArtifactLocked``."""
     import mteb
-    from ..model.mteb_adapter import E2RankMTEB
+    from ..mteb_adapter import E2RankMTEB
     output = Path(output)
     if len(set(models)) != len(models):
         raise ValueError(f"--model: {sorted({m for m in models if models.count(m) > 1})} given twice")

@@ -8,7 +8,7 @@ from pyterrier_e2rank import E2Rank
 from pyterrier_e2rank.cli.main import main
 
 mteb = pytest.importorskip("mteb")
-from pyterrier_e2rank.model.mteb_adapter import E2RankMTEB  # noqa: E402
+from pyterrier_e2rank.mteb_adapter import E2RankMTEB  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -1,13 +1,18 @@
-"""``E2RankMTEB``: an ``E2Rank`` model as an ``mteb`` encoder, its texts instructed as in the authors' MTEB runs
-(pt_docs/retrieval-and-reranking.rst, "MTEB")."""
+"""MTEB: ``E2RankMTEB`` (an ``E2Rank`` model as an ``mteb`` encoder, its texts instructed as in the authors' MTEB
+runs) and ``mteb_task`` (any dataset the library reads as an mteb retrieval task); pt_docs/retrieval-and-reranking.rst,
+"MTEB"."""
 import hashlib
 import json
+import os
+import re
 from pathlib import Path
 from typing import Optional
 
 from mteb.models import ModelMeta
 from mteb.models.abs_encoder import AbsEncoder
 from mteb.types import PromptType
+
+from .data import corpus_iter, dataset, dataset_part
 
 _CQADUPSTACK = ("Given a question, retrieve detailed question descriptions from Stackexchange that are duplicates to "
                 "the given question")
@@ -73,3 +78,35 @@ class E2RankMTEB(AbsEncoder):
         if prompt_type == PromptType.query or task is not None:
             return self.model.encode_queries(texts, task=task)
         return self.model.encode_docs(texts)
+
+
+def mteb_task(source, *, name: Optional[str] = None, query_task: Optional[str] = None):
+    """An ``mteb`` retrieval task (split ``test``, main score nDCG@10) of a ``dataset`` with topics and qrels, its
+    documents titled as by ``corpus_iter``. ``name``: the task's (default: the folder or file name, or the
+    dataset name); ``query_task``: its query prompt, the instruction ``E2RankMTEB`` gives instructed models."""
+    from datasets import Dataset
+    from mteb import TaskMetadata
+    from mteb.abstasks import AbsTaskRetrieval
+    ds = dataset(source)
+    topics, qrels = dataset_part(ds, "topics", source), dataset_part(ds, "qrels", source)
+    relevant = {}
+    for qid, docno, label in qrels[["qid", "docno", "label"]].itertuples(index=False):
+        relevant.setdefault(str(qid), {})[str(docno)] = int(label)
+    corpus = [{"id": str(d["docno"]), "title": "", "text": d["text"]} for d in corpus_iter(source)]
+    queries = [{"id": str(q), "text": t} for q, t in topics[["qid", "query"]].values]
+    split = {"corpus": Dataset.from_list(corpus), "queries": Dataset.from_list(queries), "relevant_docs": relevant,
+             "top_ranked": None}
+    revision = hashlib.sha256(json.dumps([corpus, queries, relevant]).encode()).hexdigest()[:12]  # mteb's cache key
+    local = isinstance(source, (str, os.PathLike)) and Path(source).exists()
+    name = name or (Path(source).name if local else re.sub(r"[^\w.-]+", "-", str(source)))  # a file name for mteb
+
+    class LocalRetrieval(AbsTaskRetrieval):
+        metadata = TaskMetadata(
+            name=name, description=f"the dataset {str(source)!r}", type="Retrieval",
+            dataset={"path": str(source), "revision": revision}, eval_splits=["test"], eval_langs=["eng-Latn"],
+            main_score="ndcg_at_10", prompt=None if query_task is None else {"query": query_task})
+
+        def load_data(self, **kwargs) -> None:
+            self.dataset = {"default": {"test": split}}
+            self.data_loaded = True
+    return LocalRetrieval()

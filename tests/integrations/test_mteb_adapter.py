@@ -7,11 +7,11 @@ import pytest
 from fixtures.scifact_subset import write_scifact_subset
 
 from pyterrier_e2rank import E2Rank, dataset
-from pyterrier_e2rank.data import corpus_iter, mteb_task
+from pyterrier_e2rank.data import corpus_iter
 from pyterrier_e2rank.model.text import dataset_query_task
 
 mteb = pytest.importorskip("mteb")
-from pyterrier_e2rank.model.mteb_adapter import E2RankMTEB, mteb_instruction  # noqa: E402
+from pyterrier_e2rank.mteb_adapter import E2RankMTEB, mteb_instruction, mteb_task  # noqa: E402
 
 SCIFACT_TASK = dataset_query_task("beir/scifact")
 
