@@ -15,13 +15,13 @@ COLUMNS = ["k", "depth", "nDCG@10", "seconds_per_query", "candidates_per_query"]
 def ranked_candidates(topics: pd.DataFrame, candidates: pd.DataFrame) -> pd.DataFrame:
     """``candidates`` (``qid, docno, rank``, and ``text``) sorted by query and rank, with the query text of
     ``topics`` (``qid, query``) where they have none. Raises ``KeyError`` naming missing columns, ``ValueError``
-    naming a qid without a topic."""
+    naming a candidate qid that is not one of the topics."""
     pt.validate.columns(candidates, includes=["qid", "docno", "rank"])
+    pt.validate.columns(topics, includes=["qid", "query"])
+    missing = sorted(set(candidates["qid"]) - set(topics["qid"]))
+    if missing:
+        raise ValueError(f"{len(missing)} candidate qid(s) have no topic: {missing[:5]}")
     if "query" not in candidates.columns:
-        pt.validate.columns(topics, includes=["qid", "query"])
-        missing = sorted(set(candidates["qid"]) - set(topics["qid"]))
-        if missing:
-            raise ValueError(f"{len(missing)} candidate qid(s) have no topic: {missing[:5]}")
         candidates = candidates.merge(topics[["qid", "query"]], on="qid", how="left")
     return candidates.sort_values(["qid", "rank"], kind="stable").reset_index(drop=True)
 
@@ -36,7 +36,7 @@ def prompt_depth_grid(model, topics: pd.DataFrame, candidates: pd.DataFrame, qre
 
     Args:
         model: an ``E2Rank``.
-        topics: ``qid, query`` (for candidates without ``query``).
+        topics: ``qid, query``: the queries evaluated (the qrels of others are left out).
         candidates: the first stage, ``qid, docno, rank`` (from 0) and ``text``.
         qrels: ``qid, docno, label`` (or ir-measures' ``query_id, doc_id, relevance``).
         index: the ``E2RankIndex`` (or path) of the candidates' vectors.
@@ -51,6 +51,7 @@ def prompt_depth_grid(model, topics: pd.DataFrame, candidates: pd.DataFrame, qre
     if len(frame) == 0 or not prompt_docs or not depths:
         return pd.DataFrame({column: pd.Series(dtype=float) for column in COLUMNS})
     qrels = qrels.rename(columns={"qid": "query_id", "docno": "doc_id", "label": "relevance"})
+    qrels = qrels[qrels["query_id"].astype(str).isin(topics["qid"].astype(str))]  # as pt.Experiment
     rerankers = {k: model.reranker(index=index, num_input_docs=k, verbose=verbose) for k in prompt_docs}
     rerankers[max(prompt_docs)](frame[frame["qid"] == frame["qid"].iat[0]])  # warm-up
     num_queries = frame["qid"].nunique()

@@ -51,6 +51,14 @@ def test_grid_cells_equal_the_reranker_run_directly(minilm, scifact_run):
     assert cell.loc[(0, 30), "nDCG@10"] != cell.loc[(20, 30), "nDCG@10"]
 
 
+def test_qrels_of_other_queries_are_left_out(minilm, scifact_run):
+    index, topics, qrels, candidates = scifact_run
+    other = pd.DataFrame({"qid": ["not-a-topic"], "docno": [candidates["docno"].iat[0]], "label": [1]})
+    grid = [prompt_depth_grid(minilm, topics, candidates, judged, index=index, prompt_docs=(2,), depths=(10,))
+            for judged in (qrels, pd.concat([qrels, other]))]
+    assert grid[0]["nDCG@10"].iat[0] > 0 and grid[1]["nDCG@10"].iat[0] == grid[0]["nDCG@10"].iat[0]
+
+
 def test_prompt_of_no_documents_is_the_query_alone(tiny_qwen):
     prompt = tiny_qwen.listwise_prompt(num_input_docs=0)
     text = prompt.render(tiny_qwen.tokenizer, "gene therapy", ["a document", "another"])
@@ -65,6 +73,6 @@ def test_empty_candidates_and_bad_arguments(minilm, scifact_run):
     assert len(empty) == 0 and list(empty.columns)[:4] == ["k", "depth", "nDCG@10", "seconds_per_query"]
     with pytest.raises(ValueError, match="depths"):
         prompt_depth_grid(minilm, topics, candidates, qrels, index=index, depths=(0,))
-    with pytest.raises(ValueError, match="have no topic"):
-        prompt_depth_grid(minilm, topics.head(1), candidates.drop(columns=["query"], errors="ignore"), qrels,
-                          index=index, prompt_docs=(1,), depths=(5,))
+    for given in (candidates, candidates.merge(topics, on="qid")):  # with their query text or without
+        with pytest.raises(ValueError, match="have no topic"):
+            prompt_depth_grid(minilm, topics.head(1), given, qrels, index=index, prompt_docs=(1,), depths=(5,))
