@@ -148,7 +148,10 @@ def test_a_docno_with_two_texts_in_one_frame_is_refused_when_encoded_from_text(t
 def test_a_lone_surrogate_in_a_query_names_the_qid(tiny_qwen, index, candidates):
     """Was: a TypeError from inside the tokenizer."""
     broken = b"caf\xe9 gene".decode("utf-8", errors="surrogateescape")
-    frame = candidates.assign(query=[broken if q == "2" else t for q, t in zip(candidates["qid"], candidates["query"])])
+    # object dtype: pandas 3's pyarrow-backed strings cannot hold a lone surrogate at all
+    frame = candidates.assign(query=pd.Series([broken if q == "2" else t for q, t in
+                                               zip(candidates["qid"], candidates["query"])], dtype=object,
+                                              index=candidates.index))
     with pytest.raises(ValueError, match=r"^the query of qid '2' holds a lone surrogate"):
         tiny_qwen.reranker(num_input_docs=3, index=index)(frame)
 
