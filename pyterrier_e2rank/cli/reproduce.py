@@ -119,7 +119,7 @@ def main(args) -> int:
 def register(parsers: dict) -> None:
     p = parsers["reproduce"]
     p.add_argument("--dataset", action="append",
-                   help="irds:<id> (or the bare id), a BEIR folder, or a corpus file; repeatable")
+                   help="irds:<id> (or the bare id), a BEIR folder, a corpus file or bright/<domain>; repeatable")
     p.add_argument("--suite", choices=["paper", "bright"],
                    help="paper: the paper's ten datasets (DL19, DL20 and eight of BEIR); bright: BRIGHT's 12 domains")
     p.add_argument("--output", required=True, help="directory for results.md, results.json, run_record.json")

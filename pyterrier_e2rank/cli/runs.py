@@ -3,6 +3,7 @@ strings of the file) or JSONL candidates with their texts (the authors' ``{datas
 requests): read, written, reranked with E2Rank, evaluated."""
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -330,8 +331,16 @@ def _rerank_command(args) -> int:
 
 def _eval_command(args) -> int:
     measures = [parse_measure(m) for m in args.metrics]  # before reading the files
-    results = evaluate_run(read_run(args.run), read_qrels(arguments.bright_source(args, args.qrels)), measures)
-    for name, value in results.items():
+    run, qrels = read_run(args.run), read_qrels(arguments.bright_source(args, args.qrels))
+    absent = set(qrels["query_id"].astype(str)) - set(run["qid"].astype(str))
+    if absent:  # never silent: a partial run would otherwise score as if its other queries failed, or as complete
+        how = ("left out (--queries run)" if args.queries == "run" else
+               "counted as 0, as trec_eval -c does (--queries run averages over the run's queries only)")
+        print(f"note: {len(absent)} of the qrels' {qrels['query_id'].nunique()} queries have no line in the run, "
+              f"e.g. {sorted(absent)[:3]}: {how}", file=sys.stderr)
+        if args.queries == "run":
+            qrels = qrels[~qrels["query_id"].astype(str).isin(absent)]
+    for name, value in evaluate_run(run, qrels, measures).items():
         print(f"{name}\t{value:.4f}")
     return 0
 
@@ -345,7 +354,7 @@ def register(parsers: dict) -> None:
     p.add_argument("--docs", help="irds:<dataset>, a BEIR folder, bright/<domain>, JSONL collection, or Lucene index "
                                   "(raw texts) (default: the document texts of JSONL --run)")
     p.add_argument("--index", help="an E2Rank index of the collection (one forward pass per query)")
-    p.add_argument("--output", required=True)
+    p.add_argument("--output", required=True, help="the reranked run (TREC, or the JSONL form of --run)")
     p.add_argument("--tag", default="e2rank", help="the TREC run's tag")
     p.add_argument("--output-format", choices=["trec", "jsonl"], default="trec",
                    help="trec, or jsonl: the form of a JSONL --run, its candidates reordered with their new scores")
@@ -355,9 +364,13 @@ def register(parsers: dict) -> None:
     p.set_defaults(func=_rerank_command)
 
     p = parsers["eval-run"]
-    p.add_argument("--run", required=True)
+    p.add_argument("--run", required=True, help="a TREC run, or JSONL candidates (as rerank-run reads)")
     p.add_argument("--qrels", required=True,
                    help="irds:<dataset>, a BEIR folder, bright/<domain>, or a TREC or BEIR qrels file")
-    p.add_argument("--metrics", nargs="+", default=["nDCG@10", "R@100"])
+    p.add_argument("--metrics", nargs="+", default=["nDCG@10", "R@100"],
+                   help="ir-measures names (default: %(default)s)")
+    p.add_argument("--queries", choices=["qrels", "run"], default="qrels",
+                   help="average over every judged query, those missing from the run as 0 (qrels, the default), or "
+                        "over the run's judged queries only (run); a note says how many are missing")
     arguments.add_bright_options(p)
     p.set_defaults(func=_eval_command)

@@ -39,7 +39,7 @@ def register(parsers: dict) -> None:
     p.add_argument("--model", action="append", required=True,
                    help="the model; given twice, the second is one not trained for the listwise prompt")
     p.add_argument("--dataset", action="append", required=True,
-                   help="irds:<id> (or the bare id), a BEIR folder, or a corpus file; repeatable")
+                   help="irds:<id> (or the bare id), a BEIR folder, a corpus file or bright/<domain>; repeatable")
     p.add_argument("--first-stage", action="append", metavar="NAME=PATH",
                    help="a TREC run file of the dataset as one more first stage, besides bm25 and dense")
     p.add_argument("--output", required=True, help="directory for report.md, results.json, figures/, steps/")

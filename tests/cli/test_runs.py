@@ -44,6 +44,21 @@ def test_run_round_trip_through_the_cli(files, tiny_qwen_dir, tiny_qwen, capsys)
     assert set(printed) == {"nDCG@10", "R@100"} and float(printed["R@100"]) == 1.0
 
 
+def test_eval_run_says_when_judged_queries_are_missing_from_the_run(files, capsys):
+    path, _ = files
+    write_run(read_run(path / "bm25.run").query("qid == 'q1'"), path / "q1.run")
+    figures = {}
+    for queries in ("qrels", "run"):
+        assert main(["eval-run", "--run", str(path / "q1.run"), "--qrels", str(path / "qrels.txt"), "--metrics",
+                     "R@100", "--queries", queries]) == 0
+        out, err = capsys.readouterr()
+        figures[queries] = float(out.strip().split("\t")[1])
+        assert "1 of the qrels' 2 queries have no line in the run, e.g. ['q2']" in err
+    assert figures == {"qrels": 0.5, "run": 1.0}  # q1's relevant d3 is retrieved; q2 counts as 0 or not at all
+    assert main(["eval-run", "--run", str(path / "bm25.run"), "--qrels", str(path / "qrels.txt")]) == 0
+    assert "note" not in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("line, message", [
     ("q1 Q0 d1 1 2.5\n", "expected 6 fields"),
     ("q1 Q0 d1 one 2.5 tag\n", "rank must be an integer"),
