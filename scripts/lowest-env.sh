@@ -30,4 +30,5 @@ fi
 if [ -x ../shared/tools/seed-irds-cache ]; then
   ../shared/tools/seed-irds-cache >/dev/null  # offline copy of the datasets; never overwrites
 fi
+export E2RANK_TESTED_EXTRAS="testtools,minilm,cpu,pyserini,train,study"  # what it installs (test_packaging)
 exec "$venv/bin/python" -m pytest -q -p no:cacheprovider -m "not slow" "$@"

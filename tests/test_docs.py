@@ -104,6 +104,8 @@ def spec_text() -> str:
 def test_the_pages_build_with_sphinx_without_a_warning(repo_dir, tmp_path):
     """As PyTerrier's documentation builds them: autodoc reads the Google-style docstrings (napoleon); type hints
     stay out of the signatures, whose targets (pandas, torch) no page of this package defines."""
+    if find_spec("mteb") is None:
+        pytest.skip("api.rst documents E2RankMTEB, which needs the [mteb] extra (not in the lowest environment)")
     if find_spec("sphinx") is None:
         pytest.skip("Sphinx is not installed (it is in the [test] extra: pip install -e '.[test]')")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(repo_dir), os.environ.get("PYTHONPATH")]))}

@@ -16,6 +16,7 @@ from pyterrier_e2rank import DocumentText, E2Rank, E2RankIndex, pisa_bm25
 from pyterrier_e2rank.index.artifact import NOT_TRANSFORMERS
 from pyterrier_e2rank.rerank.vectors import DotProduct
 from fixtures.docs import TOPIC_DOCS
+from fixtures.exports import importable_exports
 
 DOCS = TOPIC_DOCS.head(8)
 CHECKS = ("test_inspect_io", "test_schematic")
@@ -183,7 +184,7 @@ def test_every_public_transformer_is_checked(stages):
               name.startswith("_") and makes_transformer(method)}
     wanted |= {f"E2RankIndex.{name}" for name in dir(E2RankIndex) if not name.startswith("_") and name not in
                NOT_TRANSFORMERS and inspect.isfunction(inspect.getattr_static(E2RankIndex, name))}
-    exported = {name: getattr(pyterrier_e2rank, name) for name in pyterrier_e2rank.__all__}
+    exported = importable_exports()
     wanted |= {f"pyterrier_e2rank.{name}" for name, value in exported.items()
                if inspect.isfunction(value) and makes_transformer(value)}
     assert wanted - set(CASES) == set()

@@ -5,7 +5,6 @@ from pathlib import Path
 from typing import Dict, Sequence
 
 from ..checks import positive_int
-from ..mteb_adapter import mteb_task
 from ..io import atomic_file, refuse_output_as_input, writer_lock
 from ..model.e2rank import E2Rank
 from ..model.text import DEFAULT_QUERY_TASK, dataset_query_task
@@ -19,8 +18,9 @@ RETRIEVAL_MEASURE = "ndcg_at_10"
 
 def mteb_tasks(names: Sequence[str]) -> list:
     """The mteb tasks of ``--tasks``: mteb names, or datasets (``irds:`` names, local folders and files:
-    ``data.mteb_task`` with the authors' instruction of the dataset, else the default one, as ``e2rank experiment``
-    gives them). Raises ``ValueError`` naming an unknown one."""
+    ``mteb_adapter.mteb_task`` with the authors' instruction of the dataset, else the default one, as ``e2rank
+    experiment`` gives them). Raises ``ValueError`` naming an unknown one."""
+    from ..mteb_adapter import mteb_task  # mteb is the [mteb] extra's: `e2rank` runs without it
     import mteb
     tasks = []
     for name in names:
