@@ -1,8 +1,9 @@
 """mixed_backends: SciFact nDCG@10 of one all-MiniLM-L6-v2 index built with float32 PyTorch, queried and reranked
 by float32 PyTorch, by its bfloat16 and by each CPU backend that shares its identity
 (``backends.SHARES_PYTORCH_IDENTITY``), as ``e2rank experiment`` runs them (``bm25 % 100 >> reranker``,
-``dense % 100 >> reranker``; the reranker takes the candidates' vectors from the index); each backend's
-difference from PyTorch alone.
+``dense % 100 >> reranker``; the reranker takes the candidates' vectors from the index); a backend apart from
+PyTorch's identity (OpenVINO's bfloat16) on the index it built (``dense.all-minilm-l6-v2.<inference>``); each
+backend's difference from PyTorch alone.
 
     python -m benchmarks.mixed_backends --workdir runs/mixed --output benchmarks/results/mixed-backends-DATE.json
 
@@ -26,6 +27,7 @@ from pyterrier_e2rank import E2Rank, E2RankIndex  # noqa: E402
 from pyterrier_e2rank.bm25 import pisa_bm25  # noqa: E402
 from pyterrier_e2rank.data import DocumentText, corpus_iter  # noqa: E402
 from pyterrier_e2rank.io import atomic_file  # noqa: E402
+from pyterrier_e2rank.model.provenance import identity  # noqa: E402
 
 DATASET = "irds:beir/scifact/test"
 MODEL = "all-minilm-l6-v2"
@@ -49,21 +51,26 @@ def run(workdir: Path, *, num_queries=None, top_k: int = 100) -> dict:
         raise ValueError(f"{index.path} was built with {index.fingerprint['inference']!r}, not PyTorch")
     bm25, text = pisa_bm25(str(workdir / "bm25.pisa"), dataset, num_results=top_k), DocumentText(dataset)
     topics = dataset.get_topics() if num_queries is None else dataset.get_topics().head(num_queries)
-    ndcg, precision = {}, {}
+    ndcg, precision, indexes = {}, {}, {}
     for name, options in BACKENDS.items():
         model = reference if name == "torch" else E2Rank(MODEL, device="cpu", **options)
-        reranker = model.reranker(index=index)
-        dense = model.retriever(index, num_results=top_k)
+        apart = identity(model.fingerprint()).get("inference")
+        own = index if apart is None else E2RankIndex(workdir / f"dense.{MODEL}.{apart}")
+        if not own.built():
+            model.indexer(own).index(corpus_iter(DATASET))
+        own = E2RankIndex(own.path)
+        reranker = model.reranker(index=own)
+        dense = model.retriever(own, num_results=top_k)
         table = pt.Experiment([dense, dense % top_k >> text >> reranker, bm25 % top_k >> text >> reranker],
                               topics, dataset.get_qrels(), eval_metrics=[nDCG @ 10], names=list(SYSTEMS))
         ndcg[name] = dict(zip(table["name"], table["nDCG@10"].astype(float)))
-        precision[name] = model.precision
+        precision[name], indexes[name] = model.precision, own.path.name
         print(name, model.precision, ndcg[name], flush=True)
     delta = {name: {s: ndcg[name][s] - ndcg["torch"][s] for s in SYSTEMS} for name in BACKENDS if name != "torch"}
     worst = {name: max(map(abs, deltas.values())) for name, deltas in delta.items()}
     return {"setting": f"{MODEL} index built with float32 PyTorch, queried and reranked by each backend (CPU)",
             "queries": len(topics), "documents": len(index),
-            "index_fingerprint": index.fingerprint, "precision": precision, "ndcg10": ndcg, "ndcg10_delta": delta,
+            "index_fingerprint": index.fingerprint, "precision": precision, "index": indexes, "ndcg10": ndcg, "ndcg10_delta": delta,
             "max_abs_delta": worst, "bar": BAR, "within_bar": {name: d <= BAR for name, d in worst.items()}}
 
 

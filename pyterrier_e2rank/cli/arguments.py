@@ -3,6 +3,8 @@ import argparse
 import math
 from typing import Callable
 
+import torch
+
 from ..bright import QUERY_FIELDS, domain_of
 from ..data import bright_dataset
 from ..model.backends import BACKENDS, PROMISED_COSINE, QUANTIZATIONS
@@ -73,7 +75,8 @@ def add_options(parser: argparse.ArgumentParser, *flags: str, **changes: dict) -
 
 
 def add_model_run_options(parser: argparse.ArgumentParser) -> None:
-    """``--batch-size``, ``--device``, ``--backend`` and ``--quantize``: how ``load_model`` runs the model."""
+    """``--batch-size``, ``--device``, ``--backend``, ``--dtype`` and ``--quantize``: how ``load_model`` runs the
+    model."""
     parser.add_argument("--batch-size", type=Checked(positive_int), default=32, help="texts per forward pass")
     parser.add_argument("--device", default=None,
                         help="cuda, cuda:N or cpu (default: cuda when available; under torchrun each process's "
@@ -82,6 +85,9 @@ def add_model_run_options(parser: argparse.ArgumentParser) -> None:
                         help="how the backbone runs: torch (default), or on the CPU (the [cpu] extra) openvino, "
                              f"3-4x float32 torch on a CPU with bfloat16, about 2x without, vectors within cosine "
                              f"{PROMISED_COSINE['openvino']}; or onnx (float32)")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"),
+                        help="the precision (default: bfloat16 on CUDA, float32 with torch on a CPU, bfloat16 with "
+                             "openvino where the CPU has it); openvino in float32 shares the identity of indexes built with torch")
     parser.add_argument("--quantize", choices=sorted({q for qs in QUANTIZATIONS.values() for q in qs if q}),
                         help=f"int8 with --backend onnx: 2-3x float32 torch, vectors within cosine "
                              f"{PROMISED_COSINE['onnx-int8']}")
@@ -116,7 +122,7 @@ def add_prompt_budget_options(parser: argparse.ArgumentParser) -> None:
 def model_options(args: argparse.Namespace) -> dict:
     """The ``E2Rank`` keyword arguments of ``add_model_run_options``' flags, on this process's device."""
     return {"device": process_device(args.device), "batch_size": args.batch_size, "backend": args.backend,
-            "quantize": args.quantize}
+            "quantize": args.quantize, "dtype": getattr(torch, args.dtype) if args.dtype else None}
 
 
 def load_model(args: argparse.Namespace, **options) -> E2Rank:

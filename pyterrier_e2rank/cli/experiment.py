@@ -16,7 +16,7 @@ from ..data import DocumentText, corpus_id, corpus_iter, corpus_stamp, is_beir_f
 from ..index.artifact import E2RankIndex
 from ..io import atomic_file, refuse_output_as_input
 from ..model.e2rank import E2Rank
-from ..model.provenance import fingerprint_differences
+from ..model.provenance import fingerprint_differences, identity
 from ..model.text import dataset_query_task
 from . import arguments
 from .sharding import is_main_process, main_process_first, main_process_lock, transform_by_query
@@ -36,12 +36,15 @@ def index_name(name) -> str:
 
 
 def dense_index_for(model: E2Rank, dataset, index_dir: str, *, verbose: bool = True) -> E2RankIndex:
-    """The dataset's dense index for ``model`` under ``index_dir``, built on first use with its corpus stamp,
-    and built again (with a warning) when its corpus or the weights at the model's path changed since.
+    """The dataset's dense index for ``model`` under ``index_dir`` (``dense.<model>``, with ``.<inference>`` for
+    vectors apart from PyTorch's), built on first use with its corpus stamp, and built again (with a warning) when
+    its corpus or the weights at the model's path changed since.
     Raises ``ValueError`` for an index it did not build (no stamp: ``data.must_rebuild``)."""
     ds = data.dataset(dataset)
     stamp = corpus_stamp(ds)
-    index = E2RankIndex(Path(index_dir) / index_name(corpus_id(ds)) / f"dense.{index_name(model.model_name_or_path)}")
+    apart = identity(model.fingerprint()).get("inference")
+    name = f"dense.{index_name(model.model_name_or_path)}" + (f".{apart}" if apart else "")
+    index = E2RankIndex(Path(index_dir) / index_name(corpus_id(ds)) / name)
     built = index.built()
     rebuild = built and must_rebuild("dense index", index.path, index.corpus_stamp, stamp, rebuild_stale=True)
     if built and not rebuild and (index.fingerprint is None

@@ -30,8 +30,9 @@ MANIFEST = "export.json"
 #: The smallest cosine of a document vector to its float32 PyTorch vector that the docs promise, by option.
 PROMISED_COSINE = {"openvino": 0.9999, "onnx": 0.9999, "torch-bfloat16": 0.9999, "onnx-int8": 0.98}
 #: Whether vectors computed as ``E2Rank.inference`` says share PyTorch's identity (the fingerprint's
-#: ``inference`` is then not compared): those promised as close to float32 PyTorch as its bfloat16 do.
-SHARES_PYTORCH_IDENTITY = {"openvino": True, "onnx": True, "onnx-int8": False}
+#: ``inference`` is then not compared): the float32 exports do, whose SciFact nDCG@10 equals PyTorch's
+#: (pt_docs/guarantees.rst); OpenVINO's bfloat16 and int8 stay apart.
+SHARES_PYTORCH_IDENTITY = {"openvino": True, "onnx": True, "openvino-bf16": False, "onnx-int8": False}
 
 
 def check_backend(backend: str, quantize: Optional[str], *, device: torch.device, dtype: Optional[torch.dtype],
@@ -57,10 +58,36 @@ def check_backend(backend: str, quantize: Optional[str], *, device: torch.device
                           f"pip install 'pyterrier-e2rank[cpu]'  (or: pip install {' '.join(PACKAGES[backend])})")
 
 
+def inference_label(backend: str, quantize: Optional[str], dtype: Optional[torch.dtype]) -> Optional[str]:
+    """How the vectors of these arguments are computed (``E2Rank.inference``): None for PyTorch, else the backend
+    and its quantization or non-float32 precision (``"onnx-int8"``, ``"openvino-bf16"``)."""
+    if backend == "torch":
+        return None
+    variant = openvino_precision(dtype) if backend == "openvino" else quantize
+    return backend if variant in (None, "f32") else f"{backend}-{variant}"
+
+
 def backend_arguments(inference: Optional[str]) -> str:
-    """The ``E2Rank`` arguments that compute vectors marked ``inference`` (``E2Rank.inference``; None: PyTorch)."""
-    backend, _, quantize = (inference or "torch").partition("-")
-    return f"backend={backend!r}" + (f", quantize={quantize!r}" if quantize else "")
+    """The ``E2Rank`` calls that compute vectors marked ``inference`` (``inference_label``): every backend sharing
+    PyTorch's identity where it does."""
+    if inference is None or SHARES_PYTORCH_IDENTITY.get(inference, False):
+        return ("E2Rank(..., backend='torch'), E2Rank(..., backend='openvino', dtype=torch.float32) or "
+                "E2Rank(..., backend='onnx')")
+    backend, _, variant = inference.partition("-")
+    return f"E2Rank(..., backend={backend!r}, " + (
+        "dtype=torch.bfloat16)" if variant == "bf16" else f"quantize={variant!r})")
+
+
+def openvino_precision(dtype: Optional[torch.dtype]) -> str:
+    """The precision OpenVINO computes in here: ``dtype``'s, else ``"bf16"`` where this CPU has bfloat16 arithmetic
+    (AVX-512 BF16 or AMX), else ``"f32"``. Raises ValueError: bfloat16 asked of a CPU without it."""
+    import openvino
+    core = openvino.Core()
+    native = "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    if dtype == torch.bfloat16 and not native:
+        raise ValueError(f"backend='openvino', dtype={dtype}: this CPU ({core.get_property('CPU', 'FULL_DEVICE_NAME')})"
+                         f" has no bfloat16 arithmetic (AVX-512 BF16 or AMX); pass dtype=None or torch.float32")
+    return OPENVINO_PRECISIONS[dtype] if dtype is not None else ("bf16" if native else "f32")
 
 
 def export_cache() -> Path:
@@ -155,18 +182,11 @@ def export_onnx(backbone: torch.nn.Module, directory: Path) -> Path:
 class ExportedBackbone:
     """The backbone exported to ONNX (``saved_export``) and run on the CPU by ``backend``, with as many threads as
     PyTorch uses: ``(input_ids, attention_mask)`` -> float32 ``last_hidden_state``, like the PyTorch backbone's.
-    ``"onnx"``: ONNX Runtime, float32 or ``quantize="int8"``; ``"openvino"``: OpenVINO in the precision ``dtype``
-    asks (``None``: its choice for this CPU). ``precision``: ``"f32"``, ``"bf16"``, ``"int8"``, as computed."""
+    ``"onnx"``: ONNX Runtime, float32 or ``quantize="int8"``; ``"openvino"``: OpenVINO in the precision
+    ``openvino_precision(dtype)``. ``precision``: ``"f32"``, ``"bf16"``, ``"int8"``, as computed."""
 
     def __init__(self, backend: str, backbone: torch.nn.Module, *, quantize: Optional[str],
                  dtype: Optional[torch.dtype], identity: dict):
-        if backend == "openvino":
-            import openvino
-            core = openvino.Core()
-            if dtype == torch.bfloat16 and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
-                cpu = core.get_property("CPU", "FULL_DEVICE_NAME")
-                raise ValueError(f"backend='openvino', dtype={dtype}: this CPU ({cpu}) has no bfloat16 arithmetic "
-                                 f"(AVX-512 BF16 or AMX); pass dtype=None or torch.float32")
         self.directory, self._keep = saved_export(backbone, quantize, identity)
         onnx_path = str(self.directory / ("model.onnx" if quantize is None else f"model.{quantize}.onnx"))
         if backend == "onnx":
@@ -176,9 +196,10 @@ class ExportedBackbone:
             self.session = onnxruntime.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
             self.run, self.precision = lambda inputs: self.session.run(None, inputs)[0], quantize or "f32"
             return
-        config = {"INFERENCE_NUM_THREADS": torch.get_num_threads(), "PERFORMANCE_HINT": "LATENCY"}
-        if dtype is not None:
-            config["INFERENCE_PRECISION_HINT"] = OPENVINO_PRECISIONS[dtype]
+        import openvino
+        core = openvino.Core()
+        config = {"INFERENCE_NUM_THREADS": torch.get_num_threads(), "PERFORMANCE_HINT": "LATENCY",
+                  "INFERENCE_PRECISION_HINT": openvino_precision(dtype)}
         self.compiled = core.compile_model(core.read_model(onnx_path), "CPU", config)
         self.run = lambda inputs: self.compiled(inputs)[0]
         self.precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()

@@ -9,7 +9,7 @@ import numpy as np
 import pyterrier as pt
 import torch
 
-from .backends import ExportedBackbone, check_backend
+from .backends import ExportedBackbone, check_backend, inference_label
 from ..checks import check_encodable, check_finite, positive_int
 from ..deprecation import keyword_only_since, renamed_keywords
 from .fingerprint import tokenizer_digest, weights_digest
@@ -46,8 +46,8 @@ class E2Rank:
         quantize: ``None``, or ``"int8"`` with ``backend="onnx"``.
         verbose: progress bars.
 
-    Attributes beside the arguments: ``inference`` (``"openvino"``, ``"onnx"``, ``"onnx-int8"``; None for
-    PyTorch), ``precision``, ``exported`` (the exported backbone; None for PyTorch), ``dim``, ``stats``.
+    Attributes beside the arguments: ``inference`` (the fingerprint's: ``"openvino"`` and ``"onnx"`` for float32,
+    ``"openvino-bf16"``, ``"onnx-int8"``; None for PyTorch), ``precision``, ``exported`` (the exported backbone; None for PyTorch), ``dim``, ``stats``.
 
     Raises:
         ValueError: a backend/quantization this model or device cannot use (naming both).
@@ -81,6 +81,7 @@ class E2Rank:
         self.backbone.to(self.device).eval()
         self.weights_not_loaded = frozenset(loading["unexpected_keys"])  # e.g. a causal LM's head
         self.backend, self.quantize, self.requested_dtype = backend, quantize, dtype
+        self.inference = inference_label(backend, quantize, dtype)
         self.pooling: Pooling = read_pooling(path, config)
         if self.pooling.last_token:
             self.tokenizer.padding_side = "left"
@@ -129,12 +130,6 @@ class E2Rank:
     @property
     def dim(self) -> int:
         return self.backbone.config.hidden_size
-
-    @property
-    def inference(self) -> Optional[str]:
-        """How vectors are computed when not by PyTorch (the fingerprint's ``inference``: ``"onnx"``, ``"onnx-int8"``,
-        ``"openvino"``), else None; compared only where ``backends.SHARES_PYTORCH_IDENTITY`` says it differs."""
-        return None if self.backend == "torch" else "-".join(filter(None, (self.backend, self.quantize)))
 
     @property
     def precision(self) -> str:

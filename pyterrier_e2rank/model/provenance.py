@@ -39,7 +39,7 @@ def describe_differences(a: dict, b: dict) -> str:
     differ = fingerprint_differences(a, b)
     text = ", ".join(f"{k} {short(a.get(k))} vs {short(b.get(k))}" for k in differ)
     if "inference" in differ:
-        text += f"; vectors as {a.get('model')!r}'s come from E2Rank(..., {backend_arguments(a.get('inference'))})"
+        text += f"; vectors as {a.get('model')!r}'s come from {backend_arguments(a.get('inference'))}"
     return text
 
 
