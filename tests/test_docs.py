@@ -101,6 +101,7 @@ def spec_text() -> str:
     return (DOCS / "specification.rst").read_text()
 
 
+@pytest.mark.slow
 def test_the_pages_build_with_sphinx_without_a_warning(repo_dir, tmp_path):
     """As PyTerrier's documentation builds them: autodoc reads the Google-style docstrings (napoleon); type hints
     stay out of the signatures, whose targets (pandas, torch) no page of this package defines."""

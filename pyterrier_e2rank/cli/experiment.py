@@ -66,7 +66,8 @@ def run_experiment(dataset, model: E2Rank, *, index_dir: str = "indexes", top_k:
     """``SYSTEMS`` (BM25, dense, E2Rank reranking of both, E2Rank PRF re-retrieval) evaluated on ``dataset``
     (BRIGHT's excluded ids removed from every ranking), the indexes built or reused under ``index_dir``;
     ``num_input_docs=None``: the model's. Returns ``{system: {"nDCG@10", "R@100", "mrt"}}`` (``mrt``: ms per
-    topic) with ``"_timings"`` and ``"_prompt"`` in process 0, ``None`` in the others."""
+    topic) with ``"_timings"``, ``"_prompt"`` and ``"_excluded_ids"`` (``{"queries", "ids"}``: BRIGHT's, counted in
+    the dataset) in process 0, ``None`` in the others."""
     ds = data.dataset(dataset)
     all_topics, qrels = (data.dataset_part(ds, part, dataset) for part in ("topics", "qrels"))  # before indexing
     root = Path(index_dir) / index_name(corpus_id(ds))
@@ -105,6 +106,8 @@ def run_experiment(dataset, model: E2Rank, *, index_dir: str = "indexes", top_k:
                for _, row in table.iterrows()}
     results["_timings"] = timings
     results["_prompt"] = {"num_input_docs": feedback}
+    results["_excluded_ids"] = {"queries": sum(1 for ids in excluded.values() if ids),
+                                "ids": sum(map(len, excluded.values()))}
     return results
 
 
@@ -139,9 +142,12 @@ def main(args) -> int:
                                  verbose=is_main_process())
         if results is None:  # process 0 prints and writes the results
             return 0
-        timings, prompt = results.pop("_timings"), results.pop("_prompt")
+        timings, prompt, excluded = results.pop("_timings"), results.pop("_prompt"), results.pop("_excluded_ids")
         print(f"\n{args.dataset} with {args.model} (indexes: BM25 {timings['bm25_index_s']:.1f}s, "
               f"dense {timings['dense_index_s']:.1f}s; E2Rank prompt: {prompt['num_input_docs']} documents)")
+        if excluded["ids"]:
+            print(f"BRIGHT's excluded_ids: {excluded['ids']} documents of {excluded['queries']} queries removed from "
+                  f"every ranking before its cut")
         print(f"{'system':<16}" + "".join(f"{str(m):>12}" for m in MEASURES))
         for name, scores in results.items():
             print(f"{name:<16}" + "".join(f"{v:>12.4f}" for v in scores.values()))

@@ -121,6 +121,7 @@ def results_table(model_name: str, datasets: List[SuiteDataset], finished: dict,
     lines = ["| system | " + " | ".join(d.label for d in datasets) + " | "
              + " | ".join(f"{name} avg ({len(sets)} of {n})" for name, (sets, n) in averages.items()) + " |",
              "|---" * (len(datasets) + 1 + len(averages)) + "|"]
+    compared = False  # whether any cell shows a figure of the paper's
     for system in systems:
         figures = PAPER_FIGURES.get(paper_rows.get(system))
         bright_paper = PAPER_BRIGHT.get(paper_rows.get(system)) if len(bright) == len(DOMAINS) else None
@@ -134,12 +135,14 @@ def results_table(model_name: str, datasets: List[SuiteDataset], finished: dict,
         def mean(sets, of):
             values = [of(d) for d in sets]
             return sum(values) / len(values) if values and None not in values else None
-        cells = [_cell(ours(d), paper(d)) for d in datasets] + [
-            _cell(mean(beir, ours), mean(beir, paper)) if name == "BEIR" else _cell(mean(bright, ours), bright_paper)
+        pairs = [(ours(d), paper(d)) for d in datasets] + [
+            (mean(beir, ours), mean(beir, paper)) if name == "BEIR" else (mean(bright, ours), bright_paper)
             for name in averages]
+        cells = [_cell(value, figure) for value, figure in pairs]
+        compared = compared or any(value is not None and figure is not None for value, figure in pairs)
         lines.append(f"| {names[system]} | " + " | ".join(cells) + " |")
-    notes = ["nDCG@10 x 100; in brackets the paper's figure (pyterrier_e2rank specification §8) and our difference. "
-             "All measures in results.json."]
+    notes = ["nDCG@10 x 100" + ("; in brackets the paper's figure (pyterrier_e2rank specification §8) and our "
+                                "difference" if compared else "") + ". All measures in results.json."]
     if bright:
         notes.append("BRIGHT: the paper gives only the average over its 12 domains, reranking BM25 top-100 with the "
                      "query texts (Table 22: " + ", ".join(f"{k} {v}" for k, v in PAPER_BRIGHT.items()) + "); no "

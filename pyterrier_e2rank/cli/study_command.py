@@ -13,8 +13,11 @@ def parse_first_stages(pairs) -> dict:
     stages = {}
     for pair in pairs:
         name, sep, path = pair.partition("=")
-        if not sep or not name or not path or name in stages:
-            raise ValueError(f"--first-stage {pair!r}: expected NAME=PATH, each NAME once")
+        if not sep or not name or not path:
+            raise ValueError(f"--first-stage {pair!r}: expected NAME=PATH (a name, '=', a run file)")
+        if name in stages:
+            raise ValueError(f"--first-stage {pair!r}: the name {name!r} was given already (for {stages[name]!r}); "
+                             f"give each first stage a name of its own")
         stages[name] = path
     return stages
 

@@ -28,7 +28,8 @@ def _intro(header: dict) -> str:
     models = header["models"]
     second = f"; second model (systems `@{header['suffixes'][1][1:]}`): `{models[1]}`" if len(models) > 1 else ""
     return (f"# e2rank study\n\nModel: `{models[0]}`{second}. Each first stage's top {header['top_k']} candidates "
-            f"reranked with their stored vectors; E2Rank's prompt holds {header['num_input_docs']} documents. "
+            f"reranked with their stored vectors; E2Rank's prompt holds the first "
+            f"{min(header['num_input_docs'], header['top_k'])} of them. "
             f"All measures in results.json; seconds are wall-clock per query on this machine.")
 
 

@@ -46,6 +46,7 @@ def rebuild_warnings(caught) -> list:
 
 # ---- indexes are stamped with their corpus ---------------------------------------------------------
 
+@pytest.mark.slow
 def test_experiment_indexes_follow_documents_added_to_the_corpus(tmp_path, minilm):
     """The experiment owns its index directory: a corpus that gained 20 documents gets both indexes built
     again (a warning says which and why), and the new documents are retrieved; an unchanged corpus reuses
@@ -177,6 +178,7 @@ def checkpoint(tiny_qwen_dir, tmp_path_factory):
     return directory
 
 
+@pytest.mark.slow
 def test_rerank_run_takes_the_checkpoints_num_input_docs(checkpoint, tmp_path):
     from pyterrier_e2rank.cli.main import main
     from pyterrier_e2rank.cli.runs import read_run, write_run

@@ -7,6 +7,7 @@ from pyterrier_e2rank import E2Rank
 from pyterrier_e2rank.cli.main import main
 
 
+@pytest.mark.slow
 def test_export_writes_the_query_prompt_and_keeps_the_identity(tiny_qwen_dir, tmp_path, capsys):
     output = tmp_path / "st"
     assert main(["export", "--model", str(tiny_qwen_dir), "--output", str(output), "--query-task", "Find claims"]) == 0

@@ -106,6 +106,7 @@ def test_an_input_inside_what_reproduce_replaces_is_refused(cached_minilm, small
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
+@pytest.mark.slow
 def test_an_index_without_a_corpus_stamp_is_not_ours_to_replace(minilm, small_scifact, tmp_path):
     """An index the experiment did not build (no stamp) is never replaced: dense and PISA alike."""
     from pyterrier_e2rank.bm25 import CORPUS_STAMP_FILE

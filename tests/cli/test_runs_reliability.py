@@ -56,6 +56,15 @@ def test_rerank_run_counts_must_be_positive_integers(files, option, value, capsy
     assert f"argument {option}: must be an integer >= 1, got '{value}'" in capsys.readouterr().err
 
 
+def test_rerank_run_needs_a_model(files, capsys):
+    """No default model: a run reranked by the offline encoder instead of E2Rank would pass unseen."""
+    args = rerank_args(files)
+    del args[args.index("--model"):args.index("--model") + 2]
+    with pytest.raises(SystemExit):
+        main(args)
+    assert "the following arguments are required: --model" in capsys.readouterr().err
+
+
 # ---- the e2rank command line -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("option", ["--top-k", "--num-input-docs", "--num-queries", "--batch-size"])

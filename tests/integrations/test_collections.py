@@ -152,6 +152,7 @@ def test_a_folder_that_is_not_a_beir_folder_is_refused_by_every_command(tmp_path
         read_topics(str(tmp_path / "notes"))
 
 
+@pytest.mark.slow
 def test_a_beir_folder_without_qrels_or_queries_is_refused_naming_it(beir, tmp_path, tiny_qwen_dir, capsys):
     """``e2rank experiment`` ended in ir_datasets' bare NotImplementedError; ``reproduce`` said "skipped" and
     exited 0 (NotImplementedError is a RuntimeError, which it takes for a download that failed)."""
@@ -177,6 +178,7 @@ def test_a_changed_corpus_is_read_again(beir):
     assert len(corpus_iter(dataset(beir))) == 3
 
 
+@pytest.mark.slow
 def test_cli_experiment_rerank_and_eval_on_a_beir_folder(beir, tmp_path, tiny_qwen_dir, capsys):
     out = tmp_path / "results.json"
     assert main(["experiment", "--dataset", str(beir), "--model", str(tiny_qwen_dir), "--index-dir",

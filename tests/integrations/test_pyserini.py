@@ -69,6 +69,7 @@ def openmp_threads_kept():
     yield
     torch.set_num_threads(threads)
 
+@pytest.mark.slow
 def test_reranked_lucene_hits_equal_the_pyterrier_reranker(tiny_qwen, lucene_index, collection, bm25_hits):
     reranked = HitReranker(tiny_qwen, lucene_index).rerank_batch(
         [(qid, QUERIES[qid], hits) for qid, hits in bm25_hits.items()])
@@ -89,6 +90,7 @@ def test_a_docid_missing_from_the_lucene_index_is_named(lucene_index):
         text_lookup(lucene_index)("no-such-doc")
 
 
+@pytest.mark.slow
 def test_stored_vectors_give_the_same_scores_in_one_pass(tiny_qwen, lucene_index, bm25_hits, vector_indexes):
     faiss_dir, e2rank_index = vector_indexes
     batch = [(qid, QUERIES[qid], hits) for qid, hits in bm25_hits.items()]

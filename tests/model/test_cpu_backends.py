@@ -75,6 +75,7 @@ def scifact_batches(shared_path) -> list:
     return [[texts[docno] for docno in batch] for batch in FARTHEST_INT8_BATCHES]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(PROMISED_COSINE))
 def test_the_promised_cosines_hold_on_scifact_documents(models, pytorch_docs, scifact_batches, name):
     """README, docstrings and --quantize help promised int8 vectors within cosine 0.99 where SciFact gave 0.9881."""

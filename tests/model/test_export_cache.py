@@ -16,6 +16,7 @@ def stamps(directory) -> dict:
     return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in directory.iterdir()}
 
 
+@pytest.mark.slow
 def test_the_second_construction_reuses_the_export_and_a_damaged_one_is_made_again(minilm_dir, tmp_path,
                                                                                    monkeypatch):
     monkeypatch.setenv("E2RANK_CACHE", str(tmp_path))

@@ -98,6 +98,7 @@ def test_a_tokenizer_stored_as_vocab_txt_only_is_the_same_tokenizer(minilm, mini
     assert E2Rank(str(copy)).fingerprint() == {**minilm.fingerprint(), "model": str(copy)}
 
 
+@pytest.mark.slow
 def test_sharded_and_base_model_saves_of_a_causal_lm_are_one_model(make_tiny_qwen3, tmp_path):
     """A checkpoint saved as a causal LM (``model.``-prefixed tensors, an ``lm_head``, another
     ``architectures``), its base model saved in shards, and one changed tensor."""
@@ -118,6 +119,7 @@ def test_sharded_and_base_model_saves_of_a_causal_lm_are_one_model(make_tiny_qwe
 
 # ---- the fingerprint cache beside a checkpoint ------------------------------------------------------
 
+@pytest.mark.slow
 def test_weights_replaced_with_their_mtime_restored_are_hashed_again(tiny_qwen_dir, other_tiny_qwen_dir, tmp_path,
                                                                     monkeypatch):
     monkeypatch.setattr(fingerprint, "CACHE_FROM_BYTES", 0)

@@ -25,6 +25,7 @@ def export(model: E2Rank, directory):
     return SentenceTransformer(str(directory), device="cpu")
 
 
+@pytest.mark.slow
 def test_tiny_qwen_export_gives_its_vectors_and_identity(tiny_qwen, tmp_path):
     st = export(tiny_qwen, tmp_path / "st")
     assert st.prompts["query"] == f"Instruct: {tiny_qwen.query_task}\nQuery:" and st.max_seq_length == 8192
@@ -40,6 +41,7 @@ def test_tiny_qwen_export_gives_its_vectors_and_identity(tiny_qwen, tmp_path):
     assert identity(E2Rank(str(tmp_path / "st"))) == identity(tiny_qwen)
 
 
+@pytest.mark.slow
 def test_cut_texts_end_with_endoftext_as_e2ranks(tiny_qwen_dir, tmp_path):
     model = E2Rank(str(tiny_qwen_dir), device="cpu", max_length=12, doc_max_words=2)  # documents: 8 tokens
     st = export(model, tmp_path / "st")

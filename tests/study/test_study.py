@@ -90,9 +90,13 @@ def test_study_refuses_bad_arguments_and_foreign_folders(minilm, small_scifact, 
         study(minilm, [folder], tmp_path / "o", first_stages={"bm25": str(given_run)})
     with pytest.raises(FileNotFoundError, match=r"--first-stage mine=.*no such file"):
         study(minilm, [folder], tmp_path / "o", first_stages={"mine": str(tmp_path / "missing.run")})
-    with pytest.raises(ValueError, match=r"--first-stage 'mine': expected NAME=PATH"):
+    with pytest.raises(ValueError, match=r"--first-stage 'mine': expected NAME=PATH \(a name, '=', a run file\)"):
         cli.main(["study", "--model", "m", "--dataset", folder, "--output", str(tmp_path / "o"),
                   "--first-stage", "mine"])
+    with pytest.raises(ValueError, match=r"--first-stage 'mine=b.run': the name 'mine' was given already "
+                                         r"\(for 'a.run'\)"):
+        cli.main(["study", "--model", "m", "--dataset", folder, "--output", str(tmp_path / "o"),
+                  "--first-stage", "mine=a.run", "--first-stage", "mine=b.run"])
     with pytest.raises(ValueError, match=r"unknown measure 'nDCG@ten'"):
         study(minilm, [folder], tmp_path / "o", measures=["nDCG@ten"])
     with pytest.raises(ValueError, match=r"models: give one model, or two"):
@@ -105,3 +109,10 @@ def test_study_refuses_bad_arguments_and_foreign_folders(minilm, small_scifact, 
     with pytest.raises(FileExistsError, match=r"holds report.md but no settings.json of e2rank study"):
         study(minilm, [folder], foreign, index_dir=tmp_path / "indexes")
     assert sorted(p.name for p in foreign.iterdir()) == ["report.md"]
+
+
+@pytest.mark.parametrize("top_k, num_input_docs, held", [(5, 20, 5), (100, 20, 20)])
+def test_the_report_says_how_many_candidates_the_prompt_holds(top_k, num_input_docs, held):
+    from pyterrier_e2rank.study.report import _intro
+    intro = _intro({"models": ["m"], "top_k": top_k, "num_input_docs": num_input_docs})
+    assert f"top {top_k} candidates" in intro and f"prompt holds the first {held} of them." in intro

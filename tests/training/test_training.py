@@ -107,6 +107,7 @@ def test_tiny_model_loss_falls(tiny_qwen_dir, samples):
     assert losses[-1] < 0.8 * losses[0], losses
 
 
+@pytest.mark.slow
 def test_checkpoint_round_trip(tmp_path, minilm_dir, samples):
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps(e.__dict__) + "\n" for e in samples[:4]))

@@ -100,6 +100,7 @@ def test_in_batch_negatives_are_gathered_across_processes(tmp_path):
         torch.testing.assert_close(got_grad, alone.grad[offset:offset + len(docs[rank])])
 
 
+@pytest.mark.slow
 def test_cli_accumulation_checkpointing_bf16_lora(tmp_path, tiny_qwen_dir):
     pytest.importorskip("peft")
     data = tmp_path / "train.jsonl"

@@ -191,6 +191,7 @@ def test_a_state_is_on_disk_before_its_record_is_renamed_into_place(tmp_path, ti
     assert {os.path.join(state, name) for name in files} | {state, record} <= synced
 
 
+@pytest.mark.slow
 def test_evaluation_is_logged_in_the_record_and_tensorboard(reference):
     reference, _ = reference
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
