@@ -56,9 +56,9 @@ fraction = _number("a number from 0 to 1", lambda value: 0 <= value <= 1)
 
 #: Options several commands take, by flag; ``add_options`` adds them, a command changing a setting or two.
 OPTIONS = {
-    "--model": dict(default="all-minilm-l6-v2", help="model directory, hub id (E2Rank's: Alibaba-NLP/E2Rank-0.6B, "
-                                                     "-4B, -8B) or embedded name (default: all-minilm-l6-v2, the "
-                                                     "offline encoder, not trained for the listwise prompt)"),
+    "--model": dict(required=True, help="model directory, hub id (E2Rank's: Alibaba-NLP/E2Rank-0.6B, -4B, -8B) or "
+                                        "embedded name (all-minilm-l6-v2, an offline encoder not trained for the "
+                                        "listwise prompt)"),
     "--index-dir": dict(default="indexes", help="where BM25 (and dense) indexes are built or reused (default: "
                                                 "indexes/ in the current directory)"),
     "--top-k": dict(type=Checked(positive_int), default=100, help="candidates reranked per query"),

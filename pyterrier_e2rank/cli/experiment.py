@@ -143,7 +143,8 @@ def main(args) -> int:
         if results is None:  # process 0 prints and writes the results
             return 0
         timings, prompt, excluded = results.pop("_timings"), results.pop("_prompt"), results.pop("_excluded_ids")
-        print(f"\n{args.dataset} with {args.model} (indexes: BM25 {timings['bm25_index_s']:.1f}s, "
+        print(f"\n{args.dataset} with {args.model} ({args.backend}, {model.precision}; indexes: BM25 "
+              f"{timings['bm25_index_s']:.1f}s, "
               f"dense {timings['dense_index_s']:.1f}s; E2Rank prompt: {prompt['num_input_docs']} documents)")
         if excluded["ids"]:
             print(f"BRIGHT's excluded_ids: {excluded['ids']} documents of {excluded['queries']} queries removed from "
@@ -163,7 +164,9 @@ def register(parsers: dict) -> None:
     p.add_argument("--dataset", default="irds:beir/scifact/test",
                    help="irds:<dataset>, a BEIR folder, or a corpus file (see data.dataset)")
     p.add_argument("--output", help="write the results as JSON here")
-    arguments.add_options(p, "--model", "--index-dir", "--top-k", "--num-input-docs", "--num-queries", "--query-task")
+    arguments.add_options(p, "--model", "--index-dir", "--top-k", "--num-input-docs", "--num-queries", "--query-task",
+                          model={"required": False, "default": "all-minilm-l6-v2",
+                                 "help": arguments.OPTIONS["--model"]["help"] + " (default: all-minilm-l6-v2)"})
     arguments.add_model_run_options(p)
     arguments.add_bright_options(p)
     p.add_argument("--bm25", choices=sorted(BM25_ENGINES), default="pisa", help="BM25 engine (terrier needs Java)")

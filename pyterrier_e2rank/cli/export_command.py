@@ -12,7 +12,7 @@ def _export_command(args) -> int:
 
 def register(parsers: dict) -> None:
     p = parsers["export"]
-    arguments.add_options(p, "--model", model={"required": True})
+    arguments.add_options(p, "--model")
     p.add_argument("--output", required=True, help="the directory to write")
     p.add_argument("--query-task", help="the retrieval instruction of the 'query' prompt (default: the model's)")
     p.add_argument("--overwrite", action="store_true", help="replace an export already at --output")

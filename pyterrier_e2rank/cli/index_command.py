@@ -31,7 +31,7 @@ def register(parsers: dict) -> None:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--dataset", help="a pt.get_dataset name, e.g. irds:beir/scifact/test, or bright/<domain>")
     source.add_argument("--collection", help="a Pyserini JSONL collection (file or directory)")
-    arguments.add_options(p, "--model", model={"required": True})
+    arguments.add_options(p, "--model")
     p.add_argument("--output", required=True, help="the index directory")
     p.add_argument("--chunk-size", type=arguments.Checked(positive_int), default=4096,
                    help="documents per committed chunk (what a restart may encode again)")

@@ -130,7 +130,7 @@ def register(parsers: dict) -> None:
                    help="drop run-file queries and documents the dataset lacks (counted in the notes), not an error")
     p.add_argument("--dense", action="store_true", help="add dense retrieval rows (builds or reuses the dense index)")
     arguments.add_options(p, "--model", "--index-dir", "--top-k", "--num-input-docs", "--num-queries", "--query-task",
-                          model={"required": True}, num_input_docs={"default": 20})
+                          num_input_docs={"default": 20})
     p.add_argument("--rerank-task", default=DEFAULT_RERANK_TASK, help="the listwise prompt's task sentence")
     p.add_argument("--doc-max-words", type=arguments.Checked(positive_int), default=DOC_MAX_WORDS,
                    help="documents are cut to this many words")

@@ -358,7 +358,7 @@ def register(parsers: dict) -> None:
     p.add_argument("--tag", default="e2rank", help="the TREC run's tag")
     p.add_argument("--output-format", choices=["trec", "jsonl"], default="trec",
                    help="trec, or jsonl: the form of a JSONL --run, its candidates reordered with their new scores")
-    arguments.add_options(p, "--model", "--top-k", "--num-input-docs", model={"required": True})
+    arguments.add_options(p, "--model", "--top-k", "--num-input-docs")
     arguments.add_model_run_options(p)
     arguments.add_bright_options(p)
     p.set_defaults(func=_rerank_command)

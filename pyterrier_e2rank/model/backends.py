@@ -68,14 +68,16 @@ def inference_label(backend: str, quantize: Optional[str], dtype: Optional[torch
 
 
 def backend_arguments(inference: Optional[str]) -> str:
-    """The ``E2Rank`` calls that compute vectors marked ``inference`` (``inference_label``): every backend sharing
-    PyTorch's identity where it does."""
+    """The ``E2Rank`` calls and command-line options that compute vectors marked ``inference``
+    (``inference_label``): every backend sharing PyTorch's identity where it does."""
     if inference is None or SHARES_PYTORCH_IDENTITY.get(inference, False):
         return ("E2Rank(..., backend='torch'), E2Rank(..., backend='openvino', dtype=torch.float32) or "
-                "E2Rank(..., backend='onnx')")
+                "E2Rank(..., backend='onnx') (command lines: --backend torch, --backend openvino --dtype float32 "
+                "or --backend onnx)")
     backend, _, variant = inference.partition("-")
-    return f"E2Rank(..., backend={backend!r}, " + (
-        "dtype=torch.bfloat16)" if variant == "bf16" else f"quantize={variant!r})")
+    python, flag = (("dtype=torch.bfloat16", "--dtype bfloat16") if variant == "bf16" else
+                    (f"quantize={variant!r}", f"--quantize {variant}"))
+    return f"E2Rank(..., backend={backend!r}, {python}) (command lines: --backend {backend} {flag})"
 
 
 def openvino_precision(dtype: Optional[torch.dtype]) -> str:

@@ -39,7 +39,7 @@ def describe_differences(a: dict, b: dict) -> str:
     differ = fingerprint_differences(a, b)
     text = ", ".join(f"{k} {short(a.get(k))} vs {short(b.get(k))}" for k in differ)
     if "inference" in differ:
-        text += f"; vectors as {a.get('model')!r}'s come from {backend_arguments(a.get('inference'))}"
+        text += f"; vectors like these come from {backend_arguments(a.get('inference'))}"
     return text
 
 
@@ -55,10 +55,12 @@ def check_fingerprint(stored: Optional[dict], current: dict, what: str) -> None:
                                  f"tell a fine-tuned checkpoint from its base model; rebuild it with "
                                  f"{current.get('model')!r}")
     if differ:
-        raise IndexModelMismatch(f"{what} was built with model {stored.get('model')!r} and other settings than "
-                                 f"{current.get('model')!r} now in use (differing, built vs now: "
-                                 f"{describe_differences(stored, current)}); rebuild it with this model, or load "
-                                 f"the model it was built with")
+        model = (f"model {stored.get('model')!r} with other settings than now" if stored.get("model") ==
+                 current.get("model") else f"model {stored.get('model')!r}, not {current.get('model')!r} now in use")
+        fix = ("compute as it does (below), or rebuild it with this model" if differ == ["inference"] else
+               "rebuild it with this model, or load the model it was built with")
+        raise IndexModelMismatch(f"{what} was built with {model}: {fix} (differing, built vs now: "
+                                 f"{describe_differences(stored, current)})")
 
 
 #: Fingerprints seen in this process, by space digest: messages name the settings two spaces differ in.

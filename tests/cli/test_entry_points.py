@@ -196,6 +196,7 @@ def test_rerank_run_takes_the_checkpoints_num_input_docs(checkpoint, tmp_path):
     assert not outputs[()]["score"].equals(outputs[("--num-input-docs", "5")]["score"])  # an explicit value wins
 
 
+@pytest.mark.slow
 def test_experiment_and_pyserini_take_the_checkpoints_num_input_docs(checkpoint, tmp_path):
     from pyterrier_e2rank.pyserini import HitReranker, RerankedHit
     model = E2Rank(str(checkpoint), batch_size=4)

@@ -131,6 +131,7 @@ def test_an_index_without_a_corpus_stamp_is_not_ours_to_replace(minilm, small_sc
 
 # ---- names made from inputs are injective ------------------------------------------------------------
 
+@pytest.mark.slow
 def test_two_datasets_whose_names_sanitise_alike_keep_their_own_results(cached_minilm, small_scifact, tmp_path,
                                                                          monkeypatch):
     monkeypatch.chdir(tmp_path)

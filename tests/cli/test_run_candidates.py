@@ -109,6 +109,7 @@ def test_candidates_are_written_back_in_their_form(files, tmp_path, name):
             assert item == {**given[item["docid"]], "score": item["score"], **ranks}
 
 
+@pytest.mark.slow
 def test_rerank_run_command_reads_and_writes_candidates(files, reference, tiny_qwen_dir):
     path, _ = files
     for name, output, form in (("hits.jsonl", "out.jsonl", "jsonl"), ("requests.jsonl", "out.run", "trec")):

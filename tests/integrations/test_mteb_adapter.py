@@ -68,6 +68,7 @@ def test_mteb_gives_our_ndcg_with_minilm(minilm_dir, subset, tmp_path):
     assert ours[0] > 0.8  # MiniLM finds SciFact's judged documents among 60 others
 
 
+@pytest.mark.slow
 def test_mteb_instructs_queries_as_our_retriever_does(tiny_qwen_dir, subset, tmp_path):
     model = E2Rank(str(tiny_qwen_dir), batch_size=8, cache_doc_vectors=True)
     assert model.query_task != SCIFACT_TASK

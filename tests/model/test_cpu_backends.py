@@ -6,6 +6,7 @@ last-token pooling, listwise prompts); their vectors are marked in the fingerpri
 PyTorch's identity (OpenVINO's bfloat16 and int8 stay apart); unsupported combinations are refused naming both,
 a missing package with its pip line."""
 import importlib.util
+import re
 import warnings
 
 import numpy as np
@@ -164,15 +165,20 @@ def test_float32_backends_share_pytorchs_identity_and_int8_stays_apart(models, t
                                                                            how="cross"))
         assert scored.sort_values("score")["docno"].iloc[-1] == "d4", name
     name = reference.model_name_or_path
-    with pytest.raises(IndexModelMismatch, match=rf"differing, built vs now: inference None vs 'onnx-int8'; "
-                                                 rf"vectors as '{name}''s come from E2Rank\(\.\.\., "
+    with pytest.raises(IndexModelMismatch, match=rf"built with model '{re.escape(name)}' with other settings than "
+                                                 rf"now: compute as it does \(below\), or rebuild it with this model "
+                                                 rf"\(differing, built vs now: inference None vs 'onnx-int8'; "
+                                                 rf"vectors like these come from E2Rank\(\.\.\., "
                                                  rf"backend='torch'\), E2Rank\(\.\.\., backend='openvino', "
-                                                 rf"dtype=torch.float32\) or E2Rank\(\.\.\., backend='onnx'\)"):
+                                                 rf"dtype=torch.float32\) or E2Rank\(\.\.\., backend='onnx'\) "
+                                                 rf"\(command lines: --backend torch, --backend openvino --dtype "
+                                                 rf"float32 or --backend onnx\)\)$"):
         models["onnx-int8"].retriever(torch_index)
     int8_index = _index_of(models["onnx-int8"], docs, tmp_path / "int8")
     for other in ("torch", "openvino"):
         with pytest.raises(IndexModelMismatch, match=r"inference .*E2Rank\(\.\.\., backend='onnx', "
-                                                     r"quantize='int8'\)"):
+                                                     r"quantize='int8'\) \(command lines: --backend onnx --quantize "
+                                                     r"int8\)"):
             models[other].retriever(int8_index)
     vectors = models["onnx-int8"].doc_encoder()(docs)
     with pytest.raises(IndexModelMismatch, match="inference"):
