@@ -89,7 +89,8 @@ def add_model_run_options(parser: argparse.ArgumentParser) -> None:
                              f"{PROMISED_COSINE['openvino']}; or onnx (float32)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"),
                         help="the precision (default: bfloat16 on CUDA, float32 with torch on a CPU, bfloat16 with "
-                             "openvino where the CPU has it); openvino in float32 shares the identity of indexes built with torch")
+                             "openvino where the CPU has it); openvino in float32 shares the identity of indexes "
+                             "built with torch")
     parser.add_argument("--quantize", choices=sorted({q for qs in QUANTIZATIONS.values() for q in qs if q}),
                         help=f"int8 with --backend onnx: 2-3x float32 torch, vectors within cosine "
                              f"{PROMISED_COSINE['onnx-int8']}")

@@ -47,7 +47,8 @@ class E2Rank:
         verbose: progress bars.
 
     Attributes beside the arguments: ``inference`` (the fingerprint's: ``"openvino"`` and ``"onnx"`` for float32,
-    ``"openvino-bf16"``, ``"onnx-int8"``; None for PyTorch), ``precision``, ``exported`` (the exported backbone; None for PyTorch), ``dim``, ``stats``.
+    ``"openvino-bf16"``, ``"onnx-int8"``; None for PyTorch), ``precision``, ``exported`` (the exported backbone;
+    None for PyTorch), ``dim``, ``stats``.
 
     Raises:
         ValueError: a backend/quantization this model or device cannot use (naming both).

@@ -88,7 +88,9 @@ def test_docnos_already_in_the_index_or_repeated_are_refused_by_name(tiny_qwen, 
 def test_another_model_or_dimension_or_no_index_is_refused(tiny_qwen, other_tiny_qwen_dir, minilm, base, tmp_path):
     from pyterrier_e2rank import E2Rank
     other = E2Rank(str(other_tiny_qwen_dir), batch_size=4)
-    with pytest.raises(IndexModelMismatch, match="other settings"):
+    with pytest.raises(IndexModelMismatch, match=r"built with model '.*', not '.*' now in use: rebuild it with "
+                                                 r"this model, or load the model it was built with \(differing, "
+                                                 r"built vs now: .*weights_sha256"):
         other.indexer(base.path, mode="append").index([{"docno": "x", "text": "a"}])
     with pytest.raises(IndexModelMismatch, match=f"dimension {tiny_qwen.dim}.*dimension {minilm.dim}"):
         minilm.indexer(base.path, mode="append").index([{"docno": "x", "text": "a"}])

@@ -41,7 +41,9 @@ def test_it_opens_and_searches_with_its_model_and_refuses_another(tiny_qwen, oth
         expected = [DOCS[i]["docno"] for i in np.argsort(-(stored @ query_vec), kind="stable")[:3]]
         assert out[out["qid"] == qid]["docno"].tolist() == expected
     other = E2Rank(str(other_tiny_qwen_dir), batch_size=4)
-    with pytest.raises(IndexModelMismatch, match="other settings"):
+    with pytest.raises(IndexModelMismatch, match=r"built with model '.*', not '.*' now in use: rebuild it with "
+                                                 r"this model, or load the model it was built with \(differing, "
+                                                 r"built vs now: .*weights_sha256"):
         index.check_model(other)
     with pytest.raises(IndexModelMismatch):
         other.retriever(index)(queries[["qid", "query"]])

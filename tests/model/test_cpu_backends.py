@@ -268,8 +268,8 @@ def test_repr_reads_like_the_constructor(models):
 
 
 def test_the_command_lines_take_the_backend(minilm_dir, tmp_path, capsys, monkeypatch):
-    """``e2rank index --backend openvino --dtype float32`` writes vectors marked as OpenVINO's; a quantization the backend
-    does not offer is one line on stderr, exit status 2, and nothing written."""
+    """``e2rank index --backend openvino --dtype float32`` writes vectors marked as OpenVINO's; a quantization the
+    backend does not offer is one line on stderr, exit status 2, and nothing written."""
     import sys
     from pyterrier_e2rank.cli.main import console
     collection = tmp_path / "docs.jsonl"
