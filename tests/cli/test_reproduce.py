@@ -128,7 +128,7 @@ def test_unavailable_dataset_is_skipped_and_missing_run_lines_named(cached_minil
     qid, docno = read_qrels(folder)[["query_id", "doc_id"]].iloc[0]
     run = tmp_path / "pinned.run"
     run.write_text(f"{qid} Q0 {docno} 1 2.0 x\nnot-a-topic Q0 {docno} 1 1.0 x\n")
-    with pytest.raises(ValueError, match=rf"pinned.run:2: query 'not-a-topic' is not a topic.*--skip-missing"):
+    with pytest.raises(ValueError, match=r"pinned.run:2: query 'not-a-topic' is not a topic.*--skip-missing"):
         reproduce(cached_minilm, [folder], tmp_path / "a", runs={folder: str(run)}, verbose=False)
     run.write_text(f"{qid} Q0 {docno} 1 2.0 x\n{qid} Q0 no-such-doc 2 1.0 x\n")
     with pytest.raises(ValueError, match=r"pinned.run:2: document 'no-such-doc' is not in the dataset's corpus"):

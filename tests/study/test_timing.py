@@ -1,6 +1,5 @@
 """Question e) of the study: wall-clock rows of each system given (timings are not asserted), and the generative
 sliding-window baseline's windows and permutations."""
-import pandas as pd
 import pytest
 from fixtures.docs import TOPIC_DOCS, TOPIC_QUERIES
 
