@@ -30,7 +30,8 @@ def register(parsers: dict) -> None:
     p = parsers["index"]
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--dataset", help="a pt.get_dataset name, e.g. irds:beir/scifact/test, or bright/<domain>")
-    source.add_argument("--collection", help="a Pyserini JSONL collection (file or directory)")
+    source.add_argument("--collection", help="a JSONL collection, a file or a directory of .jsonl[.gz] files: "
+                                             "Pyserini's records (id, contents) or BEIR's (_id, title, text)")
     arguments.add_options(p, "--model")
     p.add_argument("--output", required=True, help="the index directory")
     p.add_argument("--chunk-size", type=arguments.Checked(positive_int), default=4096,
