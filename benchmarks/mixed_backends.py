@@ -71,7 +71,8 @@ def run(workdir: Path, *, num_queries=None, top_k: int = 100) -> dict:
     return {"setting": f"{MODEL} index built with float32 PyTorch, queried and reranked by each backend (CPU)",
             "queries": len(topics), "documents": len(index),
             "index_fingerprint": index.fingerprint, "precision": precision, "index": indexes, "ndcg10": ndcg,
-            "ndcg10_delta": delta, "max_abs_delta": worst, "bar": BAR, "within_bar": {name: d <= BAR for name, d in worst.items()}}
+            "ndcg10_delta": delta, "max_abs_delta": worst, "bar": BAR,
+            "within_bar": {name: d <= BAR for name, d in worst.items()}}
 
 
 def table(result: dict) -> str:

@@ -58,12 +58,11 @@ def check_backend(backend: str, quantize: Optional[str], *, device: torch.device
                           f"pip install 'pyterrier-e2rank[cpu]'  (or: pip install {' '.join(PACKAGES[backend])})")
 
 
-def inference_label(backend: str, quantize: Optional[str], dtype: Optional[torch.dtype]) -> Optional[str]:
-    """How the vectors of these arguments are computed (``E2Rank.inference``): None for PyTorch, else the backend
-    and its quantization or non-float32 precision (``"onnx-int8"``, ``"openvino-bf16"``)."""
+def inference_label(backend: str, variant: Optional[str]) -> Optional[str]:
+    """How vectors are computed (``E2Rank.inference``): None for PyTorch, else ``backend`` with its ``variant`` (its
+    quantization, or OpenVINO's ``openvino_precision``) unless float32: ``"onnx-int8"``, ``"openvino-bf16"``."""
     if backend == "torch":
         return None
-    variant = openvino_precision(dtype) if backend == "openvino" else quantize
     return backend if variant in (None, "f32") else f"{backend}-{variant}"
 
 
@@ -184,11 +183,11 @@ def export_onnx(backbone: torch.nn.Module, directory: Path) -> Path:
 class ExportedBackbone:
     """The backbone exported to ONNX (``saved_export``) and run on the CPU by ``backend``, with as many threads as
     PyTorch uses: ``(input_ids, attention_mask)`` -> float32 ``last_hidden_state``, like the PyTorch backbone's.
-    ``"onnx"``: ONNX Runtime, float32 or ``quantize="int8"``; ``"openvino"``: OpenVINO in the precision
-    ``openvino_precision(dtype)``. ``precision``: ``"f32"``, ``"bf16"``, ``"int8"``, as computed."""
+    ``"onnx"``: ONNX Runtime, float32 or ``variant="int8"`` (the quantization); ``"openvino"``: OpenVINO in the
+    precision ``variant`` (``openvino_precision``'s). ``precision``: ``"f32"``, ``"bf16"``, ``"int8"``, as computed."""
 
-    def __init__(self, backend: str, backbone: torch.nn.Module, *, quantize: Optional[str],
-                 dtype: Optional[torch.dtype], identity: dict):
+    def __init__(self, backend: str, backbone: torch.nn.Module, *, variant: Optional[str], identity: dict):
+        quantize = variant if backend == "onnx" else None
         self.directory, self._keep = saved_export(backbone, quantize, identity)
         onnx_path = str(self.directory / ("model.onnx" if quantize is None else f"model.{quantize}.onnx"))
         if backend == "onnx":
@@ -201,7 +200,7 @@ class ExportedBackbone:
         import openvino
         core = openvino.Core()
         config = {"INFERENCE_NUM_THREADS": torch.get_num_threads(), "PERFORMANCE_HINT": "LATENCY",
-                  "INFERENCE_PRECISION_HINT": openvino_precision(dtype)}
+                  "INFERENCE_PRECISION_HINT": variant}
         self.compiled = core.compile_model(core.read_model(onnx_path), "CPU", config)
         self.run = lambda inputs: self.compiled(inputs)[0]
         self.precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()

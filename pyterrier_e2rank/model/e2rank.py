@@ -9,7 +9,7 @@ import numpy as np
 import pyterrier as pt
 import torch
 
-from .backends import ExportedBackbone, check_backend, inference_label
+from .backends import ExportedBackbone, check_backend, inference_label, openvino_precision
 from ..checks import check_encodable, check_finite, positive_int
 from ..deprecation import keyword_only_since, renamed_keywords
 from .fingerprint import tokenizer_digest, weights_digest
@@ -82,7 +82,9 @@ class E2Rank:
         self.backbone.to(self.device).eval()
         self.weights_not_loaded = frozenset(loading["unexpected_keys"])  # e.g. a causal LM's head
         self.backend, self.quantize, self.requested_dtype = backend, quantize, dtype
-        self.inference = inference_label(backend, quantize, dtype)
+        # the quantization, or OpenVINO's precision on this CPU: resolved once, for the fingerprint and the export
+        variant = openvino_precision(dtype) if backend == "openvino" else quantize
+        self.inference = inference_label(backend, variant)
         self.pooling: Pooling = read_pooling(path, config)
         if self.pooling.last_token:
             self.tokenizer.padding_side = "left"
@@ -107,7 +109,7 @@ class E2Rank:
         self._counters = threading.local()
         self.doc_cache: Optional[dict] = {} if cache_doc_vectors else None
         self.exported = None if backend == "torch" else ExportedBackbone(
-            backend, self.backbone, quantize=quantize, dtype=dtype, identity=self.fingerprint())
+            backend, self.backbone, variant=variant, identity=self.fingerprint())
 
     def _identity(self) -> tuple:
         """What makes two model objects interchangeable: the checkpoint and every setting that shapes a vector."""
