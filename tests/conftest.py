@@ -20,14 +20,23 @@ SHARED = REPO.parent / "shared"
 sys.path[:0] = [str(path) for path in (REPO, REPO / "tests") if str(path) not in sys.path]
 
 
+#: Folders of one test run (and its child processes), removed at its end; never the user's caches.
+_RUN_FOLDERS = {"E2RANK_CACHE": "e2rank-test-cache-", "IR_DATASETS_HOME": "e2rank-test-irds-"}
+
+
 def pytest_configure(config):
-    """Exported CPU models are saved once per test run, in a folder of the run (and its child processes), never in
-    the user's cache."""
-    os.environ["E2RANK_CACHE"] = tempfile.mkdtemp(prefix="e2rank-test-cache-")
+    """Exported CPU models, and ir_datasets' files (SciFact seeded from ../shared when it is there, the document
+    stores of local collections), are kept in folders of the run."""
+    for variable, prefix in _RUN_FOLDERS.items():
+        os.environ[variable] = tempfile.mkdtemp(prefix=prefix)
+    seed = SHARED / "tools" / "seed-irds-cache"
+    if seed.exists():
+        subprocess.run(["bash", str(seed)], check=True, capture_output=True)
 
 
 def pytest_unconfigure(config):
-    shutil.rmtree(os.environ.pop("E2RANK_CACHE", ""), ignore_errors=True)
+    for variable in _RUN_FOLDERS:
+        shutil.rmtree(os.environ.pop(variable, ""), ignore_errors=True)
 
 
 def _shared(*parts) -> Path:
@@ -117,9 +126,8 @@ def minilm(minilm_dir):
 
 @pytest.fixture(scope="session")
 def scifact():
-    """``irds:beir/scifact/test``, offline: the ir_datasets cache is seeded from ../shared first."""
-    tool = _shared("tools", "seed-irds-cache")
-    subprocess.run(["bash", str(tool)], check=True, capture_output=True)
+    """``irds:beir/scifact/test``, offline: the run's ir_datasets folder is seeded from ../shared."""
+    _shared("tools", "seed-irds-cache")
     import pyterrier as pt
     return pt.get_dataset("irds:beir/scifact/test")
 
