@@ -64,12 +64,11 @@ def _choice(name: str, value, enum):
 
 @functools.cache
 def _pisa_retrieve_class():
-    """The class, made on first use: importing pyterrier_pisa (~0.5 s) waits until PISA is wanted."""
+    """The class, made on first use (importing pyterrier_pisa is slow)."""
     from pyterrier_pisa import PisaRetrieve
 
     class QuietPisaRetrieve(PisaRetrieve):
-        """PisaRetrieve without its C++ log, skipping empty queries with a warning, whose rank cutoff (``% k``)
-        keeps every option (PisaRetrieve's own drops ``precompute_impact``)."""
+        """PisaRetrieve without its C++ log, skipping empty queries with a warning, its options kept by ``% k``."""
         schematic = {"label": "BM25 (PISA)"}
 
         def reset_retrieval_context(self, force=False):

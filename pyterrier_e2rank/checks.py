@@ -15,11 +15,10 @@ def is_text(value) -> bool:
     return isinstance(value, str) and bool(value.strip())
 
 
-def without_empty_queries(frame: pd.DataFrame, context, *, column: str = "query") -> pd.DataFrame:
-    """``frame`` without the rows whose ``column`` is empty, whitespace, ``None`` or NaN, with one warning
+def without_empty_queries(frame: pd.DataFrame, context) -> pd.DataFrame:
+    """``frame`` without the rows whose ``query`` is empty, whitespace, ``None`` or NaN, with one warning
     naming their qids (as PyTerrier's own retrievers give an empty query no results)."""
-    empty = np.array([v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and not v.strip())
-                      for v in frame[column].tolist()], dtype=bool)
+    empty = (frame["query"].isna() | frame["query"].map(lambda v: isinstance(v, str) and not v.strip())).to_numpy()
     if not empty.any():
         return frame
     qids = list(dict.fromkeys(frame["qid"][empty].tolist()))

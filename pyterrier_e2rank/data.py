@@ -357,9 +357,10 @@ def bright_dataset(domain: str, *, bright_dir=None, query: str = "query") -> "pt
     if bright_dir is not None:
         _BRIGHT_COPIES[domain] = bright_dir
 
-    def texts(field):
-        return _CheckedFile(examples[0], lambda: (json.dumps({"id": str(r["id"]), "text": r[field]}, ensure_ascii=False)
-                                                  for r in _bright.read_records(examples, "examples")))
+    def texts(part, field):
+        return _CheckedFile(files[part][0], lambda: (json.dumps({"id": str(r["id"]), "text": r[field]},
+                                                                ensure_ascii=False)
+                                                     for r in _bright.read_records(files[part], part)))
 
     def gold() -> Iterator[str]:
         for r in _bright.read_records(examples, "examples"):
@@ -368,14 +369,12 @@ def bright_dataset(domain: str, *, bright_dir=None, query: str = "query") -> "pt
                         for d in r["gold_ids"])
 
     def components():
-        documents = _CheckedFile(files["documents"][0], lambda: (
-            json.dumps({"id": str(r["id"]), "text": r["content"]}, ensure_ascii=False)
-            for r in _bright.read_records(files["documents"], "documents")))
-        return (_docs(documents, _stamp(*files["documents"])), _queries(texts("query")),
-                TrecQrels(_CheckedFile(examples[0], gold), {1: "gold"}))
+        return (_docs(texts("documents", "content"), _stamp(*files["documents"])),
+                _queries(texts("examples", "query")), TrecQrels(_CheckedFile(examples[0], gold), {1: "gold"}))
     stamp = _stamp(*examples, *files["documents"])
     _register(base, stamp, components)
-    reasoning = _split(base, "reasoning", stamp, lambda docs, _, qrels: (docs, _queries(texts("reasoning")), qrels))
+    reasoning = _split(base, "reasoning", stamp,
+                       lambda docs, _, qrels: (docs, _queries(texts("examples", "reasoning")), qrels))
     return reasoning if query == "reasoning" else pt.get_dataset(f"irds:{base}")
 
 

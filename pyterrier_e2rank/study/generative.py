@@ -1,7 +1,5 @@
-"""The generative listwise baseline of the study's timing and of ``benchmarks/vs_generative.py``:
-RankGPT/RankQwen3-style sliding windows (20 passages, stride 10, back to front) whose causal LM reads each
-window's prompt and greedily writes a permutation ``[3] > [1] > ...``. With random weights the permutation is
-noise, so the generation length is forced (``tokens_per_passage`` per passage): the cost is what is measured."""
+"""The generative listwise baseline of the study's timing and of ``benchmarks/vs_generative.py``: RankGPT-style
+sliding windows whose causal LM greedily writes a permutation ``[3] > [1] > ...`` (pt_docs/study.rst)."""
 import re
 from typing import List, Optional
 
@@ -12,7 +10,8 @@ SYSTEM = "You are RankLLM, an intelligent assistant that can rank passages based
 
 class GenerativeSlidingWindow:
     """The causal LM of the folder or name ``model_dir`` on ``device`` (default CUDA when present, else CPU; in
-    bfloat16 on CUDA, float32 elsewhere, as ``E2Rank``); counts its prompt and generated tokens."""
+    bfloat16 on CUDA, float32 elsewhere, as ``E2Rank``), reading windows of ``window`` passages, ``stride`` apart,
+    back to front, and writing ``tokens_per_passage`` tokens per passage; counts its prompt and generated tokens."""
 
     def __init__(self, model_dir, *, window: int = 20, stride: int = 10, tokens_per_passage: int = 4,
                  device: Optional[str] = None):

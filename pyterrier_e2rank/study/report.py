@@ -128,7 +128,6 @@ def _figures(folder: Path, name: str, grid: pd.DataFrame, timing: pd.DataFrame, 
     if len(timing):
         axis.barh(timing["system"], timing["seconds_per_query"])
     axis.set(xlabel="seconds per query")
-    fig.tight_layout()
     timing_path = _save(fig, folder / f"{name}-timing.png")
     return {"grid": grid_path, "timing": timing_path}
 

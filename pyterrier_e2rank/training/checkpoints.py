@@ -139,10 +139,8 @@ def _checked_state(state: Path) -> dict:
 
 def _manifest(state: Path) -> dict:
     """``{path relative to state: {"bytes", "sha256"}}`` of every file of a state but its record."""
-    manifest = {}
-    for path in sorted(p for p in state.rglob("*") if p.is_file() and p.name != STATE_RECORD):
-        manifest[str(path.relative_to(state))] = {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
-    return manifest
+    return {str(path.relative_to(state)): {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
+            for path in sorted(state.rglob("*")) if path.is_file() and path.name != STATE_RECORD}
 
 
 def save_state(accelerator, config: TrainConfig, record: dict) -> None:
