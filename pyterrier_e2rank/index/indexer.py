@@ -17,7 +17,7 @@ from ..model import provenance
 from ..deprecation import renamed_argument
 from ..checks import MISSING_TEXT, check_finite, document_texts, identifier, positive_int, stack_vectors
 from .docnos import build_docnos
-from .chunks import ChunkStore, EncodedChunk, docnos_digest
+from .chunks import ChunkStore, EncodedChunk, content_digest, docnos_digest
 from .artifact import DOCNOS, META, VECTORS, E2RankIndex, as_index, index_path, own_entries
 from .text import TextWriter
 from ..io import atomic_directory, check_replaceable, writer_lock
@@ -70,7 +70,8 @@ def encode_corpus(model, records: Iterable[dict], *, text_field: str = "text", c
             raise ValueError(f"of documents 0..{position - 1}, some carry {text_field!r} and some only 'doc_vec': an "
                              f"index keeps the text of all its documents or of none; give every document its text, "
                              f"or pass store_text=False")
-        digest = _digest(docnos, carried if keep else texts, given)
+        digest = content_digest(docnos, carried if keep else texts,
+                                b"".join(np.ascontiguousarray(v, dtype=np.float32).tobytes() for v in given))
         if wanted is not None and not wanted(chunk_id, digest):
             continue
         if given:
@@ -86,17 +87,6 @@ def encode_corpus(model, records: Iterable[dict], *, text_field: str = "text", c
     if empty:
         warnings.warn(f"{len(empty)} document(s) with empty {text_field!r} were indexed as the empty text "
                       f"(docnos {empty[:5]}{' ...' if len(empty) > 5 else ''})", stacklevel=2)
-
-
-def _digest(docnos: List[str], texts: list, given: list) -> str:
-    digest = hashlib.sha256()
-    for docno in docnos:
-        digest.update(docno.encode() + b"\0")
-    for text in texts:
-        digest.update(str(text).encode("utf-8", "surrogatepass") + b"\0")
-    for vector in given:
-        digest.update(np.ascontiguousarray(vector, dtype=np.float32).tobytes())
-    return digest.hexdigest()
 
 
 class UniqueIds:
