@@ -204,10 +204,7 @@ class E2RankIndexer(pt.Indexer):
         self.missing_text = missing_text
         self.corpus_stamp = corpus_stamp
         self.store_text = store_text
-        self.check_target()  # before any document is read
-
-    def check_target(self) -> None:
-        check_target(self.index_.path, self.mode)
+        check_target(self.index_.path, self.mode)  # before any document is read
 
     def __repr__(self):
         store = "" if self.store_text is None else f", store_text={self.store_text}"
@@ -253,7 +250,7 @@ class E2RankIndexer(pt.Indexer):
                                      f"documents cannot have theirs; rebuild it with its text (mode='overwrite'), or "
                                      f"append with store_text=False")
                 it = new_documents(it, base)
-            self.check_target()  # again under the lock, before any work
+            check_target(target, self.mode)  # again under the lock, before any work
             store = held.enter_context(self.chunk_store(rank=rank, store_text=keep_text))
             total = len(it) if hasattr(it, "__len__") else None
             progress = None
