@@ -19,6 +19,12 @@ OFFSETS = "text.offsets"
 TEXT_FILES = (TEXT, OFFSETS)
 
 
+def damaged(where: Path, what: str) -> CorruptArtifact:
+    """The error for the index at ``where`` whose ``what`` is damaged: it says to rebuild it."""
+    return CorruptArtifact(f"the index at {where} is damaged: {what}; rebuild it (model.indexer(path, "
+                           f"mode='overwrite'))")
+
+
 class TextWriter:
     """Appends texts, in row order, to the text files of a staging directory; ``hash`` (a hashlib object) is
     updated with each text's bytes and a separator."""
@@ -57,13 +63,9 @@ class TextStore:
             size = os.fstat(text_file.fileno()).st_size
             self._text = mmap.mmap(text_file.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
         if len(self.offsets) != doc_count + 1 or int(self.offsets[-1]) != size or int(self.offsets[0]) != 0:
-            raise self._corrupt(f"{OFFSETS} holds {len(self.offsets)} offsets ending at "
-                                f"{int(self.offsets[-1]) if len(self.offsets) else None}, not {doc_count} + 1 "
-                                f"ending at the {size} bytes of {TEXT}")
-
-    def _corrupt(self, what: str) -> CorruptArtifact:
-        return CorruptArtifact(f"the index at {self.where} is damaged: {what}; rebuild it (model.indexer(path, "
-                               f"mode='overwrite'))")
+            raise damaged(where, f"{OFFSETS} holds {len(self.offsets)} offsets ending at "
+                                 f"{int(self.offsets[-1]) if len(self.offsets) else None}, not {doc_count} + 1 "
+                                 f"ending at the {size} bytes of {TEXT}")
 
     def texts(self, rows: np.ndarray) -> List[str]:
         """The texts of the rows ``rows`` (int), in order."""
@@ -71,7 +73,7 @@ class TextStore:
         try:
             return [self._text[start:end].decode("utf-8") for start, end in zip(starts.tolist(), ends.tolist())]
         except (UnicodeDecodeError, ValueError) as e:
-            raise self._corrupt(f"{TEXT} is not UTF-8 at the offsets of {OFFSETS} ({e})") from None
+            raise damaged(self.where, f"{TEXT} is not UTF-8 at the offsets of {OFFSETS} ({e})") from None
 
 
 class TextLoader(EqualBySettings, pt.Transformer):
