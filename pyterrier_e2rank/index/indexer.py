@@ -133,7 +133,7 @@ class IndexWriter(contextlib.ExitStack):
         docnos = [identifier(d, "docno", f"document {len(self.docnos) + i}") for i, d in enumerate(docnos)]
         check_finite(vectors, docnos, "the vector of docno")
         if not self.docnos and texts is not None:
-            self._texts = TextWriter(self._staging, hashlib.sha256())
+            self._texts = TextWriter(self._staging)
             self.callback(self._texts.close)
         if (texts is None) != (self._texts is None):
             raise ValueError(f"documents {len(self.docnos)}..{len(self.docnos) + len(docnos) - 1} come "

@@ -2,6 +2,7 @@
 ``text.offsets`` (``doc_count + 1`` little-endian uint64 byte offsets into it), both memory-mapped; written by
 ``TextWriter`` inside the index's atomic build, read by ``TextStore`` and served by ``TextLoader``
 (``index.text_loader()``, PyTerrier's text-loader protocol)."""
+import hashlib
 import mmap
 import os
 from pathlib import Path
@@ -26,15 +27,15 @@ def damaged(where: Path, what: str) -> CorruptArtifact:
 
 
 class TextWriter:
-    """Appends texts, in row order, to the text files of a staging directory; ``hash`` (a hashlib object) is
-    updated with each text's bytes and a separator."""
+    """Appends texts, in row order, to the text files of a staging directory; ``hash`` (sha256) is updated with
+    each text's bytes and a separator."""
 
-    def __init__(self, directory: Path, hash):
+    def __init__(self, directory: Path):
         self._text = open(directory / TEXT, "wb")
         self._offsets = open(directory / OFFSETS, "wb")
         self._offsets.write(np.zeros(1, dtype="<u8").tobytes())
         self._end = 0
-        self.hash = hash
+        self.hash = hashlib.sha256()
 
     def add(self, texts: Sequence[str]) -> None:
         encoded = [text.encode("utf-8") for text in texts]
