@@ -184,8 +184,7 @@ class E2RankIndex(EqualBySettings, AnnSearch, FlexIndex):
         return TextLoader(self, fields, verbose=verbose)
 
     def _load_docids(self, inp: pd.DataFrame) -> np.ndarray:
-        """Rows of the index for a frame's ``docno``, for FlexIndex's scorers: pyterrier-dr 0.8's prefer an
-        incoming ``docid``, which after a BM25 stage is the engine's own id, not a row here."""
+        """Rows of the index for a frame's ``docno`` (never its ``docid``), for FlexIndex's scorers."""
         pt.validate.columns(inp, includes=["docno"], context=self)
         return self.docnos().inv[inp["docno"].tolist()]
 

@@ -76,9 +76,8 @@ class ChunkStore:
 
     def load(self, chunk_id: int, digest: str) -> Tuple[List[str], np.ndarray, Optional[List[str]]]:
         """The chunk's docnos, vectors ``(n, dim)`` and texts (or ``None``): ``FileNotFoundError`` for a chunk
-        never committed,
-        ``CorruptArtifact`` naming the file for a damaged one, or one of other content than ``digest`` or of
-        another plan."""
+        never committed, ``CorruptArtifact`` naming the file for a damaged one, or one of other content than
+        ``digest`` or of another plan."""
         try:
             return self._read(chunk_id, digest)
         except CorruptArtifact as damaged:

@@ -18,8 +18,8 @@ class _HexDigestOfOneLength(FwdHexDigest):
 
 
 def build_docnos(path: Path, docnos: Iterable[str]) -> None:
-    """Write ``docnos``, in order, as an npids store at ``path`` (as ``npids.Lookup.build``, the hexdigest codec
-    refusing a shorter hex part so that npids starts a block in another codec). ValueError for a single docno."""
+    """Write ``docnos``, in order, as an npids store at ``path`` (``_HexDigestOfOneLength`` for npids' hexdigest
+    codec). ValueError for a single docno."""
     docnos = list(docnos)
     if len(docnos) == 1:
         raise ValueError(f"an index needs at least two documents; the corpus held one ({docnos[0]!r})")

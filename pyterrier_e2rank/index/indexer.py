@@ -334,8 +334,7 @@ def distributed_context():
 
 
 def _destroy_process_groups():
-    """Destroys the process groups at exit, while the interpreter still runs (gloo's threads left to the C++
-    static destructors abort the process now and then)."""
+    """Destroys the process groups (called at exit, while the interpreter still runs)."""
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
