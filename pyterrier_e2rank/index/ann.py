@@ -281,15 +281,11 @@ class AnnSearch:
         k = positive_int(k, "k")
         key = ("corpus_graph", k)
         if key not in self._cache:
-            stored = self.structures()
-            larger = sorted(int(m.group(1)) for m in map(re.compile(r"corpusgraph_k(\d+)").fullmatch, stored)
-                            if m and int(m.group(1)) > k)
-            name = f"corpusgraph_k{k}"
-            if name not in stored and larger:
-                name = f"corpusgraph_k{larger[0]}"
-            graph = self.derived(name, lambda staging: _build_corpus_graph(self, k, staging, batch_size),
+            stored = (re.fullmatch(r"corpusgraph_k([1-9]\d*)", name) for name in self.structures())
+            size = min((int(m.group(1)) for m in stored if m and int(m.group(1)) >= k), default=k)
+            graph = self.derived(f"corpusgraph_k{size}", lambda out: _build_corpus_graph(self, k, out, batch_size),
                                  load=_read_graph, directory=True)
-            self._cache[key] = graph.to_limit_k(k) if name != f"corpusgraph_k{k}" else graph
+            self._cache[key] = graph.to_limit_k(k) if size > k else graph
         return self._cache[key]
 
     def _unchecked_structure(self, *args, **options):
