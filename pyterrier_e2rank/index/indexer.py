@@ -182,12 +182,11 @@ class E2RankIndexer(pt.Indexer):
                  text_field: str = "text", mode: str = "create", chunk_size: int = 4096,
                  missing_text: str = "error", corpus_stamp: Optional[dict] = None, overwrite: Optional[bool] = None,
                  store_text: Optional[bool] = None):
-        if store_text not in (None, True, False):
-            raise ValueError(f"store_text={store_text!r}: expected True, False or None")
-        if missing_text not in MISSING_TEXT:
-            raise ValueError(f"missing_text={missing_text!r}: expected one of {list(MISSING_TEXT)}")
-        if mode not in ("create", "overwrite", "append"):  # a new index, a replacement of one, or documents added
-            raise ValueError(f"mode={mode!r}: expected one of ['create', 'overwrite', 'append']")
+        for name, value, allowed in (("store_text", store_text, (None, True, False)),
+                                     ("missing_text", missing_text, MISSING_TEXT),
+                                     ("mode", mode, ("create", "overwrite", "append"))):
+            if value not in allowed:
+                raise ValueError(f"{name}={value!r}: expected one of {list(allowed)}")
         if overwrite is not None:
             renamed_argument(f"overwrite={overwrite}", 'mode="overwrite"' if overwrite else f"mode={mode!r}",
                              stacklevel=4)  # blames the caller of model.indexer
@@ -252,11 +251,11 @@ class E2RankIndexer(pt.Indexer):
                 it = new_documents(it, base)
             check_target(target, self.mode)  # again under the lock, before any work
             store = held.enter_context(self.chunk_store(rank=rank, store_text=keep_text))
-            total = len(it) if hasattr(it, "__len__") else None
+            total = -(-len(it) // world) if hasattr(it, "__len__") else None  # this process's share
             progress = None
             if self.verbose and rank == 0:
-                progress = pt.tqdm(desc="indexing" if world == 1 else f"indexing (process 0 of {world})", unit="doc",
-                                   total=None if total is None else -(-total // world))
+                progress = held.enter_context(pt.tqdm(desc="indexing" if world == 1 else
+                                                      f"indexing (process 0 of {world})", unit="doc", total=total))
             digests = []  # of every chunk of the corpus, in order: what the merge must find in the store
 
             def mine_and_not_committed(chunk_id: int, digest: str) -> bool:
@@ -267,8 +266,6 @@ class E2RankIndexer(pt.Indexer):
                                        batch_size=self.batch_size, progress=progress, wanted=mine_and_not_committed,
                                        missing_text=self.missing_text, store_text=keep_text):
                 store.commit(chunk)
-            if progress is not None:
-                progress.close()
             barrier()
             if rank == 0:
                 with IndexWriter(target, self.model.dim, store.plan["encoder"] if base is None else base.fingerprint,
