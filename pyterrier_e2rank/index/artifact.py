@@ -60,7 +60,7 @@ class IndexReplaced(RuntimeError):
 NOT_TRANSFORMERS = frozenset({
     # data (get_corpus_iter's records tagged with the index's model), the text loader (it reads no vectors), checks
     "built", "payload", "docnos", "np_vecs", "torch_vecs", "get_corpus_iter", "vectors", "texts", "text_field",
-    "text_loader", "check_model", "check_current", "derived", "structures", "structure_path",
+    "text_loader", "check_model", "derived", "structures", "structure_path",
     # corpus graphs (checked structures: ann.AnnSearch)
     "corpus_graph", "faiss_hnsw_graph",
     # indexing: refused (an E2Rank index is built by model.indexer)
@@ -192,13 +192,6 @@ class E2RankIndex(EqualBySettings, AnnSearch, FlexIndex):
         """Refuse a model whose document vectors would differ from the stored ones."""
         provenance.check_fingerprint(self.fingerprint, model.fingerprint(), f"the index at {self.path}")
 
-    def check_current(self) -> None:
-        """Raise ``IndexReplaced`` if the directory at ``path`` is no longer the one this object opened."""
-        self.payload(return_dvecs=False, return_docnos=False)
-        if not self._version.is_at(Path(self.path)):
-            raise IndexReplaced(f"the index at {self.path} was rebuilt after this E2RankIndex opened it; open it "
-                                f"again (E2RankIndex(path)) to use the new vectors")
-
     def derived(self, name: str, build: Callable, *, load: Callable[[Path], Any], directory: bool = False,
                 store: bool = True):
         """The structure ``name`` of the vectors this object opened: ``load(path)`` when stored, else ``build(target)``
@@ -208,7 +201,9 @@ class E2RankIndex(EqualBySettings, AnnSearch, FlexIndex):
         path = self._version_path(name)
         if path.exists():
             return load(path)
-        self.check_current()
+        if not self._version.is_at(Path(self.path)):
+            raise IndexReplaced(f"the index at {self.path} was rebuilt after this E2RankIndex opened it; open it "
+                                f"again (E2RankIndex(path)) to use the new vectors")
         if not store:
             return build(None)
         with thread_lock(path):
