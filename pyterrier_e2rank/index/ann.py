@@ -139,13 +139,13 @@ class AnnSearch:
         count, dim = self.meta["doc_count"], self.dim
         if n_list is None:
             n_list = max(1, min(count, 1 << round(math.log2(4 * math.sqrt(count)))))
-        n_list = in_range(n_list, "n_list", 1, count)
+        n_list = positive_int(n_list, "n_list", maximum=count)
         if m is None:
             m = dim // 8 if dim % 8 == 0 else 1
         m = positive_int(m, "m")
         if dim % m:
             raise ValueError(f"m must divide the vector size {dim}, got {m!r}")
-        nbits = in_range(nbits, "nbits", 1, 16)
+        nbits = positive_int(nbits, "nbits", maximum=16)
         if 2 ** nbits > count:
             raise ValueError(f"IVF-PQ with nbits={nbits} trains 2**nbits = {2 ** nbits:,} centroids per sub-quantizer"
                              f", from at least as many vectors, and the index holds {count:,} documents: choose nbits "
@@ -153,8 +153,8 @@ class AnnSearch:
                              f"this small")
         advised = _POINTS_PER_CENTROID * max(n_list, 2 ** nbits)
         train_sample = min(count, advised) if train_sample is None else train_sample
-        train_sample = in_range(train_sample, "train_sample", max(n_list, 2 ** nbits), count)
-        n_probe = in_range(min(16, n_list) if n_probe is None else n_probe, "n_probe", 1, n_list)
+        train_sample = positive_int(train_sample, "train_sample", minimum=max(n_list, 2 ** nbits), maximum=count)
+        n_probe = positive_int(min(16, n_list) if n_probe is None else n_probe, "n_probe", maximum=n_list)
 
         def make(faiss):
             structure = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, n_list, m, nbits, faiss.METRIC_INNER_PRODUCT)
@@ -201,8 +201,8 @@ class AnnSearch:
         vectors (default all, at most ``INT8_TRAIN_SAMPLE``); ``rescore``: that many candidates (>= ``num_results``)
         rescored exactly from the stored vectors. Raises ValueError naming a bad argument."""
         count = self.meta["doc_count"]
-        train_sample = in_range(min(count, INT8_TRAIN_SAMPLE) if train_sample is None else train_sample,
-                                "train_sample", 1, count)
+        train_sample = positive_int(min(count, INT8_TRAIN_SAMPLE) if train_sample is None else train_sample,
+                                    "train_sample", maximum=count)
         return FaissAnnRetriever(
             self, f"sq8_train-{train_sample}.faiss",
             lambda faiss: faiss.IndexScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_8bit,
@@ -281,15 +281,11 @@ class AnnSearch:
         k = positive_int(k, "k")
         key = ("corpus_graph", k)
         if key not in self._cache:
-            stored = self.structures()
-            larger = sorted(int(m.group(1)) for m in map(re.compile(r"corpusgraph_k(\d+)").fullmatch, stored)
-                            if m and int(m.group(1)) > k)
-            name = f"corpusgraph_k{k}"
-            if name not in stored and larger:
-                name = f"corpusgraph_k{larger[0]}"
-            graph = self.derived(name, lambda staging: _build_corpus_graph(self, k, staging, batch_size),
+            stored = (re.fullmatch(r"corpusgraph_k([1-9]\d*)", name) for name in self.structures())
+            size = min((int(m.group(1)) for m in stored if m and int(m.group(1)) >= k), default=k)
+            graph = self.derived(f"corpusgraph_k{size}", lambda out: _build_corpus_graph(self, k, out, batch_size),
                                  load=_read_graph, directory=True)
-            self._cache[key] = graph.to_limit_k(k) if name != f"corpusgraph_k{k}" else graph
+            self._cache[key] = graph.to_limit_k(k) if size > k else graph
         return self._cache[key]
 
     def _unchecked_structure(self, *args, **options):
@@ -299,14 +295,6 @@ class AnnSearch:
                                   f"plain pyterrier_dr.FlexIndex for the others, unchecked)")
 
     scann_retriever = voyager_retriever = flatnav_retriever = kannolo_hnsw_retriever = _unchecked_structure
-
-
-def in_range(value, name: str, minimum: int, maximum: int) -> int:
-    """``value`` as an int from ``minimum`` to ``maximum``; else a ValueError naming ``name``."""
-    value = positive_int(value, name, minimum=minimum)
-    if value > maximum:
-        raise ValueError(f"{name} must be an integer <= {maximum} here, got {value!r}")
-    return value
 
 
 def write(structure, out, flags: int = 0, *, binary: bool = False):

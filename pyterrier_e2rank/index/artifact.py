@@ -24,7 +24,7 @@ from .docnos import DocnoLookup
 from ..equality import EqualBySettings
 from ..io import CorruptArtifact, atomic_directory, atomic_file, thread_lock
 from .retriever import E2RankRetriever, FlexStage, IndexStage
-from .text import TEXT_FILES, TextLoader, TextStore
+from .text import TEXT_FILES, TextLoader, TextStore, damaged
 
 META = "pt_meta.json"
 VECTORS = "vecs.f4"
@@ -60,7 +60,7 @@ class IndexReplaced(RuntimeError):
 NOT_TRANSFORMERS = frozenset({
     # data (get_corpus_iter's records tagged with the index's model), the text loader (it reads no vectors), checks
     "built", "payload", "docnos", "np_vecs", "torch_vecs", "get_corpus_iter", "vectors", "texts", "text_field",
-    "text_loader", "check_model", "check_current", "derived", "structures", "structure_path",
+    "text_loader", "check_model", "derived", "structures", "structure_path",
     # corpus graphs (checked structures: ann.AnnSearch)
     "corpus_graph", "faiss_hnsw_graph",
     # indexing: refused (an E2Rank index is built by model.indexer)
@@ -184,21 +184,13 @@ class E2RankIndex(EqualBySettings, AnnSearch, FlexIndex):
         return TextLoader(self, fields, verbose=verbose)
 
     def _load_docids(self, inp: pd.DataFrame) -> np.ndarray:
-        """Rows of the index for a frame's ``docno``, for FlexIndex's scorers: pyterrier-dr 0.8's prefer an
-        incoming ``docid``, which after a BM25 stage is the engine's own id, not a row here."""
+        """Rows of the index for a frame's ``docno`` (never its ``docid``), for FlexIndex's scorers."""
         pt.validate.columns(inp, includes=["docno"], context=self)
         return self.docnos().inv[inp["docno"].tolist()]
 
     def check_model(self, model) -> None:
         """Refuse a model whose document vectors would differ from the stored ones."""
         provenance.check_fingerprint(self.fingerprint, model.fingerprint(), f"the index at {self.path}")
-
-    def check_current(self) -> None:
-        """Raise ``IndexReplaced`` if the directory at ``path`` is no longer the one this object opened."""
-        self.payload(return_dvecs=False, return_docnos=False)
-        if not self._version.is_at(Path(self.path)):
-            raise IndexReplaced(f"the index at {self.path} was rebuilt after this E2RankIndex opened it; open it "
-                                f"again (E2RankIndex(path)) to use the new vectors")
 
     def derived(self, name: str, build: Callable, *, load: Callable[[Path], Any], directory: bool = False,
                 store: bool = True):
@@ -209,7 +201,9 @@ class E2RankIndex(EqualBySettings, AnnSearch, FlexIndex):
         path = self._version_path(name)
         if path.exists():
             return load(path)
-        self.check_current()
+        if not self._version.is_at(Path(self.path)):
+            raise IndexReplaced(f"the index at {self.path} was rebuilt after this E2RankIndex opened it; open it "
+                                f"again (E2RankIndex(path)) to use the new vectors")
         if not store:
             return build(None)
         with thread_lock(path):
@@ -256,14 +250,11 @@ class E2RankIndex(EqualBySettings, AnnSearch, FlexIndex):
 
     def _package_files(self):
         """What ``build_package`` (and ``to_hf``) packs: the files of the version this object opened that the index
-        reads (its own entries but 0.1 and 0.3 leftovers, locks, temporary files and structures of other vectors),
-        as ``(relative path, path)``; never a file that is not the index's own."""
+        reads (its metadata, vectors, docnos, text and the structures of these vectors), as ``(relative path, path)``;
+        never a file that is not the index's own."""
         prefix = self._version_path("").name
         base = self._version.base
-        for name in sorted(own_entries(base)):
-            if (name.startswith(".") or name in LEGACY_FILES or re.fullmatch(_STRUCTURE, name)
-                    or (re.fullmatch(DERIVED.format("[0-9a-f]{16}", ".+"), name) and not name.startswith(prefix))):
-                continue
+        for name in sorted({META, VECTORS, DOCNOS, *TEXT_FILES, *(prefix + s for s in self.structures())}):
             if (base / name).is_dir():
                 yield from ((str(p.relative_to(base)), str(p)) for p in sorted((base / name).rglob("*")) if p.is_file())
             elif (base / name).is_file():
@@ -357,34 +348,31 @@ def _open_verified(path: Path):
 
 
 def _read_verified(path: Path, version: _Version):
-    def corrupt(what: str) -> CorruptArtifact:
-        return CorruptArtifact(f"the index at {path} is damaged: {what}; rebuild it (model.indexer(path, "
-                               f"mode='overwrite'))")
     base = version.base
     raw_meta = (base / META).read_bytes()
     try:
         meta = json.loads(raw_meta.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
-        raise corrupt(f"{META} is not valid JSON ({e})") from None
+        raise damaged(path, f"{META} is not valid JSON ({e})") from None
     if not isinstance(meta, dict) or meta.get("format") not in ("flex", E2RankIndex.ARTIFACT_FORMAT) or any(
             not isinstance(meta.get(k), int) or isinstance(meta.get(k), bool) or meta[k] < 1
             for k in ("doc_count", "vec_size")):
-        raise corrupt(f"{META} is not a FlexIndex's (format 'flex' or {E2RankIndex.ARTIFACT_FORMAT!r} with positive "
-                      f"'doc_count' and 'vec_size')")
+        raise damaged(path, f"{META} is not a FlexIndex's (format 'flex' or {E2RankIndex.ARTIFACT_FORMAT!r} with "
+                            f"positive 'doc_count' and 'vec_size')")
     count, dim = meta["doc_count"], meta["vec_size"]
     try:
         docnos = DocnoLookup(Lookup(base / DOCNOS), path)
     except FileNotFoundError:
         raise
     except Exception as e:  # npids raises several types for a damaged file
-        raise corrupt(f"{DOCNOS} cannot be read ({type(e).__name__}: {e})") from None
+        raise damaged(path, f"{DOCNOS} cannot be read ({type(e).__name__}: {e})") from None
     if len(docnos) != count:
-        raise corrupt(f"{DOCNOS} holds {len(docnos)} docnos, the metadata says {count}")
+        raise damaged(path, f"{DOCNOS} holds {len(docnos)} docnos, the metadata says {count}")
     with open(base / VECTORS, "rb") as vector_file:
         vector_stat = os.fstat(vector_file.fileno())
         if vector_stat.st_size != count * dim * 4:
-            raise corrupt(f"{VECTORS} has {vector_stat.st_size} bytes, not doc_count x vec_size x 4 = {count} x {dim} "
-                          f"x 4 = {count * dim * 4}")
+            raise damaged(path, f"{VECTORS} has {vector_stat.st_size} bytes, not doc_count x vec_size x 4 = {count} x "
+                                f"{dim} x 4 = {count * dim * 4}")
         vectors = np.memmap(vector_file, dtype=np.float32, mode="r", shape=(count, dim))
     if isinstance(meta.get("e2rank"), dict) and "text" in meta["e2rank"]:
         version.text = TextStore(base, count, path)

@@ -72,13 +72,12 @@ class ChunkStore:
             out.write(data)
         with atomic_file(record) as out:  # last: the chunk is committed once its vectors are on disk
             out.write(json.dumps({"docnos": chunk.docnos, "digest": chunk.digest, "plan": self._plan_digest,
-                                  "texts": chunk.texts, "sha256": _checksum(data, chunk.docnos, chunk.texts)}))
+                                  "texts": chunk.texts, "sha256": content_digest(chunk.docnos, chunk.texts, data)}))
 
     def load(self, chunk_id: int, digest: str) -> Tuple[List[str], np.ndarray, Optional[List[str]]]:
         """The chunk's docnos, vectors ``(n, dim)`` and texts (or ``None``): ``FileNotFoundError`` for a chunk
-        never committed,
-        ``CorruptArtifact`` naming the file for a damaged one, or one of other content than ``digest`` or of
-        another plan."""
+        never committed, ``CorruptArtifact`` naming the file for a damaged one, or one of other content than
+        ``digest`` or of another plan."""
         try:
             return self._read(chunk_id, digest)
         except CorruptArtifact as damaged:
@@ -112,7 +111,7 @@ class ChunkStore:
         if len(data) != 4 * shape[0] * shape[1]:
             raise CorruptArtifact(f"the chunk vectors {vector_file} hold {len(data)} bytes, not the {shape[0]} x "
                                   f"{shape[1]} float32 its record {record.name} lists")
-        if _checksum(data, saved["docnos"], saved.get("texts")) != saved["sha256"]:
+        if content_digest(saved["docnos"], saved.get("texts"), data) != saved["sha256"]:
             raise CorruptArtifact(f"the chunk vectors {vector_file} (or the docnos or texts of {record.name}) do not "
                                   f"match the checksum in that record: the file is damaged")
         return saved["docnos"], np.frombuffer(data, dtype=np.float32).reshape(shape), saved.get("texts")
@@ -124,8 +123,9 @@ class ChunkStore:
                 entry.unlink(missing_ok=True)
 
 
-def _checksum(data: bytes, docnos: List[str], texts: Optional[List[str]]) -> str:
-    """A committed chunk's checksum: of its vectors' bytes, its texts (if any) and its docnos."""
+def content_digest(docnos: List[str], texts: Optional[List[str]], data: bytes) -> str:
+    """The hex sha256 of ``data`` (vectors' bytes), ``texts`` (if any) and ``docnos``: a chunk's digest and the
+    checksum of a committed chunk."""
     digest = hashlib.sha256(data)
     for text in texts or ():
         digest.update(str(text).encode("utf-8", "surrogatepass") + b"\0")

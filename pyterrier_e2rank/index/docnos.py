@@ -18,8 +18,8 @@ class _HexDigestOfOneLength(FwdHexDigest):
 
 
 def build_docnos(path: Path, docnos: Iterable[str]) -> None:
-    """Write ``docnos``, in order, as an npids store at ``path`` (as ``npids.Lookup.build``, the hexdigest codec
-    refusing a shorter hex part so that npids starts a block in another codec). ValueError for a single docno."""
+    """Write ``docnos``, in order, as an npids store at ``path`` (``_HexDigestOfOneLength`` for npids' hexdigest
+    codec). ValueError for a single docno."""
     docnos = list(docnos)
     if len(docnos) == 1:
         raise ValueError(f"an index needs at least two documents; the corpus held one ({docnos[0]!r})")
@@ -67,9 +67,7 @@ class DocnoLookup:
     def rows(self, docnos: Sequence[str]) -> np.ndarray:
         """The rows (int64) of ``docnos``; a KeyError names those not in the index (or not strings)."""
         docnos = list(docnos)
-        if not docnos:
-            return np.empty(0, dtype=np.int64)
-        found = np.array([isinstance(d, str) for d in docnos])
+        found = np.array([isinstance(d, str) for d in docnos], dtype=bool)
         rows = np.full(len(docnos), -1, dtype=np.int64)
         rows[found] = self._npids_rows([d for d in docnos if isinstance(d, str)]) if found.any() else []
         found &= rows >= 0

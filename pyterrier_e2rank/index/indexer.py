@@ -17,7 +17,7 @@ from ..model import provenance
 from ..deprecation import renamed_argument
 from ..checks import MISSING_TEXT, check_finite, document_texts, identifier, positive_int, stack_vectors
 from .docnos import build_docnos
-from .chunks import ChunkStore, EncodedChunk, docnos_digest
+from .chunks import ChunkStore, EncodedChunk, content_digest, docnos_digest
 from .artifact import DOCNOS, META, VECTORS, E2RankIndex, as_index, index_path, own_entries
 from .text import TextWriter
 from ..io import atomic_directory, check_replaceable, writer_lock
@@ -70,7 +70,8 @@ def encode_corpus(model, records: Iterable[dict], *, text_field: str = "text", c
             raise ValueError(f"of documents 0..{position - 1}, some carry {text_field!r} and some only 'doc_vec': an "
                              f"index keeps the text of all its documents or of none; give every document its text, "
                              f"or pass store_text=False")
-        digest = _digest(docnos, carried if keep else texts, given)
+        digest = content_digest(docnos, carried if keep else texts,
+                                b"".join(np.ascontiguousarray(v, dtype=np.float32).tobytes() for v in given))
         if wanted is not None and not wanted(chunk_id, digest):
             continue
         if given:
@@ -86,17 +87,6 @@ def encode_corpus(model, records: Iterable[dict], *, text_field: str = "text", c
     if empty:
         warnings.warn(f"{len(empty)} document(s) with empty {text_field!r} were indexed as the empty text "
                       f"(docnos {empty[:5]}{' ...' if len(empty) > 5 else ''})", stacklevel=2)
-
-
-def _digest(docnos: List[str], texts: list, given: list) -> str:
-    digest = hashlib.sha256()
-    for docno in docnos:
-        digest.update(docno.encode() + b"\0")
-    for text in texts:
-        digest.update(str(text).encode("utf-8", "surrogatepass") + b"\0")
-    for vector in given:
-        digest.update(np.ascontiguousarray(vector, dtype=np.float32).tobytes())
-    return digest.hexdigest()
 
 
 class UniqueIds:
@@ -143,7 +133,7 @@ class IndexWriter(contextlib.ExitStack):
         docnos = [identifier(d, "docno", f"document {len(self.docnos) + i}") for i, d in enumerate(docnos)]
         check_finite(vectors, docnos, "the vector of docno")
         if not self.docnos and texts is not None:
-            self._texts = TextWriter(self._staging, hashlib.sha256())
+            self._texts = TextWriter(self._staging)
             self.callback(self._texts.close)
         if (texts is None) != (self._texts is None):
             raise ValueError(f"documents {len(self.docnos)}..{len(self.docnos) + len(docnos) - 1} come "
@@ -192,12 +182,11 @@ class E2RankIndexer(pt.Indexer):
                  text_field: str = "text", mode: str = "create", chunk_size: int = 4096,
                  missing_text: str = "error", corpus_stamp: Optional[dict] = None, overwrite: Optional[bool] = None,
                  store_text: Optional[bool] = None):
-        if store_text not in (None, True, False):
-            raise ValueError(f"store_text={store_text!r}: expected True, False or None")
-        if missing_text not in MISSING_TEXT:
-            raise ValueError(f"missing_text={missing_text!r}: expected one of {list(MISSING_TEXT)}")
-        if mode not in ("create", "overwrite", "append"):  # a new index, a replacement of one, or documents added
-            raise ValueError(f"mode={mode!r}: expected one of ['create', 'overwrite', 'append']")
+        for name, value, allowed in (("store_text", store_text, (None, True, False)),
+                                     ("missing_text", missing_text, MISSING_TEXT),
+                                     ("mode", mode, ("create", "overwrite", "append"))):
+            if value not in allowed:
+                raise ValueError(f"{name}={value!r}: expected one of {list(allowed)}")
         if overwrite is not None:
             renamed_argument(f"overwrite={overwrite}", 'mode="overwrite"' if overwrite else f"mode={mode!r}",
                              stacklevel=4)  # blames the caller of model.indexer
@@ -214,10 +203,7 @@ class E2RankIndexer(pt.Indexer):
         self.missing_text = missing_text
         self.corpus_stamp = corpus_stamp
         self.store_text = store_text
-        self.check_target()  # before any document is read
-
-    def check_target(self) -> None:
-        check_target(self.index_.path, self.mode)
+        check_target(self.index_.path, self.mode)  # before any document is read
 
     def __repr__(self):
         store = "" if self.store_text is None else f", store_text={self.store_text}"
@@ -263,13 +249,13 @@ class E2RankIndexer(pt.Indexer):
                                      f"documents cannot have theirs; rebuild it with its text (mode='overwrite'), or "
                                      f"append with store_text=False")
                 it = new_documents(it, base)
-            self.check_target()  # again under the lock, before any work
+            check_target(target, self.mode)  # again under the lock, before any work
             store = held.enter_context(self.chunk_store(rank=rank, store_text=keep_text))
-            total = len(it) if hasattr(it, "__len__") else None
+            total = -(-len(it) // world) if hasattr(it, "__len__") else None  # this process's share
             progress = None
             if self.verbose and rank == 0:
-                progress = pt.tqdm(desc="indexing" if world == 1 else f"indexing (process 0 of {world})", unit="doc",
-                                   total=None if total is None else -(-total // world))
+                progress = held.enter_context(pt.tqdm(desc="indexing" if world == 1 else
+                                                      f"indexing (process 0 of {world})", unit="doc", total=total))
             digests = []  # of every chunk of the corpus, in order: what the merge must find in the store
 
             def mine_and_not_committed(chunk_id: int, digest: str) -> bool:
@@ -280,8 +266,6 @@ class E2RankIndexer(pt.Indexer):
                                        batch_size=self.batch_size, progress=progress, wanted=mine_and_not_committed,
                                        missing_text=self.missing_text, store_text=keep_text):
                 store.commit(chunk)
-            if progress is not None:
-                progress.close()
             barrier()
             if rank == 0:
                 with IndexWriter(target, self.model.dim, store.plan["encoder"] if base is None else base.fingerprint,
@@ -347,8 +331,7 @@ def distributed_context():
 
 
 def _destroy_process_groups():
-    """Destroys the process groups at exit, while the interpreter still runs (gloo's threads left to the C++
-    static destructors abort the process now and then)."""
+    """Destroys the process groups (called at exit, while the interpreter still runs)."""
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

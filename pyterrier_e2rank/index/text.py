@@ -2,6 +2,7 @@
 ``text.offsets`` (``doc_count + 1`` little-endian uint64 byte offsets into it), both memory-mapped; written by
 ``TextWriter`` inside the index's atomic build, read by ``TextStore`` and served by ``TextLoader``
 (``index.text_loader()``, PyTerrier's text-loader protocol)."""
+import hashlib
 import mmap
 import os
 from pathlib import Path
@@ -19,16 +20,22 @@ OFFSETS = "text.offsets"
 TEXT_FILES = (TEXT, OFFSETS)
 
 
-class TextWriter:
-    """Appends texts, in row order, to the text files of a staging directory; ``hash`` (a hashlib object) is
-    updated with each text's bytes and a separator."""
+def damaged(where: Path, what: str) -> CorruptArtifact:
+    """The error for the index at ``where`` whose ``what`` is damaged: it says to rebuild it."""
+    return CorruptArtifact(f"the index at {where} is damaged: {what}; rebuild it (model.indexer(path, "
+                           f"mode='overwrite'))")
 
-    def __init__(self, directory: Path, hash):
+
+class TextWriter:
+    """Appends texts, in row order, to the text files of a staging directory; ``hash`` (sha256) is updated with
+    each text's bytes and a separator."""
+
+    def __init__(self, directory: Path):
         self._text = open(directory / TEXT, "wb")
         self._offsets = open(directory / OFFSETS, "wb")
         self._offsets.write(np.zeros(1, dtype="<u8").tobytes())
         self._end = 0
-        self.hash = hash
+        self.hash = hashlib.sha256()
 
     def add(self, texts: Sequence[str]) -> None:
         encoded = [text.encode("utf-8") for text in texts]
@@ -57,13 +64,9 @@ class TextStore:
             size = os.fstat(text_file.fileno()).st_size
             self._text = mmap.mmap(text_file.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
         if len(self.offsets) != doc_count + 1 or int(self.offsets[-1]) != size or int(self.offsets[0]) != 0:
-            raise self._corrupt(f"{OFFSETS} holds {len(self.offsets)} offsets ending at "
-                                f"{int(self.offsets[-1]) if len(self.offsets) else None}, not {doc_count} + 1 "
-                                f"ending at the {size} bytes of {TEXT}")
-
-    def _corrupt(self, what: str) -> CorruptArtifact:
-        return CorruptArtifact(f"the index at {self.where} is damaged: {what}; rebuild it (model.indexer(path, "
-                               f"mode='overwrite'))")
+            raise damaged(where, f"{OFFSETS} holds {len(self.offsets)} offsets ending at "
+                                 f"{int(self.offsets[-1]) if len(self.offsets) else None}, not {doc_count} + 1 "
+                                 f"ending at the {size} bytes of {TEXT}")
 
     def texts(self, rows: np.ndarray) -> List[str]:
         """The texts of the rows ``rows`` (int), in order."""
@@ -71,7 +74,7 @@ class TextStore:
         try:
             return [self._text[start:end].decode("utf-8") for start, end in zip(starts.tolist(), ends.tolist())]
         except (UnicodeDecodeError, ValueError) as e:
-            raise self._corrupt(f"{TEXT} is not UTF-8 at the offsets of {OFFSETS} ({e})") from None
+            raise damaged(self.where, f"{TEXT} is not UTF-8 at the offsets of {OFFSETS} ({e})") from None
 
 
 class TextLoader(EqualBySettings, pt.Transformer):
