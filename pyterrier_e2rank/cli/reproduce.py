@@ -15,19 +15,6 @@ from .sharding import is_main_process, main_process_decides, process_device
 from .suite import FILES, Suite
 
 
-def parse_runs(pairs: Sequence[str]) -> Dict[str, str]:
-    """``["D=PATH", ...]`` -> ``{D: PATH}``, one run file per dataset D (as given to ``--dataset``)."""
-    runs = {}
-    for pair in pairs:
-        label, sep, path = pair.partition("=")  # a path may hold "="; the datasets' names do not
-        if not sep or not label or not path:
-            raise ValueError(f"--run {pair!r}: expected DATASET=PATH, DATASET as given to --dataset")
-        if label in runs:
-            raise ValueError(f"--run: two run files for dataset {label!r} ({runs[label]} and {path}); give one")
-        runs[label] = path
-    return runs
-
-
 def reproduce(model: Union[str, E2Rank], datasets: Sequence[str], output, *, runs: Optional[Dict[str, str]] = None,
               index_dir="indexes", top_k: int = 100, num_input_docs: int = 20, rerank_task: str = DEFAULT_RERANK_TASK,
               query_task: str = "dataset", dense: bool = False, num_queries: Optional[int] = None,
@@ -107,12 +94,12 @@ def main(args) -> int:
     datasets = list({"paper": PAPER_SUITE, "bright": BRIGHT_SUITE}.get(args.suite, ())) + list(args.dataset or [])
     if not datasets:
         raise ValueError("give --dataset (repeatable), --suite paper or --suite bright")
-    reproduce(args.model, datasets, args.output, runs=parse_runs(args.run or []), index_dir=args.index_dir,
-              top_k=args.top_k, num_input_docs=args.num_input_docs, rerank_task=args.rerank_task,
-              query_task=args.query_task, dense=args.dense, num_queries=args.num_queries,
-              skip_missing=args.skip_missing, overwrite=args.overwrite, verbose=is_main_process(),
-              model_options=dict(arguments.model_options(args), doc_max_words=args.doc_max_words),
-              bright_dir=args.bright_dir, bright_query=args.bright_query)
+    reproduce(args.model, datasets, args.output, runs=arguments.named_paths(args.run, "--run", "dataset"),
+              index_dir=args.index_dir, top_k=args.top_k, num_input_docs=args.num_input_docs,
+              rerank_task=args.rerank_task, query_task=args.query_task, dense=args.dense,
+              num_queries=args.num_queries, skip_missing=args.skip_missing, overwrite=args.overwrite,
+              verbose=is_main_process(), model_options=arguments.model_options(args), bright_dir=args.bright_dir,
+              bright_query=args.bright_query)
     return 0
 
 

@@ -5,34 +5,15 @@ from ..checks import positive_int
 from ..model.text import DOC_MAX_WORDS
 from ..study.runner import DEPTHS, PROMPT_DOCS, study
 from . import arguments
-from .paper import DatasetUnavailable
-
-
-def parse_first_stages(pairs) -> dict:
-    """``["NAME=PATH", ...]`` -> ``{NAME: PATH}``; ``ValueError`` naming a pair without both or a name given twice."""
-    stages = {}
-    for pair in pairs:
-        name, sep, path = pair.partition("=")
-        if not sep or not name or not path:
-            raise ValueError(f"--first-stage {pair!r}: expected NAME=PATH (a name, '=', a run file)")
-        if name in stages:
-            raise ValueError(f"--first-stage {pair!r}: the name {name!r} was given already (for {stages[name]!r}); "
-                             f"give each first stage a name of its own")
-        stages[name] = path
-    return stages
 
 
 def main(args) -> int:
-    try:
-        study(args.model, args.dataset, args.output, first_stages=parse_first_stages(args.first_stage or []),
-              index_dir=args.index_dir, top_k=args.top_k, num_input_docs=args.num_input_docs,
-              num_queries=args.num_queries, measures=args.measures, prompt_docs=args.grid_prompt_docs,
-              depths=args.grid_depths, cross_encoder=args.cross_encoder, generative=args.generative,
-              timing_queries=args.timing_queries,
-              overwrite=args.overwrite, model_options=dict(arguments.model_options(args),
-                                                           doc_max_words=args.doc_max_words))
-    except DatasetUnavailable as e:
-        raise OSError(str(e)) from None
+    study(args.model, args.dataset, args.output,
+          first_stages=arguments.named_paths(args.first_stage, "--first-stage", "first stage"),
+          index_dir=args.index_dir, top_k=args.top_k, num_input_docs=args.num_input_docs,
+          num_queries=args.num_queries, measures=args.measures, prompt_docs=args.grid_prompt_docs,
+          depths=args.grid_depths, cross_encoder=args.cross_encoder, generative=args.generative,
+          timing_queries=args.timing_queries, overwrite=args.overwrite, model_options=arguments.model_options(args))
     print(f"written: {Path(args.output) / 'report.md'}")
     return 0
 
