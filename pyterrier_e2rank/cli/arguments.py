@@ -9,6 +9,7 @@ from ..bright import QUERY_FIELDS, domain_of
 from ..data import bright_dataset
 from ..model.backends import BACKENDS, PROMISED_COSINE, QUANTIZATIONS
 from ..model.e2rank import E2Rank
+from ..model.text import DOC_MAX_WORDS
 from ..checks import positive_int
 from .sharding import is_main_process, process_device
 
@@ -67,6 +68,10 @@ OPTIONS = {
     "--num-queries": dict(type=Checked(positive_int), help="evaluate only the first N topics (of each dataset)"),
     "--query-task": dict(default="dataset", help="retrieval instruction: 'dataset' (the authors' per-dataset task "
                                                  "for instructed models), 'auto' (the model's default), or a sentence"),
+    "--dataset": dict(action="append", help="irds:<id> (or the bare id), a BEIR folder, a corpus file or "
+                                            "bright/<domain>; repeatable"),
+    "--doc-max-words": dict(type=Checked(positive_int), default=DOC_MAX_WORDS,
+                            help="documents are cut to this many words"),
 }
 
 

@@ -5,10 +5,9 @@ import sys
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Union
 
-from ..checks import positive_int
 from ..io import refuse_output_as_input, writer_lock
 from ..model.e2rank import E2Rank
-from ..model.text import DEFAULT_RERANK_TASK, DOC_MAX_WORDS
+from ..model.text import DEFAULT_RERANK_TASK
 from . import arguments
 from .paper import BRIGHT_SUITE, LOCAL_ONLY, PAPER_SUITE, DatasetUnavailable, resolve_dataset
 from .sharding import is_main_process, main_process_decides, process_device
@@ -105,8 +104,7 @@ def main(args) -> int:
 
 def register(parsers: dict) -> None:
     p = parsers["reproduce"]
-    p.add_argument("--dataset", action="append",
-                   help="irds:<id> (or the bare id), a BEIR folder, a corpus file or bright/<domain>; repeatable")
+    arguments.add_options(p, "--dataset")
     p.add_argument("--suite", choices=["paper", "bright"],
                    help="paper: the paper's ten datasets (DL19, DL20 and eight of BEIR); bright: BRIGHT's 12 domains")
     p.add_argument("--output", required=True, help="directory for results.md, results.json, run_record.json")
@@ -117,10 +115,8 @@ def register(parsers: dict) -> None:
                    help="drop run-file queries and documents the dataset lacks (counted in the notes), not an error")
     p.add_argument("--dense", action="store_true", help="add dense retrieval rows (builds or reuses the dense index)")
     arguments.add_options(p, "--model", "--index-dir", "--top-k", "--num-input-docs", "--num-queries", "--query-task",
-                          num_input_docs={"default": 20})
+                          "--doc-max-words", num_input_docs={"default": 20})
     p.add_argument("--rerank-task", default=DEFAULT_RERANK_TASK, help="the listwise prompt's task sentence")
-    p.add_argument("--doc-max-words", type=arguments.Checked(positive_int), default=DOC_MAX_WORDS,
-                   help="documents are cut to this many words")
     arguments.add_model_run_options(p)
     arguments.add_bright_options(p)
     p.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming what --output holds")
