@@ -1,7 +1,7 @@
 """argparse types and options shared by the ``e2rank`` subcommands; a bad value is refused while parsing."""
 import argparse
 import math
-from typing import Callable
+from typing import Callable, Dict, Optional, Sequence
 
 import torch
 
@@ -9,6 +9,7 @@ from ..bright import QUERY_FIELDS, domain_of
 from ..data import bright_dataset
 from ..model.backends import BACKENDS, PROMISED_COSINE, QUANTIZATIONS
 from ..model.e2rank import E2Rank
+from ..model.text import DOC_MAX_WORDS
 from ..checks import positive_int
 from .sharding import is_main_process, process_device
 
@@ -67,6 +68,10 @@ OPTIONS = {
     "--num-queries": dict(type=Checked(positive_int), help="evaluate only the first N topics (of each dataset)"),
     "--query-task": dict(default="dataset", help="retrieval instruction: 'dataset' (the authors' per-dataset task "
                                                  "for instructed models), 'auto' (the model's default), or a sentence"),
+    "--dataset": dict(action="append", help="irds:<id> (or the bare id), a BEIR folder, a corpus file or "
+                                            "bright/<domain>; repeatable"),
+    "--doc-max-words": dict(type=Checked(positive_int), default=DOC_MAX_WORDS,
+                            help="documents are cut to this many words"),
 }
 
 
@@ -104,14 +109,29 @@ def add_bright_options(parser: argparse.ArgumentParser) -> None:
                         help="bright/<domain>'s query text: its query field (default) or its reasoning field")
 
 
-def bright_source(args: argparse.Namespace, source: str) -> str:
-    """``source``, or for a BRIGHT domain the dataset of ``--bright-dir`` and ``--bright-query``
+def bright_source(args: argparse.Namespace, source: Optional[str]) -> Optional[str]:
+    """``source`` (``None`` too), or for a BRIGHT domain the dataset of ``--bright-dir`` and ``--bright-query``
     (``data.bright_dataset``)."""
     found = domain_of(source)
     if found is None:
         return source
     query = args.bright_query if found[1] == "query" else found[1]
     return f"irds:{bright_dataset(found[0], bright_dir=args.bright_dir, query=query).irds_ref().dataset_id()}"
+
+
+def named_paths(pairs: Optional[Sequence[str]], flag: str, what: str) -> Dict[str, str]:
+    """``["NAME=PATH", ...]`` given to the repeatable ``flag`` -> ``{NAME: PATH}``, a run file per ``what``. Raises
+    ``ValueError`` naming a pair without a name, ``=`` and a path, or a name given twice."""
+    paths = {}
+    for pair in pairs or ():
+        name, sep, path = pair.partition("=")  # a path may hold "="; the names do not
+        if not sep or not name or not path:
+            raise ValueError(f"{flag} {pair!r}: expected NAME=PATH (a name, '=', a run file)")
+        if name in paths:
+            raise ValueError(f"{flag} {pair!r}: the name {name!r} was given already (for {paths[name]!r}): two run "
+                             f"files for {what} {name!r}; give one")
+        paths[name] = path
+    return paths
 
 
 def add_prompt_budget_options(parser: argparse.ArgumentParser) -> None:
@@ -123,9 +143,11 @@ def add_prompt_budget_options(parser: argparse.ArgumentParser) -> None:
 
 
 def model_options(args: argparse.Namespace) -> dict:
-    """The ``E2Rank`` keyword arguments of ``add_model_run_options``' flags, on this process's device."""
+    """The ``E2Rank`` keyword arguments of ``add_model_run_options``' flags (and of ``--doc-max-words`` where the
+    command has it), on this process's device."""
     return {"device": process_device(args.device), "batch_size": args.batch_size, "backend": args.backend,
-            "quantize": args.quantize, "dtype": getattr(torch, args.dtype) if args.dtype else None}
+            "quantize": args.quantize, "dtype": getattr(torch, args.dtype) if args.dtype else None,
+            **({"doc_max_words": args.doc_max_words} if "doc_max_words" in args else {})}
 
 
 def load_model(args: argparse.Namespace, **options) -> E2Rank:

@@ -1,21 +1,21 @@
 """``e2rank index``: encode a corpus into an E2Rank index, in one process or under torchrun (a shard per
 process; a killed job started again resumes after its last committed chunk)."""
 from ..checks import positive_int
+from ..data import corpus_iter, corpus_stamp
+from ..index.indexer import check_target
 from ..io import refuse_output_as_input
+from ..pyserini import read_jsonl_collection
 from . import arguments
 from .sharding import is_main_process, main_process_lock
 
 
 def _index_command(args) -> int:
-    from ..data import corpus_iter, corpus_stamp
-    from ..pyserini import read_jsonl_collection
-    from ..index.indexer import check_target
     refuse_output_as_input(args.output, dataset=args.dataset, collection=args.collection, model=args.model)
     mode = "append" if args.append else "overwrite" if args.overwrite else "create"
     with main_process_lock(args.output):  # before the model loads: a second writer is refused at once
         check_target(args.output, mode, fix="pass --overwrite to replace it, or --append to add documents to it")
         model = arguments.load_model(args, verbose=False)
-        source = arguments.bright_source(args, args.dataset) if args.dataset else None
+        source = arguments.bright_source(args, args.dataset)
         records = corpus_iter(source) if source else read_jsonl_collection(args.collection)
         index = model.indexer(args.output, mode=mode, chunk_size=args.chunk_size, verbose=not args.quiet,
                               corpus_stamp=corpus_stamp(source) if source else None,

@@ -8,8 +8,7 @@ from typing import Callable, List, Optional
 
 from ..io import ArtifactLocked
 
-#: Each subcommand: the module that registers (and runs) it, and its line in ``e2rank --help``. Only the module of
-#: the command given is imported, so ``e2rank --help`` or a mistyped command answers without loading torch.
+#: Each subcommand: the module that registers (and runs) it, imported only for that command, and its help line.
 COMMANDS = {
     "experiment": ("experiment", "BM25 / dense / E2Rank reranking on a dataset, via pt.Experiment"),
     "index": ("index_command", "encode a corpus into an E2Rank index (torchrun: one shard per process)"),
@@ -21,8 +20,9 @@ COMMANDS = {
     "train": ("train_command", "train E2Rank (stage 1: InfoNCE; stage 2: InfoNCE + RankNet on listwise prompts), on "
                                "CPU, one GPU or many (accelerate launch)"),
     "build-data": ("train_command", "make stage-II JSONL records for 'train'"),
-    "study": ("study_command", "the reviewers' questions: E2Rank against dense PRF, prompt size and depth, an untrained "
-                               "model, first stages, wall-clock, end to end; report.md, figures, results.json"),
+    "study": ("study_command", "the reviewers' questions: E2Rank against dense PRF, prompt size and depth, an "
+                               "untrained model, first stages, wall-clock, end to end; report.md, figures, "
+                               "results.json"),
     "export": ("export_command", "write a model as a sentence-transformers directory (its vectors, its identity)"),
     "mteb": ("mteb_command", "evaluate models side by side on MTEB tasks (mteb), instructed as the authors' runs"),
 }

@@ -80,7 +80,7 @@ def results_table(results: dict, models: Sequence[str]) -> str:
 
 def _mteb_command(args) -> int:
     run_mteb(args.model, mteb_tasks(args.tasks), args.output, max_length=args.max_length,
-             doc_max_words=args.doc_max_words, **arguments.model_options(args))
+             **arguments.model_options(args))
     print((Path(args.output) / "results.md").read_text(encoding="utf-8"), end="")
     print(f"written to {Path(args.output) / 'results.json'} (mteb's files under {Path(args.output) / 'mteb'})")
     return 0

@@ -37,8 +37,9 @@ BRIGHT_SUITE = tuple(f"bright/{domain}" for domain in DOMAINS)
 PAPER_BRIGHT = {"BM25": 13.7, "E2Rank-0.6B": 20.2, "E2Rank-4B": 22.3, "E2Rank-8B": 22.5}
 
 
-class DatasetUnavailable(RuntimeError):
-    """A dataset that cannot be read here (a manual download, no network): the suite skips it, saying why."""
+class DatasetUnavailable(OSError, RuntimeError):
+    """A dataset that cannot be read here (a manual download, no network): the suite skips it, saying why; a user
+    error of ``e2rank`` (``main.USER_ERRORS``) elsewhere."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,27 +5,13 @@ import sys
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Union
 
-from ..checks import positive_int
 from ..io import refuse_output_as_input, writer_lock
 from ..model.e2rank import E2Rank
-from ..model.text import DEFAULT_RERANK_TASK, DOC_MAX_WORDS
+from ..model.text import DEFAULT_RERANK_TASK
 from . import arguments
 from .paper import BRIGHT_SUITE, LOCAL_ONLY, PAPER_SUITE, DatasetUnavailable, resolve_dataset
 from .sharding import is_main_process, main_process_decides, process_device
 from .suite import FILES, Suite
-
-
-def parse_runs(pairs: Sequence[str]) -> Dict[str, str]:
-    """``["D=PATH", ...]`` -> ``{D: PATH}``, one run file per dataset D (as given to ``--dataset``)."""
-    runs = {}
-    for pair in pairs:
-        label, sep, path = pair.partition("=")  # a path may hold "="; the datasets' names do not
-        if not sep or not label or not path:
-            raise ValueError(f"--run {pair!r}: expected DATASET=PATH, DATASET as given to --dataset")
-        if label in runs:
-            raise ValueError(f"--run: two run files for dataset {label!r} ({runs[label]} and {path}); give one")
-        runs[label] = path
-    return runs
 
 
 def reproduce(model: Union[str, E2Rank], datasets: Sequence[str], output, *, runs: Optional[Dict[str, str]] = None,
@@ -107,19 +93,18 @@ def main(args) -> int:
     datasets = list({"paper": PAPER_SUITE, "bright": BRIGHT_SUITE}.get(args.suite, ())) + list(args.dataset or [])
     if not datasets:
         raise ValueError("give --dataset (repeatable), --suite paper or --suite bright")
-    reproduce(args.model, datasets, args.output, runs=parse_runs(args.run or []), index_dir=args.index_dir,
-              top_k=args.top_k, num_input_docs=args.num_input_docs, rerank_task=args.rerank_task,
-              query_task=args.query_task, dense=args.dense, num_queries=args.num_queries,
-              skip_missing=args.skip_missing, overwrite=args.overwrite, verbose=is_main_process(),
-              model_options=dict(arguments.model_options(args), doc_max_words=args.doc_max_words),
-              bright_dir=args.bright_dir, bright_query=args.bright_query)
+    reproduce(args.model, datasets, args.output, runs=arguments.named_paths(args.run, "--run", "dataset"),
+              index_dir=args.index_dir, top_k=args.top_k, num_input_docs=args.num_input_docs,
+              rerank_task=args.rerank_task, query_task=args.query_task, dense=args.dense,
+              num_queries=args.num_queries, skip_missing=args.skip_missing, overwrite=args.overwrite,
+              verbose=is_main_process(), model_options=arguments.model_options(args), bright_dir=args.bright_dir,
+              bright_query=args.bright_query)
     return 0
 
 
 def register(parsers: dict) -> None:
     p = parsers["reproduce"]
-    p.add_argument("--dataset", action="append",
-                   help="irds:<id> (or the bare id), a BEIR folder, a corpus file or bright/<domain>; repeatable")
+    arguments.add_options(p, "--dataset")
     p.add_argument("--suite", choices=["paper", "bright"],
                    help="paper: the paper's ten datasets (DL19, DL20 and eight of BEIR); bright: BRIGHT's 12 domains")
     p.add_argument("--output", required=True, help="directory for results.md, results.json, run_record.json")
@@ -130,10 +115,8 @@ def register(parsers: dict) -> None:
                    help="drop run-file queries and documents the dataset lacks (counted in the notes), not an error")
     p.add_argument("--dense", action="store_true", help="add dense retrieval rows (builds or reuses the dense index)")
     arguments.add_options(p, "--model", "--index-dir", "--top-k", "--num-input-docs", "--num-queries", "--query-task",
-                          num_input_docs={"default": 20})
+                          "--doc-max-words", num_input_docs={"default": 20})
     p.add_argument("--rerank-task", default=DEFAULT_RERANK_TASK, help="the listwise prompt's task sentence")
-    p.add_argument("--doc-max-words", type=arguments.Checked(positive_int), default=DOC_MAX_WORDS,
-                   help="documents are cut to this many words")
     arguments.add_model_run_options(p)
     arguments.add_bright_options(p)
     p.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming what --output holds")

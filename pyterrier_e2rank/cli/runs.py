@@ -201,9 +201,8 @@ def read_topics(source: str) -> pd.DataFrame:
     """``qid, query`` from ``irds:<dataset>``, a BEIR folder (its test split), or a query file (``records``)."""
     if _is_folder_or_dataset(source):
         return dataset_part(dataset(source), "topics", source)
-    records = [record for _, record in read_records(source, "query", error=RunFormatError)]
-    return pd.DataFrame({"qid": [r["id"] for r in records], "query": [r["text"] for r in records]},
-                        columns=["qid", "query"])
+    records = read_records(source, "query", error=RunFormatError)
+    return pd.DataFrame([(record["id"], record["text"]) for _, record in records], columns=["qid", "query"])
 
 
 def read_qrels(source: str) -> pd.DataFrame:
@@ -311,8 +310,7 @@ def _rerank_command(args) -> int:
         raise ValueError(f"--output-format jsonl writes the JSONL candidates form of --run, and {args.run} is a "
                          f"TREC run: give --output-format trec")
     run = read_run(args.run)
-    topics, docs = (None if source is None else arguments.bright_source(args, source)
-                    for source in (args.topics, args.docs))
+    topics, docs = (arguments.bright_source(args, source) for source in (args.topics, args.docs))
     topics = None if topics is None else read_topics(topics)
     check_texts(run, topics, docs)  # before the model is loaded
     main = is_main_process()

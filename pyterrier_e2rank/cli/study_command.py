@@ -2,37 +2,17 @@
 from pathlib import Path
 
 from ..checks import positive_int
-from ..model.text import DOC_MAX_WORDS
 from ..study.runner import DEPTHS, PROMPT_DOCS, study
 from . import arguments
-from .paper import DatasetUnavailable
-
-
-def parse_first_stages(pairs) -> dict:
-    """``["NAME=PATH", ...]`` -> ``{NAME: PATH}``; ``ValueError`` naming a pair without both or a name given twice."""
-    stages = {}
-    for pair in pairs:
-        name, sep, path = pair.partition("=")
-        if not sep or not name or not path:
-            raise ValueError(f"--first-stage {pair!r}: expected NAME=PATH (a name, '=', a run file)")
-        if name in stages:
-            raise ValueError(f"--first-stage {pair!r}: the name {name!r} was given already (for {stages[name]!r}); "
-                             f"give each first stage a name of its own")
-        stages[name] = path
-    return stages
 
 
 def main(args) -> int:
-    try:
-        study(args.model, args.dataset, args.output, first_stages=parse_first_stages(args.first_stage or []),
-              index_dir=args.index_dir, top_k=args.top_k, num_input_docs=args.num_input_docs,
-              num_queries=args.num_queries, measures=args.measures, prompt_docs=args.grid_prompt_docs,
-              depths=args.grid_depths, cross_encoder=args.cross_encoder, generative=args.generative,
-              timing_queries=args.timing_queries,
-              overwrite=args.overwrite, model_options=dict(arguments.model_options(args),
-                                                           doc_max_words=args.doc_max_words))
-    except DatasetUnavailable as e:
-        raise OSError(str(e)) from None
+    study(args.model, args.dataset, args.output,
+          first_stages=arguments.named_paths(args.first_stage, "--first-stage", "first stage"),
+          index_dir=args.index_dir, top_k=args.top_k, num_input_docs=args.num_input_docs,
+          num_queries=args.num_queries, measures=args.measures, prompt_docs=args.grid_prompt_docs,
+          depths=args.grid_depths, cross_encoder=args.cross_encoder, generative=args.generative,
+          timing_queries=args.timing_queries, overwrite=args.overwrite, model_options=arguments.model_options(args))
     print(f"written: {Path(args.output) / 'report.md'}")
     return 0
 
@@ -41,12 +21,12 @@ def register(parsers: dict) -> None:
     p = parsers["study"]
     p.add_argument("--model", action="append", required=True,
                    help="the model; given twice, the second is one not trained for the listwise prompt")
-    p.add_argument("--dataset", action="append", required=True,
-                   help="irds:<id> (or the bare id), a BEIR folder, a corpus file or bright/<domain>; repeatable")
+    arguments.add_options(p, "--dataset", dataset={"required": True})
     p.add_argument("--first-stage", action="append", metavar="NAME=PATH",
                    help="a TREC run file of the dataset as one more first stage, besides bm25 and dense")
     p.add_argument("--output", required=True, help="directory for report.md, results.json, figures/, steps/")
-    arguments.add_options(p, "--index-dir", "--num-input-docs", "--num-queries", num_input_docs={"default": 20})
+    arguments.add_options(p, "--index-dir", "--num-input-docs", "--num-queries", "--doc-max-words",
+                          num_input_docs={"default": 20})
     p.add_argument("--top-k", "--depth", dest="top_k", **arguments.OPTIONS["--top-k"])
     p.add_argument("--measures", nargs="+", default=["nDCG@10"], help="ir-measures names (the first in the tables)")
     p.add_argument("--grid-prompt-docs", nargs="+", type=arguments.Checked(positive_int, minimum=0),
@@ -57,8 +37,6 @@ def register(parsers: dict) -> None:
     p.add_argument("--generative", help="a causal LM checkpoint for the generative sliding-window baseline (e)")
     p.add_argument("--timing-queries", type=arguments.Checked(positive_int),
                    help="time only the first N queries (default: all)")
-    p.add_argument("--doc-max-words", type=arguments.Checked(positive_int), default=DOC_MAX_WORDS,
-                   help="documents are cut to this many words")
     arguments.add_model_run_options(p)
     p.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming what --output holds")
     p.set_defaults(func=main)

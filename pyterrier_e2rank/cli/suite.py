@@ -240,15 +240,14 @@ class Suite:
         stage; then writes the marks: ``settings.json``, each dataset folder's ``made-from.json``."""
         path, settings = self.output / "settings.json", self.settings()
         _check_mark(path, settings, FILES, overwrite, f"{self.output} (a suite run)")
-        for dataset in datasets:
-            mark = self.output / "datasets" / dataset.folder / "made-from.json"
+        marks = {self.output / "datasets" / dataset.folder / "made-from.json": dataset for dataset in datasets}
+        for mark, dataset in marks.items():
             _check_mark(mark, self.made_from(dataset), DATASET_FILES, overwrite, f"{mark}: {dataset.label}")
         if overwrite:
             _remove_written(self.output)
         with atomic_file(path) as out:
             json.dump(settings, out, indent=2, default=str)
-        for dataset in datasets:  # each folder's mark, before anything else of it
-            mark = self.output / "datasets" / dataset.folder / "made-from.json"
+        for mark, dataset in marks.items():  # each folder's mark, before anything else of it
             if not mark.exists():
                 mark.parent.mkdir(parents=True, exist_ok=True)
                 with atomic_file(mark) as out:

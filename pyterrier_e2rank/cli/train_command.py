@@ -2,16 +2,14 @@
 pairs); an output that is an input is refused before anything is read, and locked before the first byte."""
 from dataclasses import fields
 
+from accelerate.utils import LoggerType
+
 from ..checks import positive_int
 from ..io import numbered_lines, refuse_output_as_input, writer_lock
 from ..training.config import ENCODER_POOLINGS, TrainConfig
 from ..training.data import DataError, build_from_dataset, from_pairs, from_rankllm, read_listwise, write_jsonl
 from ..training.trainer import train
 from . import arguments
-
-
-#: accelerate's trackers (each needs its own package: ``tensorboard``, ``wandb``, ...).
-_TRACKERS = ("tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "swanlab", "trackio", "all")
 
 
 def load_examples(path: str):
@@ -88,8 +86,8 @@ def register(parsers: dict) -> None:
     p.add_argument("--eval-data", help="stage-II JSONL records to evaluate on")
     p.add_argument("--eval-fraction", type=arguments.fraction,
                    help="share of the training records held out for evaluation instead (chosen by --seed)")
-    p.add_argument("--log-with", nargs="+", choices=_TRACKERS, metavar="TRACKER",
-                   help=f"accelerate trackers to log to ({', '.join(_TRACKERS)})")
+    p.add_argument("--log-with", nargs="+", choices=[tracker.value for tracker in LoggerType], metavar="TRACKER",
+                   help="accelerate trackers to log to (%(choices)s)")
     p.add_argument("--logging-dir", help="the trackers' files (default: <output>.logs)")
     p.set_defaults(func=_train_command)
 
