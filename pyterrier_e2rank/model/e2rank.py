@@ -149,10 +149,9 @@ class E2Rank(EqualBySettings):
             return self._encode(self.tokenize_docs(texts), batch_size, verbose, "encoding documents", progress)
         keys = [hashlib.sha256(text.encode()).digest() for text in texts]
         new = {key: text for key, text in zip(keys, texts) if key not in self.doc_cache}
-        if new:
-            vectors = self._encode(self.tokenize_docs(list(new.values())), batch_size, verbose,
-                                   "encoding documents", progress)
-            self.doc_cache.update(zip(new, vectors))
+        vectors = self._encode(self.tokenize_docs(list(new.values())), batch_size, verbose, "encoding documents",
+                               progress)
+        self.doc_cache.update(zip(new, vectors))
         return np.stack([self.doc_cache[key] for key in keys]) if keys else np.empty((0, self.dim), np.float32)
 
     def clear_doc_cache(self) -> None:
