@@ -30,8 +30,7 @@ MANIFEST = "export.json"
 #: The smallest cosine of a document vector to its float32 PyTorch vector that the docs promise, by option.
 PROMISED_COSINE = {"openvino": 0.9999, "onnx": 0.9999, "torch-bfloat16": 0.9999, "onnx-int8": 0.98}
 #: Whether vectors computed as ``E2Rank.inference`` says share PyTorch's identity (the fingerprint's
-#: ``inference`` is then not compared): the float32 exports do, whose SciFact nDCG@10 equals PyTorch's
-#: (pt_docs/guarantees.rst); OpenVINO's bfloat16 and int8 stay apart.
+#: ``inference`` is then not compared; pt_docs/guarantees.rst).
 SHARES_PYTORCH_IDENTITY = {"openvino": True, "onnx": True, "openvino-bf16": False, "onnx-int8": False}
 
 
@@ -163,10 +162,9 @@ class _LastHiddenState(torch.nn.Module):
         return self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
 
-def export_onnx(backbone: torch.nn.Module, directory: Path) -> Path:
-    """``directory/model.onnx``: the float32 backbone traced from a copy (opset 17), dynamic batch and length:
+def export_onnx(backbone: torch.nn.Module, directory: Path) -> None:
+    """Write ``directory/model.onnx``: the float32 backbone traced from a copy (opset 17), dynamic batch and length:
     ``(input_ids, attention_mask)`` -> ``hidden``."""
-    path = directory / "model.onnx"
     example = (torch.ones(2, 8, dtype=torch.long), torch.ones(2, 8, dtype=torch.long))
     example[1][0, :3] = 0  # padded, so that masking is traced as computed, not as constant
     axes = {"input_ids": {0: "batch", 1: "length"}, "attention_mask": {0: "batch", 1: "length"},
@@ -174,10 +172,9 @@ def export_onnx(backbone: torch.nn.Module, directory: Path) -> Path:
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", module=r"torch\.onnx")
-        torch.onnx.export(_LastHiddenState(copy.deepcopy(backbone)).eval(), example, str(path), dynamo=False,
-                          input_names=["input_ids", "attention_mask"], output_names=["hidden"],
+        torch.onnx.export(_LastHiddenState(copy.deepcopy(backbone)).eval(), example, str(directory / "model.onnx"),
+                          dynamo=False, input_names=["input_ids", "attention_mask"], output_names=["hidden"],
                           dynamic_axes=axes, opset_version=17)
-    return path
 
 
 class ExportedBackbone:

@@ -12,6 +12,7 @@ import torch
 from .backends import ExportedBackbone, check_backend, inference_label, openvino_precision
 from ..checks import check_encodable, check_finite, positive_int
 from ..deprecation import keyword_only_since, renamed_keywords
+from ..equality import EqualBySettings
 from .fingerprint import tokenizer_digest, weights_digest
 from .loading import DEFAULT_MODEL, read_pooling, read_prompt_settings, resolve_model_path
 from .pooling import Pooling, pad_batch, pool
@@ -23,7 +24,7 @@ FINGERPRINT_VERSION = 3
 _AUTO = "auto"
 
 
-class E2Rank:
+class E2Rank(EqualBySettings):
     """An E2Rank (or any embedding) model, and a factory of PyTerrier transformers. Decoders follow
     pt_docs/specification.rst §2-§4; sentence-transformers encoders keep their pooling and ``max_seq_length``.
 
@@ -111,17 +112,11 @@ class E2Rank:
         self.exported = None if backend == "torch" else ExportedBackbone(
             backend, self.backbone, variant=variant, identity=self.fingerprint())
 
-    def _identity(self) -> tuple:
-        """What makes two model objects interchangeable: the checkpoint and every setting that shapes a vector."""
+    def _settings(self) -> tuple:
+        """What makes two model objects equal: the checkpoint and every setting that shapes a vector."""
         return (str(self.checkpoint_path), str(self.device), self.inference, self.precision, self.pooling,
                 self.query_task, self.max_length, self.prompt_max_tokens, self.doc_max_words,
                 tuple(sorted(self.prompt_settings.items())))
-
-    def __eq__(self, other):
-        return isinstance(other, E2Rank) and (self is other or self._identity() == other._identity())
-
-    def __hash__(self):
-        return hash(self._identity())
 
     def __repr__(self):
         given = {"backend": None if self.backend == "torch" else self.backend, "quantize": self.quantize,
@@ -154,10 +149,9 @@ class E2Rank:
             return self._encode(self.tokenize_docs(texts), batch_size, verbose, "encoding documents", progress)
         keys = [hashlib.sha256(text.encode()).digest() for text in texts]
         new = {key: text for key, text in zip(keys, texts) if key not in self.doc_cache}
-        if new:
-            vectors = self._encode(self.tokenize_docs(list(new.values())), batch_size, verbose,
-                                   "encoding documents", progress)
-            self.doc_cache.update(zip(new, vectors))
+        vectors = self._encode(self.tokenize_docs(list(new.values())), batch_size, verbose, "encoding documents",
+                               progress)
+        self.doc_cache.update(zip(new, vectors))
         return np.stack([self.doc_cache[key] for key in keys]) if keys else np.empty((0, self.dim), np.float32)
 
     def clear_doc_cache(self) -> None:
@@ -228,16 +222,13 @@ class E2Rank:
         out = np.empty((len(ids), self.dim), dtype=np.float32)
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         own_progress = progress is None and verbose and len(ids) > batch_size
-        if own_progress:
-            progress = pt.tqdm(total=len(ids), desc=desc, unit="text")
-        with torch.inference_mode():
+        bar = pt.tqdm(total=len(ids), desc=desc, unit="text") if own_progress else contextlib.nullcontext(progress)
+        with torch.inference_mode(), bar as progress:
             for start in range(0, len(ids), batch_size):
                 rows = order[start:start + batch_size]
                 out[rows] = self.embed([ids[i] for i in rows]).cpu().numpy()
                 if progress is not None:
                     progress.update(len(rows))
-        if own_progress:
-            progress.close()
         check_finite(out, range(len(out)), f"{desc}: the model's vector of the text at position")
         return out
 

@@ -155,14 +155,13 @@ def _parts(tag: str):
 
 def _spaces(values: Sequence[Optional[str]], names: Sequence, what: str) -> Dict[str, list]:
     """``{space: [(first row's name, model)...]}`` of the tags; more than one space is refused."""
-    first: Dict[str, object] = {}
-    for name, value in zip(names, values):
-        if value is not None:
-            first.setdefault(value, name)
     found: Dict[str, list] = {}
-    for value, name in first.items():
-        model, digest, _ = _parts(value)
-        found.setdefault(digest, []).append((name, model))
+    seen = {None}
+    for name, value in zip(names, values):
+        if value not in seen:
+            seen.add(value)
+            model, digest, _ = _parts(value)
+            found.setdefault(digest, []).append((name, model))
     if len(found) > 1:
         (a, rows_a), (b, rows_b) = list(found.items())[:2]
         raise IndexModelMismatch(f"{what} mixes vectors of two models: {rows_a[0][1]!r} (#{a}; e.g. {rows_a[0][0]!r}) "
@@ -177,11 +176,8 @@ def _differing(a: str, b: str) -> str:
     return ""
 
 
-FIX = "make the vectors with the model of the index (or search an index built with the vectors' model)"
-
-
 def check_tags(values: Sequence[Optional[str]], names: Sequence, fingerprint: Optional[dict], what: str,
-               where: str, *, fix: str = FIX) -> None:
+               where: str, *, fix: str) -> None:
     """Raise ``IndexModelMismatch`` (naming both models and ``fix``) for tags (``values``, rows named by ``names``)
     of another space than ``fingerprint``'s (the model of ``where``; ``None``: unknown) or of two spaces."""
     found = _spaces(values, names, what)
@@ -199,7 +195,7 @@ def check_tags(values: Sequence[Optional[str]], names: Sequence, fingerprint: Op
 
 
 def check_frame(frame: pd.DataFrame, column: str, fingerprint: Optional[dict], where: str, *, key: str,
-                text: Optional[str] = None, fix: str = FIX) -> None:
+                text: Optional[str] = None, fix: str) -> None:
     """``check_tags`` for ``column`` of ``frame``, rows named by ``key``; with the ``text`` column the vectors
     were made from, a ``ValueError`` names the rows whose text changed since they were encoded."""
     values, names = tags(frame, column), frame[key].tolist()

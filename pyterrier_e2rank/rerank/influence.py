@@ -47,18 +47,18 @@ def feedback_influence(model, frame: pd.DataFrame, index=None, *, num_input_docs
     if len(frame) == 0:
         return pd.DataFrame(columns=list(INFLUENCE_COLUMNS))
     ordered = renderer.with_text(reranker.vec_loader(in_current_order(frame, reranker)))
-    prompts, feedback = [], []
+    prompts = []
     for rows in query_groups(ordered):
         top = rows[:prompt.num_input_docs]
         prompts.append(renderer.render(ordered, rows))  # checks the query and the prompt documents' text
         query = ordered["query"].iat[rows[0]]
         texts = require_text(ordered.iloc[top], text_field, key="docno")
         prompts += [prompt.render(model.tokenizer, query, texts[:i] + texts[i + 1:]) for i in range(len(top))]
-        feedback.append(top)
     vectors = np.stack(reranker.prompt_encoder.vec_encoder(pd.DataFrame({"prompt": prompts}))["query_vec"].to_numpy())
     documents = np.stack(ordered["doc_vec"].to_numpy()).astype(np.float32)
     out, start = [], 0
-    for rows, top in zip(query_groups(ordered), feedback):
+    for rows in query_groups(ordered):
+        top = rows[:prompt.num_input_docs]
         full, left_out = vectors[start], vectors[start + 1:start + 1 + len(top)]
         start += 1 + len(top)
         shifts = 1.0 - left_out @ full / (np.linalg.norm(left_out, axis=1) * np.linalg.norm(full))

@@ -7,7 +7,7 @@ import os
 import sqlite3
 import tempfile
 from pathlib import Path
-from typing import Dict, Iterator, List
+from typing import Iterator, Optional
 
 import numpy as np
 import pandas as pd
@@ -19,7 +19,6 @@ from ..model.encoders import ModelTransformer
 
 DB_FILE = "vectors.sqlite3"
 BUSY_TIMEOUT_S = 600
-LOOKUP_BATCH = 500  # keys per statement: older SQLite builds allow 999 parameters
 FORMAT = 1
 
 
@@ -55,13 +54,13 @@ class PromptVectorCache(ModelTransformer):
         if not all(isinstance(prompt, str) for prompt in prompts):  # reported by the encoder, by position
             return self.encoder(inp)
         keys = [hashlib.sha256(prompt.encode("utf-8", "surrogatepass")).digest() for prompt in prompts]
-        vectors = np.empty((len(keys), self.dim), dtype=np.float32)
         with self._database() as db:
-            found = self._lookup(db, keys)
-        missing = [i for i, key in enumerate(keys) if key not in found]
-        for i, key in enumerate(keys):
-            if key in found:
-                vectors[i] = found[key]
+            found = [self._lookup(db, key) for key in keys]
+        vectors = np.empty((len(keys), self.dim), dtype=np.float32)
+        missing = [i for i, vector in enumerate(found) if vector is None]
+        for i, vector in enumerate(found):
+            if vector is not None:
+                vectors[i] = vector
         if missing:
             computed = self.encoder(pd.DataFrame({"prompt": prompts[missing]}))["query_vec"]
             vectors[missing] = np.stack(computed.to_numpy())
@@ -70,21 +69,19 @@ class PromptVectorCache(ModelTransformer):
                 db.executemany("INSERT OR IGNORE INTO vectors (key, vector) VALUES (?, ?)", rows)
         return provenance.prompt_vectors_tagged(inp.assign(query_vec=list(vectors[codes])), self.model)
 
-    def _lookup(self, db: sqlite3.Connection, keys: List[bytes]) -> Dict[bytes, np.ndarray]:
-        found = {}
-        for start in range(0, len(keys), LOOKUP_BATCH):
-            batch = keys[start:start + LOOKUP_BATCH]
-            marks = ", ".join("?" * len(batch))
-            for key, value in db.execute(f"SELECT key, vector FROM vectors WHERE key IN ({marks})", batch):
-                if not isinstance(value, bytes) or len(value) != 4 * self.dim:
-                    raise CorruptArtifact(self._damaged(
-                        f"the entry of key {bytes(key).hex()[:16]}... is {type(value).__name__} of "
-                        f"{len(value)} bytes, not {self.dim} float32 values (never unpickled)"))
-                vector = np.frombuffer(value, dtype="<f4")
-                if not np.isfinite(vector).all():
-                    raise CorruptArtifact(self._damaged(f"the entry of key {bytes(key).hex()[:16]}... is not finite"))
-                found[bytes(key)] = vector
-        return found
+    def _lookup(self, db: sqlite3.Connection, key: bytes) -> Optional[np.ndarray]:
+        """The stored vector of ``key`` (``None``: not stored); a damaged entry raises ``CorruptArtifact``."""
+        row = db.execute("SELECT vector FROM vectors WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        if not isinstance(row[0], bytes) or len(row[0]) != 4 * self.dim:
+            raise CorruptArtifact(self._damaged(
+                f"the entry of key {key.hex()[:16]}... is {type(row[0]).__name__} of {len(row[0])} bytes, not "
+                f"{self.dim} float32 values (never unpickled)"))
+        vector = np.frombuffer(row[0], dtype="<f4")
+        if not np.isfinite(vector).all():
+            raise CorruptArtifact(self._damaged(f"the entry of key {key.hex()[:16]}... is not finite"))
+        return vector
 
     @contextlib.contextmanager
     def _database(self) -> Iterator[sqlite3.Connection]:

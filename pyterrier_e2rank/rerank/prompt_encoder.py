@@ -78,8 +78,7 @@ class PromptVectorEncoder(ModelTransformer):
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
         pt.validate.columns(inp, includes=["prompt"], context=self)
         codes, prompts = pd.factorize(inp["prompt"])
-        vectors = self.model.encode_prompts(list(prompts), batch_size=self.batch_size, verbose=self.verbose) \
-            if len(prompts) else np.empty((0, self.model.dim), np.float32)
+        vectors = self.model.encode_prompts(list(prompts), batch_size=self.batch_size, verbose=self.verbose)
         return provenance.prompt_vectors_tagged(inp.assign(query_vec=list(vectors[codes])), self.model)
 
 

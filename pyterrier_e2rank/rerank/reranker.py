@@ -25,11 +25,8 @@ class E2RankReranker(VectorReranker):
                  stride: Optional[int] = None, batch_size: Optional[int] = None, verbose: Optional[bool] = None,
                  text_field: str = "text", cache=None):
         positive_int(window, "window", allow_none=True)
-        positive_int(stride, "stride", allow_none=True)
         if window is not None:
-            stride = max(1, window // 2) if stride is None else stride
-            if stride > window:
-                raise ValueError(f"need stride <= window, got window={window}, stride={stride}")
+            stride = max(1, window // 2) if stride is None else positive_int(stride, "stride", maximum=window)
             prompt = dataclasses.replace(prompt, num_input_docs=window)
         elif stride is not None:
             raise ValueError("stride is only meaningful with window")
