@@ -159,8 +159,8 @@ def run_blocks(page: str, replacements: dict) -> dict:
     return namespace
 
 
-#: Pages whose blocks run a whole pt.Experiment with 20-document prompts (35-45 s on 2 shared cores): slow tier.
-SLOW = {"retrieval-and-reranking.rst"}
+#: Pages whose blocks take 3 s or more (a whole pt.Experiment with 20-document prompts: 35-45 s): slow tier.
+SLOW = {"retrieval-and-reranking.rst", "indexing.rst", "datasets-and-bm25.rst"}
 
 
 @pytest.mark.parametrize("page", [pytest.param(page, marks=[pytest.mark.slow] if page in SLOW else [])

@@ -53,6 +53,7 @@ def test_experiment_command_writes_the_five_systems(tmp_path, tiny_qwen_dir, sci
     assert results["dense"]["R@100"] == results["dense>>e2rank"]["R@100"]
 
 
+@pytest.mark.slow
 def test_example_script_runs(tmp_path, tiny_qwen_dir, scifact, repo_dir):
     import importlib.util
     spec = importlib.util.spec_from_file_location("rerank_bm25", repo_dir / "examples" / "rerank_bm25.py")

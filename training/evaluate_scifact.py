@@ -20,7 +20,7 @@ from ir_measures import R, nDCG
 
 from pyterrier_e2rank import E2Rank
 from pyterrier_e2rank.bm25 import pisa_bm25
-from pyterrier_e2rank.data import DocumentText, corpus_id
+from pyterrier_e2rank.data import DocumentText, corpus_id, dataset as open_dataset
 from pyterrier_e2rank.checks import positive_int
 from pyterrier_e2rank.io import atomic_file
 from pyterrier_e2rank.cli import arguments
@@ -31,7 +31,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", default="all-minilm-l6-v2")
     parser.add_argument("--trained", required=True)
-    parser.add_argument("--dataset", default="irds:beir/scifact/test")
+    parser.add_argument("--dataset", default="irds:beir/scifact/test",
+                        help="irds:<id>, a BEIR folder or a corpus file, as the e2rank commands take")
     parser.add_argument("--index-dir", default="indexes")
     parser.add_argument("--num-queries", type=arguments.Checked(positive_int))
     parser.add_argument("--num-input-docs", type=arguments.Checked(positive_int),
@@ -48,8 +49,8 @@ def main(argv=None):
     print(f"prompt: {settings['num_input_docs']} documents, at most {settings['prompt_doc_max_tokens'] or 'any'} "
           f"tokens each and {settings['prompt_max_tokens'] or 'the model positions'} in all")
 
-    dataset = pt.get_dataset(args.dataset)
-    bm25 = pisa_bm25(str(Path(args.index_dir) / index_name(corpus_id(args.dataset)) / "bm25.pisa"), dataset) % 100
+    dataset = open_dataset(args.dataset)
+    bm25 = pisa_bm25(str(Path(args.index_dir) / index_name(corpus_id(dataset)) / "bm25.pisa"), dataset) % 100
     text = DocumentText(dataset)
     systems = {"(d) bm25": bm25}
     for label, model in models.items():

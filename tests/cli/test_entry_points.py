@@ -218,6 +218,7 @@ def test_experiment_and_pyserini_take_the_checkpoints_num_input_docs(checkpoint,
     np.testing.assert_allclose([hit.score for hit in reranked], expected["score"], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_dense_index_for_rebuilds_an_index_of_other_weights(tiny_qwen_dir, other_tiny_qwen_dir, tmp_path):
     """Weights replaced at the model's path (a checkpoint trained again): the experiment's index of that
     path is built again instead of being refused or served."""
@@ -234,6 +235,7 @@ def test_dense_index_for_rebuilds_an_index_of_other_weights(tiny_qwen_dir, other
     np.testing.assert_allclose(index.vectors(["d1"]), retrained.encode_docs([make_docs(12, seed=5)[1]]), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_fine_tuned_checkpoint_saves_the_prompt_it_was_trained_with(tiny_qwen_dir, tmp_path):
     """Fine-tuning a checkpoint with saved settings (task, variant) on lists of 4 documents, the user giving
     no prompt option: the new checkpoint reranks with the prompt it was trained with (its base's task and

@@ -157,6 +157,7 @@ def test_a_dataset_folder_refuses_another_dataset_of_the_same_label(cached_minil
         reproduce(cached_minilm, ["data"], tmp_path / "out", index_dir=tmp_path / "indexes", **SUITE)
 
 
+@pytest.mark.slow
 def test_models_whose_names_sanitise_alike_keep_their_own_dense_index(tiny_qwen_dir, other_tiny_qwen_dir,
                                                                       small_scifact, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -49,6 +49,7 @@ def test_the_second_construction_reuses_the_export_and_a_damaged_one_is_made_aga
     assert (saved / MANIFEST).is_file()
 
 
+@pytest.mark.slow
 def test_while_another_writer_holds_the_export_a_private_one_is_used(minilm_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("E2RANK_CACHE", str(tmp_path))
     first = E2Rank(str(minilm_dir), device="cpu", backend="onnx")

@@ -169,8 +169,8 @@ def test_scifact_train_records_from_bm25_and_qrels(tmp_path, shared_path):
 
 
 @pytest.mark.slow
-def test_evidence_script_evaluates_with_the_trained_prompt(tmp_path, tiny_qwen_dir, scifact, repo_dir):
-    """training/evaluate_scifact.py on a tiny checkpoint and two queries: both PRF rerankers
+def test_evidence_script_evaluates_with_the_trained_prompt(tmp_path, tiny_qwen_dir, small_scifact, repo_dir):
+    """training/evaluate_scifact.py on a tiny checkpoint, SciFact cut small and two queries: both PRF rerankers
     read the prompt the checkpoint was trained with, and every system of the write-up is there."""
     import importlib.util
 
@@ -185,8 +185,8 @@ def test_evidence_script_evaluates_with_the_trained_prompt(tmp_path, tiny_qwen_d
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     output = tmp_path / "evidence.json"
-    script.main(["--base", str(tiny_qwen_dir), "--trained", str(trained), "--index-dir", str(tmp_path / "idx"),
-                 "--num-queries", "2", "--output", str(output)])
+    script.main(["--base", str(tiny_qwen_dir), "--trained", str(trained), "--dataset", str(small_scifact),
+                 "--index-dir", str(tmp_path / "idx"), "--num-queries", "2", "--output", str(output)])
     evidence = json.loads(output.read_text())
     assert evidence["prompt"] == {"num_input_docs": 3, "prompt_doc_max_tokens": 8, "prompt_max_tokens": None}
     assert list(evidence["systems"]) == ["(d) bm25", "PRF reranker, base", "embedding reranker, base", "dense, base",
