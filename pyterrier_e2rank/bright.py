@@ -1,14 +1,13 @@
 """BRIGHT (``xlangai/BRIGHT``), the reasoning-intensive retrieval benchmark: its domains' files, from a local copy
 in the dataset card's layout or the Hugging Face hub (as ir_datasets downloads them), read as checked records;
 each query's ``excluded_ids`` removed from a ranking (pt_docs/reproducing.rst, "BRIGHT")."""
-import json
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 import pandas as pd
 import pyterrier as pt
 
-from .io import FileFormatError, numbered_lines
+from .io import FileFormatError, json_line, numbered_lines
 
 DOMAINS = ("biology", "earth_science", "economics", "psychology", "robotics", "stackoverflow", "sustainable_living",
            "pony", "leetcode", "aops", "theoremqa_theorems", "theoremqa_questions")
@@ -57,10 +56,7 @@ def read_records(paths: List[Path], part: str) -> Iterator[dict]:
             yield from _parquet_records(path, COLUMNS[part])
             continue
         for number, line in numbered_lines(path):
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise FileFormatError(f"{path}:{number}: not a JSON object ({e.msg} at column {e.colno})") from None
+            record = json_line(line, f"{path}:{number}")
             missing = [c for c in COLUMNS[part] if not isinstance(record, dict) or c not in record]
             if missing:
                 raise FileFormatError(f"{path}:{number}: no column {missing[0]!r}; BRIGHT's {part} have "

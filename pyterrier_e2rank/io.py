@@ -75,6 +75,14 @@ def read_json_object(path, what: str) -> Optional[dict]:
     return value
 
 
+def json_line(line: str, where: str, *, error: Type[ValueError] = FileFormatError):
+    """The JSON value of one line of a JSONL file; ``error`` naming ``where`` (``file:line``) when it is not JSON."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as e:
+        raise error(f"{where}: not a JSON object ({e.msg} at column {e.colno})") from None
+
+
 def split_fields(line: str, count: int, *, where: str, form: str, sep: Optional[str] = None,
                  error: Type[ValueError] = FileFormatError) -> List[str]:
     """The ``count`` fields of a line, split at each ``sep`` (``None``: runs of whitespace); a line with more or

@@ -1,11 +1,10 @@
 """Document and query files, one reader for every command and dataset: JSONL (``.jsonl``, ``.json``, ``.gz`` or
 not) with the keys of ``KEYS``, else TSV (``docno<TAB>text``, an optional header; ``qid<TAB>query``). A bad
 record is refused naming ``file:line`` (pt_docs/datasets-and-bm25.rst, "Files every command reads")."""
-import json
 from typing import Dict, Iterator, Optional, Tuple, Type
 
 from .checks import identifier, is_text
-from .io import FileFormatError, numbered_lines, split_fields
+from .io import FileFormatError, json_line, numbered_lines, split_fields
 from .model.text import join_title
 
 #: The accepted keys of a JSONL record, by kind of record and field; a field may be given by several
@@ -63,10 +62,7 @@ def _one_value(record: dict, keys: Tuple[str, ...], field: str, kind: str, where
 def jsonl_record(line: str, kind: str, where: str, *, error: Type[ValueError] = FileFormatError) -> dict:
     """``{"id", "text"}`` of one JSONL line of a ``kind`` record (title joined), checked; a bad one raises
     ``error`` naming ``where``."""
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise error(f"{where}: not a JSON object ({e.msg} at column {e.colno})") from None
+    record = json_line(line, where, error=error)
     if not isinstance(record, dict):
         raise error(f"{where}: expected a JSON object, got a {type(record).__name__}")
     identifier_ = _one_value(record, KEYS[kind]["id"], "id", kind, where, error)

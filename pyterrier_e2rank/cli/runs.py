@@ -13,7 +13,7 @@ import pyterrier as pt
 
 from ..checks import identifier, is_text, positive_int
 from ..data import DocumentText, dataset, dataset_part, is_beir_folder, read_qrels_file
-from ..io import FileFormatError, atomic_file, numbered_lines, refuse_output_as_input, split_fields
+from ..io import FileFormatError, atomic_file, json_line, numbered_lines, refuse_output_as_input, split_fields
 from ..model.text import join_title
 from ..pyserini import text_lookup
 from ..records import read_records
@@ -61,10 +61,7 @@ def candidates_line(line: str, where: str) -> tuple:
     authors' ``{"query": str, "hits": [{"qid", "docid", "rank", "score", "content"}, ...]}`` or rank_llm's
     ``{"query": {"text", "qid"}, "candidates": [{"docid", "score", "doc"}, ...]}``. Raises ``RunFormatError``
     naming ``where`` for bad JSON, a missing key, hits of several qids, a score not a number, a text not a string."""
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise RunFormatError(f"{where}: not a JSON object ({e.msg} at column {e.colno})") from None
+    record = json_line(line, where, error=RunFormatError)
     key = next((k for k in ("hits", "candidates") if isinstance(record, dict) and k in record), None)
     if key is None:
         raise RunFormatError(f"{where}: expected a JSON object with 'hits' (the authors' candidates) or 'candidates' "
